@@ -1,0 +1,28 @@
+// Element types of checkpoint tensors and their conversion to fp32, the type
+// every CPU kernel computes in. Conversions are exact (bf16/f16 -> f32 loses
+// nothing), so a weight read from any dtype has one fp32 value.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace shift {
+
+enum class DType { kF32, kBF16, kF16 };
+
+// The safetensors spelling ("F32", "BF16", "F16").
+std::string_view DTypeName(DType dtype);
+std::optional<DType> DTypeFromName(std::string_view name);
+size_t DTypeSize(DType dtype);
+
+float Bf16ToF32(uint16_t bits);
+// Round to nearest even; NaN stays NaN.
+uint16_t F32ToBf16(float value);
+float F16ToF32(uint16_t bits);
+
+// Converts `n` elements of `dtype` at `src` (possibly unaligned) to fp32.
+void ConvertToF32(DType dtype, const void* src, size_t n, float* dst);
+
+}  // namespace shift
