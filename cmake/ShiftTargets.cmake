@@ -30,6 +30,8 @@ endfunction()
 # shared data folder (tokenizers, traces) through SHIFT_SHARED_DATA.
 set(SHIFT_SHARED_DATA "${PROJECT_SOURCE_DIR}/../shared/data" CACHE PATH
     "Folder of real tokenizers and traces used by tests (skipped when absent)")
+# `unit_tests` builds every unit test program (the sanitizer pass builds only it).
+add_custom_target(unit_tests)
 function(shift_test name)
   cmake_parse_arguments(ARG "" "LABEL;TIMEOUT" "SOURCES;DEPS" ${ARGN})
   if(NOT ARG_TIMEOUT)
@@ -39,6 +41,9 @@ function(shift_test name)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   shift_strict(${name})
   add_test(NAME ${name} COMMAND ${name})
+  if(ARG_LABEL STREQUAL "unit")
+    add_dependencies(unit_tests ${name})
+  endif()
   set_tests_properties(${name} PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${ARG_TIMEOUT}
     ENVIRONMENT "SHIFT_SHARED_DATA=${SHIFT_SHARED_DATA};SHIFT_BINARY_DIR=${PROJECT_BINARY_DIR};SHIFT_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
 endfunction()
