@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_join.h"
 #include "common/unicode.h"
@@ -202,6 +203,35 @@ TEST(TokenizerTest, RejectsUnsupportedParts) {
   EXPECT_THAT(unigram.status().message(), HasSubstr("Unigram"));
   auto malformed = Tokenizer::FromJson("{not json");
   EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TokenizerTest, ConcurrentEncodesMatchSequentialOnes) {
+  SHIFT_SKIP_WITHOUT_TOKENIZER_DATA();
+  auto loaded = testdata::LoadTokenizer("llama-bpe");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Tokenizer* llama = *loaded;
+  const auto strings = testdata::TestStrings();
+  ASSERT_TRUE(strings);
+  std::vector<std::vector<int32_t>> expected;
+  for (const std::string& text : *strings) expected.push_back(*llama->Encode(text));
+
+  // Several threads share the tokenizer (and its piece cache) at once.
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 20; ++round) {
+        for (size_t i = 0; i < strings->size(); ++i) {
+          size_t k = (i + static_cast<size_t>(t) * 7 + static_cast<size_t>(round)) % strings->size();
+          auto ids = llama->Encode((*strings)[k] + " " + std::to_string(round));
+          auto plain = llama->Encode((*strings)[k]);
+          if (!ids.ok() || !plain.ok() || *plain != expected[k]) ++mismatches[t];
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_THAT(mismatches, ::testing::Each(0));
 }
 
 TEST(TokenizerTest, MissingFileIsNotFound) {
