@@ -1,0 +1,246 @@
+#include "common/model_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+
+namespace shift {
+namespace {
+
+using nlohmann::json;
+
+absl::Status FieldError(absl::string_view source, absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", field, "\" ", why));
+}
+
+// Reads an optional integer field; absent or null leaves `out` unchanged.
+absl::Status GetInt(const json& j, absl::string_view source, const char* field, int64_t* out,
+                    bool required = false) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) {
+    return required ? FieldError(source, field, "is missing") : absl::OkStatus();
+  }
+  if (!it->is_number_integer()) return FieldError(source, field, "must be an integer");
+  *out = it->get<int64_t>();
+  return absl::OkStatus();
+}
+
+absl::Status GetDouble(const json& j, absl::string_view source, const char* field, double* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return FieldError(source, field, "must be a number");
+  *out = it->get<double>();
+  return absl::OkStatus();
+}
+
+absl::Status GetBool(const json& j, absl::string_view source, const char* field, bool* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) return FieldError(source, field, "must be true or false");
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+absl::Status GetString(const json& j, absl::string_view source, const char* field,
+                       std::string* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_string()) return FieldError(source, field, "must be a string");
+  *out = it->get<std::string>();
+  return absl::OkStatus();
+}
+
+absl::Status ParseRopeScaling(const json& j, absl::string_view source, ModelConfig* config) {
+  auto it = j.find("rope_scaling");
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_object()) return FieldError(source, "rope_scaling", "must be an object or null");
+  std::string type;
+  SHIFT_RETURN_IF_ERROR(GetString(*it, source, "rope_type", &type));
+  if (type.empty()) SHIFT_RETURN_IF_ERROR(GetString(*it, source, "type", &type));
+  if (type != "llama3") {
+    return absl::UnimplementedError(absl::StrCat(
+        source, ": rope_scaling of type \"", type, "\" is not supported (only llama3)"));
+  }
+  Llama3RopeScaling scaling;
+  SHIFT_RETURN_IF_ERROR(GetDouble(*it, source, "factor", &scaling.factor));
+  SHIFT_RETURN_IF_ERROR(GetDouble(*it, source, "low_freq_factor", &scaling.low_freq_factor));
+  SHIFT_RETURN_IF_ERROR(GetDouble(*it, source, "high_freq_factor", &scaling.high_freq_factor));
+  SHIFT_RETURN_IF_ERROR(GetInt(*it, source, "original_max_position_embeddings",
+                               &scaling.original_max_position_embeddings));
+  if (scaling.factor < 1.0 || scaling.low_freq_factor <= 0 ||
+      scaling.high_freq_factor <= scaling.low_freq_factor ||
+      scaling.original_max_position_embeddings <= 0) {
+    return FieldError(source, "rope_scaling",
+                      "needs factor >= 1, 0 < low_freq_factor < high_freq_factor and a "
+                      "positive original_max_position_embeddings");
+  }
+  config->rope_scaling = scaling;
+  return absl::OkStatus();
+}
+
+absl::Status ParseEos(const json& j, absl::string_view source, ModelConfig* config) {
+  auto it = j.find("eos_token_id");
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (it->is_number_integer()) {
+    config->eos_token_ids = {it->get<int64_t>()};
+    return absl::OkStatus();
+  }
+  if (!it->is_array()) return FieldError(source, "eos_token_id", "must be an integer or a list");
+  for (const json& id : *it) {
+    if (!id.is_number_integer()) {
+      return FieldError(source, "eos_token_id", "must hold integers only");
+    }
+    config->eos_token_ids.push_back(id.get<int64_t>());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source) {
+  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  ModelConfig c;
+  if (auto it = j.find("architectures"); it != j.end() && !it->is_null()) {
+    if (!it->is_array() || it->empty() || !(*it)[0].is_string()) {
+      return FieldError(source, "architectures", "must be a non-empty list of strings");
+    }
+    c.architecture = (*it)[0].get<std::string>();
+  }
+  SHIFT_RETURN_IF_ERROR(GetString(j, source, "model_type", &c.model_type));
+  if (c.architecture != "LlamaForCausalLM" && c.architecture != "Qwen2ForCausalLM" &&
+      c.architecture != "MistralForCausalLM") {
+    return absl::UnimplementedError(absl::StrCat(
+        source, ": architecture ", c.architecture,
+        " is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)"));
+  }
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "hidden_size", &c.hidden_size, true));
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "intermediate_size", &c.intermediate_size, true));
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "num_hidden_layers", &c.num_hidden_layers, true));
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "num_attention_heads", &c.num_attention_heads, true));
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "vocab_size", &c.vocab_size, true));
+  c.num_key_value_heads = c.num_attention_heads;
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "num_key_value_heads", &c.num_key_value_heads));
+  if (c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "head_dim", &c.head_dim));
+  SHIFT_RETURN_IF_ERROR(
+      GetInt(j, source, "max_position_embeddings", &c.max_position_embeddings));
+  SHIFT_RETURN_IF_ERROR(GetDouble(j, source, "rope_theta", &c.rope_theta));
+  SHIFT_RETURN_IF_ERROR(ParseRopeScaling(j, source, &c));
+  SHIFT_RETURN_IF_ERROR(GetDouble(j, source, "rms_norm_eps", &c.rms_norm_eps));
+  SHIFT_RETURN_IF_ERROR(GetBool(j, source, "tie_word_embeddings", &c.tie_word_embeddings));
+  // Qwen 2 always has q/k/v biases; Llama has them only with attention_bias.
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM";
+  SHIFT_RETURN_IF_ERROR(GetBool(j, source, "attention_bias", &c.attention_bias));
+  if (auto it = j.find("mlp_bias"); it != j.end() && it->is_boolean() && it->get<bool>()) {
+    return absl::UnimplementedError(absl::StrCat(source, ": mlp_bias is not supported"));
+  }
+  SHIFT_RETURN_IF_ERROR(GetString(j, source, "torch_dtype", &c.torch_dtype));
+  int64_t bos = -1;
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "bos_token_id", &bos));
+  if (bos >= 0) c.bos_token_id = bos;
+  SHIFT_RETURN_IF_ERROR(ParseEos(j, source, &c));
+  SHIFT_RETURN_IF_ERROR(ValidateModelConfig(c, source));
+  return c;
+}
+
+}  // namespace
+
+int64_t ModelConfig::NumParameters() const {
+  const int64_t q = num_attention_heads * head_dim, kv = num_key_value_heads * head_dim;
+  int64_t per_layer = 2 * hidden_size                          // two norms
+                      + hidden_size * (q + 2 * kv) + q * hidden_size  // q, k, v, o
+                      + 3 * hidden_size * intermediate_size;  // gate, up, down
+  if (attention_bias) per_layer += q + 2 * kv;
+  int64_t embeddings = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
+  return embeddings + num_hidden_layers * per_layer + hidden_size;
+}
+
+absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source) {
+  struct Positive {
+    const char* name;
+    int64_t value;
+  };
+  for (const Positive& p : {Positive{"hidden_size", c.hidden_size},
+                            Positive{"intermediate_size", c.intermediate_size},
+                            Positive{"num_hidden_layers", c.num_hidden_layers},
+                            Positive{"num_attention_heads", c.num_attention_heads},
+                            Positive{"num_key_value_heads", c.num_key_value_heads},
+                            Positive{"head_dim", c.head_dim},
+                            Positive{"vocab_size", c.vocab_size},
+                            Positive{"max_position_embeddings", c.max_position_embeddings}}) {
+    if (p.value <= 0) return FieldError(source, p.name, absl::StrCat("must be positive, got ", p.value));
+  }
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    return FieldError(source, "num_key_value_heads",
+                      absl::StrCat("(", c.num_key_value_heads,
+                                   ") must divide num_attention_heads (", c.num_attention_heads,
+                                   ")"));
+  }
+  if (c.head_dim % 2 != 0) {
+    return FieldError(source, "head_dim", absl::StrCat("must be even for RoPE, got ", c.head_dim));
+  }
+  if (!(c.rms_norm_eps > 0)) return FieldError(source, "rms_norm_eps", "must be positive");
+  if (!(c.rope_theta > 0)) return FieldError(source, "rope_theta", "must be positive");
+  for (int64_t id : c.eos_token_ids) {
+    if (id < 0 || id >= c.vocab_size) {
+      return FieldError(source, "eos_token_id",
+                        absl::StrCat("holds ", id, ", outside the vocabulary of ", c.vocab_size));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source) {
+  json j = json::parse(json_text.begin(), json_text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
+  }
+  // Field accessors above check types first, so nothing below throws.
+  return ParseObject(j, source);
+}
+
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
+  const std::string path = dir + "/config.json";
+  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  return ParseModelConfig(text, path);
+}
+
+std::string ModelConfigToJson(const ModelConfig& c) {
+  json j = {
+      {"architectures", {c.architecture}},
+      {"model_type", c.model_type},
+      {"hidden_size", c.hidden_size},
+      {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"num_key_value_heads", c.num_key_value_heads},
+      {"head_dim", c.head_dim},
+      {"vocab_size", c.vocab_size},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"rope_theta", c.rope_theta},
+      {"rms_norm_eps", c.rms_norm_eps},
+      {"tie_word_embeddings", c.tie_word_embeddings},
+      {"attention_bias", c.attention_bias},
+      {"mlp_bias", false},
+      {"hidden_act", "silu"},
+      {"torch_dtype", c.torch_dtype},
+  };
+  if (c.rope_scaling) {
+    j["rope_scaling"] = {
+        {"rope_type", "llama3"},
+        {"factor", c.rope_scaling->factor},
+        {"low_freq_factor", c.rope_scaling->low_freq_factor},
+        {"high_freq_factor", c.rope_scaling->high_freq_factor},
+        {"original_max_position_embeddings", c.rope_scaling->original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) {
+    j["eos_token_id"] = c.eos_token_ids[0];
+  } else if (!c.eos_token_ids.empty()) {
+    j["eos_token_id"] = c.eos_token_ids;
+  }
+  return j.dump(2) + "\n";
+}
+
+}  // namespace shift

@@ -1,0 +1,59 @@
+// The shape of a Llama-family model, read from (and written as) a Hugging
+// Face config.json: Llama 2/3 (GQA, head_dim, llama3 RoPE scaling, tied
+// embeddings) and Qwen 2 (biases on the Q, K, V projections).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace shift {
+
+// rope_scaling of type "llama3" (Llama 3.1+): frequencies below a band are
+// divided by `factor`, above it kept, smoothly blended in between.
+struct Llama3RopeScaling {
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string architecture = "LlamaForCausalLM";  // first of "architectures"
+  std::string model_type = "llama";
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;  // GQA; defaults to num_attention_heads
+  int64_t head_dim = 0;             // defaults to hidden_size / num_attention_heads
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 2048;
+  double rope_theta = 10000.0;
+  std::optional<Llama3RopeScaling> rope_scaling;
+  double rms_norm_eps = 1e-6;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // biases on q/k/v projections (Qwen 2)
+  std::string torch_dtype = "bfloat16";
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;
+
+  // Parameters in the weights (embeddings counted once when tied).
+  int64_t NumParameters() const;
+};
+
+// Parses config.json text; `source` (a path) names the file in errors.
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source);
+// Reads DIR/config.json.
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir);
+// config.json text that Hugging Face transformers accepts for this model.
+std::string ModelConfigToJson(const ModelConfig& config);
+// Checks the invariants every consumer relies on (positive sizes, heads
+// dividing evenly); ParseModelConfig already applies it.
+absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view source);
+
+}  // namespace shift

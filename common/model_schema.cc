@@ -1,0 +1,50 @@
+#include "common/model_schema.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace shift {
+
+int64_t TensorSpec::NumElements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<TensorSpec> ModelTensorSpecs(const ModelConfig& c) {
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  std::vector<TensorSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", {c.vocab_size, hidden}, TensorRole::kEmbedding});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    specs.push_back({p + "input_layernorm.weight", {hidden}, TensorRole::kNorm});
+    specs.push_back({p + "self_attn.q_proj.weight", {q, hidden}, TensorRole::kProjection});
+    specs.push_back({p + "self_attn.k_proj.weight", {kv, hidden}, TensorRole::kProjection});
+    specs.push_back({p + "self_attn.v_proj.weight", {kv, hidden}, TensorRole::kProjection});
+    if (c.attention_bias) {
+      specs.push_back({p + "self_attn.q_proj.bias", {q}, TensorRole::kBias});
+      specs.push_back({p + "self_attn.k_proj.bias", {kv}, TensorRole::kBias});
+      specs.push_back({p + "self_attn.v_proj.bias", {kv}, TensorRole::kBias});
+    }
+    specs.push_back({p + "self_attn.o_proj.weight", {hidden, q}, TensorRole::kProjection});
+    specs.push_back({p + "post_attention_layernorm.weight", {hidden}, TensorRole::kNorm});
+    specs.push_back({p + "mlp.gate_proj.weight", {inter, hidden}, TensorRole::kProjection});
+    specs.push_back({p + "mlp.up_proj.weight", {inter, hidden}, TensorRole::kProjection});
+    specs.push_back({p + "mlp.down_proj.weight", {hidden, inter}, TensorRole::kProjection});
+  }
+  specs.push_back({"model.norm.weight", {hidden}, TensorRole::kNorm});
+  if (!c.tie_word_embeddings) {
+    specs.push_back({"lm_head.weight", {c.vocab_size, hidden}, TensorRole::kLmHead});
+  }
+  return specs;
+}
+
+absl::Status CheckCheckpointAgainstSchema(const Checkpoint& checkpoint, const ModelConfig& config) {
+  for (const TensorSpec& spec : ModelTensorSpecs(config)) {
+    SHIFT_RETURN_IF_ERROR(checkpoint.Get(spec.name, spec.shape).status());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace shift

@@ -1,0 +1,35 @@
+// The one place that says which tensors a Llama-family checkpoint holds and
+// their shapes (Hugging Face names), derived from its config. The loader
+// checks checkpoints against it; the model generator writes it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/model_config.h"
+#include "common/safetensors.h"
+
+namespace shift {
+
+// What a tensor is, which decides how a generator initialises it.
+enum class TensorRole { kEmbedding, kNorm, kProjection, kBias, kLmHead };
+
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  TensorRole role;
+
+  int64_t NumElements() const;
+};
+
+// In file order: embeddings, then each layer, then the final norm and
+// lm_head (absent when tie_word_embeddings).
+std::vector<TensorSpec> ModelTensorSpecs(const ModelConfig& config);
+
+// Every expected tensor exists with its shape; extra tensors (for example
+// rotary_emb.inv_freq buffers) are ignored. Errors name the file and tensor.
+absl::Status CheckCheckpointAgainstSchema(const Checkpoint& checkpoint, const ModelConfig& config);
+
+}  // namespace shift

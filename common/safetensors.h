@@ -1,0 +1,85 @@
+// Reads Hugging Face safetensors checkpoints (one model.safetensors, or shards
+// listed in model.safetensors.index.json) by memory-mapping them, and writes
+// them. Every malformed input is an error naming the file and the tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/dtype.h"
+#include "common/file_util.h"
+
+namespace shift {
+
+// A tensor inside a mapped checkpoint file; valid while its Checkpoint lives.
+struct TensorView {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  const unsigned char* data;  // may be unaligned
+  size_t nbytes;
+  const std::string* file;  // path of the file holding it
+
+  int64_t NumElements() const;
+};
+
+class Checkpoint {
+ public:
+  // Opens DIR/model.safetensors.index.json when present, else
+  // DIR/model.safetensors.
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
+  // Opens one safetensors file.
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenFile(const std::string& path);
+
+  // nullptr when absent.
+  const TensorView* Find(absl::string_view name) const;
+  // The tensor, checked to exist and to have `shape`; errors name the
+  // file and the tensor.
+  absl::StatusOr<const TensorView*> Get(absl::string_view name,
+                                        absl::Span<const int64_t> shape) const;
+  // Get, then converts it to fp32 into `out` (NumElements floats).
+  absl::Status ReadAsF32(absl::string_view name, absl::Span<const int64_t> shape,
+                         float* out) const;
+
+  // Tensor names, sorted.
+  std::vector<std::string> Names() const;
+  // Bytes of all tensor data.
+  uint64_t TotalBytes() const;
+  const std::vector<std::unique_ptr<MappedFile>>& files() const { return files_; }
+
+ private:
+  Checkpoint() = default;
+  absl::Status AddFile(const std::string& path);
+
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  absl::flat_hash_map<std::string, TensorView> tensors_;
+};
+
+// A tensor to write: its bytes must already be in `dtype`.
+struct TensorToWrite {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  absl::string_view bytes;
+};
+
+// Writes one safetensors file: 8-byte little-endian header length, JSON
+// header padded with spaces to a multiple of 8, then the tensors in order.
+absl::Status WriteSafetensors(const std::string& path, absl::Span<const TensorToWrite> tensors,
+                              const std::map<std::string, std::string>& metadata = {});
+
+// Writes DIR/model.safetensors.index.json mapping each tensor to its shard.
+absl::Status WriteSafetensorsIndex(const std::string& dir,
+                                   const std::map<std::string, std::string>& weight_map,
+                                   uint64_t total_size);
+
+std::string ShapeToString(absl::Span<const int64_t> shape);
+
+}  // namespace shift
