@@ -1,0 +1,145 @@
+// config.json parsing: real Llama 3 and Qwen 2 configs, defaults, a round
+// trip through ModelConfigToJson, and a clear error for each bad field.
+#include "common/model_config.h"
+
+#include <string>
+
+#include "common/model_schema.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace shift {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+// Meta-Llama-3.1-8B's config.json.
+constexpr char kLlama31_8B[] = R"({
+  "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu",
+  "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+  "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+  "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+  "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "transformers_version": "4.43.0.dev0", "use_cache": true, "vocab_size": 128256})";
+
+// Qwen2-0.5B's config.json: biases on q/k/v implied, tied embeddings.
+constexpr char kQwen2[] = R"({
+  "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+  "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 896,
+  "intermediate_size": 4864, "max_position_embeddings": 131072, "max_window_layers": 24,
+  "model_type": "qwen2", "num_attention_heads": 14, "num_hidden_layers": 24,
+  "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+  "sliding_window": 131072, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+  "use_sliding_window": false, "vocab_size": 151936})";
+
+TEST(ModelConfigTest, ParsesLlama3WithGqaAndRopeScaling) {
+  auto config = ParseModelConfig(kLlama31_8B, "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "LlamaForCausalLM");
+  EXPECT_EQ(config->hidden_size, 4096);
+  EXPECT_EQ(config->num_attention_heads, 32);
+  EXPECT_EQ(config->num_key_value_heads, 8);
+  EXPECT_EQ(config->head_dim, 128);
+  EXPECT_EQ(config->vocab_size, 128256);
+  EXPECT_DOUBLE_EQ(config->rope_theta, 500000.0);
+  EXPECT_DOUBLE_EQ(config->rms_norm_eps, 1e-5);
+  ASSERT_TRUE(config->rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(config->rope_scaling->factor, 8.0);
+  EXPECT_EQ(config->rope_scaling->original_max_position_embeddings, 8192);
+  EXPECT_FALSE(config->tie_word_embeddings);
+  EXPECT_FALSE(config->attention_bias);
+  EXPECT_EQ(config->eos_token_ids, (std::vector<int64_t>{128001, 128008, 128009}));
+  EXPECT_EQ(config->bos_token_id, 128000);
+  // 8.03B parameters, as published.
+  EXPECT_EQ(config->NumParameters(), 8030261248);
+}
+
+TEST(ModelConfigTest, ParsesQwen2WithImpliedBiasesAndTiedEmbeddings) {
+  auto config = ParseModelConfig(kQwen2, "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->attention_bias);
+  EXPECT_TRUE(config->tie_word_embeddings);
+  EXPECT_EQ(config->head_dim, 64);
+  EXPECT_EQ(config->num_key_value_heads, 2);
+  EXPECT_FALSE(config->rope_scaling.has_value());
+  EXPECT_EQ(config->eos_token_ids, (std::vector<int64_t>{151643}));
+  // Qwen2-0.5B has 494M parameters.
+  EXPECT_EQ(config->NumParameters(), 494032768);
+  auto specs = ModelTensorSpecs(*config);
+  EXPECT_EQ(specs.size(), 1u + 24u * 12u + 1u);  // no lm_head when tied
+  EXPECT_EQ(specs[5].name, "model.layers.0.self_attn.q_proj.bias");
+  EXPECT_EQ(specs[5].shape, (std::vector<int64_t>{896}));
+}
+
+TEST(ModelConfigTest, DefaultsFollowTransformers) {
+  auto config = ParseModelConfig(
+      R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+          "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100})",
+      "c.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->num_key_value_heads, 4);
+  EXPECT_EQ(config->head_dim, 16);
+  EXPECT_DOUBLE_EQ(config->rope_theta, 10000.0);
+  EXPECT_FALSE(config->tie_word_embeddings);
+  EXPECT_FALSE(config->attention_bias);
+}
+
+TEST(ModelConfigTest, RoundTripsThroughJson) {
+  auto config = ParseModelConfig(kLlama31_8B, "config.json");
+  ASSERT_TRUE(config.ok());
+  auto again = ParseModelConfig(ModelConfigToJson(*config), "written");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ModelConfigToJson(*again), ModelConfigToJson(*config));
+  EXPECT_EQ(again->NumParameters(), config->NumParameters());
+  EXPECT_EQ(again->eos_token_ids, config->eos_token_ids);
+}
+
+struct BadConfig {
+  const char* json;
+  const char* expected;  // substring of the error
+};
+
+class BadModelConfigTest : public ::testing::TestWithParam<BadConfig> {};
+
+TEST_P(BadModelConfigTest, ErrorNamesFileAndField) {
+  auto config = ParseModelConfig(GetParam().json, "dir/config.json");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("dir/config.json"), HasSubstr(GetParam().expected)));
+}
+
+#define BASE R"("architectures": ["LlamaForCausalLM"], "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 100)"
+INSTANTIATE_TEST_SUITE_P(
+    Fields, BadModelConfigTest,
+    ::testing::Values(
+        BadConfig{"{nope", "not valid JSON"}, BadConfig{"[]", "not a JSON object"},
+        BadConfig{"{" BASE R"(, "num_attention_heads": 4})", "\"hidden_size\" is missing"},
+        BadConfig{"{" BASE R"(, "hidden_size": "64", "num_attention_heads": 4})",
+                  "\"hidden_size\" must be an integer"},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 0})",
+                  "\"num_attention_heads\" must be positive"},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 3})",
+                  "\"num_key_value_heads\" (3) must divide num_attention_heads (4)"},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "head_dim": 15})",
+                  "\"head_dim\" must be even"},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "tie_word_embeddings": 1})",
+                  "\"tie_word_embeddings\" must be true or false"},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})",
+                  "rope_scaling of type \"yarn\" is not supported"},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}})",
+                  "\"rope_scaling\""},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "eos_token_id": [1, "x"]})",
+                  "\"eos_token_id\" must hold integers"},
+        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "eos_token_id": 100})",
+                  "outside the vocabulary"},
+        BadConfig{R"({"architectures": ["GPT2LMHeadModel"], "hidden_size": 64})",
+                  "architecture GPT2LMHeadModel is not supported"}));
+#undef BASE
+
+}  // namespace
+}  // namespace shift
