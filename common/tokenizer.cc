@@ -20,43 +20,6 @@ namespace {
 constexpr size_t kMaxCachedPieceBytes = 256;
 constexpr size_t kCacheEntries = 1 << 16;
 
-// GPT-2's bytes_to_unicode: printable bytes map to themselves, the others to
-// U+0100 onwards in byte order, so every byte has a visible character.
-struct ByteAlphabet {
-  static constexpr char32_t kSize = 256 + 68;
-  int16_t byte_of[kSize];  // codepoint -> byte, or -1
-
-  ByteAlphabet() {
-    std::fill(std::begin(byte_of), std::end(byte_of), -1);
-    char32_t next = 256;
-    for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      byte_of[printable ? b : next++] = static_cast<int16_t>(b);
-    }
-  }
-
-  // Raw bytes of a vocabulary key, or nullopt if it has characters outside
-  // the alphabet (such a token can never be produced by byte-level BPE).
-  std::optional<std::string> ToBytes(std::string_view key) const {
-    std::string out;
-    out.reserve(key.size());
-    while (!key.empty()) {
-      const Utf8Step step = DecodeUtf8(key);
-      if (step.kind != Utf8Step::kOk || step.cp >= kSize || byte_of[step.cp] < 0) {
-        return std::nullopt;
-      }
-      out.push_back(static_cast<char>(byte_of[step.cp]));
-      key.remove_prefix(step.length);
-    }
-    return out;
-  }
-};
-
-const ByteAlphabet& Alphabet() {
-  static const ByteAlphabet alphabet;
-  return alphabet;
-}
-
 uint64_t PairKey(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
@@ -138,7 +101,6 @@ absl::Status Tokenizer::LoadModel(const nlohmann::json& model) {
   }
   ignore_merges_ = model.value("ignore_merges", false);
 
-  const ByteAlphabet& alphabet = Alphabet();
   std::fill(std::begin(byte_ids_), std::end(byte_ids_), -1);
   for (const auto& [key, value] : model.at("vocab").items()) {
     const int32_t id = value.get<int32_t>();
@@ -148,7 +110,7 @@ absl::Status Tokenizer::LoadModel(const nlohmann::json& model) {
       kinds_.resize(id + 1, Kind::kNone);
     }
     kinds_[id] = Kind::kModel;
-    std::optional<std::string> raw = alphabet.ToBytes(key);
+    std::optional<std::string> raw = ByteLevelDecode(key);
     bytes_[id] = raw ? *raw : key;
     if (!raw) continue;
     if (raw->size() == 1) byte_ids_[static_cast<unsigned char>((*raw)[0])] = id;
@@ -177,8 +139,8 @@ absl::Status Tokenizer::LoadModel(const nlohmann::json& model) {
       left = merge.at(0).get<std::string>();
       right = merge.at(1).get<std::string>();
     }
-    const auto left_bytes = alphabet.ToBytes(left);
-    const auto right_bytes = alphabet.ToBytes(right);
+    const auto left_bytes = ByteLevelDecode(left);
+    const auto right_bytes = ByteLevelDecode(right);
     const auto left_id = left_bytes ? model_ids_.find(*left_bytes) : model_ids_.end();
     const auto right_id = right_bytes ? model_ids_.find(*right_bytes) : model_ids_.end();
     if (left_id == model_ids_.end() || right_id == model_ids_.end()) {
@@ -232,7 +194,7 @@ absl::Status Tokenizer::LoadAddedTokens(const nlohmann::json& added) {
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
   if (const auto it = added_ids_.find(View(token)); it != added_ids_.end()) return it->second;
-  const auto raw = Alphabet().ToBytes(token);
+  const auto raw = ByteLevelDecode(token);
   if (!raw) return std::nullopt;
   if (const auto it = model_ids_.find(*raw); it != model_ids_.end()) return it->second;
   return std::nullopt;

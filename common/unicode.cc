@@ -114,4 +114,53 @@ bool HasProperty(char32_t cp, UnicodeProperty property) {
   return false;
 }
 
+namespace {
+
+struct ByteAlphabet {
+  static constexpr char32_t kSize = 256 + 68;
+  char32_t char_of[256];   // byte -> codepoint
+  int16_t byte_of[kSize];  // codepoint -> byte, or -1
+
+  ByteAlphabet() {
+    std::fill(std::begin(byte_of), std::end(byte_of), -1);
+    char32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+      char_of[b] = printable ? static_cast<char32_t>(b) : next++;
+      byte_of[char_of[b]] = static_cast<int16_t>(b);
+    }
+  }
+};
+
+const ByteAlphabet& Alphabet() {
+  static const ByteAlphabet alphabet;
+  return alphabet;
+}
+
+}  // namespace
+
+std::string ByteLevelEncode(std::string_view bytes) {
+  const ByteAlphabet& alphabet = Alphabet();
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char b : bytes) AppendUtf8(alphabet.char_of[b], &out);
+  return out;
+}
+
+std::optional<std::string> ByteLevelDecode(std::string_view key) {
+  const ByteAlphabet& alphabet = Alphabet();
+  std::string out;
+  out.reserve(key.size());
+  while (!key.empty()) {
+    const Utf8Step step = DecodeUtf8(key);
+    if (step.kind != Utf8Step::kOk || step.cp >= ByteAlphabet::kSize ||
+        alphabet.byte_of[step.cp] < 0) {
+      return std::nullopt;
+    }
+    out.push_back(static_cast<char>(alphabet.byte_of[step.cp]));
+    key.remove_prefix(step.length);
+  }
+  return out;
+}
+
 }  // namespace shift

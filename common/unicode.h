@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -50,5 +51,14 @@ enum class UnicodeProperty {
 };
 
 bool HasProperty(char32_t cp, UnicodeProperty property);
+
+// GPT-2's bytes_to_unicode alphabet, in which byte-level BPE vocabularies
+// spell their tokens: printable bytes stand for themselves, the others map to
+// U+0100 onwards in byte order, so every byte has a visible character.
+// Raw bytes -> vocabulary spelling.
+std::string ByteLevelEncode(std::string_view bytes);
+// Vocabulary spelling -> raw bytes; nullopt if it has characters outside the
+// alphabet (such a token can never be produced by byte-level BPE).
+std::optional<std::string> ByteLevelDecode(std::string_view key);
 
 }  // namespace shift
