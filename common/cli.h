@@ -1,0 +1,16 @@
+// Command-line set-up shared by every shift binary: a one-line description,
+// --help listing the program's own flags with defaults, then flag parsing.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace shift {
+
+// Sets the usage text (`description`, then `usage`), makes --help show the
+// flags defined in files whose name ends in "_main.cc", and parses the
+// command line. Returns the positional arguments (argv[0] first).
+std::vector<char*> InitProgram(int argc, char** argv, const std::string& description,
+                               const std::string& usage);
+
+}  // namespace shift

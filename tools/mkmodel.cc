@@ -1,0 +1,228 @@
+#include "tools/mkmodel.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/bpe_trainer.h"
+#include "common/file_util.h"
+#include "common/safetensors.h"
+#include "common/status.h"
+#include "common/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+// Generated at build time from tools/data/corpus.txt.
+extern const unsigned char kShiftBuiltinCorpus[];
+extern const size_t kShiftBuiltinCorpusSize;
+
+namespace shift {
+namespace {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+uint64_t NameHash(const std::string& name) {
+  uint64_t h = 0xCBF29CE484222325ULL;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 0x100000001B3ULL;
+  return h;
+}
+
+// Uniform in [-1, 1).
+float Uniform(uint64_t key, int64_t index) {
+  uint64_t bits = SplitMix64(key ^ SplitMix64(static_cast<uint64_t>(index)));
+  return static_cast<float>(static_cast<double>(bits >> 40) / static_cast<double>(1 << 23) - 1.0);
+}
+
+ModelConfig Llama31(int64_t hidden, int64_t inter, int64_t layers, int64_t heads) {
+  ModelConfig c;
+  c.hidden_size = hidden;
+  c.intermediate_size = inter;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = 8;
+  c.head_dim = 128;
+  c.vocab_size = 128256;
+  c.max_position_embeddings = 131072;
+  c.rope_theta = 500000.0;
+  c.rope_scaling = Llama3RopeScaling{};
+  c.rms_norm_eps = 1e-5;
+  return c;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
+  if (name == "tiny") {
+    ModelConfig c;
+    c.hidden_size = 64;
+    c.intermediate_size = 192;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 16;
+    c.vocab_size = 1024;
+    c.max_position_embeddings = 2048;
+    c.rope_theta = 10000.0;
+    c.rms_norm_eps = 1e-5;
+    return c;
+  }
+  if (name == "llama3-8b") return Llama31(4096, 14336, 32, 32);
+  if (name == "llama3-70b") return Llama31(8192, 28672, 80, 64);
+  if (name == "qwen2-32b") {
+    ModelConfig c;
+    c.architecture = "Qwen2ForCausalLM";
+    c.model_type = "qwen2";
+    c.hidden_size = 5120;
+    c.intermediate_size = 27648;
+    c.num_hidden_layers = 64;
+    c.num_attention_heads = 40;
+    c.num_key_value_heads = 8;
+    c.head_dim = 128;
+    c.vocab_size = 152064;
+    c.max_position_embeddings = 32768;
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-6;
+    c.attention_bias = true;
+    return c;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown preset \"", name, "\" (tiny, llama3-8b, llama3-70b, qwen2-32b)"));
+}
+
+std::string_view BuiltinCorpus() {
+  return std::string_view(reinterpret_cast<const char*>(kShiftBuiltinCorpus),
+                          kShiftBuiltinCorpusSize);
+}
+
+float RandomWeight(uint64_t seed, const TensorSpec& spec, int64_t index) {
+  const float u = Uniform(SplitMix64(seed) ^ NameHash(spec.name), index);
+  // Uniform on [-a, a) has standard deviation a / sqrt(3): 0.02 like HF's
+  // initializer_range, so activations stay in a sane range through layers.
+  constexpr float kScale = 0.02f * 1.7320508f;
+  switch (spec.role) {
+    case TensorRole::kNorm:
+      return 1.0f + 0.1f * u;
+    case TensorRole::kBias:
+      return 0.02f * u;
+    case TensorRole::kEmbedding:
+    case TensorRole::kProjection:
+    case TensorRole::kLmHead:
+      return kScale * u;
+  }
+  return 0.0f;
+}
+
+std::string RandomTensorBytes(uint64_t seed, const TensorSpec& spec, DType dtype) {
+  const int64_t n = spec.NumElements();
+  std::string bytes(static_cast<size_t>(n) * DTypeSize(dtype), '\0');
+  char* out = bytes.data();
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = RandomWeight(seed, spec, i);
+    if (dtype == DType::kF32) {
+      std::memcpy(out + 4 * i, &v, 4);
+    } else {
+      const uint16_t h = F32ToBf16(v);
+      std::memcpy(out + 2 * i, &h, 2);
+    }
+  }
+  return bytes;
+}
+
+absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
+                                               const MkModelOptions& options) {
+  if (options.dtype == DType::kF16) {
+    return absl::InvalidArgumentError("shift-mkmodel writes bf16 or fp32 weights");
+  }
+  MkModelResult result;
+  result.config = options.config;
+  ModelConfig& config = result.config;
+  config.torch_dtype = options.dtype == DType::kF32 ? "float32" : "bfloat16";
+  SHIFT_RETURN_IF_ERROR(ValidateModelConfig(config, "model options"));
+
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  // A checkpoint left by an earlier run would be read instead of (or mixed
+  // with) the new one.
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("model", 0) == 0 && (name.ends_with(".safetensors") ||
+                                        name == "model.safetensors.index.json")) {
+      std::filesystem::remove(entry.path(), ec);
+    }
+  }
+
+  // Tokenizer first: its special tokens give the config's bos/eos ids.
+  BpeTrainerOptions trainer;
+  trainer.vocab_size = static_cast<int32_t>(
+      std::min<int64_t>(options.tokenizer_vocab, config.vocab_size));
+  const std::string_view corpus =
+      options.corpus.empty() ? BuiltinCorpus() : std::string_view(options.corpus);
+  SHIFT_ASSIGN_OR_RETURN(std::string tokenizer_json, TrainByteLevelBpe(corpus, trainer));
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                         Tokenizer::FromJson(tokenizer_json));
+  result.tokenizer_size = tokenizer->vocab_size();
+  config.bos_token_id = *tokenizer->TokenToId(trainer.special_tokens[0]);
+  config.eos_token_ids = {*tokenizer->TokenToId(trainer.special_tokens[1])};
+
+  SHIFT_RETURN_IF_ERROR(WriteStringToFile(dir + "/tokenizer.json", tokenizer_json));
+  nlohmann::json tokenizer_config = {
+      {"tokenizer_class", "PreTrainedTokenizerFast"},
+      {"bos_token", trainer.special_tokens[0]},
+      {"eos_token", trainer.special_tokens[1]},
+      {"model_max_length", config.max_position_embeddings},
+      {"clean_up_tokenization_spaces", false}};
+  SHIFT_RETURN_IF_ERROR(
+      WriteStringToFile(dir + "/tokenizer_config.json", tokenizer_config.dump(2) + "\n"));
+  nlohmann::json generation_config = {{"bos_token_id", *config.bos_token_id},
+                                      {"eos_token_id", config.eos_token_ids[0]}};
+  SHIFT_RETURN_IF_ERROR(
+      WriteStringToFile(dir + "/generation_config.json", generation_config.dump(2) + "\n"));
+  SHIFT_RETURN_IF_ERROR(WriteStringToFile(dir + "/config.json", ModelConfigToJson(config)));
+  if (options.config_only) return result;
+
+  // Plan shards by size, then write one shard at a time.
+  const std::vector<TensorSpec> specs = ModelTensorSpecs(config);
+  std::vector<std::vector<const TensorSpec*>> shards(1);
+  uint64_t shard_bytes = 0;
+  for (const TensorSpec& spec : specs) {
+    const uint64_t bytes = static_cast<uint64_t>(spec.NumElements()) * DTypeSize(options.dtype);
+    if (options.max_shard_bytes > 0 && shard_bytes > 0 &&
+        shard_bytes + bytes > options.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(&spec);
+    shard_bytes += bytes;
+    result.weight_bytes += bytes;
+  }
+  result.shards = static_cast<int>(shards.size());
+  std::map<std::string, std::string> weight_map;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file =
+        shards.size() == 1 ? "model.safetensors"
+                           : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size());
+    std::vector<std::string> data;
+    std::vector<TensorToWrite> tensors;
+    data.reserve(shards[s].size());
+    for (const TensorSpec* spec : shards[s]) {
+      data.push_back(RandomTensorBytes(options.seed, *spec, options.dtype));
+      tensors.push_back({spec->name, options.dtype, spec->shape, data.back()});
+      weight_map[spec->name] = file;
+    }
+    SHIFT_RETURN_IF_ERROR(WriteSafetensors(dir + "/" + file, tensors, {{"format", "pt"}}));
+  }
+  if (shards.size() > 1) {
+    SHIFT_RETURN_IF_ERROR(WriteSafetensorsIndex(dir, weight_map, result.weight_bytes));
+  }
+  return result;
+}
+
+}  // namespace shift

@@ -1,0 +1,55 @@
+// Writes random-weight Llama-family models in the Hugging Face layout
+// (config.json, safetensors, tokenizer.json trained on a given text) for tests
+// and benchmarks. Weights are a pure function of (seed, tensor name, element
+// index), so output does not depend on sharding or threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/dtype.h"
+#include "common/model_config.h"
+#include "common/model_schema.h"
+
+namespace shift {
+
+struct MkModelOptions {
+  ModelConfig config;
+  DType dtype = DType::kBF16;
+  uint64_t seed = 0;
+  // Training text for the tokenizer; empty means the built-in corpus.
+  std::string corpus;
+  // Tokenizer size to aim for (capped by config.vocab_size).
+  int32_t tokenizer_vocab = 2048;
+  // Write config.json and tokenizer files only (shapes too large to write).
+  bool config_only = false;
+  // Start a new shard (and write an index) past this many bytes; 0: one file.
+  uint64_t max_shard_bytes = 0;
+};
+
+// The shapes of the presets: tiny (a few MB, for tests), llama3-8b and
+// llama3-70b (Llama 3.1 shapes, llama3 RoPE scaling), qwen2-32b (Qwen2.5-32B
+// shape, q/k/v biases).
+absl::StatusOr<ModelConfig> PresetConfig(const std::string& name);
+
+// The training text compiled into the binary.
+std::string_view BuiltinCorpus();
+
+// Element `index` of tensor `spec` as fp32 (before rounding to the dtype).
+float RandomWeight(uint64_t seed, const TensorSpec& spec, int64_t index);
+// All of a tensor's bytes in `dtype`.
+std::string RandomTensorBytes(uint64_t seed, const TensorSpec& spec, DType dtype);
+
+struct MkModelResult {
+  ModelConfig config;  // as written (bos/eos set from the tokenizer)
+  int32_t tokenizer_size = 0;
+  int shards = 0;  // 0 with config_only
+  uint64_t weight_bytes = 0;
+};
+
+// Writes the model into `dir` (created if missing).
+absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
+                                               const MkModelOptions& options);
+
+}  // namespace shift
