@@ -1,0 +1,108 @@
+// shift-inspect: opens a model directory the way a worker does, prints its
+// shape, weights and tokenizer, and tokenizes a prompt.
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/cli.h"
+#include "common/detokenizer.h"
+#include "common/unicode.h"
+#include "worker/model_files.h"
+
+ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
+ABSL_FLAG(std::string, prompt, "", "Text to tokenize with the model's tokenizer");
+ABSL_FLAG(bool, parse_special, false, "Recognise special tokens written in --prompt");
+ABSL_FLAG(bool, tensors, false, "List every tensor with its dtype, shape and file");
+
+namespace shift {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "shift-inspect: %s\n", std::string(status.ToString()).c_str());
+  return 1;
+}
+
+// Printable form of a token's bytes: control characters escaped, and so are
+// the bytes of a token that holds only part of a UTF-8 character.
+std::string Printable(std::string_view bytes) {
+  const bool partial = FindInvalidUtf8(bytes) != std::string_view::npos;
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7F || (partial && c >= 0x80)) {
+      out += absl::StrCat("\\x", absl::Hex(c, absl::kZeroPad2));
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+int Main() {
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) return Fail(absl::InvalidArgumentError("--model is required (see --help)"));
+  auto files = OpenModelFiles(dir);
+  if (!files.ok()) return Fail(files.status());
+  const ModelConfig& c = files->config;
+  std::printf("model %s: %s, %lld layers, hidden %lld, heads %lld (kv %lld) x %lld, "
+              "intermediate %lld, vocab %lld, context %lld, rope_theta %g%s%s%s\n",
+              dir.c_str(), c.architecture.c_str(), static_cast<long long>(c.num_hidden_layers),
+              static_cast<long long>(c.hidden_size), static_cast<long long>(c.num_attention_heads),
+              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim),
+              static_cast<long long>(c.intermediate_size), static_cast<long long>(c.vocab_size),
+              static_cast<long long>(c.max_position_embeddings), c.rope_theta,
+              c.rope_scaling ? absl::StrCat(", llama3 rope scaling x", c.rope_scaling->factor).c_str()
+                             : "",
+              c.attention_bias ? ", q/k/v biases" : "",
+              c.tie_word_embeddings ? ", tied embeddings" : "");
+  const Checkpoint& ckpt = *files->checkpoint;
+  std::printf("weights: %zu tensors, %.2f MB in %zu file(s), %.2fM parameters; every tensor "
+              "the config implies is present with its shape\n",
+              ckpt.Names().size(), static_cast<double>(ckpt.TotalBytes()) / 1e6,
+              ckpt.files().size(), static_cast<double>(c.NumParameters()) / 1e6);
+  if (absl::GetFlag(FLAGS_tensors)) {
+    for (const std::string& name : ckpt.Names()) {
+      const TensorView* t = ckpt.Find(name);
+      std::printf("  %-48s %-4s %-16s %s\n", name.c_str(), std::string(DTypeName(t->dtype)).c_str(),
+                  ShapeToString(t->shape).c_str(), t->file->c_str());
+    }
+  }
+  const Tokenizer& tok = *files->tokenizer;
+  std::printf("tokenizer: %d tokens, %zu special\n", tok.vocab_size(), tok.special_ids().size());
+
+  const std::string prompt = absl::GetFlag(FLAGS_prompt);
+  if (prompt.empty()) return 0;
+  auto ids = tok.Encode(prompt, absl::GetFlag(FLAGS_parse_special));
+  if (!ids.ok()) return Fail(ids.status());
+  std::printf("prompt: %s\n%zu tokens: [%s]\n", prompt.c_str(), ids->size(),
+              absl::StrJoin(*ids, ", ").c_str());
+  std::vector<std::string> pieces;
+  for (int32_t id : *ids) pieces.push_back(Printable(*tok.TokenBytes(id)));
+  std::printf("pieces: |%s|\n", absl::StrJoin(pieces, "|").c_str());
+  // Stream it back the way a server would, one token at a time.
+  IncrementalDetokenizer detokenizer(tok);
+  std::string streamed;
+  for (int32_t id : *ids) {
+    auto delta = detokenizer.Append(id);
+    if (!delta.ok()) return Fail(delta.status());
+    streamed += *delta;
+  }
+  streamed += detokenizer.Finish();
+  std::printf("streamed back: %s\n", streamed == prompt ? "identical to the prompt"
+                                                        : ("DIFFERENT: " + streamed).c_str());
+  return streamed == prompt ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace shift
+
+int main(int argc, char** argv) {
+  shift::InitProgram(argc, argv,
+                     "Opens a model directory as a worker does (config, every tensor, tokenizer) "
+                     "and tokenizes a prompt.",
+                     "shift-inspect --model=DIR [--prompt=TEXT] [--tensors]");
+  return shift::Main();
+}
