@@ -1,0 +1,117 @@
+// The command-line tools as a user runs them: shift-mkmodel writes models that
+// load, shift-inspect reads them back and tokenizes, and both explain bad
+// input and document their flags.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "common/model_config.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/model_files.h"
+
+namespace shift {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct ToolRun {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+ToolRun RunTool(const std::string& tool, const std::string& args) {
+  const char* bin = std::getenv("SHIFT_BINARY_DIR");
+  const std::string command =
+      std::string(bin != nullptr ? bin : ".") + "/tools/" + tool + " " + args + " 2>&1";
+  ToolRun run{-1, ""};
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return run;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) run.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+class ToolsCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("tools_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {
+  const std::string model = (dir_ / "tiny").string();
+  ToolRun made = RunTool("shift-mkmodel", "--preset=tiny --seed=3 --out=" + model);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  EXPECT_THAT(made.output, HasSubstr("tokenizer:"));
+  auto files = OpenModelFiles(model);
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(files->config.num_hidden_layers, 2);
+
+  ToolRun inspected = RunTool("shift-inspect", "--model=" + model + " --tensors --prompt='Hello, 世界 🚀'");
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
+  EXPECT_THAT(inspected.output, HasSubstr("streamed back: identical to the prompt"));
+  EXPECT_THAT(inspected.output, HasSubstr("model.layers.1.mlp.down_proj.weight"));
+}
+
+TEST_F(ToolsCliTest, MkmodelShardsAndOverrides) {
+  const std::string model = (dir_ / "sharded").string();
+  ToolRun made = RunTool("shift-mkmodel",
+                     "--preset=tiny --num_layers=3 --num_kv_heads=1 --architecture=Qwen2ForCausalLM "
+                     "--dtype=fp32 --max_shard_bytes=200000 --out=" + model);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  auto files = OpenModelFiles(model);
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_EQ(files->config.num_hidden_layers, 3);
+  EXPECT_EQ(files->config.num_key_value_heads, 1);
+  EXPECT_TRUE(files->config.attention_bias);
+  EXPECT_GT(files->checkpoint->files().size(), 1u);
+}
+
+TEST_F(ToolsCliTest, MkmodelConfigOnlyForLargeShapes) {
+  const std::string model = (dir_ / "l70").string();
+  ToolRun made = RunTool("shift-mkmodel", "--preset=llama3-70b --config_only --out=" + model);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  auto config = LoadModelConfig(model);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->hidden_size, 8192);
+  EXPECT_EQ(config->num_hidden_layers, 80);
+  EXPECT_EQ(config->num_key_value_heads, 8);
+  ASSERT_TRUE(config->rope_scaling.has_value());
+  EXPECT_FALSE(std::filesystem::exists(model + "/model.safetensors"));
+}
+
+TEST_F(ToolsCliTest, BadInputIsExplained) {
+  ToolRun no_out = RunTool("shift-mkmodel", "--preset=tiny");
+  EXPECT_NE(no_out.exit_code, 0);
+  EXPECT_THAT(no_out.output, HasSubstr("--out is required"));
+  ToolRun preset = RunTool("shift-mkmodel", "--preset=huge --out=" + (dir_ / "x").string());
+  EXPECT_NE(preset.exit_code, 0);
+  EXPECT_THAT(preset.output, HasSubstr("unknown preset"));
+  ToolRun missing = RunTool("shift-inspect", "--model=" + (dir_ / "nowhere").string());
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.output, HasSubstr("config.json"));
+}
+
+TEST_F(ToolsCliTest, HelpListsFlagsWithDefaults) {
+  ToolRun help = RunTool("shift-mkmodel", "--help");
+  EXPECT_THAT(help.output, HasSubstr("Writes a random-weight"));
+  EXPECT_THAT(help.output, HasSubstr("--preset"));
+  EXPECT_THAT(help.output, HasSubstr("default: \"tiny\""));
+  ToolRun inspect = RunTool("shift-inspect", "--help");
+  EXPECT_THAT(inspect.output, HasSubstr("--model"));
+  EXPECT_THAT(inspect.output, HasSubstr("--prompt"));
+}
+
+}  // namespace
+}  // namespace shift
