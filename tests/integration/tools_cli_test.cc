@@ -11,6 +11,7 @@
 #include "common/model_config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "worker/model_files.h"
 
 namespace shift {
@@ -40,13 +41,8 @@ ToolRun RunTool(const std::string& tool, const std::string& args) {
 
 class ToolsCliTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::path(::testing::TempDir()) /
-           ("tools_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::filesystem::path dir_;
+  testing::TestTempDir tmp_;
+  const std::filesystem::path& dir_ = tmp_.path();
 };
 
 TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {

@@ -9,6 +9,7 @@
 #include "common/model_schema.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "worker/model_files.h"
 
 namespace shift {
@@ -18,14 +19,7 @@ using ::testing::HasSubstr;
 
 class MkModelTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    root_ = std::filesystem::path(::testing::TempDir()) /
-            ("mkmodel_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(root_);
-  }
-  void TearDown() override { std::filesystem::remove_all(root_); }
-
-  std::string Dir(const std::string& name) const { return (root_ / name).string(); }
+  std::string Dir(const std::string& name) const { return tmp_.Sub(name); }
 
   static MkModelOptions Tiny(uint64_t seed) {
     MkModelOptions options;
@@ -47,7 +41,7 @@ class MkModelTest : public ::testing::Test {
     }
   }
 
-  std::filesystem::path root_;
+  testing::TestTempDir tmp_;
 };
 
 TEST_F(MkModelTest, TinyModelLoadsBackWithEveryTensorChecked) {

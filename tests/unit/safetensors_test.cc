@@ -9,6 +9,7 @@
 #include "common/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 
 namespace shift {
 namespace {
@@ -18,15 +19,7 @@ using ::testing::HasSubstr;
 
 class SafetensorsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::path(::testing::TempDir()) /
-           ("safetensors_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string Path(const std::string& name) const { return tmp_.Sub(name); }
 
   // A file with a raw header and `data_size` zero bytes of data.
   std::string WriteRaw(const std::string& name, const std::string& header, size_t data_size) {
@@ -45,7 +38,8 @@ class SafetensorsTest : public ::testing::Test {
     return checkpoint.status();
   }
 
-  std::filesystem::path dir_;
+  testing::TestTempDir tmp_;
+  const std::filesystem::path& dir_ = tmp_.path();
 };
 
 std::string Bytes(const std::vector<float>& values) {
