@@ -1,14 +1,13 @@
 #include "common/tokenizer.h"
 
 #include <algorithm>
-#include <fstream>
 #include <iterator>
 #include <queue>
-#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status.h"
 #include "common/unicode.h"
 
@@ -39,12 +38,8 @@ bool IsWordCodepoint(char32_t cp) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open tokenizer file ", path));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read tokenizer file ", path));
-  auto tokenizer = FromJson(buffer.str());
+  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  auto tokenizer = FromJson(text);
   if (!tokenizer.ok()) {
     return absl::Status(tokenizer.status().code(),
                         absl::StrCat(path, ": ", tokenizer.status().message()));
