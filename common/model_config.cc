@@ -59,8 +59,8 @@ absl::Status ParseRopeScaling(const json& j, absl::string_view source, ModelConf
   SHIFT_RETURN_IF_ERROR(GetString(*it, source, "rope_type", &type));
   if (type.empty()) SHIFT_RETURN_IF_ERROR(GetString(*it, source, "type", &type));
   if (type != "llama3") {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": rope_scaling of type \"", type, "\" is not supported (only llama3)"));
+    return absl::UnimplementedError(absl::StrCat(source, ": rope_scaling of type \"", type,
+                                                 "\" is not supported (only llama3)"));
   }
   Llama3RopeScaling scaling;
   SHIFT_RETURN_IF_ERROR(GetDouble(*it, source, "factor", &scaling.factor));
@@ -97,7 +97,8 @@ absl::Status ParseEos(const json& j, absl::string_view source, ModelConfig* conf
 }
 
 absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source) {
-  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  if (!j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
   ModelConfig c;
   if (auto it = j.find("architectures"); it != j.end() && !it->is_null()) {
     if (!it->is_array() || it->empty() || !(*it)[0].is_string()) {
@@ -108,9 +109,9 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   SHIFT_RETURN_IF_ERROR(GetString(j, source, "model_type", &c.model_type));
   if (c.architecture != "LlamaForCausalLM" && c.architecture != "Qwen2ForCausalLM" &&
       c.architecture != "MistralForCausalLM") {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": architecture ", c.architecture,
-        " is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)"));
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": architecture ", c.architecture,
+                     " is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)"));
   }
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "hidden_size", &c.hidden_size, true));
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "intermediate_size", &c.intermediate_size, true));
@@ -121,8 +122,7 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "num_key_value_heads", &c.num_key_value_heads));
   if (c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "head_dim", &c.head_dim));
-  SHIFT_RETURN_IF_ERROR(
-      GetInt(j, source, "max_position_embeddings", &c.max_position_embeddings));
+  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "max_position_embeddings", &c.max_position_embeddings));
   SHIFT_RETURN_IF_ERROR(GetDouble(j, source, "rope_theta", &c.rope_theta));
   SHIFT_RETURN_IF_ERROR(ParseRopeScaling(j, source, &c));
   SHIFT_RETURN_IF_ERROR(GetDouble(j, source, "rms_norm_eps", &c.rms_norm_eps));
@@ -146,9 +146,9 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
 
 int64_t ModelConfig::NumParameters() const {
   const int64_t q = num_attention_heads * head_dim, kv = num_key_value_heads * head_dim;
-  int64_t per_layer = 2 * hidden_size                          // two norms
+  int64_t per_layer = 2 * hidden_size                                 // two norms
                       + hidden_size * (q + 2 * kv) + q * hidden_size  // q, k, v, o
-                      + 3 * hidden_size * intermediate_size;  // gate, up, down
+                      + 3 * hidden_size * intermediate_size;          // gate, up, down
   if (attention_bias) per_layer += q + 2 * kv;
   int64_t embeddings = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
   return embeddings + num_hidden_layers * per_layer + hidden_size;
@@ -159,21 +159,21 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
     const char* name;
     int64_t value;
   };
-  for (const Positive& p : {Positive{"hidden_size", c.hidden_size},
-                            Positive{"intermediate_size", c.intermediate_size},
-                            Positive{"num_hidden_layers", c.num_hidden_layers},
-                            Positive{"num_attention_heads", c.num_attention_heads},
-                            Positive{"num_key_value_heads", c.num_key_value_heads},
-                            Positive{"head_dim", c.head_dim},
-                            Positive{"vocab_size", c.vocab_size},
-                            Positive{"max_position_embeddings", c.max_position_embeddings}}) {
-    if (p.value <= 0) return FieldError(source, p.name, absl::StrCat("must be positive, got ", p.value));
+  for (const Positive& p :
+       {Positive{"hidden_size", c.hidden_size}, Positive{"intermediate_size", c.intermediate_size},
+        Positive{"num_hidden_layers", c.num_hidden_layers},
+        Positive{"num_attention_heads", c.num_attention_heads},
+        Positive{"num_key_value_heads", c.num_key_value_heads}, Positive{"head_dim", c.head_dim},
+        Positive{"vocab_size", c.vocab_size},
+        Positive{"max_position_embeddings", c.max_position_embeddings}}) {
+    if (p.value <= 0)
+      return FieldError(source, p.name, absl::StrCat("must be positive, got ", p.value));
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return FieldError(source, "num_key_value_heads",
-                      absl::StrCat("(", c.num_key_value_heads,
-                                   ") must divide num_attention_heads (", c.num_attention_heads,
-                                   ")"));
+    return FieldError(
+        source, "num_key_value_heads",
+        absl::StrCat("(", c.num_key_value_heads, ") must divide num_attention_heads (",
+                     c.num_attention_heads, ")"));
   }
   if (c.head_dim % 2 != 0) {
     return FieldError(source, "head_dim", absl::StrCat("must be even for RoPE, got ", c.head_dim));
@@ -189,7 +189,8 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source) {
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
+                                             absl::string_view source) {
   json j = json::parse(json_text.begin(), json_text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));

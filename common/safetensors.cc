@@ -22,7 +22,8 @@ absl::Status FileError(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
 }
 
-absl::Status TensorError(const std::string& path, absl::string_view tensor, absl::string_view what) {
+absl::Status TensorError(const std::string& path, absl::string_view tensor,
+                         absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": tensor \"", tensor, "\" ", what));
 }
 
@@ -67,21 +68,22 @@ absl::Status ParseEntry(const std::string& path, const std::string& name, const 
   uint64_t begin = (*offsets_it)[0].get<uint64_t>();
   uint64_t end = (*offsets_it)[1].get<uint64_t>();
   if (end < begin) {
-    return TensorError(path, name, absl::StrCat("has data_offsets [", begin, ", ", end,
-                                                "] that end before they begin"));
+    return TensorError(
+        path, name,
+        absl::StrCat("has data_offsets [", begin, ", ", end, "] that end before they begin"));
   }
   if (end > data_size) {
-    return TensorError(path, name,
-                       absl::StrCat("has data_offsets [", begin, ", ", end,
-                                    "] out of range of the data section (", data_size,
-                                    " bytes); the file may be truncated"));
+    return TensorError(
+        path, name,
+        absl::StrCat("has data_offsets [", begin, ", ", end, "] out of range of the data section (",
+                     data_size, " bytes); the file may be truncated"));
   }
   uint64_t expected = elements * DTypeSize(*dtype);
   if (end - begin != expected) {
-    return TensorError(path, name,
-                       absl::StrCat("holds ", end - begin, " bytes but shape ",
-                                    ShapeToString(view->shape), " of ", dtype_name, " needs ",
-                                    expected));
+    return TensorError(
+        path, name,
+        absl::StrCat("holds ", end - begin, " bytes but shape ", ShapeToString(view->shape), " of ",
+                     dtype_name, " needs ", expected));
   }
   view->data = base + begin;
   view->nbytes = end - begin;
@@ -105,7 +107,8 @@ absl::Status Checkpoint::AddFile(const std::string& path) {
   const unsigned char* bytes = file->data();
   const uint64_t size = file->size();
   if (size < 8) {
-    return FileError(path, absl::StrCat("is ", size, " bytes, too short for a safetensors "
+    return FileError(path, absl::StrCat("is ", size,
+                                        " bytes, too short for a safetensors "
                                         "header length (8 bytes); truncated?"));
   }
   uint64_t header_len = 0;
@@ -115,8 +118,10 @@ absl::Status Checkpoint::AddFile(const std::string& path) {
                                         " bytes, over the 100 MiB limit: not a safetensors file"));
   }
   if (8 + header_len > size) {
-    return FileError(path, absl::StrCat("declares a header of ", header_len, " bytes but the file "
-                                        "has only ", size - 8, " after the length; truncated?"));
+    return FileError(path, absl::StrCat("declares a header of ", header_len,
+                                        " bytes but the file "
+                                        "has only ",
+                                        size - 8, " after the length; truncated?"));
   }
   const char* header_begin = reinterpret_cast<const char*>(bytes + 8);
   json header = json::parse(header_begin, header_begin + header_len, nullptr,
@@ -201,8 +206,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     for (const std::string& name : names) {
       const TensorView* view = checkpoint->Find(name);
       if (view == nullptr || *view->file != path) {
-        return TensorError(path, name, absl::StrCat("is named in ", index_path,
-                                                    " but missing from this shard"));
+        return TensorError(
+            path, name, absl::StrCat("is named in ", index_path, " but missing from this shard"));
       }
     }
   }
@@ -219,9 +224,10 @@ absl::StatusOr<const TensorView*> Checkpoint::Get(absl::string_view name,
   const TensorView* view = Find(name);
   if (view == nullptr) {
     std::string where = files_.size() == 1 ? files_[0]->path() : "checkpoint";
-    if (files_.size() > 1) where = absl::StrCat(files_.size(), "-shard checkpoint of ", files_[0]->path());
-    return absl::NotFoundError(absl::StrCat(where, ": tensor \"", name, "\" is missing (expected shape ",
-                                            ShapeToString(shape), ")"));
+    if (files_.size() > 1)
+      where = absl::StrCat(files_.size(), "-shard checkpoint of ", files_[0]->path());
+    return absl::NotFoundError(absl::StrCat(
+        where, ": tensor \"", name, "\" is missing (expected shape ", ShapeToString(shape), ")"));
   }
   if (!std::equal(view->shape.begin(), view->shape.end(), shape.begin(), shape.end())) {
     return TensorError(*view->file, name,

@@ -7,11 +7,11 @@
 #include <map>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
 #include "common/file_util.h"
@@ -45,8 +45,7 @@ class Checkpoint {
   absl::StatusOr<const TensorView*> Get(absl::string_view name,
                                         absl::Span<const int64_t> shape) const;
   // Get, then converts it to fp32 into `out` (NumElements floats).
-  absl::Status ReadAsF32(absl::string_view name, absl::Span<const int64_t> shape,
-                         float* out) const;
+  absl::Status ReadAsF32(absl::string_view name, absl::Span<const int64_t> shape, float* out) const;
 
   // Tensor names, sorted.
   std::vector<std::string> Names() const;

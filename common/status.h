@@ -14,10 +14,10 @@
 #define SHIFT_STATUS_CONCAT(a, b) SHIFT_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define SHIFT_RETURN_IF_ERROR(expr)                  \
-  do {                                               \
-    ::absl::Status shift_status_ = (expr);           \
-    if (!shift_status_.ok()) return shift_status_;   \
+#define SHIFT_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::absl::Status shift_status_ = (expr);         \
+    if (!shift_status_.ok()) return shift_status_; \
   } while (0)
 
 // `lhs = value of expr` where expr is an absl::StatusOr<T>; returns its
@@ -41,10 +41,10 @@ namespace shift::internal {
 // Aborts with file, line, the condition and the given context (any
 // absl::StrCat arguments) when `cond` is false. For invariants only: errors a
 // user or a file can cause are returned as absl::Status.
-#define SHIFT_CHECK(cond, ...)                                                          \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      ::shift::internal::CheckFailed(__FILE__, __LINE__, #cond,                         \
-                                     ::absl::StrCat("" __VA_OPT__(, ) __VA_ARGS__));    \
-    }                                                                                   \
+#define SHIFT_CHECK(cond, ...)                                                       \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      ::shift::internal::CheckFailed(__FILE__, __LINE__, #cond,                      \
+                                     ::absl::StrCat("" __VA_OPT__(, ) __VA_ARGS__)); \
+    }                                                                                \
   } while (0)

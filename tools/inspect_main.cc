@@ -47,22 +47,22 @@ int Main() {
   auto files = OpenModelFiles(dir);
   if (!files.ok()) return Fail(files.status());
   const ModelConfig& c = files->config;
-  std::printf("model %s: %s, %lld layers, hidden %lld, heads %lld (kv %lld) x %lld, "
-              "intermediate %lld, vocab %lld, context %lld, rope_theta %g%s%s%s\n",
-              dir.c_str(), c.architecture.c_str(), static_cast<long long>(c.num_hidden_layers),
-              static_cast<long long>(c.hidden_size), static_cast<long long>(c.num_attention_heads),
-              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim),
-              static_cast<long long>(c.intermediate_size), static_cast<long long>(c.vocab_size),
-              static_cast<long long>(c.max_position_embeddings), c.rope_theta,
-              c.rope_scaling ? absl::StrCat(", llama3 rope scaling x", c.rope_scaling->factor).c_str()
-                             : "",
-              c.attention_bias ? ", q/k/v biases" : "",
-              c.tie_word_embeddings ? ", tied embeddings" : "");
+  std::printf(
+      "model %s: %s, %lld layers, hidden %lld, heads %lld (kv %lld) x %lld, "
+      "intermediate %lld, vocab %lld, context %lld, rope_theta %g%s%s%s\n",
+      dir.c_str(), c.architecture.c_str(), static_cast<long long>(c.num_hidden_layers),
+      static_cast<long long>(c.hidden_size), static_cast<long long>(c.num_attention_heads),
+      static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim),
+      static_cast<long long>(c.intermediate_size), static_cast<long long>(c.vocab_size),
+      static_cast<long long>(c.max_position_embeddings), c.rope_theta,
+      c.rope_scaling ? absl::StrCat(", llama3 rope scaling x", c.rope_scaling->factor).c_str() : "",
+      c.attention_bias ? ", q/k/v biases" : "", c.tie_word_embeddings ? ", tied embeddings" : "");
   const Checkpoint& ckpt = *files->checkpoint;
-  std::printf("weights: %zu tensors, %.2f MB in %zu file(s), %.2fM parameters; every tensor "
-              "the config implies is present with its shape\n",
-              ckpt.Names().size(), static_cast<double>(ckpt.TotalBytes()) / 1e6,
-              ckpt.files().size(), static_cast<double>(c.NumParameters()) / 1e6);
+  std::printf(
+      "weights: %zu tensors, %.2f MB in %zu file(s), %.2fM parameters; every tensor "
+      "the config implies is present with its shape\n",
+      ckpt.Names().size(), static_cast<double>(ckpt.TotalBytes()) / 1e6, ckpt.files().size(),
+      static_cast<double>(c.NumParameters()) / 1e6);
   if (absl::GetFlag(FLAGS_tensors)) {
     for (const std::string& name : ckpt.Names()) {
       const TensorView* t = ckpt.Find(name);
@@ -91,8 +91,8 @@ int Main() {
     streamed += *delta;
   }
   streamed += detokenizer.Finish();
-  std::printf("streamed back: %s\n", streamed == prompt ? "identical to the prompt"
-                                                        : ("DIFFERENT: " + streamed).c_str());
+  std::printf("streamed back: %s\n",
+              streamed == prompt ? "identical to the prompt" : ("DIFFERENT: " + streamed).c_str());
   return streamed == prompt ? 0 : 1;
 }
 

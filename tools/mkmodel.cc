@@ -92,8 +92,8 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     c.attention_bias = true;
     return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown preset \"", name, "\" (tiny, llama3-8b, llama3-70b, qwen2-32b)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown preset \"", name, "\" (tiny, llama3-8b, llama3-70b, qwen2-32b)"));
 }
 
 std::string_view BuiltinCorpus() {
@@ -153,32 +153,30 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
   // with) the new one.
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("model", 0) == 0 && (name.ends_with(".safetensors") ||
-                                        name == "model.safetensors.index.json")) {
+    if (name.rfind("model", 0) == 0 &&
+        (name.ends_with(".safetensors") || name == "model.safetensors.index.json")) {
       std::filesystem::remove(entry.path(), ec);
     }
   }
 
   // Tokenizer first: its special tokens give the config's bos/eos ids.
   BpeTrainerOptions trainer;
-  trainer.vocab_size = static_cast<int32_t>(
-      std::min<int64_t>(options.tokenizer_vocab, config.vocab_size));
+  trainer.vocab_size =
+      static_cast<int32_t>(std::min<int64_t>(options.tokenizer_vocab, config.vocab_size));
   const std::string_view corpus =
       options.corpus.empty() ? BuiltinCorpus() : std::string_view(options.corpus);
   SHIFT_ASSIGN_OR_RETURN(std::string tokenizer_json, TrainByteLevelBpe(corpus, trainer));
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                         Tokenizer::FromJson(tokenizer_json));
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromJson(tokenizer_json));
   result.tokenizer_size = tokenizer->vocab_size();
   config.bos_token_id = *tokenizer->TokenToId(trainer.special_tokens[0]);
   config.eos_token_ids = {*tokenizer->TokenToId(trainer.special_tokens[1])};
 
   SHIFT_RETURN_IF_ERROR(WriteStringToFile(dir + "/tokenizer.json", tokenizer_json));
-  nlohmann::json tokenizer_config = {
-      {"tokenizer_class", "PreTrainedTokenizerFast"},
-      {"bos_token", trainer.special_tokens[0]},
-      {"eos_token", trainer.special_tokens[1]},
-      {"model_max_length", config.max_position_embeddings},
-      {"clean_up_tokenization_spaces", false}};
+  nlohmann::json tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                                     {"bos_token", trainer.special_tokens[0]},
+                                     {"eos_token", trainer.special_tokens[1]},
+                                     {"model_max_length", config.max_position_embeddings},
+                                     {"clean_up_tokenization_spaces", false}};
   SHIFT_RETURN_IF_ERROR(
       WriteStringToFile(dir + "/tokenizer_config.json", tokenizer_config.dump(2) + "\n"));
   nlohmann::json generation_config = {{"bos_token_id", *config.bos_token_id},
@@ -206,9 +204,9 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
   result.shards = static_cast<int>(shards.size());
   std::map<std::string, std::string> weight_map;
   for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string file =
-        shards.size() == 1 ? "model.safetensors"
-                           : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size());
+    const std::string file = shards.size() == 1 ? "model.safetensors"
+                                                : absl::StrFormat("model-%05d-of-%05d.safetensors",
+                                                                  s + 1, shards.size());
     std::vector<std::string> data;
     std::vector<TensorToWrite> tensors;
     data.reserve(shards[s].size());

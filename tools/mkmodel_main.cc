@@ -69,8 +69,9 @@ int Main() {
   if (absl::GetFlag(FLAGS_rope_theta) != 0) c.rope_theta = absl::GetFlag(FLAGS_rope_theta);
   if (const std::string arch = absl::GetFlag(FLAGS_architecture); !arch.empty()) {
     if (arch != "LlamaForCausalLM" && arch != "Qwen2ForCausalLM") {
-      return Fail(absl::InvalidArgumentError("--architecture must be LlamaForCausalLM or "
-                                             "Qwen2ForCausalLM"));
+      return Fail(
+          absl::InvalidArgumentError("--architecture must be LlamaForCausalLM or "
+                                     "Qwen2ForCausalLM"));
     }
     c.architecture = arch;
     c.model_type = arch == "Qwen2ForCausalLM" ? "qwen2" : "llama";
@@ -103,18 +104,18 @@ int Main() {
   auto result = WriteRandomModel(out, options);
   if (!result.ok()) return Fail(result.status());
   const ModelConfig& w = result->config;
-  std::printf("wrote %s: %s, %lld layers, hidden %lld, heads %lld/%lld x %lld, vocab %lld, "
-              "%.1fM parameters\n",
-              out.c_str(), w.architecture.c_str(), static_cast<long long>(w.num_hidden_layers),
-              static_cast<long long>(w.hidden_size), static_cast<long long>(w.num_attention_heads),
-              static_cast<long long>(w.num_key_value_heads), static_cast<long long>(w.head_dim),
-              static_cast<long long>(w.vocab_size), static_cast<double>(w.NumParameters()) / 1e6);
+  std::printf(
+      "wrote %s: %s, %lld layers, hidden %lld, heads %lld/%lld x %lld, vocab %lld, "
+      "%.1fM parameters\n",
+      out.c_str(), w.architecture.c_str(), static_cast<long long>(w.num_hidden_layers),
+      static_cast<long long>(w.hidden_size), static_cast<long long>(w.num_attention_heads),
+      static_cast<long long>(w.num_key_value_heads), static_cast<long long>(w.head_dim),
+      static_cast<long long>(w.vocab_size), static_cast<double>(w.NumParameters()) / 1e6);
   std::printf("tokenizer: %d tokens; weights: %s\n", result->tokenizer_size,
-              options.config_only
-                  ? "not written (--config_only)"
-                  : (std::to_string(result->weight_bytes) + " bytes " + dtype + " in " +
-                     std::to_string(result->shards) + " file(s)")
-                        .c_str());
+              options.config_only ? "not written (--config_only)"
+                                  : (std::to_string(result->weight_bytes) + " bytes " + dtype +
+                                     " in " + std::to_string(result->shards) + " file(s)")
+                                        .c_str());
   return 0;
 }
 

@@ -14,10 +14,10 @@ absl::StatusOr<ModelFiles> OpenModelFiles(const std::string& dir) {
   SHIFT_RETURN_IF_ERROR(CheckCheckpointAgainstSchema(*files.checkpoint, files.config));
   SHIFT_ASSIGN_OR_RETURN(files.tokenizer, Tokenizer::FromFile(dir + "/tokenizer.json"));
   if (files.tokenizer->vocab_size() > files.config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, "/tokenizer.json has ", files.tokenizer->vocab_size(),
-        " tokens but config.json's vocab_size is ", files.config.vocab_size,
-        ": some token ids would have no embedding"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, "/tokenizer.json has ", files.tokenizer->vocab_size(),
+                     " tokens but config.json's vocab_size is ", files.config.vocab_size,
+                     ": some token ids would have no embedding"));
   }
   return files;
 }

@@ -12,8 +12,8 @@ namespace {
 
 absl::Status CudaStatus(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(err), " (",
-                                          cudaGetErrorString(err), ")"));
+  return absl::InternalError(
+      absl::StrCat(what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
 }
 
 struct DeviceFree {
@@ -34,8 +34,9 @@ int DeviceCount(std::string* why) {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
-    if (why) *why = absl::StrCat("CUDA runtime reports ", cudaGetErrorName(err), ": ",
-                                 cudaGetErrorString(err));
+    if (why)
+      *why = absl::StrCat("CUDA runtime reports ", cudaGetErrorName(err), ": ",
+                          cudaGetErrorString(err));
     cudaGetLastError();  // clear the sticky error for later calls
     return 0;
   }
@@ -47,8 +48,9 @@ absl::Status Bf16ToF32(const uint16_t* src, size_t n, float* dst) {
   DeviceBuffer d_src, d_dst;
   if (auto s = Allocate(n * sizeof(uint16_t), &d_src); !s.ok()) return s;
   if (auto s = Allocate(n * sizeof(float), &d_dst); !s.ok()) return s;
-  if (auto s = CudaStatus(cudaMemcpy(d_src.get(), src, n * sizeof(uint16_t),
-                                     cudaMemcpyHostToDevice), "copy to device");
+  if (auto s =
+          CudaStatus(cudaMemcpy(d_src.get(), src, n * sizeof(uint16_t), cudaMemcpyHostToDevice),
+                     "copy to device");
       !s.ok()) {
     return s;
   }

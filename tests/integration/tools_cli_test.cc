@@ -54,7 +54,8 @@ TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {
   ASSERT_TRUE(files.ok()) << files.status();
   EXPECT_EQ(files->config.num_hidden_layers, 2);
 
-  ToolRun inspected = RunTool("shift-inspect", "--model=" + model + " --tensors --prompt='Hello, 世界 🚀'");
+  ToolRun inspected =
+      RunTool("shift-inspect", "--model=" + model + " --tensors --prompt='Hello, 世界 🚀'");
   ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
   EXPECT_THAT(inspected.output, HasSubstr("streamed back: identical to the prompt"));
   EXPECT_THAT(inspected.output, HasSubstr("model.layers.1.mlp.down_proj.weight"));
@@ -62,9 +63,11 @@ TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {
 
 TEST_F(ToolsCliTest, MkmodelShardsAndOverrides) {
   const std::string model = (dir_ / "sharded").string();
-  ToolRun made = RunTool("shift-mkmodel",
-                     "--preset=tiny --num_layers=3 --num_kv_heads=1 --architecture=Qwen2ForCausalLM "
-                     "--dtype=fp32 --max_shard_bytes=200000 --out=" + model);
+  ToolRun made =
+      RunTool("shift-mkmodel",
+              "--preset=tiny --num_layers=3 --num_kv_heads=1 --architecture=Qwen2ForCausalLM "
+              "--dtype=fp32 --max_shard_bytes=200000 --out=" +
+                  model);
   ASSERT_EQ(made.exit_code, 0) << made.output;
   auto files = OpenModelFiles(model);
   ASSERT_TRUE(files.ok()) << files.status();

@@ -23,7 +23,8 @@ TEST(BpeTrainerTest, TrainedTokenizerLoadsAndRoundTrips) {
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_LE((*tokenizer)->vocab_size(), 320);
   EXPECT_GT((*tokenizer)->vocab_size(), 256 + 2);
-  for (const std::string& text : {std::string(kText), std::string("unseen words: zebra ✨ \xc3\xbf")}) {
+  for (const std::string& text :
+       {std::string(kText), std::string("unseen words: zebra ✨ \xc3\xbf")}) {
     auto ids = (*tokenizer)->Encode(text);
     ASSERT_TRUE(ids.ok());
     EXPECT_EQ(*(*tokenizer)->Decode(*ids), text);

@@ -43,7 +43,8 @@ TEST_P(DetokenizerTest, DeltasAddUpToFullDecode) {
   auto strings = testdata::TestStrings();
   ASSERT_TRUE(strings.has_value());
   strings->push_back(
-      "🦙🚀👨‍👩‍👧‍👦🏳️‍🌈 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𠜎𠜱 龘靐齉 ひらがな 한국어 ẞ "
+      "🦙🚀👨‍👩‍👧‍👦🏳️‍🌈 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𠜎𠜱 龘靐齉 ひらがな 한국어 "
+      "ẞ "
       "ǅ");
   int held_back = 0;
   for (const std::string& text : *strings) {

@@ -130,9 +130,9 @@ TEST_F(MkModelTest, TokenizerRoundTripsText) {
   auto files = OpenModelFiles(Dir("tok"));
   ASSERT_TRUE(files.ok()) << files.status();
   const Tokenizer& tok = *files->tokenizer;
-  for (const char* text :
-       {"The lighthouse keeper counted ships.", "  two  spaces\tand a tab\n",
-        "Größe, señor, 日本語, 🚀👩‍💻", "int32_t Argmax(const std::vector<float>& logits);"}) {
+  for (const char* text : {"The lighthouse keeper counted ships.", "  two  spaces\tand a tab\n",
+                           "Größe, señor, 日本語, 🚀👩‍💻",
+                           "int32_t Argmax(const std::vector<float>& logits);"}) {
     auto ids = tok.Encode(text);
     ASSERT_TRUE(ids.ok()) << ids.status();
     EXPECT_EQ(*tok.Decode(*ids), text);

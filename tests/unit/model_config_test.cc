@@ -113,7 +113,8 @@ TEST_P(BadModelConfigTest, ErrorNamesFileAndField) {
               AllOf(HasSubstr("dir/config.json"), HasSubstr(GetParam().expected)));
 }
 
-#define BASE R"("architectures": ["LlamaForCausalLM"], "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 100)"
+#define BASE \
+  R"("architectures": ["LlamaForCausalLM"], "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 100)"
 INSTANTIATE_TEST_SUITE_P(
     Fields, BadModelConfigTest,
     ::testing::Values(
@@ -123,17 +124,24 @@ INSTANTIATE_TEST_SUITE_P(
                   "\"hidden_size\" must be an integer"},
         BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 0})",
                   "\"num_attention_heads\" must be positive"},
-        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 3})",
+        BadConfig{"{" BASE
+                  R"(, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 3})",
                   "\"num_key_value_heads\" (3) must divide num_attention_heads (4)"},
         BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "head_dim": 15})",
                   "\"head_dim\" must be even"},
-        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "tie_word_embeddings": 1})",
+        BadConfig{"{" BASE
+                  R"(, "hidden_size": 64, "num_attention_heads": 4, "tie_word_embeddings": 1})",
                   "\"tie_word_embeddings\" must be true or false"},
-        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})",
-                  "rope_scaling of type \"yarn\" is not supported"},
-        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}})",
-                  "\"rope_scaling\""},
-        BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "eos_token_id": [1, "x"]})",
+        BadConfig{
+            "{" BASE
+            R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})",
+            "rope_scaling of type \"yarn\" is not supported"},
+        BadConfig{
+            "{" BASE
+            R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}})",
+            "\"rope_scaling\""},
+        BadConfig{"{" BASE
+                  R"(, "hidden_size": 64, "num_attention_heads": 4, "eos_token_id": [1, "x"]})",
                   "\"eos_token_id\" must hold integers"},
         BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "eos_token_id": 100})",
                   "outside the vocabulary"},

@@ -120,9 +120,9 @@ TEST_F(SafetensorsTest, ShardMissingTensorOrFileIsAnError) {
   EXPECT_THAT(missing_tensor.status().message(),
               AllOf(HasSubstr("s1.safetensors"), HasSubstr("\"ghost\""), HasSubstr("missing")));
 
-  ASSERT_TRUE(WriteSafetensorsIndex(dir_.string(),
-                                    {{"x", "s1.safetensors"}, {"w", "s2.safetensors"}}, 8)
-                  .ok());
+  ASSERT_TRUE(
+      WriteSafetensorsIndex(dir_.string(), {{"x", "s1.safetensors"}, {"w", "s2.safetensors"}}, 8)
+          .ok());
   auto missing_file = Checkpoint::Open(dir_.string());
   ASSERT_FALSE(missing_file.ok());
   EXPECT_EQ(missing_file.status().code(), absl::StatusCode::kNotFound);
@@ -150,9 +150,11 @@ TEST_F(SafetensorsTest, TruncatedFilesAreRejected) {
   EXPECT_THAT(OpenError(Path("cut_header.safetensors")).message(),
               AllOf(HasSubstr("cut_header.safetensors"), HasSubstr("truncated")));
   // ...or the data ends early.
-  ASSERT_TRUE(WriteStringToFile(Path("cut_data.safetensors"), full.substr(0, full.size() - 4)).ok());
-  EXPECT_THAT(OpenError(Path("cut_data.safetensors")).message(),
-              AllOf(HasSubstr("cut_data.safetensors"), HasSubstr("\"x\""), HasSubstr("out of range")));
+  ASSERT_TRUE(
+      WriteStringToFile(Path("cut_data.safetensors"), full.substr(0, full.size() - 4)).ok());
+  EXPECT_THAT(
+      OpenError(Path("cut_data.safetensors")).message(),
+      AllOf(HasSubstr("cut_data.safetensors"), HasSubstr("\"x\""), HasSubstr("out of range")));
 }
 
 TEST_F(SafetensorsTest, BadHeadersAreRejected) {
@@ -171,44 +173,46 @@ TEST_F(SafetensorsTest, BadHeadersAreRejected) {
                                  R"({"w": {"dtype": "F32", "data_offsets": [0, 8]}})", 8))
                   .message(),
               AllOf(HasSubstr("\"w\""), HasSubstr("shape")));
-  EXPECT_THAT(OpenError(WriteRaw("nooffsets.safetensors",
-                                 R"({"w": {"dtype": "F32", "shape": [2]}})", 8))
-                  .message(),
-              AllOf(HasSubstr("\"w\""), HasSubstr("data_offsets")));
-  EXPECT_THAT(OpenError(WriteRaw("negdim.safetensors",
-                                 R"({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}})",
-                                 8))
-                  .message(),
-              AllOf(HasSubstr("\"w\""), HasSubstr("shape")));
-  EXPECT_THAT(OpenError(WriteRaw("dtype.safetensors",
-                                 R"({"w": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}})",
-                                 8))
-                  .message(),
-              AllOf(HasSubstr("\"w\""), HasSubstr("unsupported dtype I64")));
   EXPECT_THAT(
-      OpenError(WriteRaw("overflow.safetensors",
-                         R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})",
-                         8))
+      OpenError(WriteRaw("nooffsets.safetensors", R"({"w": {"dtype": "F32", "shape": [2]}})", 8))
+          .message(),
+      AllOf(HasSubstr("\"w\""), HasSubstr("data_offsets")));
+  EXPECT_THAT(
+      OpenError(WriteRaw("negdim.safetensors",
+                         R"({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}})", 8))
+          .message(),
+      AllOf(HasSubstr("\"w\""), HasSubstr("shape")));
+  EXPECT_THAT(
+      OpenError(WriteRaw("dtype.safetensors",
+                         R"({"w": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}})", 8))
+          .message(),
+      AllOf(HasSubstr("\"w\""), HasSubstr("unsupported dtype I64")));
+  EXPECT_THAT(
+      OpenError(
+          WriteRaw(
+              "overflow.safetensors",
+              R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})",
+              8))
           .message(),
       AllOf(HasSubstr("\"w\""), HasSubstr("overflows")));
 }
 
 TEST_F(SafetensorsTest, BadOffsetsAreRejected) {
-  EXPECT_THAT(OpenError(WriteRaw("range.safetensors",
-                                 R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})",
-                                 8))
-                  .message(),
-              AllOf(HasSubstr("range.safetensors"), HasSubstr("\"w\""), HasSubstr("out of range")));
-  EXPECT_THAT(OpenError(WriteRaw("reversed.safetensors",
-                                 R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}})",
-                                 8))
-                  .message(),
-              AllOf(HasSubstr("\"w\""), HasSubstr("end before")));
-  EXPECT_THAT(OpenError(WriteRaw("size.safetensors",
-                                 R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})",
-                                 8))
-                  .message(),
-              AllOf(HasSubstr("\"w\""), HasSubstr("needs 12")));
+  EXPECT_THAT(
+      OpenError(WriteRaw("range.safetensors",
+                         R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8))
+          .message(),
+      AllOf(HasSubstr("range.safetensors"), HasSubstr("\"w\""), HasSubstr("out of range")));
+  EXPECT_THAT(
+      OpenError(WriteRaw("reversed.safetensors",
+                         R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}})", 8))
+          .message(),
+      AllOf(HasSubstr("\"w\""), HasSubstr("end before")));
+  EXPECT_THAT(
+      OpenError(WriteRaw("size.safetensors",
+                         R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", 8))
+          .message(),
+      AllOf(HasSubstr("\"w\""), HasSubstr("needs 12")));
   EXPECT_THAT(OpenError(WriteRaw("overlap.safetensors",
                                  R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
                                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
@@ -227,9 +231,8 @@ TEST_F(SafetensorsTest, MissingTensorAndWrongShapeNameTheTensor) {
   const int64_t wrong[] = {3, 2};
   auto shape = (*checkpoint)->Get("x", wrong);
   ASSERT_FALSE(shape.ok());
-  EXPECT_THAT(shape.status().message(),
-              AllOf(HasSubstr("model.safetensors"), HasSubstr("\"x\""), HasSubstr("[2, 3]"),
-                    HasSubstr("expected [3, 2]")));
+  EXPECT_THAT(shape.status().message(), AllOf(HasSubstr("model.safetensors"), HasSubstr("\"x\""),
+                                              HasSubstr("[2, 3]"), HasSubstr("expected [3, 2]")));
   auto missing = (*checkpoint)->Get("y", wrong);
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);

@@ -51,7 +51,8 @@ TEST_P(VocabularyTest, RoundTripsMultilingualCorpus) {
       "The quick brown fox jumps over the lazy dog. It's 12:45 -- isn't it?\n",
       "Crème brûlée, naïve façade, Ångström, Łódź, Ærøskøbing, ÿ ø ö ü",
       "日本語のテキストと中文文本，还有한국어 텍스트。",
-      "Emoji: 🦙🚀 👨‍👩‍👧‍👦 🏳️‍🌈 👍🏽 😶‍🌫️ and astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 "
+      "Emoji: 🦙🚀 👨‍👩‍👧‍👦 🏳️‍🌈 👍🏽 😶‍🌫️ and astral "
+      "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 "
       "𠜎𠜱",
       "   leading and trailing   \t\r\n  ",
       "<|endoftext|> [PAD100020] <｜begin▁of▁sentence｜>",
@@ -222,7 +223,8 @@ TEST(TokenizerTest, ConcurrentEncodesMatchSequentialOnes) {
     threads.emplace_back([&, t] {
       for (int round = 0; round < 20; ++round) {
         for (size_t i = 0; i < strings->size(); ++i) {
-          size_t k = (i + static_cast<size_t>(t) * 7 + static_cast<size_t>(round)) % strings->size();
+          size_t k =
+              (i + static_cast<size_t>(t) * 7 + static_cast<size_t>(round)) % strings->size();
           auto ids = llama->Encode((*strings)[k] + " " + std::to_string(round));
           auto plain = llama->Encode((*strings)[k]);
           if (!ids.ok() || !plain.ok() || *plain != expected[k]) ++mismatches[t];
