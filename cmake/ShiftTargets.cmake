@@ -4,7 +4,8 @@
 # Warnings are errors for code we write (not for generated protobuf code).
 function(shift_strict target)
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Werror -Wno-unused-parameter>)
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Werror -Wno-unused-parameter>
+    $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror>)
 endfunction()
 
 # shift_library(name SOURCES ... DEPS ...): a static library with our flags,
