@@ -1,5 +1,7 @@
 #include "common/cli.h"
 
+#include <cstdio>
+
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -7,9 +9,21 @@
 #include "absl/strings/str_cat.h"
 
 namespace shift {
+namespace {
+
+std::string& ProgramName() {
+  static auto* name = new std::string("shift");
+  return *name;
+}
+
+}  // namespace
 
 std::vector<char*> InitProgram(int argc, char** argv, const std::string& description,
                                const std::string& usage) {
+  if (argc > 0) {
+    const std::string path = argv[0];
+    ProgramName() = path.substr(path.find_last_of('/') + 1);
+  }
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view file) {
     return absl::EndsWith(file, "_main.cc");
@@ -26,6 +40,12 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(absl::StrCat(description, "\nUsage: ", usage));
   return absl::ParseCommandLine(argc, argv);
+}
+
+int ReportFailure(const absl::Status& status) {
+  std::fprintf(stderr, "%s: %s\n", ProgramName().c_str(),
+               std::string(status.ToString()).c_str());
+  return 1;
 }
 
 }  // namespace shift

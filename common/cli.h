@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace shift {
 
 // Sets the usage text (`description`, then `usage`), makes --help show the
@@ -12,5 +14,8 @@ namespace shift {
 // command line. Returns the positional arguments (argv[0] first).
 std::vector<char*> InitProgram(int argc, char** argv, const std::string& description,
                                const std::string& usage);
+
+// Prints "program: status" to stderr and returns the exit code for a failure.
+int ReportFailure(const absl::Status& status);
 
 }  // namespace shift

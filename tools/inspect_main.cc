@@ -19,11 +19,6 @@ ABSL_FLAG(bool, tensors, false, "List every tensor with its dtype, shape and fil
 namespace shift {
 namespace {
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "shift-inspect: %s\n", std::string(status.ToString()).c_str());
-  return 1;
-}
-
 // Printable form of a token's bytes: control characters escaped, and so are
 // the bytes of a token that holds only part of a UTF-8 character.
 std::string Printable(std::string_view bytes) {
@@ -43,9 +38,9 @@ std::string Printable(std::string_view bytes) {
 
 int Main() {
   const std::string dir = absl::GetFlag(FLAGS_model);
-  if (dir.empty()) return Fail(absl::InvalidArgumentError("--model is required (see --help)"));
+  if (dir.empty()) return ReportFailure(absl::InvalidArgumentError("--model is required (see --help)"));
   auto files = OpenModelFiles(dir);
-  if (!files.ok()) return Fail(files.status());
+  if (!files.ok()) return ReportFailure(files.status());
   const ModelConfig& c = files->config;
   std::printf(
       "model %s: %s, %lld layers, hidden %lld, heads %lld (kv %lld) x %lld, "
@@ -76,7 +71,7 @@ int Main() {
   const std::string prompt = absl::GetFlag(FLAGS_prompt);
   if (prompt.empty()) return 0;
   auto ids = tok.Encode(prompt, absl::GetFlag(FLAGS_parse_special));
-  if (!ids.ok()) return Fail(ids.status());
+  if (!ids.ok()) return ReportFailure(ids.status());
   std::printf("prompt: %s\n%zu tokens: [%s]\n", prompt.c_str(), ids->size(),
               absl::StrJoin(*ids, ", ").c_str());
   std::vector<std::string> pieces;
@@ -87,7 +82,7 @@ int Main() {
   std::string streamed;
   for (int32_t id : *ids) {
     auto delta = detokenizer.Append(id);
-    if (!delta.ok()) return Fail(delta.status());
+    if (!delta.ok()) return ReportFailure(delta.status());
     streamed += *delta;
   }
   streamed += detokenizer.Finish();

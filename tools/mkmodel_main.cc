@@ -33,11 +33,6 @@ ABSL_FLAG(uint64_t, max_shard_bytes, 0,
 namespace shift {
 namespace {
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "shift-mkmodel: %s\n", std::string(status.ToString()).c_str());
-  return 1;
-}
-
 absl::Status ApplyBool(const std::string& flag, const std::string& value, bool* out) {
   if (value.empty()) return absl::OkStatus();
   if (value == "true" || value == "false") {
@@ -50,9 +45,9 @@ absl::Status ApplyBool(const std::string& flag, const std::string& value, bool* 
 int Main() {
   MkModelOptions options;
   const std::string out = absl::GetFlag(FLAGS_out);
-  if (out.empty()) return Fail(absl::InvalidArgumentError("--out is required (see --help)"));
+  if (out.empty()) return ReportFailure(absl::InvalidArgumentError("--out is required (see --help)"));
   auto preset = PresetConfig(absl::GetFlag(FLAGS_preset));
-  if (!preset.ok()) return Fail(preset.status());
+  if (!preset.ok()) return ReportFailure(preset.status());
   ModelConfig& c = options.config;
   c = *preset;
   auto set = [](int64_t value, int64_t* field) {
@@ -69,7 +64,7 @@ int Main() {
   if (absl::GetFlag(FLAGS_rope_theta) != 0) c.rope_theta = absl::GetFlag(FLAGS_rope_theta);
   if (const std::string arch = absl::GetFlag(FLAGS_architecture); !arch.empty()) {
     if (arch != "LlamaForCausalLM" && arch != "Qwen2ForCausalLM") {
-      return Fail(
+      return ReportFailure(
           absl::InvalidArgumentError("--architecture must be LlamaForCausalLM or "
                                      "Qwen2ForCausalLM"));
     }
@@ -80,21 +75,21 @@ int Main() {
   if (auto s = ApplyBool("tie_word_embeddings", absl::GetFlag(FLAGS_tie_word_embeddings),
                          &c.tie_word_embeddings);
       !s.ok()) {
-    return Fail(s);
+    return ReportFailure(s);
   }
   if (auto s = ApplyBool("attention_bias", absl::GetFlag(FLAGS_attention_bias), &c.attention_bias);
       !s.ok()) {
-    return Fail(s);
+    return ReportFailure(s);
   }
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
   if (dtype != "bf16" && dtype != "fp32") {
-    return Fail(absl::InvalidArgumentError("--dtype must be bf16 or fp32"));
+    return ReportFailure(absl::InvalidArgumentError("--dtype must be bf16 or fp32"));
   }
   options.dtype = dtype == "fp32" ? DType::kF32 : DType::kBF16;
   options.seed = absl::GetFlag(FLAGS_seed);
   if (const std::string path = absl::GetFlag(FLAGS_corpus); !path.empty()) {
     auto text = ReadFileToString(path);
-    if (!text.ok()) return Fail(text.status());
+    if (!text.ok()) return ReportFailure(text.status());
     options.corpus = *std::move(text);
   }
   options.tokenizer_vocab = absl::GetFlag(FLAGS_tokenizer_vocab);
@@ -102,7 +97,7 @@ int Main() {
   options.max_shard_bytes = absl::GetFlag(FLAGS_max_shard_bytes);
 
   auto result = WriteRandomModel(out, options);
-  if (!result.ok()) return Fail(result.status());
+  if (!result.ok()) return ReportFailure(result.status());
   const ModelConfig& w = result->config;
   std::printf(
       "wrote %s: %s, %lld layers, hidden %lld, heads %lld/%lld x %lld, vocab %lld, "
