@@ -38,7 +38,8 @@ std::string Printable(std::string_view bytes) {
 
 int Main() {
   const std::string dir = absl::GetFlag(FLAGS_model);
-  if (dir.empty()) return ReportFailure(absl::InvalidArgumentError("--model is required (see --help)"));
+  if (dir.empty())
+    return ReportFailure(absl::InvalidArgumentError("--model is required (see --help)"));
   auto files = OpenModelFiles(dir);
   if (!files.ok()) return ReportFailure(files.status());
   const ModelConfig& c = files->config;

@@ -45,7 +45,8 @@ absl::Status ApplyBool(const std::string& flag, const std::string& value, bool* 
 int Main() {
   MkModelOptions options;
   const std::string out = absl::GetFlag(FLAGS_out);
-  if (out.empty()) return ReportFailure(absl::InvalidArgumentError("--out is required (see --help)"));
+  if (out.empty())
+    return ReportFailure(absl::InvalidArgumentError("--out is required (see --help)"));
   auto preset = PresetConfig(absl::GetFlag(FLAGS_preset));
   if (!preset.ok()) return ReportFailure(preset.status());
   ModelConfig& c = options.config;

@@ -31,16 +31,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
   const ModelConfig& c = files.config;
   for (int64_t k : {c.hidden_size, c.intermediate_size, c.num_attention_heads * c.head_dim}) {
     if (k % kernels::cpu::kReductionGroups != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          files.dir, ": every GEMM reduction length must be a multiple of 8 (hidden_size, "
-                     "intermediate_size, heads x head_dim); got ", k));
+      return absl::InvalidArgumentError(
+          absl::StrCat(files.dir,
+                       ": every GEMM reduction length must be a multiple of 8 (hidden_size, "
+                       "intermediate_size, heads x head_dim); got ",
+                       k));
     }
   }
   if (options.block_size <= 0) return absl::InvalidArgumentError("block size must be positive");
   std::unique_ptr<Engine> engine(new Engine(c, options));
   SHIFT_RETURN_IF_ERROR(engine->Load(*files.checkpoint));
-  const int64_t block_bytes = 2 * c.num_hidden_layers * options.block_size *
-                              c.num_key_value_heads * c.head_dim * sizeof(float);
+  const int64_t block_bytes = 2 * c.num_hidden_layers * options.block_size * c.num_key_value_heads *
+                              c.head_dim * sizeof(float);
   engine->num_blocks_ = options.kv_cache_bytes / block_bytes;
   if (engine->num_blocks_ < 1) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-cache-bytes ", options.kv_cache_bytes,
@@ -116,10 +118,9 @@ absl::Status Engine::Validate(const std::vector<SequenceStep>& batch) const {
                                                      ") exceed the model's context"));
     }
     if (static_cast<int64_t>(s.block_table.size()) * options_.block_size < end) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " needs ",
-                                                     (end + options_.block_size - 1) /
-                                                         options_.block_size,
-                                                     " blocks, has ", s.block_table.size()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", s.seq_id, " needs ", (end + options_.block_size - 1) / options_.block_size,
+          " blocks, has ", s.block_table.size()));
     }
     for (int32_t b : s.block_table) {
       if (b < 0 || b >= num_blocks_) {
@@ -129,8 +130,8 @@ absl::Status Engine::Validate(const std::vector<SequenceStep>& batch) const {
     }
     for (int32_t id : s.token_ids) {
       if (id < 0 || id >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has token id ",
-                                                       id, " outside the vocabulary"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", s.seq_id, " has token id ", id, " outside the vocabulary"));
       }
     }
   }
@@ -193,8 +194,8 @@ absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<Sequenc
     }
     for (int64_t t = 0; t < n; ++t) {
       kernels::cpu::AttendOne(cache, batch[seq_of[t]].block_table, pos[t],
-                              q.data() + t * heads * hd, heads, scale,
-                              attn.data() + t * heads * hd, scratch.data());
+                              q.data() + t * heads * hd, heads, scale, attn.data() + t * heads * hd,
+                              scratch.data());
     }
     Gemm(attn, n, l.o, &o);
     for (int64_t i = 0; i < n * d; ++i) h[i] = h[i] + o[i];

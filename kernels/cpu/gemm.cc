@@ -42,8 +42,8 @@ __attribute__((always_inline)) inline T Tree(const T* g, int count) {
 // Rows [0, R) of x against one panel over `count` groups of `len` K each:
 // out[r][0..16). Compiled for several instruction sets, chosen at load.
 template <int R>
-__attribute__((always_inline)) inline void Tile(const float* x, int64_t ldx, const float* panel, int64_t len, int count,
-                 float* out, int64_t ldo) {
+__attribute__((always_inline)) inline void Tile(const float* x, int64_t ldx, const float* panel,
+                                                int64_t len, int count, float* out, int64_t ldo) {
   V8 parts[kReductionGroups][R][2];
   for (int g = 0; g < count; ++g) {
     V8 acc[R][2] = {};

@@ -93,8 +93,8 @@ void WriteKv(const KvView& cache, absl::Span<const int32_t> block_table, int64_t
 void AttendOne(const KvView& cache, absl::Span<const int32_t> block_table, int64_t position,
                const float* q, int64_t heads, float scale, float* out, float* scratch) {
   const int64_t d = cache.head_dim, group = heads / cache.kv_heads;
-  SHIFT_CHECK(static_cast<size_t>(position / cache.block_size) < block_table.size(),
-              "position ", position, " is past the block table (", block_table.size(), " blocks)");
+  SHIFT_CHECK(static_cast<size_t>(position / cache.block_size) < block_table.size(), "position ",
+              position, " is past the block table (", block_table.size(), " blocks)");
   for (int64_t h = 0; h < heads; ++h) {
     const int64_t kv = h / group;
     const float* qh = q + h * d;

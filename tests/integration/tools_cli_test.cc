@@ -61,6 +61,27 @@ TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {
   EXPECT_THAT(inspected.output, HasSubstr("model.layers.1.mlp.down_proj.weight"));
 }
 
+TEST_F(ToolsCliTest, GenerateStreamsTextAndIsReproducible) {
+  const std::string model = (dir_ / "gen").string();
+  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --seed=5 --out=" + model).exit_code, 0);
+  const std::string args = "--model=" + model +
+                           " --prompt='The lighthouse' --max_tokens=12 --ignore_eos "
+                           "--temperature=0.7 --top_k=40 --seed=9";
+  ToolRun first = RunTool("shift-generate", args);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_THAT(first.output, HasSubstr("The lighthouse"));
+  EXPECT_THAT(first.output, HasSubstr("decode: 11 steps, 11 tokens"));
+  // Same seed, same text; a batch and another chunk size change nothing
+  // for the first sequence.
+  ToolRun again = RunTool("shift-generate", args + " --batch=3 --chunk=1 --threads=1");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  auto text = [](const std::string& out) { return out.substr(0, out.find("prefill:")); };
+  EXPECT_EQ(text(again.output), text(first.output));
+  ToolRun bad = RunTool("shift-generate", "--model=" + model + " --max_tokens=5000");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("exceed the model's context"));
+}
+
 TEST_F(ToolsCliTest, MkmodelShardsAndOverrides) {
   const std::string model = (dir_ / "sharded").string();
   ToolRun made =

@@ -1,7 +1,5 @@
 // The CPU layer kernels against naive loops (in double where rounding
 // differs), on odd sizes, plus the invariances the engine relies on.
-#include "kernels/cpu/ops.h"
-
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -9,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/ops.h"
 
 namespace shift::kernels::cpu {
 namespace {
@@ -115,7 +114,8 @@ std::vector<double> NaiveAttention(const std::vector<float>& q, const std::vecto
     }
     for (double& x : s) total += (x = std::exp(x - max));
     for (int64_t j = 0; j <= position; ++j) {
-      for (int64_t i = 0; i < d; ++i) out[h * d + i] += s[j] / total * v[(j * kv_heads + kv) * d + i];
+      for (int64_t i = 0; i < d; ++i)
+        out[h * d + i] += s[j] / total * v[(j * kv_heads + kv) * d + i];
     }
   }
   return out;

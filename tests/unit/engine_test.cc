@@ -51,7 +51,8 @@ class NaiveModel {
           double mx = -INFINITY, total = 0;
           for (int64_t j = 0; j <= t; ++j) {
             double dot = 0;
-            for (int64_t i = 0; i < hd; ++i) dot += q[(t * heads + hh) * hd + i] * k[(j * kvh + g) * hd + i];
+            for (int64_t i = 0; i < hd; ++i)
+              dot += q[(t * heads + hh) * hd + i] * k[(j * kvh + g) * hd + i];
             s[j] = dot / std::sqrt(static_cast<double>(hd));
             mx = std::max(mx, s[j]);
           }
@@ -138,7 +139,8 @@ class NaiveModel {
 class Driver {
  public:
   explicit Driver(Engine* engine) : engine_(engine) {
-    for (int32_t b = static_cast<int32_t>(engine->num_blocks()) - 1; b >= 0; --b) free_.push_back(b);
+    for (int32_t b = static_cast<int32_t>(engine->num_blocks()) - 1; b >= 0; --b)
+      free_.push_back(b);
     std::shuffle(free_.begin(), free_.end(), std::mt19937(5));
   }
 
@@ -187,8 +189,8 @@ class Driver {
     int64_t computed;
     std::vector<int32_t> blocks;
     kernels::cpu::SamplingParams sampling;
-    std::vector<std::vector<float>> logits;              // per sampled step
-    std::vector<std::vector<int32_t>> history;           // context of each
+    std::vector<std::vector<float>> logits;     // per sampled step
+    std::vector<std::vector<int32_t>> history;  // context of each
   };
   const Seq& seq(uint64_t id) const { return seqs_.at(id); }
 
@@ -254,7 +256,7 @@ TEST_P(EngineTest, MixedChunkedBatchMatchesNaiveForward) {
   driver.Add(3, Prompt(31, 3, vocab));
   // Prefill in chunks of several sizes, mixed with other sequences' chunks
   // and decodes.
-  driver.Step({{1, 7}, {2, 9}});         // 2 finishes its prompt, samples
+  driver.Step({{1, 7}, {2, 9}});           // 2 finishes its prompt, samples
   driver.Step({{2, 1}, {1, 10}, {3, 5}});  // 2 decodes
   driver.Step({{2, 1}, {1, 6}, {3, 13}});  // 1 finishes
   driver.Step({{1, 1}, {2, 1}, {3, 13}});  // 3 finishes
@@ -268,9 +270,9 @@ TEST_P(EngineTest, MixedChunkedBatchMatchesNaiveForward) {
     for (size_t i = 0; i < s.logits.size(); ++i) {
       const auto want = naive.LastLogits(s.history[i]);
       // Random weights still give logits far from zero and from each other.
-      EXPECT_GT(*std::max_element(want.begin(), want.end()) -
-                    *std::min_element(want.begin(), want.end()),
-                0.1);
+      EXPECT_GT(
+          *std::max_element(want.begin(), want.end()) - *std::min_element(want.begin(), want.end()),
+          0.1);
       const double error = MaxRelativeError(s.logits[i], want);
       worst = std::max(worst, error);
       EXPECT_LE(error, 1e-4) << "seq " << id << " step " << i;

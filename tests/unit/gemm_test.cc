@@ -39,8 +39,8 @@ TEST_P(GemmTest, MatchesNaiveCanonicalLoopBitForBit) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       const float expected = CanonicalDot(&x[i * k], &w[j * k], k);
-      ASSERT_TRUE(SameBits(y[i * n + j], expected)) << i << "," << j << ": " << y[i * n + j]
-                                                    << " vs " << expected;
+      ASSERT_TRUE(SameBits(y[i * n + j], expected))
+          << i << "," << j << ": " << y[i * n + j] << " vs " << expected;
       double exact = 0;
       for (int64_t c = 0; c < k; ++c) exact += static_cast<double>(x[i * k + c]) * w[j * k + c];
       ASSERT_NEAR(y[i * n + j], exact, 1e-5 * k) << i << "," << j;
@@ -101,12 +101,11 @@ TEST_P(GemmTest, JoinedSubtreesEqualTheWholeReduction) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GemmTest,
                          ::testing::Values(Shape{1, 1, 8}, Shape{1, 37, 64}, Shape{3, 16, 136},
-                                           Shape{5, 33, 200}, Shape{4, 64, 8},
-                                           Shape{17, 100, 256}, Shape{9, 129, 1000}),
+                                           Shape{5, 33, 200}, Shape{4, 64, 8}, Shape{17, 100, 256},
+                                           Shape{9, 129, 1000}),
                          [](const auto& info) {
                            return "m" + std::to_string(info.param.m) + "n" +
-                                  std::to_string(info.param.n) + "k" +
-                                  std::to_string(info.param.k);
+                                  std::to_string(info.param.n) + "k" + std::to_string(info.param.k);
                          });
 
 }  // namespace
