@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/model_schema.h"
 #include "common/status.h"
+#include "kernels/cpu/parallel.h"
 
 namespace shift {
 namespace {
@@ -29,12 +30,12 @@ Engine::Engine(ModelConfig config, EngineOptions options)
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
                                                        const EngineOptions& options) {
   const ModelConfig& c = files.config;
-  for (int64_t k : {c.hidden_size, c.intermediate_size, c.num_attention_heads * c.head_dim}) {
+  for (int64_t k : {c.hidden_size, c.intermediate_size, c.head_dim}) {
     if (k % kernels::cpu::kReductionGroups != 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(files.dir,
                        ": every GEMM reduction length must be a multiple of 8 (hidden_size, "
-                       "intermediate_size, heads x head_dim); got ",
+                       "intermediate_size, head_dim); got ",
                        k));
     }
   }
@@ -164,9 +165,11 @@ absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<Sequenc
   std::vector<float> h(n * d), x(n * d), q, k, v, attn(n * heads * hd), o, gate, up, act;
   kernels::cpu::Embedding(embedding_.data(), d, ids, h.data());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  int64_t max_pos = 0;
-  for (int64_t p : pos) max_pos = std::max(max_pos, p);
-  std::vector<float> scratch(max_pos + 1);
+  int64_t max_pos = 0, attention_work = 0;
+  for (int64_t p : pos) {
+    max_pos = std::max(max_pos, p);
+    attention_work += (p + 1) * heads;
+  }
 
   for (Layer& l : layers_) {
     kernels::cpu::RmsNorm(h.data(), n, d, l.input_norm.data(), static_cast<float>(c.rms_norm_eps),
@@ -192,11 +195,17 @@ absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<Sequenc
                             k.data() + t * kv_heads * hd, v.data() + t * kv_heads * hd);
       t += count;
     }
-    for (int64_t t = 0; t < n; ++t) {
-      kernels::cpu::AttendOne(cache, batch[seq_of[t]].block_table, pos[t],
-                              q.data() + t * heads * hd, heads, scale, attn.data() + t * heads * hd,
-                              scratch.data());
-    }
+    // Tokens are independent here; spread them over the threads when the
+    // step attends to enough context to pay for them.
+    const int64_t workers = attention_work > (1 << 16) ? options_.threads : 1;
+    kernels::cpu::ParallelFor(n, workers, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(max_pos + 1);
+      for (int64_t t = begin; t < end; ++t) {
+        kernels::cpu::AttendOne(cache, batch[seq_of[t]].block_table, pos[t],
+                                q.data() + t * heads * hd, heads, scale,
+                                attn.data() + t * heads * hd, scratch.data());
+      }
+    });
     Gemm(attn, n, l.o, &o);
     for (int64_t i = 0; i < n * d; ++i) h[i] = h[i] + o[i];
     kernels::cpu::RmsNorm(h.data(), n, d, l.post_norm.data(), static_cast<float>(c.rms_norm_eps),

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <thread>
 
 #include "common/status.h"
+#include "kernels/cpu/parallel.h"
 
 // The helpers below pass 32-byte vectors by value; they are always inlined
 // into each instruction-set clone, so no call ever uses the vector ABI.
@@ -145,17 +145,9 @@ void Gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const G
   // Threads only pay off for enough work (a thread start costs ~20 µs).
   const int64_t flops = 2 * m * (n_end - range.n_begin) * w.k() * range.group_count / 8;
   const int64_t workers = std::min<int64_t>({threads, panels, std::max<int64_t>(1, flops >> 21)});
-  if (workers <= 1) {
-    GemmPanels(x, m, ldx, w, range, n_end, p_begin, p_end, y, ldy);
-    return;
-  }
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < workers; ++t) {
-    const int64_t a = p_begin + panels * t / workers, b = p_begin + panels * (t + 1) / workers;
-    pool.emplace_back([=, &w, &range] { GemmPanels(x, m, ldx, w, range, n_end, a, b, y, ldy); });
-  }
-  GemmPanels(x, m, ldx, w, range, n_end, p_begin, p_begin + panels / workers, y, ldy);
-  for (std::thread& t : pool) t.join();
+  ParallelFor(panels, workers, [&](int64_t a, int64_t b) {
+    GemmPanels(x, m, ldx, w, range, n_end, p_begin + a, p_begin + b, y, ldy);
+  });
 }
 
 float JoinSubtrees(const float* values, int parts) { return Tree(values, parts); }

@@ -8,7 +8,13 @@
 #include "common/status.h"
 #include "kernels/cpu/gemm.h"
 
+// 32-byte vectors stay inside this file's functions (no vector ABI calls).
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace shift::kernels::cpu {
+namespace {
+typedef float V8 __attribute__((vector_size(32)));
+}  // namespace
 
 void Embedding(const float* table, int64_t dim, absl::Span<const int32_t> ids, float* out) {
   for (size_t t = 0; t < ids.size(); ++t) {
@@ -93,6 +99,7 @@ void WriteKv(const KvView& cache, absl::Span<const int32_t> block_table, int64_t
 void AttendOne(const KvView& cache, absl::Span<const int32_t> block_table, int64_t position,
                const float* q, int64_t heads, float scale, float* out, float* scratch) {
   const int64_t d = cache.head_dim, group = heads / cache.kv_heads;
+  SHIFT_CHECK(d % 8 == 0, "head_dim ", d, " is not a multiple of 8");
   SHIFT_CHECK(static_cast<size_t>(position / cache.block_size) < block_table.size(), "position ",
               position, " is past the block table (", block_table.size(), " blocks)");
   for (int64_t h = 0; h < heads; ++h) {
@@ -109,13 +116,23 @@ void AttendOne(const KvView& cache, absl::Span<const int32_t> block_table, int64
       scratch[j] = std::exp(scratch[j] - max);
       total = total + scratch[j];
     }
+    // oh[i] = Σ_j p_j · v_j[i] in position order, eight i at a time (SIMD
+    // across i only, so each element's sum is the scalar one).
+    for (int64_t j = 0; j <= position; ++j) scratch[j] = scratch[j] / total;
     float* oh = out + h * d;
     std::fill(oh, oh + d, 0.0f);
     for (int64_t j = 0; j <= position; ++j) {
       const float* value =
           cache.ValueAt(block_table[j / cache.block_size], j % cache.block_size, kv);
-      const float p = scratch[j] / total;
-      for (int64_t i = 0; i < d; ++i) oh[i] = oh[i] + p * value[i];
+      const V8 p = {scratch[j], scratch[j], scratch[j], scratch[j],
+                    scratch[j], scratch[j], scratch[j], scratch[j]};
+      for (int64_t i = 0; i < d; i += 8) {
+        V8 o, v;
+        std::memcpy(&o, oh + i, sizeof(o));
+        std::memcpy(&v, value + i, sizeof(v));
+        o = o + p * v;
+        std::memcpy(oh + i, &o, sizeof(o));
+      }
     }
   }
 }
