@@ -1,0 +1,133 @@
+#include "worker/gloo_communicator.h"
+
+#include <exception>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "gloo/allgather.h"
+#include "gloo/allgatherv.h"
+#include "gloo/alltoallv.h"
+#include "gloo/barrier.h"
+#include "gloo/gather.h"
+#include "gloo/rendezvous/context.h"
+#include "gloo/rendezvous/prefix_store.h"
+#include "gloo/transport/tcp/device.h"
+
+namespace shift {
+namespace {
+
+uint64_t Bytes(int64_t floats) { return static_cast<uint64_t>(floats) * sizeof(float); }
+
+int64_t Sum(absl::Span<const int64_t> counts) {
+  return std::accumulate(counts.begin(), counts.end(), int64_t{0});
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Connect(
+    gloo::rendezvous::Store& store, const std::string& prefix, int rank, int size,
+    const std::string& host, std::chrono::milliseconds timeout) {
+  if (size < 1 || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " of ", size));
+  }
+  try {
+    gloo::transport::tcp::attr attr;
+    attr.hostname = host;
+    auto device = gloo::transport::tcp::CreateDevice(attr);
+    gloo::rendezvous::PrefixStore prefixed(prefix, store);
+    auto context = std::make_shared<gloo::rendezvous::Context>(rank, size);
+    context->setTimeout(timeout);
+    context->connectFullMesh(prefixed, device);
+    return std::unique_ptr<GlooCommunicator>(new GlooCommunicator(context, rank, size));
+  } catch (const std::exception& e) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("rank ", rank, " of ", size, " could not connect its group (", prefix,
+                     ") within ", timeout.count(), " ms: ", e.what()));
+  }
+}
+
+template <typename Fn>
+absl::Status GlooCommunicator::Run(const char* what, Fn&& fn) {
+  if (!broken_.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("communicator is broken since an earlier failure: ", broken_.message()));
+  }
+  try {
+    fn();
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    broken_ = absl::UnavailableError(absl::StrCat(what, " failed on rank ", rank_, ": ", e.what()));
+    return broken_;
+  }
+}
+
+absl::Status GlooCommunicator::AllGather(const float* in, int64_t n, float* out) {
+  SHIFT_RETURN_IF_ERROR(Run("all-gather", [&] {
+    gloo::AllgatherOptions opts(context_);
+    opts.setInput(const_cast<float*>(in), n);
+    opts.setOutput(out, n * size_);
+    gloo::allgather(opts);
+  }));
+  CountBytes(Bytes(n * (size_ - 1)), Bytes(n * (size_ - 1)));
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::AllGatherV(const float* in, absl::Span<const int64_t> counts,
+                                          float* out) {
+  if (static_cast<int>(counts.size()) != size_) {
+    return absl::InvalidArgumentError("all-gather-v needs one count per rank");
+  }
+  SHIFT_RETURN_IF_ERROR(Run("all-gather-v", [&] {
+    gloo::AllgathervOptions opts(context_);
+    opts.setInput(const_cast<float*>(in), counts[rank_]);
+    opts.setOutput(out, std::vector<size_t>(counts.begin(), counts.end()));
+    gloo::allgatherv(opts);
+  }));
+  const int64_t total = Sum(counts);
+  CountBytes(Bytes(counts[rank_] * (size_ - 1)), Bytes(total - counts[rank_]));
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::Gather(const float* in, int64_t n, float* out, int root) {
+  SHIFT_RETURN_IF_ERROR(Run("gather", [&] {
+    gloo::GatherOptions opts(context_);
+    opts.setInput(const_cast<float*>(in), n);
+    if (rank_ == root) opts.setOutput(out, n * size_);
+    opts.setRoot(root);
+    gloo::gather(opts);
+  }));
+  if (rank_ == root) {
+    CountBytes(0, Bytes(n * (size_ - 1)));
+  } else {
+    CountBytes(Bytes(n), 0);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::AllToAllV(const float* in, absl::Span<const int64_t> send_counts,
+                                         float* out, absl::Span<const int64_t> recv_counts) {
+  if (static_cast<int>(send_counts.size()) != size_ ||
+      static_cast<int>(recv_counts.size()) != size_) {
+    return absl::InvalidArgumentError("all-to-all-v needs one count per rank");
+  }
+  SHIFT_RETURN_IF_ERROR(Run("all-to-all-v", [&] {
+    gloo::AlltoallvOptions opts(context_);
+    opts.setInput(const_cast<float*>(in),
+                  std::vector<int64_t>(send_counts.begin(), send_counts.end()));
+    opts.setOutput(out, std::vector<int64_t>(recv_counts.begin(), recv_counts.end()));
+    gloo::alltoallv(opts);
+  }));
+  CountBytes(Bytes(Sum(send_counts) - send_counts[rank_]),
+             Bytes(Sum(recv_counts) - recv_counts[rank_]));
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::Barrier() {
+  return Run("barrier", [&] {
+    gloo::BarrierOptions opts(context_);
+    gloo::barrier(opts);
+  });
+}
+
+}  // namespace shift
