@@ -1,0 +1,207 @@
+#include "router/rendezvous_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace shift {
+
+using v1::internal::StoreScope;
+
+// A Get waiting for keys: parked in waiters_ until they exist, its deadline
+// passes, its scope goes stale, or the client cancels. Finished exactly once,
+// always under mu_ and after leaving waiters_.
+class RendezvousService::GetReactor final : public grpc::ServerUnaryReactor {
+ public:
+  GetReactor(RendezvousService* service, const v1::internal::GetRequest* request,
+             v1::internal::GetResponse* response)
+      : service_(service),
+        request_(request),
+        response_(response),
+        deadline_(absl::Now() + absl::Milliseconds(request->timeout_ms())) {}
+
+  void OnCancel() override {
+    absl::MutexLock lock(&service_->mu_);
+    if (finished_) return;
+    service_->Forget(this);
+    Done(grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled the rendezvous wait"));
+  }
+  void OnDone() override { delete this; }
+
+  const StoreScope& scope() const { return request_->scope(); }
+  absl::Time deadline() const { return deadline_; }
+
+  // Keys of the request not set in `scope`.
+  std::vector<std::string> Missing(const Scope& scope) const {
+    std::vector<std::string> missing;
+    for (const std::string& key : request_->keys()) {
+      if (!scope.values.contains(key)) missing.push_back(key);
+    }
+    return missing;
+  }
+  void Answer(const Scope& scope) {
+    for (const std::string& key : request_->keys()) response_->add_values(scope.values.at(key));
+    Done(grpc::Status::OK);
+  }
+  void Done(const grpc::Status& status) {
+    finished_ = true;
+    Finish(status);
+  }
+
+ private:
+  RendezvousService* service_;
+  const v1::internal::GetRequest* request_;
+  v1::internal::GetResponse* response_;
+  absl::Time deadline_;
+  bool finished_ = false;
+};
+
+RendezvousService::RendezvousService() : expirer_([this] { ExpireLoop(); }) {}
+
+RendezvousService::~RendezvousService() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  expirer_.join();
+}
+
+void RendezvousService::Forget(GetReactor* waiter) {
+  waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), waiter), waiters_.end());
+}
+
+grpc::Status RendezvousService::Enter(const StoreScope& scope) {
+  Scope& group = groups_[scope.group()];
+  if (scope.generation() < group.generation) {
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("generation ", scope.generation(), " of group ", scope.group(),
+                     " is stale (the group is at generation ", group.generation, ")"));
+  }
+  if (scope.generation() > group.generation) {
+    group.generation = scope.generation();
+    group.values.clear();
+    group.counters.clear();
+    WakeWaiters(scope.group());
+  }
+  return grpc::Status::OK;
+}
+
+void RendezvousService::AdvanceGeneration(uint32_t group, uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  StoreScope scope;
+  scope.set_group(group);
+  scope.set_generation(generation);
+  Enter(scope).IgnoreError();
+}
+
+void RendezvousService::WakeWaiters(uint32_t group) {
+  const Scope& scope = groups_[group];
+  std::vector<GetReactor*> still;
+  for (GetReactor* waiter : waiters_) {
+    if (waiter->scope().group() != group) {
+      still.push_back(waiter);
+    } else if (waiter->scope().generation() < scope.generation) {
+      waiter->Done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                absl::StrCat("group ", group, " moved to generation ",
+                                             scope.generation, " while waiting")));
+    } else if (waiter->Missing(scope).empty()) {
+      waiter->Answer(scope);
+    } else {
+      still.push_back(waiter);
+    }
+  }
+  waiters_.swap(still);
+}
+
+void RendezvousService::ExpireLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(10))) {
+    const absl::Time now = absl::Now();
+    std::vector<GetReactor*> still;
+    for (GetReactor* waiter : waiters_) {
+      if (waiter->deadline() > now) {
+        still.push_back(waiter);
+        continue;
+      }
+      const auto missing = waiter->Missing(groups_[waiter->scope().group()]);
+      waiter->Done(
+          grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                       absl::StrCat("rendezvous keys never set in group ", waiter->scope().group(),
+                                    " generation ", waiter->scope().generation(), ": ",
+                                    absl::StrJoin(missing, ", "), " (a rank did not show up)")));
+    }
+    waiters_.swap(still);
+  }
+  for (GetReactor* waiter : waiters_) {
+    waiter->Done(grpc::Status(grpc::StatusCode::UNAVAILABLE, "rendezvous store shutting down"));
+  }
+  waiters_.clear();
+}
+
+grpc::ServerUnaryReactor* RendezvousService::Set(grpc::CallbackServerContext* ctx,
+                                                 const v1::internal::SetRequest* request,
+                                                 v1::internal::SetResponse*) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::MutexLock lock(&mu_);
+  grpc::Status status = Enter(request->scope());
+  if (status.ok()) {
+    groups_[request->scope().group()].values[request->key()] = request->value();
+    WakeWaiters(request->scope().group());
+  }
+  reactor->Finish(status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RendezvousService::Get(grpc::CallbackServerContext*,
+                                                 const v1::internal::GetRequest* request,
+                                                 v1::internal::GetResponse* response) {
+  auto* reactor = new GetReactor(this, request, response);
+  absl::MutexLock lock(&mu_);
+  grpc::Status status = Enter(request->scope());
+  if (!status.ok()) {
+    reactor->Done(status);
+    return reactor;
+  }
+  const Scope& scope = groups_[request->scope().group()];
+  const auto missing = reactor->Missing(scope);
+  if (missing.empty()) {
+    reactor->Answer(scope);
+  } else if (request->timeout_ms() == 0) {
+    reactor->Done(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                               absl::StrCat("keys not set: ", absl::StrJoin(missing, ", "))));
+  } else {
+    waiters_.push_back(reactor);
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RendezvousService::Add(grpc::CallbackServerContext* ctx,
+                                                 const v1::internal::AddRequest* request,
+                                                 v1::internal::AddResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::MutexLock lock(&mu_);
+  grpc::Status status = Enter(request->scope());
+  if (status.ok()) {
+    int64_t& counter = groups_[request->scope().group()].counters[request->key()];
+    counter += request->delta();
+    response->set_value(counter);
+  }
+  reactor->Finish(status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RendezvousService::Check(grpc::CallbackServerContext* ctx,
+                                                   const v1::internal::CheckRequest* request,
+                                                   v1::internal::CheckResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::MutexLock lock(&mu_);
+  grpc::Status status = Enter(request->scope());
+  if (status.ok()) {
+    const Scope& scope = groups_[request->scope().group()];
+    for (const std::string& key : request->keys()) response->add_exists(scope.values.contains(key));
+  }
+  reactor->Finish(status);
+  return reactor;
+}
+
+}  // namespace shift

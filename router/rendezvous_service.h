@@ -1,0 +1,66 @@
+// The rendezvous key/value store the router serves to worker ranks
+// (shift.v1.internal.Rendezvous), on gRPC's callback API. Keys live in the
+// namespace of (group, generation); advancing a group's generation drops the
+// old keys and refuses requests that still name them. A Get for keys not yet
+// set waits (without holding a thread) until they are, or until its timeout.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "shift/v1/internal.grpc.pb.h"
+
+namespace shift {
+
+class RendezvousService final : public v1::internal::Rendezvous::CallbackService {
+ public:
+  RendezvousService();
+  ~RendezvousService() override;
+
+  // Moves `group` to `generation` (must not go back): its keys and counters
+  // of older generations are dropped and their waiters fail.
+  void AdvanceGeneration(uint32_t group, uint64_t generation);
+
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx,
+                                const v1::internal::SetRequest* request,
+                                v1::internal::SetResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const v1::internal::GetRequest* request,
+                                v1::internal::GetResponse* response) override;
+  grpc::ServerUnaryReactor* Add(grpc::CallbackServerContext* ctx,
+                                const v1::internal::AddRequest* request,
+                                v1::internal::AddResponse* response) override;
+  grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx,
+                                  const v1::internal::CheckRequest* request,
+                                  v1::internal::CheckResponse* response) override;
+
+ private:
+  class GetReactor;
+  struct Scope {
+    uint64_t generation = 0;
+    absl::flat_hash_map<std::string, std::string> values;
+    absl::flat_hash_map<std::string, int64_t> counters;
+  };
+
+  // OK, or FAILED_PRECONDITION for a generation older than the group's.
+  grpc::Status Enter(const v1::internal::StoreScope& scope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Finishes waiters whose keys all exist (or whose scope went stale).
+  void WakeWaiters(uint32_t group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Forget(GetReactor* waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLoop();
+
+  absl::Mutex mu_;
+  std::map<uint32_t, Scope> groups_ ABSL_GUARDED_BY(mu_);
+  std::vector<GetReactor*> waiters_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread expirer_;
+};
+
+}  // namespace shift

@@ -1,0 +1,172 @@
+// The router's rendezvous store over real gRPC on 127.0.0.1: set/get, waits
+// that end when a key appears or with an error naming the missing keys,
+// generations, counters, and Gloo ranks meeting through it.
+#include <grpcpp/grpcpp.h>
+
+#include <cstring>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/gemm.h"
+#include "router/rendezvous_service.h"
+#include "worker/gloo_communicator.h"
+#include "worker/rendezvous_store.h"
+
+namespace shift {
+namespace {
+
+using std::chrono::milliseconds;
+using ::testing::HasSubstr;
+namespace internal = v1::internal;
+
+class RendezvousTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = internal::Rendezvous::NewStub(channel_);
+  }
+  void TearDown() override {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+
+  static internal::StoreScope Scope(uint32_t group, uint64_t generation) {
+    internal::StoreScope scope;
+    scope.set_group(group);
+    scope.set_generation(generation);
+    return scope;
+  }
+  grpc::Status Set(uint64_t generation, const std::string& key, const std::string& value) {
+    internal::SetRequest request;
+    *request.mutable_scope() = Scope(0, generation);
+    request.set_key(key);
+    request.set_value(value);
+    internal::SetResponse response;
+    grpc::ClientContext ctx;
+    return stub_->Set(&ctx, request, &response);
+  }
+  grpc::Status Get(uint64_t generation, std::vector<std::string> keys, uint32_t timeout_ms,
+                   std::vector<std::string>* values) {
+    internal::GetRequest request;
+    *request.mutable_scope() = Scope(0, generation);
+    for (auto& k : keys) request.add_keys(k);
+    request.set_timeout_ms(timeout_ms);
+    internal::GetResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    grpc::Status status = stub_->Get(&ctx, request, &response);
+    if (values) values->assign(response.values().begin(), response.values().end());
+    return status;
+  }
+
+  RendezvousService service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<internal::Rendezvous::Stub> stub_;
+};
+
+TEST_F(RendezvousTest, SetThenGetAndWaitForLaterSet) {
+  ASSERT_TRUE(Set(1, "a", "alpha").ok());
+  std::vector<std::string> values;
+  ASSERT_TRUE(Get(1, {"a"}, 0, &values).ok());
+  EXPECT_EQ(values, std::vector<std::string>{"alpha"});
+  EXPECT_EQ(Get(1, {"b"}, 0, nullptr).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  std::thread setter([this] {
+    std::this_thread::sleep_for(milliseconds(100));
+    EXPECT_TRUE(Set(1, "b", "beta").ok());
+  });
+  ASSERT_TRUE(Get(1, {"a", "b"}, 10000, &values).ok());
+  setter.join();
+  EXPECT_EQ(values, (std::vector<std::string>{"alpha", "beta"}));
+}
+
+TEST_F(RendezvousTest, WaitTimesOutNamingTheMissingKeys) {
+  ASSERT_TRUE(Set(1, "rank0", "x").ok());
+  grpc::Status status = Get(1, {"rank0", "rank1"}, 200, nullptr);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), HasSubstr("rank1"));
+  EXPECT_THAT(status.error_message(), ::testing::Not(HasSubstr("rank0,")));
+}
+
+TEST_F(RendezvousTest, OlderGenerationsAreRefusedAndTheirWaitersFail) {
+  ASSERT_TRUE(Set(1, "k", "old").ok());
+  std::thread advance([this] {
+    std::this_thread::sleep_for(milliseconds(100));
+    service_.AdvanceGeneration(0, 2);
+  });
+  grpc::Status waiting = Get(1, {"never"}, 10000, nullptr);
+  advance.join();
+  EXPECT_EQ(waiting.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  grpc::Status stale = Set(1, "k", "again");
+  EXPECT_EQ(stale.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(stale.error_message(), HasSubstr("stale"));
+  // The new generation starts empty.
+  EXPECT_EQ(Get(2, {"k"}, 0, nullptr).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(RendezvousTest, CountersAddUp) {
+  for (int i = 1; i <= 3; ++i) {
+    internal::AddRequest request;
+    *request.mutable_scope() = Scope(0, 1);
+    request.set_key("joined");
+    request.set_delta(1);
+    internal::AddResponse response;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->Add(&ctx, request, &response).ok());
+    EXPECT_EQ(response.value(), i);
+  }
+}
+
+TEST_F(RendezvousTest, ClientThatGivesUpLeavesNothingBehind) {
+  internal::GetRequest request;
+  *request.mutable_scope() = Scope(0, 1);
+  request.add_keys("never");
+  request.set_timeout_ms(60000);
+  internal::GetResponse response;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(200));
+  EXPECT_EQ(stub_->Get(&ctx, request, &response).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The store still serves.
+  EXPECT_TRUE(Set(1, "after", "ok").ok());
+}
+
+TEST_F(RendezvousTest, GlooRanksMeetThroughTheStore) {
+  const int p = 4;
+  std::vector<std::thread> ranks;
+  std::vector<std::vector<float>> results(p);
+  for (int r = 0; r < p; ++r) {
+    ranks.emplace_back([&, r] {
+      GrpcRendezvousStore store(channel_, 0, 1, milliseconds(20000));
+      auto comm = GlooCommunicator::Connect(store, "comm", r, p, "127.0.0.1", milliseconds(20000));
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      std::vector<float> data = {static_cast<float>(r) * 0.1f, 1.0f + r};
+      ASSERT_TRUE((*comm)->DeterministicAllReduce(data.data(), 2).ok());
+      results[r] = data;
+    });
+  }
+  for (auto& t : ranks) t.join();
+  std::vector<float> first = {0.0f, 0.1f, 0.2f, 0.3f}, second = {1, 2, 3, 4};
+  for (int r = 0; r < p; ++r) {
+    ASSERT_EQ(results[r].size(), 2u);
+    EXPECT_EQ(results[r][0], kernels::cpu::JoinSubtrees(first.data(), p));
+    EXPECT_EQ(results[r][1], kernels::cpu::JoinSubtrees(second.data(), p));
+  }
+}
+
+TEST_F(RendezvousTest, RankThatNeverShowsUpIsAClearError) {
+  GrpcRendezvousStore store(channel_, 0, 1, milliseconds(300));
+  auto comm = GlooCommunicator::Connect(store, "lonely", 0, 2, "127.0.0.1", milliseconds(300));
+  ASSERT_FALSE(comm.ok());
+  EXPECT_THAT(comm.status().message(), HasSubstr("did not show up"));
+}
+
+}  // namespace
+}  // namespace shift
