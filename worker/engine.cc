@@ -22,14 +22,51 @@ std::optional<kernels::cpu::Llama3Scaling> Scaling(const ModelConfig& c) {
 
 }  // namespace
 
-Engine::Engine(ModelConfig config, EngineOptions options)
+Engine::Engine(ModelConfig config, EngineOptions options, Communicator* comm)
     : config_(std::move(config)),
       options_(options),
-      rope_(config_.head_dim, config_.rope_theta, Scaling(config_)) {}
+      comm_(comm),
+      rope_(config_.head_dim, config_.rope_theta, Scaling(config_)) {
+  shard_ = ShardOf(rank());
+}
+
+Engine::Shard Engine::ShardOf(int r) const {
+  const int64_t p = world_size(), heads = config_.num_attention_heads,
+                kv = config_.num_key_value_heads;
+  Shard shard;
+  shard.q_begin = r * heads / p;
+  shard.q_count = heads / p;
+  // With fewer kv heads than ranks, a kv head is replicated on p / kv ranks.
+  shard.kv_begin = r * kv / p;
+  shard.kv_count = kv >= p ? kv / p : 1;
+  return shard;
+}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
-                                                       const EngineOptions& options) {
+                                                       const EngineOptions& options,
+                                                       Communicator* comm) {
   const ModelConfig& c = files.config;
+  const int64_t p = comm ? comm->size() : 1;
+  if (p > 1) {
+    const int64_t kv = c.num_key_value_heads, panel = kernels::cpu::kPanelWidth;
+    std::string why;
+    if (p != 2 && p != 4 && p != 8) {
+      why = "deterministic TP needs 1, 2, 4 or 8 ranks";
+    } else if (c.num_attention_heads % p != 0) {
+      why = absl::StrCat(c.num_attention_heads, " query heads cannot be split over ", p, " ranks");
+    } else if (kv % p != 0 && p % kv != 0) {
+      why = absl::StrCat(kv, " kv heads cannot be split over (or replicated on) ", p, " ranks");
+    } else if (c.head_dim % panel != 0 || c.intermediate_size % (panel * p) != 0) {
+      why = absl::StrCat("TP slices must align to ", panel,
+                         "-column panels: head_dim and intermediate_size / ranks must be "
+                         "multiples of ",
+                         panel);
+    }
+    if (!why.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(files.dir, ": this model cannot run on a group of ", p, " ranks: ", why));
+    }
+  }
   for (int64_t k : {c.hidden_size, c.intermediate_size, c.head_dim}) {
     if (k % kernels::cpu::kReductionGroups != 0) {
       return absl::InvalidArgumentError(
@@ -40,18 +77,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
     }
   }
   if (options.block_size <= 0) return absl::InvalidArgumentError("block size must be positive");
-  std::unique_ptr<Engine> engine(new Engine(c, options));
+  std::unique_ptr<Engine> engine(new Engine(c, options, comm));
   SHIFT_RETURN_IF_ERROR(engine->Load(*files.checkpoint));
-  const int64_t block_bytes = 2 * c.num_hidden_layers * options.block_size * c.num_key_value_heads *
-                              c.head_dim * sizeof(float);
+  // Each rank caches only its kv-head shard.
+  const int64_t kv_heads = engine->shard_.kv_count;
+  const int64_t block_bytes =
+      2 * c.num_hidden_layers * options.block_size * kv_heads * c.head_dim * sizeof(float);
   engine->num_blocks_ = options.kv_cache_bytes / block_bytes;
   if (engine->num_blocks_ < 1) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-cache-bytes ", options.kv_cache_bytes,
                                                    " is below one KV block (", block_bytes,
                                                    " bytes)"));
   }
-  const int64_t layer_floats =
-      engine->num_blocks_ * options.block_size * c.num_key_value_heads * c.head_dim;
+  const int64_t layer_floats = engine->num_blocks_ * options.block_size * kv_heads * c.head_dim;
   for (Layer& layer : engine->layers_) {
     layer.k_cache.assign(layer_floats, 0.0f);
     layer.v_cache.assign(layer_floats, 0.0f);
@@ -139,112 +177,290 @@ absl::Status Engine::Validate(const std::vector<SequenceStep>& batch) const {
   return absl::OkStatus();
 }
 
-void Engine::Gemm(const std::vector<float>& x, int64_t rows, const PackedWeight& w,
-                  std::vector<float>* y) const {
-  y->resize(rows * w.n());
-  kernels::cpu::Gemm(x.data(), rows, w.k(), w, {}, y->data(), w.n(), options_.threads);
+void Engine::Gemm(const std::vector<float>& x, int64_t rows, int64_t ldx, const PackedWeight& w,
+                  const kernels::cpu::GemmRange& range, std::vector<float>* y) const {
+  const int64_t n_end = range.n_end < 0 ? w.n() : range.n_end;
+  const int64_t cols = n_end - range.n_begin;
+  y->resize(rows * cols);
+  kernels::cpu::Gemm(x.data(), rows, ldx, w, range, y->data(), cols, options_.threads);
 }
 
-absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<SequenceStep>& batch) {
+void Engine::Project(const Layer& l, const std::vector<float>& x, int64_t rows,
+                     const std::vector<int64_t>& pos, const Shard& shard, std::vector<float>* q,
+                     std::vector<float>* k, std::vector<float>* v) const {
+  const int64_t d = config_.hidden_size, hd = config_.head_dim;
+  const kernels::cpu::GemmRange q_cols{shard.q_begin * hd, (shard.q_begin + shard.q_count) * hd};
+  const kernels::cpu::GemmRange kv_cols{shard.kv_begin * hd,
+                                        (shard.kv_begin + shard.kv_count) * hd};
+  // K and V have their own calls, so a rank's slice is a plain column range.
+  Gemm(x, rows, d, l.q, q_cols, q);
+  Gemm(x, rows, d, l.k, kv_cols, k);
+  Gemm(x, rows, d, l.v, kv_cols, v);
+  if (config_.attention_bias) {
+    kernels::cpu::AddBias(q->data(), rows, shard.q_count * hd, l.q_bias.data() + q_cols.n_begin);
+    kernels::cpu::AddBias(k->data(), rows, shard.kv_count * hd, l.k_bias.data() + kv_cols.n_begin);
+    kernels::cpu::AddBias(v->data(), rows, shard.kv_count * hd, l.v_bias.data() + kv_cols.n_begin);
+  }
+  for (int64_t t = 0; t < rows; ++t) {
+    rope_.Apply(q->data() + t * shard.q_count * hd, shard.q_count, pos[t]);
+    rope_.Apply(k->data() + t * shard.kv_count * hd, shard.kv_count, pos[t]);
+  }
+}
+
+void Engine::Attend(Layer& l, const std::vector<SequenceStep>& batch, const Tokens& tokens,
+                    const std::vector<float>& q, const std::vector<float>& k,
+                    const std::vector<float>& v, std::vector<float>* attn) const {
+  const int64_t hd = config_.head_dim, qc = shard_.q_count, kc = shard_.kv_count;
+  const int64_t n = static_cast<int64_t>(tokens.ids.size());
+  const KvView cache{l.k_cache.data(), l.v_cache.data(), options_.block_size, kc, hd};
+  // Each sequence's new K/V go in first, so its tokens attend to each other
+  // (causally) and to its cached context in one kernel.
+  for (int64_t t = 0, s = 0; s < static_cast<int64_t>(batch.size()); ++s) {
+    const int64_t count = static_cast<int64_t>(batch[s].token_ids.size());
+    kernels::cpu::WriteKv(cache, batch[s].block_table, batch[s].start_position, count,
+                          k.data() + t * kc * hd, v.data() + t * kc * hd);
+    t += count;
+  }
+  int64_t max_pos = 0, work = 0;
+  for (int64_t p : tokens.pos) {
+    max_pos = std::max(max_pos, p);
+    work += (p + 1) * qc;
+  }
+  attn->resize(n * qc * hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // Tokens are independent here; spread them over the threads when the step
+  // attends to enough context to pay for them.
+  kernels::cpu::ParallelFor(
+      n, work > (1 << 16) ? options_.threads : 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> scratch(max_pos + 1);
+        for (int64_t t = begin; t < end; ++t) {
+          kernels::cpu::AttendOne(cache, batch[tokens.seq[t]].block_table, tokens.pos[t],
+                                  q.data() + t * qc * hd, qc, scale, attn->data() + t * qc * hd,
+                                  scratch.data());
+        }
+      });
+}
+
+absl::Status Engine::LayersTp(const std::vector<SequenceStep>& batch, const Tokens& tokens,
+                              std::vector<float>* h) {
+  const ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(tokens.ids.size()), d = c.hidden_size, hd = c.head_dim,
+                p = world_size(), r = rank();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  // Row-parallel layers: this rank owns the subtree of groups r·8/P...
+  kernels::cpu::GemmRange subtree;
+  subtree.group_count = static_cast<int>(kernels::cpu::kReductionGroups / p);
+  subtree.group_begin = static_cast<int>(r) * subtree.group_count;
+  const int64_t inter = c.intermediate_size / p;
+  const kernels::cpu::GemmRange mlp_cols{r * inter, (r + 1) * inter};
+  std::vector<float> x(n * d), q, k, v, attn, o, gate, up, act(n * inter);
+  auto all_reduce_add = [&](std::vector<float>& partial) -> absl::Status {
+    if (p > 1) SHIFT_RETURN_IF_ERROR(comm_->DeterministicAllReduce(partial.data(), n * d));
+    for (int64_t i = 0; i < n * d; ++i) (*h)[i] = (*h)[i] + partial[i];
+    return absl::OkStatus();
+  };
+  for (Layer& l : layers_) {
+    kernels::cpu::RmsNorm(h->data(), n, d, l.input_norm.data(), eps, x.data());
+    Project(l, x, n, tokens.pos, shard_, &q, &k, &v);
+    Attend(l, batch, tokens, q, k, v, &attn);
+    Gemm(attn, n, shard_.q_count * hd, l.o, subtree, &o);
+    SHIFT_RETURN_IF_ERROR(all_reduce_add(o));
+    kernels::cpu::RmsNorm(h->data(), n, d, l.post_norm.data(), eps, x.data());
+    Gemm(x, n, d, l.gate, mlp_cols, &gate);
+    Gemm(x, n, d, l.up, mlp_cols, &up);
+    kernels::cpu::SiluMul(gate.data(), up.data(), n, inter, act.data());
+    Gemm(act, n, inter, l.down, subtree, &o);
+    SHIFT_RETURN_IF_ERROR(all_reduce_add(o));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::LayersSp(const std::vector<SequenceStep>& batch, const Tokens& tokens,
+                              int64_t begin, int64_t end, std::vector<float>* h) {
+  const ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(tokens.ids.size()), local = end - begin, d = c.hidden_size,
+                hd = c.head_dim, p = world_size();
+  const int64_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const Shard all{0, kv_heads, 0, heads};
+  const int64_t slice = (n + p - 1) / p;  // tokens per rank, the last ones padded
+  auto tokens_of = [&](int64_t rank) {
+    const int64_t b = std::min(rank * slice, n);
+    return std::make_pair(b, std::min(b + slice, n));
+  };
+  const std::vector<int64_t> local_pos(tokens.pos.begin() + begin, tokens.pos.begin() + end);
+  std::vector<float> x(local * d), q, k, v, attn, o, gate, up, act;
+  std::vector<float> send, received, q_mine, k_mine, v_mine, attn_mine;
+  std::vector<int64_t> send_counts(p), recv_counts(p);
+  const int64_t mine = (shard_.q_count + 2 * shard_.kv_count) * hd;  // floats per token
+  for (Layer& l : layers_) {
+    kernels::cpu::RmsNorm(h->data(), local, d, l.input_norm.data(), eps, x.data());
+    Project(l, x, local, local_pos, all, &q, &k, &v);
+    // All-to-all 1: "my tokens, all heads" -> "all tokens, my heads". A kv
+    // head held by several ranks is sent to each of them.
+    send.clear();
+    for (int64_t s = 0; s < p; ++s) {
+      const Shard to = ShardOf(static_cast<int>(s));
+      for (int64_t t = 0; t < local; ++t) {
+        const float* qt = q.data() + t * heads * hd + to.q_begin * hd;
+        send.insert(send.end(), qt, qt + to.q_count * hd);
+        const float* kt = k.data() + t * kv_heads * hd + to.kv_begin * hd;
+        send.insert(send.end(), kt, kt + to.kv_count * hd);
+        const float* vt = v.data() + t * kv_heads * hd + to.kv_begin * hd;
+        send.insert(send.end(), vt, vt + to.kv_count * hd);
+      }
+      send_counts[s] = local * (to.q_count + 2 * to.kv_count) * hd;
+      const auto [b, e] = tokens_of(s);
+      recv_counts[s] = (e - b) * mine;
+    }
+    received.resize(n * mine);
+    SHIFT_RETURN_IF_ERROR(comm_->AllToAllV(send.data(), send_counts, received.data(), recv_counts));
+    q_mine.resize(n * shard_.q_count * hd);
+    k_mine.resize(n * shard_.kv_count * hd);
+    v_mine.resize(n * shard_.kv_count * hd);
+    for (int64_t t = 0; t < n; ++t) {  // sources come in token order
+      const float* row = received.data() + t * mine;
+      std::copy(row, row + shard_.q_count * hd, q_mine.begin() + t * shard_.q_count * hd);
+      row += shard_.q_count * hd;
+      std::copy(row, row + shard_.kv_count * hd, k_mine.begin() + t * shard_.kv_count * hd);
+      row += shard_.kv_count * hd;
+      std::copy(row, row + shard_.kv_count * hd, v_mine.begin() + t * shard_.kv_count * hd);
+    }
+    Attend(l, batch, tokens, q_mine, k_mine, v_mine, &attn_mine);
+    // All-to-all 2: back to "my tokens, all heads".
+    for (int64_t s = 0; s < p; ++s) {
+      const auto [b, e] = tokens_of(s);
+      send_counts[s] = (e - b) * shard_.q_count * hd;
+      recv_counts[s] = local * ShardOf(static_cast<int>(s)).q_count * hd;
+    }
+    received.resize(local * heads * hd);
+    SHIFT_RETURN_IF_ERROR(
+        comm_->AllToAllV(attn_mine.data(), send_counts, received.data(), recv_counts));
+    attn.resize(local * heads * hd);
+    for (int64_t s = 0, at = 0; s < p; ++s) {
+      const Shard from = ShardOf(static_cast<int>(s));
+      for (int64_t t = 0; t < local; ++t, at += from.q_count * hd) {
+        std::copy(received.begin() + at, received.begin() + at + from.q_count * hd,
+                  attn.begin() + t * heads * hd + from.q_begin * hd);
+      }
+    }
+    Gemm(attn, local, heads * hd, l.o, {}, &o);
+    for (int64_t i = 0; i < local * d; ++i) (*h)[i] = (*h)[i] + o[i];
+    kernels::cpu::RmsNorm(h->data(), local, d, l.post_norm.data(), eps, x.data());
+    Gemm(x, local, d, l.gate, {}, &gate);
+    Gemm(x, local, d, l.up, {}, &up);
+    act.resize(gate.size());
+    kernels::cpu::SiluMul(gate.data(), up.data(), local, c.intermediate_size, act.data());
+    Gemm(act, local, c.intermediate_size, l.down, {}, &o);
+    for (int64_t i = 0; i < local * d; ++i) (*h)[i] = (*h)[i] + o[i];
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<SequenceStep>& batch,
+                                                       StepMode mode) {
   SHIFT_RETURN_IF_ERROR(Validate(batch));
   const ModelConfig& c = config_;
-  const int64_t d = c.hidden_size, heads = c.num_attention_heads, kv_heads = c.num_key_value_heads,
-                hd = c.head_dim;
-  // Flatten the batch: token t belongs to sequence seq_of[t] at pos[t].
-  std::vector<int32_t> ids;
-  std::vector<int64_t> pos;
-  std::vector<size_t> seq_of;
+  const int64_t d = c.hidden_size, vocab = c.vocab_size, p = world_size(), r = rank();
+  Tokens tokens;
+  std::vector<int64_t> sample_rows;  // global index of each sampling sequence's last token
   for (size_t s = 0; s < batch.size(); ++s) {
     for (size_t i = 0; i < batch[s].token_ids.size(); ++i) {
-      ids.push_back(batch[s].token_ids[i]);
-      pos.push_back(batch[s].start_position + static_cast<int64_t>(i));
-      seq_of.push_back(s);
+      tokens.ids.push_back(batch[s].token_ids[i]);
+      tokens.pos.push_back(batch[s].start_position + static_cast<int64_t>(i));
+      tokens.seq.push_back(s);
     }
+    if (batch[s].sample) sample_rows.push_back(static_cast<int64_t>(tokens.ids.size()) - 1);
   }
-  const int64_t n = static_cast<int64_t>(ids.size());
-  std::vector<float> h(n * d), x(n * d), q, k, v, attn(n * heads * hd), o, gate, up, act;
-  kernels::cpu::Embedding(embedding_.data(), d, ids, h.data());
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  int64_t max_pos = 0, attention_work = 0;
-  for (int64_t p : pos) {
-    max_pos = std::max(max_pos, p);
-    attention_work += (p + 1) * heads;
-  }
+  const int64_t n = static_cast<int64_t>(tokens.ids.size());
+  const bool sp = mode == StepMode::kSequenceParallel && p > 1;
+  const int64_t slice = (n + p - 1) / p;
+  const int64_t begin = sp ? std::min(r * slice, n) : 0, end = sp ? std::min(begin + slice, n) : n;
 
-  for (Layer& l : layers_) {
-    kernels::cpu::RmsNorm(h.data(), n, d, l.input_norm.data(), static_cast<float>(c.rms_norm_eps),
-                          x.data());
-    Gemm(x, n, l.q, &q);
-    Gemm(x, n, l.k, &k);
-    Gemm(x, n, l.v, &v);
-    if (c.attention_bias) {
-      kernels::cpu::AddBias(q.data(), n, heads * hd, l.q_bias.data());
-      kernels::cpu::AddBias(k.data(), n, kv_heads * hd, l.k_bias.data());
-      kernels::cpu::AddBias(v.data(), n, kv_heads * hd, l.v_bias.data());
-    }
-    for (int64_t t = 0; t < n; ++t) {
-      rope_.Apply(q.data() + t * heads * hd, heads, pos[t]);
-      rope_.Apply(k.data() + t * kv_heads * hd, kv_heads, pos[t]);
-    }
-    const KvView cache{l.k_cache.data(), l.v_cache.data(), options_.block_size, kv_heads, hd};
-    // Each sequence's new K/V go in first, so its tokens attend to each
-    // other (causally) and to its cached context in one kernel.
-    for (int64_t t = 0, s = 0; s < static_cast<int64_t>(batch.size()); ++s) {
-      const int64_t count = static_cast<int64_t>(batch[s].token_ids.size());
-      kernels::cpu::WriteKv(cache, batch[s].block_table, batch[s].start_position, count,
-                            k.data() + t * kv_heads * hd, v.data() + t * kv_heads * hd);
-      t += count;
-    }
-    // Tokens are independent here; spread them over the threads when the
-    // step attends to enough context to pay for them.
-    const int64_t workers = attention_work > (1 << 16) ? options_.threads : 1;
-    kernels::cpu::ParallelFor(n, workers, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(max_pos + 1);
-      for (int64_t t = begin; t < end; ++t) {
-        kernels::cpu::AttendOne(cache, batch[seq_of[t]].block_table, pos[t],
-                                q.data() + t * heads * hd, heads, scale,
-                                attn.data() + t * heads * hd, scratch.data());
-      }
-    });
-    Gemm(attn, n, l.o, &o);
-    for (int64_t i = 0; i < n * d; ++i) h[i] = h[i] + o[i];
-    kernels::cpu::RmsNorm(h.data(), n, d, l.post_norm.data(), static_cast<float>(c.rms_norm_eps),
-                          x.data());
-    Gemm(x, n, l.gate, &gate);
-    Gemm(x, n, l.up, &up);
-    act.resize(gate.size());
-    kernels::cpu::SiluMul(gate.data(), up.data(), n, c.intermediate_size, act.data());
-    Gemm(act, n, l.down, &o);
-    for (int64_t i = 0; i < n * d; ++i) h[i] = h[i] + o[i];
-  }
+  std::vector<float> h((end - begin) * d);
+  kernels::cpu::Embedding(
+      embedding_.data(), d,
+      absl::MakeConstSpan(tokens.ids.data() + begin, static_cast<size_t>(end - begin)), h.data());
+  SHIFT_RETURN_IF_ERROR(sp ? LayersSp(batch, tokens, begin, end, &h) : LayersTp(batch, tokens, &h));
 
-  // Logits only for the rows that sample.
-  std::vector<size_t> sampling;
-  std::vector<float> rows;
-  for (int64_t t = 0, s = 0; s < static_cast<int64_t>(batch.size()); ++s) {
-    t += static_cast<int64_t>(batch[s].token_ids.size());
-    if (!batch[s].sample) continue;
-    sampling.push_back(s);
-    rows.insert(rows.end(), h.begin() + (t - 1) * d, h.begin() + t * d);
+  // Logits only for the rows that sample. TP: each rank computes its slice
+  // of the vocabulary (a panel range) for every row; SP: the rank holding a
+  // row computes all of it. Either way the leader gathers them.
+  std::vector<int64_t> rows;  // local rows this rank computes
+  for (int64_t g : sample_rows) {
+    if (g >= begin && g < end) rows.push_back(g - begin);
   }
-  std::vector<SampledToken> out;
-  if (sampling.empty()) return out;
-  const int64_t m = static_cast<int64_t>(sampling.size());
-  std::vector<float> normed(m * d), logits;
-  kernels::cpu::RmsNorm(rows.data(), m, d, final_norm_.data(), static_cast<float>(c.rms_norm_eps),
+  const int64_t m = static_cast<int64_t>(rows.size());
+  std::vector<float> picked(m * d), normed(m * d), logits;
+  for (int64_t i = 0; i < m; ++i) {
+    std::copy(h.begin() + rows[i] * d, h.begin() + (rows[i] + 1) * d, picked.begin() + i * d);
+  }
+  kernels::cpu::RmsNorm(picked.data(), m, d, final_norm_.data(), static_cast<float>(c.rms_norm_eps),
                         normed.data());
-  Gemm(normed, m, lm_head_, &logits);
-  const int64_t vocab = c.vocab_size;
-  for (int64_t r = 0; r < m; ++r) {
-    const SequenceStep& s = batch[sampling[r]];
-    const float* row = logits.data() + r * vocab;
+  const int64_t panels = lm_head_.num_panels();
+  auto vocab_of = [&](int64_t rank) {
+    return std::make_pair(std::min(rank * panels / p * kernels::cpu::kPanelWidth, vocab),
+                          std::min((rank + 1) * panels / p * kernels::cpu::kPanelWidth, vocab));
+  };
+  kernels::cpu::GemmRange vocab_cols;
+  if (!sp) std::tie(vocab_cols.n_begin, vocab_cols.n_end) = vocab_of(r);
+  Gemm(normed, m, d, lm_head_, vocab_cols, &logits);
+
+  const int64_t total = static_cast<int64_t>(sample_rows.size());
+  std::vector<float> all(total * vocab);
+  if (p == 1) {
+    all = std::move(logits);
+  } else if (!sp) {
+    // Each rank sends [rows][its columns], padded to the widest slice.
+    const int64_t width = (panels + p - 1) / p * kernels::cpu::kPanelWidth;
+    std::vector<float> padded(total * width, 0.0f), gathered(r == 0 ? p * total * width : 0);
+    const auto [cb, ce] = vocab_of(r);
+    for (int64_t i = 0; i < total; ++i) {
+      std::copy(logits.begin() + i * (ce - cb), logits.begin() + (i + 1) * (ce - cb),
+                padded.begin() + i * width);
+    }
+    SHIFT_RETURN_IF_ERROR(comm_->Gather(padded.data(), total * width, gathered.data(), 0));
+    for (int64_t s = 0; r == 0 && s < p; ++s) {
+      const auto [sb, se] = vocab_of(s);
+      for (int64_t i = 0; i < total; ++i) {
+        const float* from = gathered.data() + (s * total + i) * width;
+        std::copy(from, from + (se - sb), all.begin() + i * vocab + sb);
+      }
+    }
+  } else {
+    // Each rank sends its rows' full logits, padded to the most rows any
+    // rank holds; rows arrive in token order.
+    int64_t most = 0;
+    for (int64_t s = 0; s < p; ++s) {
+      const int64_t b = std::min(s * slice, n), e = std::min(b + slice, n);
+      most = std::max<int64_t>(most, std::count_if(sample_rows.begin(), sample_rows.end(),
+                                                   [&](int64_t g) { return g >= b && g < e; }));
+    }
+    std::vector<float> padded(most * vocab, 0.0f), gathered(r == 0 ? p * most * vocab : 0);
+    std::copy(logits.begin(), logits.end(), padded.begin());
+    SHIFT_RETURN_IF_ERROR(comm_->Gather(padded.data(), most * vocab, gathered.data(), 0));
+    for (int64_t i = 0; r == 0 && i < total; ++i) {
+      const int64_t owner = sample_rows[i] / slice;
+      int64_t index = 0;  // position of this row among its owner's rows
+      for (int64_t j = 0; j < i; ++j) index += sample_rows[j] / slice == owner;
+      const float* from = gathered.data() + (owner * most + index) * vocab;
+      std::copy(from, from + vocab, all.begin() + i * vocab);
+    }
+  }
+
+  std::vector<SampledToken> out;
+  if (r != 0) return out;
+  for (int64_t i = 0, s = 0; s < static_cast<int64_t>(batch.size()); ++s) {
+    if (!batch[s].sample) continue;
+    const SequenceStep& seq = batch[s];
+    const float* row = all.data() + i++ * vocab;
     // The sampled token will sit at the position after the last one computed.
-    const int64_t next = s.start_position + static_cast<int64_t>(s.token_ids.size());
+    const int64_t next = seq.start_position + static_cast<int64_t>(seq.token_ids.size());
     SampledToken token;
-    token.seq_id = s.seq_id;
-    token.token_id = kernels::cpu::Sample(row, vocab, s.sampling, next);
+    token.seq_id = seq.seq_id;
+    token.token_id = kernels::cpu::Sample(row, vocab, seq.sampling, next);
     token.logprob = kernels::cpu::LogProb(row, vocab, token.token_id);
-    if (s.return_logits) token.logits.assign(row, row + vocab);
+    if (seq.return_logits) token.logits.assign(row, row + vocab);
     out.push_back(std::move(token));
   }
   return out;

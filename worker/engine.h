@@ -1,9 +1,12 @@
-// The single-rank CPU engine: holds the weights (fp32, GEMM weights packed
-// once at load) and a paged KV cache, and runs one step at a time: a batch
+// The CPU engine of one rank: holds the weights (fp32, GEMM weights packed
+// once at load: one copy, which TP slices by panel and K ranges) and the
+// paged KV cache of its kv-head shard, and runs one step at a time: a batch
 // of sequences, each with new tokens, a start position and a block table
 // (prefill chunks and decodes mixed), returning sampled tokens and, when
-// asked, logits. The router owns the block tables; the engine only reads
-// and writes the blocks it is given.
+// asked, logits. With a Communicator of P ranks, each step runs in tensor
+// or sequence parallelism; both modes touch only this rank's kv heads, so
+// they can alternate step by step, and in deterministic order every mode
+// gives the single-rank bits. The router owns the block tables.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +18,7 @@
 #include "common/model_config.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
+#include "worker/communicator.h"
 #include "worker/model_files.h"
 
 namespace shift {
@@ -42,6 +46,12 @@ struct SequenceStep {
   bool return_logits = false;
 };
 
+// How a step is split over the group's ranks (DESIGN.md, Execution modes).
+enum class StepMode {
+  kTensorParallel,    // every rank: all tokens, its heads and MLP slice
+  kSequenceParallel,  // every rank: its slice of the tokens, all weights
+};
+
 struct SampledToken {
   uint64_t seq_id = 0;
   int32_t token_id = -1;
@@ -51,16 +61,24 @@ struct SampledToken {
 
 class Engine {
  public:
+  // `comm` (not owned; null for a single rank) joins this engine to a group;
+  // every rank must be given the same steps. Shapes the group cannot split
+  // are refused here with a clear message.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelFiles& files,
-                                                        const EngineOptions& options);
+                                                        const EngineOptions& options,
+                                                        Communicator* comm = nullptr);
 
-  // Runs one step; one SampledToken per sequence with `sample`, in order.
-  absl::StatusOr<std::vector<SampledToken>> Step(const std::vector<SequenceStep>& batch);
+  // Runs one step. The leader (rank 0) returns one SampledToken per
+  // sequence with `sample`, in order; other ranks return none.
+  absl::StatusOr<std::vector<SampledToken>> Step(const std::vector<SequenceStep>& batch,
+                                                 StepMode mode = StepMode::kTensorParallel);
 
   const ModelConfig& config() const { return config_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return options_.block_size; }
   uint64_t weight_bytes() const { return weight_bytes_; }
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  int world_size() const { return comm_ ? comm_->size() : 1; }
 
  private:
   struct Layer {
@@ -69,14 +87,45 @@ class Engine {
     std::vector<float> k_cache, v_cache;
   };
 
-  Engine(ModelConfig config, EngineOptions options);
+  // Heads a rank owns: kv heads [kv_begin, kv_begin + kv_count) and query
+  // heads [q_begin, q_begin + q_count).
+  struct Shard {
+    int64_t kv_begin, kv_count, q_begin, q_count;
+  };
+  // The flattened tokens of a step.
+  struct Tokens {
+    std::vector<int32_t> ids;
+    std::vector<int64_t> pos;
+    std::vector<size_t> seq;
+  };
+
+  Engine(ModelConfig config, EngineOptions options, Communicator* comm);
+  Shard ShardOf(int rank) const;
+  // The residual stream of tokens [begin, end) through all layers.
+  absl::Status LayersTp(const std::vector<SequenceStep>& batch, const Tokens& tokens,
+                        std::vector<float>* h);
+  absl::Status LayersSp(const std::vector<SequenceStep>& batch, const Tokens& tokens, int64_t begin,
+                        int64_t end, std::vector<float>* h);
+  // Q (its heads) and K, V (its shard) of `rows` tokens already normed;
+  // biases and RoPE applied. Columns follow `shard`.
+  void Project(const Layer& l, const std::vector<float>& x, int64_t rows,
+               const std::vector<int64_t>& pos, const Shard& shard, std::vector<float>* q,
+               std::vector<float>* k, std::vector<float>* v) const;
+  // Writes this rank's K/V for all tokens and attends its query heads.
+  void Attend(Layer& l, const std::vector<SequenceStep>& batch, const Tokens& tokens,
+              const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+              std::vector<float>* attn) const;
   absl::Status Load(const Checkpoint& checkpoint);
   absl::Status Validate(const std::vector<SequenceStep>& batch) const;
-  void Gemm(const std::vector<float>& x, int64_t rows, const kernels::cpu::PackedWeight& w,
+  // y = x · Wᵀ over `range` (default: all of it); x has `ldx` columns.
+  void Gemm(const std::vector<float>& x, int64_t rows, int64_t ldx,
+            const kernels::cpu::PackedWeight& w, const kernels::cpu::GemmRange& range,
             std::vector<float>* y) const;
 
   ModelConfig config_;
   EngineOptions options_;
+  Communicator* comm_;
+  Shard shard_;
   kernels::cpu::Rope rope_;
   std::vector<float> embedding_, final_norm_;
   kernels::cpu::PackedWeight lm_head_;

@@ -1,0 +1,223 @@
+// A worker group of P ranks (threads of this process, Gloo over TCP on
+// 127.0.0.1) runs steps in TP, SP or any mix of them and reproduces the
+// single-rank engine's logits and tokens bit for bit, including a sequence
+// prefilled in one mode and decoded in the other, and Hkv < P.
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "gloo/rendezvous/hash_store.h"
+#include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
+#include "tools/mkmodel.h"
+#include "worker/engine.h"
+#include "worker/gloo_communicator.h"
+
+namespace shift {
+namespace {
+
+struct Case {
+  int ranks;
+  int64_t kv_heads;
+  bool qwen2;
+};
+
+EngineOptions Options() {
+  EngineOptions options;
+  options.kv_cache_bytes = 8 << 20;
+  options.block_size = 4;
+  return options;
+}
+
+// Records the steps of a single-rank run (inputs and outputs): three
+// sequences, prefill in chunks of several sizes mixed with decodes, then
+// decodes, and one sequence with temperature sampling.
+struct Recording {
+  std::vector<std::vector<SequenceStep>> steps;
+  std::vector<std::vector<SampledToken>> outputs;
+};
+
+Recording RecordSingleRank(const ModelFiles& files) {
+  auto engine = Engine::Create(files, Options());
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  struct Seq {
+    std::vector<int32_t> tokens;
+    int64_t done = 0;
+    std::vector<int32_t> blocks;
+    kernels::cpu::SamplingParams sampling;
+  };
+  std::map<uint64_t, Seq> seqs;
+  std::mt19937 rng(4);
+  for (auto [id, len] : {std::pair<uint64_t, int>{1, 13}, {2, 5}, {3, 21}}) {
+    for (int i = 0; i < len; ++i) seqs[id].tokens.push_back(static_cast<int32_t>(rng() % 900));
+  }
+  seqs[3].sampling = {0.9f, 0.95f, 20, 7};
+  int32_t next_block = 0;
+  Recording rec;
+  const std::vector<std::vector<std::pair<uint64_t, int64_t>>> plans = {{{1, 6}, {2, 5}},
+                                                                        {{2, 1}, {1, 7}, {3, 1}},
+                                                                        {{1, 1}, {2, 1}, {3, 11}},
+                                                                        {{3, 9}, {1, 1}},
+                                                                        {{1, 1}, {2, 1}, {3, 1}},
+                                                                        {{1, 1}, {2, 1}, {3, 1}},
+                                                                        {{3, 1}},
+                                                                        {{1, 1}, {2, 1}, {3, 1}},
+                                                                        {{2, 1}, {3, 1}},
+                                                                        {{1, 1}, {2, 1}, {3, 1}}};
+  for (const auto& plan : plans) {
+    std::vector<SequenceStep> batch;
+    for (auto [id, count] : plan) {
+      Seq& s = seqs[id];
+      SequenceStep step;
+      step.seq_id = id;
+      step.start_position = s.done;
+      step.token_ids.assign(s.tokens.begin() + s.done, s.tokens.begin() + s.done + count);
+      while (static_cast<int64_t>(s.blocks.size()) * 4 < s.done + count) {
+        s.blocks.push_back(next_block++);
+      }
+      step.block_table = s.blocks;
+      step.sample = s.done + count == static_cast<int64_t>(s.tokens.size());
+      step.sampling = s.sampling;
+      step.return_logits = true;
+      s.done += count;
+      batch.push_back(step);
+    }
+    auto out = (*engine)->Step(batch);
+    EXPECT_TRUE(out.ok()) << out.status();
+    for (const SampledToken& t : *out) seqs[t.seq_id].tokens.push_back(t.token_id);
+    rec.steps.push_back(batch);
+    rec.outputs.push_back(*out);
+  }
+  return rec;
+}
+
+class ParallelEngineTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    MkModelOptions options;
+    options.config = *PresetConfig("tiny");
+    options.config.num_key_value_heads = GetParam().kv_heads;
+    options.seed = 23;
+    options.dtype = DType::kF32;
+    if (GetParam().qwen2) {
+      options.config.architecture = "Qwen2ForCausalLM";
+      options.config.attention_bias = true;
+    }
+    ASSERT_TRUE(WriteRandomModel(tmp_.Sub("model"), options).ok());
+    auto files = OpenModelFiles(tmp_.Sub("model"));
+    ASSERT_TRUE(files.ok()) << files.status();
+    files_ = std::make_unique<ModelFiles>(*std::move(files));
+    recording_ = RecordSingleRank(*files_);
+  }
+
+  // Replays the recording on a group with `modes[i]` for step i; returns the
+  // leader's outputs.
+  std::vector<std::vector<SampledToken>> RunGroup(const std::vector<StepMode>& modes) {
+    const int p = GetParam().ranks;
+    gloo::rendezvous::HashStore store;
+    std::vector<std::vector<SampledToken>> leader;
+    std::vector<std::thread> threads;
+    for (int r = 0; r < p; ++r) {
+      threads.emplace_back([&, r] {
+        auto files = OpenModelFiles(tmp_.Sub("model"));
+        ASSERT_TRUE(files.ok());
+        auto comm = GlooCommunicator::Connect(store, "g0", r, p, "127.0.0.1",
+                                              std::chrono::milliseconds(20000));
+        ASSERT_TRUE(comm.ok()) << comm.status();
+        auto engine = Engine::Create(*files, Options(), comm->get());
+        ASSERT_TRUE(engine.ok()) << engine.status();
+        for (size_t i = 0; i < recording_.steps.size(); ++i) {
+          auto out = (*engine)->Step(recording_.steps[i], modes[i]);
+          ASSERT_TRUE(out.ok()) << out.status();
+          if (r == 0) {
+            leader.push_back(*out);
+          } else {
+            EXPECT_TRUE(out->empty());
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    return leader;
+  }
+
+  void ExpectSameAsSingleRank(const std::vector<StepMode>& modes, const std::string& name) {
+    const auto got = RunGroup(modes);
+    ASSERT_EQ(got.size(), recording_.outputs.size()) << name;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got[i].size(), recording_.outputs[i].size()) << name << " step " << i;
+      for (size_t j = 0; j < got[i].size(); ++j) {
+        const SampledToken &a = got[i][j], &b = recording_.outputs[i][j];
+        EXPECT_EQ(a.seq_id, b.seq_id);
+        EXPECT_EQ(a.token_id, b.token_id) << name << " step " << i;
+        ASSERT_EQ(a.logits.size(), b.logits.size());
+        EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)), 0)
+            << name << " step " << i << " seq " << a.seq_id;
+      }
+    }
+  }
+
+  testing::TestTempDir tmp_;
+  std::unique_ptr<ModelFiles> files_;
+  Recording recording_;
+};
+
+TEST_P(ParallelEngineTest, EveryModeScheduleGivesTheSingleRankBits) {
+  const size_t steps = recording_.steps.size();
+  ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kTensorParallel), "all TP");
+  ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kSequenceParallel), "all SP");
+  std::vector<StepMode> alternating, random;
+  std::mt19937 rng(GetParam().ranks);
+  for (size_t i = 0; i < steps; ++i) {
+    alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+    random.push_back(rng() % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+  }
+  ExpectSameAsSingleRank(alternating, "alternating");
+  ExpectSameAsSingleRank(random, "random");
+  // Prefill (steps 0-3) in one mode, decode in the other.
+  std::vector<StepMode> sp_then_tp(steps, StepMode::kTensorParallel), tp_then_sp(steps);
+  for (size_t i = 0; i < steps; ++i) {
+    if (i < 4) sp_then_tp[i] = StepMode::kSequenceParallel;
+    tp_then_sp[i] = i < 4 ? StepMode::kTensorParallel : StepMode::kSequenceParallel;
+  }
+  ExpectSameAsSingleRank(sp_then_tp, "prefill SP, decode TP");
+  ExpectSameAsSingleRank(tp_then_sp, "prefill TP, decode SP");
+}
+
+INSTANTIATE_TEST_SUITE_P(Groups, ParallelEngineTest,
+                         ::testing::Values(Case{2, 2, false}, Case{4, 2, false}, Case{2, 4, false},
+                                           Case{4, 4, false}, Case{2, 2, true}, Case{4, 1, false}),
+                         [](const auto& info) {
+                           return "P" + std::to_string(info.param.ranks) + "Hkv" +
+                                  std::to_string(info.param.kv_heads) +
+                                  (info.param.qwen2 ? "Qwen2" : "");
+                         });
+
+TEST(ParallelEngineErrorsTest, UnsplittableHeadsAreRefusedAtStartUp) {
+  testing::TestTempDir tmp;
+  MkModelOptions options;
+  options.config = *PresetConfig("tiny");
+  options.config.num_attention_heads = 6;
+  options.config.num_key_value_heads = 3;
+  options.config.hidden_size = 96;
+  ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), options).ok());
+  auto files = OpenModelFiles(tmp.Sub("model"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  gloo::rendezvous::HashStore store;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm = GlooCommunicator::Connect(store, "g", r, 2, "127.0.0.1",
+                                            std::chrono::milliseconds(20000));
+      ASSERT_TRUE(comm.ok());
+      auto engine = Engine::Create(*files, Options(), comm->get());
+      ASSERT_FALSE(engine.ok());
+      EXPECT_NE(engine.status().message().find("3 kv heads cannot be split"), std::string::npos)
+          << engine.status();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace
+}  // namespace shift
