@@ -1,0 +1,191 @@
+// Real shift-worker processes (P = 2 and 4) on 127.0.0.1, driven through the
+// router's control streams and rendezvous store: every mode schedule gives
+// the single-rank engine's logits and tokens bit for bit, plans travel as
+// diffs, and every process is stopped at the end.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cstring>
+#include <random>
+
+#include "gtest/gtest.h"
+#include "router/rendezvous_service.h"
+#include "router/worker_hub.h"
+#include "tests/testing/recorded_run.h"
+#include "tests/testing/temp_dir.h"
+#include "tools/mkmodel.h"
+
+extern char** environ;
+
+namespace shift {
+namespace {
+
+namespace rpc = v1::internal;
+
+struct Case {
+  int ranks;
+  int64_t kv_heads;
+};
+
+class WorkerGroupTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    MkModelOptions options;
+    options.config = *PresetConfig("tiny");
+    options.config.num_key_value_heads = GetParam().kv_heads;
+    options.seed = 31;
+    options.dtype = DType::kF32;
+    ASSERT_TRUE(WriteRandomModel(tmp_.Sub("model"), options).ok());
+    auto files = OpenModelFiles(tmp_.Sub("model"));
+    ASSERT_TRUE(files.ok()) << files.status();
+    recording_ = testing::RecordSingleRank(*files);
+
+    hub_ = std::make_unique<WorkerHub>([this](uint32_t group, uint64_t generation) {
+      store_.AdvanceGeneration(group, generation);
+    });
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&store_);
+    builder.RegisterService(hub_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+
+    const char* bin = std::getenv("SHIFT_BINARY_DIR");
+    const std::string worker = std::string(bin ? bin : ".") + "/worker/shift-worker";
+    for (int r = 0; r < GetParam().ranks; ++r) {
+      std::vector<std::string> args = {worker,
+                                       "--router=127.0.0.1:" + std::to_string(port),
+                                       "--rank=" + std::to_string(r),
+                                       "--world_size=" + std::to_string(GetParam().ranks),
+                                       "--model=" + tmp_.Sub("model"),
+                                       "--kv_cache_bytes=8388608",
+                                       "--block_size=4",
+                                       "--threads=1",
+                                       "--rendezvous_timeout_ms=30000"};
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      pid_t pid;
+      ASSERT_EQ(posix_spawn(&pid, worker.c_str(), nullptr, nullptr, argv.data(), environ), 0);
+      pids_.push_back(pid);
+    }
+    ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
+  }
+
+  void TearDown() override {
+    if (hub_) hub_->Shutdown(0, "test over");
+    // Every worker exits on Shutdown; any that does not within 10 s is killed.
+    for (pid_t pid : pids_) {
+      int status = 0;
+      for (int i = 0; i < 100 && waitpid(pid, &status, WNOHANG) == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      if (waitpid(pid, &status, WNOHANG) == 0) {
+        ADD_FAILURE() << "worker " << pid << " did not exit on Shutdown";
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+      } else {
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "worker status " << status;
+      }
+    }
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+
+  // Replays the recording as plans with diffs; returns the leader's tokens
+  // and logits per step.
+  void ExpectSameAsSingleRank(const std::vector<v1::Mode>& modes, const std::string& name) {
+    std::map<uint64_t, size_t> blocks_sent;  // per sequence, this replay
+    for (size_t i = 0; i < recording_.steps.size(); ++i) {
+      rpc::StepPlan plan;
+      plan.set_step_id(++step_id_);
+      plan.set_mode(modes[i]);
+      plan.set_return_logits(true);
+      for (const SequenceStep& s : recording_.steps[i]) {
+        rpc::ScheduledSequence* seq = plan.add_sequences();
+        seq->set_seq_id(s.seq_id);
+        const bool is_new = !blocks_sent.count(s.seq_id);
+        seq->set_is_new(is_new);
+        if (is_new) {
+          seq->mutable_sampling()->set_temperature(s.sampling.temperature);
+          seq->mutable_sampling()->set_top_p(s.sampling.top_p);
+          seq->mutable_sampling()->set_top_k(s.sampling.top_k);
+          seq->mutable_sampling()->set_seed(s.sampling.seed);
+        }
+        // Only the blocks the ranks have not seen yet.
+        size_t& sent = blocks_sent[s.seq_id];
+        for (size_t b = sent; b < s.block_table.size(); ++b)
+          seq->add_new_block_ids(s.block_table[b]);
+        sent = s.block_table.size();
+        seq->mutable_token_ids()->Add(s.token_ids.begin(), s.token_ids.end());
+        seq->set_start_position(static_cast<uint32_t>(s.start_position));
+        seq->set_sample(s.sample);
+      }
+      auto results = hub_->RunStep(0, plan, absl::Seconds(60));
+      ASSERT_TRUE(results.ok()) << name << ": " << results.status();
+      ASSERT_EQ(results->size(), static_cast<size_t>(GetParam().ranks));
+      const auto& leader = (*results)[0];
+      const auto& want = recording_.outputs[i];
+      ASSERT_EQ(leader.sampled_size(), static_cast<int>(want.size())) << name << " step " << i;
+      for (size_t j = 0; j < want.size(); ++j) {
+        const auto& got = leader.sampled(static_cast<int>(j));
+        EXPECT_EQ(got.seq_id(), want[j].seq_id);
+        EXPECT_EQ(got.token_id(), want[j].token_id) << name << " step " << i;
+        ASSERT_EQ(static_cast<size_t>(got.logits_size()), want[j].logits.size());
+        EXPECT_EQ(std::memcmp(got.logits().data(), want[j].logits.data(),
+                              want[j].logits.size() * sizeof(float)),
+                  0)
+            << name << " step " << i;
+      }
+      for (const auto& r : *results) {
+        EXPECT_GT(r.timings().bytes_sent(), 0u) << "rank " << r.rank();
+      }
+      // Release the sequences at the end of the replay.
+      if (i + 1 == recording_.steps.size()) {
+        rpc::StepPlan release;
+        release.set_step_id(++step_id_);
+        for (auto& [id, n] : blocks_sent) release.add_released_seq_ids(id);
+        ASSERT_TRUE(hub_->RunStep(0, release, absl::Seconds(60)).ok());
+      }
+    }
+  }
+
+  testing::TestTempDir tmp_;
+  testing::Recording recording_;
+  RendezvousService store_;
+  std::unique_ptr<WorkerHub> hub_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<pid_t> pids_;
+  uint64_t step_id_ = 0;
+};
+
+TEST_P(WorkerGroupTest, EveryModeScheduleGivesTheSingleRankBits) {
+  const size_t steps = recording_.steps.size();
+  std::vector<v1::Mode> tp(steps, v1::MODE_TP), sp(steps, v1::MODE_SP), alternating, random,
+      sp_then_tp, tp_then_sp;
+  std::mt19937 rng(GetParam().ranks * 7);
+  for (size_t i = 0; i < steps; ++i) {
+    alternating.push_back(i % 2 ? v1::MODE_SP : v1::MODE_TP);
+    random.push_back(rng() % 2 ? v1::MODE_SP : v1::MODE_TP);
+    sp_then_tp.push_back(i < 4 ? v1::MODE_SP : v1::MODE_TP);
+    tp_then_sp.push_back(i < 4 ? v1::MODE_TP : v1::MODE_SP);
+  }
+  ExpectSameAsSingleRank(tp, "all TP");
+  ExpectSameAsSingleRank(sp, "all SP");
+  ExpectSameAsSingleRank(alternating, "alternating");
+  ExpectSameAsSingleRank(random, "random");
+  ExpectSameAsSingleRank(sp_then_tp, "prefill SP, decode TP");
+  ExpectSameAsSingleRank(tp_then_sp, "prefill TP, decode SP");
+}
+
+INSTANTIATE_TEST_SUITE_P(Processes, WorkerGroupTest,
+                         ::testing::Values(Case{2, 2}, Case{4, 2}, Case{4, 4}),
+                         [](const auto& info) {
+                           return "P" + std::to_string(info.param.ranks) + "Hkv" +
+                                  std::to_string(info.param.kv_heads);
+                         });
+
+}  // namespace
+}  // namespace shift

@@ -1,0 +1,43 @@
+// shift-worker: one rank of a worker group. Loads the model, registers with
+// the router, meets its group and executes the steps the router plans.
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "common/cli.h"
+#include "worker/rank.h"
+
+ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router address (host:port)");
+ABSL_FLAG(uint32_t, group, 0, "Worker group index");
+ABSL_FLAG(uint32_t, rank, 0, "Rank in the group, 0 .. world_size-1");
+ABSL_FLAG(uint32_t, world_size, 1, "Ranks in the group (1, 2, 4 or 8)");
+ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
+ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "Bytes for this rank's KV cache (all layers)");
+ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block");
+ABSL_FLAG(int32_t, threads, 2, "Compute threads (results do not depend on it)");
+ABSL_FLAG(int64_t, rendezvous_timeout_ms, 60000, "How long to wait for the group's other ranks");
+
+int main(int argc, char** argv) {
+  shift::InitProgram(argc, argv,
+                     "Runs one rank of a worker group: loads the model, registers with the "
+                     "router and executes its step plans in TP or SP mode.",
+                     "shift-worker --router=HOST:PORT --rank=R --world_size=P --model=DIR");
+  shift::RankOptions options;
+  options.router = absl::GetFlag(FLAGS_router);
+  options.group = absl::GetFlag(FLAGS_group);
+  options.rank = absl::GetFlag(FLAGS_rank);
+  options.world_size = absl::GetFlag(FLAGS_world_size);
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  options.engine.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  options.engine.block_size = absl::GetFlag(FLAGS_block_size);
+  options.engine.threads = absl::GetFlag(FLAGS_threads);
+  options.rendezvous_timeout_ms = absl::GetFlag(FLAGS_rendezvous_timeout_ms);
+  if (options.model_dir.empty()) {
+    return shift::ReportFailure(absl::InvalidArgumentError("--model is required"));
+  }
+  if (options.rank >= options.world_size) {
+    return shift::ReportFailure(absl::InvalidArgumentError("--rank must be below --world_size"));
+  }
+  absl::Status status = shift::RunRank(options);
+  if (!status.ok()) return shift::ReportFailure(status);
+  return 0;
+}
