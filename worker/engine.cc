@@ -183,6 +183,8 @@ void Engine::Gemm(const std::vector<float>& x, int64_t rows, int64_t ldx, const 
   const int64_t cols = n_end - range.n_begin;
   y->resize(rows * cols);
   kernels::cpu::Gemm(x.data(), rows, ldx, w, range, y->data(), cols, options_.threads);
+  gemm_flops_ += static_cast<uint64_t>(2 * rows * cols * (w.k() / kernels::cpu::kReductionGroups) *
+                                       range.group_count);
 }
 
 void Engine::Project(const Layer& l, const std::vector<float>& x, int64_t rows,

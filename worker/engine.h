@@ -76,7 +76,12 @@ class Engine {
   const ModelConfig& config() const { return config_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return options_.block_size; }
+  // fp32 bytes of the weights this rank holds: the whole model in every
+  // mode (TP reads slices of the same copy).
   uint64_t weight_bytes() const { return weight_bytes_; }
+  // Multiply-add FLOPs of every GEMM this engine has run (2·M·N·K each): an
+  // exact counter that shows how a mode splits the work.
+  uint64_t gemm_flops() const { return gemm_flops_; }
   int rank() const { return comm_ ? comm_->rank() : 0; }
   int world_size() const { return comm_ ? comm_->size() : 1; }
 
@@ -132,6 +137,7 @@ class Engine {
   std::vector<Layer> layers_;
   int64_t num_blocks_ = 0;
   uint64_t weight_bytes_ = 0;
+  mutable uint64_t gemm_flops_ = 0;
 };
 
 }  // namespace shift

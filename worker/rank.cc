@@ -38,6 +38,7 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_block_size(static_cast<uint32_t>(options.engine.block_size));
   reg->set_device("cpu");
   reg->set_deterministic(true);
+  reg->set_weight_bytes(static_cast<uint64_t>(files.config.NumParameters()) * sizeof(float));
   if (!stream->Write(hello)) {
     return absl::UnavailableError(absl::StrCat("cannot reach the router at ", options.router));
   }

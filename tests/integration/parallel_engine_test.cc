@@ -120,6 +120,69 @@ TEST_P(ParallelEngineTest, EveryModeScheduleGivesTheSingleRankBits) {
   ExpectSameAsSingleRank(tp_then_sp, "prefill TP, decode SP");
 }
 
+TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
+  const int p = GetParam().ranks;
+  const ModelConfig& c = files_->config;
+  const int64_t n = 16, d = c.hidden_size, hd = c.head_dim, layers = c.num_hidden_layers;
+  const int64_t kv_per_rank = std::max<int64_t>(c.num_key_value_heads / p, 1);
+  SequenceStep step;
+  step.seq_id = 1;
+  for (int64_t t = 0; t < n; ++t) step.token_ids.push_back(static_cast<int32_t>(t * 7 % 900));
+  step.block_table = {0, 1, 2, 3};
+  step.sample = true;
+  auto single = Engine::Create(*files_, Options());
+  ASSERT_TRUE(single.ok());
+  ASSERT_TRUE((*single)->Step({step}).ok());
+  const uint64_t single_flops = (*single)->gemm_flops();
+
+  gloo::rendezvous::HashStore store;
+  std::vector<uint64_t> tp_flops(p), sp_flops(p), tp_bytes(p), sp_bytes(p), weights(p);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < p; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm = GlooCommunicator::Connect(store, "g0", r, p, "127.0.0.1",
+                                            std::chrono::milliseconds(20000));
+      ASSERT_TRUE(comm.ok());
+      auto engine = Engine::Create(*files_, Options(), comm->get());
+      ASSERT_TRUE(engine.ok());
+      weights[r] = (*engine)->weight_bytes();
+      uint64_t bytes = (*comm)->bytes_sent(), flops = (*engine)->gemm_flops();
+      ASSERT_TRUE((*engine)->Step({step}, StepMode::kTensorParallel).ok());
+      tp_bytes[r] = (*comm)->bytes_sent() - bytes;
+      tp_flops[r] = (*engine)->gemm_flops() - flops;
+      bytes = (*comm)->bytes_sent();
+      flops = (*engine)->gemm_flops();
+      ASSERT_TRUE((*engine)->Step({step}, StepMode::kSequenceParallel).ok());
+      sp_bytes[r] = (*comm)->bytes_sent() - bytes;
+      sp_flops[r] = (*engine)->gemm_flops() - flops;
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  // Every rank holds the whole model once, in both modes.
+  for (int r = 0; r < p; ++r) {
+    EXPECT_EQ(weights[r], static_cast<uint64_t>(c.NumParameters()) * sizeof(float));
+  }
+  // Bytes on the leader (the logits gather's root, so layers only) are the
+  // DESIGN.md formulas per layer: TP 4(P-1)/P·N·D, SP (P-1)/P²·N·(2D +
+  // 2·P·|S(r)|·d), which is 2·Hkv·d unless kv heads are replicated.
+  EXPECT_EQ(tp_bytes[0], 4 * (p - 1) * n * d / p * layers * sizeof(float));
+  EXPECT_EQ(sp_bytes[0],
+            (p - 1) * n * (2 * d + 2 * p * kv_per_rank * hd) / (p * p) * layers * sizeof(float));
+  // TP splits every GEMM over the ranks (K and V too when each rank has its
+  // own kv heads); SP splits the tokens, the sampling row's logits on one rank.
+  uint64_t sp_total = 0;
+  for (int r = 0; r < p; ++r) sp_total += sp_flops[r];
+  EXPECT_EQ(sp_total, single_flops);
+  for (int r = 0; r < p; ++r) {
+    if (c.num_key_value_heads >= p) {
+      EXPECT_EQ(tp_flops[r] * p, single_flops) << "rank " << r;
+    } else {
+      EXPECT_GT(tp_flops[r] * p, single_flops) << "rank " << r;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Groups, ParallelEngineTest,
                          ::testing::Values(Case{2, 2, false}, Case{4, 2, false}, Case{2, 4, false},
                                            Case{4, 4, false}, Case{2, 2, true}, Case{4, 1, false}),
