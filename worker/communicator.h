@@ -44,15 +44,19 @@ class Communicator {
 
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
+  // Wall seconds spent inside collectives.
+  double seconds() const { return seconds_; }
 
  protected:
   void CountBytes(uint64_t sent, uint64_t received) {
     bytes_sent_ += sent;
     bytes_received_ += received;
   }
+  void CountSeconds(double seconds) { seconds_ += seconds; }
 
  private:
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  double seconds_ = 0;
 };
 
 }  // namespace shift

@@ -53,8 +53,10 @@ absl::Status GlooCommunicator::Run(const char* what, Fn&& fn) {
     return absl::FailedPreconditionError(
         absl::StrCat("communicator is broken since an earlier failure: ", broken_.message()));
   }
+  const auto start = std::chrono::steady_clock::now();
   try {
     fn();
+    CountSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     return absl::OkStatus();
   } catch (const std::exception& e) {
     broken_ = absl::UnavailableError(absl::StrCat(what, " failed on rank ", rank_, ": ", e.what()));

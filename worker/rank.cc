@@ -1,5 +1,6 @@
 #include "worker/rank.h"
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -9,6 +10,7 @@
 #include "common/status.h"
 #include "worker/gloo_communicator.h"
 #include "worker/rendezvous_store.h"
+#include "worker/worker_metrics.h"
 
 namespace shift {
 namespace {
@@ -24,6 +26,27 @@ struct SequenceState {
 }  // namespace
 
 absl::Status RunRank(const RankOptions& options) {
+  // Health (NOT_SERVING until the engine is ready) and /metrics come first,
+  // so an orchestrator sees the rank while it loads.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder health_builder;
+  // gRPC starts no server without a service of its own; this one answers
+  // UNIMPLEMENTED to anything but health.
+  grpc::CallbackGenericService no_other_methods;
+  health_builder.RegisterCallbackGenericService(&no_other_methods);
+  int health_port = 0;
+  health_builder.AddListeningPort(absl::StrCat(options.host, ":", options.health_port),
+                                  grpc::InsecureServerCredentials(), &health_port);
+  std::unique_ptr<grpc::Server> health_server = health_builder.BuildAndStart();
+  if (health_server == nullptr || health_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve health on ", options.host, ":", options.health_port));
+  }
+  health_server->GetHealthCheckService()->SetServingStatus(false);
+  SHIFT_ASSIGN_OR_RETURN(
+      std::unique_ptr<WorkerMetrics> metrics,
+      WorkerMetrics::Serve(absl::StrCat(options.host, ":", options.metrics_port)));
+
   SHIFT_ASSIGN_OR_RETURN(ModelFiles files, OpenModelFiles(options.model_dir));
   auto channel = grpc::CreateChannel(options.router, grpc::InsecureChannelCredentials());
   auto stub = rpc::Worker::NewStub(channel);
@@ -39,6 +62,8 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_device("cpu");
   reg->set_deterministic(true);
   reg->set_weight_bytes(static_cast<uint64_t>(files.config.NumParameters()) * sizeof(float));
+  reg->set_address(absl::StrCat(options.host, ":", health_port));
+  reg->set_metrics_address(absl::StrCat(options.host, ":", metrics->port()));
   if (!stream->Write(hello)) {
     return absl::UnavailableError(absl::StrCat("cannot reach the router at ", options.router));
   }
@@ -54,11 +79,14 @@ absl::Status RunRank(const RankOptions& options) {
     GrpcRendezvousStore store(channel, options.group, generation,
                               std::chrono::milliseconds(options.rendezvous_timeout_ms));
     SHIFT_ASSIGN_OR_RETURN(comm, GlooCommunicator::Connect(
-                                     store, "comm", options.rank, options.world_size, "127.0.0.1",
+                                     store, "comm", options.rank, options.world_size, options.host,
                                      std::chrono::milliseconds(options.rendezvous_timeout_ms)));
   }
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
                          Engine::Create(files, options.engine, comm.get()));
+  metrics->SetModel(static_cast<double>(engine->weight_bytes()),
+                    static_cast<double>(engine->num_blocks()));
+  health_server->GetHealthCheckService()->SetServingStatus(true);
 
   std::map<uint64_t, SequenceState> sequences;
   while (stream->Read(&message)) {
@@ -91,6 +119,7 @@ absl::Status RunRank(const RankOptions& options) {
     }
     const uint64_t sent_before = comm ? comm->bytes_sent() : 0;
     const uint64_t received_before = comm ? comm->bytes_received() : 0;
+    const double comm_before = comm ? comm->seconds() : 0.0;
     const auto start = std::chrono::steady_clock::now();
     auto out = engine->Step(batch, plan.mode() == v1::MODE_SP ? StepMode::kSequenceParallel
                                                               : StepMode::kTensorParallel);
@@ -98,12 +127,18 @@ absl::Status RunRank(const RankOptions& options) {
     rpc::StepResult* result = reply.mutable_result();
     result->set_step_id(plan.step_id());
     result->set_rank(options.rank);
-    result->mutable_timings()->set_compute_seconds(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    const double total =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double comm_seconds = comm ? comm->seconds() - comm_before : 0.0;
+    rpc::StepTimings* timings = result->mutable_timings();
+    timings->set_compute_seconds(total - comm_seconds);
+    timings->set_comm_seconds(comm_seconds);
     if (comm) {
-      result->mutable_timings()->set_bytes_sent(comm->bytes_sent() - sent_before);
-      result->mutable_timings()->set_bytes_received(comm->bytes_received() - received_before);
+      timings->set_bytes_sent(comm->bytes_sent() - sent_before);
+      timings->set_bytes_received(comm->bytes_received() - received_before);
     }
+    metrics->RecordStep(plan.mode() == v1::MODE_SP, timings->compute_seconds(), comm_seconds,
+                        static_cast<double>(timings->bytes_sent()));
     if (!out.ok()) {
       result->set_error(std::string(out.status().message()));
     } else {

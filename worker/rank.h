@@ -21,6 +21,11 @@ struct RankOptions {
   EngineOptions engine;
   // How long to wait for the other ranks at rendezvous.
   int64_t rendezvous_timeout_ms = 60000;
+  // Where this rank serves gRPC health and Prometheus /metrics (0: any port)
+  // and listens for its group's collectives.
+  std::string host = "127.0.0.1";
+  int health_port = 0;
+  int metrics_port = 0;
 };
 
 // Returns OK after a Shutdown from the router; an error (with context) when

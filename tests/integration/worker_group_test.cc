@@ -2,14 +2,19 @@
 // router's control streams and rendezvous store: every mode schedule gives
 // the single-rank engine's logits and tokens bit for bit, plans travel as
 // diffs, and every process is stopped at the end.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <random>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "router/rendezvous_service.h"
 #include "router/worker_hub.h"
@@ -28,6 +33,33 @@ struct Case {
   int ranks;
   int64_t kv_heads;
 };
+
+// The whole HTTP response to GET `path` from host:port (empty on failure).
+std::string HttpGet(const std::string& address, const std::string& path) {
+  const auto colon = address.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: x\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buffer[4096];
+      ssize_t n;
+      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
+    }
+  }
+  close(fd);
+  return response;
+}
+
+// The value of the sample named `series` in a Prometheus text exposition.
+double MetricValue(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+}
 
 class WorkerGroupTest : public ::testing::TestWithParam<Case> {
  protected:
@@ -102,6 +134,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
       rpc::StepPlan plan;
       plan.set_step_id(++step_id_);
       plan.set_mode(modes[i]);
+      ++steps_[modes[i] == v1::MODE_SP ? 1 : 0];
       plan.set_return_logits(true);
       for (const SequenceStep& s : recording_.steps[i]) {
         rpc::ScheduledSequence* seq = plan.add_sequences();
@@ -147,6 +180,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
         rpc::StepPlan release;
         release.set_step_id(++step_id_);
         for (auto& [id, n] : blocks_sent) release.add_released_seq_ids(id);
+        ++steps_[0];  // a plan with no mode runs as TP (it only releases)
         ASSERT_TRUE(hub_->RunStep(0, release, absl::Seconds(60)).ok());
       }
     }
@@ -159,6 +193,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
   std::unique_ptr<grpc::Server> server_;
   std::vector<pid_t> pids_;
   uint64_t step_id_ = 0;
+  double steps_[2] = {0, 0};  // plans sent per mode: TP, SP
 };
 
 TEST_P(WorkerGroupTest, EveryModeScheduleGivesTheSingleRankBits) {
@@ -178,6 +213,37 @@ TEST_P(WorkerGroupTest, EveryModeScheduleGivesTheSingleRankBits) {
   ExpectSameAsSingleRank(random, "random");
   ExpectSameAsSingleRank(sp_then_tp, "prefill SP, decode TP");
   ExpectSameAsSingleRank(tp_then_sp, "prefill TP, decode SP");
+
+  // Every rank serves health (SERVING once ready) and /metrics that count
+  // its steps by mode and pass promtool.
+  for (int r = 0; r < GetParam().ranks; ++r) {
+    auto reg = hub_->Registration(0, r);
+    ASSERT_TRUE(reg.ok());
+    auto channel = grpc::CreateChannel(reg->address(), grpc::InsecureChannelCredentials());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::health::v1::HealthCheckResponse health;
+    ASSERT_TRUE(grpc::health::v1::Health::NewStub(channel)
+                    ->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &health)
+                    .ok());
+    EXPECT_EQ(health.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+    const std::string metrics = HttpGet(reg->metrics_address(), "/metrics");
+    EXPECT_EQ(MetricValue(metrics, "shift_worker_steps_total{mode=\"tp\"}"), steps_[0]) << metrics;
+    EXPECT_EQ(MetricValue(metrics, "shift_worker_steps_total{mode=\"sp\"}"), steps_[1]) << metrics;
+    EXPECT_NE(metrics.find("shift_worker_step_communication_bytes_total{mode=\"sp\"}"),
+              std::string::npos);
+    EXPECT_NE(metrics.find("shift_worker_weight_bytes " + std::to_string(reg->weight_bytes())),
+              std::string::npos)
+        << metrics;
+    if (access("/usr/bin/promtool", X_OK) == 0) {
+      const std::string file = tmp_.Sub("metrics" + std::to_string(r) + ".txt");
+      FILE* out = std::fopen(file.c_str(), "w");
+      std::fputs(metrics.substr(metrics.find("\r\n\r\n") + 4).c_str(), out);
+      std::fclose(out);
+      const std::string check = "/usr/bin/promtool check metrics < " + file + " 2>&1";
+      EXPECT_EQ(std::system(check.c_str()), 0) << "promtool rejects rank " << r << "'s metrics";
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Processes, WorkerGroupTest,

@@ -1,0 +1,37 @@
+// A rank's Prometheus endpoint: weight bytes, KV blocks, and per-mode step
+// counts, compute and communication seconds and bytes moved.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace shift {
+
+class WorkerMetrics {
+ public:
+  // Serves /metrics on `bind` ("127.0.0.1:0" picks a port).
+  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Serve(const std::string& bind);
+
+  int port() const;
+  void SetModel(double weight_bytes, double kv_blocks);
+  void RecordStep(bool sp, double compute_seconds, double comm_seconds, double bytes);
+
+ private:
+  explicit WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer);
+
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Gauge* weight_bytes_;
+  prometheus::Gauge* kv_blocks_;
+  struct PerMode {
+    prometheus::Counter *steps, *compute, *comm, *bytes;
+  } modes_[2];
+};
+
+}  // namespace shift
