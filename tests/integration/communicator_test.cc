@@ -28,6 +28,8 @@ void RunGroup(int p, const std::function<void(Communicator&)>& body) {
           GlooCommunicator::Connect(store, "group0/gen1", r, p, "127.0.0.1", milliseconds(20000));
       ASSERT_TRUE(comm.ok()) << comm.status();
       body(**comm);
+      // Nobody tears down while a peer may still be finishing its connections.
+      EXPECT_TRUE((*comm)->Barrier().ok());
     });
   }
   for (auto& t : threads) t.join();

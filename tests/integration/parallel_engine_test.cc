@@ -210,6 +210,8 @@ TEST(ParallelEngineErrorsTest, UnsplittableHeadsAreRefusedAtStartUp) {
                                             std::chrono::milliseconds(20000));
       ASSERT_TRUE(comm.ok());
       auto engine = Engine::Create(*files, Options(), comm->get());
+      // Nobody tears down while a peer may still be finishing its connections.
+      EXPECT_TRUE((*comm)->Barrier().ok());
       ASSERT_FALSE(engine.ok());
       EXPECT_NE(engine.status().message().find("3 kv heads cannot be split"), std::string::npos)
           << engine.status();
