@@ -71,6 +71,7 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
             EXPECT_TRUE(out->empty());
           }
         }
+        EXPECT_TRUE((*comm)->Barrier().ok());  // no teardown under a peer's feet
       });
     }
     for (auto& t : threads) t.join();
@@ -155,6 +156,7 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
       ASSERT_TRUE((*engine)->Step({step}, StepMode::kSequenceParallel).ok());
       sp_bytes[r] = (*comm)->bytes_sent() - bytes;
       sp_flops[r] = (*engine)->gemm_flops() - flops;
+      EXPECT_TRUE((*comm)->Barrier().ok());  // no teardown under a peer's feet
     });
   }
   for (auto& t : threads) t.join();

@@ -150,6 +150,7 @@ TEST_F(RendezvousTest, GlooRanksMeetThroughTheStore) {
       std::vector<float> data = {static_cast<float>(r) * 0.1f, 1.0f + r};
       ASSERT_TRUE((*comm)->DeterministicAllReduce(data.data(), 2).ok());
       results[r] = data;
+      EXPECT_TRUE((*comm)->Barrier().ok());  // no teardown under a peer's feet
     });
   }
   for (auto& t : ranks) t.join();
