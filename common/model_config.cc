@@ -58,6 +58,7 @@ absl::Status ParseRopeScaling(const json& j, absl::string_view source, ModelConf
   std::string type;
   SHIFT_RETURN_IF_ERROR(GetString(*it, source, "rope_type", &type));
   if (type.empty()) SHIFT_RETURN_IF_ERROR(GetString(*it, source, "type", &type));
+  if (type.empty()) return FieldError(source, "rope_scaling", "has no \"rope_type\"");
   if (type != "llama3") {
     return absl::UnimplementedError(absl::StrCat(source, ": rope_scaling of type \"", type,
                                                  "\" is not supported (only llama3)"));
@@ -120,8 +121,19 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "vocab_size", &c.vocab_size, true));
   c.num_key_value_heads = c.num_attention_heads;
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "num_key_value_heads", &c.num_key_value_heads));
-  if (c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
-  SHIFT_RETURN_IF_ERROR(GetInt(j, source, "head_dim", &c.head_dim));
+  // Without head_dim, transformers splits hidden_size evenly over the heads;
+  // a remainder would silently drop part of every projection.
+  if (auto it = j.find("head_dim"); it != j.end() && !it->is_null()) {
+    SHIFT_RETURN_IF_ERROR(GetInt(j, source, "head_dim", &c.head_dim));
+  } else if (c.num_attention_heads > 0) {
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      return FieldError(
+          source, "hidden_size",
+          absl::StrCat("(", c.hidden_size, ") must be divisible by num_attention_heads (",
+                       c.num_attention_heads, ") when head_dim is absent"));
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "max_position_embeddings", &c.max_position_embeddings));
   SHIFT_RETURN_IF_ERROR(GetDouble(j, source, "rope_theta", &c.rope_theta));
   SHIFT_RETURN_IF_ERROR(ParseRopeScaling(j, source, &c));

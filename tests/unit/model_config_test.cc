@@ -129,6 +129,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "\"num_key_value_heads\" (3) must divide num_attention_heads (4)"},
         BadConfig{"{" BASE R"(, "hidden_size": 64, "num_attention_heads": 4, "head_dim": 15})",
                   "\"head_dim\" must be even"},
+        BadConfig{"{" BASE R"(, "hidden_size": 60, "num_attention_heads": 8})",
+                  "\"hidden_size\" (60) must be divisible by num_attention_heads (8)"},
         BadConfig{"{" BASE
                   R"(, "hidden_size": 64, "num_attention_heads": 4, "tie_word_embeddings": 1})",
                   "\"tie_word_embeddings\" must be true or false"},
@@ -136,6 +138,10 @@ INSTANTIATE_TEST_SUITE_P(
             "{" BASE
             R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})",
             "rope_scaling of type \"yarn\" is not supported"},
+        BadConfig{
+            "{" BASE
+            R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"factor": 4.0}})",
+            "\"rope_scaling\" has no \"rope_type\""},
         BadConfig{
             "{" BASE
             R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}})",
