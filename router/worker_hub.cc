@@ -1,23 +1,33 @@
 #include "router/worker_hub.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 
 namespace shift {
 
-namespace internal = v1::internal;
+namespace rpc = v1::internal;
 
 // One rank's stream: reads until the rank goes away; writes are queued with
 // one in flight. Deletes itself when gRPC is done with it.
 class WorkerHub::Stream final
-    : public grpc::ServerBidiReactor<internal::WorkerMessage, internal::RouterMessage> {
+    : public grpc::ServerBidiReactor<rpc::WorkerMessage, rpc::RouterMessage> {
  public:
   explicit Stream(WorkerHub* hub) : hub_(hub) { StartRead(&incoming_); }
 
-  void Send(internal::RouterMessage message) {
+  void Send(rpc::RouterMessage message) {
     absl::MutexLock lock(&mu_);
     if (closed_) return;
     outbox_.push_back(std::move(message));
     if (!writing_) WriteNext();
+  }
+  // Ends the stream from the router's side.
+  void Close(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return;
+    closed_ = true;
+    Finish(status);
   }
 
   uint32_t group = 0, rank = 0;
@@ -29,11 +39,9 @@ class WorkerHub::Stream final
       return;
     }
     if (incoming_.has_register_()) {
-      group = incoming_.register_().group();
-      rank = incoming_.register_().rank();
       hub_->OnRegister(this, incoming_.register_());
-    } else if (incoming_.has_result()) {
-      hub_->OnResult(this, incoming_.result());
+    } else {
+      hub_->OnMessage(this, incoming_);
     }
     StartRead(&incoming_);
   }
@@ -55,51 +63,106 @@ class WorkerHub::Stream final
     writing_ = true;
     StartWrite(&outbox_.front());
   }
-  void Close(const grpc::Status& status) {
-    absl::MutexLock lock(&mu_);
-    if (closed_) return;
-    closed_ = true;
-    Finish(status);
-  }
 
   WorkerHub* hub_;
-  internal::WorkerMessage incoming_;
+  rpc::WorkerMessage incoming_;
   absl::Mutex mu_;
-  std::deque<internal::RouterMessage> outbox_ ABSL_GUARDED_BY(mu_);
+  std::deque<rpc::RouterMessage> outbox_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-WorkerHub::WorkerHub(GenerationHook on_generation) : on_generation_(std::move(on_generation)) {}
-WorkerHub::~WorkerHub() = default;
+WorkerHub::WorkerHub(GenerationHook on_generation, WorkerHubOptions options)
+    : on_generation_(std::move(on_generation)), options_(options) {
+  watchdog_ = std::thread([this] { Watchdog(); });
+}
 
-grpc::ServerBidiReactor<internal::WorkerMessage, internal::RouterMessage>* WorkerHub::Connect(
+WorkerHub::~WorkerHub() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  watchdog_.join();
+}
+
+grpc::ServerBidiReactor<rpc::WorkerMessage, rpc::RouterMessage>* WorkerHub::Connect(
     grpc::CallbackServerContext*) {
   return new Stream(this);
 }
 
-void WorkerHub::OnRegister(Stream* stream, const internal::Register& reg) {
-  internal::RouterMessage welcome;
-  {
-    absl::MutexLock lock(&mu_);
-    Group& group = groups_[reg.group()];
-    if (group.ranks.count(reg.rank()) || group.generation == 0) {
-      // A rank (re)joining: the group meets again under a new generation.
-      ++group.generation;
-      if (on_generation_) on_generation_(reg.group(), group.generation);
-    }
-    group.ranks[reg.rank()] = stream;
-    group.registrations[reg.rank()] = reg;
-    stream->registered = true;
-    welcome.mutable_welcome()->set_generation(group.generation);
-    welcome.mutable_welcome()->set_heartbeat_interval_seconds(1.0);
-    stream->Send(std::move(welcome));
+void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
+  absl::MutexLock lock(&mu_);
+  Group& group = groups_[reg.group()];
+  std::string refusal;
+  if (reg.world_size() == 0 || reg.rank() >= reg.world_size()) {
+    refusal = absl::StrCat("rank ", reg.rank(), " is outside a group of ", reg.world_size());
+  } else if (group.world_size != 0 && reg.world_size() != group.world_size) {
+    refusal = absl::StrCat("world size ", reg.world_size(), " differs from the group's ",
+                           group.world_size);
+  } else if (!group.fingerprint.empty() && reg.model_fingerprint() != group.fingerprint) {
+    refusal = absl::StrCat("model fingerprint ", reg.model_fingerprint(),
+                           " differs from the group's ", group.fingerprint,
+                           ": every rank must load the same model");
+  } else if (group.block_size != 0 && reg.block_size() != group.block_size) {
+    refusal = absl::StrCat("block size ", reg.block_size(), " differs from the group's ",
+                           group.block_size);
+  }
+  if (!refusal.empty()) {
+    stream->Close(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                               absl::StrCat("group ", reg.group(), ": ", refusal)));
+    return;
+  }
+  group.world_size = reg.world_size();
+  group.fingerprint = reg.model_fingerprint();
+  group.block_size = reg.block_size();
+  auto old = group.ranks.find(reg.rank());
+  if (old != group.ranks.end()) {
+    // A restarted rank may register before its old stream is seen to close:
+    // the newest registration wins.
+    old->second->Close(grpc::Status(grpc::StatusCode::ABORTED,
+                                    "replaced by a newer registration of this rank"));
+    Lose(group, reg.rank(), "replaced by a newer registration");
+  }
+  stream->group = reg.group();
+  stream->rank = reg.rank();
+  stream->registered = true;
+  group.ranks[reg.rank()] = stream;
+  group.registrations[reg.rank()] = reg;
+  group.last_seen[reg.rank()] = absl::Now();
+  group.lost.erase(reg.rank());
+  // Generation 0: registered, waiting for the rest of the group.
+  rpc::RouterMessage ack;
+  ack.mutable_welcome()->set_heartbeat_interval_seconds(
+      absl::ToDoubleSeconds(options_.heartbeat_interval));
+  stream->Send(std::move(ack));
+  if (group.ranks.size() == group.world_size) Reform(reg.group(), group);
+}
+
+void WorkerHub::Reform(uint32_t group_id, Group& group) {
+  ++group.generation;
+  if (on_generation_) on_generation_(group_id, group.generation);
+  rpc::RouterMessage welcome;
+  welcome.mutable_welcome()->set_generation(group.generation);
+  welcome.mutable_welcome()->set_heartbeat_interval_seconds(
+      absl::ToDoubleSeconds(options_.heartbeat_interval));
+  for (auto& [rank, stream] : group.ranks) stream->Send(welcome);
+}
+
+void WorkerHub::OnMessage(Stream* stream, const rpc::WorkerMessage& message) {
+  absl::MutexLock lock(&mu_);
+  if (!stream->registered) return;
+  Group& group = groups_[stream->group];
+  auto it = group.ranks.find(stream->rank);
+  if (it == group.ranks.end() || it->second != stream) return;  // lost or replaced
+  group.last_seen[stream->rank] = absl::Now();
+  if (message.has_result() && message.result().step_id() == group.step_in_flight) {
+    group.results[stream->rank] = message.result();
   }
 }
 
-void WorkerHub::OnResult(Stream* stream, const internal::StepResult& result) {
-  absl::MutexLock lock(&mu_);
-  groups_[stream->group].results[stream->rank] = result;
+void WorkerHub::Lose(Group& group, uint32_t rank, const std::string& why) {
+  group.ranks.erase(rank);
+  group.lost[rank] = why;
 }
 
 void WorkerHub::OnGone(Stream* stream) {
@@ -107,7 +170,42 @@ void WorkerHub::OnGone(Stream* stream) {
   if (!stream->registered) return;
   Group& group = groups_[stream->group];
   auto it = group.ranks.find(stream->rank);
-  if (it != group.ranks.end() && it->second == stream) group.ranks.erase(it);
+  if (it != group.ranks.end() && it->second == stream) {
+    Lose(group, stream->rank, "its control stream closed");
+  }
+}
+
+void WorkerHub::Watchdog() {
+  absl::MutexLock lock(&mu_);
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+  const absl::Duration tick =
+      std::min(options_.heartbeat_interval, options_.heartbeat_timeout / 4);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping), tick)) {
+    const absl::Time now = absl::Now();
+    for (auto& [group_id, group] : groups_) {
+      std::vector<uint32_t> silent;
+      for (auto& [rank, stream] : group.ranks) {
+        if (now - group.last_seen[rank] > options_.heartbeat_timeout) silent.push_back(rank);
+      }
+      for (uint32_t rank : silent) {
+        const std::string why =
+            absl::StrFormat("no heartbeat for %.1f s", absl::ToDoubleSeconds(now - group.last_seen[rank]));
+        group.ranks[rank]->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, why));
+        Lose(group, rank, why);
+      }
+    }
+  }
+}
+
+std::string WorkerHub::Missing(const Group& group) const {
+  std::vector<std::string> missing;
+  for (uint32_t r = 0; r < group.world_size; ++r) {
+    if (group.ranks.count(r)) continue;
+    auto why = group.lost.find(r);
+    missing.push_back(absl::StrCat(
+        "rank ", r, " (", why == group.lost.end() ? "never registered" : why->second, ")"));
+  }
+  return absl::StrJoin(missing, ", ");
 }
 
 absl::Status WorkerHub::WaitForGroup(uint32_t group, uint32_t world_size, absl::Duration timeout) {
@@ -123,48 +221,72 @@ absl::Status WorkerHub::WaitForGroup(uint32_t group, uint32_t world_size, absl::
   return absl::OkStatus();
 }
 
-absl::StatusOr<internal::Register> WorkerHub::Registration(uint32_t group, uint32_t rank) {
+absl::StatusOr<rpc::Register> WorkerHub::Registration(uint32_t group, uint32_t rank) {
   absl::MutexLock lock(&mu_);
   auto& regs = groups_[group].registrations;
   if (!regs.count(rank)) return absl::NotFoundError(absl::StrCat("rank ", rank, " not registered"));
   return regs[rank];
 }
 
-absl::StatusOr<std::vector<internal::StepResult>> WorkerHub::RunStep(uint32_t group_id,
-                                                                     const internal::StepPlan& plan,
-                                                                     absl::Duration timeout) {
-  internal::RouterMessage message;
-  *message.mutable_plan() = plan;
+uint64_t WorkerHub::Generation(uint32_t group) {
+  absl::MutexLock lock(&mu_);
+  return groups_[group].generation;
+}
+
+absl::StatusOr<std::vector<rpc::StepResult>> WorkerHub::RunStep(uint32_t group_id,
+                                                                rpc::StepPlan plan,
+                                                                absl::Duration timeout) {
   // Streams are only used under mu_: OnGone (under mu_) runs before one is
   // deleted.
   absl::MutexLock lock(&mu_);
   Group& group = groups_[group_id];
+  const std::string where = absl::StrCat("group ", group_id, " step ", plan.step_id());
+  if (group.world_size == 0 || group.ranks.size() < group.world_size) {
+    return absl::UnavailableError(absl::StrCat(where, ": the group is incomplete: ",
+                                               group.world_size == 0 ? "no rank registered"
+                                                                     : Missing(group)));
+  }
+  plan.set_generation(group.generation);
+  rpc::RouterMessage message;
+  *message.mutable_plan() = std::move(plan);
+  group.step_in_flight = message.plan().step_id();
   group.results.clear();
-  const size_t world = group.ranks.size();
   for (auto& [rank, stream] : group.ranks) stream->Send(message);
+  const size_t world = group.world_size;
   auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return group.results.size() >= world || group.ranks.size() < world;
   };
-  if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout)) {
-    return absl::DeadlineExceededError(absl::StrCat("step ", plan.step_id(), ": ",
-                                                    group.results.size(), " of ", world,
-                                                    " ranks answered in time"));
-  }
+  const bool in_time = mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  group.step_in_flight = 0;
   if (group.ranks.size() < world) {
-    return absl::UnavailableError(absl::StrCat("a rank of group ", group_id, " went away"));
+    return absl::UnavailableError(absl::StrCat(where, ": lost ", Missing(group)));
   }
-  std::vector<internal::StepResult> results;
-  for (auto& [rank, result] : group.results) {
-    if (!result.error().empty()) {
-      return absl::InternalError(absl::StrCat("rank ", rank, ": ", result.error()));
+  if (!in_time) {
+    std::vector<std::string> late;
+    for (auto& [rank, stream] : group.ranks) {
+      if (!group.results.count(rank)) late.push_back(absl::StrCat(rank));
     }
+    Reform(group_id, group);
+    return absl::DeadlineExceededError(absl::StrCat(where, ": rank(s) ", absl::StrJoin(late, ", "),
+                                                    " did not answer within ",
+                                                    absl::FormatDuration(timeout)));
+  }
+  std::vector<std::string> errors;
+  std::vector<rpc::StepResult> results;
+  for (auto& [rank, result] : group.results) {
+    if (!result.error().empty()) errors.push_back(absl::StrCat("rank ", rank, ": ", result.error()));
     results.push_back(result);
+  }
+  group.results.clear();
+  if (!errors.empty()) {
+    Reform(group_id, group);
+    return absl::InternalError(absl::StrCat(where, " failed: ", absl::StrJoin(errors, "; ")));
   }
   return results;
 }
 
 void WorkerHub::Shutdown(uint32_t group_id, const std::string& reason) {
-  internal::RouterMessage message;
+  rpc::RouterMessage message;
   message.mutable_shutdown()->set_reason(reason);
   absl::MutexLock lock(&mu_);
   for (auto& [rank, stream] : groups_[group_id].ranks) stream->Send(message);

@@ -1,13 +1,22 @@
 // The router's end of the worker control streams (shift.v1.internal.Worker):
-// one bidirectional stream per rank, registered by (group, rank). The hub
-// welcomes ranks with the group's generation, sends each step's plan to every
-// rank of a group and collects their results. Streams are callback reactors
-// with one write in flight; callers of RunStep block, reactors never do.
+// one bidirectional stream per rank, registered by (group, rank). A group
+// forms when all its ranks are registered: the hub bumps its generation and
+// welcomes every rank with it, and the ranks meet under that generation in
+// the rendezvous store. The hub sends each step's plan to every rank and
+// collects their results. A rank whose stream closes, or that sends nothing
+// (not even a heartbeat) for the heartbeat timeout, is lost: the step in
+// flight fails with UNAVAILABLE naming it, and when it registers again the
+// group re-forms under a new generation. A step that fails on a live group
+// re-forms it at once. Streams are callback reactors with one write in
+// flight; callers of RunStep block, reactors never do.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -18,26 +27,39 @@
 
 namespace shift {
 
+struct WorkerHubOptions {
+  // Announced to ranks in Welcome: how often they send a heartbeat.
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  // A rank silent this long is declared lost and its stream cancelled.
+  absl::Duration heartbeat_timeout = absl::Seconds(5);
+};
+
 class WorkerHub final : public v1::internal::Worker::CallbackService {
  public:
   // `on_generation(group, generation)` runs when a group gets a new
   // generation (e.g. to advance the rendezvous store), before ranks learn it.
   using GenerationHook = std::function<void(uint32_t group, uint64_t generation)>;
-  explicit WorkerHub(GenerationHook on_generation = nullptr);
+  explicit WorkerHub(GenerationHook on_generation = nullptr, WorkerHubOptions options = {});
   ~WorkerHub() override;
 
   grpc::ServerBidiReactor<v1::internal::WorkerMessage, v1::internal::RouterMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
 
-  // Waits until `world_size` ranks of `group` are registered.
+  // Waits until `world_size` ranks of `group` are registered (the group is
+  // formed, or forming, under a generation).
   absl::Status WaitForGroup(uint32_t group, uint32_t world_size, absl::Duration timeout);
-  // What a rank reported when it registered.
+  // What a rank reported when it (last) registered.
   absl::StatusOr<v1::internal::Register> Registration(uint32_t group, uint32_t rank);
-  // Sends `plan` to every rank of the group and waits for all results, in
-  // rank order. UNAVAILABLE when a rank is gone, DEADLINE_EXCEEDED after
-  // `timeout`, INTERNAL when a rank reports an error.
+  // The group's current generation (0 before it first formed).
+  uint64_t Generation(uint32_t group);
+  // Sends `plan` (its generation set to the group's) to every rank of the
+  // group and waits for all results, in rank order. UNAVAILABLE, naming the
+  // ranks and why, when the group is incomplete or loses a rank;
+  // DEADLINE_EXCEEDED after `timeout`; INTERNAL when a rank reports an
+  // error. Any failure re-forms a complete group under a new generation, so
+  // the ranks' sequences are gone: the caller re-queues them.
   absl::StatusOr<std::vector<v1::internal::StepResult>> RunStep(uint32_t group,
-                                                                const v1::internal::StepPlan& plan,
+                                                                v1::internal::StepPlan plan,
                                                                 absl::Duration timeout);
   // Asks every rank of the group to exit.
   void Shutdown(uint32_t group, const std::string& reason);
@@ -45,19 +67,34 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
  private:
   class Stream;
   struct Group {
+    uint32_t world_size = 0;  // from the first registration
+    std::string fingerprint;
+    uint32_t block_size = 0;
     uint64_t generation = 0;
     std::map<uint32_t, Stream*> ranks;
     std::map<uint32_t, v1::internal::Register> registrations;
+    std::map<uint32_t, absl::Time> last_seen;
+    std::map<uint32_t, std::string> lost;  // rank -> why, until it registers again
+    uint64_t step_in_flight = 0;
     std::map<uint32_t, v1::internal::StepResult> results;  // of the step in flight
   };
 
   void OnRegister(Stream* stream, const v1::internal::Register& reg);
-  void OnResult(Stream* stream, const v1::internal::StepResult& result);
+  void OnMessage(Stream* stream, const v1::internal::WorkerMessage& message);
   void OnGone(Stream* stream);
+  // A new generation for a complete group: every rank is welcomed with it.
+  void Reform(uint32_t group_id, Group& group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Lose(Group& group, uint32_t rank, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // "rank 1 (its control stream closed)", for every rank of the group missing.
+  std::string Missing(const Group& group) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Watchdog();
 
   GenerationHook on_generation_;
+  WorkerHubOptions options_;
   absl::Mutex mu_;
   std::map<uint32_t, Group> groups_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread watchdog_;
 };
 
 }  // namespace shift

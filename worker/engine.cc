@@ -30,6 +30,24 @@ Engine::Engine(ModelConfig config, EngineOptions options, Communicator* comm)
   shard_ = ShardOf(rank());
 }
 
+absl::Status Engine::Attach(Communicator* comm) {
+  if (comm != nullptr && (comm->rank() != rank() || comm->size() != world_size())) {
+    return absl::InvalidArgumentError(absl::StrCat("a communicator for rank ", comm->rank(), " of ",
+                                                   comm->size(), " cannot serve rank ", rank(),
+                                                   " of ", world_size()));
+  }
+  comm_ = comm;
+  return absl::OkStatus();
+}
+
+absl::Status Engine::RequireCommunicator() const {
+  if (world_size() > 1 && comm_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "rank ", rank(), " of ", world_size(), " has no communicator: its group is not formed"));
+  }
+  return absl::OkStatus();
+}
+
 Engine::Shard Engine::ShardOf(int r) const {
   const int64_t p = world_size(), heads = config_.num_attention_heads,
                 kv = config_.num_key_value_heads;
@@ -43,10 +61,19 @@ Engine::Shard Engine::ShardOf(int r) const {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
-                                                       const EngineOptions& options,
-                                                       Communicator* comm) {
+                                                       const EngineOptions& options_in,
+                                                       Communicator* comm_in) {
   const ModelConfig& c = files.config;
-  const int64_t p = comm ? comm->size() : 1;
+  EngineOptions options = options_in;
+  if (comm_in != nullptr) {
+    options.rank = comm_in->rank();
+    options.world_size = comm_in->size();
+  }
+  const int64_t p = options.world_size;
+  if (p < 1 || options.rank < 0 || options.rank >= p) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", options.rank, " is outside a group of ", p));
+  }
   if (p > 1) {
     const int64_t kv = c.num_key_value_heads, panel = kernels::cpu::kPanelWidth;
     std::string why;
@@ -77,7 +104,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
     }
   }
   if (options.block_size <= 0) return absl::InvalidArgumentError("block size must be positive");
-  std::unique_ptr<Engine> engine(new Engine(c, options, comm));
+  std::unique_ptr<Engine> engine(new Engine(c, options, comm_in));
   SHIFT_RETURN_IF_ERROR(engine->Load(*files.checkpoint));
   // Each rank caches only its kv-head shard.
   const int64_t kv_heads = engine->shard_.kv_count;
@@ -361,6 +388,7 @@ absl::Status Engine::LayersSp(const std::vector<SequenceStep>& batch, const Toke
 
 absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<SequenceStep>& batch,
                                                        StepMode mode) {
+  SHIFT_RETURN_IF_ERROR(RequireCommunicator());
   SHIFT_RETURN_IF_ERROR(Validate(batch));
   const ModelConfig& c = config_;
   const int64_t d = c.hidden_size, vocab = c.vocab_size, p = world_size(), r = rank();

@@ -29,6 +29,11 @@ struct EngineOptions {
   int64_t block_size = 16;
   // GEMM threads; results do not depend on it.
   int threads = 2;
+  // This engine's place in its group. A communicator given to Create
+  // overrides them; otherwise one must be attached before a step of a group
+  // larger than one.
+  int rank = 0;
+  int world_size = 1;
 };
 
 // One sequence's part of a step.
@@ -61,9 +66,10 @@ struct SampledToken {
 
 class Engine {
  public:
-  // `comm` (not owned; null for a single rank) joins this engine to a group;
-  // every rank must be given the same steps. Shapes the group cannot split
-  // are refused here with a clear message.
+  // `comm` (not owned; null for a single rank, or for a rank that attaches
+  // one later) joins this engine to a group; every rank must be given the
+  // same steps. Shapes the group cannot split are refused here with a clear
+  // message.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelFiles& files,
                                                         const EngineOptions& options,
                                                         Communicator* comm = nullptr);
@@ -72,6 +78,11 @@ class Engine {
   // sequence with `sample`, in order; other ranks return none.
   absl::StatusOr<std::vector<SampledToken>> Step(const std::vector<SequenceStep>& batch,
                                                  StepMode mode = StepMode::kTensorParallel);
+
+  // Joins (or, with null, leaves) the group's communicator: a group re-forms
+  // under a new generation with a new one. Rank and size must stay the same.
+  // The KV cache is kept; the caller decides which sequences are still valid.
+  absl::Status Attach(Communicator* comm);
 
   const ModelConfig& config() const { return config_; }
   int64_t num_blocks() const { return num_blocks_; }
@@ -82,8 +93,8 @@ class Engine {
   // Multiply-add FLOPs of every GEMM this engine has run (2·M·N·K each): an
   // exact counter that shows how a mode splits the work.
   uint64_t gemm_flops() const { return gemm_flops_; }
-  int rank() const { return comm_ ? comm_->rank() : 0; }
-  int world_size() const { return comm_ ? comm_->size() : 1; }
+  int rank() const { return options_.rank; }
+  int world_size() const { return options_.world_size; }
 
  private:
   struct Layer {
@@ -105,6 +116,7 @@ class Engine {
   };
 
   Engine(ModelConfig config, EngineOptions options, Communicator* comm);
+  absl::Status RequireCommunicator() const;
   Shard ShardOf(int rank) const;
   // The residual stream of tokens [begin, end) through all layers.
   absl::Status LayersTp(const std::vector<SequenceStep>& batch, const Tokens& tokens,

@@ -4,9 +4,15 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <cstdio>
 #include <map>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
 #include "common/status.h"
 #include "worker/gloo_communicator.h"
 #include "worker/rendezvous_store.h"
@@ -16,6 +22,7 @@ namespace shift {
 namespace {
 
 namespace rpc = v1::internal;
+using Stream = grpc::ClientReaderWriter<rpc::WorkerMessage, rpc::RouterMessage>;
 
 // What a rank remembers of a running sequence between plans.
 struct SequenceState {
@@ -23,83 +30,141 @@ struct SequenceState {
   kernels::cpu::SamplingParams sampling;
 };
 
-}  // namespace
+// FNV-1a of config.json: ranks of one group must load the same model.
+std::string Fingerprint(const std::string& text) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return absl::StrFormat("%016x", h);
+}
 
-absl::Status RunRank(const RankOptions& options) {
-  // Health (NOT_SERVING until the engine is ready) and /metrics come first,
-  // so an orchestrator sees the rank while it loads.
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder health_builder;
-  // gRPC starts no server without a service of its own; this one answers
-  // UNIMPLEMENTED to anything but health.
-  grpc::CallbackGenericService no_other_methods;
-  health_builder.RegisterCallbackGenericService(&no_other_methods);
-  int health_port = 0;
-  health_builder.AddListeningPort(absl::StrCat(options.host, ":", options.health_port),
-                                  grpc::InsecureServerCredentials(), &health_port);
-  std::unique_ptr<grpc::Server> health_server = health_builder.BuildAndStart();
-  if (health_server == nullptr || health_port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve health on ", options.host, ":", options.health_port));
+// The rank's side of the control stream: the main thread reads, and both it
+// and the heartbeat thread write, one write at a time.
+class ControlStream {
+ public:
+  explicit ControlStream(std::unique_ptr<Stream> stream) : stream_(std::move(stream)) {}
+  ~ControlStream() { StopHeartbeats(); }
+
+  bool Read(rpc::RouterMessage* message) { return stream_->Read(message); }
+  bool Write(const rpc::WorkerMessage& message) {
+    absl::MutexLock lock(&write_mu_);
+    return stream_->Write(message);
   }
-  health_server->GetHealthCheckService()->SetServingStatus(false);
-  SHIFT_ASSIGN_OR_RETURN(
-      std::unique_ptr<WorkerMetrics> metrics,
-      WorkerMetrics::Serve(absl::StrCat(options.host, ":", options.metrics_port)));
-
-  SHIFT_ASSIGN_OR_RETURN(ModelFiles files, OpenModelFiles(options.model_dir));
-  auto channel = grpc::CreateChannel(options.router, grpc::InsecureChannelCredentials());
-  auto stub = rpc::Worker::NewStub(channel);
-  grpc::ClientContext ctx;
-  auto stream = stub->Connect(&ctx);
-
-  rpc::WorkerMessage hello;
-  rpc::Register* reg = hello.mutable_register_();
-  reg->set_group(options.group);
-  reg->set_rank(options.rank);
-  reg->set_world_size(options.world_size);
-  reg->set_block_size(static_cast<uint32_t>(options.engine.block_size));
-  reg->set_device("cpu");
-  reg->set_deterministic(true);
-  reg->set_weight_bytes(static_cast<uint64_t>(files.config.NumParameters()) * sizeof(float));
-  reg->set_address(absl::StrCat(options.host, ":", health_port));
-  reg->set_metrics_address(absl::StrCat(options.host, ":", metrics->port()));
-  if (!stream->Write(hello)) {
-    return absl::UnavailableError(absl::StrCat("cannot reach the router at ", options.router));
+  void WritesDone() {
+    absl::MutexLock lock(&write_mu_);
+    stream_->WritesDone();
   }
-  rpc::RouterMessage message;
-  if (!stream->Read(&message) || !message.has_welcome()) {
-    return absl::UnavailableError(
-        absl::StrCat("the router at ", options.router, " did not welcome rank ", options.rank));
-  }
-  const uint64_t generation = message.welcome().generation();
+  grpc::Status Finish() { return stream_->Finish(); }
 
-  std::unique_ptr<GlooCommunicator> comm;
-  if (options.world_size > 1) {
-    GrpcRendezvousStore store(channel, options.group, generation,
-                              std::chrono::milliseconds(options.rendezvous_timeout_ms));
-    SHIFT_ASSIGN_OR_RETURN(comm, GlooCommunicator::Connect(
-                                     store, "comm", options.rank, options.world_size, options.host,
-                                     std::chrono::milliseconds(options.rendezvous_timeout_ms)));
+  // Sends a Heartbeat every interval until stopped; the interval can change.
+  void StartHeartbeats(absl::Duration interval) {
+    SetHeartbeatInterval(interval);
+    heartbeats_ = std::thread([this] {
+      absl::MutexLock lock(&mu_);
+      while (!stop_) {
+        const absl::Duration interval = interval_;
+        auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
+        if (mu_.AwaitWithTimeout(absl::Condition(&stop), interval)) break;
+        rpc::WorkerMessage beat;
+        beat.mutable_heartbeat()->set_last_step_id(last_step_id_);
+        mu_.Unlock();
+        const bool ok = Write(beat);
+        mu_.Lock();
+        if (!ok) break;
+      }
+    });
   }
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
-                         Engine::Create(files, options.engine, comm.get()));
-  metrics->SetModel(static_cast<double>(engine->weight_bytes()),
-                    static_cast<double>(engine->num_blocks()));
-  health_server->GetHealthCheckService()->SetServingStatus(true);
-
-  std::map<uint64_t, SequenceState> sequences;
-  while (stream->Read(&message)) {
-    if (message.has_shutdown()) {
-      stream->WritesDone();
-      return absl::OkStatus();
+  void SetHeartbeatInterval(absl::Duration interval) {
+    absl::MutexLock lock(&mu_);
+    if (interval > absl::ZeroDuration()) interval_ = interval;
+  }
+  void SetLastStep(uint64_t step_id) {
+    absl::MutexLock lock(&mu_);
+    last_step_id_ = step_id;
+  }
+  void StopHeartbeats() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
     }
-    if (!message.has_plan()) continue;
-    const rpc::StepPlan& plan = message.plan();
-    for (uint64_t id : plan.released_seq_ids()) sequences.erase(id);
+    if (heartbeats_.joinable()) heartbeats_.join();
+  }
+
+ private:
+  std::unique_ptr<Stream> stream_;
+  absl::Mutex write_mu_;
+  absl::Mutex mu_;
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
+  uint64_t last_step_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread heartbeats_;
+};
+
+void Log(const RankOptions& options, const std::string& what) {
+  std::fprintf(stderr, "shift-worker group %u rank %u/%u: %s\n", options.group, options.rank,
+               options.world_size, what.c_str());
+}
+
+// The rank's state between control messages.
+class RankLoop {
+ public:
+  RankLoop(const RankOptions& options, std::shared_ptr<grpc::Channel> channel, Engine* engine,
+           WorkerMetrics* metrics, grpc::HealthCheckServiceInterface* health)
+      : options_(options),
+        channel_(std::move(channel)),
+        engine_(engine),
+        metrics_(metrics),
+        health_(health) {}
+
+  // A (new) generation: forget everything of the old one and meet the group.
+  void Form(uint64_t generation) {
+    health_->SetServingStatus(false);
+    engine_->Attach(nullptr).IgnoreError();
+    comm_.reset();
+    sequences_.clear();
+    generation_ = generation;
+    formed_ = absl::OkStatus();
+    if (options_.world_size > 1) {
+      GrpcRendezvousStore store(channel_, options_.group, generation,
+                                std::chrono::milliseconds(options_.rendezvous_timeout_ms));
+      auto comm = GlooCommunicator::Connect(
+          store, "comm", static_cast<int>(options_.rank), static_cast<int>(options_.world_size),
+          options_.host, std::chrono::milliseconds(options_.rendezvous_timeout_ms));
+      if (comm.ok()) {
+        comm_ = *std::move(comm);
+        formed_ = engine_->Attach(comm_.get());
+      } else {
+        formed_ = comm.status();
+      }
+    }
+    if (formed_.ok()) {
+      Log(options_, absl::StrCat("group formed under generation ", generation));
+      health_->SetServingStatus(true);
+    } else {
+      Log(options_, absl::StrCat("generation ", generation, " did not form: ", formed_.message(),
+                                 "; waiting for the router"));
+    }
+  }
+
+  rpc::WorkerMessage Execute(const rpc::StepPlan& plan) {
+    rpc::WorkerMessage reply;
+    rpc::StepResult* result = reply.mutable_result();
+    result->set_step_id(plan.step_id());
+    result->set_rank(options_.rank);
+    if (plan.generation() != generation_) {
+      result->set_error(absl::StrCat("plan of generation ", plan.generation(), " but rank ",
+                                     options_.rank, " is at generation ", generation_));
+      return reply;
+    }
+    if (!formed_.ok()) {
+      result->set_error(absl::StrCat("generation ", generation_,
+                                     " is not formed on rank ", options_.rank, ": ",
+                                     formed_.message()));
+      return reply;
+    }
+    for (uint64_t id : plan.released_seq_ids()) sequences_.erase(id);
     std::vector<SequenceStep> batch;
     for (const rpc::ScheduledSequence& s : plan.sequences()) {
-      SequenceState& state = sequences[s.seq_id()];
+      SequenceState& state = sequences_[s.seq_id()];
       if (s.is_new()) {
         state.block_table.clear();
         state.sampling = {s.sampling().temperature(), s.sampling().top_p(),
@@ -117,44 +182,149 @@ absl::Status RunRank(const RankOptions& options) {
       step.return_logits = plan.return_logits();
       batch.push_back(std::move(step));
     }
-    const uint64_t sent_before = comm ? comm->bytes_sent() : 0;
-    const uint64_t received_before = comm ? comm->bytes_received() : 0;
-    const double comm_before = comm ? comm->seconds() : 0.0;
+    const uint64_t sent_before = comm_ ? comm_->bytes_sent() : 0;
+    const uint64_t received_before = comm_ ? comm_->bytes_received() : 0;
+    const double comm_before = comm_ ? comm_->seconds() : 0.0;
     const auto start = std::chrono::steady_clock::now();
-    auto out = engine->Step(batch, plan.mode() == v1::MODE_SP ? StepMode::kSequenceParallel
-                                                              : StepMode::kTensorParallel);
-    rpc::WorkerMessage reply;
-    rpc::StepResult* result = reply.mutable_result();
-    result->set_step_id(plan.step_id());
-    result->set_rank(options.rank);
+    auto out = engine_->Step(batch, plan.mode() == v1::MODE_SP ? StepMode::kSequenceParallel
+                                                               : StepMode::kTensorParallel);
     const double total =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double comm_seconds = comm ? comm->seconds() - comm_before : 0.0;
+    const double comm_seconds = comm_ ? comm_->seconds() - comm_before : 0.0;
     rpc::StepTimings* timings = result->mutable_timings();
     timings->set_compute_seconds(total - comm_seconds);
     timings->set_comm_seconds(comm_seconds);
-    if (comm) {
-      timings->set_bytes_sent(comm->bytes_sent() - sent_before);
-      timings->set_bytes_received(comm->bytes_received() - received_before);
+    if (comm_) {
+      timings->set_bytes_sent(comm_->bytes_sent() - sent_before);
+      timings->set_bytes_received(comm_->bytes_received() - received_before);
     }
-    metrics->RecordStep(plan.mode() == v1::MODE_SP, timings->compute_seconds(), comm_seconds,
-                        static_cast<double>(timings->bytes_sent()));
+    metrics_->RecordStep(plan.mode() == v1::MODE_SP, timings->compute_seconds(), comm_seconds,
+                         static_cast<double>(timings->bytes_sent()));
     if (!out.ok()) {
+      // The communicator is broken after a failure; the router re-forms the
+      // group, and until then every plan is answered with this error.
+      Log(options_, absl::StrCat("step ", plan.step_id(), " failed: ", out.status().message()));
       result->set_error(std::string(out.status().message()));
-    } else {
-      for (const SampledToken& t : *out) {
-        rpc::SampledToken* sampled = result->add_sampled();
-        sampled->set_seq_id(t.seq_id);
-        sampled->set_token_id(t.token_id);
-        sampled->set_logprob(t.logprob);
-        sampled->mutable_logits()->Add(t.logits.begin(), t.logits.end());
+      if (comm_ && absl::IsUnavailable(out.status())) {
+        formed_ = out.status();
+        health_->SetServingStatus(false);
       }
+      return reply;
     }
-    if (!stream->Write(reply)) break;
-    if (!out.ok()) return out.status();
+    for (const SampledToken& t : *out) {
+      rpc::SampledToken* sampled = result->add_sampled();
+      sampled->set_seq_id(t.seq_id);
+      sampled->set_token_id(t.token_id);
+      sampled->set_logprob(t.logprob);
+      sampled->mutable_logits()->Add(t.logits.begin(), t.logits.end());
+    }
+    return reply;
   }
+
+ private:
+  const RankOptions& options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  Engine* engine_;
+  WorkerMetrics* metrics_;
+  grpc::HealthCheckServiceInterface* health_;
+  uint64_t generation_ = 0;
+  absl::Status formed_ = absl::FailedPreconditionError("the group has not formed yet");
+  std::unique_ptr<GlooCommunicator> comm_;
+  std::map<uint64_t, SequenceState> sequences_;
+};
+
+}  // namespace
+
+absl::Status RunRank(const RankOptions& options) {
+  if (!options.deterministic) {
+    return absl::InvalidArgumentError(
+        "the CPU engine is always deterministic (--deterministic=false is for GPU ranks)");
+  }
+  // Health (NOT_SERVING until the group is formed) and /metrics come first,
+  // so an orchestrator sees the rank while it loads.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder health_builder;
+  // gRPC starts no server without a service of its own; this one answers
+  // UNIMPLEMENTED to anything but health.
+  grpc::CallbackGenericService no_other_methods;
+  health_builder.RegisterCallbackGenericService(&no_other_methods);
+  int health_port = 0;
+  health_builder.AddListeningPort(absl::StrCat(options.host, ":", options.health_port),
+                                  grpc::InsecureServerCredentials(), &health_port);
+  std::unique_ptr<grpc::Server> health_server = health_builder.BuildAndStart();
+  if (health_server == nullptr || health_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve health on ", options.host, ":", options.health_port));
+  }
+  grpc::HealthCheckServiceInterface* health = health_server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  SHIFT_ASSIGN_OR_RETURN(
+      std::unique_ptr<WorkerMetrics> metrics,
+      WorkerMetrics::Serve(absl::StrCat(options.host, ":", options.metrics_port)));
+
+  // Weights loaded and the KV cache allocated before registering: the
+  // registration is the rank's ready handshake.
+  SHIFT_ASSIGN_OR_RETURN(ModelFiles files, OpenModelFiles(options.model_dir));
+  SHIFT_ASSIGN_OR_RETURN(std::string config_text,
+                         ReadFileToString(options.model_dir + "/config.json"));
+  EngineOptions engine_options = options.engine;
+  engine_options.rank = static_cast<int>(options.rank);
+  engine_options.world_size = static_cast<int>(options.world_size);
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(files, engine_options));
+  metrics->SetModel(static_cast<double>(engine->weight_bytes()),
+                    static_cast<double>(engine->num_blocks()));
+
+  auto channel = grpc::CreateChannel(options.router, grpc::InsecureChannelCredentials());
+  auto stub = rpc::Worker::NewStub(channel);
+  grpc::ClientContext ctx;
+  ControlStream stream(stub->Connect(&ctx));
+
+  rpc::WorkerMessage hello;
+  rpc::Register* reg = hello.mutable_register_();
+  reg->set_group(options.group);
+  reg->set_rank(options.rank);
+  reg->set_world_size(options.world_size);
+  reg->set_kv_blocks(static_cast<uint32_t>(engine->num_blocks()));
+  reg->set_block_size(static_cast<uint32_t>(options.engine.block_size));
+  reg->set_device("cpu");
+  reg->set_deterministic(true);
+  reg->set_weight_bytes(engine->weight_bytes());
+  reg->set_model_fingerprint(Fingerprint(config_text));
+  reg->set_address(absl::StrCat(options.host, ":", health_port));
+  reg->set_metrics_address(absl::StrCat(options.host, ":", metrics->port()));
+  if (!stream.Write(hello)) {
+    return absl::UnavailableError(absl::StrCat("cannot reach the router at ", options.router,
+                                               ": ", stream.Finish().error_message()));
+  }
+  Log(options, absl::StrCat("registered with ", options.router, " (", engine->num_blocks(),
+                            " KV blocks)"));
+  stream.StartHeartbeats(absl::Seconds(1));
+
+  RankLoop loop(options, channel, engine.get(), metrics.get(), health);
+  rpc::RouterMessage message;
+  while (stream.Read(&message)) {
+    if (message.has_shutdown()) {
+      Log(options, absl::StrCat("shutting down: ", message.shutdown().reason()));
+      stream.StopHeartbeats();
+      stream.WritesDone();
+      return absl::OkStatus();
+    }
+    if (message.has_welcome()) {
+      const rpc::Welcome& welcome = message.welcome();
+      stream.SetHeartbeatInterval(absl::Seconds(welcome.heartbeat_interval_seconds()));
+      // Generation 0 acknowledges the registration while ranks are missing.
+      if (welcome.generation() != 0) loop.Form(welcome.generation());
+      continue;
+    }
+    if (!message.has_plan()) continue;
+    const rpc::WorkerMessage reply = loop.Execute(message.plan());
+    stream.SetLastStep(message.plan().step_id());
+    if (!stream.Write(reply)) break;
+  }
+  stream.StopHeartbeats();
+  const grpc::Status finish = stream.Finish();
   return absl::UnavailableError(absl::StrCat("the control stream to ", options.router,
-                                             " closed: ", stream->Finish().error_message()));
+                                             " closed: ", finish.error_message()));
 }
 
 }  // namespace shift

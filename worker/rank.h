@@ -1,7 +1,11 @@
-// One worker rank's life: load the model, connect the control stream to the
-// router, register, meet the group's other ranks through the rendezvous
-// store under the generation the router gives, then execute step plans
-// (diffs against the per-sequence state kept here) until told to stop.
+// One worker rank's life: load the model and allocate the KV cache, connect
+// the control stream to the router and register, then follow the router:
+// each Welcome with a new generation drops the old communicator and the
+// per-sequence state and meets the group's other ranks again through the
+// rendezvous store; each plan (a diff against the per-sequence state kept
+// here) is executed and answered. Heartbeats flow all the while. A failed
+// step is reported and the rank waits for the group to re-form; it exits
+// only on Shutdown or when the control stream is lost.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +25,9 @@ struct RankOptions {
   EngineOptions engine;
   // How long to wait for the other ranks at rendezvous.
   int64_t rendezvous_timeout_ms = 60000;
+  // Deterministic mode (DESIGN.md, Determinism). The CPU engine has no
+  // other mode; false is refused on CPU.
+  bool deterministic = true;
   // Where this rank serves gRPC health and Prometheus /metrics (0: any port)
   // and listens for its group's collectives.
   std::string host = "127.0.0.1";

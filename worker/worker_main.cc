@@ -15,6 +15,9 @@ ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "Bytes for this rank's KV cache (a
 ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block");
 ABSL_FLAG(int32_t, threads, 2, "Compute threads (results do not depend on it)");
 ABSL_FLAG(int64_t, rendezvous_timeout_ms, 60000, "How long to wait for the group's other ranks");
+ABSL_FLAG(bool, deterministic, true,
+          "Bitwise-identical results in every mode and batch (DESIGN.md, Determinism); the CPU "
+          "engine is always deterministic");
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address this rank binds and advertises (health, /metrics, collectives)");
 ABSL_FLAG(int32_t, port, 0, "gRPC health port (0: any free port, reported at registration)");
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
   options.engine.block_size = absl::GetFlag(FLAGS_block_size);
   options.engine.threads = absl::GetFlag(FLAGS_threads);
   options.rendezvous_timeout_ms = absl::GetFlag(FLAGS_rendezvous_timeout_ms);
+  options.deterministic = absl::GetFlag(FLAGS_deterministic);
   options.host = absl::GetFlag(FLAGS_host);
   options.health_port = absl::GetFlag(FLAGS_port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
