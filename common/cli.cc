@@ -1,6 +1,8 @@
 #include "common/cli.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <string>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -38,8 +40,26 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
     return std::string(file);
   };
   absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(absl::StrCat(description, "\nUsage: ", usage));
-  return absl::ParseCommandLine(argc, argv);
+  absl::SetProgramUsageMessage(absl::StrCat(
+      description, "\nUsage: ", usage,
+      "\nFlags are written with underscores; dashes work too (--world-size=2)."));
+  // Abseil flag names cannot hold dashes: "--max-num-seqs=8" is read as
+  // "--max_num_seqs=8". Values are left alone.
+  static std::vector<std::string>* rewritten = new std::vector<std::string>();
+  rewritten->reserve(rewritten->size() + argc);  // no reallocation: args point into it
+  std::vector<char*> args(argv, argv + argc);
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") break;
+    if (!absl::StartsWith(arg, "--")) continue;
+    const size_t end = std::min(arg.find('='), arg.size());
+    for (size_t c = 2; c < end; ++c) {
+      if (arg[c] == '-') arg[c] = '_';
+    }
+    rewritten->push_back(std::move(arg));
+    args[i] = rewritten->back().data();
+  }
+  return absl::ParseCommandLine(argc, args.data());
 }
 
 int ReportFailure(const absl::Status& status) {

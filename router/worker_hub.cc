@@ -233,6 +233,13 @@ uint64_t WorkerHub::Generation(uint32_t group) {
   return groups_[group].generation;
 }
 
+std::vector<uint32_t> WorkerHub::ConnectedRanks(uint32_t group) {
+  absl::MutexLock lock(&mu_);
+  std::vector<uint32_t> ranks;
+  for (const auto& [rank, stream] : groups_[group].ranks) ranks.push_back(rank);
+  return ranks;
+}
+
 absl::StatusOr<std::vector<rpc::StepResult>> WorkerHub::RunStep(uint32_t group_id,
                                                                 rpc::StepPlan plan,
                                                                 absl::Duration timeout) {

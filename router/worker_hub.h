@@ -52,6 +52,8 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   absl::StatusOr<v1::internal::Register> Registration(uint32_t group, uint32_t rank);
   // The group's current generation (0 before it first formed).
   uint64_t Generation(uint32_t group);
+  // Ranks of the group whose control stream is open and on time.
+  std::vector<uint32_t> ConnectedRanks(uint32_t group);
   // Sends `plan` (its generation set to the group's) to every rank of the
   // group and waits for all results, in rank order. UNAVAILABLE, naming the
   // ranks and why, when the group is incomplete or loses a rank;

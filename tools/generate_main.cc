@@ -26,6 +26,8 @@ ABSL_FLAG(int64_t, chunk, 256, "Prefill chunk size in tokens");
 ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "Bytes for the KV cache of all layers");
 ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block");
 ABSL_FLAG(int32_t, threads, 2, "GEMM threads (results do not depend on it)");
+ABSL_FLAG(bool, print_ids, false,
+          "Print sequence 0's generated token ids (space-separated) instead of its text");
 
 namespace shift {
 namespace {
@@ -103,13 +105,19 @@ int Main() {
   // Decode: all sequences together; sequence 0's text is streamed.
   IncrementalDetokenizer detokenizer(tokenizer, /*skip_special=*/true);
   const auto& eos = engine.config().eos_token_ids;
-  std::printf("%s",
-              absl::GetFlag(FLAGS_prompt_tokens) > 0 ? "" : absl::GetFlag(FLAGS_prompt).c_str());
+  const bool print_ids = absl::GetFlag(FLAGS_print_ids);
+  if (!print_ids && absl::GetFlag(FLAGS_prompt_tokens) == 0) {
+    std::printf("%s", absl::GetFlag(FLAGS_prompt).c_str());
+  }
   std::vector<bool> done(batch, false);
   int64_t decode_tokens = 0, steps = 0;
   const auto decode_start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < max_tokens; ++i) {
-    if (auto delta = detokenizer.Append(next[0]); delta.ok()) std::printf("%s", delta->c_str());
+    if (print_ids) {
+      if (!done[0]) std::printf("%s%d", i ? " " : "", next[0]);
+    } else if (auto delta = detokenizer.Append(next[0]); delta.ok()) {
+      std::printf("%s", delta->c_str());
+    }
     std::fflush(stdout);
     std::vector<SequenceStep> step;
     for (int64_t b = 0; b < batch; ++b) {
@@ -130,7 +138,7 @@ int Main() {
     ++steps;
   }
   const double decode_seconds = Seconds(decode_start);
-  std::printf("%s\n", detokenizer.Finish().c_str());
+  std::printf("%s\n", print_ids ? "" : detokenizer.Finish().c_str());
   std::fflush(stdout);  // the text, then the figures on stderr
   std::fprintf(stderr,
                "prefill: %lld tokens x %lld sequences in %.3f s (%.1f tokens/s)\n"

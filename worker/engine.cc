@@ -1,5 +1,6 @@
 #include "worker/engine.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -490,6 +491,18 @@ absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<Sequenc
     token.seq_id = seq.seq_id;
     token.token_id = kernels::cpu::Sample(row, vocab, seq.sampling, next);
     token.logprob = kernels::cpu::LogProb(row, vocab, token.token_id);
+    if (seq.top_logprobs > 0) {
+      // The most likely tokens, by logit then id, with their log-softmax.
+      std::vector<int32_t> ids(vocab);
+      for (int32_t v = 0; v < vocab; ++v) ids[v] = v;
+      const int64_t k = std::min<int64_t>(seq.top_logprobs, vocab);
+      std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [row](int32_t a, int32_t b) {
+        return row[a] != row[b] ? row[a] > row[b] : a < b;
+      });
+      for (int64_t j = 0; j < k; ++j) {
+        token.top.emplace_back(ids[j], kernels::cpu::LogProb(row, vocab, ids[j]));
+      }
+    }
     if (seq.return_logits) token.logits.assign(row, row + vocab);
     out.push_back(std::move(token));
   }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -49,6 +50,8 @@ struct SequenceStep {
   kernels::cpu::SamplingParams sampling;
   // Return the sampled row's logits.
   bool return_logits = false;
+  // Most likely alternatives to return with the sampled token.
+  int32_t top_logprobs = 0;
 };
 
 // How a step is split over the group's ranks (DESIGN.md, Execution modes).
@@ -60,7 +63,8 @@ enum class StepMode {
 struct SampledToken {
   uint64_t seq_id = 0;
   int32_t token_id = -1;
-  float logprob = 0.0f;
+  float logprob = 0.0f;  // log-softmax of the token at temperature 1
+  std::vector<std::pair<int32_t, float>> top;  // top_logprobs alternatives, best first
   std::vector<float> logits;  // when asked
 };
 

@@ -9,10 +9,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "common/file_util.h"
 #include "common/status.h"
 #include "worker/gloo_communicator.h"
 #include "worker/rendezvous_store.h"
@@ -28,14 +26,8 @@ using Stream = grpc::ClientReaderWriter<rpc::WorkerMessage, rpc::RouterMessage>;
 struct SequenceState {
   std::vector<int32_t> block_table;
   kernels::cpu::SamplingParams sampling;
+  int32_t top_logprobs = 0;
 };
-
-// FNV-1a of config.json: ranks of one group must load the same model.
-std::string Fingerprint(const std::string& text) {
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return absl::StrFormat("%016x", h);
-}
 
 // The rank's side of the control stream: the main thread reads, and both it
 // and the heartbeat thread write, one write at a time.
@@ -169,6 +161,7 @@ class RankLoop {
         state.block_table.clear();
         state.sampling = {s.sampling().temperature(), s.sampling().top_p(),
                           static_cast<int32_t>(s.sampling().top_k()), s.sampling().seed()};
+        state.top_logprobs = static_cast<int32_t>(s.sampling().top_logprobs());
       }
       state.block_table.insert(state.block_table.end(), s.new_block_ids().begin(),
                                s.new_block_ids().end());
@@ -180,6 +173,7 @@ class RankLoop {
       step.sample = s.sample();
       step.sampling = state.sampling;
       step.return_logits = plan.return_logits();
+      step.top_logprobs = state.top_logprobs;
       batch.push_back(std::move(step));
     }
     const uint64_t sent_before = comm_ ? comm_->bytes_sent() : 0;
@@ -216,6 +210,11 @@ class RankLoop {
       sampled->set_seq_id(t.seq_id);
       sampled->set_token_id(t.token_id);
       sampled->set_logprob(t.logprob);
+      for (const auto& [id, logprob] : t.top) {
+        v1::TopLogprob* top = sampled->add_top();
+        top->set_token_id(id);
+        top->set_logprob(logprob);
+      }
       sampled->mutable_logits()->Add(t.logits.begin(), t.logits.end());
     }
     return reply;
@@ -265,8 +264,7 @@ absl::Status RunRank(const RankOptions& options) {
   // Weights loaded and the KV cache allocated before registering: the
   // registration is the rank's ready handshake.
   SHIFT_ASSIGN_OR_RETURN(ModelFiles files, OpenModelFiles(options.model_dir));
-  SHIFT_ASSIGN_OR_RETURN(std::string config_text,
-                         ReadFileToString(options.model_dir + "/config.json"));
+  SHIFT_ASSIGN_OR_RETURN(std::string fingerprint, ModelFingerprint(options.model_dir));
   EngineOptions engine_options = options.engine;
   engine_options.rank = static_cast<int>(options.rank);
   engine_options.world_size = static_cast<int>(options.world_size);
@@ -289,7 +287,7 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_device("cpu");
   reg->set_deterministic(true);
   reg->set_weight_bytes(engine->weight_bytes());
-  reg->set_model_fingerprint(Fingerprint(config_text));
+  reg->set_model_fingerprint(fingerprint);
   reg->set_address(absl::StrCat(options.host, ":", health_port));
   reg->set_metrics_address(absl::StrCat(options.host, ":", metrics->port()));
   if (!stream.Write(hello)) {

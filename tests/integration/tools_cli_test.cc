@@ -24,10 +24,12 @@ struct ToolRun {
   std::string output;  // stdout and stderr
 };
 
+// `tool` is a name under tools/ or a path under the build directory.
 ToolRun RunTool(const std::string& tool, const std::string& args) {
   const char* bin = std::getenv("SHIFT_BINARY_DIR");
+  const std::string path = tool.find('/') == std::string::npos ? "/tools/" + tool : "/" + tool;
   const std::string command =
-      std::string(bin != nullptr ? bin : ".") + "/tools/" + tool + " " + args + " 2>&1";
+      std::string(bin != nullptr ? bin : ".") + path + " " + args + " 2>&1";
   ToolRun run{-1, ""};
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return run;
@@ -131,6 +133,34 @@ TEST_F(ToolsCliTest, HelpListsFlagsWithDefaults) {
   ToolRun inspect = RunTool("shift-inspect", "--help");
   EXPECT_THAT(inspect.output, HasSubstr("--model"));
   EXPECT_THAT(inspect.output, HasSubstr("--prompt"));
+}
+
+TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
+  const std::string model = (dir_ / "tiny").string();
+  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --out=" + model).exit_code, 0);
+  ToolRun help = RunTool("worker/shift-worker", "--help");
+  for (const char* flag : {"--router", "--group", "--rank", "--world_size", "--model",
+                           "--kv_cache_bytes", "--block_size", "--threads", "--deterministic",
+                           "--rendezvous_timeout_ms", "--metrics_port"}) {
+    EXPECT_THAT(help.output, HasSubstr(flag));
+  }
+  // None of these needs a router: each fails before connecting.
+  const std::string nowhere = " --router=127.0.0.1:1 --model=" + model;
+  ToolRun no_model = RunTool("worker/shift-worker", "--router=127.0.0.1:1");
+  EXPECT_NE(no_model.exit_code, 0);
+  EXPECT_THAT(no_model.output, HasSubstr("--model is required"));
+  ToolRun rank = RunTool("worker/shift-worker", "--rank=2 --world_size=2" + nowhere);
+  EXPECT_NE(rank.exit_code, 0);
+  EXPECT_THAT(rank.output, HasSubstr("--rank must be below --world_size"));
+  ToolRun nondeterministic = RunTool("worker/shift-worker", "--deterministic=false" + nowhere);
+  EXPECT_NE(nondeterministic.exit_code, 0);
+  EXPECT_THAT(nondeterministic.output, HasSubstr("always deterministic"));
+  ToolRun three = RunTool("worker/shift-worker", "--rank=0 --world_size=3" + nowhere);
+  EXPECT_NE(three.exit_code, 0);
+  EXPECT_THAT(three.output, HasSubstr("cannot run on a group of 3 ranks"));
+  ToolRun tiny_cache = RunTool("worker/shift-worker", "--kv_cache_bytes=16" + nowhere);
+  EXPECT_NE(tiny_cache.exit_code, 0);
+  EXPECT_THAT(tiny_cache.output, HasSubstr("below one KV block"));
 }
 
 }  // namespace

@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <random>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -74,9 +76,14 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
     ASSERT_TRUE(files.ok()) << files.status();
     recording_ = testing::RecordSingleRank(*files);
 
-    hub_ = std::make_unique<WorkerHub>([this](uint32_t group, uint64_t generation) {
-      store_.AdvanceGeneration(group, generation);
-    });
+    WorkerHubOptions hub_options;
+    hub_options.heartbeat_interval = absl::Milliseconds(200);
+    hub_options.heartbeat_timeout = absl::Seconds(3);
+    hub_ = std::make_unique<WorkerHub>(
+        [this](uint32_t group, uint64_t generation) {
+          store_.AdvanceGeneration(group, generation);
+        },
+        hub_options);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -85,26 +92,30 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
 
+    port_ = port;
+    for (int r = 0; r < GetParam().ranks; ++r) pids_.push_back(SpawnRank(r));
+    ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
+  }
+
+  // Starts rank `r` of the group as a shift-worker process.
+  pid_t SpawnRank(int r) {
     const char* bin = std::getenv("SHIFT_BINARY_DIR");
     const std::string worker = std::string(bin ? bin : ".") + "/worker/shift-worker";
-    for (int r = 0; r < GetParam().ranks; ++r) {
-      std::vector<std::string> args = {worker,
-                                       "--router=127.0.0.1:" + std::to_string(port),
-                                       "--rank=" + std::to_string(r),
-                                       "--world_size=" + std::to_string(GetParam().ranks),
-                                       "--model=" + tmp_.Sub("model"),
-                                       "--kv_cache_bytes=8388608",
-                                       "--block_size=4",
-                                       "--threads=1",
-                                       "--rendezvous_timeout_ms=30000"};
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      pid_t pid;
-      ASSERT_EQ(posix_spawn(&pid, worker.c_str(), nullptr, nullptr, argv.data(), environ), 0);
-      pids_.push_back(pid);
-    }
-    ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
+    std::vector<std::string> args = {worker,
+                                     "--router=127.0.0.1:" + std::to_string(port_),
+                                     "--rank=" + std::to_string(r),
+                                     "--world_size=" + std::to_string(GetParam().ranks),
+                                     "--model=" + tmp_.Sub("model"),
+                                     "--kv_cache_bytes=8388608",
+                                     "--block_size=4",
+                                     "--threads=1",
+                                     "--rendezvous_timeout_ms=30000"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    EXPECT_EQ(posix_spawn(&pid, worker.c_str(), nullptr, nullptr, argv.data(), environ), 0);
+    return pid;
   }
 
   void TearDown() override {
@@ -126,9 +137,16 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }
 
-  // Replays the recording as plans with diffs; returns the leader's tokens
-  // and logits per step.
+  // Replays the recording as plans with diffs and expects the leader's
+  // tokens and logits of every step to be the single-rank engine's.
   void ExpectSameAsSingleRank(const std::vector<v1::Mode>& modes, const std::string& name) {
+    const absl::Status status = Replay(modes, name);
+    EXPECT_TRUE(status.ok()) << name << ": " << status;
+  }
+
+  // The same, returning the first failure of the group (a step it could not
+  // run) instead of failing the test.
+  absl::Status Replay(const std::vector<v1::Mode>& modes, const std::string& name) {
     std::map<uint64_t, size_t> blocks_sent;  // per sequence, this replay
     for (size_t i = 0; i < recording_.steps.size(); ++i) {
       rpc::StepPlan plan;
@@ -157,16 +175,18 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
         seq->set_sample(s.sample);
       }
       auto results = hub_->RunStep(0, plan, absl::Seconds(60));
-      ASSERT_TRUE(results.ok()) << name << ": " << results.status();
-      ASSERT_EQ(results->size(), static_cast<size_t>(GetParam().ranks));
+      if (!results.ok()) return results.status();
+      EXPECT_EQ(results->size(), static_cast<size_t>(GetParam().ranks));
       const auto& leader = (*results)[0];
       const auto& want = recording_.outputs[i];
-      ASSERT_EQ(leader.sampled_size(), static_cast<int>(want.size())) << name << " step " << i;
+      EXPECT_EQ(leader.sampled_size(), static_cast<int>(want.size())) << name << " step " << i;
+      if (leader.sampled_size() != static_cast<int>(want.size())) continue;
       for (size_t j = 0; j < want.size(); ++j) {
         const auto& got = leader.sampled(static_cast<int>(j));
         EXPECT_EQ(got.seq_id(), want[j].seq_id);
         EXPECT_EQ(got.token_id(), want[j].token_id) << name << " step " << i;
-        ASSERT_EQ(static_cast<size_t>(got.logits_size()), want[j].logits.size());
+        EXPECT_EQ(static_cast<size_t>(got.logits_size()), want[j].logits.size());
+        if (static_cast<size_t>(got.logits_size()) != want[j].logits.size()) continue;
         EXPECT_EQ(std::memcmp(got.logits().data(), want[j].logits.data(),
                               want[j].logits.size() * sizeof(float)),
                   0)
@@ -181,9 +201,11 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
         release.set_step_id(++step_id_);
         for (auto& [id, n] : blocks_sent) release.add_released_seq_ids(id);
         ++steps_[0];  // a plan with no mode runs as TP (it only releases)
-        ASSERT_TRUE(hub_->RunStep(0, release, absl::Seconds(60)).ok());
+        auto released = hub_->RunStep(0, release, absl::Seconds(60));
+        if (!released.ok()) return released.status();
       }
     }
+    return absl::OkStatus();
   }
 
   testing::TestTempDir tmp_;
@@ -191,7 +213,8 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
   RendezvousService store_;
   std::unique_ptr<WorkerHub> hub_;
   std::unique_ptr<grpc::Server> server_;
-  std::vector<pid_t> pids_;
+  std::vector<pid_t> pids_;  // by rank
+  int port_ = 0;
   uint64_t step_id_ = 0;
   double steps_[2] = {0, 0};  // plans sent per mode: TP, SP
 };
@@ -245,6 +268,87 @@ TEST_P(WorkerGroupTest, EveryModeScheduleGivesTheSingleRankBits) {
     }
   }
 }
+
+// A group losing ranks: killed mid-run (its stream closes) and frozen (its
+// heartbeats stop). The driver is told which rank and why within a bounded
+// time, nothing hangs, and a restarted rank brings the group back under a new
+// generation with the single-rank bits.
+using WorkerRecoveryTest = WorkerGroupTest;
+
+TEST_P(WorkerRecoveryTest, LostRanksAreNamedAndRestartedRanksRejoin) {
+  using Clock = std::chrono::steady_clock;
+  const size_t steps = recording_.steps.size();
+  std::vector<v1::Mode> tp(steps, v1::MODE_TP), sp(steps, v1::MODE_SP), random;
+  std::mt19937 rng(5);
+  for (size_t i = 0; i < steps; ++i) random.push_back(rng() % 2 ? v1::MODE_SP : v1::MODE_TP);
+  ExpectSameAsSingleRank(random, "before any loss");
+  const int victim = GetParam().ranks - 1;
+  const uint64_t first_generation = hub_->Generation(0);
+  EXPECT_GE(first_generation, 1u);
+
+  // Killed while the group runs steps.
+  std::atomic<int64_t> killed_at{0};
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    killed_at = Clock::now().time_since_epoch().count();
+    kill(pids_[victim], SIGKILL);
+  });
+  absl::Status failure;
+  for (int i = 0; i < 200 && failure.ok(); ++i) failure = Replay(random, "while killing");
+  const Clock::time_point failed_at = Clock::now();
+  killer.join();
+  ASSERT_FALSE(failure.ok()) << "the group never noticed the kill";
+  const double seconds =
+      std::chrono::duration<double>(failed_at - Clock::time_point(Clock::duration(killed_at)))
+          .count();
+  EXPECT_EQ(failure.code(), absl::StatusCode::kUnavailable) << failure;
+  const std::string named = "rank " + std::to_string(victim) + " (its control stream closed)";
+  EXPECT_NE(failure.message().find(named), std::string::npos) << failure;
+  EXPECT_LT(seconds, 10.0) << "the loss took " << seconds << " s to reach the driver";
+  std::printf("kill to UNAVAILABLE: %.3f s\n", seconds);
+  int status = 0;
+  ASSERT_EQ(waitpid(pids_[victim], &status, 0), pids_[victim]);
+  EXPECT_TRUE(WIFSIGNALED(status));
+
+  // The survivors stay up, and the incomplete group refuses steps at once.
+  for (int r = 0; r < victim; ++r) EXPECT_EQ(waitpid(pids_[r], &status, WNOHANG), 0) << r;
+  const Clock::time_point asked = Clock::now();
+  const absl::Status refused = Replay(tp, "incomplete");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_NE(refused.message().find(named), std::string::npos) << refused;
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - asked).count(), 1.0);
+
+  // Restarted, it rejoins under a new generation and the group serves again.
+  pids_[victim] = SpawnRank(victim);
+  ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
+  const uint64_t second_generation = hub_->Generation(0);
+  EXPECT_GT(second_generation, first_generation);
+  ExpectSameAsSingleRank(random, "after the restart");
+
+  // Frozen (alive, stream open, silent): lost after the heartbeat timeout.
+  kill(pids_[0], SIGSTOP);
+  const Clock::time_point frozen_at = Clock::now();
+  const absl::Status silent = Replay(tp, "frozen leader");
+  const double silent_seconds = std::chrono::duration<double>(Clock::now() - frozen_at).count();
+  EXPECT_EQ(silent.code(), absl::StatusCode::kUnavailable) << silent;
+  EXPECT_NE(silent.message().find("rank 0 (no heartbeat for"), std::string::npos) << silent;
+  std::printf("freeze to UNAVAILABLE: %.3f s (heartbeat timeout 3 s)\n", silent_seconds);
+  EXPECT_GE(silent_seconds, 2.5);
+  EXPECT_LT(silent_seconds, 10.0);
+  kill(pids_[0], SIGKILL);
+  ASSERT_EQ(waitpid(pids_[0], &status, 0), pids_[0]);
+  pids_[0] = SpawnRank(0);
+  ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
+  EXPECT_GT(hub_->Generation(0), second_generation);
+  ExpectSameAsSingleRank(sp, "after the second restart");
+}
+
+INSTANTIATE_TEST_SUITE_P(Processes, WorkerRecoveryTest,
+                         ::testing::Values(Case{2, 2}, Case{4, 2}),
+                         [](const auto& info) {
+                           return "P" + std::to_string(info.param.ranks) + "Hkv" +
+                                  std::to_string(info.param.kv_heads);
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Processes, WorkerGroupTest,
                          ::testing::Values(Case{2, 2}, Case{4, 2}, Case{4, 4}),

@@ -1,0 +1,50 @@
+// The router's KV block manager: the single source of truth for which KV
+// blocks each sequence owns. Workers allocate the memory; the router decides
+// which block holds which tokens and sends block ids in step plans. Blocks
+// are reference-counted so that sequences can share a prefix (Fork). Running
+// out of blocks is a value (Append returns false), never an exception: the
+// scheduler preempts and tries again.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+
+namespace shift {
+
+class BlockManager {
+ public:
+  BlockManager(int64_t num_blocks, int64_t block_size);
+
+  int64_t num_blocks() const { return static_cast<int64_t>(ref_counts_.size()); }
+  int64_t block_size() const { return block_size_; }
+  int64_t num_free() const { return static_cast<int64_t>(free_.size()); }
+  int64_t num_used() const { return num_blocks() - num_free(); }
+
+  // Blocks `seq` must add so its table covers `num_tokens` tokens.
+  int64_t BlocksNeeded(uint64_t seq, int64_t num_tokens) const;
+  // Grows `seq`'s table to cover `num_tokens` tokens. Returns false and
+  // changes nothing when there are not enough free blocks.
+  bool Append(uint64_t seq, int64_t num_tokens);
+  // Starts `to`'s (empty) table with the first `num_blocks` blocks of
+  // `from`'s, sharing them (prefix reuse).
+  void Fork(uint64_t from, uint64_t to, int64_t num_blocks);
+  // Drops `seq`'s table; blocks nobody else holds become free.
+  void Free(uint64_t seq);
+  // `seq`'s blocks in position order (empty when it has none).
+  const std::vector<int32_t>& Table(uint64_t seq) const;
+  int32_t RefCount(int32_t block) const { return ref_counts_[block]; }
+  // Every block's count equals the tables holding it, and the free blocks are
+  // exactly those with count 0, each once. For tests and debug checks.
+  absl::Status CheckConsistency() const;
+
+ private:
+  int64_t block_size_;
+  std::vector<int32_t> ref_counts_;
+  std::vector<int32_t> free_;  // a stack: lowest ids are handed out first
+  absl::flat_hash_map<uint64_t, std::vector<int32_t>> tables_;
+};
+
+}  // namespace shift

@@ -1,0 +1,29 @@
+// shift.v1.Generation over gRPC's callback API: one self-deleting write
+// reactor per Generate call (one write in flight, nothing blocking inside a
+// callback, OnCancel wired to the router so a departed client's blocks are
+// freed), and unary GetModelInfo / GetStatus. All the work is the Router's.
+#pragma once
+
+#include "router/router.h"
+#include "shift/v1/generation.grpc.pb.h"
+
+namespace shift {
+
+class GenerationService final : public v1::Generation::CallbackService {
+ public:
+  explicit GenerationService(Router* router) : router_(router) {}
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
+                                      const v1::GetStatusRequest* request,
+                                      v1::ServerStatus* response) override;
+
+ private:
+  Router* router_;
+};
+
+}  // namespace shift

@@ -1,0 +1,69 @@
+// A generation request as the router's scheduler sees it: the prompt, the
+// validated sampling and stopping parameters, and the state that moves as
+// steps run (tokens computed into the KV cache, tokens generated, timings).
+// Plain data: the scheduler owns it; nothing here knows about gRPC.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace shift {
+
+enum class FinishReason {
+  kNone,       // still running
+  kLength,     // max_tokens generated
+  kStop,       // a stop token id (or, decided outside the scheduler, a stop string)
+  kEos,        // the model's end-of-sequence token
+  kCancelled,  // the client went away, its deadline passed, or the server drains
+  kError,      // the request cannot be served (e.g. it can never fit the KV cache)
+};
+
+const char* FinishReasonName(FinishReason reason);
+
+struct RequestParams {
+  uint32_t max_tokens = 16;
+  float temperature = 0.0f;  // 0: greedy
+  float top_p = 1.0f;
+  int32_t top_k = 0;  // 0: off
+  uint64_t seed = 0;
+  std::vector<int32_t> stop_token_ids;
+  std::vector<int32_t> eos_token_ids;  // the model's; ignored with ignore_eos
+  bool ignore_eos = false;
+  bool return_logprob = false;
+  uint32_t top_logprobs = 0;  // alternatives per token (they imply return_logprob)
+};
+
+struct Request {
+  enum class State { kWaiting, kRunning, kFinished };
+
+  uint64_t id = 0;  // also the sequence id the ranks see
+  std::vector<int32_t> prompt;
+  RequestParams params;
+  absl::Time arrival;
+
+  State state = State::kWaiting;
+  std::vector<int32_t> output;  // generated tokens
+  std::vector<float> logprobs;  // one per output token when asked
+  // Tokens (of prompt then output) whose KV is in the cache.
+  int64_t num_computed = 0;
+  // Whether the ranks hold this sequence's state, and how many of its blocks
+  // they have been sent.
+  bool on_ranks = false;
+  size_t blocks_sent = 0;
+  int num_preemptions = 0;
+  FinishReason finish = FinishReason::kNone;
+  absl::Time first_scheduled = absl::InfiniteFuture();
+  absl::Time first_token = absl::InfiniteFuture();
+
+  int64_t num_tokens() const { return static_cast<int64_t>(prompt.size() + output.size()); }
+  // Token at position i of prompt followed by output.
+  int32_t token(int64_t i) const {
+    const int64_t p = static_cast<int64_t>(prompt.size());
+    return i < p ? prompt[i] : output[i - p];
+  }
+};
+
+}  // namespace shift

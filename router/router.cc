@@ -1,0 +1,485 @@
+#include "router/router.h"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace shift {
+namespace {
+
+namespace rpc = v1::internal;
+
+constexpr uint32_t kMaxTopLogprobs = 20;
+
+void Log(const std::string& what) { std::fprintf(stderr, "shift-router: %s\n", what.c_str()); }
+
+v1::FinishReason ToProto(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case FinishReason::kEos:
+      return v1::FINISH_REASON_EOS;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+    default:
+      return v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+uint64_t RandomSeed() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  static absl::Mutex mu;
+  absl::MutexLock lock(&mu);
+  return rng();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
+                                                       const ModelConfig& config,
+                                                       const Tokenizer& tokenizer, WorkerHub* hub,
+                                                       RouterMetrics* metrics,
+                                                       const Clock* clock) {
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<ShiftPolicy> policy,
+                         MakeShiftPolicy(options.shift_policy, options.shift_threshold));
+  const SchedulerConfig& s = options.scheduler;
+  if (s.max_num_batched_tokens < 1 || s.max_num_seqs < 1 || s.max_model_len < 2 ||
+      s.block_size < 1 || options.max_queued_requests < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_num_batched_tokens (", s.max_num_batched_tokens, "), --max_num_seqs (",
+        s.max_num_seqs, ") and --block_size (", s.block_size,
+        ") must be positive, --max_model_len (", s.max_model_len,
+        ") at least 2 and --max_queued_requests (", options.max_queued_requests, ") >= 0"));
+  }
+  if (s.max_model_len > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_model_len ", s.max_model_len,
+                                                   " is over the model's context of ",
+                                                   config.max_position_embeddings));
+  }
+  std::unique_ptr<Router> router(
+      new Router(std::move(options), config, tokenizer, hub, metrics, clock, std::move(policy)));
+  router->loop_ = std::thread([r = router.get()] { r->Loop(); });
+  return router;
+}
+
+Router::Router(RouterOptions options, const ModelConfig& config, const Tokenizer& tokenizer,
+               WorkerHub* hub, RouterMetrics* metrics, const Clock* clock,
+               std::unique_ptr<ShiftPolicy> policy)
+    : options_(std::move(options)),
+      config_(config),
+      tokenizer_(tokenizer),
+      hub_(hub),
+      metrics_(metrics),
+      clock_(clock),
+      started_(clock->Now()),
+      policy_(std::move(policy)) {}
+
+Router::~Router() { Stop(); }
+
+void Router::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (loop_.joinable()) loop_.join();
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, stream] : streams_) {
+    if (scheduler_) scheduler_->FinishRequests({id}, FinishReason::kCancelled);
+    metrics_->RequestFailed(absl::StatusCode::kUnavailable);
+    stream.sink->OnError(absl::UnavailableError("the router is shutting down"));
+  }
+  streams_.clear();
+}
+
+bool Router::ready() {
+  absl::MutexLock lock(&mu_);
+  return group_complete_ && !stopping_;
+}
+
+bool Router::AwaitGroup() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (group_complete_) return true;
+  }
+  if (!hub_->WaitForGroup(options_.group, options_.world_size, absl::Milliseconds(200)).ok()) {
+    return false;
+  }
+  int64_t blocks = -1;
+  for (uint32_t r = 0; r < options_.world_size; ++r) {
+    auto reg = hub_->Registration(options_.group, r);
+    if (!reg.ok()) return false;
+    std::string wrong;
+    if (reg->block_size() != options_.scheduler.block_size) {
+      wrong = absl::StrCat("block size ", reg->block_size(), " (the router plans with ",
+                           options_.scheduler.block_size, ")");
+    } else if (!options_.model_fingerprint.empty() &&
+               reg->model_fingerprint() != options_.model_fingerprint) {
+      wrong = absl::StrCat("model fingerprint ", reg->model_fingerprint(),
+                           " (the router serves ", options_.model_fingerprint, ")");
+    }
+    if (!wrong.empty()) {
+      Log(absl::StrCat("group ", options_.group, " rank ", r, " registered with ", wrong,
+                       "; waiting for a matching rank"));
+      absl::SleepFor(absl::Seconds(1));
+      return false;
+    }
+    blocks = blocks < 0 ? reg->kv_blocks() : std::min<int64_t>(blocks, reg->kv_blocks());
+  }
+  absl::MutexLock lock(&mu_);
+  if (!scheduler_) {
+    SchedulerConfig config = options_.scheduler;
+    config.num_blocks = blocks;
+    scheduler_ = std::make_unique<Scheduler>(config, clock_);
+    Log(absl::StrCat("group ", options_.group, " ready: ", options_.world_size, " ranks, ", blocks,
+                     " KV blocks of ", config.block_size, " tokens"));
+  } else if (blocks < scheduler_->config().num_blocks) {
+    Log(absl::StrCat("group ", options_.group, " re-formed with ", blocks,
+                     " KV blocks, fewer than the ", scheduler_->config().num_blocks,
+                     " planned with; waiting for ranks with enough"));
+    return false;
+  }
+  group_complete_ = true;
+  UpdateLoad();
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequest& request) {
+  auto r = std::make_unique<Request>();
+  switch (request.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      auto ids = tokenizer_.Encode(request.text(), request.parse_special());
+      if (!ids.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("the prompt text: ", ids.status().message()));
+      }
+      r->prompt = *std::move(ids);
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      r->prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
+      break;
+    default:
+      break;
+  }
+  if (r->prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  for (size_t i = 0; i < r->prompt.size(); ++i) {
+    if (r->prompt[i] < 0 || r->prompt[i] >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " is ", r->prompt[i],
+                                                     ", not an id of this model (0..",
+                                                     config_.vocab_size - 1, ")"));
+    }
+  }
+  const v1::SamplingParams& s = request.sampling();
+  RequestParams& p = r->params;
+  if (s.max_tokens() < 1) return absl::InvalidArgumentError("sampling.max_tokens must be at least 1");
+  if (!std::isfinite(s.temperature()) || s.temperature() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.temperature must be >= 0, got ", s.temperature()));
+  }
+  if (!std::isfinite(s.top_p()) || s.top_p() < 0 || s.top_p() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.top_p must be in (0, 1] (0 means 1), got ", s.top_p()));
+  }
+  if (s.top_logprobs() > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.top_logprobs is at most ",
+                                                   kMaxTopLogprobs, ", got ", s.top_logprobs()));
+  }
+  for (const std::string& stop : s.stop()) {
+    if (stop.empty()) return absl::InvalidArgumentError("sampling.stop has an empty string");
+  }
+  for (int32_t id : s.stop_token_ids()) {
+    if (id < 0 || id >= config_.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sampling.stop_token_ids has ", id, ", not an id of this model"));
+    }
+  }
+  p.max_tokens = s.max_tokens();
+  p.temperature = s.temperature();
+  p.top_p = s.top_p() == 0 ? 1.0f : s.top_p();
+  p.top_k = static_cast<int32_t>(std::min<uint32_t>(s.top_k(), 1u << 30));
+  p.seed = s.has_seed() ? s.seed() : RandomSeed();
+  p.stop_token_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
+  for (int64_t eos : config_.eos_token_ids) p.eos_token_ids.push_back(static_cast<int32_t>(eos));
+  p.ignore_eos = s.ignore_eos();
+  p.top_logprobs = s.top_logprobs();
+  p.return_logprob = s.return_logprob() || s.top_logprobs() > 0;
+  return r;
+}
+
+absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, RequestSink* sink) {
+  auto submitted = [&]() -> absl::StatusOr<uint64_t> {
+    SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Request> r, Validate(request));
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the router is shutting down");
+    if (!group_complete_ || !scheduler_) {
+      return absl::UnavailableError(absl::StrCat("no worker group is ready (group ",
+                                                 options_.group, " needs ", options_.world_size,
+                                                 " ranks registered and formed)"));
+    }
+    if (scheduler_->num_waiting() >= options_.max_queued_requests) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the queue is full (", options_.max_queued_requests, " requests waiting); retry later"));
+    }
+    const uint64_t id = next_id_++;
+    r->id = id;
+    r->arrival = clock_->Now();
+    Stream stream;
+    stream.sink = sink;
+    stream.text = std::make_unique<TextStream>(
+        tokenizer_, std::vector<std::string>(request.sampling().stop().begin(),
+                                             request.sampling().stop().end()));
+    stream.arrival = r->arrival;
+    stream.prompt_tokens = static_cast<uint32_t>(r->prompt.size());
+    stream.logprobs = r->params.return_logprob;
+    SHIFT_RETURN_IF_ERROR(scheduler_->AddRequest(std::move(r)));
+    metrics_->PromptTokens(stream.prompt_tokens);
+    streams_.emplace(id, std::move(stream));
+    UpdateLoad();
+    return id;
+  }();
+  if (!submitted.ok()) metrics_->RequestFailed(submitted.status().code());
+  return submitted;
+}
+
+void Router::Cancel(uint64_t id, absl::StatusCode code) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  if (scheduler_) scheduler_->FinishRequests({id}, FinishReason::kCancelled);
+  metrics_->RequestFailed(code);
+  streams_.erase(it);
+  UpdateLoad();
+}
+
+rpc::StepPlan Router::BuildPlan(const SchedulerOutput& out, v1::Mode mode) {
+  rpc::StepPlan plan;
+  plan.set_step_id(out.step_id);
+  plan.set_mode(mode);
+  for (uint64_t id : pending_releases_) plan.add_released_seq_ids(id);
+  pending_releases_.clear();
+  for (const ScheduledSequence& s : out.sequences) {
+    rpc::ScheduledSequence* seq = plan.add_sequences();
+    seq->set_seq_id(s.seq_id);
+    seq->set_is_new(s.is_new);
+    seq->mutable_token_ids()->Add(s.token_ids.begin(), s.token_ids.end());
+    seq->set_start_position(static_cast<uint32_t>(s.start_position));
+    for (int32_t b : s.new_block_ids) seq->add_new_block_ids(static_cast<uint32_t>(b));
+    seq->set_sample(s.sample);
+    if (s.is_new) {
+      const RequestParams& p = s.request->params;
+      rpc::SequenceSampling* sampling = seq->mutable_sampling();
+      sampling->set_temperature(p.temperature);
+      sampling->set_top_p(p.top_p);
+      sampling->set_top_k(static_cast<uint32_t>(p.top_k));
+      sampling->set_seed(p.seed);
+      sampling->set_top_logprobs(p.top_logprobs);
+      sampling->set_return_logprob(p.return_logprob);
+    }
+  }
+  return plan;
+}
+
+void Router::Deliver(const RequestUpdate& update, const rpc::SampledToken* sampled) {
+  auto it = streams_.find(update.seq_id);
+  if (it == streams_.end()) return;
+  Stream& s = it->second;
+  const absl::Time now = clock_->Now();
+  v1::GenerateDelta delta;
+  FinishReason finish = update.finish;
+  std::string stop_string;
+  for (int32_t token : update.new_tokens) {
+    if (s.completion_tokens++ == 0) {
+      s.first_token = now;
+      metrics_->FirstToken(absl::ToDoubleSeconds(now - s.arrival),
+                           absl::ToDoubleSeconds(s.first_scheduled - s.arrival));
+    }
+    delta.add_token_ids(token);
+    if (s.logprobs && sampled != nullptr) {
+      v1::TokenLogprob* lp = delta.add_logprobs();
+      lp->set_token_id(token);
+      lp->set_logprob(sampled->logprob());
+      *lp->mutable_top() = sampled->top();
+    }
+    TextStream::Piece piece = s.text->Append(token);
+    delta.mutable_text()->append(piece.text);
+    if (piece.stopped) {
+      if (finish == FinishReason::kNone) {
+        scheduler_->FinishRequests({update.seq_id}, FinishReason::kStop);
+      }
+      finish = FinishReason::kStop;
+      stop_string = piece.stop_string;
+    }
+  }
+  if (finish == FinishReason::kNone) {
+    if (delta.token_ids_size() > 0) s.sink->OnDelta(std::move(delta));
+    return;
+  }
+  if (stop_string.empty()) delta.mutable_text()->append(s.text->Finish());
+  if (delta.token_ids_size() > 0 || !delta.text().empty()) s.sink->OnDelta(std::move(delta));
+  v1::GenerateFinal final;
+  final.set_finish_reason(ToProto(finish));
+  final.set_stop_string(stop_string);
+  v1::Usage* usage = final.mutable_usage();
+  usage->set_prompt_tokens(s.prompt_tokens);
+  usage->set_completion_tokens(s.completion_tokens);
+  usage->set_queue_time_seconds(absl::ToDoubleSeconds(s.first_scheduled - s.arrival));
+  usage->set_time_to_first_token_seconds(absl::ToDoubleSeconds(s.first_token - s.arrival));
+  const double e2e = absl::ToDoubleSeconds(now - s.arrival);
+  usage->set_e2e_seconds(e2e);
+  metrics_->RequestFinished(FinishReasonName(finish), e2e);
+  metrics_->OutputTokens(s.completion_tokens,
+                         s.completion_tokens > 1 ? absl::ToDoubleSeconds(now - s.first_token) /
+                                                       (s.completion_tokens - 1)
+                                                 : -1);
+  s.sink->OnFinal(std::move(final));
+  streams_.erase(it);
+}
+
+void Router::UpdateLoad() {
+  if (!scheduler_) return;
+  metrics_->SetLoad(static_cast<double>(scheduler_->num_waiting()),
+                    static_cast<double>(scheduler_->num_running()),
+                    static_cast<double>(scheduler_->blocks().num_used()),
+                    static_cast<double>(scheduler_->blocks().num_blocks()));
+}
+
+void Router::Loop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+    if (!AwaitGroup()) continue;
+    SchedulerOutput out;
+    ShiftDecision decision;
+    rpc::StepPlan plan;
+    {
+      absl::MutexLock lock(&mu_);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || scheduler_->HasWork();
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(100));
+      if (stopping_) return;
+      if (!scheduler_->HasWork()) continue;
+      out = scheduler_->Schedule();
+      pending_releases_.insert(pending_releases_.end(), out.released_seq_ids.begin(),
+                               out.released_seq_ids.end());
+      if (!out.preempted.empty()) metrics_->Preemptions(static_cast<double>(out.preempted.size()));
+      if (out.empty()) {
+        // Nothing fits this instant (blocks held by steps' results to come).
+        UpdateLoad();
+        auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+        mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(1));
+        continue;
+      }
+      for (const ScheduledSequence& s : out.sequences) {
+        auto it = streams_.find(s.seq_id);
+        if (it != streams_.end() && it->second.first_scheduled == absl::InfiniteFuture()) {
+          it->second.first_scheduled = s.request->first_scheduled;
+        }
+      }
+      decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),
+                                  out.num_decodes, out.max_context});
+      plan = BuildPlan(out, decision.mode);
+    }
+    const absl::Time start = absl::Now();
+    auto results = hub_->RunStep(options_.group, std::move(plan), options_.step_timeout);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+
+    absl::MutexLock lock(&mu_);
+    if (!results.ok()) {
+      const int64_t running = scheduler_->num_running();
+      scheduler_->RequeueAll(out);
+      pending_releases_.clear();
+      if (absl::IsUnavailable(results.status())) group_complete_ = false;
+      Log(absl::StrCat(results.status().message(), "; ", running,
+                       " running requests re-queued until the group re-forms"));
+      UpdateLoad();
+      continue;
+    }
+    const bool switched = last_mode_ != v1::MODE_UNSPECIFIED && last_mode_ != decision.mode;
+    last_mode_ = decision.mode;
+    if (decision.mode == v1::MODE_SP) {
+      modes_.set_sp_steps(modes_.sp_steps() + 1);
+    } else {
+      modes_.set_tp_steps(modes_.tp_steps() + 1);
+    }
+    if (switched) modes_.set_switches(modes_.switches() + 1);
+    metrics_->Step(decision.mode, switched, static_cast<double>(out.num_tokens), seconds);
+
+    const rpc::StepResult& leader = (*results)[0];
+    std::vector<SampledToken> tokens;
+    std::map<uint64_t, const rpc::SampledToken*> by_seq;
+    for (const rpc::SampledToken& t : leader.sampled()) {
+      tokens.push_back({t.seq_id(), t.token_id(), t.logprob()});
+      by_seq[t.seq_id()] = &t;
+    }
+    for (const RequestUpdate& update : scheduler_->UpdateFromOutput(out, tokens)) {
+      auto t = by_seq.find(update.seq_id);
+      Deliver(update, t == by_seq.end() ? nullptr : t->second);
+    }
+    UpdateLoad();
+  }
+}
+
+v1::ModelInfo Router::ModelInfo() const {
+  v1::ModelInfo info;
+  info.set_name(options_.model_name);
+  info.set_architecture(config_.architecture);
+  info.set_vocab_size(static_cast<uint32_t>(config_.vocab_size));
+  info.set_max_model_len(static_cast<uint32_t>(options_.scheduler.max_model_len));
+  info.set_num_layers(static_cast<uint32_t>(config_.num_hidden_layers));
+  info.set_hidden_size(static_cast<uint32_t>(config_.hidden_size));
+  info.set_num_heads(static_cast<uint32_t>(config_.num_attention_heads));
+  info.set_num_kv_heads(static_cast<uint32_t>(config_.num_key_value_heads));
+  info.set_head_dim(static_cast<uint32_t>(config_.head_dim));
+  for (int64_t eos : config_.eos_token_ids) info.add_eos_token_ids(static_cast<int32_t>(eos));
+  info.set_world_size(options_.world_size);
+  info.set_num_groups(1);
+  info.set_shift_policy(options_.shift_policy);
+  return info;
+}
+
+v1::ServerStatus Router::Status() {
+  v1::ServerStatus status;
+  const uint64_t generation = hub_->Generation(options_.group);
+  std::vector<absl::StatusOr<rpc::Register>> regs;
+  for (uint32_t r = 0; r < options_.world_size; ++r) {
+    regs.push_back(hub_->Registration(options_.group, r));
+  }
+  const std::vector<uint32_t> connected = hub_->ConnectedRanks(options_.group);
+  absl::MutexLock lock(&mu_);
+  v1::GroupStatus* group = status.add_groups();
+  group->set_group(options_.group);
+  group->set_generation(generation);
+  group->set_ready(group_complete_);
+  for (uint32_t r = 0; r < options_.world_size; ++r) {
+    v1::RankStatus* rank = group->add_ranks();
+    rank->set_rank(r);
+    rank->set_connected(std::find(connected.begin(), connected.end(), r) != connected.end());
+    if (regs[r].ok()) {
+      rank->set_address(regs[r]->address());
+      rank->set_kv_blocks(regs[r]->kv_blocks());
+      rank->set_weight_bytes(regs[r]->weight_bytes());
+      rank->set_metrics_address(regs[r]->metrics_address());
+    }
+  }
+  if (scheduler_) {
+    group->set_kv_blocks_total(static_cast<uint32_t>(scheduler_->blocks().num_blocks()));
+    group->set_kv_blocks_used(static_cast<uint32_t>(scheduler_->blocks().num_used()));
+    group->set_running_sequences(static_cast<uint32_t>(scheduler_->num_running()));
+    status.set_queued_requests(static_cast<uint32_t>(scheduler_->num_waiting()));
+  }
+  *group->mutable_modes() = modes_;
+  group->set_last_mode(last_mode_);
+  *status.mutable_modes() = modes_;
+  status.set_draining(stopping_);
+  status.set_uptime_seconds(absl::ToDoubleSeconds(clock_->Now() - started_));
+  return status;
+}
+
+}  // namespace shift

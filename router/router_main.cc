@@ -1,0 +1,152 @@
+// shift-router: the server. Serves shift.v1.Generation (plus health and
+// reflection), the workers' control streams and rendezvous store on one gRPC
+// port, and Prometheus /metrics on another; schedules every step of its
+// worker group and decides TP or SP for each.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli.h"
+#include "common/model_config.h"
+#include "common/status.h"
+#include "common/tokenizer.h"
+#include "router/generation_service.h"
+#include "router/rendezvous_service.h"
+#include "router/router.h"
+#include "router/router_metrics.h"
+#include "router/worker_hub.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to serve gRPC and /metrics on");
+ABSL_FLAG(int32_t, port, 50051, "gRPC port: Generation, health, reflection, workers (0: any)");
+ABSL_FLAG(int32_t, metrics_port, 9400, "Prometheus /metrics port (0: any)");
+ABSL_FLAG(std::string, model, "",
+          "Model directory (config.json and tokenizer.json are read; required)");
+ABSL_FLAG(std::string, model_name, "", "Name reported by GetModelInfo (default: directory name)");
+ABSL_FLAG(uint32_t, world_size, 1, "Ranks in the worker group (1, 2, 4 or 8)");
+ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block; must match the workers'");
+ABSL_FLAG(std::string, shift_policy, "threshold",
+          "How each step's mode is chosen: threshold (SP above --shift_threshold tokens), tp "
+          "or sp");
+ABSL_FLAG(int64_t, shift_threshold, 256, "Scheduled tokens above which a step runs in SP");
+ABSL_FLAG(int64_t, max_num_batched_tokens, 2048, "Most tokens scheduled in one step");
+ABSL_FLAG(int64_t, max_num_seqs, 256, "Most sequences in one step");
+ABSL_FLAG(int64_t, max_queued_requests, 1024,
+          "Most requests waiting for admission; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_model_len, 0,
+          "Most prompt plus generated tokens per request (0: the model's context length)");
+ABSL_FLAG(double, step_timeout_s, 120, "Seconds a step may take before the group is re-formed");
+ABSL_FLAG(double, heartbeat_timeout_s, 5, "Seconds of worker silence before a rank is lost");
+ABSL_FLAG(std::string, ports_file, "",
+          "Write \"grpc=PORT metrics=PORT\" here once serving (for scripts using port 0)");
+
+namespace shift {
+namespace {
+
+absl::Status Serve() {
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  SHIFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                         Tokenizer::FromFile(model_dir + "/tokenizer.json"));
+  RouterOptions options;
+  options.model_name = absl::GetFlag(FLAGS_model_name);
+  if (options.model_name.empty()) {
+    std::string dir = model_dir;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    options.model_name = dir.substr(dir.find_last_of('/') + 1);
+  }
+  SHIFT_ASSIGN_OR_RETURN(options.model_fingerprint, ModelFingerprint(model_dir));
+  options.world_size = absl::GetFlag(FLAGS_world_size);
+  if (options.world_size < 1) return absl::InvalidArgumentError("--world_size must be >= 1");
+  options.scheduler.block_size = absl::GetFlag(FLAGS_block_size);
+  options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.scheduler.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  if (options.scheduler.max_model_len == 0) {
+    options.scheduler.max_model_len = config.max_position_embeddings;
+  }
+  options.shift_policy = absl::GetFlag(FLAGS_shift_policy);
+  options.shift_threshold = absl::GetFlag(FLAGS_shift_threshold);
+  options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  options.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout_s));
+
+  RouterMetrics metrics;
+  const std::string host = absl::GetFlag(FLAGS_host);
+  SHIFT_RETURN_IF_ERROR(metrics.Serve(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port))));
+  RendezvousService store;
+  WorkerHubOptions hub_options;
+  hub_options.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
+  WorkerHub hub([&store](uint32_t group, uint64_t generation) {
+    store.AdvanceGeneration(group, generation);
+  }, hub_options);
+  RealClock clock;
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Router> router,
+                         Router::Create(options, config, *tokenizer, &hub, &metrics, &clock));
+  GenerationService generation(router.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
+                           grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&generation);
+  builder.RegisterService(&hub);
+  builder.RegisterService(&store);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve gRPC on ", host, ":", absl::GetFlag(FLAGS_port)));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  std::fprintf(stderr,
+               "shift-router: serving %s on %s:%d, /metrics on %s:%d; waiting for %u rank(s)\n",
+               options.model_name.c_str(), host.c_str(), port, host.c_str(), metrics.port(),
+               options.world_size);
+  if (const std::string file = absl::GetFlag(FLAGS_ports_file); !file.empty()) {
+    std::ofstream(file) << "grpc=" << port << " metrics=" << metrics.port() << "\n";
+  }
+
+  // Health follows the group's readiness until SIGTERM or SIGINT.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  timespec tick{0, 200 * 1000 * 1000};
+  for (;;) {
+    health->SetServingStatus(router->ready());
+    if (sigtimedwait(&signals, nullptr, &tick) > 0) break;
+  }
+  std::fprintf(stderr, "shift-router: stopping\n");
+  health->SetServingStatus(false);
+  router->Stop();
+  hub.Shutdown(options.group, "the router is stopping");
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace shift
+
+int main(int argc, char** argv) {
+  // Signals are taken by sigtimedwait in Serve, so block them in every thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  shift::InitProgram(argc, argv,
+                     "Serves shift.v1.Generation: schedules every step of a worker group and "
+                     "runs each in TP or SP.",
+                     "shift-router --model=DIR --world_size=P [--port=50051]");
+  const absl::Status status = shift::Serve();
+  if (!status.ok()) return shift::ReportFailure(status);
+  return 0;
+}

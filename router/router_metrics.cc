@@ -1,0 +1,132 @@
+#include "router/router_metrics.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
+
+namespace shift {
+namespace {
+
+using prometheus::Histogram;
+
+// Seconds from 1 ms to ~100 s, roughly x2.5 apart.
+Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100};
+}
+
+}  // namespace
+
+RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  prometheus::Registry& r = *registry_;
+  requests_ = &prometheus::BuildCounter()
+                   .Name("shift_requests_total")
+                   .Help("Requests that ended with a final message, by finish reason")
+                   .Register(r);
+  errors_ = &prometheus::BuildCounter()
+                 .Name("shift_request_errors_total")
+                 .Help("Requests that ended with an error status, by gRPC code")
+                 .Register(r);
+  auto gauge = [&](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+  };
+  queue_depth_ = gauge("shift_queue_depth", "Requests waiting for admission");
+  running_ = gauge("shift_running_sequences", "Sequences running on worker groups");
+  blocks_used_ = gauge("shift_kv_blocks_used", "KV blocks held by sequences");
+  blocks_total_ = gauge("shift_kv_blocks_total", "KV blocks the router plans with");
+  mode_ = gauge("shift_mode", "Mode of the latest step: 1 TP, 2 SP (shift.v1.Mode)");
+  auto counter = [&](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
+  };
+  prompt_tokens_ = counter("shift_prompt_tokens_total", "Prompt tokens of admitted requests");
+  generation_tokens_ = counter("shift_generation_tokens_total", "Tokens generated");
+  switches_ = counter("shift_mode_switches_total", "Steps whose mode differs from the previous");
+  preemptions_ = counter("shift_preemptions_total", "Sequences preempted (recomputed later)");
+  auto histogram = [&](const char* name, const char* help) {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({},
+                                                                            LatencyBuckets());
+  };
+  ttft_ = histogram("shift_time_to_first_token_seconds", "Arrival to first generated token");
+  tpot_ = histogram("shift_time_per_output_token_seconds",
+                    "Mean time between generated tokens of a request, after the first");
+  e2e_ = histogram("shift_e2e_request_latency_seconds", "Arrival to final message");
+  queue_time_ = histogram("shift_queue_time_seconds", "Arrival to first scheduled step");
+  auto& steps = prometheus::BuildCounter()
+                    .Name("shift_steps_total")
+                    .Help("Steps executed, by the mode the shift policy chose")
+                    .Register(r);
+  auto& tokens = prometheus::BuildHistogram()
+                     .Name("shift_step_tokens")
+                     .Help("Tokens scheduled per step (the policy's main input), by mode")
+                     .Register(r);
+  auto& duration = prometheus::BuildHistogram()
+                       .Name("shift_step_duration_seconds")
+                       .Help("Router-observed step time (plan sent to last result), by mode")
+                       .Register(r);
+  const Histogram::BucketBoundaries token_buckets = {1,   2,   4,    8,    16,   32,   64,
+                                                     128, 256, 512, 1024, 2048, 4096, 8192};
+  const char* names[2] = {"tp", "sp"};
+  for (int m = 0; m < 2; ++m) {
+    modes_[m] = {&steps.Add({{"mode", names[m]}}),
+                 &tokens.Add({{"mode", names[m]}}, token_buckets),
+                 &duration.Add({{"mode", names[m]}}, LatencyBuckets())};
+  }
+}
+
+absl::Status RouterMetrics::Serve(const std::string& bind) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(bind);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", bind, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  return absl::OkStatus();
+}
+
+int RouterMetrics::port() const { return exposer_ ? exposer_->GetListeningPorts().front() : 0; }
+
+std::string RouterMetrics::Text() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+void RouterMetrics::RequestFinished(const std::string& finish_reason, double e2e_seconds) {
+  requests_->Add({{"finish_reason", finish_reason}}).Increment();
+  e2e_->Observe(e2e_seconds);
+}
+
+void RouterMetrics::RequestFailed(absl::StatusCode code) {
+  errors_->Add({{"code", absl::StatusCodeToString(code)}}).Increment();
+}
+
+void RouterMetrics::FirstToken(double ttft_seconds, double queue_seconds) {
+  ttft_->Observe(ttft_seconds);
+  queue_time_->Observe(queue_seconds);
+}
+
+void RouterMetrics::OutputTokens(double count, double seconds_per_token) {
+  generation_tokens_->Increment(count);
+  if (seconds_per_token >= 0) tpot_->Observe(seconds_per_token);
+}
+
+void RouterMetrics::PromptTokens(double count) { prompt_tokens_->Increment(count); }
+
+void RouterMetrics::Step(v1::Mode mode, bool switched, double tokens, double seconds) {
+  PerMode& m = modes_[mode == v1::MODE_SP ? 1 : 0];
+  m.steps->Increment();
+  m.tokens->Observe(tokens);
+  m.duration->Observe(seconds);
+  if (switched) switches_->Increment();
+  mode_->Set(static_cast<double>(mode));
+}
+
+void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }
+
+void RouterMetrics::SetLoad(double queued, double running, double blocks_used,
+                            double blocks_total) {
+  queue_depth_->Set(queued);
+  running_->Set(running);
+  blocks_used_->Set(blocks_used);
+  blocks_total_->Set(blocks_total);
+}
+
+}  // namespace shift

@@ -1,0 +1,54 @@
+// The router's Prometheus metrics (DESIGN.md, Metrics): requests by how they
+// ended, errors by code, queue and KV usage, token counts, latency
+// histograms, and every shift decision (steps and tokens per mode, switches,
+// the current mode), served on /metrics.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "shift/v1/generation.pb.h"
+
+namespace shift {
+
+class RouterMetrics {
+ public:
+  RouterMetrics();
+  // Serves /metrics on `bind` ("127.0.0.1:0" picks a port).
+  absl::Status Serve(const std::string& bind);
+  int port() const;
+  // The text exposition, as /metrics would serve it.
+  std::string Text() const;
+
+  void RequestFinished(const std::string& finish_reason, double e2e_seconds);
+  void RequestFailed(absl::StatusCode code);
+  void FirstToken(double ttft_seconds, double queue_seconds);
+  void OutputTokens(double count, double seconds_per_token);
+  void PromptTokens(double count);
+  void Step(v1::Mode mode, bool switched, double tokens, double seconds);
+  void Preemptions(double count);
+  void SetLoad(double queued, double running, double blocks_used, double blocks_total);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* errors_;
+  prometheus::Gauge *queue_depth_, *running_, *blocks_used_, *blocks_total_, *mode_;
+  prometheus::Counter *prompt_tokens_, *generation_tokens_, *switches_, *preemptions_;
+  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_;
+  struct PerMode {
+    prometheus::Counter* steps;
+    prometheus::Histogram *tokens, *duration;
+  } modes_[2];
+};
+
+}  // namespace shift

@@ -1,0 +1,280 @@
+#include "router/scheduler.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace shift {
+namespace {
+
+// Running and waiting queues keep arrival order (ties by id).
+bool ArrivedBefore(const Request* a, const Request* b) {
+  return a->arrival != b->arrival ? a->arrival < b->arrival : a->id < b->id;
+}
+
+bool Contains(const std::vector<int32_t>& ids, int32_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerConfig config, const Clock* clock)
+    : config_(config), clock_(clock), blocks_(config.num_blocks, config.block_size) {}
+
+absl::Status Scheduler::AddRequest(std::unique_ptr<Request> request) {
+  const int64_t prompt = static_cast<int64_t>(request->prompt.size());
+  if (requests_.count(request->id)) {
+    return absl::InvalidArgumentError(absl::StrCat("request ", request->id, " already exists"));
+  }
+  if (prompt == 0) return absl::InvalidArgumentError("the prompt is empty");
+  if (request->params.max_tokens < 1) {
+    return absl::InvalidArgumentError("max_tokens must be at least 1");
+  }
+  const int64_t total = prompt + request->params.max_tokens;
+  if (total > config_.max_model_len) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt (", prompt, " tokens) plus max_tokens (",
+                     request->params.max_tokens, ") is ", total,
+                     " tokens, over the maximum model length of ", config_.max_model_len));
+  }
+  // The last token generated is never computed into the cache.
+  const int64_t blocks = (total - 1 + config_.block_size - 1) / config_.block_size;
+  if (blocks > config_.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the prompt plus max_tokens needs ", blocks, " KV blocks; the cache has only ",
+        config_.num_blocks));
+  }
+  Request* r = request.get();
+  r->state = Request::State::kWaiting;
+  r->num_computed = 0;
+  r->on_ranks = false;
+  r->blocks_sent = 0;
+  requests_[r->id] = std::move(request);
+  // Arrival order; a request arriving "earlier" than queued ones (a clock
+  // set back by a simulator) still goes behind them: admission is FIFO.
+  waiting_.push_back(r);
+  return absl::OkStatus();
+}
+
+void Scheduler::Release(Request* r) {
+  blocks_.Free(r->id);
+  if (r->on_ranks) released_.push_back(r->id);
+  r->on_ranks = false;
+  r->blocks_sent = 0;
+  r->num_computed = 0;
+}
+
+void Scheduler::Preempt(Request* r) {
+  running_.erase(std::find(running_.begin(), running_.end(), r));
+  Release(r);
+  r->state = Request::State::kWaiting;
+  ++r->num_preemptions;
+  ++num_preemptions_;
+  waiting_.push_front(r);
+}
+
+SchedulerOutput Scheduler::Schedule() {
+  SchedulerOutput out;
+  const absl::Time now = clock_->Now();
+  int64_t budget = config_.max_num_batched_tokens;
+  bool preempted = false;
+
+  // Schedules `n` tokens of running request `r` (its blocks are allocated).
+  auto add = [&](Request* r, int64_t n) {
+    ScheduledSequence s;
+    s.seq_id = r->id;
+    s.is_new = !r->on_ranks;
+    const std::vector<int32_t>& table = blocks_.Table(r->id);
+    s.new_block_ids.assign(table.begin() + (s.is_new ? 0 : r->blocks_sent), table.end());
+    r->on_ranks = true;
+    r->blocks_sent = table.size();
+    s.start_position = r->num_computed;
+    s.token_ids.reserve(n);
+    for (int64_t i = 0; i < n; ++i) s.token_ids.push_back(r->token(r->num_computed + i));
+    r->num_computed += n;
+    s.sample = r->num_computed == r->num_tokens();
+    s.request = r;
+    if (r->first_scheduled == absl::InfiniteFuture()) r->first_scheduled = now;
+    out.num_tokens += n;
+    if (n == 1 && s.sample && !s.is_new) ++out.num_decodes;
+    out.max_context = std::max(out.max_context, r->num_computed);
+    budget -= n;
+    out.sequences.push_back(std::move(s));
+  };
+  // Allocates blocks for `n` more tokens of running request i, preempting
+  // the latest arrivals while they run short. False when `r` itself went.
+  auto allocate = [&](size_t i, int64_t n) {
+    Request* r = running_[i];
+    while (!blocks_.Append(r->id, r->num_computed + n)) {
+      Request* victim = running_.back();
+      Preempt(victim);
+      out.preempted.push_back(victim->id);
+      preempted = true;
+      if (victim == r) return false;
+    }
+    return true;
+  };
+
+  // Decodes first, then running prefills; both in arrival order.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < running_.size(); ++i) {
+      Request* r = running_[i];
+      const int64_t remaining = r->num_tokens() - r->num_computed;
+      if (remaining <= 0 || (pass == 0) != (remaining == 1)) continue;
+      if (budget <= 0 || static_cast<int64_t>(out.sequences.size()) >= config_.max_num_seqs) break;
+      const int64_t n = std::min(remaining, budget);
+      if (!allocate(i, n)) break;
+      add(r, n);
+    }
+  }
+
+  // Admission, FIFO, only with free blocks and never in a step that had to
+  // preempt (the preempted would be re-admitted at once).
+  while (!preempted && !waiting_.empty() && budget > 0 &&
+         static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs) {
+    Request* r = waiting_.front();
+    const int64_t fits = blocks_.num_free() * config_.block_size;
+    const int64_t n = std::min({r->num_tokens(), budget, fits});
+    if (n <= 0) break;
+    waiting_.pop_front();
+    r->state = Request::State::kRunning;
+    running_.insert(std::upper_bound(running_.begin(), running_.end(), r, ArrivedBefore), r);
+    const bool allocated = blocks_.Append(r->id, n);
+    SHIFT_CHECK(allocated);
+    add(r, n);
+  }
+
+  out.released_seq_ids = std::move(released_);
+  released_.clear();
+  if (!out.sequences.empty()) out.step_id = next_step_id_++;
+  return out;
+}
+
+std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& output,
+                                                       absl::Span<const SampledToken> sampled) {
+  std::vector<RequestUpdate> updates;
+  const absl::Time now = clock_->Now();
+  for (const SampledToken& t : sampled) {
+    auto it = requests_.find(t.seq_id);
+    if (it == requests_.end()) continue;  // finished (e.g. cancelled) meanwhile
+    Request* r = it->second.get();
+    const bool scheduled = std::any_of(
+        output.sequences.begin(), output.sequences.end(),
+        [&](const ScheduledSequence& s) { return s.seq_id == t.seq_id && s.sample; });
+    if (!scheduled || r->state != Request::State::kRunning ||
+        r->num_computed != r->num_tokens()) {
+      continue;
+    }
+    r->output.push_back(t.token_id);
+    if (r->params.return_logprob) r->logprobs.push_back(t.logprob);
+    if (r->first_token == absl::InfiniteFuture()) r->first_token = now;
+    RequestUpdate update;
+    update.seq_id = r->id;
+    update.new_tokens.push_back(t.token_id);
+    if (r->params.return_logprob) update.new_logprobs.push_back(t.logprob);
+    if (Contains(r->params.stop_token_ids, t.token_id)) {
+      update.finish = FinishReason::kStop;
+    } else if (!r->params.ignore_eos && Contains(r->params.eos_token_ids, t.token_id)) {
+      update.finish = FinishReason::kEos;
+    } else if (r->output.size() >= r->params.max_tokens) {
+      update.finish = FinishReason::kLength;
+    }
+    if (update.finish != FinishReason::kNone) {
+      r->finish = update.finish;
+      running_.erase(std::find(running_.begin(), running_.end(), r));
+      Release(r);
+      r->state = Request::State::kFinished;
+      requests_.erase(it);
+    }
+    updates.push_back(std::move(update));
+  }
+  return updates;
+}
+
+std::vector<RequestUpdate> Scheduler::FinishRequests(absl::Span<const uint64_t> ids,
+                                                     FinishReason reason) {
+  std::vector<RequestUpdate> updates;
+  for (uint64_t id : ids) {
+    auto it = requests_.find(id);
+    if (it == requests_.end()) continue;
+    Request* r = it->second.get();
+    if (r->state == Request::State::kWaiting) {
+      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));
+    } else {
+      running_.erase(std::find(running_.begin(), running_.end(), r));
+    }
+    Release(r);
+    r->state = Request::State::kFinished;
+    r->finish = reason;
+    RequestUpdate update;
+    update.seq_id = id;
+    update.finish = reason;
+    updates.push_back(std::move(update));
+    requests_.erase(it);
+  }
+  return updates;
+}
+
+void Scheduler::RequeueAll(const SchedulerOutput&) {
+  // The ranks lost every sequence, so none needs releasing.
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+    Request* r = *it;
+    blocks_.Free(r->id);
+    r->on_ranks = false;
+    r->blocks_sent = 0;
+    r->num_computed = 0;
+    r->state = Request::State::kWaiting;
+    waiting_.push_front(r);
+  }
+  running_.clear();
+  released_.clear();
+}
+
+const Request* Scheduler::Find(uint64_t id) const {
+  auto it = requests_.find(id);
+  return it == requests_.end() ? nullptr : it->second.get();
+}
+
+absl::Status Scheduler::CheckConsistency() const {
+  SHIFT_RETURN_IF_ERROR(blocks_.CheckConsistency());
+  size_t seen = 0;
+  for (const Request* r : waiting_) {
+    ++seen;
+    if (r->state != Request::State::kWaiting || !requests_.count(r->id)) {
+      return absl::InternalError(absl::StrCat("request ", r->id, " is waiting in a wrong state"));
+    }
+    if (!blocks_.Table(r->id).empty() || r->num_computed != 0) {
+      return absl::InternalError(absl::StrCat("waiting request ", r->id, " holds ",
+                                              blocks_.Table(r->id).size(), " blocks"));
+    }
+  }
+  int64_t held = 0;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    const Request* r = running_[i];
+    ++seen;
+    if (r->state != Request::State::kRunning || !requests_.count(r->id)) {
+      return absl::InternalError(absl::StrCat("request ", r->id, " is running in a wrong state"));
+    }
+    if (i > 0 && ArrivedBefore(r, running_[i - 1])) {
+      return absl::InternalError("running requests are out of arrival order");
+    }
+    const int64_t blocks = static_cast<int64_t>(blocks_.Table(r->id).size());
+    if (blocks * config_.block_size < r->num_computed) {
+      return absl::InternalError(absl::StrCat("request ", r->id, " computed ", r->num_computed,
+                                              " tokens into ", blocks, " blocks"));
+    }
+    held += blocks;
+  }
+  if (seen != requests_.size()) {
+    return absl::InternalError(absl::StrCat(requests_.size(), " requests but ", seen,
+                                            " in the queues"));
+  }
+  if (held != blocks_.num_used()) {
+    return absl::InternalError(absl::StrCat("running requests hold ", held, " blocks but ",
+                                            blocks_.num_used(), " are in use"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace shift

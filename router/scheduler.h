@@ -1,0 +1,128 @@
+// The router's scheduler: continuous batching over one worker group's KV
+// blocks. Each Schedule() builds one step: every running decode first (one
+// token each), then prefill chunks (running partial prefills, then waiting
+// requests in arrival order) within --max-num-batched-tokens and
+// --max-num-seqs. When blocks run out, the most recently arrived running
+// sequence is preempted by recompute: its blocks are freed, the ranks are
+// told to drop it, and it waits at the head of the queue to recompute its
+// prompt and output so far. A pure function of its state, the step results
+// it is given and the injected clock: no gRPC, no threads, no locks (the
+// caller serialises calls).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "router/block_manager.h"
+#include "router/clock.h"
+#include "router/request.h"
+
+namespace shift {
+
+struct SchedulerConfig {
+  int64_t max_num_batched_tokens = 2048;  // tokens per step, all sequences
+  int64_t max_num_seqs = 256;             // sequences per step
+  int64_t max_model_len = 4096;           // prompt + max_tokens per request
+  int64_t num_blocks = 0;                 // KV blocks of the group
+  int64_t block_size = 16;                // tokens per block
+};
+
+// One sequence's part of a step, as the ranks will get it.
+struct ScheduledSequence {
+  uint64_t seq_id = 0;
+  // First time the ranks see the sequence (or again after a preemption or a
+  // group re-forming): new_block_ids is then its whole table, and the
+  // request's sampling parameters go with it.
+  bool is_new = false;
+  std::vector<int32_t> token_ids;  // tokens whose KV this step computes
+  int64_t start_position = 0;      // position of token_ids[0]
+  std::vector<int32_t> new_block_ids;
+  bool sample = false;  // the step ends at the sequence's last token
+  const Request* request = nullptr;  // valid until the next call that changes state
+};
+
+struct SchedulerOutput {
+  uint64_t step_id = 0;  // 0: nothing to run
+  // Decodes first, then prefill chunks.
+  std::vector<ScheduledSequence> sequences;
+  // Sequences the ranks must forget before this step: finished, cancelled or
+  // preempted since the last step.
+  std::vector<uint64_t> released_seq_ids;
+  int64_t num_tokens = 0;
+  int64_t num_decodes = 0;   // sequences with one token and a sample
+  int64_t max_context = 0;   // start_position + tokens, the largest
+  // Sequences preempted while building this step.
+  std::vector<uint64_t> preempted;
+  bool empty() const { return sequences.empty(); }
+};
+
+// The leader's answer for one sequence of a step.
+struct SampledToken {
+  uint64_t seq_id = 0;
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+};
+
+// What a step (or a FinishRequests call) did to one request.
+struct RequestUpdate {
+  uint64_t seq_id = 0;
+  std::vector<int32_t> new_tokens;  // at most one per step
+  std::vector<float> new_logprobs;  // with return_logprob
+  FinishReason finish = FinishReason::kNone;  // set when the request ended
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig config, const Clock* clock);
+
+  const SchedulerConfig& config() const { return config_; }
+  // Queues a request (id unique, prompt non-empty, prompt + max_tokens within
+  // max_model_len and within the whole KV cache); INVALID_ARGUMENT otherwise.
+  absl::Status AddRequest(std::unique_ptr<Request> request);
+  // Builds the next step. An empty output (step_id 0) means nothing can run,
+  // though released_seq_ids may still need sending.
+  SchedulerOutput Schedule();
+  // Applies the leader's sampled tokens for `output` (one per sequence with
+  // `sample`); returns one update per sequence that got a token or finished.
+  // Finished requests free their blocks and are removed.
+  std::vector<RequestUpdate> UpdateFromOutput(const SchedulerOutput& output,
+                                              absl::Span<const SampledToken> sampled);
+  // Ends requests wherever they are (waiting or running); unknown ids are
+  // ignored. Their blocks are free when this returns.
+  std::vector<RequestUpdate> FinishRequests(absl::Span<const uint64_t> ids, FinishReason reason);
+  // The step in `output` failed and the group's ranks lost every sequence
+  // (it re-forms): all running requests go back to the head of the queue to
+  // recompute, in arrival order.
+  void RequeueAll(const SchedulerOutput& output);
+
+  const Request* Find(uint64_t id) const;
+  bool HasWork() const { return !waiting_.empty() || !running_.empty(); }
+  int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
+  int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t num_preemptions() const { return num_preemptions_; }
+  const BlockManager& blocks() const { return blocks_; }
+  // Blocks owned only by live requests, each request in exactly one queue.
+  absl::Status CheckConsistency() const;
+
+ private:
+  void Preempt(Request* request);
+  void Release(Request* request);
+  std::unique_ptr<Request> Take(uint64_t id);
+
+  SchedulerConfig config_;
+  const Clock* clock_;
+  BlockManager blocks_;
+  std::map<uint64_t, std::unique_ptr<Request>> requests_;
+  std::deque<Request*> waiting_;  // arrival order, preempted ones first
+  std::vector<Request*> running_;  // arrival order
+  std::vector<uint64_t> released_;  // since the last Schedule
+  uint64_t next_step_id_ = 1;
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace shift
