@@ -121,7 +121,9 @@ absl::Status Serve() {
   sigaddset(&signals, SIGINT);
   timespec tick{0, 200 * 1000 * 1000};
   for (;;) {
-    health->SetServingStatus(router->ready());
+    const bool ready = router->ready();
+    health->SetServingStatus(ready);
+    health->SetServingStatus("shift.v1.Generation", ready);
     if (sigtimedwait(&signals, nullptr, &tick) > 0) break;
   }
   std::fprintf(stderr, "shift-router: stopping\n");

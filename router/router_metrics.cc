@@ -33,7 +33,7 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
   queue_depth_ = gauge("shift_queue_depth", "Requests waiting for admission");
   running_ = gauge("shift_running_sequences", "Sequences running on worker groups");
   blocks_used_ = gauge("shift_kv_blocks_used", "KV blocks held by sequences");
-  blocks_total_ = gauge("shift_kv_blocks_total", "KV blocks the router plans with");
+  blocks_total_ = gauge("shift_kv_blocks_capacity", "KV blocks the router plans with");
   mode_ = gauge("shift_mode", "Mode of the latest step: 1 TP, 2 SP (shift.v1.Mode)");
   auto counter = [&](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});

@@ -7,6 +7,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/cli.h"
 #include "common/detokenizer.h"
 #include "worker/engine.h"
@@ -26,6 +29,7 @@ ABSL_FLAG(int64_t, chunk, 256, "Prefill chunk size in tokens");
 ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "Bytes for the KV cache of all layers");
 ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block");
 ABSL_FLAG(int32_t, threads, 2, "GEMM threads (results do not depend on it)");
+ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids (overrides --prompt)");
 ABSL_FLAG(bool, print_ids, false,
           "Print sequence 0's generated token ids (space-separated) instead of its text");
 
@@ -51,7 +55,16 @@ int Main() {
   const Tokenizer& tokenizer = *files->tokenizer;
 
   std::vector<int32_t> prompt;
-  if (const int64_t n = absl::GetFlag(FLAGS_prompt_tokens); n > 0) {
+  if (const std::string ids = absl::GetFlag(FLAGS_prompt_ids); !ids.empty()) {
+    for (absl::string_view id : absl::StrSplit(ids, ',')) {
+      int32_t value = 0;
+      if (!absl::SimpleAtoi(id, &value) || value < 0 || value >= engine.config().vocab_size) {
+        return ReportFailure(absl::InvalidArgumentError(
+            absl::StrCat("--prompt_ids: \"", id, "\" is not a token id of this model")));
+      }
+      prompt.push_back(value);
+    }
+  } else if (const int64_t n = absl::GetFlag(FLAGS_prompt_tokens); n > 0) {
     std::mt19937 rng(1);
     for (int64_t i = 0; i < n; ++i)
       prompt.push_back(static_cast<int32_t>(rng() % tokenizer.vocab_size()));
@@ -106,7 +119,8 @@ int Main() {
   IncrementalDetokenizer detokenizer(tokenizer, /*skip_special=*/true);
   const auto& eos = engine.config().eos_token_ids;
   const bool print_ids = absl::GetFlag(FLAGS_print_ids);
-  if (!print_ids && absl::GetFlag(FLAGS_prompt_tokens) == 0) {
+  if (!print_ids && absl::GetFlag(FLAGS_prompt_tokens) == 0 &&
+      absl::GetFlag(FLAGS_prompt_ids).empty()) {
     std::printf("%s", absl::GetFlag(FLAGS_prompt).c_str());
   }
   std::vector<bool> done(batch, false);

@@ -1,0 +1,375 @@
+"""End-to-end tests of shift-router with real worker processes on 127.0.0.1,
+driven by an independent client (tests/python/shift_client.py: grpcio and a
+hand-written wire codec, no generated stubs).
+
+Two deployments of a tiny generated model:
+  - a P = 2 group with a low shift threshold, so prefills run in SP and
+    decodes in TP: greedy tokens must equal the single-rank engine's
+    (shift-generate), bit for bit; 64 concurrent requests; cancellation,
+    deadlines, invalid input; metrics checked with promtool;
+  - a P = 1 group with a KV cache too small for its load and a short queue:
+    preemption (same tokens after recompute) and RESOURCE_EXHAUSTED.
+Every process started is stopped, and killed if it does not stop in time.
+"""
+
+import concurrent.futures
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shift_client  # noqa: E402
+
+BIN = os.environ.get("SHIFT_BINARY_DIR", "build")
+ROUTER = os.path.join(BIN, "router", "shift-router")
+WORKER = os.path.join(BIN, "worker", "shift-worker")
+MKMODEL = os.path.join(BIN, "tools", "shift-mkmodel")
+GENERATE = os.path.join(BIN, "tools", "shift-generate")
+PROMTOOL = "/usr/bin/promtool"
+
+PROMPTS = [
+    "The lighthouse keeper",
+    "Tensor or sequence parallel? Why not both, step by step, as the load demands it.",
+    "¿Por qué no los dos? 你好 🚀",
+    "a",
+    "Once upon a time, in a data center far away, a router scheduled every step of a "
+    "worker group and chose for each one the mode that suited it best.",
+]
+
+
+def reference_ids(model, prompt, max_tokens, ignore_eos=False):
+    """Greedy token ids from the single-rank engine; `prompt` is text or ids."""
+    given = ("--prompt=" + prompt if isinstance(prompt, str)
+             else "--prompt_ids=" + ",".join(map(str, prompt)))
+    out = subprocess.run(
+        [GENERATE, "--model=" + model, given, "--max_tokens=%d" % max_tokens,
+         "--print_ids", "--threads=1", "--ignore_eos=%s" % ("true" if ignore_eos else "false")],
+        check=True, capture_output=True, text=True, timeout=120)
+    return [int(t) for t in out.stdout.split()]
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def metric(text, series):
+    m = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def http_get(address):
+    with urllib.request.urlopen("http://%s/metrics" % address, timeout=10) as r:
+        return r.read().decode()
+
+
+class Deployment:
+    """A router and its worker ranks, as processes."""
+
+    def __init__(self, tmp, name, model, world_size, router_flags, worker_flags):
+        self.tmp = tmp
+        self.procs = []
+        ports = os.path.join(tmp, name + ".ports")
+        self.logs = []
+        self.router = self._spawn(name + "-router", [
+            ROUTER, "--model=" + model, "--host=127.0.0.1", "--port=0", "--metrics_port=0",
+            "--ports_file=" + ports, "--world_size=%d" % world_size] + router_flags)
+        deadline = time.time() + 30
+        while not (os.path.exists(ports) and read(ports).endswith("\n")):
+            if time.time() > deadline or self.router.poll() is not None:
+                raise RuntimeError("the router did not start:\n" + self.log(0))
+            time.sleep(0.05)
+        fields = dict(kv.split("=") for kv in read(ports).split())
+        self.address = "127.0.0.1:" + fields["grpc"]
+        self.metrics_address = "127.0.0.1:" + fields["metrics"]
+        for r in range(world_size):
+            self._spawn("%s-rank%d" % (name, r), [
+                WORKER, "--router=" + self.address, "--rank=%d" % r,
+                "--world_size=%d" % world_size, "--model=" + model, "--threads=1"] + worker_flags)
+        self.client = shift_client.Client(self.address)
+        deadline = time.time() + 60
+        while not self.client.status()["groups"][0]["ready"]:
+            if time.time() > deadline:
+                raise RuntimeError("the group did not form:\n" + "\n".join(
+                    self.log(i) for i in range(len(self.procs))))
+            time.sleep(0.05)
+
+    def _spawn(self, name, args):
+        path = os.path.join(self.tmp, name + ".log")
+        self.logs.append(path)
+        with open(path, "w") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, i):
+        return read(self.logs[i])
+
+    def stop(self):
+        """SIGTERM to the router, which tells its workers to exit; returns
+        the exit codes. Anything still alive after 15 s is killed."""
+        self.router.send_signal(signal.SIGTERM)
+        codes = []
+        for proc in self.procs:
+            try:
+                codes.append(proc.wait(timeout=15))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                codes.append("killed")
+        return codes
+
+
+class RouterE2ETest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="shift-e2e-")
+        cls.model = os.path.join(cls.tmp, "model")
+        subprocess.run([MKMODEL, "--preset=tiny", "--seed=7", "--out=" + cls.model], check=True,
+                       capture_output=True, timeout=60)
+        cls.shifting = None
+        cls.small = None
+        try:
+            cls.shifting = Deployment(cls.tmp, "shifting", cls.model, 2, [
+                "--shift_threshold=12", "--max_num_batched_tokens=48", "--max_num_seqs=32",
+                "--max_queued_requests=256", "--max_model_len=512", "--block_size=8"],
+                ["--block_size=8", "--kv_cache_bytes=4194304"])
+            # 14 blocks of 16 tokens: two 120-token sequences cannot both fit.
+            cls.small = Deployment(cls.tmp, "small", cls.model, 1, [
+                "--max_queued_requests=2", "--max_num_seqs=4", "--max_model_len=512"],
+                ["--kv_cache_bytes=%d" % (14 * 8192)])
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in (cls.shifting, cls.small):
+            if d is not None:
+                codes = d.stop()
+                if codes != [0] * len(codes):
+                    print("exit codes", codes, file=sys.stderr)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_greedy_tokens_equal_the_single_rank_engine_while_modes_shift(self):
+        c = self.shifting.client
+        for prompt in PROMPTS:
+            want = reference_ids(self.model, prompt, 20)
+            ids, text, final, _ = c.generate(text=prompt, max_tokens=20)
+            self.assertEqual(ids, want, prompt)
+            self.assertIn(final["finish_reason"], ("length", "eos"))
+            self.assertEqual(final["usage"]["completion_tokens"], len(ids))
+            self.assertGreater(final["usage"]["time_to_first_token_seconds"], 0)
+        modes = c.status()["modes"]
+        self.assertGreater(modes["tp_steps"], 0, modes)
+        self.assertGreater(modes["sp_steps"], 0, modes)
+        self.assertGreater(modes["switches"], 0, modes)
+        text = http_get(self.shifting.metrics_address)
+        self.assertGreater(metric(text, 'shift_steps_total{mode="tp"}'), 0)
+        self.assertGreater(metric(text, 'shift_steps_total{mode="sp"}'), 0)
+        self.assertGreater(metric(text, "shift_mode_switches_total"), 0)
+
+    def test_prompt_as_ids_stop_strings_and_logprobs(self):
+        c = self.shifting.client
+        prompt = PROMPTS[1]
+        ids, text, final, _ = c.generate(text=prompt, max_tokens=20, ignore_eos=True)
+        # A prompt given as token ids.
+        prompt_ids = ids[:9] + [5, 17]
+        self.assertEqual(c.generate(token_ids=prompt_ids, max_tokens=10, ignore_eos=True)[0],
+                         reference_ids(self.model, prompt_ids, 10, ignore_eos=True))
+        info = c.model_info()
+        self.assertEqual(info["world_size"], 2)
+        self.assertEqual(info["shift_policy"], "threshold")
+        # Stop at a piece of the text: it is not returned.
+        words = [w for w in re.split(r"(\s+)", text) if w.strip() and "\ufffd" not in w]
+        self.assertTrue(words, text)
+        if words:
+            stop = words[len(words) // 2]
+            cut = text.index(stop)
+            _, stopped_text, stopped, _ = c.generate(text=prompt, max_tokens=20, stop=[stop],
+                                                     ignore_eos=True)
+            self.assertEqual(stopped["finish_reason"], "stop")
+            self.assertEqual(stopped["stop_string"], stop)
+            self.assertEqual(stopped_text, text[:cut])
+        # A stop token id ends generation and is returned.
+        _, _, by_id, _ = c.generate(text=prompt, max_tokens=20, stop_token_ids=[ids[3]],
+                                    ignore_eos=True)
+        self.assertEqual(by_id["finish_reason"], "stop")
+        self.assertLessEqual(by_id["usage"]["completion_tokens"], 4)
+        # Log probabilities: one per token, the sampled one among the best.
+        lp_ids, _, _, deltas = c.generate(text=prompt, max_tokens=5, top_logprobs=3,
+                                          ignore_eos=True)
+        self.assertEqual(lp_ids, ids[:5])
+        logprobs = [lp for d in deltas for lp in d["logprobs"]]
+        self.assertEqual(len(logprobs), 5)
+        for token, lp in zip(lp_ids, logprobs):
+            self.assertEqual(lp["token_id"], token)
+            self.assertLessEqual(lp["logprob"], 0.0)
+            self.assertEqual(len(lp["top"]), 3)
+            self.assertEqual(lp["top"][0][0], token)  # greedy: the best one
+            self.assertAlmostEqual(lp["top"][0][1], lp["logprob"], places=5)
+        # Seeded sampling is reproducible.
+        a = c.generate(text=prompt, max_tokens=12, temperature=0.8, top_p=0.9, seed=42)[0]
+        b = c.generate(text=prompt, max_tokens=12, temperature=0.8, top_p=0.9, seed=42)[0]
+        self.assertEqual(a, b)
+
+    def test_64_concurrent_requests_of_mixed_lengths(self):
+        c = self.shifting.client
+        rng = random.Random(3)
+        cases = []
+        for i in range(64):
+            prompt = PROMPTS[i % len(PROMPTS)] * rng.randint(1, 3)
+            cases.append((prompt, rng.randint(1, 24)))
+        refs = {}
+        for prompt, n in cases:
+            key = (prompt, 24)
+            if key not in refs:
+                refs[key] = reference_ids(self.model, prompt, 24)
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(
+                lambda case: c.generate(text=case[0], max_tokens=case[1]), cases))
+        for (prompt, n), (ids, _, final, _) in zip(cases, results):
+            want = refs[(prompt, 24)][:n]
+            if final["finish_reason"] == "eos":
+                want = want[:len(ids)]
+            self.assertEqual(ids, want, (prompt, n))
+        self.wait_idle(self.shifting)
+
+    def wait_idle(self, deployment):
+        """Waits until no request runs; then no KV block may be in use."""
+        deadline = time.time() + 20
+        while True:
+            g = deployment.client.status()["groups"][0]
+            if g["running_sequences"] == 0 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(g["running_sequences"], 0)
+        self.assertEqual(g["kv_blocks_used"], 0, "KV blocks leaked")
+
+    def test_cancellation_and_deadline_leave_others_unharmed(self):
+        c = self.shifting.client
+        prompt = PROMPTS[0]
+        want = reference_ids(self.model, prompt, 16)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            other = pool.submit(c.generate, text=prompt, max_tokens=16)
+            call = c.generate_stream(text=PROMPTS[4], max_tokens=400, ignore_eos=True)
+            got = 0
+            for _ in call:
+                got += 1
+                if got == 3:
+                    call.cancel()
+                    break
+            with self.assertRaises(grpc.RpcError) as cancelled:
+                for _ in call:
+                    pass
+            self.assertEqual(cancelled.exception.code(), grpc.StatusCode.CANCELLED)
+            with self.assertRaises(grpc.RpcError) as late:
+                c.generate(timeout=0.3, text=PROMPTS[4], max_tokens=400, ignore_eos=True)
+            self.assertEqual(late.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.assertEqual(other.result()[0], want)
+        self.wait_idle(self.shifting)
+        text = http_get(self.shifting.metrics_address)
+        self.assertGreaterEqual(metric(text, 'shift_request_errors_total{code="CANCELLED"}'), 1)
+        self.assertGreaterEqual(
+            metric(text, 'shift_request_errors_total{code="DEADLINE_EXCEEDED"}'), 1)
+
+    def test_invalid_requests_are_refused_and_others_go_on(self):
+        c = self.shifting.client
+        prompt = PROMPTS[0]
+        want = reference_ids(self.model, prompt, 12)
+        bad = [
+            dict(text=""),
+            dict(token_ids=[]),
+            dict(text=prompt, max_tokens=0),
+            dict(text=prompt, max_tokens=600),  # over --max_model_len
+            dict(text=prompt, temperature=-1.0),
+            dict(text=prompt, top_p=1.5),
+            dict(token_ids=[1, 5, 1024]),  # vocab is 1024
+            dict(text=prompt, stop=[""]),
+            dict(text=prompt, stop_token_ids=[5000]),
+            dict(text=prompt, top_logprobs=21),
+        ]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            good = pool.submit(c.generate, text=prompt, max_tokens=12)
+            for request in bad:
+                request.setdefault("max_tokens", 8)
+                with self.assertRaises(grpc.RpcError) as e:
+                    c.generate(**request)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, request)
+                self.assertTrue(e.exception.details(), request)
+            self.assertEqual(good.result()[0], want)
+        # Garbage bytes are not a request either, and the server stays up.
+        raw = c.channel.unary_stream("/shift.v1.Generation/Generate")
+        with self.assertRaises(grpc.RpcError):
+            for _ in raw(b"\xff\xff\xff\xff", timeout=10):
+                pass
+        self.assertEqual(c.generate(text=prompt, max_tokens=12)[0], want)
+
+    def test_preemption_keeps_tokens_and_full_queue_is_refused(self):
+        c = self.small.client
+        prompt = PROMPTS[4]  # about 40 tokens
+        want = reference_ids(self.model, prompt, 80, ignore_eos=True)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            runs = [pool.submit(c.generate, text=prompt, max_tokens=80, ignore_eos=True)
+                    for _ in range(3)]
+            results = [r.result() for r in runs]
+        for ids, _, final, _ in results:
+            self.assertEqual(final["finish_reason"], "length")
+            self.assertEqual(ids, want)
+        text = http_get(self.small.metrics_address)
+        self.assertGreater(metric(text, "shift_preemptions_total"), 0)
+        self.wait_idle(self.small)
+        # Queue of 2: of many long requests at once, some are refused.
+        codes = []
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            def one(_):
+                try:
+                    c.generate(text=prompt, max_tokens=60, ignore_eos=True)
+                    return "OK"
+                except grpc.RpcError as e:
+                    return e.code().name
+            codes = list(pool.map(one, range(12)))
+        self.assertIn("RESOURCE_EXHAUSTED", codes)
+        self.assertIn("OK", codes)
+        self.wait_idle(self.small)
+
+    def test_health_status_and_metrics_pass_promtool(self):
+        d = self.shifting
+        self.assertEqual(d.client.health(), 1)
+        self.assertEqual(d.client.health("shift.v1.Generation"), 1)
+        status = d.client.status()
+        group = status["groups"][0]
+        self.assertTrue(group["ready"])
+        self.assertEqual(len(group["ranks"]), 2)
+        self.assertTrue(all(r["connected"] for r in group["ranks"]))
+        self.assertGreater(group["kv_blocks_total"], 0)
+        texts = [http_get(d.metrics_address)] + [
+            http_get(r["metrics_address"]) for r in group["ranks"]]
+        for name in ["shift_requests_total", "shift_request_errors_total", "shift_queue_depth",
+                     "shift_running_sequences", "shift_kv_blocks_used", "shift_kv_blocks_capacity",
+                     "shift_prompt_tokens_total", "shift_generation_tokens_total",
+                     "shift_time_to_first_token_seconds", "shift_time_per_output_token_seconds",
+                     "shift_e2e_request_latency_seconds", "shift_queue_time_seconds",
+                     "shift_step_tokens", "shift_step_duration_seconds", "shift_steps_total",
+                     "shift_mode_switches_total", "shift_preemptions_total", "shift_mode"]:
+            self.assertIn("# TYPE %s " % name, texts[0])
+        if os.access(PROMTOOL, os.X_OK):
+            for text in texts:
+                check = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                                       capture_output=True, text=True, timeout=30)
+                self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
