@@ -1,5 +1,5 @@
 """End-to-end tests of shift-router with real worker processes on 127.0.0.1,
-driven by an independent client (tests/python/shift_client.py: grpcio and a
+driven by an independent client (tools/python/shift_client.py: grpcio and a
 hand-written wire codec, no generated stubs).
 
 Two deployments of a tiny generated model:
@@ -27,7 +27,7 @@ import urllib.request
 
 import grpc
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "python"))
 import shift_client  # noqa: E402
 
 BIN = os.environ.get("SHIFT_BINARY_DIR", "build")
