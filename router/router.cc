@@ -1,6 +1,7 @@
 #include "router/router.h"
 
 #include <cmath>
+#include <optional>
 #include <cstdio>
 #include <random>
 
@@ -348,10 +349,19 @@ void Router::UpdateLoad() {
 }
 
 void Router::Loop() {
+  // The previous step's results, streamed while the group runs the next one.
+  std::vector<std::pair<RequestUpdate, std::optional<rpc::SampledToken>>> undelivered;
+  auto deliver = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (auto& [update, token] : undelivered) Deliver(update, token ? &*token : nullptr);
+    undelivered.clear();
+  };
+  // When the group finished its last step, if work followed at once.
+  absl::Time completed = absl::InfinitePast();
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
+      if (!group_complete_) deliver();
     }
     if (!AwaitGroup()) continue;
     SchedulerOutput out;
@@ -359,19 +369,25 @@ void Router::Loop() {
     rpc::StepPlan plan;
     {
       absl::MutexLock lock(&mu_);
-      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || scheduler_->HasWork();
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(100));
-      if (stopping_) return;
-      if (!scheduler_->HasWork()) continue;
+      if (!scheduler_->HasWork()) {
+        deliver();
+        completed = absl::InfinitePast();  // idle, not overhead
+        auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || scheduler_->HasWork();
+        };
+        mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(100));
+        if (stopping_) return;
+        if (!scheduler_->HasWork()) continue;
+      }
       out = scheduler_->Schedule();
       pending_releases_.insert(pending_releases_.end(), out.released_seq_ids.begin(),
                                out.released_seq_ids.end());
       if (!out.preempted.empty()) metrics_->Preemptions(static_cast<double>(out.preempted.size()));
       if (out.empty()) {
-        // Nothing fits this instant (blocks held by steps' results to come).
+        // Nothing fits this instant.
+        deliver();
         UpdateLoad();
+        completed = absl::InfinitePast();
         auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
         mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(1));
         continue;
@@ -386,21 +402,32 @@ void Router::Loop() {
                                   out.num_decodes, out.max_context});
       plan = BuildPlan(out, decision.mode);
     }
-    const absl::Time start = absl::Now();
-    auto results = hub_->RunStep(options_.group, std::move(plan), options_.step_timeout);
-    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    absl::Status started = hub_->StartStep(options_.group, std::move(plan));
+    const absl::Time sent = absl::Now();
+    if (started.ok() && completed != absl::InfinitePast()) {
+      metrics_->RouterOverhead(absl::ToDoubleSeconds(sent - completed));
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      deliver();  // while the group computes
+    }
+    absl::StatusOr<WorkerHub::StepOutcome> outcome =
+        started.ok() ? hub_->WaitStep(options_.group, options_.step_timeout)
+                     : absl::StatusOr<WorkerHub::StepOutcome>(started);
 
     absl::MutexLock lock(&mu_);
-    if (!results.ok()) {
+    if (!outcome.ok()) {
       const int64_t running = scheduler_->num_running();
       scheduler_->RequeueAll(out);
       pending_releases_.clear();
-      if (absl::IsUnavailable(results.status())) group_complete_ = false;
-      Log(absl::StrCat(results.status().message(), "; ", running,
+      completed = absl::InfinitePast();
+      if (absl::IsUnavailable(outcome.status())) group_complete_ = false;
+      Log(absl::StrCat(outcome.status().message(), "; ", running,
                        " running requests re-queued until the group re-forms"));
       UpdateLoad();
       continue;
     }
+    completed = outcome->completed;
     const bool switched = last_mode_ != v1::MODE_UNSPECIFIED && last_mode_ != decision.mode;
     last_mode_ = decision.mode;
     if (decision.mode == v1::MODE_SP) {
@@ -409,18 +436,21 @@ void Router::Loop() {
       modes_.set_tp_steps(modes_.tp_steps() + 1);
     }
     if (switched) modes_.set_switches(modes_.switches() + 1);
-    metrics_->Step(decision.mode, switched, static_cast<double>(out.num_tokens), seconds);
+    metrics_->Step(decision.mode, switched, static_cast<double>(out.num_tokens),
+                   absl::ToDoubleSeconds(completed - sent));
 
-    const rpc::StepResult& leader = (*results)[0];
+    rpc::StepResult& leader = outcome->results[0];
     std::vector<SampledToken> tokens;
-    std::map<uint64_t, const rpc::SampledToken*> by_seq;
-    for (const rpc::SampledToken& t : leader.sampled()) {
+    std::map<uint64_t, rpc::SampledToken*> by_seq;
+    for (rpc::SampledToken& t : *leader.mutable_sampled()) {
       tokens.push_back({t.seq_id(), t.token_id(), t.logprob()});
       by_seq[t.seq_id()] = &t;
     }
-    for (const RequestUpdate& update : scheduler_->UpdateFromOutput(out, tokens)) {
+    for (RequestUpdate& update : scheduler_->UpdateFromOutput(out, tokens)) {
       auto t = by_seq.find(update.seq_id);
-      Deliver(update, t == by_seq.end() ? nullptr : t->second);
+      std::optional<rpc::SampledToken> token;
+      if (t != by_seq.end()) token = std::move(*t->second);
+      undelivered.emplace_back(std::move(update), std::move(token));
     }
     UpdateLoad();
   }

@@ -51,6 +51,13 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                     "Mean time between generated tokens of a request, after the first");
   e2e_ = histogram("shift_e2e_request_latency_seconds", "Arrival to final message");
   queue_time_ = histogram("shift_queue_time_seconds", "Arrival to first scheduled step");
+  overhead_ = &prometheus::BuildHistogram()
+                   .Name("shift_router_step_overhead_seconds")
+                   .Help("Time a busy worker group waits for the router between steps: from "
+                         "its last result to the next plan sent (scheduling, plan building)")
+                   .Register(r)
+                   .Add({}, Histogram::BucketBoundaries{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4,
+                                                        2e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2});
   auto& steps = prometheus::BuildCounter()
                     .Name("shift_steps_total")
                     .Help("Steps executed, by the mode the shift policy chose")
@@ -118,6 +125,8 @@ void RouterMetrics::Step(v1::Mode mode, bool switched, double tokens, double sec
   if (switched) switches_->Increment();
   mode_->Set(static_cast<double>(mode));
 }
+
+void RouterMetrics::RouterOverhead(double seconds) { overhead_->Observe(seconds); }
 
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }
 

@@ -34,6 +34,10 @@ class RouterMetrics {
   void OutputTokens(double count, double seconds_per_token);
   void PromptTokens(double count);
   void Step(v1::Mode mode, bool switched, double tokens, double seconds);
+  // How long a busy group waited for the router between two steps: from
+  // its last result to the next plan sent. Streaming the results overlaps
+  // the next step, so it counts only when it holds up scheduling.
+  void RouterOverhead(double seconds);
   void Preemptions(double count);
   void SetLoad(double queued, double running, double blocks_used, double blocks_total);
 
@@ -44,7 +48,7 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter>* errors_;
   prometheus::Gauge *queue_depth_, *running_, *blocks_used_, *blocks_total_, *mode_;
   prometheus::Counter *prompt_tokens_, *generation_tokens_, *switches_, *preemptions_;
-  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_;
+  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_;
   struct PerMode {
     prometheus::Counter* steps;
     prometheus::Histogram *tokens, *duration;

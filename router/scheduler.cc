@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
@@ -155,14 +156,15 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
                                                        absl::Span<const SampledToken> sampled) {
   std::vector<RequestUpdate> updates;
   const absl::Time now = clock_->Now();
+  absl::flat_hash_set<uint64_t> sampling;
+  for (const ScheduledSequence& s : output.sequences) {
+    if (s.sample) sampling.insert(s.seq_id);
+  }
   for (const SampledToken& t : sampled) {
     auto it = requests_.find(t.seq_id);
     if (it == requests_.end()) continue;  // finished (e.g. cancelled) meanwhile
     Request* r = it->second.get();
-    const bool scheduled = std::any_of(
-        output.sequences.begin(), output.sequences.end(),
-        [&](const ScheduledSequence& s) { return s.seq_id == t.seq_id && s.sample; });
-    if (!scheduled || r->state != Request::State::kRunning ||
+    if (!sampling.erase(t.seq_id) || r->state != Request::State::kRunning ||
         r->num_computed != r->num_tokens()) {
       continue;
     }

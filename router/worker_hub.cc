@@ -4,6 +4,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/status.h"
 
 namespace shift {
 
@@ -157,6 +158,7 @@ void WorkerHub::OnMessage(Stream* stream, const rpc::WorkerMessage& message) {
   group.last_seen[stream->rank] = absl::Now();
   if (message.has_result() && message.result().step_id() == group.step_in_flight) {
     group.results[stream->rank] = message.result();
+    group.last_result = group.last_seen[stream->rank];
   }
 }
 
@@ -240,16 +242,14 @@ std::vector<uint32_t> WorkerHub::ConnectedRanks(uint32_t group) {
   return ranks;
 }
 
-absl::StatusOr<std::vector<rpc::StepResult>> WorkerHub::RunStep(uint32_t group_id,
-                                                                rpc::StepPlan plan,
-                                                                absl::Duration timeout) {
+absl::Status WorkerHub::StartStep(uint32_t group_id, rpc::StepPlan plan) {
   // Streams are only used under mu_: OnGone (under mu_) runs before one is
   // deleted.
   absl::MutexLock lock(&mu_);
   Group& group = groups_[group_id];
-  const std::string where = absl::StrCat("group ", group_id, " step ", plan.step_id());
   if (group.world_size == 0 || group.ranks.size() < group.world_size) {
-    return absl::UnavailableError(absl::StrCat(where, ": the group is incomplete: ",
+    return absl::UnavailableError(absl::StrCat("group ", group_id, " step ", plan.step_id(),
+                                               ": the group is incomplete: ",
                                                group.world_size == 0 ? "no rank registered"
                                                                      : Missing(group)));
   }
@@ -259,6 +259,14 @@ absl::StatusOr<std::vector<rpc::StepResult>> WorkerHub::RunStep(uint32_t group_i
   group.step_in_flight = message.plan().step_id();
   group.results.clear();
   for (auto& [rank, stream] : group.ranks) stream->Send(message);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WorkerHub::StepOutcome> WorkerHub::WaitStep(uint32_t group_id,
+                                                           absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  Group& group = groups_[group_id];
+  const std::string where = absl::StrCat("group ", group_id, " step ", group.step_in_flight);
   const size_t world = group.world_size;
   auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return group.results.size() >= world || group.ranks.size() < world;
@@ -279,17 +287,26 @@ absl::StatusOr<std::vector<rpc::StepResult>> WorkerHub::RunStep(uint32_t group_i
                                                     absl::FormatDuration(timeout)));
   }
   std::vector<std::string> errors;
-  std::vector<rpc::StepResult> results;
+  StepOutcome outcome;
+  outcome.completed = group.last_result;
   for (auto& [rank, result] : group.results) {
     if (!result.error().empty()) errors.push_back(absl::StrCat("rank ", rank, ": ", result.error()));
-    results.push_back(result);
+    outcome.results.push_back(std::move(result));
   }
   group.results.clear();
   if (!errors.empty()) {
     Reform(group_id, group);
     return absl::InternalError(absl::StrCat(where, " failed: ", absl::StrJoin(errors, "; ")));
   }
-  return results;
+  return outcome;
+}
+
+absl::StatusOr<std::vector<rpc::StepResult>> WorkerHub::RunStep(uint32_t group,
+                                                                rpc::StepPlan plan,
+                                                                absl::Duration timeout) {
+  SHIFT_RETURN_IF_ERROR(StartStep(group, std::move(plan)));
+  SHIFT_ASSIGN_OR_RETURN(StepOutcome outcome, WaitStep(group, timeout));
+  return std::move(outcome.results);
 }
 
 void WorkerHub::Shutdown(uint32_t group_id, const std::string& reason) {

@@ -55,11 +55,21 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   // Ranks of the group whose control stream is open and on time.
   std::vector<uint32_t> ConnectedRanks(uint32_t group);
   // Sends `plan` (its generation set to the group's) to every rank of the
-  // group and waits for all results, in rank order. UNAVAILABLE, naming the
-  // ranks and why, when the group is incomplete or loses a rank;
-  // DEADLINE_EXCEEDED after `timeout`; INTERNAL when a rank reports an
-  // error. Any failure re-forms a complete group under a new generation, so
-  // the ranks' sequences are gone: the caller re-queues them.
+  // group; UNAVAILABLE, naming the missing ranks and why, when the group is
+  // incomplete. One step per group at a time: WaitStep before the next.
+  absl::Status StartStep(uint32_t group, v1::internal::StepPlan plan);
+  // Waits for every rank's result of the started step, in rank order, and
+  // tells when the last one arrived. UNAVAILABLE, naming the ranks and why,
+  // when the group loses a rank; DEADLINE_EXCEEDED after `timeout`;
+  // INTERNAL when a rank reports an error. Any failure re-forms a complete
+  // group under a new generation, so the ranks' sequences are gone: the
+  // caller re-queues them.
+  struct StepOutcome {
+    std::vector<v1::internal::StepResult> results;
+    absl::Time completed;
+  };
+  absl::StatusOr<StepOutcome> WaitStep(uint32_t group, absl::Duration timeout);
+  // StartStep then WaitStep.
   absl::StatusOr<std::vector<v1::internal::StepResult>> RunStep(uint32_t group,
                                                                 v1::internal::StepPlan plan,
                                                                 absl::Duration timeout);
@@ -79,6 +89,7 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
     std::map<uint32_t, std::string> lost;  // rank -> why, until it registers again
     uint64_t step_in_flight = 0;
     std::map<uint32_t, v1::internal::StepResult> results;  // of the step in flight
+    absl::Time last_result;
   };
 
   void OnRegister(Stream* stream, const v1::internal::Register& reg);

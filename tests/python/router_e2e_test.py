@@ -192,16 +192,16 @@ class RouterE2ETest(unittest.TestCase):
         self.assertEqual(info["world_size"], 2)
         self.assertEqual(info["shift_policy"], "threshold")
         # Stop at a piece of the text: it is not returned.
-        words = [w for w in re.split(r"(\s+)", text) if w.strip() and "\ufffd" not in w]
-        self.assertTrue(words, text)
-        if words:
-            stop = words[len(words) // 2]
-            cut = text.index(stop)
-            _, stopped_text, stopped, _ = c.generate(text=prompt, max_tokens=20, stop=[stop],
-                                                     ignore_eos=True)
-            self.assertEqual(stopped["finish_reason"], "stop")
-            self.assertEqual(stopped["stop_string"], stop)
-            self.assertEqual(stopped_text, text[:cut])
+        # A stop string from the text's longest run of whole characters.
+        run = max(text.split("\ufffd"), key=len)
+        self.assertGreaterEqual(len(run), 3, text)
+        stop = run[len(run) // 2 - 1:len(run) // 2 + 1]
+        cut = text.index(stop)
+        _, stopped_text, stopped, _ = c.generate(text=prompt, max_tokens=20, stop=[stop],
+                                                 ignore_eos=True)
+        self.assertEqual(stopped["finish_reason"], "stop")
+        self.assertEqual(stopped["stop_string"], stop)
+        self.assertEqual(stopped_text, text[:cut])
         # A stop token id ends generation and is returned.
         _, _, by_id, _ = c.generate(text=prompt, max_tokens=20, stop_token_ids=[ids[3]],
                                     ignore_eos=True)

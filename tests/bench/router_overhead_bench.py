@@ -1,0 +1,90 @@
+#!/usr/bin/python3
+"""Router-side time per step with 1, 64 and 256 running sequences.
+
+Starts shift-router and one CPU worker on a tiny generated model, runs C
+concurrent decoding requests (C = 1, 64, 256) and reads the router's own
+time per step (shift_router_step_overhead_seconds: scheduling, plan
+building, applying results and streaming, the worker's time excluded) and
+the step count from /metrics. A benchmark, not a test.
+
+    tests/bench/router_overhead_bench.py [--build=build]
+"""
+
+import argparse
+import concurrent.futures
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools", "python"))
+import shift_client  # noqa: E402
+
+
+def scrape(address):
+    text = urllib.request.urlopen("http://%s/metrics" % address, timeout=10).read().decode()
+    values = {}
+    for name in ("shift_router_step_overhead_seconds_sum",
+                 "shift_router_step_overhead_seconds_count"):
+        values[name] = float(re.search("^%s (\\S+)$" % name, text, re.M).group(1))
+    return values
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per request")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="shift-overhead-")
+    model = os.path.join(tmp, "model")
+    subprocess.run([os.path.join(args.build, "tools", "shift-mkmodel"), "--preset=tiny",
+                    "--out=" + model], check=True, capture_output=True)
+    ports = os.path.join(tmp, "ports")
+    router = subprocess.Popen([os.path.join(args.build, "router", "shift-router"),
+                               "--model=" + model, "--host=127.0.0.1", "--port=0",
+                               "--metrics_port=0", "--ports_file=" + ports,
+                               "--max_num_seqs=256", "--max_queued_requests=1024"],
+                              stderr=subprocess.DEVNULL)
+    procs = [router]
+    try:
+        while not (os.path.exists(ports) and open(ports).read().endswith("\n")):
+            time.sleep(0.05)
+        fields = dict(kv.split("=") for kv in open(ports).read().split())
+        address, metrics = "127.0.0.1:" + fields["grpc"], "127.0.0.1:" + fields["metrics"]
+        procs.append(subprocess.Popen([os.path.join(args.build, "worker", "shift-worker"),
+                                       "--router=" + address, "--model=" + model,
+                                       "--threads=2", "--kv_cache_bytes=536870912"],
+                                      stderr=subprocess.DEVNULL))
+        client = shift_client.Client(address)
+        while not client.status()["groups"][0]["ready"]:
+            time.sleep(0.05)
+        print("| running sequences | steps | router time per step (mean) |")
+        print("|---|---|---|")
+        for concurrency in (1, 64, 256):
+            before = scrape(metrics)
+            with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(lambda i: client.generate(
+                    text="request %d says hello" % i, max_tokens=args.tokens, ignore_eos=True),
+                    range(concurrency)))
+            after = scrape(metrics)
+            steps = after["shift_router_step_overhead_seconds_count"] - \
+                before["shift_router_step_overhead_seconds_count"]
+            seconds = after["shift_router_step_overhead_seconds_sum"] - \
+                before["shift_router_step_overhead_seconds_sum"]
+            print("| %d | %d | %.1f us |" % (concurrency, steps, 1e6 * seconds / steps))
+    finally:
+        router.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
