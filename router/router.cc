@@ -1,5 +1,7 @@
 #include "router/router.h"
 
+#include <pthread.h>
+
 #include <cmath>
 #include <optional>
 #include <cstdio>
@@ -7,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "router/step_plan.h"
 
 namespace shift {
 namespace {
@@ -64,7 +67,10 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
   }
   std::unique_ptr<Router> router(
       new Router(std::move(options), config, tokenizer, hub, metrics, clock, std::move(policy)));
-  router->loop_ = std::thread([r = router.get()] { r->Loop(); });
+  router->loop_ = std::thread([r = router.get()] {
+    pthread_setname_np(pthread_self(), "shift-steps");  // for top -H and profilers
+    r->Loop();
+  });
   return router;
 }
 
@@ -256,34 +262,6 @@ void Router::Cancel(uint64_t id, absl::StatusCode code) {
   UpdateLoad();
 }
 
-rpc::StepPlan Router::BuildPlan(const SchedulerOutput& out, v1::Mode mode) {
-  rpc::StepPlan plan;
-  plan.set_step_id(out.step_id);
-  plan.set_mode(mode);
-  for (uint64_t id : pending_releases_) plan.add_released_seq_ids(id);
-  pending_releases_.clear();
-  for (const ScheduledSequence& s : out.sequences) {
-    rpc::ScheduledSequence* seq = plan.add_sequences();
-    seq->set_seq_id(s.seq_id);
-    seq->set_is_new(s.is_new);
-    seq->mutable_token_ids()->Add(s.token_ids.begin(), s.token_ids.end());
-    seq->set_start_position(static_cast<uint32_t>(s.start_position));
-    for (int32_t b : s.new_block_ids) seq->add_new_block_ids(static_cast<uint32_t>(b));
-    seq->set_sample(s.sample);
-    if (s.is_new) {
-      const RequestParams& p = s.request->params;
-      rpc::SequenceSampling* sampling = seq->mutable_sampling();
-      sampling->set_temperature(p.temperature);
-      sampling->set_top_p(p.top_p);
-      sampling->set_top_k(static_cast<uint32_t>(p.top_k));
-      sampling->set_seed(p.seed);
-      sampling->set_top_logprobs(p.top_logprobs);
-      sampling->set_return_logprob(p.return_logprob);
-    }
-  }
-  return plan;
-}
-
 void Router::Deliver(const RequestUpdate& update, const rpc::SampledToken* sampled) {
   auto it = streams_.find(update.seq_id);
   if (it == streams_.end()) return;
@@ -400,7 +378,8 @@ void Router::Loop() {
       }
       decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),
                                   out.num_decodes, out.max_context});
-      plan = BuildPlan(out, decision.mode);
+      plan = BuildStepPlan(out, decision.mode, pending_releases_);
+      pending_releases_.clear();
     }
     absl::Status started = hub_->StartStep(options_.group, std::move(plan));
     const absl::Time sent = absl::Now();

@@ -100,8 +100,6 @@ class Router {
   // Waits for the group's ranks; on first formation, sizes the scheduler.
   bool AwaitGroup();
   absl::StatusOr<std::unique_ptr<Request>> Validate(const v1::GenerateRequest& request);
-  v1::internal::StepPlan BuildPlan(const SchedulerOutput& out, v1::Mode mode)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Deliver(const RequestUpdate& update, const v1::internal::SampledToken* sampled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateLoad() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

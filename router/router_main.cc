@@ -128,9 +128,12 @@ absl::Status Serve() {
   }
   std::fprintf(stderr, "shift-router: stopping\n");
   health->SetServingStatus(false);
+  auto t0 = absl::Now();
   router->Stop();
+  std::fprintf(stderr, "T stop %f\n", absl::ToDoubleSeconds(absl::Now() - t0));
   hub.Shutdown(options.group, "the router is stopping");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  std::fprintf(stderr, "T server %f\n", absl::ToDoubleSeconds(absl::Now() - t0));
   return absl::OkStatus();
 }
 

@@ -103,12 +103,30 @@ SchedulerOutput Scheduler::Schedule() {
     budget -= n;
     out.sequences.push_back(std::move(s));
   };
+  // Takes a preempted request back out of this step if it was already in.
+  auto unschedule = [&](const Request* victim) {
+    auto it = std::find_if(out.sequences.begin(), out.sequences.end(),
+                           [&](const ScheduledSequence& s) { return s.seq_id == victim->id; });
+    if (it == out.sequences.end()) return;
+    const int64_t n = static_cast<int64_t>(it->token_ids.size());
+    budget += n;
+    out.num_tokens -= n;
+    if (n == 1 && it->sample && !it->is_new) --out.num_decodes;
+    out.sequences.erase(it);
+    out.max_context = 0;
+    for (const ScheduledSequence& s : out.sequences) {
+      out.max_context = std::max<int64_t>(out.max_context,
+                                          s.start_position + static_cast<int64_t>(s.token_ids.size()));
+    }
+  };
   // Allocates blocks for `n` more tokens of running request i, preempting
-  // the latest arrivals while they run short. False when `r` itself went.
+  // the latest arrivals (even ones already in this step) while they run
+  // short. False when `r` itself went.
   auto allocate = [&](size_t i, int64_t n) {
     Request* r = running_[i];
     while (!blocks_.Append(r->id, r->num_computed + n)) {
       Request* victim = running_.back();
+      unschedule(victim);
       Preempt(victim);
       out.preempted.push_back(victim->id);
       preempted = true;
@@ -124,20 +142,29 @@ SchedulerOutput Scheduler::Schedule() {
       const int64_t remaining = r->num_tokens() - r->num_computed;
       if (remaining <= 0 || (pass == 0) != (remaining == 1)) continue;
       if (budget <= 0 || static_cast<int64_t>(out.sequences.size()) >= config_.max_num_seqs) break;
-      const int64_t n = std::min(remaining, budget);
+      int64_t n = std::min(remaining, budget);
+      if (pass == 1) {
+        // A prefill chunk shrinks to the free blocks before anyone is
+        // preempted for it, and then asks for one block at most.
+        const int64_t covered =
+            (static_cast<int64_t>(blocks_.Table(r->id).size()) + blocks_.num_free()) *
+                config_.block_size -
+            r->num_computed;
+        n = covered > 0 ? std::min(n, covered) : std::min(n, config_.block_size);
+      }
       if (!allocate(i, n)) break;
       add(r, n);
     }
   }
 
-  // Admission, FIFO, only with free blocks and never in a step that had to
-  // preempt (the preempted would be re-admitted at once).
+  // Admission, FIFO: only when the whole first chunk fits in free blocks (a
+  // partial start would soon preempt itself), and never in a step that had
+  // to preempt (the preempted would be re-admitted at once).
   while (!preempted && !waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs) {
     Request* r = waiting_.front();
-    const int64_t fits = blocks_.num_free() * config_.block_size;
-    const int64_t n = std::min({r->num_tokens(), budget, fits});
-    if (n <= 0) break;
+    const int64_t n = std::min(r->num_tokens(), budget);
+    if (blocks_.BlocksNeeded(r->id, n) > blocks_.num_free()) break;
     waiting_.pop_front();
     r->state = Request::State::kRunning;
     running_.insert(std::upper_bound(running_.begin(), running_.end(), r, ArrivedBefore), r);
@@ -157,6 +184,7 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
   std::vector<RequestUpdate> updates;
   const absl::Time now = clock_->Now();
   absl::flat_hash_set<uint64_t> sampling;
+  sampling.reserve(output.sequences.size());
   for (const ScheduledSequence& s : output.sequences) {
     if (s.sample) sampling.insert(s.seq_id);
   }

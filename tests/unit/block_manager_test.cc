@@ -1,0 +1,231 @@
+// The router's KV block manager: tables grow by whole blocks, a full cache is
+// a false return that changes nothing, forked prefixes are reference-counted,
+// and the free list always matches the counts.
+#include "router/block_manager.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace shift {
+namespace {
+
+using Blocks = std::vector<int32_t>;
+
+TEST(BlockManagerTest, FreshManagerIsAllFree) {
+  BlockManager bm(8, 4);
+  EXPECT_EQ(bm.num_blocks(), 8);
+  EXPECT_EQ(bm.block_size(), 4);
+  EXPECT_EQ(bm.num_free(), 8);
+  EXPECT_EQ(bm.num_used(), 0);
+  EXPECT_TRUE(bm.Table(1).empty());
+  for (int32_t b = 0; b < 8; ++b) EXPECT_EQ(bm.RefCount(b), 0);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+TEST(BlockManagerTest, BlocksNeededRoundsUpToWholeBlocks) {
+  BlockManager bm(8, 4);
+  EXPECT_EQ(bm.BlocksNeeded(1, 0), 0);
+  EXPECT_EQ(bm.BlocksNeeded(1, 1), 1);
+  EXPECT_EQ(bm.BlocksNeeded(1, 4), 1);
+  EXPECT_EQ(bm.BlocksNeeded(1, 5), 2);
+  EXPECT_EQ(bm.BlocksNeeded(1, 32), 8);
+  EXPECT_EQ(bm.BlocksNeeded(1, 33), 9);  // more than exist: still the count
+  ASSERT_TRUE(bm.Append(1, 6));          // 2 blocks
+  EXPECT_EQ(bm.BlocksNeeded(1, 0), 0);
+  EXPECT_EQ(bm.BlocksNeeded(1, 8), 0);
+  EXPECT_EQ(bm.BlocksNeeded(1, 9), 1);
+  EXPECT_EQ(bm.BlocksNeeded(1, 17), 3);
+  EXPECT_EQ(bm.BlocksNeeded(2, 9), 3);  // other sequences are unaffected
+}
+
+TEST(BlockManagerTest, AppendCoversTokensWithCeilBlocksLowestIdsFirst) {
+  BlockManager bm(8, 4);
+  ASSERT_TRUE(bm.Append(1, 5));
+  EXPECT_EQ(bm.Table(1), (Blocks{0, 1}));
+  EXPECT_EQ(bm.num_used(), 2);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  // Already covered: nothing added.
+  ASSERT_TRUE(bm.Append(1, 8));
+  EXPECT_EQ(bm.Table(1), (Blocks{0, 1}));
+  EXPECT_EQ(bm.num_used(), 2);
+  ASSERT_TRUE(bm.Append(1, 3));  // shrinking is not a thing: table unchanged
+  EXPECT_EQ(bm.Table(1), (Blocks{0, 1}));
+  ASSERT_TRUE(bm.Append(1, 9));
+  EXPECT_EQ(bm.Table(1), (Blocks{0, 1, 2}));
+  ASSERT_TRUE(bm.Append(2, 1));
+  EXPECT_EQ(bm.Table(2), (Blocks{3}));
+  ASSERT_TRUE(bm.Append(3, 16));
+  EXPECT_EQ(bm.Table(3), (Blocks{4, 5, 6, 7}));
+  EXPECT_EQ(bm.num_free(), 0);
+  EXPECT_EQ(bm.num_used(), 8);
+  for (int32_t b = 0; b < 8; ++b) EXPECT_EQ(bm.RefCount(b), 1) << b;
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+TEST(BlockManagerTest, AppendWithoutEnoughBlocksChangesNothing) {
+  BlockManager bm(8, 4);
+  ASSERT_TRUE(bm.Append(1, 12));  // 3 blocks
+  const Blocks before = bm.Table(1);
+  EXPECT_FALSE(bm.Append(1, 36));  // needs 6 more, 5 free
+  EXPECT_EQ(bm.Table(1), before);
+  EXPECT_EQ(bm.num_free(), 5);
+  EXPECT_FALSE(bm.Append(2, 24));  // needs 6, 5 free
+  EXPECT_TRUE(bm.Table(2).empty());
+  EXPECT_EQ(bm.num_free(), 5);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  // Exactly the free count succeeds, then nothing more fits.
+  ASSERT_TRUE(bm.Append(2, 20));
+  EXPECT_EQ(bm.Table(2).size(), 5u);
+  EXPECT_EQ(bm.num_free(), 0);
+  EXPECT_FALSE(bm.Append(3, 1));
+  EXPECT_FALSE(bm.Append(1, 13));
+  EXPECT_TRUE(bm.Table(3).empty());
+  EXPECT_EQ(bm.Table(1), before);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+TEST(BlockManagerTest, FreeReturnsBlocks) {
+  BlockManager bm(8, 4);
+  ASSERT_TRUE(bm.Append(1, 12));
+  ASSERT_TRUE(bm.Append(2, 20));
+  EXPECT_EQ(bm.num_free(), 0);
+  const Blocks freed = bm.Table(1);
+  bm.Free(1);
+  EXPECT_TRUE(bm.Table(1).empty());
+  EXPECT_EQ(bm.num_free(), 3);
+  for (int32_t b : freed) EXPECT_EQ(bm.RefCount(b), 0);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  // The freed blocks are the ones handed out again.
+  ASSERT_TRUE(bm.Append(3, 12));
+  Blocks got = bm.Table(3);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, freed);
+  bm.Free(2);
+  bm.Free(3);
+  bm.Free(42);  // unknown: nothing happens
+  EXPECT_EQ(bm.num_free(), 8);
+  EXPECT_EQ(bm.num_used(), 0);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+TEST(BlockManagerTest, ForkSharesBlocksWithRefCounts) {
+  BlockManager bm(8, 4);
+  ASSERT_TRUE(bm.Append(1, 10));  // {0, 1, 2}
+  bm.Fork(1, 2, 2);
+  EXPECT_EQ(bm.Table(2), (Blocks{0, 1}));
+  EXPECT_EQ(bm.RefCount(0), 2);
+  EXPECT_EQ(bm.RefCount(1), 2);
+  EXPECT_EQ(bm.RefCount(2), 1);
+  EXPECT_EQ(bm.num_used(), 3);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  // The fork grows with its own blocks.
+  EXPECT_EQ(bm.BlocksNeeded(2, 12), 1);
+  ASSERT_TRUE(bm.Append(2, 12));
+  EXPECT_EQ(bm.Table(2), (Blocks{0, 1, 3}));
+  EXPECT_EQ(bm.RefCount(3), 1);
+  EXPECT_EQ(bm.num_used(), 4);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  // Freeing one holder keeps shared blocks in use.
+  bm.Free(1);
+  EXPECT_EQ(bm.RefCount(0), 1);
+  EXPECT_EQ(bm.RefCount(1), 1);
+  EXPECT_EQ(bm.RefCount(2), 0);
+  EXPECT_EQ(bm.num_used(), 3);
+  EXPECT_EQ(bm.Table(2), (Blocks{0, 1, 3}));
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  // Freeing the other frees them.
+  bm.Free(2);
+  EXPECT_EQ(bm.RefCount(0), 0);
+  EXPECT_EQ(bm.RefCount(1), 0);
+  EXPECT_EQ(bm.num_used(), 0);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+TEST(BlockManagerTest, ForkedWholeTableFreedInEitherOrder) {
+  BlockManager bm(4, 4);
+  ASSERT_TRUE(bm.Append(1, 8));
+  bm.Fork(1, 2, 2);
+  bm.Fork(2, 3, 1);
+  EXPECT_EQ(bm.RefCount(0), 3);
+  EXPECT_EQ(bm.RefCount(1), 2);
+  EXPECT_EQ(bm.num_used(), 2);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  bm.Free(2);
+  EXPECT_EQ(bm.RefCount(0), 2);
+  EXPECT_EQ(bm.RefCount(1), 1);
+  bm.Free(1);
+  EXPECT_EQ(bm.num_used(), 1);
+  EXPECT_EQ(bm.RefCount(0), 1);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+  bm.Free(3);
+  EXPECT_EQ(bm.num_used(), 0);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+// Random appends, forks and frees against a model of the tables: counts,
+// tables and the free count agree and the manager stays consistent.
+TEST(BlockManagerTest, RandomOperationsMatchModel) {
+  constexpr int64_t kBlocks = 32, kBlockSize = 4;
+  BlockManager bm(kBlocks, kBlockSize);
+  std::map<uint64_t, Blocks> model;
+  std::mt19937_64 rng(1234);
+  auto uniform = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  for (int iter = 0; iter < 5000; ++iter) {
+    const uint64_t seq = uniform(0, 11);
+    const int op = uniform(0, 9);
+    if (op < 6) {
+      const int64_t tokens = uniform(0, 48);
+      const int64_t have = static_cast<int64_t>(model[seq].size());
+      const int64_t want = std::max<int64_t>(have, (tokens + kBlockSize - 1) / kBlockSize);
+      const int64_t needed = bm.BlocksNeeded(seq, tokens);
+      ASSERT_EQ(needed, want - have);
+      const int64_t free_before = bm.num_free();
+      const bool ok = bm.Append(seq, tokens);
+      ASSERT_EQ(ok, needed <= free_before);
+      if (ok) {
+        ASSERT_EQ(bm.num_free(), free_before - needed);
+        const Blocks& table = bm.Table(seq);
+        ASSERT_EQ(static_cast<int64_t>(table.size()), want);
+        ASSERT_TRUE(std::equal(model[seq].begin(), model[seq].end(), table.begin()));
+        model[seq] = table;
+      } else {
+        ASSERT_EQ(bm.num_free(), free_before);
+        ASSERT_EQ(bm.Table(seq), model[seq]);
+      }
+    } else if (op < 8) {
+      bm.Free(seq);
+      model.erase(seq);
+      ASSERT_TRUE(bm.Table(seq).empty());
+    } else {
+      const uint64_t to = uniform(0, 11);
+      if (to == seq || !model[to].empty() || model[seq].empty()) continue;
+      const int64_t n = uniform(1, static_cast<int64_t>(model[seq].size()));
+      bm.Fork(seq, to, n);
+      model[to] = Blocks(model[seq].begin(), model[seq].begin() + n);
+      ASSERT_EQ(bm.Table(to), model[to]);
+    }
+    ASSERT_TRUE(bm.CheckConsistency().ok()) << bm.CheckConsistency();
+    std::map<int32_t, int32_t> counts;
+    for (const auto& [s, table] : model) {
+      for (int32_t b : table) ++counts[b];
+    }
+    ASSERT_EQ(bm.num_used(), static_cast<int64_t>(counts.size()));
+    for (int32_t b = 0; b < kBlocks; ++b) {
+      const auto it = counts.find(b);
+      ASSERT_EQ(bm.RefCount(b), it == counts.end() ? 0 : it->second) << "block " << b;
+    }
+  }
+  for (uint64_t s = 0; s < 12; ++s) bm.Free(s);
+  EXPECT_EQ(bm.num_used(), 0);
+  EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+}  // namespace
+}  // namespace shift
