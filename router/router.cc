@@ -65,12 +65,22 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
                                                    " is over the model's context of ",
                                                    config.max_position_embeddings));
   }
+  if (options.num_groups < 1 || options.world_size < 1) {
+    return absl::InvalidArgumentError("--groups and --world_size must be at least 1");
+  }
   std::unique_ptr<Router> router(
       new Router(std::move(options), config, tokenizer, hub, metrics, clock, std::move(policy)));
-  router->loop_ = std::thread([r = router.get()] {
-    pthread_setname_np(pthread_self(), "shift-steps");  // for top -H and profilers
-    r->Loop();
-  });
+  absl::MutexLock lock(&router->mu_);
+  for (uint32_t g = 0; g < router->options_.num_groups; ++g) {
+    router->groups_.push_back(std::make_unique<Group>());
+    Group* group = router->groups_.back().get();
+    group->id = g;
+    group->loop = std::thread([r = router.get(), group] {
+      // Named for top -H and profilers.
+      pthread_setname_np(pthread_self(), absl::StrCat("shift-steps-", group->id).c_str());
+      r->Loop(group);
+    });
+  }
   return router;
 }
 
@@ -88,37 +98,49 @@ Router::Router(RouterOptions options, const ModelConfig& config, const Tokenizer
 
 Router::~Router() { Stop(); }
 
+bool Router::Drain(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return streams_.empty(); };
+  return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
 void Router::Stop() {
+  std::vector<std::thread> loops;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    for (auto& g : groups_) loops.push_back(std::move(g->loop));
   }
-  if (loop_.joinable()) loop_.join();
+  for (std::thread& loop : loops) {
+    if (loop.joinable()) loop.join();
+  }
   absl::MutexLock lock(&mu_);
-  for (auto& [id, stream] : streams_) {
-    if (scheduler_) scheduler_->FinishRequests({id}, FinishReason::kCancelled);
-    metrics_->RequestFailed(absl::StatusCode::kUnavailable);
-    stream.sink->OnError(absl::UnavailableError("the router is shutting down"));
-  }
-  streams_.clear();
+  std::vector<uint64_t> open;
+  for (auto& [id, stream] : streams_) open.push_back(id);
+  for (uint64_t id : open) Fail(id, absl::UnavailableError("the router is shutting down"));
 }
 
 bool Router::ready() {
   absl::MutexLock lock(&mu_);
-  return group_complete_ && !stopping_;
+  if (stopping_ || draining_) return false;
+  for (const auto& g : groups_) {
+    if (g->complete) return true;
+  }
+  return false;
 }
 
-bool Router::AwaitGroup() {
+bool Router::AwaitGroup(Group* g) {
   {
     absl::MutexLock lock(&mu_);
-    if (group_complete_) return true;
+    if (g->complete) return true;
   }
-  if (!hub_->WaitForGroup(options_.group, options_.world_size, absl::Milliseconds(200)).ok()) {
+  if (!hub_->WaitForGroup(g->id, options_.world_size, absl::Milliseconds(200)).ok()) {
     return false;
   }
   int64_t blocks = -1;
   for (uint32_t r = 0; r < options_.world_size; ++r) {
-    auto reg = hub_->Registration(options_.group, r);
+    auto reg = hub_->Registration(g->id, r);
     if (!reg.ok()) return false;
     std::string wrong;
     if (reg->block_size() != options_.scheduler.block_size) {
@@ -130,7 +152,7 @@ bool Router::AwaitGroup() {
                            " (the router serves ", options_.model_fingerprint, ")");
     }
     if (!wrong.empty()) {
-      Log(absl::StrCat("group ", options_.group, " rank ", r, " registered with ", wrong,
+      Log(absl::StrCat("group ", g->id, " rank ", r, " registered with ", wrong,
                        "; waiting for a matching rank"));
       absl::SleepFor(absl::Seconds(1));
       return false;
@@ -138,21 +160,82 @@ bool Router::AwaitGroup() {
     blocks = blocks < 0 ? reg->kv_blocks() : std::min<int64_t>(blocks, reg->kv_blocks());
   }
   absl::MutexLock lock(&mu_);
-  if (!scheduler_) {
+  if (!g->scheduler) {
     SchedulerConfig config = options_.scheduler;
     config.num_blocks = blocks;
-    scheduler_ = std::make_unique<Scheduler>(config, clock_);
-    Log(absl::StrCat("group ", options_.group, " ready: ", options_.world_size, " ranks, ", blocks,
+    g->scheduler = std::make_unique<Scheduler>(config, clock_);
+    Log(absl::StrCat("group ", g->id, " ready: ", options_.world_size, " ranks, ", blocks,
                      " KV blocks of ", config.block_size, " tokens"));
-  } else if (blocks < scheduler_->config().num_blocks) {
-    Log(absl::StrCat("group ", options_.group, " re-formed with ", blocks,
-                     " KV blocks, fewer than the ", scheduler_->config().num_blocks,
+  } else if (blocks < g->scheduler->config().num_blocks) {
+    Log(absl::StrCat("group ", g->id, " re-formed with ", blocks, " KV blocks, fewer than the ",
+                     g->scheduler->config().num_blocks,
                      " planned with; waiting for ranks with enough"));
+    absl::SleepFor(absl::Seconds(1));
     return false;
+  } else {
+    Log(absl::StrCat("group ", g->id, " is back in service (generation ",
+                     hub_->Generation(g->id), ")"));
   }
-  group_complete_ = true;
-  UpdateLoad();
+  g->complete = true;
+  UpdateLoad(g);
   return true;
+}
+
+Router::Group* Router::PickGroup() {
+  Group* best = nullptr;
+  for (auto& g : groups_) {
+    if (g->complete && g->scheduler && (best == nullptr || g->outstanding < best->outstanding)) {
+      best = g.get();
+    }
+  }
+  return best;
+}
+
+void Router::Fail(uint64_t id, const absl::Status& status) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  metrics_->RequestFailed(status.code());
+  it->second.sink->OnError(status);
+  Forget(id);
+}
+
+void Router::Forget(uint64_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  groups_[it->second.group]->outstanding -= it->second.work;
+  streams_.erase(it);
+}
+
+void Router::Evacuate(Group* from, const std::string& why) {
+  std::vector<std::unique_ptr<Request>> moving = from->scheduler->TakeAll();
+  from->pending_releases.clear();
+  int moved = 0, failed = 0;
+  for (std::unique_ptr<Request>& r : moving) {
+    auto it = streams_.find(r->id);
+    if (it == streams_.end()) continue;
+    Stream& stream = it->second;
+    Group* to = PickGroup();
+    if (to == nullptr || stream.requeues >= options_.max_requeues) {
+      ++failed;
+      Fail(r->id, absl::UnavailableError(absl::StrCat(
+                      why, to == nullptr ? "; no other worker group is ready"
+                                         : absl::StrCat("; moved ", stream.requeues,
+                                                        " times already (--requeue_limit)"))));
+      continue;
+    }
+    ++stream.requeues;
+    from->outstanding -= stream.work;
+    to->outstanding += stream.work;
+    stream.group = to->id;
+    to->scheduler->Requeue(std::move(r));
+    ++moved;
+    UpdateLoad(to);
+  }
+  if (moved + failed > 0) {
+    Log(absl::StrCat("group ", from->id, " out of service: ", moved, " requests moved to other ",
+                     "groups, ", failed, " failed"));
+  }
+  UpdateLoad(from);
 }
 
 absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequest& request) {
@@ -222,12 +305,18 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Request> r, Validate(request));
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the router is shutting down");
-    if (!group_complete_ || !scheduler_) {
-      return absl::UnavailableError(absl::StrCat("no worker group is ready (group ",
-                                                 options_.group, " needs ", options_.world_size,
-                                                 " ranks registered and formed)"));
+    if (draining_) return absl::UnavailableError("the router is draining; retry on another");
+    Group* g = PickGroup();
+    if (g == nullptr) {
+      return absl::UnavailableError(absl::StrCat(
+          "no worker group is ready (each of the ", options_.num_groups, " group(s) needs ",
+          options_.world_size, " ranks registered and formed)"));
     }
-    if (scheduler_->num_waiting() >= options_.max_queued_requests) {
+    int64_t waiting = 0;
+    for (const auto& group : groups_) {
+      if (group->scheduler) waiting += group->scheduler->num_waiting();
+    }
+    if (waiting >= options_.max_queued_requests) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "the queue is full (", options_.max_queued_requests, " requests waiting); retry later"));
     }
@@ -242,10 +331,13 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     stream.arrival = r->arrival;
     stream.prompt_tokens = static_cast<uint32_t>(r->prompt.size());
     stream.logprobs = r->params.return_logprob;
-    SHIFT_RETURN_IF_ERROR(scheduler_->AddRequest(std::move(r)));
+    stream.group = g->id;
+    stream.work = static_cast<int64_t>(r->prompt.size()) + r->params.max_tokens;
+    SHIFT_RETURN_IF_ERROR(g->scheduler->AddRequest(std::move(r)));
     metrics_->PromptTokens(stream.prompt_tokens);
+    g->outstanding += stream.work;
     streams_.emplace(id, std::move(stream));
-    UpdateLoad();
+    UpdateLoad(g);
     return id;
   }();
   if (!submitted.ok()) metrics_->RequestFailed(submitted.status().code());
@@ -256,13 +348,14 @@ void Router::Cancel(uint64_t id, absl::StatusCode code) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  if (scheduler_) scheduler_->FinishRequests({id}, FinishReason::kCancelled);
+  Group* g = groups_[it->second.group].get();
+  if (g->scheduler) g->scheduler->FinishRequests({id}, FinishReason::kCancelled);
   metrics_->RequestFailed(code);
-  streams_.erase(it);
-  UpdateLoad();
+  Forget(id);
+  UpdateLoad(g);
 }
 
-void Router::Deliver(const RequestUpdate& update, const rpc::SampledToken* sampled) {
+void Router::Deliver(Group* g, const RequestUpdate& update, const rpc::SampledToken* sampled) {
   auto it = streams_.find(update.seq_id);
   if (it == streams_.end()) return;
   Stream& s = it->second;
@@ -287,7 +380,7 @@ void Router::Deliver(const RequestUpdate& update, const rpc::SampledToken* sampl
     delta.mutable_text()->append(piece.text);
     if (piece.stopped) {
       if (finish == FinishReason::kNone) {
-        scheduler_->FinishRequests({update.seq_id}, FinishReason::kStop);
+        g->scheduler->FinishRequests({update.seq_id}, FinishReason::kStop);
       }
       finish = FinishReason::kStop;
       stop_string = piece.stop_string;
@@ -315,22 +408,22 @@ void Router::Deliver(const RequestUpdate& update, const rpc::SampledToken* sampl
                                                        (s.completion_tokens - 1)
                                                  : -1);
   s.sink->OnFinal(std::move(final));
-  streams_.erase(it);
+  Forget(update.seq_id);
 }
 
-void Router::UpdateLoad() {
-  if (!scheduler_) return;
-  metrics_->SetLoad(static_cast<double>(scheduler_->num_waiting()),
-                    static_cast<double>(scheduler_->num_running()),
-                    static_cast<double>(scheduler_->blocks().num_used()),
-                    static_cast<double>(scheduler_->blocks().num_blocks()));
+void Router::UpdateLoad(const Group* g) {
+  if (!g->scheduler) return;
+  metrics_->SetLoad(g->id, static_cast<double>(g->scheduler->num_waiting()),
+                    static_cast<double>(g->scheduler->num_running()),
+                    static_cast<double>(g->scheduler->blocks().num_used()),
+                    static_cast<double>(g->scheduler->blocks().num_blocks()));
 }
 
-void Router::Loop() {
+void Router::Loop(Group* g) {
   // The previous step's results, streamed while the group runs the next one.
   std::vector<std::pair<RequestUpdate, std::optional<rpc::SampledToken>>> undelivered;
   auto deliver = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (auto& [update, token] : undelivered) Deliver(update, token ? &*token : nullptr);
+    for (auto& [update, token] : undelivered) Deliver(g, update, token ? &*token : nullptr);
     undelivered.clear();
   };
   // When the group finished its last step, if work followed at once.
@@ -339,32 +432,32 @@ void Router::Loop() {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
-      if (!group_complete_) deliver();
+      if (!g->complete) deliver();
     }
-    if (!AwaitGroup()) continue;
+    if (!AwaitGroup(g)) continue;
     SchedulerOutput out;
     ShiftDecision decision;
     rpc::StepPlan plan;
     {
       absl::MutexLock lock(&mu_);
-      if (!scheduler_->HasWork()) {
+      if (!g->scheduler->HasWork()) {
         deliver();
         completed = absl::InfinitePast();  // idle, not overhead
-        auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stopping_ || scheduler_->HasWork();
+        auto wake = [this, g]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || g->scheduler->HasWork();
         };
         mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(100));
         if (stopping_) return;
-        if (!scheduler_->HasWork()) continue;
+        if (!g->scheduler->HasWork()) continue;
       }
-      out = scheduler_->Schedule();
-      pending_releases_.insert(pending_releases_.end(), out.released_seq_ids.begin(),
+      out = g->scheduler->Schedule();
+      g->pending_releases.insert(g->pending_releases.end(), out.released_seq_ids.begin(),
                                out.released_seq_ids.end());
       if (!out.preempted.empty()) metrics_->Preemptions(static_cast<double>(out.preempted.size()));
       if (out.empty()) {
         // Nothing fits this instant.
         deliver();
-        UpdateLoad();
+        UpdateLoad(g);
         completed = absl::InfinitePast();
         auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
         mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(1));
@@ -378,10 +471,10 @@ void Router::Loop() {
       }
       decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),
                                   out.num_decodes, out.max_context});
-      plan = BuildStepPlan(out, decision.mode, pending_releases_);
-      pending_releases_.clear();
+      plan = BuildStepPlan(out, decision.mode, g->pending_releases);
+      g->pending_releases.clear();
     }
-    absl::Status started = hub_->StartStep(options_.group, std::move(plan));
+    absl::Status started = hub_->StartStep(g->id, std::move(plan));
     const absl::Time sent = absl::Now();
     if (started.ok() && completed != absl::InfinitePast()) {
       metrics_->RouterOverhead(absl::ToDoubleSeconds(sent - completed));
@@ -391,31 +484,38 @@ void Router::Loop() {
       deliver();  // while the group computes
     }
     absl::StatusOr<WorkerHub::StepOutcome> outcome =
-        started.ok() ? hub_->WaitStep(options_.group, options_.step_timeout)
+        started.ok() ? hub_->WaitStep(g->id, options_.step_timeout)
                      : absl::StatusOr<WorkerHub::StepOutcome>(started);
 
     absl::MutexLock lock(&mu_);
     if (!outcome.ok()) {
-      const int64_t running = scheduler_->num_running();
-      scheduler_->RequeueAll(out);
-      pending_releases_.clear();
+      deliver();  // the previous step's tokens, before anything moves
       completed = absl::InfinitePast();
-      if (absl::IsUnavailable(outcome.status())) group_complete_ = false;
-      Log(absl::StrCat(outcome.status().message(), "; ", running,
-                       " running requests re-queued until the group re-forms"));
-      UpdateLoad();
+      if (absl::IsUnavailable(outcome.status())) {
+        // Out of service until the group re-forms: its requests move on.
+        g->complete = false;
+        Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ",
+                                 outcome.status().message()));
+      } else {
+        const int64_t running = g->scheduler->num_running();
+        g->scheduler->RequeueAll(out);
+        g->pending_releases.clear();
+        Log(absl::StrCat(outcome.status().message(), "; ", running,
+                         " running requests re-queued while group ", g->id, " re-forms"));
+      }
+      UpdateLoad(g);
       continue;
     }
     completed = outcome->completed;
-    const bool switched = last_mode_ != v1::MODE_UNSPECIFIED && last_mode_ != decision.mode;
-    last_mode_ = decision.mode;
+    const bool switched = g->last_mode != v1::MODE_UNSPECIFIED && g->last_mode != decision.mode;
+    g->last_mode = decision.mode;
     if (decision.mode == v1::MODE_SP) {
-      modes_.set_sp_steps(modes_.sp_steps() + 1);
+      g->modes.set_sp_steps(g->modes.sp_steps() + 1);
     } else {
-      modes_.set_tp_steps(modes_.tp_steps() + 1);
+      g->modes.set_tp_steps(g->modes.tp_steps() + 1);
     }
-    if (switched) modes_.set_switches(modes_.switches() + 1);
-    metrics_->Step(decision.mode, switched, static_cast<double>(out.num_tokens),
+    if (switched) g->modes.set_switches(g->modes.switches() + 1);
+    metrics_->Step(g->id, decision.mode, switched, static_cast<double>(out.num_tokens),
                    absl::ToDoubleSeconds(completed - sent));
 
     rpc::StepResult& leader = outcome->results[0];
@@ -425,13 +525,13 @@ void Router::Loop() {
       tokens.push_back({t.seq_id(), t.token_id(), t.logprob()});
       by_seq[t.seq_id()] = &t;
     }
-    for (RequestUpdate& update : scheduler_->UpdateFromOutput(out, tokens)) {
+    for (RequestUpdate& update : g->scheduler->UpdateFromOutput(out, tokens)) {
       auto t = by_seq.find(update.seq_id);
       std::optional<rpc::SampledToken> token;
       if (t != by_seq.end()) token = std::move(*t->second);
       undelivered.emplace_back(std::move(update), std::move(token));
     }
-    UpdateLoad();
+    UpdateLoad(g);
   }
 }
 
@@ -448,45 +548,62 @@ v1::ModelInfo Router::ModelInfo() const {
   info.set_head_dim(static_cast<uint32_t>(config_.head_dim));
   for (int64_t eos : config_.eos_token_ids) info.add_eos_token_ids(static_cast<int32_t>(eos));
   info.set_world_size(options_.world_size);
-  info.set_num_groups(1);
+  info.set_num_groups(options_.num_groups);
   info.set_shift_policy(options_.shift_policy);
   return info;
 }
 
 v1::ServerStatus Router::Status() {
   v1::ServerStatus status;
-  const uint64_t generation = hub_->Generation(options_.group);
-  std::vector<absl::StatusOr<rpc::Register>> regs;
-  for (uint32_t r = 0; r < options_.world_size; ++r) {
-    regs.push_back(hub_->Registration(options_.group, r));
-  }
-  const std::vector<uint32_t> connected = hub_->ConnectedRanks(options_.group);
-  absl::MutexLock lock(&mu_);
-  v1::GroupStatus* group = status.add_groups();
-  group->set_group(options_.group);
-  group->set_generation(generation);
-  group->set_ready(group_complete_);
-  for (uint32_t r = 0; r < options_.world_size; ++r) {
-    v1::RankStatus* rank = group->add_ranks();
-    rank->set_rank(r);
-    rank->set_connected(std::find(connected.begin(), connected.end(), r) != connected.end());
-    if (regs[r].ok()) {
-      rank->set_address(regs[r]->address());
-      rank->set_kv_blocks(regs[r]->kv_blocks());
-      rank->set_weight_bytes(regs[r]->weight_bytes());
-      rank->set_metrics_address(regs[r]->metrics_address());
+  struct Ranks {
+    uint64_t generation;
+    std::vector<absl::StatusOr<rpc::Register>> regs;
+    std::vector<uint32_t> connected;
+  };
+  std::vector<Ranks> ranks(options_.num_groups);
+  for (uint32_t g = 0; g < options_.num_groups; ++g) {
+    ranks[g].generation = hub_->Generation(g);
+    for (uint32_t r = 0; r < options_.world_size; ++r) {
+      ranks[g].regs.push_back(hub_->Registration(g, r));
     }
+    ranks[g].connected = hub_->ConnectedRanks(g);
   }
-  if (scheduler_) {
-    group->set_kv_blocks_total(static_cast<uint32_t>(scheduler_->blocks().num_blocks()));
-    group->set_kv_blocks_used(static_cast<uint32_t>(scheduler_->blocks().num_used()));
-    group->set_running_sequences(static_cast<uint32_t>(scheduler_->num_running()));
-    status.set_queued_requests(static_cast<uint32_t>(scheduler_->num_waiting()));
+  absl::MutexLock lock(&mu_);
+  uint32_t queued = 0;
+  v1::ModeCounters total;
+  for (const auto& g : groups_) {
+    const Ranks& info = ranks[g->id];
+    v1::GroupStatus* group = status.add_groups();
+    group->set_group(g->id);
+    group->set_generation(info.generation);
+    group->set_ready(g->complete);
+    for (uint32_t r = 0; r < options_.world_size; ++r) {
+      v1::RankStatus* rank = group->add_ranks();
+      rank->set_rank(r);
+      rank->set_connected(std::find(info.connected.begin(), info.connected.end(), r) !=
+                          info.connected.end());
+      if (info.regs[r].ok()) {
+        rank->set_address(info.regs[r]->address());
+        rank->set_kv_blocks(info.regs[r]->kv_blocks());
+        rank->set_weight_bytes(info.regs[r]->weight_bytes());
+        rank->set_metrics_address(info.regs[r]->metrics_address());
+      }
+    }
+    if (g->scheduler) {
+      group->set_kv_blocks_total(static_cast<uint32_t>(g->scheduler->blocks().num_blocks()));
+      group->set_kv_blocks_used(static_cast<uint32_t>(g->scheduler->blocks().num_used()));
+      group->set_running_sequences(static_cast<uint32_t>(g->scheduler->num_running()));
+      queued += static_cast<uint32_t>(g->scheduler->num_waiting());
+    }
+    *group->mutable_modes() = g->modes;
+    group->set_last_mode(g->last_mode);
+    total.set_tp_steps(total.tp_steps() + g->modes.tp_steps());
+    total.set_sp_steps(total.sp_steps() + g->modes.sp_steps());
+    total.set_switches(total.switches() + g->modes.switches());
   }
-  *group->mutable_modes() = modes_;
-  group->set_last_mode(last_mode_);
-  *status.mutable_modes() = modes_;
-  status.set_draining(stopping_);
+  status.set_queued_requests(queued);
+  *status.mutable_modes() = total;
+  status.set_draining(draining_ || stopping_);
   status.set_uptime_seconds(absl::ToDoubleSeconds(clock_->Now() - started_));
   return status;
 }

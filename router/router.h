@@ -1,10 +1,13 @@
 // The router's core: owns every request from arrival to last token. It
-// validates and tokenizes requests, queues them in the scheduler, and runs
-// the step loop of its worker group: build a step, let the shift policy pick
-// TP or SP, send the plan through the worker hub, apply the sampled tokens,
-// and stream text back through each request's sink. If the group loses a
-// rank or a step fails, running requests go back to the queue and resume
-// (recomputed) when the group has re-formed: no request is lost.
+// validates and tokenizes requests, gives each to the worker group with the
+// least outstanding work (groups are data parallel), and runs one step loop
+// per group: build a step, let the shift policy pick TP or SP, send the plan
+// through the worker hub, apply the sampled tokens, and stream text back
+// through each request's sink. A step that fails on a live group re-queues
+// its requests there; a group that loses a rank is out of service until it
+// re-forms, and its requests move to the other groups (recomputed, so their
+// streams go on) or, with none left or after --requeue_limit moves, fail
+// with UNAVAILABLE. Draining stops admission and lets open requests finish.
 #pragma once
 
 #include <cstdint>
@@ -33,8 +36,9 @@ namespace shift {
 struct RouterOptions {
   std::string model_name;
   std::string model_fingerprint;  // ranks must register with the same one
-  uint32_t group = 0;
-  uint32_t world_size = 1;
+  uint32_t num_groups = 1;         // data-parallel worker groups 0..num_groups-1
+  uint32_t world_size = 1;         // ranks per group
+  int max_requeues = 3;            // moves to another group before UNAVAILABLE
   // Limits; num_blocks is taken from the ranks (the smallest) when the group
   // forms, and block_size must match theirs.
   SchedulerConfig scheduler;
@@ -73,9 +77,13 @@ class Router {
   // DEADLINE_EXCEEDED): its blocks are freed now and its sink is never
   // called again once this returns.
   void Cancel(uint64_t id, absl::StatusCode code);
-  // Stops the step loop; every request still open ends with UNAVAILABLE.
+  // Stops admitting (new requests get UNAVAILABLE, ready() is false) and
+  // waits up to `timeout` for open requests to finish; true if they all did.
+  bool Drain(absl::Duration timeout);
+  // Stops the step loops; every request still open ends with UNAVAILABLE.
   void Stop();
 
+  // Whether some group is formed and the router admits requests.
   bool ready();
   v1::ModelInfo ModelInfo() const;
   v1::ServerStatus Status();
@@ -86,23 +94,45 @@ class Router {
     RequestSink* sink;
     std::unique_ptr<TextStream> text;
     absl::Time arrival;
+    uint32_t group = 0;
+    int64_t work = 0;  // prompt + max_tokens: its share of the group's outstanding work
+    int requeues = 0;
     uint32_t prompt_tokens = 0;
     uint32_t completion_tokens = 0;
     absl::Time first_scheduled = absl::InfiniteFuture();
     absl::Time first_token = absl::InfiniteFuture();
     bool logprobs = false;
   };
+  // One data-parallel worker group and its step loop.
+  struct Group {
+    uint32_t id = 0;
+    std::unique_ptr<Scheduler> scheduler;  // once the group first formed
+    bool complete = false;                 // formed and in service
+    std::vector<uint64_t> pending_releases;
+    int64_t outstanding = 0;  // sum of its requests' work
+    v1::Mode last_mode = v1::MODE_UNSPECIFIED;
+    v1::ModeCounters modes;
+    std::thread loop;
+  };
 
   Router(RouterOptions options, const ModelConfig& config, const Tokenizer& tokenizer,
          WorkerHub* hub, RouterMetrics* metrics, const Clock* clock,
          std::unique_ptr<ShiftPolicy> policy);
-  void Loop();
-  // Waits for the group's ranks; on first formation, sizes the scheduler.
-  bool AwaitGroup();
+  void Loop(Group* g);
+  // Waits for the group's ranks; on first formation, sizes its scheduler.
+  bool AwaitGroup(Group* g);
   absl::StatusOr<std::unique_ptr<Request>> Validate(const v1::GenerateRequest& request);
-  void Deliver(const RequestUpdate& update, const v1::internal::SampledToken* sampled)
+  // The complete group with the least outstanding work (null if none).
+  Group* PickGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves every request of `from` (out of service) to other groups, or ends
+  // it with UNAVAILABLE saying `why`.
+  void Evacuate(Group* from, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Deliver(Group* g, const RequestUpdate& update, const v1::internal::SampledToken* sampled)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void UpdateLoad() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a request's stream with an error (its scheduler entry is gone).
+  void Fail(uint64_t id, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Forget(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateLoad(const Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RouterOptions options_;
   const ModelConfig& config_;
@@ -114,15 +144,11 @@ class Router {
 
   absl::Mutex mu_;
   std::unique_ptr<ShiftPolicy> policy_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Scheduler> scheduler_ ABSL_GUARDED_BY(mu_);  // once the group formed
-  bool group_complete_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, Stream> streams_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> pending_releases_ ABSL_GUARDED_BY(mu_);
-  v1::Mode last_mode_ ABSL_GUARDED_BY(mu_) = v1::MODE_UNSPECIFIED;
-  v1::ModeCounters modes_ ABSL_GUARDED_BY(mu_);
-  std::thread loop_;
 };
 
 }  // namespace shift

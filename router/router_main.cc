@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -28,7 +29,16 @@ ABSL_FLAG(int32_t, metrics_port, 9400, "Prometheus /metrics port (0: any)");
 ABSL_FLAG(std::string, model, "",
           "Model directory (config.json and tokenizer.json are read; required)");
 ABSL_FLAG(std::string, model_name, "", "Name reported by GetModelInfo (default: directory name)");
-ABSL_FLAG(uint32_t, world_size, 1, "Ranks in the worker group (1, 2, 4 or 8)");
+ABSL_FLAG(uint32_t, world_size, 1, "Ranks per worker group (1, 2, 4 or 8)");
+ABSL_FLAG(uint32_t, groups, 1,
+          "Data-parallel worker groups (workers pass --group=0..G-1); requests go to the group "
+          "with the least outstanding work");
+ABSL_FLAG(int32_t, requeue_limit, 3,
+          "Times a request may move to another group when its group loses a rank; then "
+          "UNAVAILABLE");
+ABSL_FLAG(double, drain_timeout_s, 30,
+          "On SIGTERM: stop admitting, let open requests finish for this long, then exit (a "
+          "second signal exits at once)");
 ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block; must match the workers'");
 ABSL_FLAG(std::string, shift_policy, "threshold",
           "How each step's mode is chosen: threshold (SP above --shift_threshold tokens), tp "
@@ -63,7 +73,8 @@ absl::Status Serve() {
   }
   SHIFT_ASSIGN_OR_RETURN(options.model_fingerprint, ModelFingerprint(model_dir));
   options.world_size = absl::GetFlag(FLAGS_world_size);
-  if (options.world_size < 1) return absl::InvalidArgumentError("--world_size must be >= 1");
+  options.num_groups = absl::GetFlag(FLAGS_groups);
+  options.max_requeues = absl::GetFlag(FLAGS_requeue_limit);
   options.scheduler.block_size = absl::GetFlag(FLAGS_block_size);
   options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
@@ -107,9 +118,10 @@ absl::Status Serve() {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   std::fprintf(stderr,
-               "shift-router: serving %s on %s:%d, /metrics on %s:%d; waiting for %u rank(s)\n",
+               "shift-router: serving %s on %s:%d, /metrics on %s:%d; waiting for %u group(s) of "
+               "%u rank(s)\n",
                options.model_name.c_str(), host.c_str(), port, host.c_str(), metrics.port(),
-               options.world_size);
+               options.num_groups, options.world_size);
   if (const std::string file = absl::GetFlag(FLAGS_ports_file); !file.empty()) {
     std::ofstream(file) << "grpc=" << port << " metrics=" << metrics.port() << "\n";
   }
@@ -126,14 +138,23 @@ absl::Status Serve() {
     health->SetServingStatus("shift.v1.Generation", ready);
     if (sigtimedwait(&signals, nullptr, &tick) > 0) break;
   }
-  std::fprintf(stderr, "shift-router: stopping\n");
+  // Drain: no new requests, open ones finish (or a second signal cuts it short).
   health->SetServingStatus(false);
-  auto t0 = absl::Now();
+  health->SetServingStatus("shift.v1.Generation", false);
+  const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
+  std::fprintf(stderr, "shift-router: draining (up to %s)\n", absl::FormatDuration(drain).c_str());
+  const absl::Time drain_end = absl::Now() + drain;
+  timespec now{0, 0};
+  bool drained = false;
+  while (!(drained = router->Drain(std::min(absl::Milliseconds(200), drain_end - absl::Now()))) &&
+         absl::Now() < drain_end) {
+    if (sigtimedwait(&signals, nullptr, &now) > 0) break;
+  }
+  std::fprintf(stderr, "shift-router: %s; stopping\n",
+               drained ? "every request finished" : "requests still open end with UNAVAILABLE");
   router->Stop();
-  std::fprintf(stderr, "T stop %f\n", absl::ToDoubleSeconds(absl::Now() - t0));
-  hub.Shutdown(options.group, "the router is stopping");
+  for (uint32_t g = 0; g < options.num_groups; ++g) hub.Shutdown(g, "the router is stopping");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  std::fprintf(stderr, "T server %f\n", absl::ToDoubleSeconds(absl::Now() - t0));
   return absl::OkStatus();
 }
 

@@ -28,19 +28,22 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                  .Help("Requests that ended with an error status, by gRPC code")
                  .Register(r);
   auto gauge = [&](const char* name, const char* help) {
-    return &prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(r);
   };
-  queue_depth_ = gauge("shift_queue_depth", "Requests waiting for admission");
-  running_ = gauge("shift_running_sequences", "Sequences running on worker groups");
-  blocks_used_ = gauge("shift_kv_blocks_used", "KV blocks held by sequences");
-  blocks_total_ = gauge("shift_kv_blocks_capacity", "KV blocks the router plans with");
-  mode_ = gauge("shift_mode", "Mode of the latest step: 1 TP, 2 SP (shift.v1.Mode)");
+  queue_depth_ = gauge("shift_queue_depth", "Requests waiting for admission, by group");
+  running_ = gauge("shift_running_sequences", "Sequences running, by group");
+  blocks_used_ = gauge("shift_kv_blocks_used", "KV blocks held by sequences, by group");
+  blocks_total_ = gauge("shift_kv_blocks_capacity", "KV blocks the router plans with, by group");
+  mode_ = gauge("shift_mode", "Mode of the group's latest step: 1 TP, 2 SP (shift.v1.Mode)");
   auto counter = [&](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
   };
   prompt_tokens_ = counter("shift_prompt_tokens_total", "Prompt tokens of admitted requests");
   generation_tokens_ = counter("shift_generation_tokens_total", "Tokens generated");
-  switches_ = counter("shift_mode_switches_total", "Steps whose mode differs from the previous");
+  switches_ = &prometheus::BuildCounter()
+                   .Name("shift_mode_switches_total")
+                   .Help("Steps whose mode differs from the group's previous step, by group")
+                   .Register(r);
   preemptions_ = counter("shift_preemptions_total", "Sequences preempted (recomputed later)");
   auto histogram = [&](const char* name, const char* help) {
     return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({},
@@ -58,26 +61,19 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                    .Register(r)
                    .Add({}, Histogram::BucketBoundaries{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4,
                                                         2e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2});
-  auto& steps = prometheus::BuildCounter()
-                    .Name("shift_steps_total")
-                    .Help("Steps executed, by the mode the shift policy chose")
-                    .Register(r);
-  auto& tokens = prometheus::BuildHistogram()
-                     .Name("shift_step_tokens")
-                     .Help("Tokens scheduled per step (the policy's main input), by mode")
-                     .Register(r);
-  auto& duration = prometheus::BuildHistogram()
-                       .Name("shift_step_duration_seconds")
-                       .Help("Router-observed step time (plan sent to last result), by mode")
-                       .Register(r);
-  const Histogram::BucketBoundaries token_buckets = {1,   2,   4,    8,    16,   32,   64,
-                                                     128, 256, 512, 1024, 2048, 4096, 8192};
-  const char* names[2] = {"tp", "sp"};
-  for (int m = 0; m < 2; ++m) {
-    modes_[m] = {&steps.Add({{"mode", names[m]}}),
-                 &tokens.Add({{"mode", names[m]}}, token_buckets),
-                 &duration.Add({{"mode", names[m]}}, LatencyBuckets())};
-  }
+  steps_ = &prometheus::BuildCounter()
+                .Name("shift_steps_total")
+                .Help("Steps executed, by group and the mode the shift policy chose")
+                .Register(r);
+  step_tokens_ = &prometheus::BuildHistogram()
+                      .Name("shift_step_tokens")
+                      .Help("Tokens scheduled per step (the policy's main input), by group and mode")
+                      .Register(r);
+  step_duration_ = &prometheus::BuildHistogram()
+                        .Name("shift_step_duration_seconds")
+                        .Help("Router-observed step time (plan sent to last result), by group and "
+                              "mode")
+                        .Register(r);
 }
 
 absl::Status RouterMetrics::Serve(const std::string& bind) {
@@ -117,25 +113,31 @@ void RouterMetrics::OutputTokens(double count, double seconds_per_token) {
 
 void RouterMetrics::PromptTokens(double count) { prompt_tokens_->Increment(count); }
 
-void RouterMetrics::Step(v1::Mode mode, bool switched, double tokens, double seconds) {
-  PerMode& m = modes_[mode == v1::MODE_SP ? 1 : 0];
-  m.steps->Increment();
-  m.tokens->Observe(tokens);
-  m.duration->Observe(seconds);
-  if (switched) switches_->Increment();
-  mode_->Set(static_cast<double>(mode));
+void RouterMetrics::Step(uint32_t group, v1::Mode mode, bool switched, double tokens,
+                         double seconds) {
+  const std::string g = absl::StrCat(group);
+  const prometheus::Labels labels = {{"group", g}, {"mode", mode == v1::MODE_SP ? "sp" : "tp"}};
+  steps_->Add(labels).Increment();
+  static const Histogram::BucketBoundaries token_buckets = {
+      1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+  step_tokens_->Add(labels, token_buckets).Observe(tokens);
+  step_duration_->Add(labels, LatencyBuckets()).Observe(seconds);
+  auto& switches = switches_->Add({{"group", g}});
+  if (switched) switches.Increment();
+  mode_->Add({{"group", g}}).Set(static_cast<double>(mode));
 }
 
 void RouterMetrics::RouterOverhead(double seconds) { overhead_->Observe(seconds); }
 
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }
 
-void RouterMetrics::SetLoad(double queued, double running, double blocks_used,
+void RouterMetrics::SetLoad(uint32_t group, double queued, double running, double blocks_used,
                             double blocks_total) {
-  queue_depth_->Set(queued);
-  running_->Set(running);
-  blocks_used_->Set(blocks_used);
-  blocks_total_->Set(blocks_total);
+  const prometheus::Labels labels = {{"group", absl::StrCat(group)}};
+  queue_depth_->Add(labels).Set(queued);
+  running_->Add(labels).Set(running);
+  blocks_used_->Add(labels).Set(blocks_used);
+  blocks_total_->Add(labels).Set(blocks_total);
 }
 
 }  // namespace shift

@@ -4,6 +4,7 @@
 // the current mode), served on /metrics.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -33,26 +34,27 @@ class RouterMetrics {
   void FirstToken(double ttft_seconds, double queue_seconds);
   void OutputTokens(double count, double seconds_per_token);
   void PromptTokens(double count);
-  void Step(v1::Mode mode, bool switched, double tokens, double seconds);
+  void Step(uint32_t group, v1::Mode mode, bool switched, double tokens, double seconds);
   // How long a busy group waited for the router between two steps: from
   // its last result to the next plan sent. Streaming the results overlaps
   // the next step, so it counts only when it holds up scheduling.
   void RouterOverhead(double seconds);
   void Preemptions(double count);
-  void SetLoad(double queued, double running, double blocks_used, double blocks_total);
+  void SetLoad(uint32_t group, double queued, double running, double blocks_used,
+               double blocks_total);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* errors_;
-  prometheus::Gauge *queue_depth_, *running_, *blocks_used_, *blocks_total_, *mode_;
-  prometheus::Counter *prompt_tokens_, *generation_tokens_, *switches_, *preemptions_;
+  // Per group (label group="g"), created on first use.
+  prometheus::Family<prometheus::Gauge> *queue_depth_, *running_, *blocks_used_, *blocks_total_,
+      *mode_;
+  prometheus::Family<prometheus::Counter> *steps_, *switches_;
+  prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
+  prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_;
   prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_;
-  struct PerMode {
-    prometheus::Counter* steps;
-    prometheus::Histogram *tokens, *duration;
-  } modes_[2];
 };
 
 }  // namespace shift

@@ -261,6 +261,31 @@ void Scheduler::RequeueAll(const SchedulerOutput&) {
   released_.clear();
 }
 
+std::vector<std::unique_ptr<Request>> Scheduler::TakeAll() {
+  RequeueAll(SchedulerOutput());
+  std::vector<std::unique_ptr<Request>> taken;
+  for (Request* r : waiting_) {
+    auto it = requests_.find(r->id);
+    taken.push_back(std::move(it->second));
+    requests_.erase(it);
+  }
+  waiting_.clear();
+  released_.clear();
+  std::stable_sort(taken.begin(), taken.end(),
+                   [](const auto& a, const auto& b) { return ArrivedBefore(a.get(), b.get()); });
+  return taken;
+}
+
+void Scheduler::Requeue(std::unique_ptr<Request> request) {
+  Request* r = request.get();
+  r->state = Request::State::kWaiting;
+  r->num_computed = 0;
+  r->on_ranks = false;
+  r->blocks_sent = 0;
+  requests_[r->id] = std::move(request);
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), r, ArrivedBefore), r);
+}
+
 const Request* Scheduler::Find(uint64_t id) const {
   auto it = requests_.find(id);
   return it == requests_.end() ? nullptr : it->second.get();

@@ -100,6 +100,13 @@ class Scheduler {
   // recompute, in arrival order.
   void RequeueAll(const SchedulerOutput& output);
 
+  // Takes every request out (the group left service): blocks freed, state
+  // reset for recompute, in arrival order. Outputs so far are kept.
+  std::vector<std::unique_ptr<Request>> TakeAll();
+  // Queues a request taken from another scheduler, by its arrival time (so
+  // it is not overtaken by later arrivals), to recompute what it had.
+  void Requeue(std::unique_ptr<Request> request);
+
   const Request* Find(uint64_t id) const;
   bool HasWork() const { return !waiting_.empty() || !running_.empty(); }
   int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }

@@ -232,6 +232,58 @@ class RankLoop {
   std::map<uint64_t, SequenceState> sequences_;
 };
 
+// One connection to the router: register, then follow it until Shutdown
+// (OK), a refusal (FAILED_PRECONDITION) or the stream's loss (UNAVAILABLE;
+// "not connected" when it never got through).
+absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& hello,
+                         std::shared_ptr<grpc::Channel> channel, rpc::Worker::Stub& stub,
+                         Engine* engine, WorkerMetrics* metrics,
+                         grpc::HealthCheckServiceInterface* health) {
+  grpc::ClientContext ctx;
+  ControlStream stream(stub.Connect(&ctx));
+  if (!stream.Write(hello)) {
+    stream.Finish();
+    return absl::UnavailableError("not connected");
+  }
+  stream.StartHeartbeats(absl::Seconds(1));
+  RankLoop loop(options, std::move(channel), engine, metrics, health);
+  rpc::RouterMessage message;
+  bool welcomed = false;
+  while (stream.Read(&message)) {
+    if (message.has_shutdown()) {
+      Log(options, absl::StrCat("shutting down: ", message.shutdown().reason()));
+      stream.StopHeartbeats();
+      stream.WritesDone();
+      return absl::OkStatus();
+    }
+    if (message.has_welcome()) {
+      const rpc::Welcome& welcome = message.welcome();
+      if (!welcomed) {
+        Log(options, absl::StrCat("registered with ", options.router, " (",
+                                  engine->num_blocks(), " KV blocks)"));
+        welcomed = true;
+      }
+      stream.SetHeartbeatInterval(absl::Seconds(welcome.heartbeat_interval_seconds()));
+      // Generation 0 acknowledges the registration while ranks are missing.
+      if (welcome.generation() != 0) loop.Form(welcome.generation());
+      continue;
+    }
+    if (!message.has_plan()) continue;
+    const rpc::WorkerMessage reply = loop.Execute(message.plan());
+    stream.SetLastStep(message.plan().step_id());
+    if (!stream.Write(reply)) break;
+  }
+  stream.StopHeartbeats();
+  const grpc::Status finish = stream.Finish();
+  if (finish.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the router at ", options.router, " refused this rank: ", finish.error_message()));
+  }
+  if (!welcomed) return absl::UnavailableError("not connected");
+  return absl::UnavailableError(absl::StrCat("lost the router at ", options.router, ": ",
+                                             finish.error_message()));
+}
+
 }  // namespace
 
 absl::Status RunRank(const RankOptions& options) {
@@ -272,11 +324,6 @@ absl::Status RunRank(const RankOptions& options) {
   metrics->SetModel(static_cast<double>(engine->weight_bytes()),
                     static_cast<double>(engine->num_blocks()));
 
-  auto channel = grpc::CreateChannel(options.router, grpc::InsecureChannelCredentials());
-  auto stub = rpc::Worker::NewStub(channel);
-  grpc::ClientContext ctx;
-  ControlStream stream(stub->Connect(&ctx));
-
   rpc::WorkerMessage hello;
   rpc::Register* reg = hello.mutable_register_();
   reg->set_group(options.group);
@@ -290,39 +337,34 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_model_fingerprint(fingerprint);
   reg->set_address(absl::StrCat(options.host, ":", health_port));
   reg->set_metrics_address(absl::StrCat(options.host, ":", metrics->port()));
-  if (!stream.Write(hello)) {
-    return absl::UnavailableError(absl::StrCat("cannot reach the router at ", options.router,
-                                               ": ", stream.Finish().error_message()));
-  }
-  Log(options, absl::StrCat("registered with ", options.router, " (", engine->num_blocks(),
-                            " KV blocks)"));
-  stream.StartHeartbeats(absl::Seconds(1));
 
-  RankLoop loop(options, channel, engine.get(), metrics.get(), health);
-  rpc::RouterMessage message;
-  while (stream.Read(&message)) {
-    if (message.has_shutdown()) {
-      Log(options, absl::StrCat("shutting down: ", message.shutdown().reason()));
-      stream.StopHeartbeats();
-      stream.WritesDone();
-      return absl::OkStatus();
+  // The weights stay loaded while the router is away: the rank reconnects
+  // until it is back, or until --reconnect_timeout_s without one.
+  grpc::ChannelArguments args;
+  // gRPC's default reconnect backoff grows to two minutes; a rank should
+  // find a restarted router within a second.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto channel =
+      grpc::CreateCustomChannel(options.router, grpc::InsecureChannelCredentials(), args);
+  auto stub = rpc::Worker::NewStub(channel);
+  absl::Time lost = absl::Now();
+  for (int attempt = 0;; ++attempt) {
+    absl::Status served = ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(),
+                                      health);
+    if (served.ok() || absl::IsFailedPrecondition(served)) return served;
+    if (served.message() != "not connected") lost = absl::Now();
+    if (absl::Now() - lost > options.reconnect_timeout) {
+      return absl::UnavailableError(absl::StrCat(
+          served.message(), "; no router for ", absl::FormatDuration(options.reconnect_timeout)));
     }
-    if (message.has_welcome()) {
-      const rpc::Welcome& welcome = message.welcome();
-      stream.SetHeartbeatInterval(absl::Seconds(welcome.heartbeat_interval_seconds()));
-      // Generation 0 acknowledges the registration while ranks are missing.
-      if (welcome.generation() != 0) loop.Form(welcome.generation());
-      continue;
+    if (attempt == 0 || served.message() != "not connected") {
+      Log(options, absl::StrCat(served.message(), "; reconnecting"));
     }
-    if (!message.has_plan()) continue;
-    const rpc::WorkerMessage reply = loop.Execute(message.plan());
-    stream.SetLastStep(message.plan().step_id());
-    if (!stream.Write(reply)) break;
+    health->SetServingStatus(false);
+    absl::SleepFor(absl::Milliseconds(500));
   }
-  stream.StopHeartbeats();
-  const grpc::Status finish = stream.Finish();
-  return absl::UnavailableError(absl::StrCat("the control stream to ", options.router,
-                                             " closed: ", finish.error_message()));
 }
 
 }  // namespace shift

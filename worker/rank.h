@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "worker/engine.h"
 
 namespace shift {
@@ -25,6 +26,8 @@ struct RankOptions {
   EngineOptions engine;
   // How long to wait for the other ranks at rendezvous.
   int64_t rendezvous_timeout_ms = 60000;
+  // How long to keep trying to (re)connect while no router answers.
+  absl::Duration reconnect_timeout = absl::Seconds(120);
   // Deterministic mode (DESIGN.md, Determinism). The CPU engine has no
   // other mode; false is refused on CPU.
   bool deterministic = true;
@@ -36,7 +39,8 @@ struct RankOptions {
 };
 
 // Returns OK after a Shutdown from the router; an error (with context) when
-// loading, the rendezvous or the stream fails.
+// loading fails, the router refuses the rank, or no router answers for
+// `reconnect_timeout`. A lost router is reconnected to, weights kept.
 absl::Status RunRank(const RankOptions& options);
 
 }  // namespace shift

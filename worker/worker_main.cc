@@ -15,6 +15,9 @@ ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "Bytes for this rank's KV cache (a
 ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block");
 ABSL_FLAG(int32_t, threads, 2, "Compute threads (results do not depend on it)");
 ABSL_FLAG(int64_t, rendezvous_timeout_ms, 60000, "How long to wait for the group's other ranks");
+ABSL_FLAG(double, reconnect_timeout_s, 120,
+          "How long to keep trying to reach the router (at start, or after losing it) before "
+          "exiting; the weights stay loaded meanwhile");
 ABSL_FLAG(bool, deterministic, true,
           "Bitwise-identical results in every mode and batch (DESIGN.md, Determinism); the CPU "
           "engine is always deterministic");
@@ -38,6 +41,7 @@ int main(int argc, char** argv) {
   options.engine.block_size = absl::GetFlag(FLAGS_block_size);
   options.engine.threads = absl::GetFlag(FLAGS_threads);
   options.rendezvous_timeout_ms = absl::GetFlag(FLAGS_rendezvous_timeout_ms);
+  options.reconnect_timeout = absl::Seconds(absl::GetFlag(FLAGS_reconnect_timeout_s));
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
   options.host = absl::GetFlag(FLAGS_host);
   options.health_port = absl::GetFlag(FLAGS_port);

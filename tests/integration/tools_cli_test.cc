@@ -163,5 +163,31 @@ TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
   EXPECT_THAT(tiny_cache.output, HasSubstr("below one KV block"));
 }
 
+TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
+  const std::string model = (dir_ / "tiny").string();
+  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --out=" + model).exit_code, 0);
+  ToolRun help = RunTool("router/shift-router", "--help");
+  for (const char* flag :
+       {"--port", "--metrics_port", "--model", "--world_size", "--shift_policy",
+        "--shift_threshold", "--max_num_batched_tokens", "--max_num_seqs", "--max_queued_requests",
+        "--max_model_len", "default: 256", "default: \"threshold\""}) {
+    EXPECT_THAT(help.output, HasSubstr(flag));
+  }
+  const std::string base = " --host=127.0.0.1 --port=0 --metrics_port=0 --model=" + model;
+  ToolRun no_model = RunTool("router/shift-router", "--port=0");
+  EXPECT_NE(no_model.exit_code, 0);
+  EXPECT_THAT(no_model.output, HasSubstr("--model is required"));
+  // Dashed spellings are the same flags.
+  ToolRun policy = RunTool("router/shift-router", "--shift-policy=fastest" + base);
+  EXPECT_NE(policy.exit_code, 0);
+  EXPECT_THAT(policy.output, HasSubstr("unknown shift policy \"fastest\""));
+  ToolRun too_long = RunTool("router/shift-router", "--max-model-len=100000" + base);
+  EXPECT_NE(too_long.exit_code, 0);
+  EXPECT_THAT(too_long.output, HasSubstr("over the model's context of 2048"));
+  ToolRun seqs = RunTool("router/shift-router", "--max_num_seqs=0" + base);
+  EXPECT_NE(seqs.exit_code, 0);
+  EXPECT_THAT(seqs.output, HasSubstr("must be positive"));
+}
+
 }  // namespace
 }  // namespace shift

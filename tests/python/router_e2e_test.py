@@ -27,15 +27,10 @@ import urllib.request
 
 import grpc
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "python"))
-import shift_client  # noqa: E402
-
-BIN = os.environ.get("SHIFT_BINARY_DIR", "build")
-ROUTER = os.path.join(BIN, "router", "shift-router")
-WORKER = os.path.join(BIN, "worker", "shift-worker")
-MKMODEL = os.path.join(BIN, "tools", "shift-mkmodel")
-GENERATE = os.path.join(BIN, "tools", "shift-generate")
-PROMTOOL = "/usr/bin/promtool"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import (PROMTOOL, ROUTER, Cluster, http_get, make_model, metric,  # noqa: E402
+                     read, reference_ids)
+import shift_client  # noqa: E402  (on the path through cluster)
 
 PROMPTS = [
     "The lighthouse keeper",
@@ -47,106 +42,20 @@ PROMPTS = [
 ]
 
 
-def reference_ids(model, prompt, max_tokens, ignore_eos=False):
-    """Greedy token ids from the single-rank engine; `prompt` is text or ids."""
-    given = ("--prompt=" + prompt if isinstance(prompt, str)
-             else "--prompt_ids=" + ",".join(map(str, prompt)))
-    out = subprocess.run(
-        [GENERATE, "--model=" + model, given, "--max_tokens=%d" % max_tokens,
-         "--print_ids", "--threads=1", "--ignore_eos=%s" % ("true" if ignore_eos else "false")],
-        check=True, capture_output=True, text=True, timeout=120)
-    return [int(t) for t in out.stdout.split()]
-
-
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def metric(text, series):
-    m = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def http_get(address):
-    with urllib.request.urlopen("http://%s/metrics" % address, timeout=10) as r:
-        return r.read().decode()
-
-
-class Deployment:
-    """A router and its worker ranks, as processes."""
-
-    def __init__(self, tmp, name, model, world_size, router_flags, worker_flags):
-        self.tmp = tmp
-        self.procs = []
-        ports = os.path.join(tmp, name + ".ports")
-        self.logs = []
-        self.router = self._spawn(name + "-router", [
-            ROUTER, "--model=" + model, "--host=127.0.0.1", "--port=0", "--metrics_port=0",
-            "--ports_file=" + ports, "--world_size=%d" % world_size] + router_flags)
-        deadline = time.time() + 30
-        while not (os.path.exists(ports) and read(ports).endswith("\n")):
-            if time.time() > deadline or self.router.poll() is not None:
-                raise RuntimeError("the router did not start:\n" + self.log(0))
-            time.sleep(0.05)
-        fields = dict(kv.split("=") for kv in read(ports).split())
-        self.address = "127.0.0.1:" + fields["grpc"]
-        self.metrics_address = "127.0.0.1:" + fields["metrics"]
-        for r in range(world_size):
-            self._spawn("%s-rank%d" % (name, r), [
-                WORKER, "--router=" + self.address, "--rank=%d" % r,
-                "--world_size=%d" % world_size, "--model=" + model, "--threads=1"] + worker_flags)
-        self.client = shift_client.Client(self.address)
-        deadline = time.time() + 60
-        while not self.client.status()["groups"][0]["ready"]:
-            if time.time() > deadline:
-                raise RuntimeError("the group did not form:\n" + "\n".join(
-                    self.log(i) for i in range(len(self.procs))))
-            time.sleep(0.05)
-
-    def _spawn(self, name, args):
-        path = os.path.join(self.tmp, name + ".log")
-        self.logs.append(path)
-        with open(path, "w") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def log(self, i):
-        return read(self.logs[i])
-
-    def stop(self):
-        """SIGTERM to the router, which tells its workers to exit; returns
-        the exit codes. Anything still alive after 15 s is killed."""
-        self.router.send_signal(signal.SIGTERM)
-        codes = []
-        for proc in self.procs:
-            try:
-                codes.append(proc.wait(timeout=15))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                codes.append("killed")
-        return codes
-
-
 class RouterE2ETest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="shift-e2e-")
-        cls.model = os.path.join(cls.tmp, "model")
-        subprocess.run([MKMODEL, "--preset=tiny", "--seed=7", "--out=" + cls.model], check=True,
-                       capture_output=True, timeout=60)
+        cls.model = make_model(os.path.join(cls.tmp, "model"))
         cls.shifting = None
         cls.small = None
         try:
-            cls.shifting = Deployment(cls.tmp, "shifting", cls.model, 2, [
+            cls.shifting = Cluster(cls.tmp, "shifting", cls.model, 2, [
                 "--shift_threshold=12", "--max_num_batched_tokens=48", "--max_num_seqs=32",
                 "--max_queued_requests=256", "--max_model_len=512", "--block_size=8"],
                 ["--block_size=8", "--kv_cache_bytes=4194304"])
             # 14 blocks of 16 tokens: two 120-token sequences cannot both fit.
-            cls.small = Deployment(cls.tmp, "small", cls.model, 1, [
+            cls.small = Cluster(cls.tmp, "small", cls.model, 1, [
                 "--max_queued_requests=2", "--max_num_seqs=4", "--max_model_len=512"],
                 ["--kv_cache_bytes=%d" % (14 * 8192)])
         except Exception:
@@ -176,9 +85,9 @@ class RouterE2ETest(unittest.TestCase):
         self.assertGreater(modes["sp_steps"], 0, modes)
         self.assertGreater(modes["switches"], 0, modes)
         text = http_get(self.shifting.metrics_address)
-        self.assertGreater(metric(text, 'shift_steps_total{mode="tp"}'), 0)
-        self.assertGreater(metric(text, 'shift_steps_total{mode="sp"}'), 0)
-        self.assertGreater(metric(text, "shift_mode_switches_total"), 0)
+        self.assertGreater(metric(text, 'shift_steps_total{group="0",mode="tp"}'), 0)
+        self.assertGreater(metric(text, 'shift_steps_total{group="0",mode="sp"}'), 0)
+        self.assertGreater(metric(text, 'shift_mode_switches_total{group="0"}'), 0)
 
     def test_prompt_as_ids_stop_strings_and_logprobs(self):
         c = self.shifting.client
@@ -344,10 +253,42 @@ class RouterE2ETest(unittest.TestCase):
         self.assertIn("OK", codes)
         self.wait_idle(self.small)
 
+    def test_without_a_group_requests_are_unavailable(self):
+        ports = os.path.join(self.tmp, "lonely.ports")
+        router = subprocess.Popen(
+            [ROUTER, "--model=" + self.model, "--host=127.0.0.1", "--port=0", "--metrics_port=0",
+             "--ports_file=" + ports, "--world_size=2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.time() + 30
+            while not (os.path.exists(ports) and read(ports).endswith("\n")):
+                self.assertLess(time.time(), deadline, "the router did not start")
+                time.sleep(0.05)
+            fields = dict(kv.split("=") for kv in read(ports).split())
+            c = shift_client.Client("127.0.0.1:" + fields["grpc"])
+            self.assertEqual(c.health(), 2)  # NOT_SERVING
+            with self.assertRaises(grpc.RpcError) as e:
+                c.generate(text="hello", max_tokens=4)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("no worker group is ready", e.exception.details())
+            self.assertFalse(c.status()["groups"][0]["ready"])
+        finally:
+            router.send_signal(signal.SIGTERM)
+            try:
+                self.assertEqual(router.wait(timeout=15), 0)
+            except subprocess.TimeoutExpired:
+                router.kill()
+                router.wait()
+                raise
+
     def test_health_status_and_metrics_pass_promtool(self):
         d = self.shifting
         self.assertEqual(d.client.health(), 1)
         self.assertEqual(d.client.health("shift.v1.Generation"), 1)
+        services = d.client.list_services()
+        for name in ("shift.v1.Generation", "grpc.health.v1.Health",
+                     "grpc.reflection.v1alpha.ServerReflection"):
+            self.assertIn(name, services)
         status = d.client.status()
         group = status["groups"][0]
         self.assertTrue(group["ready"])

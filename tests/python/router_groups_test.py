@@ -1,0 +1,135 @@
+"""shift-router beyond one healthy group, with real processes on 127.0.0.1:
+data-parallel groups that lose a rank under load without losing a request,
+draining on SIGTERM, and workers that reconnect to a restarted router."""
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, free_port, make_model, metric, reference_ids  # noqa: E402
+
+PROMPTS = [
+    "The lighthouse keeper counted ships",
+    "Once upon a time, in a data center far away, a router scheduled every step",
+    "Tensor or sequence parallel? Why not both, step by step.",
+    "¿Por qué no los dos? 你好 🚀",
+]
+
+
+def steps(cluster, group):
+    text = cluster.metrics()
+    return sum(metric(text, 'shift_steps_total{group="%d",mode="%s"}' % (group, m)) or 0
+               for m in ("tp", "sp"))
+
+
+class RouterGroupsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="shift-groups-")
+        cls.model = make_model(os.path.join(cls.tmp, "model"))
+        cls.refs = {p: reference_ids(cls.model, p, 40, ignore_eos=True) for p in PROMPTS}
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_load(self, client, count, max_tokens=40, pool_size=None):
+        """Starts `count` requests at once; returns futures of (ids or code)."""
+        def one(i):
+            prompt = PROMPTS[i % len(PROMPTS)]
+            try:
+                ids = client.generate(timeout=120, text=prompt, max_tokens=max_tokens,
+                                      ignore_eos=True)[0]
+                return prompt, ids
+            except grpc.RpcError as e:
+                return prompt, e.code().name
+        pool = concurrent.futures.ThreadPoolExecutor(pool_size or count)
+        self.addCleanup(pool.shutdown)
+        return [pool.submit(one, i) for i in range(count)]
+
+    def test_a_lost_rank_loses_no_request_and_its_group_returns(self):
+        c = Cluster(self.tmp, "dp", self.model, world_size=2, groups=2,
+                    router_flags=["--shift_threshold=12", "--heartbeat_timeout_s=3"],
+                    worker_flags=["--kv_cache_bytes=4194304"])
+        try:
+            futures = self.run_load(c.client, 24)
+            time.sleep(0.5)
+            c.ranks[(0, 1)].kill()
+            c.ranks[(0, 1)].wait()
+            results = [f.result(timeout=120) for f in futures]  # none hangs
+            for prompt, got in results:
+                # Requeued on group 1 and recomputed: the very same tokens.
+                self.assertEqual(got, self.refs[prompt], prompt)
+            status = c.client.status()["groups"]
+            self.assertFalse(status[0]["ready"])
+            self.assertTrue(status[1]["ready"])
+            generation = status[0]["generation"]
+            # The other group keeps serving.
+            for prompt, got in [f.result(timeout=60) for f in self.run_load(c.client, 4)]:
+                self.assertEqual(got, self.refs[prompt])
+            # The restarted rank brings its group back, under a new generation.
+            c.start_rank(0, 1)
+            c.wait_ready([0])
+            self.assertGreater(c.client.status()["groups"][0]["generation"], generation)
+            before = steps(c, 0)
+            for prompt, got in [f.result(timeout=60) for f in self.run_load(c.client, 4)]:
+                self.assertEqual(got, self.refs[prompt])
+            self.assertGreater(steps(c, 0), before, "group 0 did not serve after rejoining")
+            self.assertIn("moved to other groups", open(c.logs[0]).read())
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+    def test_sigterm_drains_open_requests_then_exits(self):
+        c = Cluster(self.tmp, "drain", self.model, world_size=1,
+                    router_flags=["--drain_timeout_s=60"])
+        try:
+            futures = self.run_load(c.client, 16, max_tokens=1000)
+            time.sleep(0.3)
+            signalled = time.time()
+            c.router.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+            with self.assertRaises(grpc.RpcError) as refused:
+                c.client.generate(timeout=10, text=PROMPTS[0], max_tokens=4)
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            for prompt, got in [f.result(timeout=120) for f in futures]:
+                self.assertIsInstance(got, list, "an accepted request failed: %s" % got)
+                self.assertEqual(len(got), 1000)
+                self.assertEqual(got[:40], self.refs[prompt])
+            self.assertEqual(c.router.wait(timeout=60), 0)
+            self.assertLess(time.time() - signalled, 60)
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+    def test_workers_reconnect_to_a_restarted_router(self):
+        c = Cluster(self.tmp, "reconnect", self.model, world_size=2, port=free_port())
+        try:
+            prompt = PROMPTS[1]
+            self.assertEqual(c.client.generate(text=prompt, max_tokens=40, ignore_eos=True)[0],
+                             self.refs[prompt])
+            c.router.kill()
+            c.router.wait()
+            time.sleep(1.0)
+            workers = list(c.ranks.values())
+            self.assertTrue(all(w.poll() is None for w in workers), "a worker exited")
+            c.start_router(c.port)
+            c.wait_ready([0], timeout=30)
+            self.assertEqual(c.client.generate(text=prompt, max_tokens=40, ignore_eos=True)[0],
+                             self.refs[prompt])
+            self.assertTrue(all(w.poll() is None for w in workers))
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
