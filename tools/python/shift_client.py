@@ -235,6 +235,16 @@ class Client:
     def model_info(self):
         return decode_model_info(self._info(b"", timeout=10))
 
+    def list_services(self):
+        """Service names, through server reflection."""
+        call = self.channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        request = _len(7, b"")  # list_services
+        for raw in call(iter([request]), timeout=10):
+            listing = parse(_one(parse(raw), 6, b""))
+            return sorted(_str(_one(parse(s), 1, b"")) for s in listing.get(1, []))
+        return []
+
     def health(self, service=""):
         """1 SERVING, 2 NOT_SERVING."""
         request = _len(1, service.encode()) if service else b""
