@@ -1,6 +1,7 @@
 #include "router/block_manager.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -11,7 +12,11 @@ const std::vector<int32_t> kNoBlocks;
 }  // namespace
 
 BlockManager::BlockManager(int64_t num_blocks, int64_t block_size)
-    : block_size_(block_size), ref_counts_(num_blocks, 0) {
+    : block_size_(block_size),
+      ref_counts_(num_blocks, 0),
+      hash_of_(num_blocks, 0),
+      cached_(num_blocks, false),
+      last_use_(num_blocks, 0) {
   SHIFT_CHECK(num_blocks >= 0 && block_size > 0);
   free_.reserve(num_blocks);
   for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
@@ -29,12 +34,65 @@ bool BlockManager::Append(uint64_t seq, int64_t num_tokens) {
   if (needed == 0) return true;
   std::vector<int32_t>& table = tables_[seq];
   for (int64_t i = 0; i < needed; ++i) {
-    const int32_t block = free_.back();
-    free_.pop_back();
+    int32_t block;
+    if (!free_.empty()) {
+      block = free_.back();
+      free_.pop_back();
+    } else {
+      // Evict the least recently used cached block.
+      block = evictable_.begin()->second;
+      evictable_.erase(evictable_.begin());
+      Uncache(block);
+    }
     ref_counts_[block] = 1;
     table.push_back(block);
   }
   return true;
+}
+
+void BlockManager::Uncache(int32_t block) {
+  if (!cached_[block]) return;
+  cache_.erase(hash_of_[block]);
+  cached_[block] = false;
+}
+
+int64_t BlockManager::MatchPrefix(absl::Span<const uint64_t> hashes) const {
+  int64_t n = 0;
+  while (n < static_cast<int64_t>(hashes.size()) && cache_.contains(hashes[n])) ++n;
+  return n;
+}
+
+void BlockManager::AppendCached(uint64_t seq, absl::Span<const uint64_t> hashes, int64_t count) {
+  SHIFT_CHECK(Table(seq).empty(), "sequence ", seq, " already has blocks");
+  if (count == 0) return;
+  std::vector<int32_t>& table = tables_[seq];
+  for (int64_t i = 0; i < count; ++i) {
+    auto it = cache_.find(hashes[i]);
+    SHIFT_CHECK(it != cache_.end(), "block ", i, " of the prefix is not cached");
+    const int32_t block = it->second;
+    if (ref_counts_[block]++ == 0) evictable_.erase(last_use_[block]);
+    table.push_back(block);
+  }
+}
+
+void BlockManager::Cache(uint64_t seq, int64_t index, uint64_t hash) {
+  const std::vector<int32_t>& table = Table(seq);
+  SHIFT_CHECK(index < static_cast<int64_t>(table.size()), "sequence ", seq, " has no block ",
+              index);
+  const int32_t block = table[index];
+  if (cached_[block] || cache_.contains(hash)) return;
+  cached_[block] = true;
+  hash_of_[block] = hash;
+  cache_[hash] = block;
+}
+
+void BlockManager::DropCache() {
+  for (auto& [use, block] : evictable_) free_.push_back(block);
+  evictable_.clear();
+  for (auto& [hash, block] : cache_) cached_[block] = false;
+  cache_.clear();
+  // Keep handing out the lowest ids first.
+  std::sort(free_.begin(), free_.end(), std::greater<int32_t>());
 }
 
 void BlockManager::Fork(uint64_t from, uint64_t to, int64_t num_blocks) {
@@ -51,7 +109,13 @@ void BlockManager::Free(uint64_t seq) {
   if (it == tables_.end()) return;
   // Returned in reverse so a sequence's first block is handed out first.
   for (auto b = it->second.rbegin(); b != it->second.rend(); ++b) {
-    if (--ref_counts_[*b] == 0) free_.push_back(*b);
+    if (--ref_counts_[*b] != 0) continue;
+    if (cached_[*b]) {
+      last_use_[*b] = ++clock_;
+      evictable_[clock_] = *b;
+    } else {
+      free_.push_back(*b);
+    }
   }
   tables_.erase(it);
 }
@@ -74,15 +138,36 @@ absl::Status BlockManager::CheckConsistency() const {
   }
   std::vector<int32_t> free_count(ref_counts_.size(), 0);
   for (int32_t block : free_) ++free_count[block];
+  for (const auto& [use, block] : evictable_) {
+    ++free_count[block];
+    if (!cached_[block] || last_use_[block] != use) {
+      return absl::InternalError(absl::StrCat("evictable block ", block, " is not cached"));
+    }
+  }
+  for (const auto& [hash, block] : cache_) {
+    if (!cached_[block] || hash_of_[block] != hash) {
+      return absl::InternalError(absl::StrCat("the cache maps a hash to block ", block,
+                                              " which does not carry it"));
+    }
+  }
+  int64_t cached = 0;
   for (int64_t b = 0; b < num_blocks(); ++b) {
+    cached += cached_[b] ? 1 : 0;
     if (held[b] != ref_counts_[b]) {
       return absl::InternalError(absl::StrCat("block ", b, " has count ", ref_counts_[b],
                                               " but ", held[b], " tables hold it"));
     }
     if (free_count[b] != (held[b] == 0 ? 1 : 0)) {
-      return absl::InternalError(absl::StrCat("block ", b, " is on the free list ",
+      return absl::InternalError(absl::StrCat("block ", b, " is free or evictable ",
                                               free_count[b], " times with count ", held[b]));
     }
+    if (held[b] == 0 && cached_[b] && std::count(free_.begin(), free_.end(), b)) {
+      return absl::InternalError(absl::StrCat("cached block ", b, " is on the free list"));
+    }
+  }
+  if (cached != static_cast<int64_t>(cache_.size())) {
+    return absl::InternalError(absl::StrCat(cached, " blocks are marked cached but the cache has ",
+                                            cache_.size()));
   }
   return absl::OkStatus();
 }

@@ -1,16 +1,21 @@
 // The router's KV block manager: the single source of truth for which KV
 // blocks each sequence owns. Workers allocate the memory; the router decides
 // which block holds which tokens and sends block ids in step plans. Blocks
-// are reference-counted so that sequences can share a prefix (Fork). Running
-// out of blocks is a value (Append returns false), never an exception: the
-// scheduler preempts and tries again.
+// are reference-counted so that sequences can share a prefix. A full block
+// can be cached under a hash of the tokens up to its end: when nobody holds
+// it any more it stays, evictable in least-recently-used order, for the next
+// sequence with the same prefix. Running out of blocks is a value (Append
+// returns false), never an exception: the scheduler preempts and tries
+// again.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 
 namespace shift {
 
@@ -20,8 +25,11 @@ class BlockManager {
 
   int64_t num_blocks() const { return static_cast<int64_t>(ref_counts_.size()); }
   int64_t block_size() const { return block_size_; }
-  int64_t num_free() const { return static_cast<int64_t>(free_.size()); }
+  // Blocks Append can take: free ones and cached ones nobody holds.
+  int64_t num_free() const { return static_cast<int64_t>(free_.size() + evictable_.size()); }
   int64_t num_used() const { return num_blocks() - num_free(); }
+  // Cached blocks nobody holds (part of num_free()).
+  int64_t num_cached() const { return static_cast<int64_t>(evictable_.size()); }
 
   // Blocks `seq` must add so its table covers `num_tokens` tokens.
   int64_t BlocksNeeded(uint64_t seq, int64_t num_tokens) const;
@@ -31,8 +39,21 @@ class BlockManager {
   // Starts `to`'s (empty) table with the first `num_blocks` blocks of
   // `from`'s, sharing them (prefix reuse).
   void Fork(uint64_t from, uint64_t to, int64_t num_blocks);
-  // Drops `seq`'s table; blocks nobody else holds become free.
+  // Drops `seq`'s table; blocks nobody else holds become free (or, when
+  // cached, evictable).
   void Free(uint64_t seq);
+
+  // How many of `hashes` (a prefix's full blocks, in order) are cached, from
+  // the first on.
+  int64_t MatchPrefix(absl::Span<const uint64_t> hashes) const;
+  // Starts `seq`'s (empty) table with the cached blocks of the first `count`
+  // of `hashes` (all cached: see MatchPrefix).
+  void AppendCached(uint64_t seq, absl::Span<const uint64_t> hashes, int64_t count);
+  // Caches `seq`'s block `index` (full, its KV computed) under `hash`,
+  // unless that hash or that block is cached already.
+  void Cache(uint64_t seq, int64_t index, uint64_t hash);
+  // Forgets every cached block (the workers' KV can no longer be trusted).
+  void DropCache();
   // `seq`'s blocks in position order (empty when it has none).
   const std::vector<int32_t>& Table(uint64_t seq) const;
   int32_t RefCount(int32_t block) const { return ref_counts_[block]; }
@@ -41,10 +62,18 @@ class BlockManager {
   absl::Status CheckConsistency() const;
 
  private:
+  void Uncache(int32_t block);
+
   int64_t block_size_;
   std::vector<int32_t> ref_counts_;
   std::vector<int32_t> free_;  // a stack: lowest ids are handed out first
   absl::flat_hash_map<uint64_t, std::vector<int32_t>> tables_;
+  absl::flat_hash_map<uint64_t, int32_t> cache_;  // hash -> block
+  std::vector<uint64_t> hash_of_;                  // per block, when cached
+  std::vector<bool> cached_;                       // per block
+  std::map<uint64_t, int32_t> evictable_;          // last use -> cached block nobody holds
+  std::vector<uint64_t> last_use_;                 // per evictable block: its key above
+  uint64_t clock_ = 0;
 };
 
 }  // namespace shift

@@ -54,6 +54,11 @@ struct Request {
   bool on_ranks = false;
   size_t blocks_sent = 0;
   int num_preemptions = 0;
+  // Hashes of the full blocks of prompt then output, each chained over all
+  // tokens before its end (the prefix cache's keys); filled as needed.
+  std::vector<uint64_t> block_hashes;
+  // Tokens whose KV came from the prefix cache at the latest admission.
+  int64_t num_cached_tokens = 0;
   FinishReason finish = FinishReason::kNone;
   absl::Time first_scheduled = absl::InfiniteFuture();
   absl::Time first_token = absl::InfiniteFuture();

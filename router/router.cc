@@ -131,9 +131,20 @@ bool Router::ready() {
 }
 
 bool Router::AwaitGroup(Group* g) {
+  bool complete;
   {
     absl::MutexLock lock(&mu_);
-    if (g->complete) return true;
+    complete = g->complete;
+  }
+  if (complete) {
+    // A rank lost while the group idles takes it out of service now, not at
+    // its next step.
+    const absl::Status members = hub_->WaitForGroup(g->id, options_.world_size, absl::ZeroDuration());
+    if (members.ok()) return true;
+    absl::MutexLock lock(&mu_);
+    g->complete = false;
+    Evacuate(g, absl::StrCat("worker group ", g->id, " lost a rank"));
+    return false;
   }
   if (!hub_->WaitForGroup(g->id, options_.world_size, absl::Milliseconds(200)).ok()) {
     return false;
@@ -398,6 +409,7 @@ void Router::Deliver(Group* g, const RequestUpdate& update, const rpc::SampledTo
   v1::Usage* usage = final.mutable_usage();
   usage->set_prompt_tokens(s.prompt_tokens);
   usage->set_completion_tokens(s.completion_tokens);
+  usage->set_cached_prompt_tokens(s.cached_tokens);
   usage->set_queue_time_seconds(absl::ToDoubleSeconds(s.first_scheduled - s.arrival));
   usage->set_time_to_first_token_seconds(absl::ToDoubleSeconds(s.first_token - s.arrival));
   const double e2e = absl::ToDoubleSeconds(now - s.arrival);
@@ -416,7 +428,8 @@ void Router::UpdateLoad(const Group* g) {
   metrics_->SetLoad(g->id, static_cast<double>(g->scheduler->num_waiting()),
                     static_cast<double>(g->scheduler->num_running()),
                     static_cast<double>(g->scheduler->blocks().num_used()),
-                    static_cast<double>(g->scheduler->blocks().num_blocks()));
+                    static_cast<double>(g->scheduler->blocks().num_blocks()),
+                    static_cast<double>(g->scheduler->blocks().num_cached()));
 }
 
 void Router::Loop(Group* g) {
@@ -454,6 +467,9 @@ void Router::Loop(Group* g) {
       g->pending_releases.insert(g->pending_releases.end(), out.released_seq_ids.begin(),
                                out.released_seq_ids.end());
       if (!out.preempted.empty()) metrics_->Preemptions(static_cast<double>(out.preempted.size()));
+      const int64_t cached = g->scheduler->cached_tokens();
+      metrics_->PrefixCacheHits(static_cast<double>(cached - g->cached_tokens));
+      g->cached_tokens = cached;
       if (out.empty()) {
         // Nothing fits this instant.
         deliver();
@@ -467,6 +483,7 @@ void Router::Loop(Group* g) {
         auto it = streams_.find(s.seq_id);
         if (it != streams_.end() && it->second.first_scheduled == absl::InfiniteFuture()) {
           it->second.first_scheduled = s.request->first_scheduled;
+          it->second.cached_tokens = static_cast<uint32_t>(s.request->num_cached_tokens);
         }
       }
       decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),

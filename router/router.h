@@ -101,6 +101,7 @@ class Router {
     uint32_t completion_tokens = 0;
     absl::Time first_scheduled = absl::InfiniteFuture();
     absl::Time first_token = absl::InfiniteFuture();
+    uint32_t cached_tokens = 0;  // prompt tokens served by the prefix cache
     bool logprobs = false;
   };
   // One data-parallel worker group and its step loop.
@@ -110,6 +111,7 @@ class Router {
     bool complete = false;                 // formed and in service
     std::vector<uint64_t> pending_releases;
     int64_t outstanding = 0;  // sum of its requests' work
+    int64_t cached_tokens = 0;  // the scheduler's count when last reported
     v1::Mode last_mode = v1::MODE_UNSPECIFIED;
     v1::ModeCounters modes;
     std::thread loop;

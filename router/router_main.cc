@@ -45,6 +45,8 @@ ABSL_FLAG(std::string, shift_policy, "threshold",
           "or sp");
 ABSL_FLAG(int64_t, shift_threshold, 256, "Scheduled tokens above which a step runs in SP");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 2048, "Most tokens scheduled in one step");
+ABSL_FLAG(bool, enable_prefix_caching, true,
+          "Reuse the KV of full blocks shared with earlier prompts (same bits as computing them)");
 ABSL_FLAG(int64_t, max_num_seqs, 256, "Most sequences in one step");
 ABSL_FLAG(int64_t, max_queued_requests, 1024,
           "Most requests waiting for admission; more get RESOURCE_EXHAUSTED");
@@ -78,6 +80,7 @@ absl::Status Serve() {
   options.scheduler.block_size = absl::GetFlag(FLAGS_block_size);
   options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.scheduler.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   options.scheduler.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   if (options.scheduler.max_model_len == 0) {
     options.scheduler.max_model_len = config.max_position_embeddings;

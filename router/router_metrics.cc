@@ -34,6 +34,8 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
   running_ = gauge("shift_running_sequences", "Sequences running, by group");
   blocks_used_ = gauge("shift_kv_blocks_used", "KV blocks held by sequences, by group");
   blocks_total_ = gauge("shift_kv_blocks_capacity", "KV blocks the router plans with, by group");
+  blocks_cached_ = gauge("shift_kv_blocks_cached",
+                         "Blocks kept only by the prefix cache (evictable), by group");
   mode_ = gauge("shift_mode", "Mode of the group's latest step: 1 TP, 2 SP (shift.v1.Mode)");
   auto counter = [&](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
@@ -45,6 +47,8 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                    .Help("Steps whose mode differs from the group's previous step, by group")
                    .Register(r);
   preemptions_ = counter("shift_preemptions_total", "Sequences preempted (recomputed later)");
+  cache_hits_ = counter("shift_prefix_cache_hit_tokens_total",
+                        "Prompt tokens whose KV came from the prefix cache instead of compute");
   auto histogram = [&](const char* name, const char* help) {
     return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({},
                                                                             LatencyBuckets());
@@ -131,13 +135,18 @@ void RouterMetrics::RouterOverhead(double seconds) { overhead_->Observe(seconds)
 
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }
 
+void RouterMetrics::PrefixCacheHits(double tokens) {
+  if (tokens > 0) cache_hits_->Increment(tokens);
+}
+
 void RouterMetrics::SetLoad(uint32_t group, double queued, double running, double blocks_used,
-                            double blocks_total) {
+                            double blocks_total, double blocks_cached) {
   const prometheus::Labels labels = {{"group", absl::StrCat(group)}};
   queue_depth_->Add(labels).Set(queued);
   running_->Add(labels).Set(running);
   blocks_used_->Add(labels).Set(blocks_used);
   blocks_total_->Add(labels).Set(blocks_total);
+  blocks_cached_->Add(labels).Set(blocks_cached);
 }
 
 }  // namespace shift

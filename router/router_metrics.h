@@ -41,7 +41,8 @@ class RouterMetrics {
   void RouterOverhead(double seconds);
   void Preemptions(double count);
   void SetLoad(uint32_t group, double queued, double running, double blocks_used,
-               double blocks_total);
+               double blocks_total, double blocks_cached);
+  void PrefixCacheHits(double tokens);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -50,10 +51,10 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter>* errors_;
   // Per group (label group="g"), created on first use.
   prometheus::Family<prometheus::Gauge> *queue_depth_, *running_, *blocks_used_, *blocks_total_,
-      *mode_;
+      *blocks_cached_, *mode_;
   prometheus::Family<prometheus::Counter> *steps_, *switches_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
-  prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_;
+  prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_;
   prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
@@ -159,17 +160,31 @@ SchedulerOutput Scheduler::Schedule() {
 
   // Admission, FIFO: only when the whole first chunk fits in free blocks (a
   // partial start would soon preempt itself), and never in a step that had
-  // to preempt (the preempted would be re-admitted at once).
+  // to preempt (the preempted would be re-admitted at once). A request
+  // starts after the longest prefix of its full blocks already cached; at
+  // least its last token is computed, for its logits.
   while (!preempted && !waiting_.empty() && budget > 0 &&
          static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs) {
     Request* r = waiting_.front();
-    const int64_t n = std::min(r->num_tokens(), budget);
-    if (blocks_.BlocksNeeded(r->id, n) > blocks_.num_free()) break;
+    int64_t cached = 0;
+    if (config_.enable_prefix_caching) {
+      const int64_t full = (r->num_tokens() - 1) / config_.block_size;
+      absl::Span<const uint64_t> hashes = BlockHashes(r, full);
+      cached = blocks_.MatchPrefix(hashes);
+      blocks_.AppendCached(r->id, hashes, cached);
+    }
+    const int64_t start = cached * config_.block_size;
+    const int64_t n = std::min(r->num_tokens() - start, budget);
+    if (!blocks_.Append(r->id, start + n)) {
+      blocks_.Free(r->id);
+      break;
+    }
     waiting_.pop_front();
     r->state = Request::State::kRunning;
+    r->num_computed = start;
+    r->num_cached_tokens = start;
+    cached_tokens_ += start;
     running_.insert(std::upper_bound(running_.begin(), running_.end(), r, ArrivedBefore), r);
-    const bool allocated = blocks_.Append(r->id, n);
-    SHIFT_CHECK(allocated);
     add(r, n);
   }
 
@@ -179,9 +194,35 @@ SchedulerOutput Scheduler::Schedule() {
   return out;
 }
 
+absl::Span<const uint64_t> Scheduler::BlockHashes(Request* r, int64_t count) {
+  const int64_t bs = config_.block_size;
+  while (static_cast<int64_t>(r->block_hashes.size()) < count) {
+    const int64_t b = static_cast<int64_t>(r->block_hashes.size());
+    std::vector<int32_t> tokens(bs);
+    for (int64_t i = 0; i < bs; ++i) tokens[i] = r->token(b * bs + i);
+    const uint64_t previous = b == 0 ? 0 : r->block_hashes[b - 1];
+    r->block_hashes.push_back(absl::HashOf(previous, tokens));
+  }
+  return absl::MakeConstSpan(r->block_hashes).subspan(0, count);
+}
+
 std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& output,
                                                        absl::Span<const SampledToken> sampled) {
   std::vector<RequestUpdate> updates;
+  // The step's KV is in the cache now: its full blocks can serve prefixes.
+  if (config_.enable_prefix_caching) {
+    for (const ScheduledSequence& s : output.sequences) {
+      auto it = requests_.find(s.seq_id);
+      if (it == requests_.end()) continue;
+      Request* r = it->second.get();
+      const int64_t end = s.start_position + static_cast<int64_t>(s.token_ids.size());
+      if (r->state != Request::State::kRunning || r->num_computed < end) continue;
+      const int64_t first = s.start_position / config_.block_size;
+      const int64_t full = end / config_.block_size;
+      absl::Span<const uint64_t> hashes = BlockHashes(r, full);
+      for (int64_t b = first; b < full; ++b) blocks_.Cache(r->id, b, hashes[b]);
+    }
+  }
   const absl::Time now = clock_->Now();
   absl::flat_hash_set<uint64_t> sampling;
   sampling.reserve(output.sequences.size());
@@ -247,7 +288,8 @@ std::vector<RequestUpdate> Scheduler::FinishRequests(absl::Span<const uint64_t> 
 }
 
 void Scheduler::RequeueAll(const SchedulerOutput&) {
-  // The ranks lost every sequence, so none needs releasing.
+  // The ranks lost every sequence, so none needs releasing, and their KV
+  // cache may be gone with a restarted rank: no cached block is trusted.
   for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
     Request* r = *it;
     blocks_.Free(r->id);
@@ -259,6 +301,7 @@ void Scheduler::RequeueAll(const SchedulerOutput&) {
   }
   running_.clear();
   released_.clear();
+  blocks_.DropCache();
 }
 
 std::vector<std::unique_ptr<Request>> Scheduler::TakeAll() {
@@ -304,7 +347,7 @@ absl::Status Scheduler::CheckConsistency() const {
                                               blocks_.Table(r->id).size(), " blocks"));
     }
   }
-  int64_t held = 0;
+  absl::flat_hash_set<int32_t> held;  // shared prefix blocks count once
   for (size_t i = 0; i < running_.size(); ++i) {
     const Request* r = running_[i];
     ++seen;
@@ -319,15 +362,16 @@ absl::Status Scheduler::CheckConsistency() const {
       return absl::InternalError(absl::StrCat("request ", r->id, " computed ", r->num_computed,
                                               " tokens into ", blocks, " blocks"));
     }
-    held += blocks;
+    const std::vector<int32_t>& table = blocks_.Table(r->id);
+    held.insert(table.begin(), table.end());
   }
   if (seen != requests_.size()) {
     return absl::InternalError(absl::StrCat(requests_.size(), " requests but ", seen,
                                             " in the queues"));
   }
-  if (held != blocks_.num_used()) {
-    return absl::InternalError(absl::StrCat("running requests hold ", held, " blocks but ",
-                                            blocks_.num_used(), " are in use"));
+  if (static_cast<int64_t>(held.size()) != blocks_.num_used()) {
+    return absl::InternalError(absl::StrCat("running requests hold ", held.size(),
+                                            " blocks but ", blocks_.num_used(), " are in use"));
   }
   return absl::OkStatus();
 }

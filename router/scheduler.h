@@ -1,5 +1,6 @@
 // The router's scheduler: continuous batching over one worker group's KV
-// blocks. Each Schedule() builds one step: every running decode first (one
+// blocks, with prefix caching: an admitted request starts from the longest
+// run of its full blocks already cached, so only the rest is computed. Each Schedule() builds one step: every running decode first (one
 // token each), then prefill chunks (running partial prefills, then waiting
 // requests in arrival order) within --max-num-batched-tokens and
 // --max-num-seqs. When blocks run out, the most recently arrived running
@@ -30,6 +31,8 @@ struct SchedulerConfig {
   int64_t max_model_len = 4096;           // prompt + max_tokens per request
   int64_t num_blocks = 0;                 // KV blocks of the group
   int64_t block_size = 16;                // tokens per block
+  // Reuse the KV of full blocks shared with earlier sequences' prefixes.
+  bool enable_prefix_caching = true;
 };
 
 // One sequence's part of a step, as the ranks will get it.
@@ -115,9 +118,13 @@ class Scheduler {
   const BlockManager& blocks() const { return blocks_; }
   // Blocks owned only by live requests, each request in exactly one queue.
   absl::Status CheckConsistency() const;
+  // Prompt tokens whose KV came from the prefix cache, all requests so far.
+  int64_t cached_tokens() const { return cached_tokens_; }
 
  private:
   void Preempt(Request* request);
+  // Hashes of `r`'s first `count` full blocks.
+  absl::Span<const uint64_t> BlockHashes(Request* r, int64_t count);
   void Release(Request* request);
   std::unique_ptr<Request> Take(uint64_t id);
 
@@ -130,6 +137,7 @@ class Scheduler {
   std::vector<uint64_t> released_;  // since the last Schedule
   uint64_t next_step_id_ = 1;
   int64_t num_preemptions_ = 0;
+  int64_t cached_tokens_ = 0;
 };
 
 }  // namespace shift

@@ -192,8 +192,10 @@ class RankLoop {
       timings->set_bytes_sent(comm_->bytes_sent() - sent_before);
       timings->set_bytes_received(comm_->bytes_received() - received_before);
     }
-    metrics_->RecordStep(plan.mode() == v1::MODE_SP, timings->compute_seconds(), comm_seconds,
-                         static_cast<double>(timings->bytes_sent()));
+    double tokens = 0;
+    for (const SequenceStep& s : batch) tokens += static_cast<double>(s.token_ids.size());
+    metrics_->RecordStep(plan.mode() == v1::MODE_SP, tokens, timings->compute_seconds(),
+                         comm_seconds, static_cast<double>(timings->bytes_sent()));
     if (!out.ok()) {
       // The communicator is broken after a failure; the router re-forms the
       // group, and until then every plan is answered with this error.

@@ -31,6 +31,10 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
                     .Name("shift_worker_steps_total")
                     .Help("Steps executed, by mode")
                     .Register(*registry_);
+  auto& tokens = prometheus::BuildCounter()
+                     .Name("shift_worker_step_tokens_total")
+                     .Help("Tokens whose KV this rank computed (prompt chunks and decodes), by mode")
+                     .Register(*registry_);
   auto& compute = prometheus::BuildCounter()
                       .Name("shift_worker_step_compute_seconds_total")
                       .Help("Seconds spent computing steps (collectives excluded), by mode")
@@ -45,7 +49,8 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
                     .Register(*registry_);
   const char* names[2] = {"tp", "sp"};
   for (int m = 0; m < 2; ++m) {
-    modes_[m] = {&steps.Add({{"mode", names[m]}}), &compute.Add({{"mode", names[m]}}),
+    modes_[m] = {&steps.Add({{"mode", names[m]}}), &tokens.Add({{"mode", names[m]}}),
+                 &compute.Add({{"mode", names[m]}}),
                  &comm.Add({{"mode", names[m]}}), &bytes.Add({{"mode", names[m]}})};
   }
   exposer_->RegisterCollectable(registry_);
@@ -58,9 +63,11 @@ void WorkerMetrics::SetModel(double weight_bytes, double kv_blocks) {
   kv_blocks_->Set(kv_blocks);
 }
 
-void WorkerMetrics::RecordStep(bool sp, double compute_seconds, double comm_seconds, double bytes) {
+void WorkerMetrics::RecordStep(bool sp, double tokens, double compute_seconds, double comm_seconds,
+                               double bytes) {
   PerMode& m = modes_[sp ? 1 : 0];
   m.steps->Increment();
+  m.tokens->Increment(tokens);
   m.compute->Increment(compute_seconds);
   m.comm->Increment(comm_seconds);
   m.bytes->Increment(bytes);

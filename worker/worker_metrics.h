@@ -20,7 +20,8 @@ class WorkerMetrics {
 
   int port() const;
   void SetModel(double weight_bytes, double kv_blocks);
-  void RecordStep(bool sp, double compute_seconds, double comm_seconds, double bytes);
+  void RecordStep(bool sp, double tokens, double compute_seconds, double comm_seconds,
+                  double bytes);
 
  private:
   explicit WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer);
@@ -30,7 +31,7 @@ class WorkerMetrics {
   prometheus::Gauge* weight_bytes_;
   prometheus::Gauge* kv_blocks_;
   struct PerMode {
-    prometheus::Counter *steps, *compute, *comm, *bytes;
+    prometheus::Counter *steps, *tokens, *compute, *comm, *bytes;
   } modes_[2];
 };
 

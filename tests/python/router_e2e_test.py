@@ -133,6 +133,32 @@ class RouterE2ETest(unittest.TestCase):
         b = c.generate(text=prompt, max_tokens=12, temperature=0.8, top_p=0.9, seed=42)[0]
         self.assertEqual(a, b)
 
+    def worker_tokens(self):
+        """KV tokens computed by rank 0 so far (both modes)."""
+        group = self.shifting.client.status()["groups"][0]
+        text = http_get(group["ranks"][0]["metrics_address"])
+        return sum(metric(text, 'shift_worker_step_tokens_total{mode="%s"}' % m) or 0
+                   for m in ("tp", "sp"))
+
+    def test_shared_prefixes_are_computed_once_and_give_the_same_bits(self):
+        c = self.shifting.client
+        rng = random.Random(99)
+        first = [rng.randint(10, 1000) for _ in range(100)]  # 12 full blocks of 8, and 4
+        _, _, final, _ = c.generate(token_ids=first, max_tokens=4, ignore_eos=True)
+        self.assertEqual(final["usage"]["cached_prompt_tokens"], 0)
+        # Same 96-token prefix, then 5 new tokens (a TP step) or 30 (an SP step).
+        for suffix in ([5, 6, 7, 8, 9], [rng.randint(10, 1000) for _ in range(30)]):
+            prompt = first[:96] + suffix
+            before = self.worker_tokens()
+            ids, _, final, _ = c.generate(token_ids=prompt, max_tokens=4, ignore_eos=True)
+            computed = self.worker_tokens() - before
+            self.assertEqual(final["usage"]["cached_prompt_tokens"], 96)
+            # The ranks were sent only the new tokens, then 3 decodes.
+            self.assertEqual(computed, len(suffix) + 3)
+            self.assertEqual(ids, reference_ids(self.model, prompt, 4, ignore_eos=True))
+        text = http_get(self.shifting.metrics_address)
+        self.assertGreaterEqual(metric(text, "shift_prefix_cache_hit_tokens_total"), 192)
+
     def test_64_concurrent_requests_of_mixed_lengths(self):
         c = self.shifting.client
         rng = random.Random(3)
@@ -303,7 +329,9 @@ class RouterE2ETest(unittest.TestCase):
                      "shift_time_to_first_token_seconds", "shift_time_per_output_token_seconds",
                      "shift_e2e_request_latency_seconds", "shift_queue_time_seconds",
                      "shift_step_tokens", "shift_step_duration_seconds", "shift_steps_total",
-                     "shift_mode_switches_total", "shift_preemptions_total", "shift_mode"]:
+                     "shift_mode_switches_total", "shift_preemptions_total", "shift_mode",
+                     "shift_prefix_cache_hit_tokens_total", "shift_kv_blocks_cached",
+                     "shift_router_step_overhead_seconds"]:
             self.assertIn("# TYPE %s " % name, texts[0])
         if os.access(PROMTOOL, os.X_OK):
             for text in texts:

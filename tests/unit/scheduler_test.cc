@@ -794,6 +794,9 @@ class RandomRun {
 
   static SchedulerConfig Config() {
     SchedulerConfig c;
+    // This model of the ranks owns each block once; prefix sharing has its
+    // own randomized test below.
+    c.enable_prefix_caching = false;
     c.block_size = kBlockSize;
     c.num_blocks = kNumBlocks;
     c.max_num_batched_tokens = kMaxBatched;
@@ -1153,6 +1156,131 @@ TEST(SchedulerRandomTest, ManyOperationsStayConsistent) { RunRandom(/*skewed_arr
 
 TEST(SchedulerRandomTest, ManyOperationsWithSkewedArrivalsStayConsistent) {
   RunRandom(/*skewed_arrivals=*/true);
+}
+
+// Prefix caching under random load: requests share a few prompt prefixes;
+// a model of the ranks' KV records, for every slot of every block, which
+// token prefix wrote it. Every position a sequence attends to (before its
+// chunk's start) must hold its own prefix's KV: a cached block reused by a
+// sequence with another prefix, or overwritten while shared, fails here.
+TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
+  constexpr int64_t kBs = 4, kBlocks = 24;
+  ManualClock clock;
+  SchedulerConfig config;
+  config.block_size = kBs;
+  config.num_blocks = kBlocks;
+  config.max_num_batched_tokens = 12;
+  config.max_num_seqs = 6;
+  config.max_model_len = 64;
+  Scheduler sched(config, &clock);
+  std::mt19937_64 rng(11);
+  auto uniform = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  const std::vector<Tokens> prefixes = {{1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 4, 9, 9, 9, 9},
+                                        {5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5}};
+  std::map<uint64_t, Tokens> tokens;  // what each live request's sequence is
+  // What each KV slot holds: the hash of the token prefix that wrote it.
+  std::map<std::pair<int32_t, int64_t>, uint64_t> kv;
+  std::map<uint64_t, std::vector<int32_t>> rank_tables;
+  auto prefix_hash = [](const Tokens& t, int64_t end) {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t i = 0; i < end; ++i) h = (h ^ static_cast<uint64_t>(t[i] + 1)) * 1099511628211ull;
+    return h;
+  };
+  // The "model": the next token is a function of the whole prefix.
+  auto next_token = [&](const Tokens& t) {
+    return static_cast<int32_t>(prefix_hash(t, static_cast<int64_t>(t.size())) % 10 + 1);
+  };
+  uint64_t next_id = 1;
+  int64_t steps = 0, hits = 0, requeues = 0, finished = 0;
+  for (int op = 0; op < 4000; ++op) {
+    const int64_t dice = uniform(0, 99);
+    if (dice < 25) {
+      auto r = std::make_unique<Request>();
+      r->id = next_id++;
+      r->prompt = prefixes[uniform(0, 2)];
+      for (int64_t i = uniform(0, 6); i > 0; --i) r->prompt.push_back(static_cast<int32_t>(uniform(1, 9)));
+      r->params.max_tokens = static_cast<uint32_t>(uniform(1, 12));
+      r->params.ignore_eos = true;
+      r->arrival = clock.Now();
+      tokens[r->id] = r->prompt;
+      ASSERT_TRUE(sched.AddRequest(std::move(r)).ok());
+    } else if (dice < 30 && !tokens.empty()) {
+      auto it = tokens.begin();
+      std::advance(it, uniform(0, static_cast<int64_t>(tokens.size()) - 1));
+      const uint64_t id = it->first;
+      sched.FinishRequests({id}, FinishReason::kCancelled);
+      tokens.erase(id);
+    } else {
+      const SchedulerOutput out = sched.Schedule();
+      for (uint64_t id : out.released_seq_ids) rank_tables.erase(id);
+      if (out.empty()) continue;
+      ++steps;
+      // What a step may read is what earlier steps wrote: check every
+      // sequence before any of this step's writes.
+      for (const ScheduledSequence& s : out.sequences) {
+        SCOPED_TRACE(s.seq_id);
+        std::vector<int32_t>& table = rank_tables[s.seq_id];
+        if (s.is_new) table.clear();
+        table.insert(table.end(), s.new_block_ids.begin(), s.new_block_ids.end());
+        const Tokens& t = tokens.at(s.seq_id);
+        if (s.is_new && s.start_position > 0) {
+          ASSERT_EQ(s.start_position % kBs, 0);
+          hits += s.start_position;
+        }
+        for (int64_t p = 0; p < s.start_position; ++p) {
+          ASSERT_EQ(kv[std::make_pair(table[p / kBs], p % kBs)], prefix_hash(t, p + 1))
+              << "position " << p << " of block " << table[p / kBs] << " holds foreign KV";
+        }
+      }
+      std::vector<SampledToken> sampled;
+      for (const ScheduledSequence& s : out.sequences) {
+        const std::vector<int32_t>& table = rank_tables[s.seq_id];
+        const Tokens& t = tokens.at(s.seq_id);
+        for (size_t i = 0; i < s.token_ids.size(); ++i) {
+          const int64_t p = s.start_position + static_cast<int64_t>(i);
+          ASSERT_EQ(s.token_ids[i], t[p]);
+          kv[std::make_pair(table[p / kBs], p % kBs)] = prefix_hash(t, p + 1);
+        }
+        if (s.sample) sampled.push_back({s.seq_id, next_token(t), 0.0f});
+      }
+      if (uniform(0, 99) < 3) {  // the step fails; the group re-forms
+        sched.RequeueAll(out);
+        rank_tables.clear();
+        kv.clear();  // a restarted rank has nothing
+        ++requeues;
+        continue;
+      }
+      for (const RequestUpdate& u : sched.UpdateFromOutput(out, sampled)) {
+        for (int32_t t : u.new_tokens) tokens[u.seq_id].push_back(t);
+        if (u.finish != FinishReason::kNone) {
+          tokens.erase(u.seq_id);
+          ++finished;
+        }
+      }
+    }
+    ASSERT_TRUE(sched.CheckConsistency().ok()) << sched.CheckConsistency();
+  }
+  // Drain: everything ends, and only evictable cached blocks stay.
+  for (int i = 0; i < 10000 && sched.HasWork(); ++i) {
+    const SchedulerOutput out = sched.Schedule();
+    std::vector<SampledToken> sampled;
+    for (const ScheduledSequence& s : out.sequences) {
+      if (s.sample) sampled.push_back({s.seq_id, 1, 0.0f});
+    }
+    sched.UpdateFromOutput(out, sampled);
+  }
+  EXPECT_FALSE(sched.HasWork());
+  EXPECT_EQ(sched.blocks().num_used(), 0);
+  EXPECT_TRUE(sched.blocks().CheckConsistency().ok());
+  EXPECT_GT(hits, 200) << "too few prefix hits to mean anything";
+  EXPECT_EQ(sched.cached_tokens(), hits);
+  EXPECT_GT(requeues, 10);
+  EXPECT_GT(finished, 200);
+  std::printf("prefix sharing: %lld steps, %lld cached tokens, %lld requeues, %lld finished\n",
+              static_cast<long long>(steps), static_cast<long long>(hits),
+              static_cast<long long>(requeues), static_cast<long long>(finished));
 }
 
 }  // namespace

@@ -160,6 +160,7 @@ def decode_generate_response(buf):
         "usage": {
             "prompt_tokens": _one(usage, 1, 0),
             "completion_tokens": _one(usage, 2, 0),
+            "cached_prompt_tokens": _one(usage, 3, 0),
             "queue_time_seconds": _double(_one(usage, 4, b"\0" * 8)),
             "time_to_first_token_seconds": _double(_one(usage, 5, b"\0" * 8)),
             "e2e_seconds": _double(_one(usage, 6, b"\0" * 8)),
