@@ -487,7 +487,7 @@ void Router::Loop(Group* g) {
         }
       }
       decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),
-                                  out.num_decodes, out.max_context});
+                                  out.num_decodes, out.max_context, out.attention});
       plan = BuildStepPlan(out, decision.mode, g->pending_releases);
       g->pending_releases.clear();
     }
@@ -532,8 +532,13 @@ void Router::Loop(Group* g) {
       g->modes.set_tp_steps(g->modes.tp_steps() + 1);
     }
     if (switched) g->modes.set_switches(g->modes.switches() + 1);
+    const double step_seconds = absl::ToDoubleSeconds(completed - sent);
     metrics_->Step(g->id, decision.mode, switched, static_cast<double>(out.num_tokens),
-                   absl::ToDoubleSeconds(completed - sent));
+                   step_seconds);
+    if (decision.predicted_seconds >= 0) {
+      metrics_->CostPrediction(decision.predicted_seconds, step_seconds);
+    }
+    policy_->Observe(decision, step_seconds);
 
     rpc::StepResult& leader = outcome->results[0];
     std::vector<SampledToken> tokens;

@@ -41,8 +41,8 @@ ABSL_FLAG(double, drain_timeout_s, 30,
           "second signal exits at once)");
 ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block; must match the workers'");
 ABSL_FLAG(std::string, shift_policy, "threshold",
-          "How each step's mode is chosen: threshold (SP above --shift_threshold tokens), tp "
-          "or sp");
+          "How each step's mode is chosen: threshold (SP above --shift_threshold tokens), cost "
+          "(the mode predicted faster by a model fitted to measured step times), tp or sp");
 ABSL_FLAG(int64_t, shift_threshold, 256, "Scheduled tokens above which a step runs in SP");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 2048, "Most tokens scheduled in one step");
 ABSL_FLAG(bool, enable_prefix_caching, true,

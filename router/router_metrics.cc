@@ -1,5 +1,6 @@
 #include "router/router_metrics.h"
 
+#include <cmath>
 #include <exception>
 
 #include "absl/strings/str_cat.h"
@@ -47,6 +48,15 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                    .Help("Steps whose mode differs from the group's previous step, by group")
                    .Register(r);
   preemptions_ = counter("shift_preemptions_total", "Sequences preempted (recomputed later)");
+  predicted_seconds_ = counter("shift_cost_predicted_step_seconds_total",
+                               "The cost policy's predicted step seconds, steps it predicted");
+  measured_seconds_ = counter("shift_cost_measured_step_seconds_total",
+                              "Measured step seconds of the steps the cost policy predicted");
+  prediction_error_ = &prometheus::BuildHistogram()
+                           .Name("shift_cost_prediction_relative_error")
+                           .Help("|predicted - measured| / measured step time, cost policy")
+                           .Register(r)
+                           .Add({}, Histogram::BucketBoundaries{0.05, 0.1, 0.2, 0.3, 0.5, 1, 2});
   cache_hits_ = counter("shift_prefix_cache_hit_tokens_total",
                         "Prompt tokens whose KV came from the prefix cache instead of compute");
   auto histogram = [&](const char* name, const char* help) {
@@ -132,6 +142,14 @@ void RouterMetrics::Step(uint32_t group, v1::Mode mode, bool switched, double to
 }
 
 void RouterMetrics::RouterOverhead(double seconds) { overhead_->Observe(seconds); }
+
+void RouterMetrics::CostPrediction(double predicted_seconds, double measured_seconds) {
+  predicted_seconds_->Increment(predicted_seconds);
+  measured_seconds_->Increment(measured_seconds);
+  if (measured_seconds > 0) {
+    prediction_error_->Observe(std::abs(predicted_seconds - measured_seconds) / measured_seconds);
+  }
+}
 
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }
 

@@ -40,6 +40,8 @@ class RouterMetrics {
   // the next step, so it counts only when it holds up scheduling.
   void RouterOverhead(double seconds);
   void Preemptions(double count);
+  // The cost policy's prediction for a step and the time it took.
+  void CostPrediction(double predicted_seconds, double measured_seconds);
   void SetLoad(uint32_t group, double queued, double running, double blocks_used,
                double blocks_total, double blocks_cached);
   void PrefixCacheHits(double tokens);
@@ -55,7 +57,8 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter> *steps_, *switches_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
   prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_;
-  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_;
+  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_, *prediction_error_;
+  prometheus::Counter *predicted_seconds_, *measured_seconds_;
 };
 
 }  // namespace shift

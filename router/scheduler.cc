@@ -101,6 +101,7 @@ SchedulerOutput Scheduler::Schedule() {
     out.num_tokens += n;
     if (n == 1 && s.sample && !s.is_new) ++out.num_decodes;
     out.max_context = std::max(out.max_context, r->num_computed);
+    out.attention += n * s.start_position + n * (n + 1) / 2;
     budget -= n;
     out.sequences.push_back(std::move(s));
   };
@@ -112,6 +113,7 @@ SchedulerOutput Scheduler::Schedule() {
     const int64_t n = static_cast<int64_t>(it->token_ids.size());
     budget += n;
     out.num_tokens -= n;
+    out.attention -= n * it->start_position + n * (n + 1) / 2;
     if (n == 1 && it->sample && !it->is_new) --out.num_decodes;
     out.sequences.erase(it);
     out.max_context = 0;

@@ -59,6 +59,7 @@ struct SchedulerOutput {
   int64_t num_tokens = 0;
   int64_t num_decodes = 0;   // sequences with one token and a sample
   int64_t max_context = 0;   // start_position + tokens, the largest
+  int64_t attention = 0;     // positions attended, all tokens (each attends 0..itself)
   // Sequences preempted while building this step.
   std::vector<uint64_t> preempted;
   bool empty() const { return sequences.empty(); }

@@ -1,7 +1,8 @@
 // The shift policy: for each step the scheduler has built, TP or SP
 // (DESIGN.md, The shift policy). Policies are small objects behind one
 // interface, chosen by --shift-policy; every decision is returned with the
-// inputs it was made from, so it can be counted and observed.
+// inputs it was made from, so it can be counted and observed, and every
+// step's measured time is fed back (the cost policy learns from it).
 #pragma once
 
 #include <cstdint>
@@ -19,11 +20,17 @@ struct StepShape {
   int64_t num_sequences = 0;   // sequences in the batch
   int64_t num_decodes = 0;     // sequences scheduling one token after a sample
   int64_t max_context = 0;     // longest context (positions) any sequence attends
+  int64_t attention = 0;       // sum over sequences of new tokens x context after the step
 };
 
 struct ShiftDecision {
   v1::Mode mode = v1::MODE_TP;
   StepShape inputs;
+  // The cost policy's prediction of the step's seconds in `mode` (< 0: none).
+  double predicted_seconds = -1;
+  // The other mode was chosen to keep learning its cost, not because it is
+  // predicted faster.
+  bool exploring = false;
 };
 
 class ShiftPolicy {
@@ -31,13 +38,24 @@ class ShiftPolicy {
   virtual ~ShiftPolicy() = default;
   virtual const std::string& name() const = 0;
   virtual ShiftDecision Decide(const StepShape& step) = 0;
+  // The step `decision` was made for took `seconds` (plan sent to the last
+  // result).
+  virtual void Observe(const ShiftDecision& decision, double seconds) {}
 };
 
 // SP when the step schedules more than `threshold` tokens, else TP.
 std::unique_ptr<ShiftPolicy> MakeThresholdPolicy(int64_t threshold);
 // Always `mode` (baselines and benchmarks); named "tp" or "sp".
 std::unique_ptr<ShiftPolicy> MakeFixedPolicy(v1::Mode mode);
-// By name: "threshold", "tp" or "sp"; INVALID_ARGUMENT otherwise.
+// Predicts each mode's step time with a least-squares model per mode over
+// (1, tokens, sequences, attention), fitted online to measured step times;
+// picks the cheaper. Until both modes have `min_samples` observations it
+// decides as the threshold policy; afterwards one step in
+// `explore_every` runs the mode it did not pick, so both models keep
+// seeing every step size.
+std::unique_ptr<ShiftPolicy> MakeCostPolicy(int64_t threshold, int min_samples = 16,
+                                            int explore_every = 16);
+// By name: "threshold", "cost", "tp" or "sp"; INVALID_ARGUMENT otherwise.
 absl::StatusOr<std::unique_ptr<ShiftPolicy>> MakeShiftPolicy(const std::string& name,
                                                              int64_t threshold);
 

@@ -3,6 +3,10 @@
 // and policies are made by name.
 #include "router/shift_policy.h"
 
+#include <algorithm>
+#include <cmath>
+#include <random>
+
 #include "gtest/gtest.h"
 
 namespace shift {
@@ -92,6 +96,67 @@ TEST(ShiftPolicyTest, UnknownNameIsInvalidArgument) {
     EXPECT_FALSE(policy.ok()) << name;
     EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument) << name;
   }
+}
+
+// The cost policy learns two linear step-time laws that cross at 333
+// tokens, from noisy measurements, and then picks the faster mode.
+TEST(CostPolicyTest, LearnsWhereTheModesCrossAndPredictsStepTimes) {
+  auto policy = MakeCostPolicy(/*threshold=*/256, /*min_samples=*/16, /*explore_every=*/16);
+  EXPECT_EQ(policy->name(), "cost");
+  auto law = [](v1::Mode mode, int64_t tokens) {
+    return mode == v1::MODE_SP ? 3e-3 + 4e-6 * tokens : 1e-3 + 10e-6 * tokens;
+  };
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> noise(0.97, 1.03);
+  std::uniform_int_distribution<int64_t> sizes(1, 2000);
+  int predicted = 0, explored = 0;
+  double worst = 0;
+  for (int i = 0; i < 2000; ++i) {
+    StepShape step;
+    step.num_tokens = sizes(rng);
+    step.num_sequences = std::min<int64_t>(step.num_tokens, 8);
+    step.attention = step.num_tokens * 64;
+    const ShiftDecision d = policy->Decide(step);
+    const double seconds = law(d.mode, step.num_tokens) * noise(rng);
+    if (d.predicted_seconds >= 0 && i > 200) {
+      ++predicted;
+      worst = std::max(worst, std::abs(d.predicted_seconds - seconds) / seconds);
+    }
+    explored += d.exploring ? 1 : 0;
+    policy->Observe(d, seconds);
+  }
+  EXPECT_GT(predicted, 1500);
+  EXPECT_LT(worst, 0.1) << "predictions should be within the 3% noise plus fit error";
+  EXPECT_GT(explored, 50);
+  // Far from the crossing, the faster mode wins (unless exploring).
+  for (int64_t tokens : {16, 100, 250}) {
+    StepShape step{tokens, std::min<int64_t>(tokens, 8), 0, 0, tokens * 64};
+    ShiftDecision d = policy->Decide(step);
+    if (d.exploring) d = policy->Decide(step);
+    EXPECT_EQ(d.mode, v1::MODE_TP) << tokens;
+  }
+  for (int64_t tokens : {500, 1000, 2000}) {
+    StepShape step{tokens, 8, 0, 0, tokens * 64};
+    ShiftDecision d = policy->Decide(step);
+    if (d.exploring) d = policy->Decide(step);
+    EXPECT_EQ(d.mode, v1::MODE_SP) << tokens;
+  }
+}
+
+TEST(CostPolicyTest, DecidesByThresholdUntilBothModesAreMeasured) {
+  auto policy = MakeCostPolicy(/*threshold=*/256, /*min_samples=*/16, /*explore_every=*/16);
+  int tp = 0, sp = 0;
+  for (int i = 0; i < 12; ++i) {
+    StepShape step{10, 1, 1, 10, 10};
+    const ShiftDecision d = policy->Decide(step);
+    EXPECT_LT(d.predicted_seconds, 0);
+    (d.mode == v1::MODE_SP ? sp : tp)++;
+    policy->Observe(d, 0.001);
+  }
+  // Mostly the threshold's TP, with some SP steps to learn that mode too.
+  EXPECT_GT(tp, sp);
+  EXPECT_GT(sp, 0);
+  EXPECT_TRUE(MakeShiftPolicy("cost", 256).ok());
 }
 
 }  // namespace
