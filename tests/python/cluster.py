@@ -45,9 +45,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def make_model(directory, seed=7):
-    subprocess.run([MKMODEL, "--preset=tiny", "--seed=%d" % seed, "--out=" + directory],
-                   check=True, capture_output=True, timeout=60)
+def make_model(directory, seed=7, extra=()):
+    """A generated model (the tiny preset, with `extra` shift-mkmodel flags)."""
+    subprocess.run([MKMODEL, "--preset=tiny", "--seed=%d" % seed, "--out=" + directory] +
+                   list(extra), check=True, capture_output=True, timeout=300)
     return directory
 
 
