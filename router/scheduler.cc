@@ -48,15 +48,19 @@ absl::Status Scheduler::AddRequest(std::unique_ptr<Request> request) {
         config_.num_blocks));
   }
   Request* r = request.get();
-  r->state = Request::State::kWaiting;
-  r->num_computed = 0;
-  r->on_ranks = false;
-  r->blocks_sent = 0;
+  ToWaiting(r);
   requests_[r->id] = std::move(request);
   // Arrival order; a request arriving "earlier" than queued ones (a clock
   // set back by a simulator) still goes behind them: admission is FIFO.
   waiting_.push_back(r);
   return absl::OkStatus();
+}
+
+void Scheduler::ToWaiting(Request* r) {
+  r->state = Request::State::kWaiting;
+  r->num_computed = 0;
+  r->on_ranks = false;
+  r->blocks_sent = 0;
 }
 
 void Scheduler::Release(Request* r) {
@@ -295,10 +299,7 @@ void Scheduler::RequeueAll(const SchedulerOutput&) {
   for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
     Request* r = *it;
     blocks_.Free(r->id);
-    r->on_ranks = false;
-    r->blocks_sent = 0;
-    r->num_computed = 0;
-    r->state = Request::State::kWaiting;
+    ToWaiting(r);
     waiting_.push_front(r);
   }
   running_.clear();
@@ -323,10 +324,7 @@ std::vector<std::unique_ptr<Request>> Scheduler::TakeAll() {
 
 void Scheduler::Requeue(std::unique_ptr<Request> request) {
   Request* r = request.get();
-  r->state = Request::State::kWaiting;
-  r->num_computed = 0;
-  r->on_ranks = false;
-  r->blocks_sent = 0;
+  ToWaiting(r);
   requests_[r->id] = std::move(request);
   waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), r, ArrivedBefore), r);
 }

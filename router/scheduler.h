@@ -124,6 +124,8 @@ class Scheduler {
 
  private:
   void Preempt(Request* request);
+  // Waiting, nothing computed, unknown to the ranks.
+  static void ToWaiting(Request* request);
   // Hashes of `r`'s first `count` full blocks.
   absl::Span<const uint64_t> BlockHashes(Request* r, int64_t count);
   void Release(Request* request);
