@@ -46,13 +46,16 @@ def main():
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--policies", default="threshold,cost,tp,sp")
     parser.add_argument("--world_size", type=int, default=2)
+    parser.add_argument("--hidden_size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
     os.environ.setdefault("SHIFT_BINARY_DIR", os.path.join(ROOT, "build"))
     tmp = tempfile.mkdtemp(prefix="shift-policy-")
     try:
         model = make_model(os.path.join(tmp, "model"), extra=[
-            "--hidden_size=256", "--num_layers=4", "--num_heads=8", "--num_kv_heads=4",
-            "--head_dim=32", "--intermediate_size=768", "--vocab_size=4096",
+            "--hidden_size=%d" % args.hidden_size, "--num_layers=%d" % args.layers,
+            "--num_heads=8", "--num_kv_heads=4", "--head_dim=%d" % (args.hidden_size // 8),
+            "--intermediate_size=%d" % (3 * args.hidden_size), "--vocab_size=4096",
             "--dtype=fp32"])
         rng = random.Random(5)
         workload, t = [], 0.0
@@ -62,9 +65,10 @@ def main():
             prompt = [rng.randint(10, 4000) for _ in range(rng.randint(300, 900) if long
                                                              else rng.randint(10, 60))]
             workload.append((t, prompt, rng.randint(16, 64)))
-        print("P=%d, hidden 256, 4 layers, 8/4 heads x 32; %d requests over %.0f s (Poisson, "
+        print("P=%d, hidden %d, %d layers, 8/4 heads x %d; %d requests over %.0f s (Poisson, "
               "25%% with 300-900-token prompts, the rest 10-60; 16-64 tokens out)" %
-              (args.world_size, len(workload), args.seconds))
+              (args.world_size, args.hidden_size, args.layers, args.hidden_size // 8,
+               len(workload), args.seconds))
         print("| policy | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | e2e p99 | tokens/s | "
               "TP steps | SP steps | switches |")
         print("|---|---|---|---|---|---|---|---|---|---|")
