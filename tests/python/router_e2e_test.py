@@ -13,6 +13,7 @@ Every process started is stopped, and killed if it does not stop in time.
 """
 
 import concurrent.futures
+import json
 import os
 import random
 import re
@@ -278,6 +279,35 @@ class RouterE2ETest(unittest.TestCase):
         self.assertIn("RESOURCE_EXHAUSTED", codes)
         self.assertIn("OK", codes)
         self.wait_idle(self.small)
+
+    def test_shiftctl(self):
+        ctl = os.path.join(os.environ.get("SHIFT_BINARY_DIR", "build"), "tools", "shiftctl")
+        address = "--address=" + self.shifting.address
+
+        def run(*args):
+            return subprocess.run([ctl, address] + list(args), capture_output=True, text=True,
+                                  timeout=60)
+        prompt = PROMPTS[1]
+        _, text, _, _ = self.shifting.client.generate(text=prompt, max_tokens=12, ignore_eos=True)
+        out = run("generate", "--prompt=" + prompt, "--max_tokens=12", "--ignore_eos")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, text + "\n")
+        self.assertIn("FINISH_REASON_LENGTH", out.stderr)
+        out = run("--json", "generate", "--prompt=" + prompt, "--max_tokens=3", "--logprobs=2")
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        self.assertIn("final", lines[-1])
+        self.assertEqual(len(lines[0]["delta"]["logprobs"][0]["top"]), 2)
+        self.assertEqual(run("health").stdout, "SERVING\n")
+        self.assertIn("group 0: ready", run("status").stdout)
+        self.assertEqual(json.loads(run("--json", "model").stdout)["world_size"], 2)
+        refused = run("generate", "--prompt=")
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("the request was refused: the prompt is empty", refused.stderr)
+        nobody = subprocess.run([ctl, "--address=127.0.0.1:1", "status"], capture_output=True,
+                                text=True, timeout=60)
+        self.assertEqual(nobody.returncode, 1)
+        self.assertIn("is unavailable", nobody.stderr)
+        self.assertEqual(run("frob").returncode, 2)
 
     def test_without_a_group_requests_are_unavailable(self):
         ports = os.path.join(self.tmp, "lonely.ports")

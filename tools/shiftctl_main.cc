@@ -1,0 +1,247 @@
+// shiftctl: talk to a shift router from a terminal. `generate` streams text
+// as it arrives (or, with --json, one JSON object per message); `health`,
+// `status` and `model` ask the server how it is and what it serves.
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/cli.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "shift/v1/generation.grpc.pb.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
+ABSL_FLAG(double, timeout_s, 600, "Give up after this many seconds (DEADLINE_EXCEEDED)");
+ABSL_FLAG(bool, json, false, "Print messages as JSON (one object per line) instead of text");
+ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
+ABSL_FLAG(std::string, prompt_ids, "", "generate: the prompt as comma-separated token ids");
+ABSL_FLAG(bool, parse_special, false, "generate: recognise special tokens in --prompt");
+ABSL_FLAG(uint32_t, max_tokens, 64, "generate: most tokens to generate");
+ABSL_FLAG(double, temperature, 0, "generate: sampling temperature (0: greedy)");
+ABSL_FLAG(double, top_p, 1, "generate: nucleus sampling threshold");
+ABSL_FLAG(uint32_t, top_k, 0, "generate: keep the k most likely tokens (0: all)");
+ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (-1: the server picks one)");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop strings");
+ABSL_FLAG(std::string, stop_token_ids, "", "generate: comma-separated stop token ids");
+ABSL_FLAG(bool, ignore_eos, false, "generate: keep generating past end-of-sequence");
+ABSL_FLAG(uint32_t, logprobs, 0, "generate: alternatives to return per token (with --json)");
+
+namespace shift {
+namespace {
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(
+                        static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_timeout_s))));
+  return ctx;
+}
+
+// A message a person can act on, for each way a call fails.
+int Fail(const grpc::Status& status) {
+  const std::string address = absl::GetFlag(FLAGS_address);
+  std::string why;
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      why = absl::StrCat("the router at ", address, " is unavailable: ", status.error_message(),
+                         "\n(is shift-router running there, with a worker group formed?)");
+      break;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      why = absl::StrCat("no complete answer from ", address, " within ",
+                         absl::GetFlag(FLAGS_timeout_s), " s (--timeout_s)");
+      break;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      why = absl::StrCat("the request was refused: ", status.error_message());
+      break;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      why = absl::StrCat("the server is full: ", status.error_message());
+      break;
+    case grpc::StatusCode::CANCELLED:
+      why = absl::StrCat("the call was cancelled: ", status.error_message());
+      break;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      why = absl::StrCat(address, " does not serve this call (is it a shift router?)");
+      break;
+    default:
+      why = absl::StrCat("error ", static_cast<int>(status.error_code()), ": ",
+                         status.error_message());
+  }
+  std::fprintf(stderr, "shiftctl: %s\n", why.c_str());
+  return 1;
+}
+
+void PrintJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  std::printf("%s\n", json.c_str());
+  std::fflush(stdout);
+}
+
+bool ParseIds(const std::string& text, const char* flag, std::vector<int32_t>* ids) {
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id)) {
+      std::fprintf(stderr, "shiftctl: --%s: \"%s\" is not a token id\n", flag,
+                   std::string(part).c_str());
+      return false;
+    }
+    ids->push_back(id);
+  }
+  return true;
+}
+
+int Generate(v1::Generation::Stub& stub) {
+  v1::GenerateRequest request;
+  if (!absl::GetFlag(FLAGS_prompt_ids).empty()) {
+    std::vector<int32_t> ids;
+    if (!ParseIds(absl::GetFlag(FLAGS_prompt_ids), "prompt_ids", &ids)) return 2;
+    request.mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+  } else {
+    request.set_text(absl::GetFlag(FLAGS_prompt));
+  }
+  request.set_parse_special(absl::GetFlag(FLAGS_parse_special));
+  v1::SamplingParams* s = request.mutable_sampling();
+  s->set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+  s->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+  s->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
+  s->set_top_k(absl::GetFlag(FLAGS_top_k));
+  if (absl::GetFlag(FLAGS_seed) >= 0) s->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
+  for (const std::string& stop : absl::GetFlag(FLAGS_stop)) s->add_stop(stop);
+  std::vector<int32_t> stop_ids;
+  if (!ParseIds(absl::GetFlag(FLAGS_stop_token_ids), "stop_token_ids", &stop_ids)) return 2;
+  s->mutable_stop_token_ids()->Add(stop_ids.begin(), stop_ids.end());
+  s->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  s->set_top_logprobs(absl::GetFlag(FLAGS_logprobs));
+
+  const bool json = absl::GetFlag(FLAGS_json);
+  auto ctx = Context();
+  auto reader = stub.Generate(ctx.get(), request);
+  v1::GenerateResponse response;
+  v1::GenerateFinal final;
+  bool printed = false;
+  while (reader->Read(&response)) {
+    if (json) {
+      PrintJson(response);
+    } else if (response.has_delta()) {
+      std::fputs(response.delta().text().c_str(), stdout);
+      std::fflush(stdout);
+      printed = true;
+    }
+    if (response.has_final()) final = response.final();
+  }
+  const grpc::Status status = reader->Finish();
+  if (printed) std::printf("\n");
+  if (!status.ok()) return Fail(status);
+  if (!json) {
+    const v1::Usage& u = final.usage();
+    std::fprintf(stderr,
+                 "[%s; %u prompt + %u generated tokens (%u from the prefix cache); first token "
+                 "after %.1f ms, done after %.1f ms]\n",
+                 v1::FinishReason_Name(final.finish_reason()).c_str(), u.prompt_tokens(),
+                 u.completion_tokens(), u.cached_prompt_tokens(),
+                 1000 * u.time_to_first_token_seconds(), 1000 * u.e2e_seconds());
+  }
+  return 0;
+}
+
+int Health() {
+  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  auto ctx = Context();
+  const grpc::Status status = stub->Check(ctx.get(), request, &response);
+  if (!status.ok()) return Fail(status);
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+  } else {
+    std::printf("%s\n",
+                grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 3;
+}
+
+std::string Modes(const v1::ModeCounters& m) {
+  return absl::StrCat(m.tp_steps(), " TP / ", m.sp_steps(), " SP steps, ", m.switches(),
+                      " switches");
+}
+
+int Status(v1::Generation::Stub& stub) {
+  v1::ServerStatus status;
+  auto ctx = Context();
+  const grpc::Status rpc = stub.GetStatus(ctx.get(), v1::GetStatusRequest(), &status);
+  if (!rpc.ok()) return Fail(rpc);
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(status);
+    return 0;
+  }
+  std::printf("uptime %.0f s%s; %u queued; %s\n", status.uptime_seconds(),
+              status.draining() ? ", DRAINING" : "", status.queued_requests(),
+              Modes(status.modes()).c_str());
+  for (const v1::GroupStatus& g : status.groups()) {
+    std::printf("group %u: %s, generation %llu, %u running, KV %u/%u blocks, last mode %s, %s\n",
+                g.group(), g.ready() ? "ready" : "NOT READY",
+                static_cast<unsigned long long>(g.generation()), g.running_sequences(),
+                g.kv_blocks_used(), g.kv_blocks_total(), v1::Mode_Name(g.last_mode()).c_str(),
+                Modes(g.modes()).c_str());
+    for (const v1::RankStatus& r : g.ranks()) {
+      std::printf("  rank %u: %s %s, %u KV blocks, %.1f MB of weights, metrics %s\n", r.rank(),
+                  r.connected() ? "connected" : "MISSING", r.address().c_str(), r.kv_blocks(),
+                  r.weight_bytes() / 1e6, r.metrics_address().c_str());
+    }
+  }
+  return 0;
+}
+
+int Model(v1::Generation::Stub& stub) {
+  v1::ModelInfo info;
+  auto ctx = Context();
+  const grpc::Status rpc = stub.GetModelInfo(ctx.get(), v1::GetModelInfoRequest(), &info);
+  if (!rpc.ok()) return Fail(rpc);
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(info);
+    return 0;
+  }
+  std::printf("%s (%s): %u layers, hidden %u, %u/%u heads x %u, vocab %u, max length %u\n",
+              info.name().c_str(), info.architecture().c_str(), info.num_layers(),
+              info.hidden_size(), info.num_heads(), info.num_kv_heads(), info.head_dim(),
+              info.vocab_size(), info.max_model_len());
+  std::printf("%u group(s) of %u rank(s); shift policy %s; eos %s\n", info.num_groups(),
+              info.world_size(), info.shift_policy().c_str(),
+              absl::StrJoin(info.eos_token_ids(), ",").c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace shift
+
+int main(int argc, char** argv) {
+  std::vector<char*> args = shift::InitProgram(
+      argc, argv, "Talks to a shift router: generate text, check health, show status or model.",
+      "shiftctl [--address=HOST:PORT] generate|health|status|model [flags]");
+  if (args.size() != 2) {
+    std::fprintf(stderr, "shiftctl: name one command: generate, health, status or model "
+                         "(--help lists the flags)\n");
+    return 2;
+  }
+  const std::string command = args[1];
+  if (command == "health") return shift::Health();
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
+  auto stub = shift::v1::Generation::NewStub(channel);
+  if (command == "generate") return shift::Generate(*stub);
+  if (command == "status") return shift::Status(*stub);
+  if (command == "model") return shift::Model(*stub);
+  std::fprintf(stderr, "shiftctl: unknown command \"%s\": use generate, health, status or model\n",
+               command.c_str());
+  return 2;
+}
