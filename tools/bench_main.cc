@@ -1,0 +1,268 @@
+// shift-bench: drives a running shift router with a workload (open-loop
+// Poisson arrivals, closed-loop concurrency, bursts, or a replayed trace)
+// and reports TTFT, TPOT, inter-token latency, end-to-end latency,
+// throughput and goodput, as a table and as JSON. Prompts are token ids of
+// exact lengths and generation ignores EOS, so every length is as asked.
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/cli.h"
+#include "common/status.h"
+#include "shift/v1/generation.grpc.pb.h"
+#include "tools/workload/workload.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
+ABSL_FLAG(std::string, workload, "poisson",
+          "poisson (--rate), closed (--concurrency), burst (--burst_*) or trace (--trace)");
+ABSL_FLAG(double, rate, 2, "poisson: requests per second");
+ABSL_FLAG(double, duration_s, 30, "poisson, burst, closed: seconds of arrivals");
+ABSL_FLAG(int32_t, concurrency, 8, "closed: requests kept in flight");
+ABSL_FLAG(int64_t, requests, 0, "Most requests to send (0: no limit; for traces, rows to read)");
+ABSL_FLAG(double, burst_on_rate, 10, "burst: requests per second during a burst");
+ABSL_FLAG(double, burst_off_rate, 0.5, "burst: requests per second between bursts");
+ABSL_FLAG(double, burst_on_s, 3, "burst: seconds per burst");
+ABSL_FLAG(double, burst_off_s, 7, "burst: seconds between bursts");
+ABSL_FLAG(std::string, trace, "",
+          "trace: an Azure LLM inference CSV or a Mooncake JSONL file to replay");
+ABSL_FLAG(double, time_scale, 1, "trace: replay this many times faster");
+ABSL_FLAG(double, length_scale, 1, "trace: divide prompt and output lengths by this");
+ABSL_FLAG(int64_t, block_tokens, 512, "trace: tokens per Mooncake hash id (after --length_scale)");
+ABSL_FLAG(int64_t, input_tokens, 128, "Synthetic workloads: prompt tokens per request");
+ABSL_FLAG(int64_t, output_tokens, 64, "Synthetic workloads: tokens generated per request");
+ABSL_FLAG(int64_t, max_output_tokens, 1024, "trace: cap on tokens generated per request");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of arrivals and prompts");
+ABSL_FLAG(double, ttft_limit_ms, 0, "Goodput: counts requests with TTFT at most this (0: any)");
+ABSL_FLAG(double, tpot_limit_ms, 0, "Goodput: counts requests with TPOT at most this (0: any)");
+ABSL_FLAG(std::string, json_out, "", "Also write the report (and every request) as JSON here");
+ABSL_FLAG(bool, progress, true, "Show progress on stderr when it is a terminal");
+
+namespace shift {
+namespace {
+
+namespace wl = workload;
+using Clock = std::chrono::steady_clock;
+
+// One Generate call, timing every token. Reports to `done` when over.
+class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
+ public:
+  Call(v1::Generation::Stub* stub, const wl::Request& request, Clock::time_point zero,
+       std::function<void(wl::Outcome)> done)
+      : zero_(zero), done_(std::move(done)) {
+    request_.mutable_token_ids()->mutable_ids()->Add(request.prompt.begin(), request.prompt.end());
+    request_.mutable_sampling()->set_max_tokens(request.max_tokens);
+    request_.mutable_sampling()->set_ignore_eos(true);
+    outcome_.prompt_tokens = static_cast<int64_t>(request.prompt.size());
+    start_ = Clock::now();
+    outcome_.start = Seconds(start_);
+    stub->async()->Generate(&ctx_, &request_, this);
+    StartRead(&response_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    const double now = Seconds(Clock::now());
+    if (response_.has_delta()) {
+      for (int i = 0; i < response_.delta().token_ids_size(); ++i) {
+        if (outcome_.ttft < 0) outcome_.ttft = now - outcome_.start;
+        outcome_.token_times.push_back(now);
+      }
+    } else if (response_.has_final()) {
+      outcome_.output_tokens = response_.final().usage().completion_tokens();
+      outcome_.cached_tokens = response_.final().usage().cached_prompt_tokens();
+    }
+    StartRead(&response_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    outcome_.e2e = Seconds(Clock::now()) - outcome_.start;
+    if (!status.ok()) {
+      static const char* kNames[] = {"OK",
+                                     "CANCELLED",
+                                     "UNKNOWN",
+                                     "INVALID_ARGUMENT",
+                                     "DEADLINE_EXCEEDED",
+                                     "NOT_FOUND",
+                                     "ALREADY_EXISTS",
+                                     "PERMISSION_DENIED",
+                                     "RESOURCE_EXHAUSTED",
+                                     "FAILED_PRECONDITION",
+                                     "ABORTED",
+                                     "OUT_OF_RANGE",
+                                     "UNIMPLEMENTED",
+                                     "INTERNAL",
+                                     "UNAVAILABLE",
+                                     "DATA_LOSS",
+                                     "UNAUTHENTICATED"};
+      const int code = static_cast<int>(status.error_code());
+      outcome_.code = code >= 0 && code <= 16 ? kNames[code] : absl::StrCat("CODE_", code);
+    }
+    done_(std::move(outcome_));
+    delete this;
+  }
+
+ private:
+  double Seconds(Clock::time_point t) const {
+    return std::chrono::duration<double>(t - zero_).count();
+  }
+
+  Clock::time_point zero_, start_;
+  std::function<void(wl::Outcome)> done_;
+  grpc::ClientContext ctx_;
+  v1::GenerateRequest request_;
+  v1::GenerateResponse response_;
+  wl::Outcome outcome_;
+};
+
+absl::StatusOr<std::vector<wl::Request>> BuildWorkload(const v1::ModelInfo& model) {
+  const std::string kind = absl::GetFlag(FLAGS_workload);
+  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const int32_t hi = static_cast<int32_t>(model.vocab_size());
+  const int64_t max_len = model.max_model_len();
+  std::vector<wl::Request> requests;
+  if (kind == "trace") {
+    if (absl::GetFlag(FLAGS_trace).empty()) {
+      return absl::InvalidArgumentError("--workload=trace needs --trace=FILE");
+    }
+    SHIFT_ASSIGN_OR_RETURN(std::vector<wl::TraceRow> rows,
+                           wl::ReadTrace(absl::GetFlag(FLAGS_trace), absl::GetFlag(FLAGS_requests)));
+    const int64_t max_out = std::min<int64_t>(absl::GetFlag(FLAGS_max_output_tokens), max_len / 2);
+    wl::PromptMaker maker(std::min(10, hi - 1), hi,
+                          std::max<int64_t>(1, static_cast<int64_t>(
+                                                   absl::GetFlag(FLAGS_block_tokens) /
+                                                   absl::GetFlag(FLAGS_length_scale))),
+                          seed);
+    return wl::FromTrace(rows, maker, absl::GetFlag(FLAGS_time_scale),
+                         absl::GetFlag(FLAGS_length_scale), max_len - max_out, max_out);
+  }
+  const int64_t in = absl::GetFlag(FLAGS_input_tokens), out = absl::GetFlag(FLAGS_output_tokens);
+  if (in < 1 || out < 1 || in + out > max_len) {
+    return absl::InvalidArgumentError(absl::StrCat("--input_tokens + --output_tokens must be in 2..",
+                                                   max_len, " (the server's max model length)"));
+  }
+  std::vector<double> times;
+  const double duration = absl::GetFlag(FLAGS_duration_s);
+  if (kind == "poisson") {
+    times = wl::PoissonArrivals(absl::GetFlag(FLAGS_rate), duration, seed);
+  } else if (kind == "burst") {
+    times = wl::BurstArrivals(absl::GetFlag(FLAGS_burst_on_rate), absl::GetFlag(FLAGS_burst_off_rate),
+                              absl::GetFlag(FLAGS_burst_on_s), absl::GetFlag(FLAGS_burst_off_s),
+                              duration, seed);
+  } else if (kind == "closed") {
+    // Times are unused: each request starts when one in flight ends, until
+    // --requests or --duration_s. Prompts are made as requests go out.
+    const int64_t n = absl::GetFlag(FLAGS_requests) > 0 ? absl::GetFlag(FLAGS_requests) : 1000000;
+    return std::vector<wl::Request>(n, wl::Request{0.0, {}, static_cast<uint32_t>(out)});
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown --workload \"", kind,
+                                                   "\": use poisson, closed, burst or trace"));
+  }
+  if (absl::GetFlag(FLAGS_requests) > 0 &&
+      static_cast<int64_t>(times.size()) > absl::GetFlag(FLAGS_requests)) {
+    times.resize(absl::GetFlag(FLAGS_requests));
+  }
+  wl::PromptMaker maker(std::min(10, hi - 1), hi, 1, seed);
+  for (size_t i = 0; i < times.size(); ++i) {
+    requests.push_back({times[i], maker.Random(in, i), static_cast<uint32_t>(out)});
+  }
+  return requests;
+}
+
+absl::Status Run() {
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generation::NewStub(channel);
+  v1::ModelInfo model;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &model);
+    if (!s.ok()) {
+      return absl::UnavailableError(absl::StrCat("cannot reach the router at ",
+                                                 absl::GetFlag(FLAGS_address), ": ",
+                                                 s.error_message()));
+    }
+  }
+  SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests, BuildWorkload(model));
+  const bool closed = absl::GetFlag(FLAGS_workload) == "closed";
+  const bool progress = absl::GetFlag(FLAGS_progress) && isatty(STDERR_FILENO);
+
+  absl::Mutex mu;
+  std::vector<wl::Outcome> outcomes;
+  int64_t in_flight = 0;
+  const Clock::time_point zero = Clock::now();
+  auto done = [&](wl::Outcome o) {
+    absl::MutexLock lock(&mu);
+    outcomes.push_back(std::move(o));
+    --in_flight;
+  };
+  const double duration = absl::GetFlag(FLAGS_duration_s);
+  const int64_t limit = closed ? absl::GetFlag(FLAGS_concurrency) : INT64_MAX;
+  size_t sent = 0;
+  const wl::PromptMaker maker(std::min<int32_t>(10, model.vocab_size() - 1), model.vocab_size(),
+                              1, absl::GetFlag(FLAGS_seed));
+  for (wl::Request& r : requests) {
+    if (r.prompt.empty()) r.prompt = maker.Random(absl::GetFlag(FLAGS_input_tokens), sent);
+    if (closed) {
+      absl::MutexLock lock(&mu);
+      auto room = [&]() { return in_flight < limit; };
+      mu.Await(absl::Condition(&room));
+      if (std::chrono::duration<double>(Clock::now() - zero).count() >= duration) break;
+    } else {
+      std::this_thread::sleep_until(zero + std::chrono::duration_cast<Clock::duration>(
+                                               std::chrono::duration<double>(r.at)));
+    }
+    {
+      absl::MutexLock lock(&mu);
+      ++in_flight;
+      if (progress) {
+        std::fprintf(stderr, "\r%zu sent, %zu done, %lld in flight   ", sent + 1,
+                     outcomes.size(), static_cast<long long>(in_flight));
+      }
+    }
+    new Call(stub.get(), r, zero, done);
+    ++sent;
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&]() { return in_flight == 0; };
+    mu.Await(absl::Condition(&all));
+  }
+  if (progress) std::fprintf(stderr, "\n");
+  const wl::Report report = wl::MakeReport(outcomes, absl::GetFlag(FLAGS_ttft_limit_ms) / 1000,
+                                           absl::GetFlag(FLAGS_tpot_limit_ms) / 1000);
+  std::printf("%s", wl::ReportTable(report).c_str());
+  if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
+    nlohmann::json j = wl::ReportJson(report);
+    j["workload"] = absl::GetFlag(FLAGS_workload);
+    nlohmann::json each = nlohmann::json::array();
+    for (const wl::Outcome& o : outcomes) {
+      each.push_back({{"code", o.code}, {"start", o.start}, {"ttft", o.ttft}, {"e2e", o.e2e},
+                      {"prompt_tokens", o.prompt_tokens}, {"output_tokens", o.output_tokens},
+                      {"cached_tokens", o.cached_tokens}});
+    }
+    j["outcomes"] = each;
+    std::ofstream(path) << j.dump(1) << "\n";
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace shift
+
+int main(int argc, char** argv) {
+  shift::InitProgram(argc, argv,
+                     "Drives a shift router with a workload and reports latency and throughput.",
+                     "shift-bench --address=HOST:PORT --workload=poisson|closed|burst|trace "
+                     "[flags]");
+  const absl::Status status = shift::Run();
+  if (!status.ok()) return shift::ReportFailure(status);
+  return 0;
+}
