@@ -1,0 +1,121 @@
+"""shift-bench against a small live cluster on 127.0.0.1: its counts of
+requests and tokens agree with the router's metrics, each trace format
+replays with the right number of requests and lengths, and bad input is
+explained. Bounded in time; every process is stopped."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import BIN, Cluster, make_model, metric  # noqa: E402
+
+BENCH = os.path.join(BIN, "tools", "shift-bench")
+TRACES = os.path.join(os.environ.get("SHIFT_SHARED_DATA", "../shared/data"), "traces")
+
+
+class ShiftBenchTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="shift-bench-test-")
+        cls.model = make_model(os.path.join(cls.tmp, "model"))
+        cls.cluster = Cluster(cls.tmp, "bench", cls.model, world_size=1,
+                              router_flags=["--max_model_len=1024"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def bench(self, *flags):
+        out = os.path.join(self.tmp, "report.json")
+        run = subprocess.run([BENCH, "--address=" + self.cluster.address, "--json_out=" + out,
+                              "--progress=false"] + list(flags),
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        with open(out) as f:
+            return json.load(f), run.stdout
+
+    def router_counts(self):
+        text = self.cluster.metrics()
+        finished = sum(metric(text, 'shift_requests_total{finish_reason="%s"}' % r) or 0
+                       for r in ("length", "stop", "eos"))
+        return (finished, metric(text, "shift_prompt_tokens_total"),
+                metric(text, "shift_generation_tokens_total"))
+
+    def test_counts_agree_with_the_router(self):
+        before = self.router_counts()
+        report, table = self.bench("--workload=poisson", "--rate=20", "--duration_s=2",
+                                   "--input_tokens=40", "--output_tokens=8")
+        after = self.router_counts()
+        self.assertGreater(report["completed"], 10)
+        self.assertEqual(report["failures"], {})
+        self.assertEqual(report["completed"], after[0] - before[0])
+        self.assertEqual(report["prompt_tokens"], after[1] - before[1])
+        self.assertEqual(report["output_tokens"], after[2] - before[2])
+        self.assertEqual(report["output_tokens"], 8 * report["completed"])
+        self.assertIn("| TTFT |", table)
+        report, _ = self.bench("--workload=closed", "--concurrency=4", "--requests=12",
+                               "--input_tokens=16", "--output_tokens=4")
+        self.assertEqual(report["completed"], 12)
+        self.assertEqual(self.router_counts()[0] - after[0], 12)
+
+    def expected(self, rows, length_scale, max_out, max_prompt):
+        def clamp(v, hi):  # lengths round half away from zero
+            return max(1, min(int(math.floor(v / length_scale + 0.5)), hi))
+        return ([clamp(i, max_prompt) for i, _ in rows], [clamp(o, max_out) for _, o in rows])
+
+    def test_traces_replay_with_their_lengths(self):
+        if not os.path.isdir(TRACES):
+            self.skipTest("../shared/data/traces is absent")
+        # Azure CSV: rows after the header.
+        with open(os.path.join(TRACES, "AzureLLMInferenceTrace_code.csv")) as f:
+            rows = [tuple(map(int, line.split(",")[1:])) for line in list(f)[1:21]]
+        report, _ = self.bench("--workload=trace", "--requests=20", "--time_scale=100",
+                               "--length_scale=16", "--max_output_tokens=16",
+                               "--trace=" + os.path.join(TRACES, "AzureLLMInferenceTrace_code.csv"))
+        prompts, outputs = self.expected(rows, 16, 16, 1024 - 16)
+        got = sorted((o["start"], o["prompt_tokens"], o["output_tokens"])
+                     for o in report["outcomes"])
+        self.assertEqual(report["completed"], 20)
+        self.assertEqual(sorted(p for _, p, _ in got), sorted(prompts))
+        self.assertEqual(sorted(n for _, _, n in got), sorted(outputs))
+        # Mooncake JSONL: shared hash ids become cached prefixes.
+        with open(os.path.join(TRACES, "mooncake_conversation_trace.jsonl")) as f:
+            rows = [json.loads(line) for line in list(f)[:30]]
+        report, _ = self.bench("--workload=trace", "--requests=30", "--time_scale=50",
+                               "--length_scale=64", "--max_output_tokens=8",
+                               "--trace=" + os.path.join(TRACES,
+                                                         "mooncake_conversation_trace.jsonl"))
+        prompts, outputs = self.expected([(r["input_length"], r["output_length"]) for r in rows],
+                                         64, 8, 1024 - 8)
+        self.assertEqual(report["completed"], 30)
+        self.assertEqual(sorted(o["prompt_tokens"] for o in report["outcomes"]), sorted(prompts))
+        self.assertEqual(sorted(o["output_tokens"] for o in report["outcomes"]), sorted(outputs))
+        self.assertGreater(report["cached_prompt_tokens"], 0)
+
+    def test_bad_input_is_explained(self):
+        bad = os.path.join(self.tmp, "bad.jsonl")
+        with open(bad, "w") as f:
+            f.write('{"timestamp": 0, "input_length": 5, "output_length": 2}\n')
+            f.write('{"timestamp": 1, "input_length": "five", "output_length": 2}\n')
+        run = subprocess.run([BENCH, "--address=" + self.cluster.address, "--workload=trace",
+                              "--trace=" + bad], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("bad.jsonl:2:", run.stderr)
+        run = subprocess.run([BENCH, "--address=127.0.0.1:1", "--duration_s=1"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("cannot reach the router", run.stderr)
+        run = subprocess.run([BENCH, "--address=" + self.cluster.address, "--workload=zigzag"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertIn("unknown --workload", run.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
