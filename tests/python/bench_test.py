@@ -88,12 +88,13 @@ class ShiftBenchTest(unittest.TestCase):
         # Mooncake JSONL: shared hash ids become cached prefixes.
         with open(os.path.join(TRACES, "mooncake_conversation_trace.jsonl")) as f:
             rows = [json.loads(line) for line in list(f)[:30]]
-        report, _ = self.bench("--workload=trace", "--requests=30", "--time_scale=50",
-                               "--length_scale=64", "--max_output_tokens=8",
+        # 512-token blocks become 16 tokens: one router KV block each.
+        report, _ = self.bench("--workload=trace", "--requests=30", "--time_scale=5",
+                               "--length_scale=32", "--max_output_tokens=8",
                                "--trace=" + os.path.join(TRACES,
                                                          "mooncake_conversation_trace.jsonl"))
         prompts, outputs = self.expected([(r["input_length"], r["output_length"]) for r in rows],
-                                         64, 8, 1024 - 8)
+                                         32, 8, 1024 - 8)
         self.assertEqual(report["completed"], 30)
         self.assertEqual(sorted(o["prompt_tokens"] for o in report["outcomes"]), sorted(prompts))
         self.assertEqual(sorted(o["output_tokens"] for o in report["outcomes"]), sorted(outputs))
