@@ -4,6 +4,8 @@
 // throughput and goodput, as a table and as JSON. Prompts are token ids of
 // exact lengths and generation ignores EOS, so every length is as asked.
 #include <grpcpp/grpcpp.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,11 +15,16 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/cli.h"
 #include "common/status.h"
 #include "shift/v1/generation.grpc.pb.h"
+#include "tools/workload/plots.h"
 #include "tools/workload/workload.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
@@ -44,12 +51,57 @@ ABSL_FLAG(double, ttft_limit_ms, 0, "Goodput: counts requests with TTFT at most 
 ABSL_FLAG(double, tpot_limit_ms, 0, "Goodput: counts requests with TPOT at most this (0: any)");
 ABSL_FLAG(std::string, json_out, "", "Also write the report (and every request) as JSON here");
 ABSL_FLAG(bool, progress, true, "Show progress on stderr when it is a terminal");
+ABSL_FLAG(std::string, plot_dir, "",
+          "Write plot data and PNGs (gnuplot) here: latency CDFs, throughput, TTFT and mode over "
+          "time");
+ABSL_FLAG(std::string, metrics_address, "",
+          "The router's /metrics host:port, scraped during the run for the mode-over-time plot");
 
 namespace shift {
 namespace {
 
 namespace wl = workload;
 using Clock = std::chrono::steady_clock;
+
+// The body of GET http://`address``path` (empty on any failure).
+std::string HttpGet(const std::string& address, const std::string& path) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return "";
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(address.substr(0, colon).c_str(), address.substr(colon + 1).c_str(), &hints,
+                  &found) != 0) {
+    return "";
+  }
+  std::string response;
+  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buffer[8192];
+      ssize_t n;
+      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
+    }
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(found);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+// Sums every series of the counter `name` with label mode="`mode`".
+double SumByMode(const std::string& text, const std::string& name, const std::string& mode) {
+  double sum = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, name + "{") ||
+        !absl::StrContains(line, absl::StrCat("mode=\"", mode, "\""))) {
+      continue;
+    }
+    double v;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
+  }
+  return sum;
+}
 
 // One Generate call, timing every token. Reports to `done` when over.
 class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
@@ -205,6 +257,21 @@ absl::Status Run() {
   };
   const double duration = absl::GetFlag(FLAGS_duration_s);
   const int64_t limit = closed ? absl::GetFlag(FLAGS_concurrency) : INT64_MAX;
+  // The router's step counters, sampled for the mode-over-time plot.
+  std::vector<wl::ModeSample> modes;
+  absl::Notification sampling;
+  std::thread sampler;
+  if (const std::string metrics = absl::GetFlag(FLAGS_metrics_address); !metrics.empty()) {
+    sampler = std::thread([&, metrics] {
+      do {
+        const std::string text = HttpGet(metrics, "/metrics");
+        if (text.empty()) continue;
+        modes.push_back({std::chrono::duration<double>(Clock::now() - zero).count(),
+                         SumByMode(text, "shift_steps_total", "tp"),
+                         SumByMode(text, "shift_steps_total", "sp")});
+      } while (!sampling.WaitForNotificationWithTimeout(absl::Milliseconds(500)));
+    });
+  }
   size_t sent = 0;
   const wl::PromptMaker maker(std::min<int32_t>(10, model.vocab_size() - 1), model.vocab_size(),
                               1, absl::GetFlag(FLAGS_seed));
@@ -235,10 +302,18 @@ absl::Status Run() {
     auto all = [&]() { return in_flight == 0; };
     mu.Await(absl::Condition(&all));
   }
+  sampling.Notify();
+  if (sampler.joinable()) sampler.join();
   if (progress) std::fprintf(stderr, "\n");
   const wl::Report report = wl::MakeReport(outcomes, absl::GetFlag(FLAGS_ttft_limit_ms) / 1000,
                                            absl::GetFlag(FLAGS_tpot_limit_ms) / 1000);
   std::printf("%s", wl::ReportTable(report).c_str());
+  if (const std::string dir = absl::GetFlag(FLAGS_plot_dir); !dir.empty()) {
+    const absl::Status plotted =
+        wl::WritePlots(dir, absl::StrCat("shift-bench ", absl::GetFlag(FLAGS_workload)), outcomes,
+                       modes);
+    if (!plotted.ok()) std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
+  }
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     nlohmann::json j = wl::ReportJson(report);
     j["workload"] = absl::GetFlag(FLAGS_workload);

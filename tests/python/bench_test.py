@@ -60,10 +60,17 @@ class ShiftBenchTest(unittest.TestCase):
         self.assertEqual(report["output_tokens"], after[2] - before[2])
         self.assertEqual(report["output_tokens"], 8 * report["completed"])
         self.assertIn("| TTFT |", table)
+        plots = os.path.join(self.tmp, "plots")
         report, _ = self.bench("--workload=closed", "--concurrency=4", "--requests=12",
-                               "--input_tokens=16", "--output_tokens=4")
+                               "--input_tokens=16", "--output_tokens=4", "--plot_dir=" + plots,
+                               "--metrics_address=" + self.cluster.metrics_address)
         self.assertEqual(report["completed"], 12)
         self.assertEqual(self.router_counts()[0] - after[0], 12)
+        with open(os.path.join(plots, "ttft_cdf.dat")) as f:
+            self.assertEqual(len(f.readlines()), 12)
+        if shutil.which("gnuplot"):
+            for png in ("latency_cdf.png", "throughput.png", "ttft_over_time.png", "modes.png"):
+                self.assertGreater(os.path.getsize(os.path.join(plots, png)), 1000, png)
 
     def expected(self, rows, length_scale, max_out, max_prompt):
         def clamp(v, hi):  # lengths round half away from zero
