@@ -261,14 +261,18 @@ absl::Status Run() {
   std::vector<wl::ModeSample> modes;
   absl::Notification sampling;
   std::thread sampler;
-  if (const std::string metrics = absl::GetFlag(FLAGS_metrics_address); !metrics.empty()) {
-    sampler = std::thread([&, metrics] {
+  const std::string metrics = absl::GetFlag(FLAGS_metrics_address);
+  auto sample = [&] {
+    const std::string text = HttpGet(metrics, "/metrics");
+    if (text.empty()) return;
+    modes.push_back({std::chrono::duration<double>(Clock::now() - zero).count(),
+                     SumByMode(text, "shift_steps_total", "tp"),
+                     SumByMode(text, "shift_steps_total", "sp")});
+  };
+  if (!metrics.empty()) {
+    sampler = std::thread([&] {
       do {
-        const std::string text = HttpGet(metrics, "/metrics");
-        if (text.empty()) continue;
-        modes.push_back({std::chrono::duration<double>(Clock::now() - zero).count(),
-                         SumByMode(text, "shift_steps_total", "tp"),
-                         SumByMode(text, "shift_steps_total", "sp")});
+        sample();
       } while (!sampling.WaitForNotificationWithTimeout(absl::Milliseconds(500)));
     });
   }
@@ -303,7 +307,10 @@ absl::Status Run() {
     mu.Await(absl::Condition(&all));
   }
   sampling.Notify();
-  if (sampler.joinable()) sampler.join();
+  if (sampler.joinable()) {
+    sampler.join();
+    sample();  // the run's end
+  }
   if (progress) std::fprintf(stderr, "\n");
   const wl::Report report = wl::MakeReport(outcomes, absl::GetFlag(FLAGS_ttft_limit_ms) / 1000,
                                            absl::GetFlag(FLAGS_tpot_limit_ms) / 1000);

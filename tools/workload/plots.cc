@@ -88,8 +88,10 @@ absl::Status WritePlots(const std::string& dir, const std::string& title,
        << "set output 'ttft_over_time.png'\nset ylabel 'mean TTFT (ms), by start second'\n"
        << "plot 'timeline.dat' using 1:3 with linespoints title 'TTFT'\n"
        << "set output 'modes.png'\nset ylabel 'steps/s'\n"
-       << "plot 'modes.dat' using 1:2 with lines lw 2 title 'TP steps/s', "
-          "'modes.dat' using 1:3 with lines lw 2 title 'SP steps/s'\n";
+       // With fewer than two samples there is no rate: an empty plot.
+       << (modes.size() < 2 ? "set xrange [0:1]\nplot NaN title 'no mode samples'\n"
+                            : "plot 'modes.dat' using 1:2 with lines lw 2 title 'TP steps/s', "
+                              "'modes.dat' using 1:3 with lines lw 2 title 'SP steps/s'\n");
   }
   const std::string command = absl::StrCat("cd '", dir, "' && gnuplot plots.gp 2> gnuplot.log");
   if (std::system(command.c_str()) != 0) {
