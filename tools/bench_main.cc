@@ -3,14 +3,19 @@
 // and reports TTFT, TPOT, inter-token latency, end-to-end latency,
 // throughput and goodput, as a table and as JSON. Prompts are token ids of
 // exact lengths and generation ignores EOS, so every length is as asked.
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <netdb.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -18,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -54,8 +60,21 @@ ABSL_FLAG(bool, progress, true, "Show progress on stderr when it is a terminal")
 ABSL_FLAG(std::string, plot_dir, "",
           "Write plot data and PNGs (gnuplot) here: latency CDFs, throughput, TTFT and mode over "
           "time");
+ABSL_FLAG(std::string, compare, "",
+          "Run the workload once per configuration on clusters shift-bench starts itself on "
+          "127.0.0.1 (needs --model): tp, sp, shift (one group of --world_size ranks, policy "
+          "tp, sp or --shift_policy) and dp (--world_size groups of one rank); writes one table, "
+          "compare.json and plots side by side in --plot_dir");
+ABSL_FLAG(std::string, model, "", "--compare: the model directory the clusters serve");
+ABSL_FLAG(int32_t, world_size, 2, "--compare: ranks (P) per configuration");
+ABSL_FLAG(std::string, shift_policy, "threshold", "--compare: the policy of `shift`");
+ABSL_FLAG(int64_t, shift_threshold, 256, "--compare: --shift_threshold of the routers");
+ABSL_FLAG(int32_t, worker_threads, 1, "--compare: compute threads per rank");
+ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "--compare: KV cache bytes per rank");
 ABSL_FLAG(std::string, metrics_address, "",
           "The router's /metrics host:port, scraped during the run for the mode-over-time plot");
+
+extern char** environ;
 
 namespace shift {
 namespace {
@@ -227,47 +246,52 @@ absl::StatusOr<std::vector<wl::Request>> BuildWorkload(const v1::ModelInfo& mode
   return requests;
 }
 
-absl::Status Run() {
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
-  auto stub = v1::Generation::NewStub(channel);
+absl::StatusOr<v1::ModelInfo> FetchModel(const std::string& address) {
+  auto stub = v1::Generation::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   v1::ModelInfo model;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &model);
-    if (!s.ok()) {
-      return absl::UnavailableError(absl::StrCat("cannot reach the router at ",
-                                                 absl::GetFlag(FLAGS_address), ": ",
-                                                 s.error_message()));
-    }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &model);
+  if (!s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot reach the router at ", address, ": ", s.error_message()));
   }
-  SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests, BuildWorkload(model));
+  return model;
+}
+
+struct RunResult {
+  std::vector<wl::Outcome> outcomes;
+  std::vector<wl::ModeSample> modes;
+};
+
+// Offers `requests` to the router at `address` and waits for every answer.
+RunResult Drive(const std::string& address, const std::string& metrics,
+                std::vector<wl::Request> requests, const v1::ModelInfo& model) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = v1::Generation::NewStub(channel);
   const bool closed = absl::GetFlag(FLAGS_workload) == "closed";
   const bool progress = absl::GetFlag(FLAGS_progress) && isatty(STDERR_FILENO);
-
+  RunResult result;
   absl::Mutex mu;
-  std::vector<wl::Outcome> outcomes;
   int64_t in_flight = 0;
   const Clock::time_point zero = Clock::now();
   auto done = [&](wl::Outcome o) {
     absl::MutexLock lock(&mu);
-    outcomes.push_back(std::move(o));
+    result.outcomes.push_back(std::move(o));
     --in_flight;
   };
   const double duration = absl::GetFlag(FLAGS_duration_s);
   const int64_t limit = closed ? absl::GetFlag(FLAGS_concurrency) : INT64_MAX;
   // The router's step counters, sampled for the mode-over-time plot.
-  std::vector<wl::ModeSample> modes;
   absl::Notification sampling;
   std::thread sampler;
-  const std::string metrics = absl::GetFlag(FLAGS_metrics_address);
   auto sample = [&] {
     const std::string text = HttpGet(metrics, "/metrics");
     if (text.empty()) return;
-    modes.push_back({std::chrono::duration<double>(Clock::now() - zero).count(),
-                     SumByMode(text, "shift_steps_total", "tp"),
-                     SumByMode(text, "shift_steps_total", "sp")});
+    result.modes.push_back({std::chrono::duration<double>(Clock::now() - zero).count(),
+                            SumByMode(text, "shift_steps_total", "tp"),
+                            SumByMode(text, "shift_steps_total", "sp")});
   };
   if (!metrics.empty()) {
     sampler = std::thread([&] {
@@ -295,7 +319,7 @@ absl::Status Run() {
       ++in_flight;
       if (progress) {
         std::fprintf(stderr, "\r%zu sent, %zu done, %lld in flight   ", sent + 1,
-                     outcomes.size(), static_cast<long long>(in_flight));
+                     result.outcomes.size(), static_cast<long long>(in_flight));
       }
     }
     new Call(stub.get(), r, zero, done);
@@ -312,25 +336,222 @@ absl::Status Run() {
     sample();  // the run's end
   }
   if (progress) std::fprintf(stderr, "\n");
-  const wl::Report report = wl::MakeReport(outcomes, absl::GetFlag(FLAGS_ttft_limit_ms) / 1000,
-                                           absl::GetFlag(FLAGS_tpot_limit_ms) / 1000);
+  return result;
+}
+
+nlohmann::json OutcomesJson(const std::vector<wl::Outcome>& outcomes) {
+  nlohmann::json each = nlohmann::json::array();
+  for (const wl::Outcome& o : outcomes) {
+    each.push_back({{"code", o.code}, {"start", o.start}, {"ttft", o.ttft}, {"e2e", o.e2e},
+                    {"prompt_tokens", o.prompt_tokens}, {"output_tokens", o.output_tokens},
+                    {"cached_tokens", o.cached_tokens}});
+  }
+  return each;
+}
+
+wl::Report ReportOf(const RunResult& run) {
+  return wl::MakeReport(run.outcomes, absl::GetFlag(FLAGS_ttft_limit_ms) / 1000,
+                        absl::GetFlag(FLAGS_tpot_limit_ms) / 1000);
+}
+
+// A router and its workers started by shift-bench for one --compare
+// configuration, on 127.0.0.1; stopped (and, if need be, killed) on exit.
+class LocalCluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const std::string& config,
+                                                             const std::string& dir) {
+    const std::string model = absl::GetFlag(FLAGS_model);
+    if (model.empty()) return absl::InvalidArgumentError("--compare needs --model=DIR");
+    const int p = absl::GetFlag(FLAGS_world_size);
+    std::string policy, bin = BinDir();
+    int groups = 1, world = p;
+    if (config == "tp" || config == "sp") {
+      policy = config;
+    } else if (config == "shift") {
+      policy = absl::GetFlag(FLAGS_shift_policy);
+    } else if (config == "dp") {
+      policy = "tp";  // one rank per group: the mode does not matter
+      groups = p;
+      world = 1;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown --compare configuration \"", config, "\": use tp, sp, shift or dp"));
+    }
+    std::unique_ptr<LocalCluster> c(new LocalCluster());
+    std::filesystem::create_directories(dir);
+    const std::string ports = dir + "/ports";
+    std::filesystem::remove(ports);
+    c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
+              "--metrics_port=0", "--ports_file=" + ports, absl::StrCat("--world_size=", world),
+              absl::StrCat("--groups=", groups), "--shift_policy=" + policy,
+              absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
+             dir + "/router.log");
+    std::string text;
+    for (int i = 0; i < 300 && (text.empty() || text.back() != '\n'); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::ifstream in(ports);
+      text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    int grpc_port = 0, metrics_port = 0;
+    if (std::sscanf(text.c_str(), "grpc=%d metrics=%d", &grpc_port, &metrics_port) != 2) {
+      return absl::UnavailableError(absl::StrCat("the router did not start; see ", dir,
+                                                 "/router.log"));
+    }
+    c->address = absl::StrCat("127.0.0.1:", grpc_port);
+    c->metrics = absl::StrCat("127.0.0.1:", metrics_port);
+    for (int g = 0; g < groups; ++g) {
+      for (int r = 0; r < world; ++r) {
+        c->Spawn({bin + "/worker/shift-worker", "--router=" + c->address,
+                  absl::StrCat("--group=", g), absl::StrCat("--rank=", r),
+                  absl::StrCat("--world_size=", world), "--model=" + model,
+                  absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
+                  absl::StrCat("--kv_cache_bytes=", absl::GetFlag(FLAGS_kv_cache_bytes))},
+                 absl::StrCat(dir, "/worker-g", g, "-r", r, ".log"));
+      }
+    }
+    // Ready when every group has formed.
+    auto stub = v1::Generation::NewStub(
+        grpc::CreateChannel(c->address, grpc::InsecureChannelCredentials()));
+    for (int i = 0; i < 1200; ++i) {
+      v1::ServerStatus status;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      if (stub->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
+        bool ready = status.groups_size() == groups;
+        for (const auto& group : status.groups()) ready = ready && group.ready();
+        if (ready) return c;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return absl::DeadlineExceededError(
+        absl::StrCat("the ", config, " cluster did not form within 120 s; see ", dir));
+  }
+
+  ~LocalCluster() {
+    if (!pids_.empty()) kill(pids_.front(), SIGTERM);  // the router stops its workers
+    for (pid_t pid : pids_) {
+      int status = 0;
+      for (int i = 0; i < 150 && waitpid(pid, &status, WNOHANG) == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+      }
+    }
+  }
+
+  std::string address, metrics;
+
+ private:
+  LocalCluster() = default;
+  // The directory holding router/ and worker/: shift-bench lives in tools/.
+  static std::string BinDir() {
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    return self.parent_path().parent_path().string();
+  }
+  void Spawn(std::vector<std::string> args, const std::string& log) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid;
+    if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) == 0) {
+      pids_.push_back(pid);
+    }
+    posix_spawn_file_actions_destroy(&actions);
+  }
+
+  std::vector<pid_t> pids_;
+};
+
+absl::Status Compare() {
+  const std::vector<std::string> configs = absl::StrSplit(absl::GetFlag(FLAGS_compare), ',');
+  const std::string dir =
+      absl::GetFlag(FLAGS_plot_dir).empty() ? "shift-bench-compare" : absl::GetFlag(FLAGS_plot_dir);
+  std::vector<wl::Request> requests;
+  v1::ModelInfo model;
+  nlohmann::json all = nlohmann::json::object();
+  std::string table = absl::StrFormat(
+      "| config | completed | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | E2E p50 | E2E p99 | "
+      "tokens/s | goodput |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const std::string& config : configs) {
+    std::fprintf(stderr, "shift-bench: %s ...\n", config.c_str());
+    SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> cluster,
+                           LocalCluster::Start(config, dir + "/" + config));
+    if (requests.empty()) {
+      SHIFT_ASSIGN_OR_RETURN(model, FetchModel(cluster->address));
+      SHIFT_ASSIGN_OR_RETURN(requests, BuildWorkload(model));
+    }
+    const RunResult run = Drive(cluster->address, cluster->metrics, requests, model);
+    const wl::Report r = ReportOf(run);
+    absl::StrAppendFormat(&table,
+                          "| %s | %d/%d | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.0f ms | %.0f ms "
+                          "| %.1f | %.2f/s |\n",
+                          config, r.completed, r.requests, 1000 * r.ttft.p50, 1000 * r.ttft.p99,
+                          1000 * r.tpot.p50, 1000 * r.tpot.p99, 1000 * r.e2e.p50,
+                          1000 * r.e2e.p99, r.token_throughput, r.goodput);
+    const absl::Status plotted = wl::WritePlots(dir + "/" + config, "shift-bench " + config,
+                                                run.outcomes, run.modes);
+    if (!plotted.ok()) std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
+    all[config] = wl::ReportJson(r);
+  }
+  std::printf("%s", table.c_str());
+  {
+    // The configurations' latency CDFs side by side.
+    std::ofstream gp(dir + "/compare.gp");
+    gp << "set terminal pngcairo size 900,500\nset grid\nset key bottom right\nset logscale x\n"
+       << "set xlabel 'ms'\nset ylabel 'fraction of requests'\n";
+    for (const char* what : {"ttft", "e2e"}) {
+      gp << "set output '" << what << "_compare.png'\nset title '" << what
+         << " by configuration'\nplot ";
+      for (size_t i = 0; i < configs.size(); ++i) {
+        gp << (i ? ", " : "") << "'" << configs[i] << "/" << what << "_cdf.dat' using 1:2 "
+           << "with lines lw 2 title '" << configs[i] << "'";
+      }
+      gp << "\n";
+    }
+  }
+  if (std::system(absl::StrCat("cd '", dir, "' && gnuplot compare.gp 2>> gnuplot.log").c_str()) !=
+      0) {
+    std::fprintf(stderr, "shift-bench: gnuplot failed; see %s/gnuplot.log\n", dir.c_str());
+  }
+  {
+    std::ofstream(dir + "/compare.md") << table;
+  }
+  const std::string path = absl::GetFlag(FLAGS_json_out).empty() ? dir + "/compare.json"
+                                                                   : absl::GetFlag(FLAGS_json_out);
+  std::ofstream(path) << nlohmann::json{{"workload", absl::GetFlag(FLAGS_workload)},
+                                        {"world_size", absl::GetFlag(FLAGS_world_size)},
+                                        {"configs", all}}
+                             .dump(1)
+                      << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status Run() {
+  if (!absl::GetFlag(FLAGS_compare).empty()) return Compare();
+  const std::string address = absl::GetFlag(FLAGS_address);
+  SHIFT_ASSIGN_OR_RETURN(v1::ModelInfo model, FetchModel(address));
+  SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests, BuildWorkload(model));
+  const RunResult run = Drive(address, absl::GetFlag(FLAGS_metrics_address), std::move(requests),
+                              model);
+  const wl::Report report = ReportOf(run);
   std::printf("%s", wl::ReportTable(report).c_str());
   if (const std::string dir = absl::GetFlag(FLAGS_plot_dir); !dir.empty()) {
-    const absl::Status plotted =
-        wl::WritePlots(dir, absl::StrCat("shift-bench ", absl::GetFlag(FLAGS_workload)), outcomes,
-                       modes);
+    const absl::Status plotted = wl::WritePlots(
+        dir, absl::StrCat("shift-bench ", absl::GetFlag(FLAGS_workload)), run.outcomes, run.modes);
     if (!plotted.ok()) std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
   }
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     nlohmann::json j = wl::ReportJson(report);
     j["workload"] = absl::GetFlag(FLAGS_workload);
-    nlohmann::json each = nlohmann::json::array();
-    for (const wl::Outcome& o : outcomes) {
-      each.push_back({{"code", o.code}, {"start", o.start}, {"ttft", o.ttft}, {"e2e", o.e2e},
-                      {"prompt_tokens", o.prompt_tokens}, {"output_tokens", o.output_tokens},
-                      {"cached_tokens", o.cached_tokens}});
-    }
-    j["outcomes"] = each;
+    j["outcomes"] = OutcomesJson(run.outcomes);
     std::ofstream(path) << j.dump(1) << "\n";
   }
   return absl::OkStatus();

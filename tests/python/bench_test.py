@@ -107,6 +107,29 @@ class ShiftBenchTest(unittest.TestCase):
         self.assertEqual(sorted(o["output_tokens"] for o in report["outcomes"]), sorted(outputs))
         self.assertGreater(report["cached_prompt_tokens"], 0)
 
+    def test_compare_runs_each_configuration_side_by_side(self):
+        out = os.path.join(self.tmp, "compare")
+        run = subprocess.run([BENCH, "--compare=tp,sp,shift,dp", "--model=" + self.model,
+                              "--world_size=2", "--workload=poisson", "--rate=8",
+                              "--duration_s=1.5", "--input_tokens=40", "--output_tokens=6",
+                              "--plot_dir=" + out, "--progress=false"],
+                             capture_output=True, text=True, timeout=240)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        with open(os.path.join(out, "compare.json")) as f:
+            report = json.load(f)
+        self.assertEqual(sorted(report["configs"]), ["dp", "shift", "sp", "tp"])
+        counts = {c: r["completed"] for c, r in report["configs"].items()}
+        self.assertEqual(len(set(counts.values())), 1, counts)  # the same workload each time
+        self.assertGreater(counts["tp"], 3)
+        for config in ("tp", "sp", "shift", "dp"):
+            self.assertIn("| %s |" % config, run.stdout)
+        if shutil.which("gnuplot"):
+            self.assertGreater(os.path.getsize(os.path.join(out, "ttft_compare.png")), 1000)
+        # Every process it started is gone.
+        left = subprocess.run(["pgrep", "-f", "--", "--ports_file=" + out],
+                              capture_output=True, text=True)
+        self.assertEqual(left.stdout, "")
+
     def test_bad_input_is_explained(self):
         bad = os.path.join(self.tmp, "bad.jsonl")
         with open(bad, "w") as f:
