@@ -2,12 +2,15 @@
 
 #include <pthread.h>
 
+#include <cerrno>
 #include <cmath>
-#include <optional>
 #include <cstdio>
+#include <cstring>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "router/step_plan.h"
 
@@ -68,9 +71,19 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
   if (options.num_groups < 1 || options.world_size < 1) {
     return absl::InvalidArgumentError("--groups and --world_size must be at least 1");
   }
+  std::FILE* step_trace = nullptr;
+  if (!options.step_trace.empty()) {
+    step_trace = std::fopen(options.step_trace.c_str(), "a");
+    if (step_trace == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("--step_trace: cannot open \"",
+                                                     options.step_trace,
+                                                     "\" for writing: ", std::strerror(errno)));
+    }
+  }
   std::unique_ptr<Router> router(
       new Router(std::move(options), config, tokenizer, hub, metrics, clock, std::move(policy)));
   absl::MutexLock lock(&router->mu_);
+  router->step_trace_ = step_trace;
   for (uint32_t g = 0; g < router->options_.num_groups; ++g) {
     router->groups_.push_back(std::make_unique<Group>());
     Group* group = router->groups_.back().get();
@@ -96,7 +109,11 @@ Router::Router(RouterOptions options, const ModelConfig& config, const Tokenizer
       started_(clock->Now()),
       policy_(std::move(policy)) {}
 
-Router::~Router() { Stop(); }
+Router::~Router() {
+  Stop();
+  absl::MutexLock lock(&mu_);
+  if (step_trace_ != nullptr) std::fclose(step_trace_);
+}
 
 bool Router::Drain(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
@@ -539,6 +556,7 @@ void Router::Loop(Group* g) {
       metrics_->CostPrediction(decision.predicted_seconds, step_seconds);
     }
     policy_->Observe(decision, step_seconds);
+    if (step_trace_ != nullptr) TraceStep(g->id, decision, step_seconds);
 
     rpc::StepResult& leader = outcome->results[0];
     std::vector<SampledToken> tokens;
@@ -555,6 +573,22 @@ void Router::Loop(Group* g) {
     }
     UpdateLoad(g);
   }
+}
+
+void Router::TraceStep(uint32_t group, const ShiftDecision& decision, double seconds) {
+  const StepShape& s = decision.inputs;
+  std::string predicted = decision.predicted_seconds >= 0
+                              ? absl::StrFormat("%.9g", decision.predicted_seconds)
+                              : "null";
+  absl::FPrintF(step_trace_,
+                "{\"t\":%.6f,\"group\":%u,\"mode\":\"%s\",\"tokens\":%d,\"sequences\":%d,"
+                "\"decodes\":%d,\"max_context\":%d,\"attention\":%d,\"exploring\":%s,"
+                "\"predicted_s\":%s,\"measured_s\":%.9g}\n",
+                absl::ToDoubleSeconds(clock_->Now() - started_), group,
+                decision.mode == v1::MODE_SP ? "sp" : "tp", s.num_tokens, s.num_sequences,
+                s.num_decodes, s.max_context, s.attention, decision.exploring ? "true" : "false",
+                predicted, seconds);
+  std::fflush(step_trace_);
 }
 
 v1::ModelInfo Router::ModelInfo() const {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,6 +47,9 @@ struct RouterOptions {
   int64_t shift_threshold = 256;
   int64_t max_queued_requests = 1024;
   absl::Duration step_timeout = absl::Seconds(120);
+  // Appends one JSON line per step here (its shape, mode, predicted and
+  // measured seconds) for offline analysis; "" writes none.
+  std::string step_trace;
 };
 
 // Where a request's output goes. Called on the router's step thread, one
@@ -121,6 +125,9 @@ class Router {
          WorkerHub* hub, RouterMetrics* metrics, const Clock* clock,
          std::unique_ptr<ShiftPolicy> policy);
   void Loop(Group* g);
+  // One line of --step_trace.
+  void TraceStep(uint32_t group, const ShiftDecision& decision, double seconds)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits for the group's ranks; on first formation, sizes its scheduler.
   bool AwaitGroup(Group* g);
   absl::StatusOr<std::unique_ptr<Request>> Validate(const v1::GenerateRequest& request);
@@ -146,6 +153,7 @@ class Router {
 
   absl::Mutex mu_;
   std::unique_ptr<ShiftPolicy> policy_ ABSL_GUARDED_BY(mu_);
+  std::FILE* step_trace_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::vector<std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

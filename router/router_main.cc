@@ -54,6 +54,9 @@ ABSL_FLAG(int64_t, max_model_len, 0,
           "Most prompt plus generated tokens per request (0: the model's context length)");
 ABSL_FLAG(double, step_timeout_s, 120, "Seconds a step may take before the group is re-formed");
 ABSL_FLAG(double, heartbeat_timeout_s, 5, "Seconds of worker silence before a rank is lost");
+ABSL_FLAG(std::string, step_trace, "",
+          "Append a JSON line per step here (shape, mode, predicted and measured seconds) for "
+          "offline analysis of the shift policy; empty: none");
 ABSL_FLAG(std::string, ports_file, "",
           "Write \"grpc=PORT metrics=PORT\" here once serving (for scripts using port 0)");
 
@@ -86,6 +89,7 @@ absl::Status Serve() {
     options.scheduler.max_model_len = config.max_position_embeddings;
   }
   options.shift_policy = absl::GetFlag(FLAGS_shift_policy);
+  options.step_trace = absl::GetFlag(FLAGS_step_trace);
   options.shift_threshold = absl::GetFlag(FLAGS_shift_threshold);
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout_s));

@@ -5,13 +5,18 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
 #include "common/detokenizer.h"
+#include "common/file_util.h"
 #include "worker/engine.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
@@ -30,6 +35,9 @@ ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "Bytes for the KV cache of all lay
 ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block");
 ABSL_FLAG(int32_t, threads, 2, "GEMM threads (results do not depend on it)");
 ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids (overrides --prompt)");
+ABSL_FLAG(std::string, dump_logits, "",
+          "Write sequence 0's prompt ids, generated ids and the full logits row each token was "
+          "sampled from to this JSON file (for comparison with an independent implementation)");
 ABSL_FLAG(bool, print_ids, false,
           "Print sequence 0's generated token ids (space-separated) instead of its text");
 
@@ -38,6 +46,26 @@ namespace {
 
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+// {"prompt_ids": [...], "generated_ids": [...], "logits": [[vocab floats], ...]}:
+// logits[i] is the row generated_ids[i] was sampled from.
+absl::Status WriteLogits(const std::string& path, const std::vector<int32_t>& prompt,
+                         const std::vector<std::pair<int32_t, std::vector<float>>>& dumped) {
+  std::string json = absl::StrCat("{\"prompt_ids\": [", absl::StrJoin(prompt, ","),
+                                  "],\n\"generated_ids\": [");
+  for (size_t i = 0; i < dumped.size(); ++i) absl::StrAppend(&json, i ? "," : "", dumped[i].first);
+  absl::StrAppend(&json, "],\n\"logits\": [");
+  for (size_t i = 0; i < dumped.size(); ++i) {
+    absl::StrAppend(&json, i ? ",\n" : "", "[");
+    for (size_t v = 0; v < dumped[i].second.size(); ++v) {
+      // %.9g round-trips a float exactly.
+      absl::StrAppend(&json, v ? "," : "", absl::StrFormat("%.9g", dumped[i].second[v]));
+    }
+    absl::StrAppend(&json, "]");
+  }
+  absl::StrAppend(&json, "]}\n");
+  return WriteStringToFile(path, json);
 }
 
 int Main() {
@@ -98,6 +126,9 @@ int Main() {
                         static_cast<float>(absl::GetFlag(FLAGS_top_p)), absl::GetFlag(FLAGS_top_k),
                         absl::GetFlag(FLAGS_seed) + b};
   }
+  // Sequence 0's sampled tokens with their logits, for --dump_logits.
+  const bool dump = !absl::GetFlag(FLAGS_dump_logits).empty();
+  std::vector<std::pair<int32_t, std::vector<float>>> dumped;
   // Prefill: every sequence's prompt in chunks; the last chunk samples.
   const auto prefill_start = std::chrono::steady_clock::now();
   std::vector<int32_t> next(batch);
@@ -108,10 +139,14 @@ int Main() {
       s.token_ids.assign(prompt.begin() + start, prompt.begin() + end);
       s.start_position = start;
       s.sample = end == static_cast<int64_t>(prompt.size());
+      s.return_logits = s.sample && s.seq_id == 0 && dump;
     }
     auto out = engine.Step(step);
     if (!out.ok()) return ReportFailure(out.status());
-    for (const SampledToken& t : *out) next[t.seq_id] = t.token_id;
+    for (const SampledToken& t : *out) {
+      next[t.seq_id] = t.token_id;
+      if (t.seq_id == 0 && dump) dumped.push_back({t.token_id, t.logits});
+    }
   }
   const double prefill_seconds = Seconds(prefill_start);
 
@@ -142,16 +177,26 @@ int Main() {
       s.token_ids = {next[b]};
       s.start_position = static_cast<int64_t>(prompt.size()) + i;
       s.sample = true;
+      s.return_logits = b == 0 && dump;
       step.push_back(std::move(s));
     }
     if (step.empty()) break;
     auto out = engine.Step(step);
     if (!out.ok()) return ReportFailure(out.status());
-    for (const SampledToken& t : *out) next[t.seq_id] = t.token_id;
+    for (const SampledToken& t : *out) {
+      next[t.seq_id] = t.token_id;
+      if (t.seq_id == 0 && dump) dumped.push_back({t.token_id, t.logits});
+    }
     decode_tokens += static_cast<int64_t>(step.size());
     ++steps;
   }
   const double decode_seconds = Seconds(decode_start);
+  if (dump) {
+    if (absl::Status written = WriteLogits(absl::GetFlag(FLAGS_dump_logits), prompt, dumped);
+        !written.ok()) {
+      return ReportFailure(written);
+    }
+  }
   std::printf("%s\n", print_ids ? "" : detokenizer.Finish().c_str());
   std::fflush(stdout);  // the text, then the figures on stderr
   std::fprintf(stderr,

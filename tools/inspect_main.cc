@@ -6,15 +6,24 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/cli.h"
 #include "common/detokenizer.h"
+#include "common/file_util.h"
+#include "common/tokenizer.h"
 #include "common/unicode.h"
+#include "nlohmann/json.hpp"
 #include "worker/model_files.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
 ABSL_FLAG(std::string, prompt, "", "Text to tokenize with the model's tokenizer");
 ABSL_FLAG(bool, parse_special, false, "Recognise special tokens written in --prompt");
 ABSL_FLAG(bool, tensors, false, "List every tensor with its dtype, shape and file");
+ABSL_FLAG(std::string, tokenizer, "",
+          "A tokenizer.json to use alone, without --model (with --prompt or --encode_jsonl)");
+ABSL_FLAG(std::string, encode_jsonl, "",
+          "Tokenize every line of this file (each a JSON string) and print one line of "
+          "space-separated ids per input line; special tokens are not parsed");
 
 namespace shift {
 namespace {
@@ -36,10 +45,49 @@ std::string Printable(std::string_view bytes) {
   return out;
 }
 
+// --encode_jsonl: one line of ids per line of JSON strings.
+int EncodeLines(const Tokenizer& tok, const std::string& path) {
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return ReportFailure(text.status());
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    ++line_number;
+    const nlohmann::json value = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!value.is_string()) {
+      return ReportFailure(absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_number, ": not a JSON string")));
+    }
+    auto ids = tok.Encode(value.get<std::string>());
+    if (!ids.ok()) return ReportFailure(ids.status());
+    std::printf("%s\n", absl::StrJoin(*ids, " ").c_str());
+  }
+  return 0;
+}
+
+int TokenizerOnly(const std::string& path) {
+  auto tok = Tokenizer::FromFile(path);
+  if (!tok.ok()) return ReportFailure(tok.status());
+  if (const std::string lines = absl::GetFlag(FLAGS_encode_jsonl); !lines.empty()) {
+    return EncodeLines(**tok, lines);
+  }
+  auto ids = (*tok)->Encode(absl::GetFlag(FLAGS_prompt), absl::GetFlag(FLAGS_parse_special));
+  if (!ids.ok()) return ReportFailure(ids.status());
+  std::printf("%s\n", absl::StrJoin(*ids, " ").c_str());
+  return 0;
+}
+
 int Main() {
   const std::string dir = absl::GetFlag(FLAGS_model);
-  if (dir.empty())
-    return ReportFailure(absl::InvalidArgumentError("--model is required (see --help)"));
+  if (const std::string tokenizer = absl::GetFlag(FLAGS_tokenizer); !tokenizer.empty()) {
+    if (!dir.empty()) {
+      return ReportFailure(absl::InvalidArgumentError("give --model or --tokenizer, not both"));
+    }
+    return TokenizerOnly(tokenizer);
+  }
+  if (dir.empty()) {
+    return ReportFailure(
+        absl::InvalidArgumentError("--model (or --tokenizer) is required (see --help)"));
+  }
   auto files = OpenModelFiles(dir);
   if (!files.ok()) return ReportFailure(files.status());
   const ModelConfig& c = files->config;
@@ -68,6 +116,9 @@ int Main() {
   }
   const Tokenizer& tok = *files->tokenizer;
   std::printf("tokenizer: %d tokens, %zu special\n", tok.vocab_size(), tok.special_ids().size());
+  if (const std::string lines = absl::GetFlag(FLAGS_encode_jsonl); !lines.empty()) {
+    return EncodeLines(tok, lines);
+  }
 
   const std::string prompt = absl::GetFlag(FLAGS_prompt);
   if (prompt.empty()) return 0;
@@ -99,6 +150,7 @@ int main(int argc, char** argv) {
   shift::InitProgram(argc, argv,
                      "Opens a model directory as a worker does (config, every tensor, tokenizer) "
                      "and tokenizes a prompt.",
-                     "shift-inspect --model=DIR [--prompt=TEXT] [--tensors]");
+                     "shift-inspect --model=DIR [--prompt=TEXT] [--tensors] [--encode_jsonl=FILE]\n"
+                     "       shift-inspect --tokenizer=tokenizer.json (--prompt=TEXT | --encode_jsonl=FILE)");
   return shift::Main();
 }

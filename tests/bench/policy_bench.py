@@ -48,6 +48,8 @@ def main():
     parser.add_argument("--world_size", type=int, default=2)
     parser.add_argument("--hidden_size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--trace_dir", default="",
+                        help="keep each router's --step_trace here as POLICY.jsonl")
     args = parser.parse_args()
     os.environ.setdefault("SHIFT_BINARY_DIR", os.path.join(ROOT, "build"))
     tmp = tempfile.mkdtemp(prefix="shift-policy-")
@@ -76,7 +78,10 @@ def main():
         for policy in args.policies.split(","):
             cluster = Cluster(tmp, policy, model, world_size=args.world_size,
                               router_flags=["--shift_policy=" + policy,
-                                            "--max_num_batched_tokens=1024"],
+                                            "--max_num_batched_tokens=1024"] +
+                              (["--step_trace=" + os.path.join(os.path.abspath(args.trace_dir),
+                                                               policy + ".jsonl")]
+                               if args.trace_dir else []),
                               worker_flags=["--threads=1", "--kv_cache_bytes=268435456"])
             try:
                 start = time.time()

@@ -3,14 +3,19 @@
 // input and document their flags.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/model_config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/testing/temp_dir.h"
 #include "worker/model_files.h"
 
@@ -39,6 +44,18 @@ ToolRun RunTool(const std::string& tool, const std::string& args) {
   const int status = ::pclose(pipe);
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return run;
+}
+
+std::string ReadAll(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string SharedData() {
+  const char* shared = std::getenv("SHIFT_SHARED_DATA");
+  return shared != nullptr ? shared : "../shared/data";
 }
 
 class ToolsCliTest : public ::testing::Test {
@@ -82,6 +99,70 @@ TEST_F(ToolsCliTest, GenerateStreamsTextAndIsReproducible) {
   ToolRun bad = RunTool("shift-generate", "--model=" + model + " --max_tokens=5000");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.output, HasSubstr("exceed the model's context"));
+}
+
+// --dump_logits: the rows the tokens were sampled from, for comparison with
+// an independent implementation (tests/reference).
+TEST_F(ToolsCliTest, GenerateDumpsTheLogitsOfEachGreedyToken) {
+  const std::string model = (dir_ / "gen").string();
+  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --seed=5 --out=" + model).exit_code, 0);
+  const std::string dump = (dir_ / "logits.json").string();
+  ToolRun run = RunTool("shift-generate", "--model=" + model +
+                                              " --prompt_tokens=40 --chunk=16 --max_tokens=6 "
+                                              "--ignore_eos --print_ids --dump_logits=" + dump);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json json = nlohmann::json::parse(ReadAll(dump));
+  EXPECT_EQ(json["prompt_ids"].size(), 40u);
+  const auto generated = json["generated_ids"].get<std::vector<int32_t>>();
+  ASSERT_EQ(generated.size(), 6u);
+  std::string printed;
+  for (int32_t id : generated) printed += (printed.empty() ? "" : " ") + std::to_string(id);
+  EXPECT_EQ(run.output.substr(0, run.output.find('\n')), printed);
+  ASSERT_EQ(json["logits"].size(), 6u);
+  for (size_t i = 0; i < generated.size(); ++i) {
+    const auto row = json["logits"][i].get<std::vector<float>>();
+    ASSERT_EQ(row.size(), 1024u);  // the tiny preset's vocabulary
+    EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), generated[i]) << i;
+  }
+}
+
+// --tokenizer with --encode_jsonl gives the reference ids for the real
+// tokenizers' 46 test strings.
+TEST_F(ToolsCliTest, InspectEncodesLinesAsTheReferenceTokenizer) {
+  const std::filesystem::path data = std::filesystem::path(SharedData()) / "tokenizers";
+  if (!std::filesystem::exists(data / "test-strings.txt")) {
+    GTEST_SKIP() << data << " is absent";
+  }
+  std::string strings = ReadAll(data / "test-strings.txt"), lines;
+  const std::string separator = "\n__ggml_vocab_test__\n";
+  for (size_t start = 0, end; (end = strings.find(separator, start)) != std::string::npos;
+       start = end + separator.size()) {
+    lines += nlohmann::json(strings.substr(start, end - start)).dump() + "\n";
+  }
+  const std::filesystem::path input = dir_ / "strings.jsonl";
+  std::ofstream(input) << lines;
+  for (const char* name : {"gpt-2", "llama-bpe", "qwen2", "deepseek-llm"}) {
+    ToolRun run = RunTool("shift-inspect", "--tokenizer=" + (data / name).string() +
+                                               ".tokenizer.json --encode_jsonl=" + input.string());
+    ASSERT_EQ(run.exit_code, 0) << name << ": " << run.output;
+    // The expected lines have a leading space before each id.
+    std::istringstream expected(ReadAll(data / (std::string(name) + ".expected-ids.txt")));
+    std::istringstream ours(run.output);
+    std::string want, got;
+    int line = 0;
+    while (std::getline(expected, want)) {
+      ++line;
+      ASSERT_TRUE(std::getline(ours, got)) << name << ": only " << line - 1 << " lines";
+      EXPECT_EQ(" " + got, want == "" ? " " : want) << name << ", line " << line;
+    }
+    EXPECT_EQ(line, 46) << name;
+  }
+  std::ofstream(dir_ / "bad.jsonl") << "\"fine\"\n{\"not\": \"a string\"}\n";
+  ToolRun bad = RunTool("shift-inspect", "--tokenizer=" + (data / "gpt-2").string() +
+                                             ".tokenizer.json --encode_jsonl=" +
+                                             (dir_ / "bad.jsonl").string());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("bad.jsonl:2: not a JSON string"));
 }
 
 TEST_F(ToolsCliTest, MkmodelShardsAndOverrides) {
@@ -187,6 +268,9 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
   ToolRun seqs = RunTool("router/shift-router", "--max_num_seqs=0" + base);
   EXPECT_NE(seqs.exit_code, 0);
   EXPECT_THAT(seqs.output, HasSubstr("must be positive"));
+  ToolRun trace = RunTool("router/shift-router", "--step_trace=/nonexistent/dir/steps.jsonl" + base);
+  EXPECT_NE(trace.exit_code, 0);
+  EXPECT_THAT(trace.output, HasSubstr("--step_trace: cannot open"));
 }
 
 }  // namespace

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Checks shift against Hugging Face transformers and tokenizers, independent
+implementations of the same model and tokenizer formats. Needs torch,
+transformers and tokenizers (not part of the test suite: run it where they
+are installed, on the files tests/reference/prepare.sh makes).
+
+    transformers_reference.py logits DUMP_DIR      # every MODEL/ with its logits.json
+    transformers_reference.py tokens DUMP_DIR      # every NAME.tokenizer.json with strings
+
+Exits 1 when a check fails, printing one line per comparison.
+"""
+
+import glob
+import json
+import os
+import sys
+
+
+def check_logits(root):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ok = True
+    for dump_path in sorted(glob.glob(os.path.join(root, "*", "logits.json"))):
+        model_dir = os.path.dirname(dump_path)
+        with open(dump_path) as f:
+            dump = json.load(f)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+        model.to(device).eval()
+        prompt, generated = dump["prompt_ids"], dump["generated_ids"]
+        # Every generated token but the last is input; row i of ours is the
+        # distribution after prompt + generated[:i].
+        ids = torch.tensor([prompt + generated[:-1]], device=device)
+        with torch.no_grad():
+            # fp32 matmuls without TF32, so the reference itself is exact to
+            # about 1e-6.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            ref = model(ids).logits[0, len(prompt) - 1:].double().cpu()
+        ours = torch.tensor(dump["logits"], dtype=torch.float64)
+        diff = (ours - ref).abs().max().item()
+        scale = ref.abs().max().item()
+        ref_argmax = ref.argmax(-1).tolist()
+        # Greedy tokens agree unless the reference's top two are closer than
+        # the difference we measured.
+        top2 = ref.topk(2, dim=-1).values
+        margin = (top2[:, 0] - top2[:, 1]).tolist()
+        disagree = [i for i, (a, b) in enumerate(zip(ref_argmax, generated))
+                    if a != b and margin[i] > 2 * diff]
+        passed = diff <= 1e-3 * max(scale, 1.0) and not disagree
+        ok &= passed
+        print("%s %s: %d prompt + %d generated tokens; max |logit diff| %.3g (logits up to %.3g, "
+              "relative %.2g); greedy tokens %s" %
+              ("PASS" if passed else "FAIL", os.path.basename(model_dir), len(prompt),
+               len(generated), diff, scale, diff / max(scale, 1e-30),
+               "all equal" if ref_argmax == generated else
+               "differ at %s (ties within the difference elsewhere)" % disagree))
+    return ok
+
+
+def check_tokens(root):
+    from tokenizers import Tokenizer
+
+    ok = True
+    for path in sorted(glob.glob(os.path.join(root, "*.tokenizer.json"))):
+        name = os.path.basename(path)[:-len(".tokenizer.json")]
+        tok = Tokenizer.from_file(path)
+        with open(os.path.join(root, "strings.jsonl")) as f:
+            strings = [json.loads(line) for line in f if line.strip()]
+        with open(os.path.join(root, name + ".ids.txt")) as f:
+            ours = [[int(x) for x in line.split()] for line in f.read().split("\n")[:len(strings)]]
+        bad = [i for i, s in enumerate(strings)
+               if tok.encode(s, add_special_tokens=False).ids != ours[i]]
+        total = sum(len(x) for x in ours)
+        ok &= not bad
+        print("%s %s: %d strings, %d tokens; %d differ%s" %
+              ("PASS" if not bad else "FAIL", name, len(strings), total, len(bad),
+               "" if not bad else ", first %r: ours %s, tokenizers %s" %
+               (strings[bad[0]], ours[bad[0]],
+                tok.encode(strings[bad[0]], add_special_tokens=False).ids)))
+    return ok
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in ("logits", "tokens"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    check = check_logits if sys.argv[1] == "logits" else check_tokens
+    return 0 if check(sys.argv[2]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
