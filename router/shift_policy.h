@@ -47,9 +47,10 @@ class ShiftPolicy {
 std::unique_ptr<ShiftPolicy> MakeThresholdPolicy(int64_t threshold);
 // Always `mode` (baselines and benchmarks); named "tp" or "sp".
 std::unique_ptr<ShiftPolicy> MakeFixedPolicy(v1::Mode mode);
-// Predicts each mode's step time with a least-squares model per mode over
-// (1, tokens, sequences, attention), fitted online to measured step times;
-// picks the cheaper. Until both modes have `min_samples` observations it
+// Predicts each mode's step time from measured step times, online: a law
+// over (1, tokens, sequences, attention) fitted by relative least squares,
+// corrected per shape bucket by the median ratio of its recent measurements
+// to the law; picks the cheaper. Until both modes have `min_samples` observations it
 // decides as the threshold policy; afterwards one step in
 // `explore_every` runs the mode it did not pick, so both models keep
 // seeing every step size.

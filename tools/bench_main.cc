@@ -62,9 +62,10 @@ ABSL_FLAG(std::string, plot_dir, "",
           "time");
 ABSL_FLAG(std::string, compare, "",
           "Run the workload once per configuration on clusters shift-bench starts itself on "
-          "127.0.0.1 (needs --model): tp, sp, shift (one group of --world_size ranks, policy "
-          "tp, sp or --shift_policy) and dp (--world_size groups of one rank); writes one table, "
-          "compare.json and plots side by side in --plot_dir");
+          "127.0.0.1 (needs --model): tp, sp, shift, threshold, cost (one group of --world_size "
+          "ranks with that policy; shift is --shift_policy) and dp (--world_size groups of one "
+          "rank); writes one table, compare.json and plots side by side in --plot_dir, and each "
+          "router's --step_trace as CONFIG/steps.jsonl there");
 ABSL_FLAG(std::string, model, "", "--compare: the model directory the clusters serve");
 ABSL_FLAG(int32_t, world_size, 2, "--compare: ranks (P) per configuration");
 ABSL_FLAG(std::string, shift_policy, "threshold", "--compare: the policy of `shift`");
@@ -365,7 +366,7 @@ class LocalCluster {
     const int p = absl::GetFlag(FLAGS_world_size);
     std::string policy, bin = BinDir();
     int groups = 1, world = p;
-    if (config == "tp" || config == "sp") {
+    if (config == "tp" || config == "sp" || config == "threshold" || config == "cost") {
       policy = config;
     } else if (config == "shift") {
       policy = absl::GetFlag(FLAGS_shift_policy);
@@ -375,15 +376,18 @@ class LocalCluster {
       world = 1;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown --compare configuration \"", config, "\": use tp, sp, shift or dp"));
+          "unknown --compare configuration \"", config,
+          "\": use tp, sp, shift, threshold, cost or dp"));
     }
     std::unique_ptr<LocalCluster> c(new LocalCluster());
     std::filesystem::create_directories(dir);
     const std::string ports = dir + "/ports";
     std::filesystem::remove(ports);
+    std::filesystem::remove(dir + "/steps.jsonl");
     c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
               "--metrics_port=0", "--ports_file=" + ports, absl::StrCat("--world_size=", world),
               absl::StrCat("--groups=", groups), "--shift_policy=" + policy,
+              "--step_trace=" + dir + "/steps.jsonl",
               absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
              dir + "/router.log");
     std::string text;

@@ -123,6 +123,14 @@ class ShiftBenchTest(unittest.TestCase):
         self.assertGreater(counts["tp"], 3)
         for config in ("tp", "sp", "shift", "dp"):
             self.assertIn("| %s |" % config, run.stdout)
+            # Each router's --step_trace: one line per step, in its modes.
+            with open(os.path.join(out, config, "steps.jsonl")) as f:
+                steps = [json.loads(line) for line in f]
+            self.assertGreater(len(steps), 5, config)
+            modes = {s["mode"] for s in steps}
+            self.assertEqual(modes, {"sp"} if config == "sp" else
+                             {"tp"} if config in ("tp", "dp") else modes & {"tp", "sp"}, config)
+            self.assertTrue(all(s["measured_s"] > 0 and s["tokens"] > 0 for s in steps), config)
         if shutil.which("gnuplot"):
             self.assertGreater(os.path.getsize(os.path.join(out, "ttft_compare.png")), 1000)
         # Every process it started is gone.

@@ -143,6 +143,49 @@ TEST(CostPolicyTest, LearnsWhereTheModesCrossAndPredictsStepTimes) {
   }
 }
 
+// What a real group shows: most steps are a few decodes whose time barely
+// depends on size, a few are large prefills, the law bends where the GEMMs
+// stop being memory-bound, noise is multiplicative with a long tail, and the
+// machine slows down halfway (another process takes a core). Predictions must
+// stay close in relative terms for the small steps as well as the large.
+TEST(CostPolicyTest, PredictsSmallAndLargeStepsUnderDriftAndNoise) {
+  auto policy = MakeCostPolicy(/*threshold=*/256, /*min_samples=*/16, /*explore_every=*/16);
+  auto law = [](v1::Mode mode, int64_t tokens) {
+    const double base = mode == v1::MODE_SP ? 2.5e-3 : 2e-3;
+    const double per_token = mode == v1::MODE_SP ? 6e-6 : 8e-6;
+    return tokens <= 64 ? base + 20e-6 * tokens : base + 1.3e-3 + per_token * tokens;
+  };
+  std::mt19937 rng(11);
+  std::lognormal_distribution<double> noise(0.0, 0.05);
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::vector<double> small_errors, large_errors;
+  for (int i = 0; i < 4000; ++i) {
+    StepShape step;
+    const bool large = unit(rng) < 0.1;
+    step.num_tokens = large ? 200 + static_cast<int64_t>(1800 * unit(rng))
+                            : 1 + static_cast<int64_t>(8 * unit(rng));
+    step.num_sequences = large ? 1 + step.num_tokens / 400 : step.num_tokens;
+    step.num_decodes = large ? 0 : step.num_tokens;
+    step.attention = step.num_tokens * 300;
+    const ShiftDecision d = policy->Decide(step);
+    const double slowdown = i < 2000 ? 1.0 : 1.5;
+    const double seconds = law(d.mode, step.num_tokens) * slowdown * noise(rng);
+    if (d.predicted_seconds >= 0 && (i > 400 && (i < 2000 || i > 2400))) {
+      (large ? large_errors : small_errors)
+          .push_back(std::abs(d.predicted_seconds - seconds) / seconds);
+    }
+    policy->Observe(d, seconds);
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  ASSERT_GT(small_errors.size(), 2000u);
+  ASSERT_GT(large_errors.size(), 200u);
+  EXPECT_LT(median(small_errors), 0.1);
+  EXPECT_LT(median(large_errors), 0.1);
+}
+
 TEST(CostPolicyTest, DecidesByThresholdUntilBothModesAreMeasured) {
   auto policy = MakeCostPolicy(/*threshold=*/256, /*min_samples=*/16, /*explore_every=*/16);
   int tp = 0, sp = 0;
