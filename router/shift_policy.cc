@@ -178,7 +178,11 @@ class CostPolicy final : public ShiftPolicy {
     }
     const double tp = models_[0].Predict(step), sp = models_[1].Predict(step);
     d.mode = sp < tp ? v1::MODE_SP : v1::MODE_TP;
-    if (explore_every_ > 0 && ++steps_ % explore_every_ == 0) {
+    // Explore only where the other mode might plausibly be faster: running a
+    // step predicted at twice the time to confirm it is slow costs more than
+    // it teaches (the law still learns from every other step).
+    const double ratio = std::max(tp, sp) / std::max(std::min(tp, sp), 1e-9);
+    if (explore_every_ > 0 && ++steps_ % explore_every_ == 0 && ratio < kMaxExploreRatio) {
       d.mode = d.mode == v1::MODE_SP ? v1::MODE_TP : v1::MODE_SP;
       d.exploring = true;
     }
@@ -194,6 +198,7 @@ class CostPolicy final : public ShiftPolicy {
   bool fitted() const {
     return models_[0].samples() >= min_samples_ && models_[1].samples() >= min_samples_;
   }
+  static constexpr double kMaxExploreRatio = 1.5;
   const std::string name_ = "cost";
   int64_t threshold_;
   int min_samples_, explore_every_;

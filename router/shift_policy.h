@@ -51,9 +51,9 @@ std::unique_ptr<ShiftPolicy> MakeFixedPolicy(v1::Mode mode);
 // over (1, tokens, sequences, attention) fitted by relative least squares,
 // corrected per shape bucket by the median ratio of its recent measurements
 // to the law; picks the cheaper. Until both modes have `min_samples` observations it
-// decides as the threshold policy; afterwards one step in
-// `explore_every` runs the mode it did not pick, so both models keep
-// seeing every step size.
+// decides as the threshold policy; afterwards one step in `explore_every`
+// runs the mode it did not pick, when that mode is predicted less than 1.5
+// times slower, so both models keep seeing every step size.
 std::unique_ptr<ShiftPolicy> MakeCostPolicy(int64_t threshold, int min_samples = 16,
                                             int explore_every = 16);
 // By name: "threshold", "cost", "tp" or "sp"; INVALID_ARGUMENT otherwise.
