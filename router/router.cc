@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -556,7 +557,16 @@ void Router::Loop(Group* g) {
       metrics_->CostPrediction(decision.predicted_seconds, step_seconds);
     }
     policy_->Observe(decision, step_seconds);
-    if (step_trace_ != nullptr) TraceStep(g->id, decision, step_seconds);
+    if (step_trace_ != nullptr) {
+      // The slowest rank's own time for the step (compute and collectives),
+      // without the router's and the control streams' share.
+      double rank_seconds = 0;
+      for (const rpc::StepResult& r : outcome->results) {
+        rank_seconds =
+            std::max(rank_seconds, r.timings().compute_seconds() + r.timings().comm_seconds());
+      }
+      TraceStep(g->id, decision, step_seconds, rank_seconds);
+    }
 
     rpc::StepResult& leader = outcome->results[0];
     std::vector<SampledToken> tokens;
@@ -575,7 +585,8 @@ void Router::Loop(Group* g) {
   }
 }
 
-void Router::TraceStep(uint32_t group, const ShiftDecision& decision, double seconds) {
+void Router::TraceStep(uint32_t group, const ShiftDecision& decision, double seconds,
+                       double rank_seconds) {
   const StepShape& s = decision.inputs;
   std::string predicted = decision.predicted_seconds >= 0
                               ? absl::StrFormat("%.9g", decision.predicted_seconds)
@@ -583,11 +594,11 @@ void Router::TraceStep(uint32_t group, const ShiftDecision& decision, double sec
   absl::FPrintF(step_trace_,
                 "{\"t\":%.6f,\"group\":%u,\"mode\":\"%s\",\"tokens\":%d,\"sequences\":%d,"
                 "\"decodes\":%d,\"max_context\":%d,\"attention\":%d,\"exploring\":%s,"
-                "\"predicted_s\":%s,\"measured_s\":%.9g}\n",
+                "\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g}\n",
                 absl::ToDoubleSeconds(clock_->Now() - started_), group,
                 decision.mode == v1::MODE_SP ? "sp" : "tp", s.num_tokens, s.num_sequences,
                 s.num_decodes, s.max_context, s.attention, decision.exploring ? "true" : "false",
-                predicted, seconds);
+                predicted, seconds, rank_seconds);
   std::fflush(step_trace_);
 }
 

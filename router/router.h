@@ -126,8 +126,8 @@ class Router {
          std::unique_ptr<ShiftPolicy> policy);
   void Loop(Group* g);
   // One line of --step_trace.
-  void TraceStep(uint32_t group, const ShiftDecision& decision, double seconds)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TraceStep(uint32_t group, const ShiftDecision& decision, double seconds,
+                 double rank_seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits for the group's ranks; on first formation, sizes its scheduler.
   bool AwaitGroup(Group* g);
   absl::StatusOr<std::unique_ptr<Request>> Validate(const v1::GenerateRequest& request);

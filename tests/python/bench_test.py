@@ -131,6 +131,8 @@ class ShiftBenchTest(unittest.TestCase):
             self.assertEqual(modes, {"sp"} if config == "sp" else
                              {"tp"} if config in ("tp", "dp") else modes & {"tp", "sp"}, config)
             self.assertTrue(all(s["measured_s"] > 0 and s["tokens"] > 0 for s in steps), config)
+            # The slowest rank's own time lies inside the router's measurement.
+            self.assertTrue(all(0 < s["rank_s"] <= s["measured_s"] + 1e-4 for s in steps), config)
         if shutil.which("gnuplot"):
             self.assertGreater(os.path.getsize(os.path.join(out, "ttft_compare.png")), 1000)
         # Every process it started is gone.
