@@ -509,8 +509,10 @@ void Router::Loop(Group* g) {
       plan = BuildStepPlan(out, decision.mode, g->pending_releases);
       g->pending_releases.clear();
     }
-    absl::Status started = hub_->StartStep(g->id, std::move(plan));
+    // The step's time runs from here, sending the plan included, to its last
+    // result.
     const absl::Time sent = absl::Now();
+    absl::Status started = hub_->StartStep(g->id, std::move(plan));
     if (started.ok() && completed != absl::InfinitePast()) {
       metrics_->RouterOverhead(absl::ToDoubleSeconds(sent - completed));
     }

@@ -71,7 +71,7 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
   overhead_ = &prometheus::BuildHistogram()
                    .Name("shift_router_step_overhead_seconds")
                    .Help("Time a busy worker group waits for the router between steps: from "
-                         "its last result to the next plan sent (scheduling, plan building)")
+                         "its last result until the next plan is sent (scheduling, plan building)")
                    .Register(r)
                    .Add({}, Histogram::BucketBoundaries{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4,
                                                         2e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2});
