@@ -148,7 +148,8 @@ class StepTimeModel {
     return {1.0, s.num_tokens / 1e3, s.num_sequences / 1e2, s.attention / 1e6};
   }
   static int HalfOctave(int64_t v) {
-    return static_cast<int>(std::lround(2 * std::log2(static_cast<double>(std::max<int64_t>(v, 1)))));
+    return static_cast<int>(
+        std::lround(2 * std::log2(static_cast<double>(std::max<int64_t>(v, 1)))));
   }
   static Bucket BucketOf(const StepShape& s) {
     // Finite: about 32 x 32 x 45 buckets at most, a few hundred in practice.
@@ -208,8 +209,7 @@ class CostPolicy final : public ShiftPolicy {
 
 }  // namespace
 
-std::unique_ptr<ShiftPolicy> MakeCostPolicy(int64_t threshold, int min_samples,
-                                            int explore_every) {
+std::unique_ptr<ShiftPolicy> MakeCostPolicy(int64_t threshold, int min_samples, int explore_every) {
   return std::make_unique<CostPolicy>(threshold, min_samples, explore_every);
 }
 

@@ -16,11 +16,11 @@ namespace shift {
 
 // What a policy sees of a step.
 struct StepShape {
-  int64_t num_tokens = 0;      // scheduled tokens, all sequences
-  int64_t num_sequences = 0;   // sequences in the batch
-  int64_t num_decodes = 0;     // sequences scheduling one token after a sample
-  int64_t max_context = 0;     // longest context (positions) any sequence attends
-  int64_t attention = 0;       // sum over sequences of new tokens x context after the step
+  int64_t num_tokens = 0;     // scheduled tokens, all sequences
+  int64_t num_sequences = 0;  // sequences in the batch
+  int64_t num_decodes = 0;    // sequences scheduling one token after a sample
+  int64_t max_context = 0;    // longest context (positions) any sequence attends
+  int64_t attention = 0;      // sum over sequences of new tokens x context after the step
 };
 
 struct ShiftDecision {

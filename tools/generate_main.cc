@@ -52,8 +52,8 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 // logits[i] is the row generated_ids[i] was sampled from.
 absl::Status WriteLogits(const std::string& path, const std::vector<int32_t>& prompt,
                          const std::vector<std::pair<int32_t, std::vector<float>>>& dumped) {
-  std::string json = absl::StrCat("{\"prompt_ids\": [", absl::StrJoin(prompt, ","),
-                                  "],\n\"generated_ids\": [");
+  std::string json =
+      absl::StrCat("{\"prompt_ids\": [", absl::StrJoin(prompt, ","), "],\n\"generated_ids\": [");
   for (size_t i = 0; i < dumped.size(); ++i) absl::StrAppend(&json, i ? "," : "", dumped[i].first);
   absl::StrAppend(&json, "],\n\"logits\": [");
   for (size_t i = 0; i < dumped.size(); ++i) {

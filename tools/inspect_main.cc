@@ -54,8 +54,8 @@ int EncodeLines(const Tokenizer& tok, const std::string& path) {
     ++line_number;
     const nlohmann::json value = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (!value.is_string()) {
-      return ReportFailure(absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_number, ": not a JSON string")));
+      return ReportFailure(
+          absl::InvalidArgumentError(absl::StrCat(path, ":", line_number, ": not a JSON string")));
     }
     auto ids = tok.Encode(value.get<std::string>());
     if (!ids.ok()) return ReportFailure(ids.status());
@@ -147,10 +147,11 @@ int Main() {
 }  // namespace shift
 
 int main(int argc, char** argv) {
-  shift::InitProgram(argc, argv,
-                     "Opens a model directory as a worker does (config, every tensor, tokenizer) "
-                     "and tokenizes a prompt.",
-                     "shift-inspect --model=DIR [--prompt=TEXT] [--tensors] [--encode_jsonl=FILE]\n"
-                     "       shift-inspect --tokenizer=tokenizer.json (--prompt=TEXT | --encode_jsonl=FILE)");
+  shift::InitProgram(
+      argc, argv,
+      "Opens a model directory as a worker does (config, every tensor, tokenizer) "
+      "and tokenizes a prompt.",
+      "shift-inspect --model=DIR [--prompt=TEXT] [--tensors] [--encode_jsonl=FILE]\n"
+      "       shift-inspect --tokenizer=tokenizer.json (--prompt=TEXT | --encode_jsonl=FILE)");
   return shift::Main();
 }

@@ -33,8 +33,7 @@ struct ToolRun {
 ToolRun RunTool(const std::string& tool, const std::string& args) {
   const char* bin = std::getenv("SHIFT_BINARY_DIR");
   const std::string path = tool.find('/') == std::string::npos ? "/tools/" + tool : "/" + tool;
-  const std::string command =
-      std::string(bin != nullptr ? bin : ".") + path + " " + args + " 2>&1";
+  const std::string command = std::string(bin != nullptr ? bin : ".") + path + " " + args + " 2>&1";
   ToolRun run{-1, ""};
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return run;
@@ -109,7 +108,8 @@ TEST_F(ToolsCliTest, GenerateDumpsTheLogitsOfEachGreedyToken) {
   const std::string dump = (dir_ / "logits.json").string();
   ToolRun run = RunTool("shift-generate", "--model=" + model +
                                               " --prompt_tokens=40 --chunk=16 --max_tokens=6 "
-                                              "--ignore_eos --print_ids --dump_logits=" + dump);
+                                              "--ignore_eos --print_ids --dump_logits=" +
+                                              dump);
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json json = nlohmann::json::parse(ReadAll(dump));
   EXPECT_EQ(json["prompt_ids"].size(), 40u);
@@ -158,9 +158,9 @@ TEST_F(ToolsCliTest, InspectEncodesLinesAsTheReferenceTokenizer) {
     EXPECT_EQ(line, 46) << name;
   }
   std::ofstream(dir_ / "bad.jsonl") << "\"fine\"\n{\"not\": \"a string\"}\n";
-  ToolRun bad = RunTool("shift-inspect", "--tokenizer=" + (data / "gpt-2").string() +
-                                             ".tokenizer.json --encode_jsonl=" +
-                                             (dir_ / "bad.jsonl").string());
+  ToolRun bad = RunTool("shift-inspect",
+                        "--tokenizer=" + (data / "gpt-2").string() +
+                            ".tokenizer.json --encode_jsonl=" + (dir_ / "bad.jsonl").string());
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.output, HasSubstr("bad.jsonl:2: not a JSON string"));
 }
@@ -268,7 +268,8 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
   ToolRun seqs = RunTool("router/shift-router", "--max_num_seqs=0" + base);
   EXPECT_NE(seqs.exit_code, 0);
   EXPECT_THAT(seqs.output, HasSubstr("must be positive"));
-  ToolRun trace = RunTool("router/shift-router", "--step_trace=/nonexistent/dir/steps.jsonl" + base);
+  ToolRun trace =
+      RunTool("router/shift-router", "--step_trace=/nonexistent/dir/steps.jsonl" + base);
   EXPECT_NE(trace.exit_code, 0);
   EXPECT_THAT(trace.output, HasSubstr("--step_trace: cannot open"));
 }
