@@ -51,16 +51,24 @@ class LinearModel {
       xty_[i] += weight * x[i] * y;
     }
     ++samples_;
+    Solve();
   }
   int samples() const { return samples_; }
   double Predict(const Features& x) const {
-    // Solve (XᵀWX + λI) w = XᵀWy by Gauss-Jordan elimination with partial
-    // pivoting. x[0] is 1, so xtx_[0][0] is the total weight: a ridge
-    // relative to it keeps collinear features (all decodes: tokens ==
-    // sequences) solvable whatever the weights' scale. It must stay tiny: a
-    // feature that only the few large, light-weighted steps vary (tokens
-    // apart from sequences) would otherwise be shrunk, and large steps
-    // predicted short.
+    double y = 0;
+    for (int i = 0; i < kFeatures; ++i) y += coefficients_[i] * x[i];
+    return y;
+  }
+
+ private:
+  // Solves (XᵀWX + λI) w = XᵀWy by Gauss-Jordan elimination with partial
+  // pivoting, once per sample rather than per prediction. x[0] is 1, so
+  // xtx_[0][0] is the total weight: a ridge relative to it keeps collinear
+  // features (all decodes: tokens == sequences) solvable whatever the
+  // weights' scale. It must stay tiny: a feature that only the few large,
+  // light-weighted steps vary (tokens apart from sequences) would otherwise
+  // be shrunk, and large steps predicted short.
+  void Solve() {
     const double ridge = 1e-12 * xtx_[0][0];
     double a[kFeatures][kFeatures + 1];
     for (int i = 0; i < kFeatures; ++i) {
@@ -80,16 +88,14 @@ class LinearModel {
         for (int k = c; k <= kFeatures; ++k) a[r][k] -= f * a[c][k];
       }
     }
-    double y = 0;
     for (int i = 0; i < kFeatures; ++i) {
-      if (std::abs(a[i][i]) >= 1e-300) y += a[i][kFeatures] / a[i][i] * x[i];
+      coefficients_[i] = std::abs(a[i][i]) >= 1e-300 ? a[i][kFeatures] / a[i][i] : 0.0;
     }
-    return y;
   }
 
- private:
   double xtx_[kFeatures][kFeatures] = {};
   double xty_[kFeatures] = {};
+  Features coefficients_ = {};
   int samples_ = 0;
 };
 

@@ -132,6 +132,13 @@ int Main() {
   // Prefill: every sequence's prompt in chunks; the last chunk samples.
   const auto prefill_start = std::chrono::steady_clock::now();
   std::vector<int32_t> next(batch);
+  // Each sequence's next token, and sequence 0's logits for --dump_logits.
+  auto take = [&](std::vector<SampledToken>& sampled) {
+    for (SampledToken& t : sampled) {
+      next[t.seq_id] = t.token_id;
+      if (t.seq_id == 0 && dump) dumped.push_back({t.token_id, std::move(t.logits)});
+    }
+  };
   for (int64_t start = 0; start < static_cast<int64_t>(prompt.size()); start += chunk) {
     const int64_t end = std::min<int64_t>(start + chunk, prompt.size());
     std::vector<SequenceStep> step = seqs;
@@ -143,10 +150,7 @@ int Main() {
     }
     auto out = engine.Step(step);
     if (!out.ok()) return ReportFailure(out.status());
-    for (const SampledToken& t : *out) {
-      next[t.seq_id] = t.token_id;
-      if (t.seq_id == 0 && dump) dumped.push_back({t.token_id, t.logits});
-    }
+    take(*out);
   }
   const double prefill_seconds = Seconds(prefill_start);
 
@@ -183,10 +187,7 @@ int Main() {
     if (step.empty()) break;
     auto out = engine.Step(step);
     if (!out.ok()) return ReportFailure(out.status());
-    for (const SampledToken& t : *out) {
-      next[t.seq_id] = t.token_id;
-      if (t.seq_id == 0 && dump) dumped.push_back({t.token_id, t.logits});
-    }
+    take(*out);
     decode_tokens += static_cast<int64_t>(step.size());
     ++steps;
   }

@@ -57,6 +57,12 @@ std::string SharedData() {
   return shared != nullptr ? shared : "../shared/data";
 }
 
+// A run that must fail, saying `message`.
+void ExpectRefused(const ToolRun& run, const std::string& message) {
+  EXPECT_NE(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr(message));
+}
+
 class ToolsCliTest : public ::testing::Test {
  protected:
   testing::TestTempDir tmp_;
@@ -95,9 +101,8 @@ TEST_F(ToolsCliTest, GenerateStreamsTextAndIsReproducible) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   auto text = [](const std::string& out) { return out.substr(0, out.find("prefill:")); };
   EXPECT_EQ(text(again.output), text(first.output));
-  ToolRun bad = RunTool("shift-generate", "--model=" + model + " --max_tokens=5000");
-  EXPECT_NE(bad.exit_code, 0);
-  EXPECT_THAT(bad.output, HasSubstr("exceed the model's context"));
+  ExpectRefused(RunTool("shift-generate", "--model=" + model + " --max_tokens=5000"),
+                "exceed the model's context");
 }
 
 // --dump_logits: the rows the tokens were sampled from, for comparison with
@@ -158,11 +163,10 @@ TEST_F(ToolsCliTest, InspectEncodesLinesAsTheReferenceTokenizer) {
     EXPECT_EQ(line, 46) << name;
   }
   std::ofstream(dir_ / "bad.jsonl") << "\"fine\"\n{\"not\": \"a string\"}\n";
-  ToolRun bad = RunTool("shift-inspect",
+  ExpectRefused(RunTool("shift-inspect",
                         "--tokenizer=" + (data / "gpt-2").string() +
-                            ".tokenizer.json --encode_jsonl=" + (dir_ / "bad.jsonl").string());
-  EXPECT_NE(bad.exit_code, 0);
-  EXPECT_THAT(bad.output, HasSubstr("bad.jsonl:2: not a JSON string"));
+                            ".tokenizer.json --encode_jsonl=" + (dir_ / "bad.jsonl").string()),
+                "bad.jsonl:2: not a JSON string");
 }
 
 TEST_F(ToolsCliTest, MkmodelShardsAndOverrides) {
@@ -195,15 +199,10 @@ TEST_F(ToolsCliTest, MkmodelConfigOnlyForLargeShapes) {
 }
 
 TEST_F(ToolsCliTest, BadInputIsExplained) {
-  ToolRun no_out = RunTool("shift-mkmodel", "--preset=tiny");
-  EXPECT_NE(no_out.exit_code, 0);
-  EXPECT_THAT(no_out.output, HasSubstr("--out is required"));
-  ToolRun preset = RunTool("shift-mkmodel", "--preset=huge --out=" + (dir_ / "x").string());
-  EXPECT_NE(preset.exit_code, 0);
-  EXPECT_THAT(preset.output, HasSubstr("unknown preset"));
-  ToolRun missing = RunTool("shift-inspect", "--model=" + (dir_ / "nowhere").string());
-  EXPECT_NE(missing.exit_code, 0);
-  EXPECT_THAT(missing.output, HasSubstr("config.json"));
+  ExpectRefused(RunTool("shift-mkmodel", "--preset=tiny"), "--out is required");
+  ExpectRefused(RunTool("shift-mkmodel", "--preset=huge --out=" + (dir_ / "x").string()),
+                "unknown preset");
+  ExpectRefused(RunTool("shift-inspect", "--model=" + (dir_ / "nowhere").string()), "config.json");
 }
 
 TEST_F(ToolsCliTest, HelpListsFlagsWithDefaults) {
@@ -227,21 +226,15 @@ TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
   }
   // None of these needs a router: each fails before connecting.
   const std::string nowhere = " --router=127.0.0.1:1 --model=" + model;
-  ToolRun no_model = RunTool("worker/shift-worker", "--router=127.0.0.1:1");
-  EXPECT_NE(no_model.exit_code, 0);
-  EXPECT_THAT(no_model.output, HasSubstr("--model is required"));
-  ToolRun rank = RunTool("worker/shift-worker", "--rank=2 --world_size=2" + nowhere);
-  EXPECT_NE(rank.exit_code, 0);
-  EXPECT_THAT(rank.output, HasSubstr("--rank must be below --world_size"));
-  ToolRun nondeterministic = RunTool("worker/shift-worker", "--deterministic=false" + nowhere);
-  EXPECT_NE(nondeterministic.exit_code, 0);
-  EXPECT_THAT(nondeterministic.output, HasSubstr("always deterministic"));
-  ToolRun three = RunTool("worker/shift-worker", "--rank=0 --world_size=3" + nowhere);
-  EXPECT_NE(three.exit_code, 0);
-  EXPECT_THAT(three.output, HasSubstr("cannot run on a group of 3 ranks"));
-  ToolRun tiny_cache = RunTool("worker/shift-worker", "--kv_cache_bytes=16" + nowhere);
-  EXPECT_NE(tiny_cache.exit_code, 0);
-  EXPECT_THAT(tiny_cache.output, HasSubstr("below one KV block"));
+  ExpectRefused(RunTool("worker/shift-worker", "--router=127.0.0.1:1"), "--model is required");
+  ExpectRefused(RunTool("worker/shift-worker", "--rank=2 --world_size=2" + nowhere),
+                "--rank must be below --world_size");
+  ExpectRefused(RunTool("worker/shift-worker", "--deterministic=false" + nowhere),
+                "always deterministic");
+  ExpectRefused(RunTool("worker/shift-worker", "--rank=0 --world_size=3" + nowhere),
+                "cannot run on a group of 3 ranks");
+  ExpectRefused(RunTool("worker/shift-worker", "--kv_cache_bytes=16" + nowhere),
+                "below one KV block");
 }
 
 TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
@@ -255,23 +248,15 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
   const std::string base = " --host=127.0.0.1 --port=0 --metrics_port=0 --model=" + model;
-  ToolRun no_model = RunTool("router/shift-router", "--port=0");
-  EXPECT_NE(no_model.exit_code, 0);
-  EXPECT_THAT(no_model.output, HasSubstr("--model is required"));
+  ExpectRefused(RunTool("router/shift-router", "--port=0"), "--model is required");
   // Dashed spellings are the same flags.
-  ToolRun policy = RunTool("router/shift-router", "--shift-policy=fastest" + base);
-  EXPECT_NE(policy.exit_code, 0);
-  EXPECT_THAT(policy.output, HasSubstr("unknown shift policy \"fastest\""));
-  ToolRun too_long = RunTool("router/shift-router", "--max-model-len=100000" + base);
-  EXPECT_NE(too_long.exit_code, 0);
-  EXPECT_THAT(too_long.output, HasSubstr("over the model's context of 2048"));
-  ToolRun seqs = RunTool("router/shift-router", "--max_num_seqs=0" + base);
-  EXPECT_NE(seqs.exit_code, 0);
-  EXPECT_THAT(seqs.output, HasSubstr("must be positive"));
-  ToolRun trace =
-      RunTool("router/shift-router", "--step_trace=/nonexistent/dir/steps.jsonl" + base);
-  EXPECT_NE(trace.exit_code, 0);
-  EXPECT_THAT(trace.output, HasSubstr("--step_trace: cannot open"));
+  ExpectRefused(RunTool("router/shift-router", "--shift-policy=fastest" + base),
+                "unknown shift policy \"fastest\"");
+  ExpectRefused(RunTool("router/shift-router", "--max-model-len=100000" + base),
+                "over the model's context of 2048");
+  ExpectRefused(RunTool("router/shift-router", "--max_num_seqs=0" + base), "must be positive");
+  ExpectRefused(RunTool("router/shift-router", "--step_trace=/nonexistent/dir/steps.jsonl" + base),
+                "--step_trace: cannot open");
 }
 
 }  // namespace
