@@ -1,5 +1,6 @@
 #include "router/generation_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 
@@ -21,7 +22,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
  public:
   GenerateReactor(Router* router, grpc::CallbackServerContext* ctx,
                   const v1::GenerateRequest& request)
-      : router_(router), ctx_(ctx) {
+      : router_(router),
+        ctx_(ctx),
+        max_outbox_(std::max<int64_t>(1, router->options().max_undelivered_deltas)) {
     absl::StatusOr<uint64_t> id = router_->Submit(request, this);
     absl::MutexLock lock(&mu_);
     if (!id.ok()) {
@@ -32,11 +35,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     submitted_ = true;
   }
 
-  void OnDelta(v1::GenerateDelta delta) override {
+  bool OnDelta(v1::GenerateDelta delta) override {
     v1::GenerateResponse response;
     *response.mutable_delta() = std::move(delta);
     absl::MutexLock lock(&mu_);
     Queue(std::move(response));
+    // Full: the router pauses the request until OnWriteDone drains half.
+    paused_ = static_cast<int64_t>(outbox_.size()) >= max_outbox_;
+    return !paused_;
   }
   void OnFinal(v1::GenerateFinal final) override {
     v1::GenerateResponse response;
@@ -49,19 +55,35 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     absl::MutexLock lock(&mu_);
     router_done_ = true;
     status_ = ToGrpc(status);
-    if (!writing_) FinishOnce(status_);
+    // The status goes out after the write in flight; what is queued behind
+    // it is dropped (a client that stopped reading will not read it).
+    if (writing_) {
+      outbox_.erase(outbox_.begin() + 1, outbox_.end());
+    } else {
+      FinishOnce(status_);
+    }
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    outbox_.pop_front();
-    writing_ = false;
-    if (!ok) return;  // the client is gone: OnCancel follows
-    if (!outbox_.empty()) {
-      WriteNext();
-    } else if (router_done_) {
-      FinishOnce(status_);
+    bool resume = false;
+    uint64_t id = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      outbox_.pop_front();
+      writing_ = false;
+      if (!ok) return;  // the client is gone: OnCancel follows
+      if (!outbox_.empty()) {
+        WriteNext();
+      } else if (router_done_) {
+        FinishOnce(status_);
+      }
+      if (paused_ && !router_done_ && static_cast<int64_t>(outbox_.size()) <= max_outbox_ / 2) {
+        paused_ = false;
+        resume = true;
+        id = id_;
+      }
     }
+    if (resume) router_->Resume(id);
   }
   void OnCancel() override {
     bool submitted;
@@ -102,6 +124,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
   Router* router_;
   grpc::CallbackServerContext* ctx_;
+  const int64_t max_outbox_;
   absl::Mutex mu_;
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
   bool submitted_ ABSL_GUARDED_BY(mu_) = false;
@@ -109,6 +132,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool router_done_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;  // told the router it is full
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 

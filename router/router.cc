@@ -24,21 +24,6 @@ constexpr uint32_t kMaxTopLogprobs = 20;
 
 void Log(const std::string& what) { std::fprintf(stderr, "shift-router: %s\n", what.c_str()); }
 
-v1::FinishReason ToProto(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kLength:
-      return v1::FINISH_REASON_LENGTH;
-    case FinishReason::kStop:
-      return v1::FINISH_REASON_STOP;
-    case FinishReason::kEos:
-      return v1::FINISH_REASON_EOS;
-    case FinishReason::kCancelled:
-      return v1::FINISH_REASON_CANCELLED;
-    default:
-      return v1::FINISH_REASON_UNSPECIFIED;
-  }
-}
-
 uint64_t RandomSeed() {
   static std::mt19937_64 rng{std::random_device{}()};
   static absl::Mutex mu;
@@ -72,24 +57,27 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
   if (options.num_groups < 1 || options.world_size < 1) {
     return absl::InvalidArgumentError("--groups and --world_size must be at least 1");
   }
-  std::FILE* step_trace = nullptr;
+  std::unique_ptr<StepTrace> step_trace;
   if (!options.step_trace.empty()) {
-    step_trace = std::fopen(options.step_trace.c_str(), "a");
-    if (step_trace == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("--step_trace: cannot open \"",
-                                                     options.step_trace,
-                                                     "\" for writing: ", std::strerror(errno)));
-    }
+    SHIFT_ASSIGN_OR_RETURN(step_trace, StepTrace::Open(options.step_trace));
   }
   std::unique_ptr<Router> router(
       new Router(std::move(options), config, tokenizer, hub, metrics, clock, std::move(policy)));
+  Router* r = router.get();
+  r->output_ = std::make_unique<OutputProcessor>(
+      tokenizer, metrics, clock, r->options_.output,
+      OutputProcessor::Hooks{
+          [r](uint64_t id, bool stopped) { r->OnStreamDone(id, stopped); },
+          [r](uint64_t id) { r->OnStreamFull(id); },
+          [r](uint64_t id) { r->OnStreamStalled(id); },
+      });
   absl::MutexLock lock(&router->mu_);
-  router->step_trace_ = step_trace;
+  router->step_trace_ = std::move(step_trace);
   for (uint32_t g = 0; g < router->options_.num_groups; ++g) {
     router->groups_.push_back(std::make_unique<Group>());
     Group* group = router->groups_.back().get();
     group->id = g;
-    group->loop = std::thread([r = router.get(), group] {
+    group->thread = std::thread([r = router.get(), group] {
       // Named for top -H and profilers.
       pthread_setname_np(pthread_self(), absl::StrCat("shift-steps-", group->id).c_str());
       r->Loop(group);
@@ -112,8 +100,8 @@ Router::Router(RouterOptions options, const ModelConfig& config, const Tokenizer
 
 Router::~Router() {
   Stop();
-  absl::MutexLock lock(&mu_);
-  if (step_trace_ != nullptr) std::fclose(step_trace_);
+  // Delivers what Stop queued, then joins the output threads.
+  output_.reset();
 }
 
 bool Router::Drain(absl::Duration timeout) {
@@ -128,7 +116,7 @@ void Router::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    for (auto& g : groups_) loops.push_back(std::move(g->loop));
+    for (auto& g : groups_) loops.push_back(std::move(g->thread));
   }
   for (std::thread& loop : loops) {
     if (loop.joinable()) loop.join();
@@ -193,6 +181,9 @@ bool Router::AwaitGroup(Group* g) {
     SchedulerConfig config = options_.scheduler;
     config.num_blocks = blocks;
     g->scheduler = std::make_unique<Scheduler>(config, clock_);
+    g->executor = std::make_unique<HubExecutor>(hub_, g->id, options_.step_timeout);
+    g->loop = std::make_unique<StepLoop>(g->scheduler.get(), policy_.get(), g->executor.get(),
+                                         clock_, step_trace_.get(), g->id);
     Log(absl::StrCat("group ", g->id, " ready: ", options_.world_size, " ranks, ", blocks,
                      " KV blocks of ", config.block_size, " tokens"));
   } else if (blocks < g->scheduler->config().num_blocks) {
@@ -224,7 +215,7 @@ void Router::Fail(uint64_t id, const absl::Status& status) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   metrics_->RequestFailed(status.code());
-  it->second.sink->OnError(status);
+  output_->Fail(id, status);
   Forget(id);
 }
 
@@ -237,7 +228,6 @@ void Router::Forget(uint64_t id) {
 
 void Router::Evacuate(Group* from, const std::string& why) {
   std::vector<std::unique_ptr<Request>> moving = from->scheduler->TakeAll();
-  from->pending_releases.clear();
   int moved = 0, failed = 0;
   for (std::unique_ptr<Request>& r : moving) {
     auto it = streams_.find(r->id);
@@ -353,17 +343,17 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     r->id = id;
     r->arrival = clock_->Now();
     Stream stream;
-    stream.sink = sink;
-    stream.text = std::make_unique<TextStream>(
-        tokenizer_, std::vector<std::string>(request.sampling().stop().begin(),
-                                             request.sampling().stop().end()));
-    stream.arrival = r->arrival;
-    stream.prompt_tokens = static_cast<uint32_t>(r->prompt.size());
-    stream.logprobs = r->params.return_logprob;
     stream.group = g->id;
     stream.work = static_cast<int64_t>(r->prompt.size()) + r->params.max_tokens;
+    OutputProcessor::StreamSpec spec;
+    spec.sink = sink;
+    spec.arrival = r->arrival;
+    spec.prompt_tokens = static_cast<uint32_t>(r->prompt.size());
+    spec.logprobs = r->params.return_logprob;
+    spec.stop_strings.assign(request.sampling().stop().begin(), request.sampling().stop().end());
     SHIFT_RETURN_IF_ERROR(g->scheduler->AddRequest(std::move(r)));
-    metrics_->PromptTokens(stream.prompt_tokens);
+    metrics_->PromptTokens(spec.prompt_tokens);
+    output_->Open(id, std::move(spec));
     g->outstanding += stream.work;
     streams_.emplace(id, std::move(stream));
     UpdateLoad(g);
@@ -374,71 +364,64 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
 }
 
 void Router::Cancel(uint64_t id, absl::StatusCode code) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = streams_.find(id);
+    if (it != streams_.end()) {
+      Group* g = groups_[it->second.group].get();
+      if (g->scheduler) g->scheduler->FinishRequests({id}, FinishReason::kCancelled);
+      metrics_->RequestFailed(code);
+      Forget(id);
+      UpdateLoad(g);
+    }
+  }
+  // Not under mu_: waits for a delivery under way, whose thread may be
+  // about to call back into the router.
+  output_->Close(id);
+}
+
+void Router::Resume(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  output_->Resumed(id);
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  Group* g = groups_[it->second.group].get();
+  if (g->scheduler) g->scheduler->SetPaused(id, false);
+}
+
+void Router::OnStreamFull(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  // A Resume may have come in between: then the sink has room again.
+  if (!output_->IsPaused(id)) return;
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  Group* g = groups_[it->second.group].get();
+  if (g->scheduler) g->scheduler->SetPaused(id, true);
+}
+
+void Router::OnStreamStalled(uint64_t id) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   Group* g = groups_[it->second.group].get();
   if (g->scheduler) g->scheduler->FinishRequests({id}, FinishReason::kCancelled);
-  metrics_->RequestFailed(code);
-  Forget(id);
+  Fail(id, absl::ResourceExhaustedError(absl::StrCat(
+               "the client did not read its stream for ",
+               absl::FormatDuration(options_.output.stalled_stream_timeout),
+               "; the request was ended to free its KV cache")));
   UpdateLoad(g);
 }
 
-void Router::Deliver(Group* g, const RequestUpdate& update, const rpc::SampledToken* sampled) {
-  auto it = streams_.find(update.seq_id);
+void Router::OnStreamDone(uint64_t id, bool stopped) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  Stream& s = it->second;
-  const absl::Time now = clock_->Now();
-  v1::GenerateDelta delta;
-  FinishReason finish = update.finish;
-  std::string stop_string;
-  for (int32_t token : update.new_tokens) {
-    if (s.completion_tokens++ == 0) {
-      s.first_token = now;
-      metrics_->FirstToken(absl::ToDoubleSeconds(now - s.arrival),
-                           absl::ToDoubleSeconds(s.first_scheduled - s.arrival));
-    }
-    delta.add_token_ids(token);
-    if (s.logprobs && sampled != nullptr) {
-      v1::TokenLogprob* lp = delta.add_logprobs();
-      lp->set_token_id(token);
-      lp->set_logprob(sampled->logprob());
-      *lp->mutable_top() = sampled->top();
-    }
-    TextStream::Piece piece = s.text->Append(token);
-    delta.mutable_text()->append(piece.text);
-    if (piece.stopped) {
-      if (finish == FinishReason::kNone) {
-        g->scheduler->FinishRequests({update.seq_id}, FinishReason::kStop);
-      }
-      finish = FinishReason::kStop;
-      stop_string = piece.stop_string;
-    }
-  }
-  if (finish == FinishReason::kNone) {
-    if (delta.token_ids_size() > 0) s.sink->OnDelta(std::move(delta));
-    return;
-  }
-  if (stop_string.empty()) delta.mutable_text()->append(s.text->Finish());
-  if (delta.token_ids_size() > 0 || !delta.text().empty()) s.sink->OnDelta(std::move(delta));
-  v1::GenerateFinal final;
-  final.set_finish_reason(ToProto(finish));
-  final.set_stop_string(stop_string);
-  v1::Usage* usage = final.mutable_usage();
-  usage->set_prompt_tokens(s.prompt_tokens);
-  usage->set_completion_tokens(s.completion_tokens);
-  usage->set_cached_prompt_tokens(s.cached_tokens);
-  usage->set_queue_time_seconds(absl::ToDoubleSeconds(s.first_scheduled - s.arrival));
-  usage->set_time_to_first_token_seconds(absl::ToDoubleSeconds(s.first_token - s.arrival));
-  const double e2e = absl::ToDoubleSeconds(now - s.arrival);
-  usage->set_e2e_seconds(e2e);
-  metrics_->RequestFinished(FinishReasonName(finish), e2e);
-  metrics_->OutputTokens(s.completion_tokens,
-                         s.completion_tokens > 1 ? absl::ToDoubleSeconds(now - s.first_token) /
-                                                       (s.completion_tokens - 1)
-                                                 : -1);
-  s.sink->OnFinal(std::move(final));
-  Forget(update.seq_id);
+  Group* g = groups_[it->second.group].get();
+  // A stop string matched: the scheduler, which knows only token ids, ends
+  // the request now.
+  if (stopped && g->scheduler) g->scheduler->FinishRequests({id}, FinishReason::kStop);
+  Forget(id);
+  UpdateLoad(g);
 }
 
 void Router::UpdateLoad(const Group* g) {
@@ -451,29 +434,16 @@ void Router::UpdateLoad(const Group* g) {
 }
 
 void Router::Loop(Group* g) {
-  // The previous step's results, streamed while the group runs the next one.
-  std::vector<std::pair<RequestUpdate, std::optional<rpc::SampledToken>>> undelivered;
-  auto deliver = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (auto& [update, token] : undelivered) Deliver(g, update, token ? &*token : nullptr);
-    undelivered.clear();
-  };
-  // When the group finished its last step, if work followed at once.
-  absl::Time completed = absl::InfinitePast();
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
-      if (!g->complete) deliver();
     }
     if (!AwaitGroup(g)) continue;
-    SchedulerOutput out;
-    ShiftDecision decision;
-    rpc::StepPlan plan;
+    std::optional<PlannedStep> step;
     {
       absl::MutexLock lock(&mu_);
       if (!g->scheduler->HasWork()) {
-        deliver();
-        completed = absl::InfinitePast();  // idle, not overhead
         auto wake = [this, g]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return stopping_ || g->scheduler->HasWork();
         };
@@ -481,127 +451,60 @@ void Router::Loop(Group* g) {
         if (stopping_) return;
         if (!g->scheduler->HasWork()) continue;
       }
-      out = g->scheduler->Schedule();
-      g->pending_releases.insert(g->pending_releases.end(), out.released_seq_ids.begin(),
-                               out.released_seq_ids.end());
-      if (!out.preempted.empty()) metrics_->Preemptions(static_cast<double>(out.preempted.size()));
+      step = g->loop->Plan();
       const int64_t cached = g->scheduler->cached_tokens();
       metrics_->PrefixCacheHits(static_cast<double>(cached - g->cached_tokens));
       g->cached_tokens = cached;
-      if (out.empty()) {
-        // Nothing fits this instant.
-        deliver();
+      if (!step) {
+        // Nothing fits this instant (or every request is paused).
         UpdateLoad(g);
-        completed = absl::InfinitePast();
         auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
         mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(1));
         continue;
       }
-      for (const ScheduledSequence& s : out.sequences) {
-        auto it = streams_.find(s.seq_id);
-        if (it != streams_.end() && it->second.first_scheduled == absl::InfiniteFuture()) {
-          it->second.first_scheduled = s.request->first_scheduled;
-          it->second.cached_tokens = static_cast<uint32_t>(s.request->num_cached_tokens);
-        }
+      if (!step->output.preempted.empty()) {
+        metrics_->Preemptions(static_cast<double>(step->output.preempted.size()));
       }
-      decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),
-                                  out.num_decodes, out.max_context, out.attention});
-      plan = BuildStepPlan(out, decision.mode, g->pending_releases);
-      g->pending_releases.clear();
     }
-    // The step's time runs from here, sending the plan included, to its last
-    // result.
-    const absl::Time sent = absl::Now();
-    absl::Status started = hub_->StartStep(g->id, std::move(plan));
-    if (started.ok() && completed != absl::InfinitePast()) {
-      metrics_->RouterOverhead(absl::ToDoubleSeconds(sent - completed));
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      deliver();  // while the group computes
-    }
-    absl::StatusOr<WorkerHub::StepOutcome> outcome =
-        started.ok() ? hub_->WaitStep(g->id, options_.step_timeout)
-                     : absl::StatusOr<WorkerHub::StepOutcome>(started);
+    absl::StatusOr<ExecutedStep> executed = g->loop->Execute(*step);
 
     absl::MutexLock lock(&mu_);
-    if (!outcome.ok()) {
-      deliver();  // the previous step's tokens, before anything moves
-      completed = absl::InfinitePast();
-      if (absl::IsUnavailable(outcome.status())) {
+    const int64_t running = g->scheduler->num_running();
+    absl::StatusOr<StepRecord> record = g->loop->Finish(*step, std::move(executed));
+    if (!record.ok()) {
+      if (absl::IsUnavailable(record.status())) {
         // Out of service until the group re-forms: its requests move on.
         g->complete = false;
-        Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ",
-                                 outcome.status().message()));
+        Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ", record.status().message()));
       } else {
-        const int64_t running = g->scheduler->num_running();
-        g->scheduler->RequeueAll(out);
-        g->pending_releases.clear();
-        Log(absl::StrCat(outcome.status().message(), "; ", running,
+        Log(absl::StrCat(record.status().message(), "; ", running,
                          " running requests re-queued while group ", g->id, " re-forms"));
       }
       UpdateLoad(g);
       continue;
     }
-    completed = outcome->completed;
-    const bool switched = g->last_mode != v1::MODE_UNSPECIFIED && g->last_mode != decision.mode;
-    g->last_mode = decision.mode;
-    if (decision.mode == v1::MODE_SP) {
-      g->modes.set_sp_steps(g->modes.sp_steps() + 1);
-    } else {
-      g->modes.set_tp_steps(g->modes.tp_steps() + 1);
-    }
-    if (switched) g->modes.set_switches(g->modes.switches() + 1);
-    const double step_seconds = absl::ToDoubleSeconds(completed - sent);
-    metrics_->Step(g->id, decision.mode, switched, static_cast<double>(out.num_tokens),
-                   step_seconds);
-    if (decision.predicted_seconds >= 0) {
-      metrics_->CostPrediction(decision.predicted_seconds, step_seconds);
-    }
-    policy_->Observe(decision, step_seconds);
-    if (step_trace_ != nullptr) {
-      // The slowest rank's own time for the step (compute and collectives),
-      // without the router's and the control streams' share.
-      double rank_seconds = 0;
-      for (const rpc::StepResult& r : outcome->results) {
-        rank_seconds =
-            std::max(rank_seconds, r.timings().compute_seconds() + r.timings().comm_seconds());
-      }
-      TraceStep(g->id, decision, step_seconds, rank_seconds);
-    }
-
-    rpc::StepResult& leader = outcome->results[0];
-    std::vector<SampledToken> tokens;
-    std::map<uint64_t, rpc::SampledToken*> by_seq;
-    for (rpc::SampledToken& t : *leader.mutable_sampled()) {
-      tokens.push_back({t.seq_id(), t.token_id(), t.logprob()});
-      by_seq[t.seq_id()] = &t;
-    }
-    for (RequestUpdate& update : g->scheduler->UpdateFromOutput(out, tokens)) {
-      auto t = by_seq.find(update.seq_id);
-      std::optional<rpc::SampledToken> token;
-      if (t != by_seq.end()) token = std::move(*t->second);
-      undelivered.emplace_back(std::move(update), std::move(token));
-    }
+    Record(g, *step, *record);
     UpdateLoad(g);
   }
 }
 
-void Router::TraceStep(uint32_t group, const ShiftDecision& decision, double seconds,
-                       double rank_seconds) {
-  const StepShape& s = decision.inputs;
-  std::string predicted = decision.predicted_seconds >= 0
-                              ? absl::StrFormat("%.9g", decision.predicted_seconds)
-                              : "null";
-  absl::FPrintF(step_trace_,
-                "{\"t\":%.6f,\"group\":%u,\"mode\":\"%s\",\"tokens\":%d,\"sequences\":%d,"
-                "\"decodes\":%d,\"max_context\":%d,\"attention\":%d,\"exploring\":%s,"
-                "\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g}\n",
-                absl::ToDoubleSeconds(clock_->Now() - started_), group,
-                decision.mode == v1::MODE_SP ? "sp" : "tp", s.num_tokens, s.num_sequences,
-                s.num_decodes, s.max_context, s.attention, decision.exploring ? "true" : "false",
-                predicted, seconds, rank_seconds);
-  std::fflush(step_trace_);
+void Router::Record(Group* g, const PlannedStep& step, const StepRecord& record) {
+  const StepMode mode = record.decision.mode;
+  const bool switched = g->last_mode && *g->last_mode != mode;
+  g->last_mode = mode;
+  if (mode == StepMode::kSequenceParallel) {
+    g->modes.set_sp_steps(g->modes.sp_steps() + 1);
+  } else {
+    g->modes.set_tp_steps(g->modes.tp_steps() + 1);
+  }
+  if (switched) g->modes.set_switches(g->modes.switches() + 1);
+  metrics_->Step(g->id, mode, switched, static_cast<double>(step.output.num_tokens),
+                 record.seconds);
+  if (record.overhead_seconds >= 0) metrics_->RouterOverhead(record.overhead_seconds);
+  if (record.decision.predicted_seconds >= 0) {
+    metrics_->CostPrediction(record.decision.predicted_seconds, record.seconds);
+  }
+  for (const RequestUpdate& update : record.updates) output_->Push(update);
 }
 
 v1::ModelInfo Router::ModelInfo() const {
@@ -665,7 +568,7 @@ v1::ServerStatus Router::Status() {
       queued += static_cast<uint32_t>(g->scheduler->num_waiting());
     }
     *group->mutable_modes() = g->modes;
-    group->set_last_mode(g->last_mode);
+    group->set_last_mode(g->last_mode ? ToProto(*g->last_mode) : v1::MODE_UNSPECIFIED);
     total.set_tp_steps(total.tp_steps() + g->modes.tp_steps());
     total.set_sp_steps(total.sp_steps() + g->modes.sp_steps());
     total.set_switches(total.switches() + g->modes.switches());

@@ -1,19 +1,21 @@
-// The router's core: owns every request from arrival to last token. It
-// validates and tokenizes requests, gives each to the worker group with the
-// least outstanding work (groups are data parallel), and runs one step loop
-// per group: build a step, let the shift policy pick TP or SP, send the plan
-// through the worker hub, apply the sampled tokens, and stream text back
-// through each request's sink. A step that fails on a live group re-queues
-// its requests there; a group that loses a rank is out of service until it
-// re-forms, and its requests move to the other groups (recomputed, so their
-// streams go on) or, with none left or after --requeue_limit moves, fail
-// with UNAVAILABLE. Draining stops admission and lets open requests finish.
+// The router: owns every request from arrival to last token. It validates
+// and tokenizes requests, gives each to the worker group with the least
+// outstanding work (groups are data parallel), and runs the core step loop
+// (core/step_loop.h) for each group on a thread of its own, with a
+// HubExecutor that sends each step to the group's ranks. Each step's tokens
+// go to the output processor, which streams text to every request's sink
+// on its own threads, so no client can hold up a step. A step that fails on
+// a live group re-queues its requests there; a group that loses a rank is
+// out of service until it re-forms, and its requests move to the other
+// groups (recomputed, so their streams go on) or, with none left or after
+// --requeue_limit moves, fail with UNAVAILABLE. Draining stops admission
+// and lets open requests finish.
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,13 +24,16 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/defaults.h"
 #include "common/model_config.h"
 #include "common/tokenizer.h"
-#include "router/clock.h"
+#include "core/clock.h"
+#include "core/scheduler.h"
+#include "core/shift_policy.h"
+#include "core/step_loop.h"
+#include "router/hub_executor.h"
+#include "router/output_processor.h"
 #include "router/router_metrics.h"
-#include "router/scheduler.h"
-#include "router/shift_policy.h"
-#include "router/text_stream.h"
 #include "router/worker_hub.h"
 #include "shift/v1/generation.pb.h"
 
@@ -44,23 +49,18 @@ struct RouterOptions {
   // forms, and block_size must match theirs.
   SchedulerConfig scheduler;
   std::string shift_policy = "threshold";
-  int64_t shift_threshold = 256;
-  int64_t max_queued_requests = 1024;
-  absl::Duration step_timeout = absl::Seconds(120);
-  // Appends one JSON line per step here (its shape, mode, predicted and
-  // measured seconds) for offline analysis; "" writes none.
+  int64_t shift_threshold = defaults::kShiftThreshold;
+  int64_t max_queued_requests = defaults::kMaxQueuedRequests;
+  absl::Duration step_timeout = absl::Seconds(defaults::kStepTimeoutSeconds);
+  // The output side: its threads, and how long a request whose sink is full
+  // may stay paused before it ends with RESOURCE_EXHAUSTED.
+  OutputOptions output;
+  // Responses a Generate stream may hold undelivered before its request
+  // pauses (GenerationService).
+  int64_t max_undelivered_deltas = defaults::kMaxUndeliveredDeltas;
+  // Appends one JSON line per step here (core/step_loop.h, StepTrace); ""
+  // writes none.
   std::string step_trace;
-};
-
-// Where a request's output goes. Called on the router's step thread, one
-// call at a time per request, never after OnFinal or OnError (its last);
-// implementations must not block.
-class RequestSink {
- public:
-  virtual ~RequestSink() = default;
-  virtual void OnDelta(v1::GenerateDelta delta) = 0;
-  virtual void OnFinal(v1::GenerateFinal final) = 0;
-  virtual void OnError(absl::Status status) = 0;
 };
 
 class Router {
@@ -81,6 +81,8 @@ class Router {
   // DEADLINE_EXCEEDED): its blocks are freed now and its sink is never
   // called again once this returns.
   void Cancel(uint64_t id, absl::StatusCode code);
+  // The request's sink, which had said it was full, has room again.
+  void Resume(uint64_t id);
   // Stops admitting (new requests get UNAVAILABLE, ready() is false) and
   // waits up to `timeout` for open requests to finish; true if they all did.
   bool Drain(absl::Duration timeout);
@@ -89,45 +91,41 @@ class Router {
 
   // Whether some group is formed and the router admits requests.
   bool ready();
+  const RouterOptions& options() const { return options_; }
   v1::ModelInfo ModelInfo() const;
   v1::ServerStatus Status();
 
  private:
-  // A request's streaming state.
+  // What the router keeps of a request besides its scheduler entry and its
+  // output stream: where it runs, its share of the load, how often it moved.
   struct Stream {
-    RequestSink* sink;
-    std::unique_ptr<TextStream> text;
-    absl::Time arrival;
     uint32_t group = 0;
-    int64_t work = 0;  // prompt + max_tokens: its share of the group's outstanding work
+    int64_t work = 0;  // prompt + max_tokens
     int requeues = 0;
-    uint32_t prompt_tokens = 0;
-    uint32_t completion_tokens = 0;
-    absl::Time first_scheduled = absl::InfiniteFuture();
-    absl::Time first_token = absl::InfiniteFuture();
-    uint32_t cached_tokens = 0;  // prompt tokens served by the prefix cache
-    bool logprobs = false;
   };
   // One data-parallel worker group and its step loop.
   struct Group {
     uint32_t id = 0;
-    std::unique_ptr<Scheduler> scheduler;  // once the group first formed
-    bool complete = false;                 // formed and in service
-    std::vector<uint64_t> pending_releases;
-    int64_t outstanding = 0;  // sum of its requests' work
+    // Made when the group first forms (the ranks say how many KV blocks).
+    std::unique_ptr<Scheduler> scheduler;
+    std::unique_ptr<HubExecutor> executor;
+    std::unique_ptr<StepLoop> loop;
+    bool complete = false;      // formed and in service
+    int64_t outstanding = 0;    // sum of its requests' work
     int64_t cached_tokens = 0;  // the scheduler's count when last reported
-    v1::Mode last_mode = v1::MODE_UNSPECIFIED;
+    std::optional<StepMode> last_mode;
     v1::ModeCounters modes;
-    std::thread loop;
+    std::thread thread;
   };
 
   Router(RouterOptions options, const ModelConfig& config, const Tokenizer& tokenizer,
          WorkerHub* hub, RouterMetrics* metrics, const Clock* clock,
          std::unique_ptr<ShiftPolicy> policy);
+  // A group's thread: waits for its ranks, then runs its step loop.
   void Loop(Group* g);
-  // One line of --step_trace.
-  void TraceStep(uint32_t group, const ShiftDecision& decision, double seconds,
-                 double rank_seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a step that ran and hands its tokens to the output side.
+  void Record(Group* g, const PlannedStep& step, const StepRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits for the group's ranks; on first formation, sizes its scheduler.
   bool AwaitGroup(Group* g);
   absl::StatusOr<std::unique_ptr<Request>> Validate(const v1::GenerateRequest& request);
@@ -136,12 +134,14 @@ class Router {
   // Moves every request of `from` (out of service) to other groups, or ends
   // it with UNAVAILABLE saying `why`.
   void Evacuate(Group* from, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Deliver(Group* g, const RequestUpdate& update, const v1::internal::SampledToken* sampled)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a request's stream with an error (its scheduler entry is gone).
   void Fail(uint64_t id, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateLoad(const Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The output side's calls (OutputProcessor::Hooks).
+  void OnStreamDone(uint64_t id, bool stopped);
+  void OnStreamFull(uint64_t id);
+  void OnStreamStalled(uint64_t id);
 
   const RouterOptions options_;
   const ModelConfig& config_;
@@ -151,14 +151,20 @@ class Router {
   const Clock* clock_;
   const absl::Time started_;
 
+  // Guards the groups (their schedulers and step loops), the policy and the
+  // streams. Held to admit, cancel, plan and finish a step; never while a
+  // step runs on the ranks or output is delivered.
   absl::Mutex mu_;
   std::unique_ptr<ShiftPolicy> policy_ ABSL_GUARDED_BY(mu_);
-  std::FILE* step_trace_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::unique_ptr<StepTrace> step_trace_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, Stream> streams_ ABSL_GUARDED_BY(mu_);
+  // Takes no lock of the router's while it holds its own; calls back
+  // through OnStream* with none held.
+  std::unique_ptr<OutputProcessor> output_;
 };
 
 }  // namespace shift

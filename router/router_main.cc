@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
+#include "common/defaults.h"
 #include "common/model_config.h"
 #include "common/status.h"
 #include "common/tokenizer.h"
@@ -36,27 +37,35 @@ ABSL_FLAG(uint32_t, groups, 1,
 ABSL_FLAG(int32_t, requeue_limit, 3,
           "Times a request may move to another group when its group loses a rank; then "
           "UNAVAILABLE");
-ABSL_FLAG(double, drain_timeout_s, 30,
+ABSL_FLAG(double, drain_timeout_s, shift::defaults::kDrainTimeoutSeconds,
           "On SIGTERM: stop admitting, let open requests finish for this long, then exit (a "
           "second signal exits at once)");
-ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block; must match the workers'");
+ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block; must match the workers'");
 ABSL_FLAG(std::string, shift_policy, "threshold",
           "How each step's mode is chosen: threshold (SP above --shift_threshold tokens), cost "
           "(the mode predicted faster by a model fitted to measured step times), tp or sp");
-ABSL_FLAG(int64_t, shift_threshold, 256, "Scheduled tokens above which a step runs in SP");
-ABSL_FLAG(int64_t, max_num_batched_tokens, 2048, "Most tokens scheduled in one step");
+ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold, "Scheduled tokens above which a step runs in SP");
+ABSL_FLAG(int64_t, max_num_batched_tokens, shift::defaults::kMaxNumBatchedTokens, "Most tokens scheduled in one step");
 ABSL_FLAG(bool, enable_prefix_caching, true,
           "Reuse the KV of full blocks shared with earlier prompts (same bits as computing them)");
-ABSL_FLAG(int64_t, max_num_seqs, 256, "Most sequences in one step");
-ABSL_FLAG(int64_t, max_queued_requests, 1024,
+ABSL_FLAG(int64_t, max_num_seqs, shift::defaults::kMaxNumSeqs, "Most sequences in one step");
+ABSL_FLAG(int64_t, max_queued_requests, shift::defaults::kMaxQueuedRequests,
           "Most requests waiting for admission; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_model_len, 0,
           "Most prompt plus generated tokens per request (0: the model's context length)");
-ABSL_FLAG(double, step_timeout_s, 120, "Seconds a step may take before the group is re-formed");
-ABSL_FLAG(double, heartbeat_timeout_s, 5, "Seconds of worker silence before a rank is lost");
+ABSL_FLAG(double, step_timeout_s, shift::defaults::kStepTimeoutSeconds, "Seconds a step may take before the group is re-formed");
+ABSL_FLAG(double, heartbeat_timeout_s, shift::defaults::kHeartbeatTimeoutSeconds, "Seconds of worker silence before a rank is lost");
+ABSL_FLAG(int32_t, output_threads, shift::defaults::kOutputThreads,
+          "Threads that detokenize and stream output to clients (a slow client holds up only "
+          "its own stream)");
+ABSL_FLAG(int64_t, max_undelivered_deltas, shift::defaults::kMaxUndeliveredDeltas,
+          "Responses a Generate stream may hold unread before its request pauses");
+ABSL_FLAG(double, stalled_stream_timeout_s, shift::defaults::kStalledStreamTimeoutSeconds,
+          "Seconds a paused request (its client not reading) waits before it ends with "
+          "RESOURCE_EXHAUSTED and its KV blocks are freed");
 ABSL_FLAG(std::string, step_trace, "",
-          "Append a JSON line per step here (shape, mode, predicted and measured seconds) for "
-          "offline analysis of the shift policy; empty: none");
+          "Append a JSON line per step here (its shape, mode, sequences, sampled tokens, "
+          "predicted and measured seconds) for offline analysis; empty: none");
 ABSL_FLAG(std::string, ports_file, "",
           "Write \"grpc=PORT metrics=PORT\" here once serving (for scripts using port 0)");
 
@@ -93,6 +102,10 @@ absl::Status Serve() {
   options.shift_threshold = absl::GetFlag(FLAGS_shift_threshold);
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout_s));
+  options.output.threads = absl::GetFlag(FLAGS_output_threads);
+  options.output.stalled_stream_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_stalled_stream_timeout_s));
+  options.max_undelivered_deltas = absl::GetFlag(FLAGS_max_undelivered_deltas);
 
   RouterMetrics metrics;
   const std::string host = absl::GetFlag(FLAGS_host);

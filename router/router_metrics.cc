@@ -127,10 +127,10 @@ void RouterMetrics::OutputTokens(double count, double seconds_per_token) {
 
 void RouterMetrics::PromptTokens(double count) { prompt_tokens_->Increment(count); }
 
-void RouterMetrics::Step(uint32_t group, v1::Mode mode, bool switched, double tokens,
+void RouterMetrics::Step(uint32_t group, StepMode mode, bool switched, double tokens,
                          double seconds) {
   const std::string g = absl::StrCat(group);
-  const prometheus::Labels labels = {{"group", g}, {"mode", mode == v1::MODE_SP ? "sp" : "tp"}};
+  const prometheus::Labels labels = {{"group", g}, {"mode", StepModeName(mode)}};
   steps_->Add(labels).Increment();
   static const Histogram::BucketBoundaries token_buckets = {
       1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};

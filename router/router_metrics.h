@@ -16,7 +16,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-#include "shift/v1/generation.pb.h"
+#include "common/step_mode.h"
 
 namespace shift {
 
@@ -34,10 +34,10 @@ class RouterMetrics {
   void FirstToken(double ttft_seconds, double queue_seconds);
   void OutputTokens(double count, double seconds_per_token);
   void PromptTokens(double count);
-  void Step(uint32_t group, v1::Mode mode, bool switched, double tokens, double seconds);
+  void Step(uint32_t group, StepMode mode, bool switched, double tokens, double seconds);
   // How long a busy group waited for the router between two steps: from
-  // its last result to the next plan sent. Streaming the results overlaps
-  // the next step, so it counts only when it holds up scheduling.
+  // its last result to the next plan sent (the step loop's own work;
+  // streaming runs on the output threads).
   void RouterOverhead(double seconds);
   void Preemptions(double count);
   // The cost policy's prediction for a step and the time it took.

@@ -2,11 +2,11 @@
 
 namespace shift {
 
-v1::internal::StepPlan BuildStepPlan(const SchedulerOutput& out, v1::Mode mode,
+v1::internal::StepPlan BuildStepPlan(const SchedulerOutput& out, StepMode mode,
                                      absl::Span<const uint64_t> released_seq_ids) {
   v1::internal::StepPlan plan;
   plan.set_step_id(out.step_id);
-  plan.set_mode(mode);
+  plan.set_mode(ToProto(mode));
   plan.mutable_released_seq_ids()->Add(released_seq_ids.begin(), released_seq_ids.end());
   plan.mutable_sequences()->Reserve(static_cast<int>(out.sequences.size()));
   for (const ScheduledSequence& s : out.sequences) {

@@ -6,12 +6,18 @@
 #include <cstdint>
 
 #include "absl/types/span.h"
-#include "router/scheduler.h"
+#include "common/step_mode.h"
+#include "core/scheduler.h"
 #include "shift/v1/internal.pb.h"
 
 namespace shift {
 
-v1::internal::StepPlan BuildStepPlan(const SchedulerOutput& out, v1::Mode mode,
+// The mode as the wire carries it.
+inline v1::Mode ToProto(StepMode mode) {
+  return mode == StepMode::kSequenceParallel ? v1::MODE_SP : v1::MODE_TP;
+}
+
+v1::internal::StepPlan BuildStepPlan(const SchedulerOutput& out, StepMode mode,
                                      absl::Span<const uint64_t> released_seq_ids);
 
 }  // namespace shift

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/defaults.h"
 #include "shift/v1/internal.grpc.pb.h"
 
 namespace shift {
@@ -31,7 +32,7 @@ struct WorkerHubOptions {
   // Announced to ranks in Welcome: how often they send a heartbeat.
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // A rank silent this long is declared lost and its stream cancelled.
-  absl::Duration heartbeat_timeout = absl::Seconds(5);
+  absl::Duration heartbeat_timeout = absl::Seconds(defaults::kHeartbeatTimeoutSeconds);
 };
 
 class WorkerHub final : public v1::internal::Worker::CallbackService {

@@ -1,8 +1,15 @@
-// shift-generate: offline generation on one CPU rank, no server: loads a
-// model directory, prefills the prompt (in chunks), decodes, and streams the
-// text as it comes, then prints prefill and decode throughput.
+// shift-generate: offline generation on one CPU rank, no server. It runs the
+// core step loop (core/step_loop.h) that the router runs, with the same
+// scheduler, chunked prefill, preemption and shift policy, over an engine
+// in this process: given the same requests arriving before the same steps,
+// it writes the router's step trace. It streams the first request's text
+// and prints prefill and decode throughput; --requests runs a JSONL file of
+// requests and prints each one's tokens as JSON.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <utility>
@@ -15,31 +22,60 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
+#include "common/defaults.h"
 #include "common/detokenizer.h"
 #include "common/file_util.h"
+#include "common/status.h"
+#include "core/clock.h"
+#include "core/scheduler.h"
+#include "core/shift_policy.h"
+#include "core/step_loop.h"
+#include "nlohmann/json.hpp"
 #include "worker/engine.h"
+#include "worker/local_executor.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
 ABSL_FLAG(std::string, prompt, "Once upon a time", "Prompt text");
 ABSL_FLAG(int64_t, prompt_tokens, 0,
           "Use this many random token ids as the prompt instead of --prompt (benchmarks)");
+ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids (overrides --prompt)");
 ABSL_FLAG(int64_t, max_tokens, 32, "Tokens to generate per sequence");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past the end-of-sequence token");
 ABSL_FLAG(double, temperature, 0.0, "Sampling temperature; 0 is greedy");
 ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling threshold");
 ABSL_FLAG(int32_t, top_k, 0, "Keep the k most likely tokens (0: all)");
-ABSL_FLAG(uint64_t, seed, 0, "Sampling seed (sequence i of a batch uses seed + i)");
-ABSL_FLAG(int64_t, batch, 1, "Sequences decoded together (copies of the prompt)");
-ABSL_FLAG(int64_t, chunk, 256, "Prefill chunk size in tokens");
-ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "Bytes for the KV cache of all layers");
-ABSL_FLAG(int64_t, block_size, 16, "Tokens per KV block");
-ABSL_FLAG(int32_t, threads, 2, "GEMM threads (results do not depend on it)");
-ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids (overrides --prompt)");
+ABSL_FLAG(uint64_t, seed, 0, "Sampling seed (request i of a batch uses seed + i)");
+ABSL_FLAG(int64_t, batch, 1, "Requests generated together (copies of the prompt)");
+ABSL_FLAG(std::string, requests, "",
+          "Run these requests instead of --prompt/--batch: a JSONL file, one object a line with "
+          "\"prompt\" (text) or \"prompt_ids\", and optionally \"max_tokens\", \"temperature\", "
+          "\"top_p\", \"top_k\", \"seed\", \"ignore_eos\" and \"arrive_before_step\" (queued "
+          "just before that step is scheduled; default 1, as the \"arrived\" field of a step "
+          "trace says). Prints one JSON line per request with its tokens");
+ABSL_FLAG(int64_t, max_num_batched_tokens, shift::defaults::kMaxNumBatchedTokens,
+          "Most tokens scheduled in one step (prompts are prefilled in chunks of at most this)");
+ABSL_FLAG(int64_t, max_num_seqs, shift::defaults::kMaxNumSeqs, "Most sequences in one step");
+ABSL_FLAG(bool, enable_prefix_caching, true,
+          "Reuse the KV of full blocks shared with earlier prompts (same bits as computing them)");
+ABSL_FLAG(std::string, shift_policy, "threshold",
+          "How each step's mode is chosen (threshold, cost, tp, sp); on one rank both modes "
+          "compute the same, but the step trace records the choice");
+ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold,
+          "Scheduled tokens above which a step runs in SP");
+ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
+          "Bytes for the KV cache of all layers (too few for the batch: requests are preempted "
+          "and recomputed, as in the router)");
+ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
+ABSL_FLAG(int32_t, threads, shift::defaults::kThreads,
+          "GEMM threads (results do not depend on it)");
+ABSL_FLAG(std::string, step_trace, "",
+          "Append a JSON line per step here, as the router's --step_trace does");
 ABSL_FLAG(std::string, dump_logits, "",
-          "Write sequence 0's prompt ids, generated ids and the full logits row each token was "
-          "sampled from to this JSON file (for comparison with an independent implementation)");
+          "Write the first request's prompt ids, generated ids and the full logits row each token "
+          "was sampled from to this JSON file (for comparison with an independent "
+          "implementation)");
 ABSL_FLAG(bool, print_ids, false,
-          "Print sequence 0's generated token ids (space-separated) instead of its text");
+          "Print the first request's generated token ids (space-separated) instead of its text");
 
 namespace shift {
 namespace {
@@ -68,6 +104,104 @@ absl::Status WriteLogits(const std::string& path, const std::vector<int32_t>& pr
   return WriteStringToFile(path, json);
 }
 
+// A request to run, and the step before which it arrives.
+struct Planned {
+  std::unique_ptr<Request> request;
+  int64_t arrive_before_step = 1;
+};
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view text, int64_t vocab) {
+  std::vector<int32_t> ids;
+  for (absl::string_view id : absl::StrSplit(text, ',')) {
+    int32_t value = 0;
+    if (!absl::SimpleAtoi(id, &value) || value < 0 || value >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", id, "\" is not a token id of this model"));
+    }
+    ids.push_back(value);
+  }
+  return ids;
+}
+
+// Requests from --requests (JSONL), or --batch copies of the prompt flags.
+absl::StatusOr<std::vector<Planned>> LoadRequests(const Tokenizer& tokenizer,
+                                                  const ModelConfig& config) {
+  RequestParams defaults;
+  defaults.max_tokens = static_cast<uint32_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_tokens)));
+  defaults.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  defaults.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  defaults.top_k = absl::GetFlag(FLAGS_top_k);
+  defaults.seed = absl::GetFlag(FLAGS_seed);
+  defaults.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  for (int64_t eos : config.eos_token_ids) defaults.eos_token_ids.push_back(static_cast<int32_t>(eos));
+  std::vector<Planned> planned;
+  if (const std::string path = absl::GetFlag(FLAGS_requests); !path.empty()) {
+    std::ifstream in(path);
+    if (!in) return absl::NotFoundError(absl::StrCat("--requests: cannot read \"", path, "\""));
+    std::string line;
+    for (int line_no = 1; std::getline(in, line); ++line_no) {
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = absl::StrCat(path, ":", line_no, ": ");
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) return absl::InvalidArgumentError(where + "not a JSON object");
+      Planned p;
+      p.request = std::make_unique<Request>();
+      RequestParams& r = p.request->params = defaults;
+      try {
+        if (j.contains("prompt_ids")) {
+          p.request->prompt = j["prompt_ids"].get<std::vector<int32_t>>();
+        } else if (j.contains("prompt")) {
+          SHIFT_ASSIGN_OR_RETURN(p.request->prompt,
+                                 tokenizer.Encode(j["prompt"].get<std::string>()));
+        } else {
+          return absl::InvalidArgumentError(where + "needs \"prompt\" or \"prompt_ids\"");
+        }
+        r.max_tokens = j.value("max_tokens", r.max_tokens);
+        r.temperature = j.value("temperature", r.temperature);
+        r.top_p = j.value("top_p", r.top_p);
+        r.top_k = j.value("top_k", r.top_k);
+        r.seed = j.value("seed", r.seed);
+        r.ignore_eos = j.value("ignore_eos", r.ignore_eos);
+        p.arrive_before_step = j.value("arrive_before_step", int64_t{1});
+      } catch (const nlohmann::json::exception& e) {
+        return absl::InvalidArgumentError(where + e.what());
+      }
+      for (int32_t id : p.request->prompt) {
+        if (id < 0 || id >= config.vocab_size) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, "prompt token ", id, " is not an id of this model"));
+        }
+      }
+      planned.push_back(std::move(p));
+    }
+    if (planned.empty()) return absl::InvalidArgumentError("--requests: the file has no request");
+    return planned;
+  }
+  std::vector<int32_t> prompt;
+  if (const std::string ids = absl::GetFlag(FLAGS_prompt_ids); !ids.empty()) {
+    auto parsed = ParseIds(ids, config.vocab_size);
+    if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat("--prompt_ids: ", parsed.status().message()));
+    prompt = *std::move(parsed);
+  } else if (const int64_t n = absl::GetFlag(FLAGS_prompt_tokens); n > 0) {
+    std::mt19937 rng(1);
+    for (int64_t i = 0; i < n; ++i) {
+      prompt.push_back(static_cast<int32_t>(rng() % tokenizer.vocab_size()));
+    }
+  } else {
+    SHIFT_ASSIGN_OR_RETURN(prompt, tokenizer.Encode(absl::GetFlag(FLAGS_prompt)));
+  }
+  for (int64_t b = 0; b < absl::GetFlag(FLAGS_batch); ++b) {
+    Planned p;
+    p.request = std::make_unique<Request>();
+    p.request->prompt = prompt;
+    p.request->params = defaults;
+    p.request->params.seed = defaults.seed + static_cast<uint64_t>(b);
+    planned.push_back(std::move(p));
+  }
+  if (planned.empty()) return absl::InvalidArgumentError("--batch must be at least 1");
+  return planned;
+}
+
 int Main() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return ReportFailure(absl::InvalidArgumentError("--model is required"));
@@ -82,132 +216,140 @@ int Main() {
   Engine& engine = **created;
   const Tokenizer& tokenizer = *files->tokenizer;
 
-  std::vector<int32_t> prompt;
-  if (const std::string ids = absl::GetFlag(FLAGS_prompt_ids); !ids.empty()) {
-    for (absl::string_view id : absl::StrSplit(ids, ',')) {
-      int32_t value = 0;
-      if (!absl::SimpleAtoi(id, &value) || value < 0 || value >= engine.config().vocab_size) {
-        return ReportFailure(absl::InvalidArgumentError(
-            absl::StrCat("--prompt_ids: \"", id, "\" is not a token id of this model")));
-      }
-      prompt.push_back(value);
-    }
-  } else if (const int64_t n = absl::GetFlag(FLAGS_prompt_tokens); n > 0) {
-    std::mt19937 rng(1);
-    for (int64_t i = 0; i < n; ++i)
-      prompt.push_back(static_cast<int32_t>(rng() % tokenizer.vocab_size()));
-  } else {
-    auto ids = tokenizer.Encode(absl::GetFlag(FLAGS_prompt));
-    if (!ids.ok()) return ReportFailure(ids.status());
-    prompt = *std::move(ids);
-  }
-  const int64_t batch = absl::GetFlag(FLAGS_batch), max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  const int64_t chunk = std::max<int64_t>(1, absl::GetFlag(FLAGS_chunk));
-  const int64_t total = static_cast<int64_t>(prompt.size()) + max_tokens;
-  const int64_t blocks_each = (total + options.block_size - 1) / options.block_size;
-  if (prompt.empty() || max_tokens < 1) {
-    return ReportFailure(
-        absl::InvalidArgumentError("need a non-empty prompt and --max_tokens >= 1"));
-  }
-  if (total > engine.config().max_position_embeddings) {
-    return ReportFailure(
-        absl::InvalidArgumentError("prompt + max_tokens exceed the model's context"));
-  }
-  if (blocks_each * batch > engine.num_blocks()) {
-    return ReportFailure(absl::ResourceExhaustedError(
-        "the KV cache is too small for this batch: raise --kv_cache_bytes"));
-  }
+  auto loaded = LoadRequests(tokenizer, engine.config());
+  if (!loaded.ok()) return ReportFailure(loaded.status());
+  std::vector<Planned> planned = *std::move(loaded);
+  std::stable_sort(planned.begin(), planned.end(), [](const Planned& a, const Planned& b) {
+    return a.arrive_before_step < b.arrive_before_step;
+  });
 
-  std::vector<SequenceStep> seqs(batch);
-  for (int64_t b = 0; b < batch; ++b) {
-    seqs[b].seq_id = b;
-    for (int64_t i = 0; i < blocks_each; ++i) seqs[b].block_table.push_back(b * blocks_each + i);
-    seqs[b].sampling = {static_cast<float>(absl::GetFlag(FLAGS_temperature)),
-                        static_cast<float>(absl::GetFlag(FLAGS_top_p)), absl::GetFlag(FLAGS_top_k),
-                        absl::GetFlag(FLAGS_seed) + b};
+  SchedulerConfig sc;
+  sc.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  sc.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  sc.max_model_len = engine.config().max_position_embeddings;
+  sc.num_blocks = engine.num_blocks();
+  sc.block_size = engine.block_size();
+  sc.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
+  if (sc.max_num_batched_tokens < 1 || sc.max_num_seqs < 1) {
+    return ReportFailure(absl::InvalidArgumentError(
+        "--max_num_batched_tokens and --max_num_seqs must be at least 1"));
   }
-  // Sequence 0's sampled tokens with their logits, for --dump_logits.
+  auto policy = MakeShiftPolicy(absl::GetFlag(FLAGS_shift_policy), absl::GetFlag(FLAGS_shift_threshold));
+  if (!policy.ok()) return ReportFailure(policy.status());
+  std::unique_ptr<StepTrace> trace;
+  if (const std::string path = absl::GetFlag(FLAGS_step_trace); !path.empty()) {
+    auto opened = StepTrace::Open(path);
+    if (!opened.ok()) return ReportFailure(opened.status());
+    trace = *std::move(opened);
+  }
+  RealClock clock;
+  Scheduler scheduler(sc, &clock);
+  LocalExecutor executor(&engine);
+  StepLoop loop(&scheduler, policy->get(), &executor, &clock, trace.get());
+
+  // Request ids count from 1 in arrival order, as the router gives them.
+  const uint64_t first_id = 1;
+  const std::vector<int32_t> first_prompt = planned.front().request->prompt;
   const bool dump = !absl::GetFlag(FLAGS_dump_logits).empty();
   std::vector<std::pair<int32_t, std::vector<float>>> dumped;
-  // Prefill: every sequence's prompt in chunks; the last chunk samples.
-  const auto prefill_start = std::chrono::steady_clock::now();
-  std::vector<int32_t> next(batch);
-  // Each sequence's next token, and sequence 0's logits for --dump_logits.
-  auto take = [&](std::vector<SampledToken>& sampled) {
-    for (SampledToken& t : sampled) {
-      next[t.seq_id] = t.token_id;
-      if (t.seq_id == 0 && dump) dumped.push_back({t.token_id, std::move(t.logits)});
-    }
-  };
-  for (int64_t start = 0; start < static_cast<int64_t>(prompt.size()); start += chunk) {
-    const int64_t end = std::min<int64_t>(start + chunk, prompt.size());
-    std::vector<SequenceStep> step = seqs;
-    for (SequenceStep& s : step) {
-      s.token_ids.assign(prompt.begin() + start, prompt.begin() + end);
-      s.start_position = start;
-      s.sample = end == static_cast<int64_t>(prompt.size());
-      s.return_logits = s.sample && s.seq_id == 0 && dump;
-    }
-    auto out = engine.Step(step);
-    if (!out.ok()) return ReportFailure(out.status());
-    take(*out);
+  if (dump) {
+    executor.ReturnLogits({first_id}, [&](const EngineSample& t) {
+      dumped.push_back({t.token_id, t.logits});
+    });
   }
-  const double prefill_seconds = Seconds(prefill_start);
-
-  // Decode: all sequences together; sequence 0's text is streamed.
-  IncrementalDetokenizer detokenizer(tokenizer, /*skip_special=*/true);
-  const auto& eos = engine.config().eos_token_ids;
+  const bool jsonl = !absl::GetFlag(FLAGS_requests).empty();
   const bool print_ids = absl::GetFlag(FLAGS_print_ids);
-  if (!print_ids && absl::GetFlag(FLAGS_prompt_tokens) == 0 &&
+  if (!jsonl && !print_ids && absl::GetFlag(FLAGS_prompt_tokens) == 0 &&
       absl::GetFlag(FLAGS_prompt_ids).empty()) {
     std::printf("%s", absl::GetFlag(FLAGS_prompt).c_str());
   }
-  std::vector<bool> done(batch, false);
-  int64_t decode_tokens = 0, steps = 0;
-  const auto decode_start = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < max_tokens; ++i) {
-    if (print_ids) {
-      if (!done[0]) std::printf("%s%d", i ? " " : "", next[0]);
-    } else if (auto delta = detokenizer.Append(next[0]); delta.ok()) {
-      std::printf("%s", delta->c_str());
+  IncrementalDetokenizer detokenizer(tokenizer, /*skip_special=*/true);
+
+  struct Result {
+    std::vector<int32_t> tokens;
+    FinishReason finish = FinishReason::kNone;
+  };
+  std::map<uint64_t, Result> results;
+  const size_t num_requests = planned.size();
+  size_t next = 0;
+  uint64_t next_id = first_id;
+  int64_t prompt_tokens = 0, steps = 0, decode_steps = 0, decode_tokens = 0;
+  size_t started = 0;  // requests with a first token
+  const auto start = std::chrono::steady_clock::now();
+  double prefill_seconds = 0;
+  std::chrono::steady_clock::time_point decode_start;
+  for (;;) {
+    // Queue what arrives before this step; with nothing to do, skip ahead
+    // to the next arrivals (the router would have idled until them).
+    while (next < planned.size() &&
+           (planned[next].arrive_before_step <= steps + 1 || !scheduler.HasWork())) {
+      std::unique_ptr<Request> r = std::move(planned[next++].request);
+      r->id = next_id++;
+      r->arrival = clock.Now();
+      prompt_tokens += static_cast<int64_t>(r->prompt.size());
+      results[r->id];
+      if (absl::Status added = scheduler.AddRequest(std::move(r)); !added.ok()) {
+        return ReportFailure(added);
+      }
     }
-    std::fflush(stdout);
-    std::vector<SequenceStep> step;
-    for (int64_t b = 0; b < batch; ++b) {
-      const bool is_eos = std::find(eos.begin(), eos.end(), next[b]) != eos.end();
-      if (is_eos && !absl::GetFlag(FLAGS_ignore_eos)) done[b] = true;
-      if (done[b] || i + 1 == max_tokens) continue;
-      SequenceStep s = seqs[b];
-      s.token_ids = {next[b]};
-      s.start_position = static_cast<int64_t>(prompt.size()) + i;
-      s.sample = true;
-      s.return_logits = b == 0 && dump;
-      step.push_back(std::move(s));
+    if (!scheduler.HasWork()) break;
+    absl::StatusOr<std::optional<StepRecord>> ran = loop.RunStep();
+    if (!ran.ok()) return ReportFailure(ran.status());
+    if (!ran->has_value()) {
+      if (next < planned.size()) continue;
+      return ReportFailure(absl::InternalError("no step can run, yet requests are waiting"));
     }
-    if (step.empty()) break;
-    auto out = engine.Step(step);
-    if (!out.ok()) return ReportFailure(out.status());
-    take(*out);
-    decode_tokens += static_cast<int64_t>(step.size());
     ++steps;
-  }
-  const double decode_seconds = Seconds(decode_start);
-  if (dump) {
-    if (absl::Status written = WriteLogits(absl::GetFlag(FLAGS_dump_logits), prompt, dumped);
-        !written.ok()) {
-      return ReportFailure(written);
+    const bool decoding = started == num_requests;
+    for (const RequestUpdate& update : (*ran)->updates) {
+      Result& result = results[update.seq_id];
+      if (result.tokens.empty() && !update.new_tokens.empty()) ++started;
+      for (int32_t token : update.new_tokens) {
+        result.tokens.push_back(token);
+        if (update.seq_id != first_id || jsonl) continue;
+        if (print_ids) {
+          std::printf("%s%d", result.tokens.size() > 1 ? " " : "", token);
+        } else if (auto delta = detokenizer.Append(token); delta.ok()) {
+          std::printf("%s", delta->c_str());
+        }
+        std::fflush(stdout);
+      }
+      if (update.finish != FinishReason::kNone) result.finish = update.finish;
+      if (decoding) decode_tokens += static_cast<int64_t>(update.new_tokens.size());
+    }
+    if (decoding) {
+      ++decode_steps;
+    } else if (started == num_requests) {
+      prefill_seconds = Seconds(start);
+      decode_start = std::chrono::steady_clock::now();
     }
   }
-  std::printf("%s\n", print_ids ? "" : detokenizer.Finish().c_str());
+  const double decode_seconds = decode_steps > 0 ? Seconds(decode_start) : 0.0;
+  if (dump) {
+    absl::Status written = WriteLogits(absl::GetFlag(FLAGS_dump_logits), first_prompt, dumped);
+    if (!written.ok()) return ReportFailure(written);
+  }
+  if (jsonl) {
+    for (const auto& [id, result] : results) {
+      nlohmann::json line = {{"id", id},
+                             {"token_ids", result.tokens},
+                             {"finish_reason", FinishReasonName(result.finish)}};
+      std::printf("%s\n", line.dump().c_str());
+    }
+  } else {
+    std::printf("%s\n", print_ids ? "" : detokenizer.Finish().c_str());
+  }
   std::fflush(stdout);  // the text, then the figures on stderr
   std::fprintf(stderr,
-               "prefill: %lld tokens x %lld sequences in %.3f s (%.1f tokens/s)\n"
-               "decode: %lld steps, %lld tokens in %.3f s (%.1f tokens/s, %.1f ms/step)\n",
-               static_cast<long long>(prompt.size()), static_cast<long long>(batch),
-               prefill_seconds, static_cast<double>(prompt.size() * batch) / prefill_seconds,
-               static_cast<long long>(steps), static_cast<long long>(decode_tokens), decode_seconds,
-               decode_tokens / std::max(decode_seconds, 1e-9),
-               1e3 * decode_seconds / std::max<int64_t>(steps, 1));
+               "prefill: %lld prompt tokens of %zu requests in %.3f s (%.1f tokens/s)\n"
+               "decode: %lld steps, %lld tokens in %.3f s (%.1f tokens/s, %.1f ms/step)\n"
+               "%lld steps, %lld preemptions\n",
+               static_cast<long long>(prompt_tokens), num_requests, prefill_seconds,
+               static_cast<double>(prompt_tokens) / std::max(prefill_seconds, 1e-9),
+               static_cast<long long>(decode_steps), static_cast<long long>(decode_tokens),
+               decode_seconds, decode_tokens / std::max(decode_seconds, 1e-9),
+               1e3 * decode_seconds / std::max<int64_t>(decode_steps, 1),
+               static_cast<long long>(steps), static_cast<long long>(scheduler.num_preemptions()));
   return 0;
 }
 
@@ -216,7 +358,8 @@ int Main() {
 
 int main(int argc, char** argv) {
   shift::InitProgram(argc, argv,
-                     "Generates text offline from a model directory on one CPU rank, streaming it.",
+                     "Generates text offline from a model directory on one CPU rank, streaming it, "
+                     "through the same step loop as the router.",
                      "shift-generate --model=DIR [--prompt=TEXT] [--max_tokens=N] [flags]");
   return shift::Main();
 }

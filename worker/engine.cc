@@ -239,7 +239,7 @@ void Engine::Project(const Layer& l, const std::vector<float>& x, int64_t rows,
 
 void Engine::Attend(Layer& l, const std::vector<SequenceStep>& batch, const Tokens& tokens,
                     const std::vector<float>& q, const std::vector<float>& k,
-                    const std::vector<float>& v, std::vector<float>* attn) const {
+                    const std::vector<float>& v, std::vector<float>* attn) {
   const int64_t hd = config_.head_dim, qc = shard_.q_count, kc = shard_.kv_count;
   const int64_t n = static_cast<int64_t>(tokens.ids.size());
   const KvView cache{l.k_cache.data(), l.v_cache.data(), options_.block_size, kc, hd};
@@ -387,7 +387,7 @@ absl::Status Engine::LayersSp(const std::vector<SequenceStep>& batch, const Toke
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<SequenceStep>& batch,
+absl::StatusOr<std::vector<EngineSample>> Engine::Step(const std::vector<SequenceStep>& batch,
                                                        StepMode mode) {
   SHIFT_RETURN_IF_ERROR(RequireCommunicator());
   SHIFT_RETURN_IF_ERROR(Validate(batch));
@@ -479,7 +479,7 @@ absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<Sequenc
     }
   }
 
-  std::vector<SampledToken> out;
+  std::vector<EngineSample> out;
   if (r != 0) return out;
   for (int64_t i = 0, s = 0; s < static_cast<int64_t>(batch.size()); ++s) {
     if (!batch[s].sample) continue;
@@ -487,7 +487,7 @@ absl::StatusOr<std::vector<SampledToken>> Engine::Step(const std::vector<Sequenc
     const float* row = all.data() + i++ * vocab;
     // The sampled token will sit at the position after the last one computed.
     const int64_t next = seq.start_position + static_cast<int64_t>(seq.token_ids.size());
-    SampledToken token;
+    EngineSample token;
     token.seq_id = seq.seq_id;
     token.token_id = kernels::cpu::Sample(row, vocab, seq.sampling, next);
     token.logprob = kernels::cpu::LogProb(row, vocab, token.token_id);

@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/defaults.h"
 #include "common/model_config.h"
+#include "common/step_mode.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 #include "worker/communicator.h"
@@ -26,10 +28,10 @@ namespace shift {
 
 struct EngineOptions {
   // Bytes for the K and V of all layers together; sets the block count.
-  int64_t kv_cache_bytes = 64 << 20;
-  int64_t block_size = 16;
+  int64_t kv_cache_bytes = defaults::kKvCacheBytes;
+  int64_t block_size = defaults::kBlockSize;
   // GEMM threads; results do not depend on it.
-  int threads = 2;
+  int threads = defaults::kThreads;
   // This engine's place in its group. A communicator given to Create
   // overrides them; otherwise one must be attached before a step of a group
   // larger than one.
@@ -54,13 +56,8 @@ struct SequenceStep {
   int32_t top_logprobs = 0;
 };
 
-// How a step is split over the group's ranks (DESIGN.md, Execution modes).
-enum class StepMode {
-  kTensorParallel,    // every rank: all tokens, its heads and MLP slice
-  kSequenceParallel,  // every rank: its slice of the tokens, all weights
-};
-
-struct SampledToken {
+// What the engine sampled for one sequence.
+struct EngineSample {
   uint64_t seq_id = 0;
   int32_t token_id = -1;
   float logprob = 0.0f;  // log-softmax of the token at temperature 1
@@ -78,9 +75,9 @@ class Engine {
                                                         const EngineOptions& options,
                                                         Communicator* comm = nullptr);
 
-  // Runs one step. The leader (rank 0) returns one SampledToken per
+  // Runs one step. The leader (rank 0) returns one EngineSample per
   // sequence with `sample`, in order; other ranks return none.
-  absl::StatusOr<std::vector<SampledToken>> Step(const std::vector<SequenceStep>& batch,
+  absl::StatusOr<std::vector<EngineSample>> Step(const std::vector<SequenceStep>& batch,
                                                  StepMode mode = StepMode::kTensorParallel);
 
   // Joins (or, with null, leaves) the group's communicator: a group re-forms
@@ -132,10 +129,11 @@ class Engine {
   void Project(const Layer& l, const std::vector<float>& x, int64_t rows,
                const std::vector<int64_t>& pos, const Shard& shard, std::vector<float>* q,
                std::vector<float>* k, std::vector<float>* v) const;
-  // Writes this rank's K/V for all tokens and attends its query heads.
+  // Writes this rank's K/V for all tokens into `l`'s cache and attends its
+  // query heads.
   void Attend(Layer& l, const std::vector<SequenceStep>& batch, const Tokens& tokens,
               const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
-              std::vector<float>* attn) const;
+              std::vector<float>* attn);
   absl::Status Load(const Checkpoint& checkpoint);
   absl::Status Validate(const std::vector<SequenceStep>& batch) const;
   // y = x · Wᵀ over `range` (default: all of it); x has `ldx` columns.

@@ -207,7 +207,7 @@ class RankLoop {
       }
       return reply;
     }
-    for (const SampledToken& t : *out) {
+    for (const EngineSample& t : *out) {
       rpc::SampledToken* sampled = result->add_sampled();
       sampled->set_seq_id(t.seq_id);
       sampled->set_token_id(t.token_id);

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/defaults.h"
 #include "worker/engine.h"
 
 namespace shift {
@@ -25,7 +26,7 @@ struct RankOptions {
   std::string model_dir;
   EngineOptions engine;
   // How long to wait for the other ranks at rendezvous.
-  int64_t rendezvous_timeout_ms = 60000;
+  int64_t rendezvous_timeout_ms = defaults::kRendezvousTimeoutMs;
   // How long to keep trying to (re)connect while no router answers.
   absl::Duration reconnect_timeout = absl::Seconds(120);
   // Deterministic mode (DESIGN.md, Determinism). The CPU engine has no

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "router/scheduler.h"
-#include "router/shift_policy.h"
+#include "core/scheduler.h"
+#include "core/shift_policy.h"
 #include "router/step_plan.h"
 
 namespace shift {

@@ -48,10 +48,10 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
 
   // Replays the recording on a group with `modes[i]` for step i; returns the
   // leader's outputs.
-  std::vector<std::vector<SampledToken>> RunGroup(const std::vector<StepMode>& modes) {
+  std::vector<std::vector<EngineSample>> RunGroup(const std::vector<StepMode>& modes) {
     const int p = GetParam().ranks;
     gloo::rendezvous::HashStore store;
-    std::vector<std::vector<SampledToken>> leader;
+    std::vector<std::vector<EngineSample>> leader;
     std::vector<std::thread> threads;
     for (int r = 0; r < p; ++r) {
       threads.emplace_back([&, r] {
@@ -84,7 +84,7 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_EQ(got[i].size(), recording_.outputs[i].size()) << name << " step " << i;
       for (size_t j = 0; j < got[i].size(); ++j) {
-        const SampledToken &a = got[i][j], &b = recording_.outputs[i][j];
+        const EngineSample &a = got[i][j], &b = recording_.outputs[i][j];
         EXPECT_EQ(a.seq_id, b.seq_id);
         EXPECT_EQ(a.token_id, b.token_id) << name << " step " << i;
         ASSERT_EQ(a.logits.size(), b.logits.size());

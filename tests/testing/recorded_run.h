@@ -21,7 +21,7 @@ inline EngineOptions Options() {
 
 struct Recording {
   std::vector<std::vector<SequenceStep>> steps;
-  std::vector<std::vector<SampledToken>> outputs;
+  std::vector<std::vector<EngineSample>> outputs;
 };
 
 inline Recording RecordSingleRank(const ModelFiles& files) {
@@ -71,7 +71,7 @@ inline Recording RecordSingleRank(const ModelFiles& files) {
     }
     auto out = (*engine)->Step(batch);
     EXPECT_TRUE(out.ok()) << out.status();
-    for (const SampledToken& t : *out) seqs[t.seq_id].tokens.push_back(t.token_id);
+    for (const EngineSample& t : *out) seqs[t.seq_id].tokens.push_back(t.token_id);
     rec.steps.push_back(batch);
     rec.outputs.push_back(*out);
   }

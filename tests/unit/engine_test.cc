@@ -170,7 +170,7 @@ class Driver {
     }
     auto out = engine_->Step(batch);
     ASSERT_TRUE(out.ok()) << out.status();
-    for (SampledToken& t : *out) {
+    for (EngineSample& t : *out) {
       Seq& s = seqs_.at(t.seq_id);
       s.history.push_back(s.tokens);  // the context these logits are for
       s.logits.push_back(std::move(t.logits));

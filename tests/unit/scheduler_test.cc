@@ -3,7 +3,7 @@
 // waiting requests in arrival order), chunked prefill, limits, block diffs,
 // finishing, cancellation, preemption by recompute and re-forming, plus a
 // long randomized run checked against a model of what the ranks hold.
-#include "router/scheduler.h"
+#include "core/scheduler.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -703,7 +703,7 @@ TEST_F(SchedulerTest, RequeueAllRecomputesRunningAheadOfWaiting) {
 
   const SchedulerOutput failed = sched_->Schedule();
   ASSERT_EQ(SeqIds(failed), (std::vector<uint64_t>{1, 2}));
-  sched_->RequeueAll(failed);
+  sched_->RequeueAll();
   ExpectConsistent();
   EXPECT_EQ(sched_->num_running(), 0);
   EXPECT_EQ(sched_->num_waiting(), 3);
@@ -997,7 +997,7 @@ class RandomRun {
     ASSERT_NO_FATAL_FAILURE(CheckNoSharedBlocks());
 
     if (allow_failures && Chance(0.03)) {
-      sched_.RequeueAll(out);
+      sched_.RequeueAll();
       ranks_.clear();  // the group re-forms with nothing
       ++requeues_;
       ASSERT_EQ(sched_.num_running(), 0);
@@ -1246,7 +1246,7 @@ TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
         if (s.sample) sampled.push_back({s.seq_id, next_token(t), 0.0f});
       }
       if (uniform(0, 99) < 3) {  // the step fails; the group re-forms
-        sched.RequeueAll(out);
+        sched.RequeueAll();
         rank_tables.clear();
         kv.clear();  // a restarted rank has nothing
         ++requeues;

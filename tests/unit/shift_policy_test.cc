@@ -1,7 +1,7 @@
 // The shift policies: the threshold policy picks SP exactly above its token
 // threshold, fixed policies never change, every decision carries its inputs,
 // and policies are made by name.
-#include "router/shift_policy.h"
+#include "core/shift_policy.h"
 
 #include <algorithm>
 #include <cmath>
@@ -34,12 +34,12 @@ TEST(ShiftPolicyTest, ThresholdPicksSpOnlyAboveThreshold) {
   EXPECT_EQ(policy->name(), "threshold");
   for (int64_t tokens : {0, 1, 50, 99, 100}) {
     const ShiftDecision d = policy->Decide(Shape(tokens));
-    EXPECT_EQ(d.mode, v1::MODE_TP) << tokens;
+    EXPECT_EQ(d.mode, StepMode::kTensorParallel) << tokens;
     ExpectSameShape(d.inputs, Shape(tokens));
   }
   for (int64_t tokens : {int64_t{101}, int64_t{102}, int64_t{4096}, int64_t{1} << 40}) {
     const ShiftDecision d = policy->Decide(Shape(tokens));
-    EXPECT_EQ(d.mode, v1::MODE_SP) << tokens;
+    EXPECT_EQ(d.mode, StepMode::kSequenceParallel) << tokens;
     ExpectSameShape(d.inputs, Shape(tokens));
   }
 }
@@ -47,17 +47,17 @@ TEST(ShiftPolicyTest, ThresholdPicksSpOnlyAboveThreshold) {
 TEST(ShiftPolicyTest, ThresholdLooksOnlyAtTokens) {
   auto policy = MakeThresholdPolicy(10);
   // Many sequences or a long context do not change the decision.
-  EXPECT_EQ(policy->Decide(Shape(10, 1000, 1000, 1 << 20)).mode, v1::MODE_TP);
-  EXPECT_EQ(policy->Decide(Shape(11, 1, 0, 1)).mode, v1::MODE_SP);
+  EXPECT_EQ(policy->Decide(Shape(10, 1000, 1000, 1 << 20)).mode, StepMode::kTensorParallel);
+  EXPECT_EQ(policy->Decide(Shape(11, 1, 0, 1)).mode, StepMode::kSequenceParallel);
   // Threshold zero: any non-empty step is SP.
   auto zero = MakeThresholdPolicy(0);
-  EXPECT_EQ(zero->Decide(Shape(0)).mode, v1::MODE_TP);
-  EXPECT_EQ(zero->Decide(Shape(1)).mode, v1::MODE_SP);
+  EXPECT_EQ(zero->Decide(Shape(0)).mode, StepMode::kTensorParallel);
+  EXPECT_EQ(zero->Decide(Shape(1)).mode, StepMode::kSequenceParallel);
 }
 
 TEST(ShiftPolicyTest, FixedPoliciesNeverChange) {
-  auto tp = MakeFixedPolicy(v1::MODE_TP);
-  auto sp = MakeFixedPolicy(v1::MODE_SP);
+  auto tp = MakeFixedPolicy(StepMode::kTensorParallel);
+  auto sp = MakeFixedPolicy(StepMode::kSequenceParallel);
   ASSERT_NE(tp, nullptr);
   ASSERT_NE(sp, nullptr);
   EXPECT_EQ(tp->name(), "tp");
@@ -65,8 +65,8 @@ TEST(ShiftPolicyTest, FixedPoliciesNeverChange) {
   for (int64_t tokens : {0, 1, 100, 1000000}) {
     const ShiftDecision a = tp->Decide(Shape(tokens));
     const ShiftDecision b = sp->Decide(Shape(tokens));
-    EXPECT_EQ(a.mode, v1::MODE_TP) << tokens;
-    EXPECT_EQ(b.mode, v1::MODE_SP) << tokens;
+    EXPECT_EQ(a.mode, StepMode::kTensorParallel) << tokens;
+    EXPECT_EQ(b.mode, StepMode::kSequenceParallel) << tokens;
     ExpectSameShape(a.inputs, Shape(tokens));
     ExpectSameShape(b.inputs, Shape(tokens));
   }
@@ -76,18 +76,18 @@ TEST(ShiftPolicyTest, MakeByName) {
   auto threshold = MakeShiftPolicy("threshold", 5);
   ASSERT_TRUE(threshold.ok()) << threshold.status();
   EXPECT_EQ((*threshold)->name(), "threshold");
-  EXPECT_EQ((*threshold)->Decide(Shape(5)).mode, v1::MODE_TP);
-  EXPECT_EQ((*threshold)->Decide(Shape(6)).mode, v1::MODE_SP);
+  EXPECT_EQ((*threshold)->Decide(Shape(5)).mode, StepMode::kTensorParallel);
+  EXPECT_EQ((*threshold)->Decide(Shape(6)).mode, StepMode::kSequenceParallel);
 
   auto tp = MakeShiftPolicy("tp", 5);
   ASSERT_TRUE(tp.ok()) << tp.status();
   EXPECT_EQ((*tp)->name(), "tp");
-  EXPECT_EQ((*tp)->Decide(Shape(1000)).mode, v1::MODE_TP);
+  EXPECT_EQ((*tp)->Decide(Shape(1000)).mode, StepMode::kTensorParallel);
 
   auto sp = MakeShiftPolicy("sp", 5);
   ASSERT_TRUE(sp.ok()) << sp.status();
   EXPECT_EQ((*sp)->name(), "sp");
-  EXPECT_EQ((*sp)->Decide(Shape(1)).mode, v1::MODE_SP);
+  EXPECT_EQ((*sp)->Decide(Shape(1)).mode, StepMode::kSequenceParallel);
 }
 
 TEST(ShiftPolicyTest, UnknownNameIsInvalidArgument) {
@@ -103,8 +103,8 @@ TEST(ShiftPolicyTest, UnknownNameIsInvalidArgument) {
 TEST(CostPolicyTest, LearnsWhereTheModesCrossAndPredictsStepTimes) {
   auto policy = MakeCostPolicy(/*threshold=*/256, /*min_samples=*/16, /*explore_every=*/16);
   EXPECT_EQ(policy->name(), "cost");
-  auto law = [](v1::Mode mode, int64_t tokens) {
-    return mode == v1::MODE_SP ? 3e-3 + 4e-6 * tokens : 1e-3 + 10e-6 * tokens;
+  auto law = [](StepMode mode, int64_t tokens) {
+    return mode == StepMode::kSequenceParallel ? 3e-3 + 4e-6 * tokens : 1e-3 + 10e-6 * tokens;
   };
   std::mt19937 rng(3);
   std::uniform_real_distribution<double> noise(0.97, 1.03);
@@ -139,13 +139,13 @@ TEST(CostPolicyTest, LearnsWhereTheModesCrossAndPredictsStepTimes) {
     StepShape step{tokens, std::min<int64_t>(tokens, 8), 0, 0, tokens * 64};
     ShiftDecision d = policy->Decide(step);
     if (d.exploring) d = policy->Decide(step);
-    EXPECT_EQ(d.mode, v1::MODE_TP) << tokens;
+    EXPECT_EQ(d.mode, StepMode::kTensorParallel) << tokens;
   }
   for (int64_t tokens : {500, 1000, 2000}) {
     StepShape step{tokens, 8, 0, 0, tokens * 64};
     ShiftDecision d = policy->Decide(step);
     if (d.exploring) d = policy->Decide(step);
-    EXPECT_EQ(d.mode, v1::MODE_SP) << tokens;
+    EXPECT_EQ(d.mode, StepMode::kSequenceParallel) << tokens;
   }
 }
 
@@ -156,9 +156,9 @@ TEST(CostPolicyTest, LearnsWhereTheModesCrossAndPredictsStepTimes) {
 // stay close in relative terms for the small steps as well as the large.
 TEST(CostPolicyTest, PredictsSmallAndLargeStepsUnderDriftAndNoise) {
   auto policy = MakeCostPolicy(/*threshold=*/256, /*min_samples=*/16, /*explore_every=*/16);
-  auto law = [](v1::Mode mode, int64_t tokens) {
-    const double base = mode == v1::MODE_SP ? 2.5e-3 : 2e-3;
-    const double per_token = mode == v1::MODE_SP ? 6e-6 : 8e-6;
+  auto law = [](StepMode mode, int64_t tokens) {
+    const double base = mode == StepMode::kSequenceParallel ? 2.5e-3 : 2e-3;
+    const double per_token = mode == StepMode::kSequenceParallel ? 6e-6 : 8e-6;
     return tokens <= 64 ? base + 20e-6 * tokens : base + 1.3e-3 + per_token * tokens;
   };
   std::mt19937 rng(11);
@@ -199,7 +199,7 @@ TEST(CostPolicyTest, DecidesByThresholdUntilBothModesAreMeasured) {
     StepShape step{10, 1, 1, 10, 10};
     const ShiftDecision d = policy->Decide(step);
     EXPECT_LT(d.predicted_seconds, 0);
-    (d.mode == v1::MODE_SP ? sp : tp)++;
+    (d.mode == StepMode::kSequenceParallel ? sp : tp)++;
     policy->Observe(d, 0.001);
   }
   // Mostly the threshold's TP, with some SP steps to learn that mode too.

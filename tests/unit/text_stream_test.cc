@@ -1,7 +1,7 @@
 // TextStream: streamed text equals the full decode, stop strings are never
 // streamed (even when split over tokens or characters), and the text before
 // a stop string is all released.
-#include "router/text_stream.h"
+#include "core/text_stream.h"
 
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"

@@ -1,4 +1,4 @@
-#include "router/request.h"
+#include "core/request.h"
 
 namespace shift {
 
@@ -14,8 +14,6 @@ const char* FinishReasonName(FinishReason reason) {
       return "eos";
     case FinishReason::kCancelled:
       return "cancelled";
-    case FinishReason::kError:
-      return "error";
   }
   return "unknown";
 }

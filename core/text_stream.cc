@@ -1,4 +1,4 @@
-#include "router/text_stream.h"
+#include "core/text_stream.h"
 
 #include <algorithm>
 

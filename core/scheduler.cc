@@ -1,4 +1,4 @@
-#include "router/scheduler.h"
+#include "core/scheduler.h"
 
 #include <algorithm>
 
@@ -53,6 +53,7 @@ absl::Status Scheduler::AddRequest(std::unique_ptr<Request> request) {
   // Arrival order; a request arriving "earlier" than queued ones (a clock
   // set back by a simulator) still goes behind them: admission is FIFO.
   waiting_.push_back(r);
+  arrived_.push_back(r->id);
   return absl::OkStatus();
 }
 
@@ -147,7 +148,7 @@ SchedulerOutput Scheduler::Schedule() {
     for (size_t i = 0; i < running_.size(); ++i) {
       Request* r = running_[i];
       const int64_t remaining = r->num_tokens() - r->num_computed;
-      if (remaining <= 0 || (pass == 0) != (remaining == 1)) continue;
+      if (remaining <= 0 || r->paused || (pass == 0) != (remaining == 1)) continue;
       if (budget <= 0 || static_cast<int64_t>(out.sequences.size()) >= config_.max_num_seqs) break;
       int64_t n = std::min(remaining, budget);
       if (pass == 1) {
@@ -169,9 +170,13 @@ SchedulerOutput Scheduler::Schedule() {
   // to preempt (the preempted would be re-admitted at once). A request
   // starts after the longest prefix of its full blocks already cached; at
   // least its last token is computed, for its logits.
-  while (!preempted && !waiting_.empty() && budget > 0 &&
-         static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs) {
-    Request* r = waiting_.front();
+  for (auto it = waiting_.begin(); !preempted && it != waiting_.end() && budget > 0 &&
+                                   static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs;) {
+    Request* r = *it;
+    if (r->paused) {
+      ++it;
+      continue;
+    }
     int64_t cached = 0;
     if (config_.enable_prefix_caching) {
       const int64_t full = (r->num_tokens() - 1) / config_.block_size;
@@ -185,7 +190,7 @@ SchedulerOutput Scheduler::Schedule() {
       blocks_.Free(r->id);
       break;
     }
-    waiting_.pop_front();
+    it = waiting_.erase(it);
     r->state = Request::State::kRunning;
     r->num_computed = start;
     r->num_cached_tokens = start;
@@ -196,6 +201,8 @@ SchedulerOutput Scheduler::Schedule() {
 
   out.released_seq_ids = std::move(released_);
   released_.clear();
+  out.arrived = std::move(arrived_);
+  arrived_.clear();
   if (!out.sequences.empty()) out.step_id = next_step_id_++;
   return out;
 }
@@ -248,8 +255,11 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
     if (r->first_token == absl::InfiniteFuture()) r->first_token = now;
     RequestUpdate update;
     update.seq_id = r->id;
+    update.first_scheduled = r->first_scheduled;
+    update.num_cached_tokens = r->num_cached_tokens;
     update.new_tokens.push_back(t.token_id);
     if (r->params.return_logprob) update.new_logprobs.push_back(t.logprob);
+    if (r->params.top_logprobs > 0) update.new_top_logprobs.push_back(t.top);
     if (Contains(r->params.stop_token_ids, t.token_id)) {
       update.finish = FinishReason::kStop;
     } else if (!r->params.ignore_eos && Contains(r->params.eos_token_ids, t.token_id)) {
@@ -287,13 +297,15 @@ std::vector<RequestUpdate> Scheduler::FinishRequests(absl::Span<const uint64_t> 
     RequestUpdate update;
     update.seq_id = id;
     update.finish = reason;
+    update.first_scheduled = r->first_scheduled;
+    update.num_cached_tokens = r->num_cached_tokens;
     updates.push_back(std::move(update));
     requests_.erase(it);
   }
   return updates;
 }
 
-void Scheduler::RequeueAll(const SchedulerOutput&) {
+void Scheduler::RequeueAll() {
   // The ranks lost every sequence, so none needs releasing, and their KV
   // cache may be gone with a restarted rank: no cached block is trusted.
   for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
@@ -308,7 +320,7 @@ void Scheduler::RequeueAll(const SchedulerOutput&) {
 }
 
 std::vector<std::unique_ptr<Request>> Scheduler::TakeAll() {
-  RequeueAll(SchedulerOutput());
+  RequeueAll();
   std::vector<std::unique_ptr<Request>> taken;
   for (Request* r : waiting_) {
     auto it = requests_.find(r->id);
@@ -317,6 +329,7 @@ std::vector<std::unique_ptr<Request>> Scheduler::TakeAll() {
   }
   waiting_.clear();
   released_.clear();
+  arrived_.clear();
   std::stable_sort(taken.begin(), taken.end(),
                    [](const auto& a, const auto& b) { return ArrivedBefore(a.get(), b.get()); });
   return taken;
@@ -325,8 +338,14 @@ std::vector<std::unique_ptr<Request>> Scheduler::TakeAll() {
 void Scheduler::Requeue(std::unique_ptr<Request> request) {
   Request* r = request.get();
   ToWaiting(r);
+  arrived_.push_back(r->id);
   requests_[r->id] = std::move(request);
   waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), r, ArrivedBefore), r);
+}
+
+void Scheduler::SetPaused(uint64_t id, bool paused) {
+  auto it = requests_.find(id);
+  if (it != requests_.end()) it->second->paused = paused;
 }
 
 const Request* Scheduler::Find(uint64_t id) const {

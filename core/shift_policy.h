@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "shift/v1/generation.pb.h"
+#include "common/step_mode.h"
 
 namespace shift {
 
@@ -24,7 +24,7 @@ struct StepShape {
 };
 
 struct ShiftDecision {
-  v1::Mode mode = v1::MODE_TP;
+  StepMode mode = StepMode::kTensorParallel;
   StepShape inputs;
   // The cost policy's prediction of the step's seconds in `mode` (< 0: none).
   double predicted_seconds = -1;
@@ -46,7 +46,7 @@ class ShiftPolicy {
 // SP when the step schedules more than `threshold` tokens, else TP.
 std::unique_ptr<ShiftPolicy> MakeThresholdPolicy(int64_t threshold);
 // Always `mode` (baselines and benchmarks); named "tp" or "sp".
-std::unique_ptr<ShiftPolicy> MakeFixedPolicy(v1::Mode mode);
+std::unique_ptr<ShiftPolicy> MakeFixedPolicy(StepMode mode);
 // Predicts each mode's step time from measured step times, online: a law
 // over (1, tokens, sequences, attention) fitted by relative least squares,
 // corrected per shape bucket by the median ratio of its recent measurements

@@ -18,7 +18,6 @@ enum class FinishReason {
   kStop,       // a stop token id (or, decided outside the scheduler, a stop string)
   kEos,        // the model's end-of-sequence token
   kCancelled,  // the client went away, its deadline passed, or the server drains
-  kError,      // the request cannot be served (e.g. it can never fit the KV cache)
 };
 
 const char* FinishReasonName(FinishReason reason);
@@ -54,6 +53,8 @@ struct Request {
   bool on_ranks = false;
   size_t blocks_sent = 0;
   int num_preemptions = 0;
+  // Not scheduled while its client is not reading (Scheduler::SetPaused).
+  bool paused = false;
   // Hashes of the full blocks of prompt then output, each chained over all
   // tokens before its end (the prefix cache's keys); filled as needed.
   std::vector<uint64_t> block_hashes;

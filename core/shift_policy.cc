@@ -1,4 +1,4 @@
-#include "router/shift_policy.h"
+#include "core/shift_policy.h"
 
 #include <algorithm>
 #include <array>
@@ -18,7 +18,7 @@ class ThresholdPolicy final : public ShiftPolicy {
   explicit ThresholdPolicy(int64_t threshold) : threshold_(threshold) {}
   const std::string& name() const override { return name_; }
   ShiftDecision Decide(const StepShape& step) override {
-    return {step.num_tokens > threshold_ ? v1::MODE_SP : v1::MODE_TP, step};
+    return {step.num_tokens > threshold_ ? StepMode::kSequenceParallel : StepMode::kTensorParallel, step};
   }
 
  private:
@@ -28,12 +28,12 @@ class ThresholdPolicy final : public ShiftPolicy {
 
 class FixedPolicy final : public ShiftPolicy {
  public:
-  explicit FixedPolicy(v1::Mode mode) : mode_(mode), name_(mode == v1::MODE_SP ? "sp" : "tp") {}
+  explicit FixedPolicy(StepMode mode) : mode_(mode), name_(StepModeName(mode)) {}
   const std::string& name() const override { return name_; }
   ShiftDecision Decide(const StepShape& step) override { return {mode_, step}; }
 
  private:
-  v1::Mode mode_;
+  StepMode mode_;
   std::string name_;
 };
 
@@ -177,28 +177,28 @@ class CostPolicy final : public ShiftPolicy {
     d.inputs = step;
     if (!fitted()) {
       // Threshold until fitted, but make sure both modes get samples.
-      d.mode = step.num_tokens > threshold_ ? v1::MODE_SP : v1::MODE_TP;
+      d.mode = step.num_tokens > threshold_ ? StepMode::kSequenceParallel : StepMode::kTensorParallel;
       if (++steps_ % 4 == 0) {
-        d.mode = models_[0].samples() <= models_[1].samples() ? v1::MODE_TP : v1::MODE_SP;
+        d.mode = models_[0].samples() <= models_[1].samples() ? StepMode::kTensorParallel : StepMode::kSequenceParallel;
       }
       return d;
     }
     const double tp = models_[0].Predict(step), sp = models_[1].Predict(step);
-    d.mode = sp < tp ? v1::MODE_SP : v1::MODE_TP;
+    d.mode = sp < tp ? StepMode::kSequenceParallel : StepMode::kTensorParallel;
     // Explore only where the other mode might plausibly be faster: running a
     // step predicted at twice the time to confirm it is slow costs more than
     // it teaches (the law still learns from every other step).
     const double ratio = std::max(tp, sp) / std::max(std::min(tp, sp), 1e-9);
     if (explore_every_ > 0 && ++steps_ % explore_every_ == 0 && ratio < kMaxExploreRatio) {
-      d.mode = d.mode == v1::MODE_SP ? v1::MODE_TP : v1::MODE_SP;
+      d.mode = d.mode == StepMode::kSequenceParallel ? StepMode::kTensorParallel : StepMode::kSequenceParallel;
       d.exploring = true;
     }
-    d.predicted_seconds = d.mode == v1::MODE_SP ? sp : tp;
+    d.predicted_seconds = d.mode == StepMode::kSequenceParallel ? sp : tp;
     return d;
   }
 
   void Observe(const ShiftDecision& decision, double seconds) override {
-    models_[decision.mode == v1::MODE_SP ? 1 : 0].Add(decision.inputs, seconds);
+    models_[decision.mode == StepMode::kSequenceParallel ? 1 : 0].Add(decision.inputs, seconds);
   }
 
  private:
@@ -223,7 +223,7 @@ std::unique_ptr<ShiftPolicy> MakeThresholdPolicy(int64_t threshold) {
   return std::make_unique<ThresholdPolicy>(threshold);
 }
 
-std::unique_ptr<ShiftPolicy> MakeFixedPolicy(v1::Mode mode) {
+std::unique_ptr<ShiftPolicy> MakeFixedPolicy(StepMode mode) {
   return std::make_unique<FixedPolicy>(mode);
 }
 
@@ -243,8 +243,8 @@ absl::StatusOr<std::unique_ptr<ShiftPolicy>> MakeShiftPolicy(const std::string& 
     }
     return MakeCostPolicy(threshold);
   }
-  if (name == "tp") return MakeFixedPolicy(v1::MODE_TP);
-  if (name == "sp") return MakeFixedPolicy(v1::MODE_SP);
+  if (name == "tp") return MakeFixedPolicy(StepMode::kTensorParallel);
+  if (name == "sp") return MakeFixedPolicy(StepMode::kSequenceParallel);
   return absl::InvalidArgumentError(
       absl::StrCat("unknown shift policy \"", name, "\": use threshold, cost, tp or sp"));
 }

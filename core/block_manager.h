@@ -36,9 +36,6 @@ class BlockManager {
   // Grows `seq`'s table to cover `num_tokens` tokens. Returns false and
   // changes nothing when there are not enough free blocks.
   bool Append(uint64_t seq, int64_t num_tokens);
-  // Starts `to`'s (empty) table with the first `num_blocks` blocks of
-  // `from`'s, sharing them (prefix reuse).
-  void Fork(uint64_t from, uint64_t to, int64_t num_blocks);
   // Drops `seq`'s table; blocks nobody else holds become free (or, when
   // cached, evictable).
   void Free(uint64_t seq);

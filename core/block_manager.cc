@@ -1,4 +1,4 @@
-#include "router/block_manager.h"
+#include "core/block_manager.h"
 
 #include <algorithm>
 #include <functional>
@@ -93,15 +93,6 @@ void BlockManager::DropCache() {
   cache_.clear();
   // Keep handing out the lowest ids first.
   std::sort(free_.begin(), free_.end(), std::greater<int32_t>());
-}
-
-void BlockManager::Fork(uint64_t from, uint64_t to, int64_t num_blocks) {
-  const std::vector<int32_t>& source = Table(from);
-  SHIFT_CHECK(num_blocks <= static_cast<int64_t>(source.size()));
-  SHIFT_CHECK(Table(to).empty());
-  std::vector<int32_t> shared(source.begin(), source.begin() + num_blocks);
-  for (int32_t block : shared) ++ref_counts_[block];
-  if (!shared.empty()) tables_[to] = std::move(shared);
 }
 
 void BlockManager::Free(uint64_t seq) {

@@ -15,22 +15,25 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "router/block_manager.h"
-#include "router/clock.h"
-#include "router/request.h"
+#include "common/defaults.h"
+#include "core/block_manager.h"
+#include "core/clock.h"
+#include "core/request.h"
 
 namespace shift {
 
 struct SchedulerConfig {
-  int64_t max_num_batched_tokens = 2048;  // tokens per step, all sequences
-  int64_t max_num_seqs = 256;             // sequences per step
-  int64_t max_model_len = 4096;           // prompt + max_tokens per request
-  int64_t num_blocks = 0;                 // KV blocks of the group
-  int64_t block_size = 16;                // tokens per block
+  int64_t max_num_batched_tokens = defaults::kMaxNumBatchedTokens;  // tokens per step, all sequences
+  int64_t max_num_seqs = defaults::kMaxNumSeqs;                      // sequences per step
+  int64_t max_model_len = defaults::kMaxModelLen;  // prompt + max_tokens per request
+  int64_t num_blocks = 0;                          // KV blocks of the group
+  int64_t block_size = defaults::kBlockSize;       // tokens per block
   // Reuse the KV of full blocks shared with earlier sequences' prefixes.
   bool enable_prefix_caching = true;
 };
@@ -62,14 +65,20 @@ struct SchedulerOutput {
   int64_t attention = 0;     // positions attended, all tokens (each attends 0..itself)
   // Sequences preempted while building this step.
   std::vector<uint64_t> preempted;
+  // Requests queued (AddRequest or Requeue) since the last Schedule.
+  std::vector<uint64_t> arrived;
   bool empty() const { return sequences.empty(); }
 };
+
+// A token id with its log-probability: a sampled token's alternatives.
+using TokenLogprob = std::pair<int32_t, float>;
 
 // The leader's answer for one sequence of a step.
 struct SampledToken {
   uint64_t seq_id = 0;
   int32_t token_id = 0;
   float logprob = 0.0f;
+  std::vector<TokenLogprob> top;  // the request's top_logprobs alternatives, best first
 };
 
 // What a step (or a FinishRequests call) did to one request.
@@ -77,7 +86,12 @@ struct RequestUpdate {
   uint64_t seq_id = 0;
   std::vector<int32_t> new_tokens;  // at most one per step
   std::vector<float> new_logprobs;  // with return_logprob
+  std::vector<std::vector<TokenLogprob>> new_top_logprobs;  // with top_logprobs, per new token
   FinishReason finish = FinishReason::kNone;  // set when the request ended
+  // When the request was first scheduled and how many of its prompt tokens
+  // came from the prefix cache (for its usage report).
+  absl::Time first_scheduled = absl::InfiniteFuture();
+  int64_t num_cached_tokens = 0;
 };
 
 class Scheduler {
@@ -99,10 +113,10 @@ class Scheduler {
   // Ends requests wherever they are (waiting or running); unknown ids are
   // ignored. Their blocks are free when this returns.
   std::vector<RequestUpdate> FinishRequests(absl::Span<const uint64_t> ids, FinishReason reason);
-  // The step in `output` failed and the group's ranks lost every sequence
+  // The last step failed and the group's ranks lost every sequence
   // (it re-forms): all running requests go back to the head of the queue to
   // recompute, in arrival order.
-  void RequeueAll(const SchedulerOutput& output);
+  void RequeueAll();
 
   // Takes every request out (the group left service): blocks freed, state
   // reset for recompute, in arrival order. Outputs so far are kept.
@@ -110,6 +124,10 @@ class Scheduler {
   // Queues a request taken from another scheduler, by its arrival time (so
   // it is not overtaken by later arrivals), to recompute what it had.
   void Requeue(std::unique_ptr<Request> request);
+
+  // A paused request keeps its blocks but is not scheduled (its client is
+  // not reading its output) until unpaused; unknown ids are ignored.
+  void SetPaused(uint64_t id, bool paused);
 
   const Request* Find(uint64_t id) const;
   bool HasWork() const { return !waiting_.empty() || !running_.empty(); }
@@ -138,6 +156,7 @@ class Scheduler {
   std::deque<Request*> waiting_;  // arrival order, preempted ones first
   std::vector<Request*> running_;  // arrival order
   std::vector<uint64_t> released_;  // since the last Schedule
+  std::vector<uint64_t> arrived_;   // since the last Schedule
   uint64_t next_step_id_ = 1;
   int64_t num_preemptions_ = 0;
   int64_t cached_tokens_ = 0;

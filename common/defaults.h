@@ -1,0 +1,34 @@
+// Every default a user can change, written once: the flags of each binary
+// and the option structs (EngineOptions, SchedulerConfig, RouterOptions,
+// RankOptions) read them from here, so a binary and a library never
+// disagree about what "unset" means.
+#pragma once
+
+#include <cstdint>
+
+namespace shift::defaults {
+
+// KV cache.
+inline constexpr int64_t kKvCacheBytes = int64_t{256} << 20;  // per rank, all layers
+inline constexpr int64_t kBlockSize = 16;                      // tokens per KV block
+// Scheduling (vLLM's names and meanings).
+inline constexpr int64_t kMaxNumBatchedTokens = 2048;  // tokens per step, all sequences
+inline constexpr int64_t kMaxNumSeqs = 256;            // sequences per step
+inline constexpr int64_t kMaxModelLen = 4096;          // prompt + max_tokens per request
+inline constexpr int64_t kMaxQueuedRequests = 1024;    // waiting requests before RESOURCE_EXHAUSTED
+// The shift policy: SP above this many scheduled tokens (CPU builds).
+inline constexpr int64_t kShiftThreshold = 256;
+// Compute threads per rank; results do not depend on it.
+inline constexpr int kThreads = 2;
+// Timeouts, in seconds.
+inline constexpr double kStepTimeoutSeconds = 120;       // a step before its group re-forms
+inline constexpr double kHeartbeatTimeoutSeconds = 5;    // worker silence before a rank is lost
+inline constexpr double kDrainTimeoutSeconds = 30;       // open requests at SIGTERM
+inline constexpr int64_t kRendezvousTimeoutMs = 60000;   // a group's other ranks
+// A stream whose client stops reading: deltas queued before its request
+// pauses, and seconds paused before it is cancelled with RESOURCE_EXHAUSTED.
+inline constexpr int64_t kMaxUndeliveredDeltas = 64;
+inline constexpr int kOutputThreads = 4;  // the router's output side
+inline constexpr double kStalledStreamTimeoutSeconds = 30;
+
+}  // namespace shift::defaults

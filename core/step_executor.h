@@ -1,0 +1,39 @@
+// What runs a step: the one thing the step loop does not know how to do.
+// The router's executor sends the plan to a worker group over its control
+// streams; shift-generate's runs an engine in process; a simulator's would
+// price the step with a cost model on a virtual clock.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/step_mode.h"
+#include "core/scheduler.h"
+
+namespace shift {
+
+struct ExecutedStep {
+  // The leader's tokens: one per sequence with `sample`, in step order.
+  std::vector<SampledToken> sampled;
+  // When the step started (the plan was sent) and ended (its last result
+  // came in), on the executor's clock: the step's measured time.
+  absl::Time started;
+  absl::Time completed;
+  // The slowest rank's own compute and collectives (0: not measured).
+  double rank_seconds = 0;
+};
+
+class StepExecutor {
+ public:
+  virtual ~StepExecutor() = default;
+  // Runs `step` in `mode`, after the ranks forget `released`. UNAVAILABLE:
+  // the group lost a rank and is out of service; any other error: the step
+  // failed and the ranks dropped every sequence (the group re-forms).
+  virtual absl::StatusOr<ExecutedStep> Execute(const SchedulerOutput& step, StepMode mode,
+                                               absl::Span<const uint64_t> released) = 0;
+};
+
+}  // namespace shift

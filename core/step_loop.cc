@@ -1,0 +1,136 @@
+#include "core/step_loop.h"
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace shift {
+namespace {
+
+// "[1,2,3]"
+std::string JsonIds(const std::vector<uint64_t>& ids) {
+  return absl::StrCat("[", absl::StrJoin(ids, ","), "]");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StepTrace>> StepTrace::Open(const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "a");
+  if (file == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--step_trace: cannot open \"", path, "\" for writing: ", std::strerror(errno)));
+  }
+  return std::unique_ptr<StepTrace>(new StepTrace(file));
+}
+
+StepTrace::~StepTrace() { std::fclose(file_); }
+
+void StepTrace::Write(const Line& line) {
+  const PlannedStep& step = *line.step;
+  const StepRecord& record = *line.record;
+  const ShiftDecision& d = record.decision;
+  const StepShape& s = d.inputs;
+  // Each sequence as [id, start position, tokens computed, new to the ranks].
+  std::string seqs = "[";
+  for (size_t i = 0; i < step.output.sequences.size(); ++i) {
+    const ScheduledSequence& q = step.output.sequences[i];
+    absl::StrAppend(&seqs, i ? "," : "", "[", q.seq_id, ",", q.start_position, ",",
+                    q.token_ids.size(), ",", q.is_new ? 1 : 0, "]");
+  }
+  absl::StrAppend(&seqs, "]");
+  // Each sampled token as [id, token].
+  std::string sampled = "[";
+  for (size_t i = 0; i < record.executed.sampled.size(); ++i) {
+    const SampledToken& t = record.executed.sampled[i];
+    absl::StrAppend(&sampled, i ? "," : "", "[", t.seq_id, ",", t.token_id, "]");
+  }
+  absl::StrAppend(&sampled, "]");
+  const std::string predicted =
+      d.predicted_seconds >= 0 ? absl::StrFormat("%.9g", d.predicted_seconds) : "null";
+  absl::FPrintF(file_,
+                "{\"t\":%.6f,\"group\":%u,\"step\":%u,\"mode\":\"%s\",\"tokens\":%d,"
+                "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
+                "\"exploring\":%s,\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g,"
+                "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s}\n",
+                line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens,
+                s.num_sequences, s.num_decodes, s.max_context, s.attention,
+                d.exploring ? "true" : "false", predicted, record.seconds,
+                record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
+                JsonIds(step.output.preempted), seqs, sampled);
+  std::fflush(file_);
+}
+
+StepLoop::StepLoop(Scheduler* scheduler, ShiftPolicy* policy, StepExecutor* executor,
+                   const Clock* clock, StepTrace* trace, uint32_t group)
+    : scheduler_(scheduler),
+      policy_(policy),
+      executor_(executor),
+      clock_(clock),
+      trace_(trace),
+      group_(group),
+      started_(clock->Now()) {}
+
+std::optional<PlannedStep> StepLoop::Plan() {
+  SchedulerOutput out = scheduler_->Schedule();
+  pending_released_.insert(pending_released_.end(), out.released_seq_ids.begin(),
+                           out.released_seq_ids.end());
+  pending_arrived_.insert(pending_arrived_.end(), out.arrived.begin(), out.arrived.end());
+  if (out.empty()) {
+    last_completed_.reset();  // waiting is not the loop's overhead
+    return std::nullopt;
+  }
+  PlannedStep step;
+  step.decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),
+                                   out.num_decodes, out.max_context, out.attention});
+  step.output = std::move(out);
+  step.released = std::move(pending_released_);
+  step.arrived = std::move(pending_arrived_);
+  pending_released_.clear();
+  pending_arrived_.clear();
+  return step;
+}
+
+absl::StatusOr<ExecutedStep> StepLoop::Execute(const PlannedStep& step) {
+  return executor_->Execute(step.output, step.decision.mode, step.released);
+}
+
+absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
+                                            absl::StatusOr<ExecutedStep> executed) {
+  if (!executed.ok()) {
+    // The ranks lost every sequence: all running requests recompute.
+    scheduler_->RequeueAll();
+    pending_released_.clear();
+    last_completed_.reset();
+    return executed.status();
+  }
+  StepRecord record;
+  record.step_id = step.output.step_id;
+  record.decision = step.decision;
+  record.executed = *std::move(executed);
+  record.seconds = absl::ToDoubleSeconds(record.executed.completed - record.executed.started);
+  if (last_completed_) {
+    record.overhead_seconds = absl::ToDoubleSeconds(record.executed.started - *last_completed_);
+  }
+  last_completed_ = record.executed.completed;
+  policy_->Observe(record.decision, record.seconds);
+  record.updates = scheduler_->UpdateFromOutput(step.output, record.executed.sampled);
+  if (trace_ != nullptr) {
+    trace_->Write({absl::ToDoubleSeconds(clock_->Now() - started_), group_, &step, &record});
+  }
+  return record;
+}
+
+absl::StatusOr<std::optional<StepRecord>> StepLoop::RunStep() {
+  std::optional<PlannedStep> step = Plan();
+  if (!step) return std::nullopt;
+  absl::StatusOr<ExecutedStep> executed = Execute(*step);
+  absl::StatusOr<StepRecord> record = Finish(*step, std::move(executed));
+  if (!record.ok()) return record.status();
+  return std::optional<StepRecord>(*std::move(record));
+}
+
+}  // namespace shift

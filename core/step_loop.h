@@ -1,0 +1,113 @@
+// The step loop, written once: schedule → shift policy → execute → update
+// from output (docs/architecture.md, A step's path). The router runs one per
+// worker group, shift-generate one in process, a simulator one on a virtual
+// clock; the scheduler, policy, executor and clock are injected. It does
+// steps only: what becomes of a request's tokens (text, stop strings,
+// streaming) is the caller's business, done outside this loop.
+//
+// A caller whose scheduler is shared with other threads (the router admits
+// and cancels requests while a step runs) calls the three phases itself:
+// Plan and Finish under the lock that guards the scheduler and the policy,
+// Execute without it. A caller with one thread calls RunStep.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/clock.h"
+#include "core/scheduler.h"
+#include "core/shift_policy.h"
+#include "core/step_executor.h"
+
+namespace shift {
+
+// One JSON line per step (--step_trace): its shape, mode, sequences and
+// tokens, and its predicted and measured seconds; a front end that runs the
+// same requests through the same loop writes the same lines but for the
+// timing fields ("t", "predicted_s", "measured_s", "rank_s").
+class StepTrace {
+ public:
+  // Appends to `path`; INVALID_ARGUMENT naming the path when it cannot.
+  static absl::StatusOr<std::unique_ptr<StepTrace>> Open(const std::string& path);
+  ~StepTrace();
+  StepTrace(const StepTrace&) = delete;
+  StepTrace& operator=(const StepTrace&) = delete;
+
+  struct Line;
+  void Write(const Line& line);
+
+ private:
+  explicit StepTrace(std::FILE* file) : file_(file) {}
+  std::FILE* file_;
+};
+
+// A step built by Plan, to be executed and then finished.
+struct PlannedStep {
+  SchedulerOutput output;
+  ShiftDecision decision;
+  std::vector<uint64_t> released;  // sequences the ranks forget first
+  std::vector<uint64_t> arrived;   // requests queued since the last step
+};
+
+// What a step did, for the caller's metrics and output processing.
+struct StepRecord {
+  uint64_t step_id = 0;
+  ShiftDecision decision;
+  ExecutedStep executed;
+  double seconds = 0;  // measured: started to completed
+  // The loop's own time between the previous step's end and this one's
+  // start, when the loop went straight on (< 0: it had been idle).
+  double overhead_seconds = -1;
+  // One per request that got a token or finished.
+  std::vector<RequestUpdate> updates;
+};
+
+struct StepTrace::Line {
+  double t = 0;  // seconds since the loop started, on its clock
+  uint32_t group = 0;
+  const PlannedStep* step = nullptr;
+  const StepRecord* record = nullptr;
+};
+
+class StepLoop {
+ public:
+  // None is owned; all must outlive the loop. `trace` may be null.
+  StepLoop(Scheduler* scheduler, ShiftPolicy* policy, StepExecutor* executor, const Clock* clock,
+           StepTrace* trace = nullptr, uint32_t group = 0);
+
+  // Builds the next step and picks its mode. nullopt: nothing can run now
+  // (nothing queued, or nothing fits this instant); the loop counts as idle.
+  std::optional<PlannedStep> Plan();
+  // Runs a planned step on the executor (no lock needed).
+  absl::StatusOr<ExecutedStep> Execute(const PlannedStep& step);
+  // Applies the step's result: the policy learns its time, the scheduler
+  // takes its tokens, the trace gets its line. On failure every running
+  // request goes back to the queue to recompute (the ranks lost them) and
+  // the executor's error is returned.
+  absl::StatusOr<StepRecord> Finish(const PlannedStep& step, absl::StatusOr<ExecutedStep> executed);
+  // Plan, Execute and Finish in one call; nullopt when nothing could run.
+  absl::StatusOr<std::optional<StepRecord>> RunStep();
+
+  Scheduler* scheduler() const { return scheduler_; }
+
+ private:
+  Scheduler* scheduler_;
+  ShiftPolicy* policy_;
+  StepExecutor* executor_;
+  const Clock* clock_;
+  StepTrace* trace_;
+  uint32_t group_;
+  const absl::Time started_;
+  // Releases and arrivals of schedules that built no step, for the next.
+  std::vector<uint64_t> pending_released_;
+  std::vector<uint64_t> pending_arrived_;
+  // When the last step ended, if the loop has not idled since.
+  std::optional<absl::Time> last_completed_;
+};
+
+}  // namespace shift
