@@ -343,13 +343,14 @@ int Main() {
   std::fprintf(stderr,
                "prefill: %lld prompt tokens of %zu requests in %.3f s (%.1f tokens/s)\n"
                "decode: %lld steps, %lld tokens in %.3f s (%.1f tokens/s, %.1f ms/step)\n"
-               "%lld steps, %lld preemptions\n",
+               "%lld steps, %lld preemptions, %lld KV blocks of %lld tokens\n",
                static_cast<long long>(prompt_tokens), num_requests, prefill_seconds,
                static_cast<double>(prompt_tokens) / std::max(prefill_seconds, 1e-9),
                static_cast<long long>(decode_steps), static_cast<long long>(decode_tokens),
                decode_seconds, decode_tokens / std::max(decode_seconds, 1e-9),
                1e3 * decode_seconds / std::max<int64_t>(decode_steps, 1),
-               static_cast<long long>(steps), static_cast<long long>(scheduler.num_preemptions()));
+               static_cast<long long>(steps), static_cast<long long>(scheduler.num_preemptions()),
+               static_cast<long long>(sc.num_blocks), static_cast<long long>(sc.block_size));
   return 0;
 }
 
