@@ -38,9 +38,20 @@ struct OutputProcessor::Stream {
   // Guarded by the processor's mu_.
   std::deque<Item> pending;
   bool queued = false;  // in ready_ or being delivered
-  bool paused = false;
+  // The request is paused while either holds: the sink said it is full, or
+  // `pending` reached max_pending.
+  bool sink_full = false;
+  bool queue_full = false;
   bool stall_reported = false;
   absl::Time paused_since;
+  bool paused() const { return sink_full || queue_full; }
+  void SetFull(bool* which, absl::Time now) {
+    if (!paused()) {
+      paused_since = now;
+      stall_reported = false;
+    }
+    *which = true;
+  }
 
   // Held while delivering: Close takes it to wait for a delivery under way.
   absl::Mutex deliver_mu;
@@ -75,17 +86,20 @@ void OutputProcessor::Open(uint64_t id, StreamSpec spec) {
   streams_[id] = std::move(stream);
 }
 
-void OutputProcessor::Push(RequestUpdate update) {
+bool OutputProcessor::Push(RequestUpdate update) {
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(update.seq_id);
-  if (it == streams_.end()) return;
+  if (it == streams_.end()) return false;
   Stream& s = *it->second;
   s.pending.push_back({std::move(update), now, absl::OkStatus()});
   if (!s.queued) {
     s.queued = true;
     ready_.push_back(it->second);
   }
+  if (s.queue_full || static_cast<int64_t>(s.pending.size()) < options_.max_pending) return false;
+  s.SetFull(&s.queue_full, now);
+  return true;
 }
 
 void OutputProcessor::Fail(uint64_t id, absl::Status status) {
@@ -119,14 +133,13 @@ void OutputProcessor::Resumed(uint64_t id) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  it->second->paused = false;
-  it->second->stall_reported = false;
+  it->second->sink_full = false;
 }
 
 bool OutputProcessor::IsPaused(uint64_t id) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(id);
-  return it != streams_.end() && it->second->paused;
+  return it != streams_.end() && it->second->paused();
 }
 
 void OutputProcessor::Work(bool watch_stalls) {
@@ -143,7 +156,7 @@ void OutputProcessor::Work(bool watch_stalls) {
         mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(100));
         const absl::Time now = clock_->Now();
         for (auto& [id, stream] : streams_) {
-          if (stream->paused && !stream->stall_reported &&
+          if (stream->paused() && !stream->stall_reported &&
               now - stream->paused_since >= options_.stalled_stream_timeout) {
             stream->stall_reported = true;
             stalled.push_back(id);
@@ -173,14 +186,18 @@ void OutputProcessor::Work(bool watch_stalls) {
     if (outcome.full) {
       {
         absl::MutexLock lock(&mu_);
-        s->paused = true;
-        s->stall_reported = false;
-        s->paused_since = clock_->Now();
+        s->SetFull(&s->sink_full, clock_->Now());
       }
       hooks_.full(s->id);
     }
+    bool drained = false;
     {
       absl::MutexLock lock(&mu_);
+      if (s->queue_full && !outcome.done &&
+          static_cast<int64_t>(s->pending.size()) <= options_.max_pending / 2) {
+        s->queue_full = false;
+        drained = true;
+      }
       if (outcome.done) {
         auto it = streams_.find(s->id);
         if (it != streams_.end() && it->second == s) streams_.erase(it);
@@ -192,6 +209,7 @@ void OutputProcessor::Work(bool watch_stalls) {
         s->queued = false;
       }
     }
+    if (drained) hooks_.drained(s->id);
     if (outcome.done) hooks_.done(s->id, outcome.stopped);
   }
 }

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/defaults.h"
 #include "common/tokenizer.h"
 #include "core/clock.h"
 #include "core/scheduler.h"
@@ -45,9 +46,12 @@ class RequestSink {
 };
 
 struct OutputOptions {
-  int threads = 4;
+  int threads = defaults::kOutputThreads;
+  // Updates a stream may have queued for its sink before its request
+  // pauses (its sink is slower than the steps).
+  int64_t max_pending = defaults::kMaxUndeliveredDeltas;
   // A request paused this long (its sink full) is ended.
-  absl::Duration stalled_stream_timeout = absl::Seconds(30);
+  absl::Duration stalled_stream_timeout = absl::Seconds(defaults::kStalledStreamTimeoutSeconds);
 };
 
 class OutputProcessor {
@@ -60,6 +64,9 @@ class OutputProcessor {
     std::function<void(uint64_t id, bool stopped)> done;
     // The sink said it is full: pause the request (if IsPaused still holds).
     std::function<void(uint64_t id)> full;
+    // The stream's queue, full when Push said so, has drained: unpause the
+    // request (if IsPaused no longer holds).
+    std::function<void(uint64_t id)> drained;
     // The request stayed paused past the timeout: end it.
     std::function<void(uint64_t id)> stalled;
   };
@@ -79,8 +86,10 @@ class OutputProcessor {
   };
   // A new request's stream; before any Push for it.
   void Open(uint64_t id, StreamSpec spec);
-  // A step's update for the request (tokens, maybe its end), queued in order.
-  void Push(RequestUpdate update);
+  // A step's update for the request (tokens, maybe its end), queued in
+  // order. True when the stream's queue is now full: the caller pauses the
+  // request until `drained`.
+  bool Push(RequestUpdate update);
   // Ends the stream with `status` after what was queued before.
   void Fail(uint64_t id, absl::Status status);
   // Drops the stream: once this returns its sink is never called again.

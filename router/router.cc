@@ -69,6 +69,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
       OutputProcessor::Hooks{
           [r](uint64_t id, bool stopped) { r->OnStreamDone(id, stopped); },
           [r](uint64_t id) { r->OnStreamFull(id); },
+          [r](uint64_t id) { r->OnStreamDrained(id); },
           [r](uint64_t id) { r->OnStreamStalled(id); },
       });
   absl::MutexLock lock(&router->mu_);
@@ -383,6 +384,16 @@ void Router::Cancel(uint64_t id, absl::StatusCode code) {
 void Router::Resume(uint64_t id) {
   absl::MutexLock lock(&mu_);
   output_->Resumed(id);
+  if (output_->IsPaused(id)) return;  // its output queue is still full
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  Group* g = groups_[it->second.group].get();
+  if (g->scheduler) g->scheduler->SetPaused(id, false);
+}
+
+void Router::OnStreamDrained(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  if (output_->IsPaused(id)) return;  // its sink is still full
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   Group* g = groups_[it->second.group].get();
@@ -504,7 +515,10 @@ void Router::Record(Group* g, const PlannedStep& step, const StepRecord& record)
   if (record.decision.predicted_seconds >= 0) {
     metrics_->CostPrediction(record.decision.predicted_seconds, record.seconds);
   }
-  for (const RequestUpdate& update : record.updates) output_->Push(update);
+  for (const RequestUpdate& update : record.updates) {
+    // A stream whose output waits undelivered pauses its request.
+    if (output_->Push(update)) g->scheduler->SetPaused(update.seq_id, true);
+  }
 }
 
 v1::ModelInfo Router::ModelInfo() const {

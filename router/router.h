@@ -141,6 +141,7 @@ class Router {
   // The output side's calls (OutputProcessor::Hooks).
   void OnStreamDone(uint64_t id, bool stopped);
   void OnStreamFull(uint64_t id);
+  void OnStreamDrained(uint64_t id);
   void OnStreamStalled(uint64_t id);
 
   const RouterOptions options_;

@@ -106,6 +106,7 @@ absl::Status Serve() {
   options.output.stalled_stream_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_stalled_stream_timeout_s));
   options.max_undelivered_deltas = absl::GetFlag(FLAGS_max_undelivered_deltas);
+  options.output.max_pending = options.max_undelivered_deltas;
 
   RouterMetrics metrics;
   const std::string host = absl::GetFlag(FLAGS_host);
