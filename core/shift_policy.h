@@ -1,5 +1,5 @@
 // The shift policy: for each step the scheduler has built, TP or SP
-// (DESIGN.md, The shift policy). Policies are small objects behind one
+// (docs/architecture.md, Where each decision is made). Policies are small objects behind one
 // interface, chosen by --shift-policy; every decision is returned with the
 // inputs it was made from, so it can be counted and observed, and every
 // step's measured time is fed back (the cost policy learns from it).

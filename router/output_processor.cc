@@ -1,5 +1,10 @@
 #include "router/output_processor.h"
 
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <utility>
 
@@ -7,6 +12,9 @@
 
 namespace shift {
 namespace {
+
+// The output threads' nice value (the step loops keep the process's).
+constexpr int kOutputNice = 5;
 
 v1::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
@@ -69,7 +77,15 @@ OutputProcessor::OutputProcessor(const Tokenizer& tokenizer, RouterMetrics* metr
       options_(options),
       hooks_(std::move(hooks)) {
   const int threads = std::max(1, options_.threads);
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this, i] { Work(/*watch_stalls=*/i == 0); });
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this, i] {
+      pthread_setname_np(pthread_self(), "shift-output");
+      // Below the step loops: with cores to spare this changes nothing; on
+      // a busy machine the next step is planned before output is streamed.
+      setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kOutputNice);
+      Work(/*watch_stalls=*/i == 0);
+    });
+  }
 }
 
 OutputProcessor::~OutputProcessor() {
@@ -86,20 +102,25 @@ void OutputProcessor::Open(uint64_t id, StreamSpec spec) {
   streams_[id] = std::move(stream);
 }
 
-bool OutputProcessor::Push(RequestUpdate update) {
+std::vector<uint64_t> OutputProcessor::Push(std::vector<RequestUpdate> updates) {
   const absl::Time now = clock_->Now();
+  std::vector<uint64_t> full;
   absl::MutexLock lock(&mu_);
-  auto it = streams_.find(update.seq_id);
-  if (it == streams_.end()) return false;
-  Stream& s = *it->second;
-  s.pending.push_back({std::move(update), now, absl::OkStatus()});
-  if (!s.queued) {
-    s.queued = true;
-    ready_.push_back(it->second);
+  for (RequestUpdate& update : updates) {
+    auto it = streams_.find(update.seq_id);
+    if (it == streams_.end()) continue;
+    Stream& s = *it->second;
+    s.pending.push_back({std::move(update), now, absl::OkStatus()});
+    if (!s.queued) {
+      s.queued = true;
+      ready_.push_back(it->second);
+    }
+    if (!s.queue_full && static_cast<int64_t>(s.pending.size()) >= options_.max_pending) {
+      s.SetFull(&s.queue_full, now);
+      full.push_back(s.id);
+    }
   }
-  if (s.queue_full || static_cast<int64_t>(s.pending.size()) < options_.max_pending) return false;
-  s.SetFull(&s.queue_full, now);
-  return true;
+  return full;
 }
 
 void OutputProcessor::Fail(uint64_t id, absl::Status status) {

@@ -86,10 +86,10 @@ class OutputProcessor {
   };
   // A new request's stream; before any Push for it.
   void Open(uint64_t id, StreamSpec spec);
-  // A step's update for the request (tokens, maybe its end), queued in
-  // order. True when the stream's queue is now full: the caller pauses the
-  // request until `drained`.
-  bool Push(RequestUpdate update);
+  // A step's updates (tokens, maybe the request's end), each queued in
+  // order on its stream, under one lock. Returns the requests whose queue
+  // is now full: the caller pauses them until `drained`.
+  std::vector<uint64_t> Push(std::vector<RequestUpdate> updates);
   // Ends the stream with `status` after what was queued before.
   void Fail(uint64_t id, absl::Status status);
   // Drops the stream: once this returns its sink is never called again.

@@ -228,6 +228,7 @@ void Router::Forget(uint64_t id) {
 }
 
 void Router::Evacuate(Group* from, const std::string& why) {
+  StreamOutput(from);  // tokens of its last step first
   std::vector<std::unique_ptr<Request>> moving = from->scheduler->TakeAll();
   int moved = 0, failed = 0;
   for (std::unique_ptr<Request>& r : moving) {
@@ -448,13 +449,17 @@ void Router::Loop(Group* g) {
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) return;
+      if (stopping_) {
+        StreamOutput(g);
+        return;
+      }
     }
     if (!AwaitGroup(g)) continue;
     std::optional<PlannedStep> step;
     {
       absl::MutexLock lock(&mu_);
       if (!g->scheduler->HasWork()) {
+        StreamOutput(g);
         auto wake = [this, g]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return stopping_ || g->scheduler->HasWork();
         };
@@ -463,6 +468,8 @@ void Router::Loop(Group* g) {
         if (!g->scheduler->HasWork()) continue;
       }
       step = g->loop->Plan();
+      // The last step's tokens go out now, while this one runs.
+      StreamOutput(g);
       const int64_t cached = g->scheduler->cached_tokens();
       metrics_->PrefixCacheHits(static_cast<double>(cached - g->cached_tokens));
       g->cached_tokens = cached;
@@ -483,6 +490,7 @@ void Router::Loop(Group* g) {
     const int64_t running = g->scheduler->num_running();
     absl::StatusOr<StepRecord> record = g->loop->Finish(*step, std::move(executed));
     if (!record.ok()) {
+      StreamOutput(g);
       if (absl::IsUnavailable(record.status())) {
         // Out of service until the group re-forms: its requests move on.
         g->complete = false;
@@ -494,12 +502,19 @@ void Router::Loop(Group* g) {
       UpdateLoad(g);
       continue;
     }
-    Record(g, *step, *record);
+    Record(g, *step, *std::move(record));
     UpdateLoad(g);
   }
 }
 
-void Router::Record(Group* g, const PlannedStep& step, const StepRecord& record) {
+void Router::StreamOutput(Group* g) {
+  if (g->unstreamed.empty()) return;
+  // A stream whose output waits undelivered pauses its request.
+  for (uint64_t id : output_->Push(std::move(g->unstreamed))) g->scheduler->SetPaused(id, true);
+  g->unstreamed.clear();
+}
+
+void Router::Record(Group* g, const PlannedStep& step, StepRecord record) {
   const StepMode mode = record.decision.mode;
   const bool switched = g->last_mode && *g->last_mode != mode;
   g->last_mode = mode;
@@ -515,10 +530,9 @@ void Router::Record(Group* g, const PlannedStep& step, const StepRecord& record)
   if (record.decision.predicted_seconds >= 0) {
     metrics_->CostPrediction(record.decision.predicted_seconds, record.seconds);
   }
-  for (const RequestUpdate& update : record.updates) {
-    // A stream whose output waits undelivered pauses its request.
-    if (output_->Push(update)) g->scheduler->SetPaused(update.seq_id, true);
-  }
+  // Streamed once the next step is planned (StreamOutput), so that the output
+  // threads do not compete with planning it.
+  for (RequestUpdate& update : record.updates) g->unstreamed.push_back(std::move(update));
 }
 
 v1::ModelInfo Router::ModelInfo() const {

@@ -115,6 +115,9 @@ class Router {
     int64_t cached_tokens = 0;  // the scheduler's count when last reported
     std::optional<StepMode> last_mode;
     v1::ModeCounters modes;
+    // The last step's updates, handed to the output side once the next
+    // step is planned.
+    std::vector<RequestUpdate> unstreamed;
     std::thread thread;
   };
 
@@ -123,8 +126,10 @@ class Router {
          std::unique_ptr<ShiftPolicy> policy);
   // A group's thread: waits for its ranks, then runs its step loop.
   void Loop(Group* g);
-  // Counts a step that ran and hands its tokens to the output side.
-  void Record(Group* g, const PlannedStep& step, const StepRecord& record)
+  // Hands the group's unstreamed updates to the output side.
+  void StreamOutput(Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a step that ran and keeps its updates for StreamOutput.
+  void Record(Group* g, const PlannedStep& step, StepRecord record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits for the group's ranks; on first formation, sizes its scheduler.
   bool AwaitGroup(Group* g);

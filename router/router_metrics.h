@@ -1,4 +1,4 @@
-// The router's Prometheus metrics (DESIGN.md, Metrics): requests by how they
+// The router's Prometheus metrics (docs/architecture.md, Metrics): requests by how they
 // ended, errors by code, queue and KV usage, token counts, latency
 // histograms, and every shift decision (steps and tokens per mode, switches,
 // the current mode), served on /metrics.

@@ -301,14 +301,6 @@ absl::StatusOr<WorkerHub::StepOutcome> WorkerHub::WaitStep(uint32_t group_id,
   return outcome;
 }
 
-absl::StatusOr<std::vector<rpc::StepResult>> WorkerHub::RunStep(uint32_t group,
-                                                                rpc::StepPlan plan,
-                                                                absl::Duration timeout) {
-  SHIFT_RETURN_IF_ERROR(StartStep(group, std::move(plan)));
-  SHIFT_ASSIGN_OR_RETURN(StepOutcome outcome, WaitStep(group, timeout));
-  return std::move(outcome.results);
-}
-
 void WorkerHub::Shutdown(uint32_t group_id, const std::string& reason) {
   rpc::RouterMessage message;
   message.mutable_shutdown()->set_reason(reason);

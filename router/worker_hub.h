@@ -8,7 +8,7 @@
 // flight fails with UNAVAILABLE naming it, and when it registers again the
 // group re-forms under a new generation. A step that fails on a live group
 // re-forms it at once. Streams are callback reactors with one write in
-// flight; callers of RunStep block, reactors never do.
+// flight; callers of WaitStep block, reactors never do.
 #pragma once
 
 #include <cstdint>
@@ -70,10 +70,6 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
     absl::Time completed;
   };
   absl::StatusOr<StepOutcome> WaitStep(uint32_t group, absl::Duration timeout);
-  // StartStep then WaitStep.
-  absl::StatusOr<std::vector<v1::internal::StepResult>> RunStep(uint32_t group,
-                                                                v1::internal::StepPlan plan,
-                                                                absl::Duration timeout);
   // Asks every rank of the group to exit.
   void Shutdown(uint32_t group, const std::string& reason);
 

@@ -34,7 +34,7 @@ class Communicator {
                                  absl::Span<const int64_t> recv_counts) = 0;
   virtual absl::Status Barrier() = 0;
 
-  // The deterministic all-reduce (DESIGN.md, Determinism): `data` holds this
+  // The deterministic all-reduce (docs/architecture.md, Determinism): `data` holds this
   // rank's subtree value of each of n elements; afterwards every rank holds,
   // for each element, the P values joined by the top of the canonical tree.
   // An all-to-all gives each rank its 1/P slice from everyone, the rank joins

@@ -2,7 +2,7 @@
 // RMSNorm, RoPE (with llama3 scaling), SiLU-and-multiply, bias add, paged
 // attention, and sampling. Each reduces in one fixed order per token and
 // head, so a token's result does not depend on what else is in the batch or
-// on how its prompt was chunked (DESIGN.md, Determinism).
+// on how its prompt was chunked (docs/architecture.md, Determinism).
 #pragma once
 
 #include <cstdint>

@@ -3,9 +3,12 @@
 
 Starts shift-router and one CPU worker on a tiny generated model, runs C
 concurrent decoding requests (C = 1, 64, 256) and reads the router's own
-time per step (shift_router_step_overhead_seconds: scheduling, plan
-building, applying results and streaming, the worker's time excluded) and
-the step count from /metrics. A benchmark, not a test.
+time per step (shift_router_step_overhead_seconds: from a step's last
+result to the next step's plan sent, the worker's time excluded) and the
+step count from /metrics. Beside it, the wall time per step and the mean
+time per output token the clients saw, which also count what the router's
+other threads (output streaming, gRPC) take from the worker on a small
+machine. A benchmark, not a test.
 
     tests/bench/router_overhead_bench.py [--build=build]
 """
@@ -64,20 +67,35 @@ def main():
         client = shift_client.Client(address)
         while not client.status()["groups"][0]["ready"]:
             time.sleep(0.05)
-        print("| running sequences | steps | router time per step (mean) |")
-        print("|---|---|---|")
+        print("| running sequences | steps | router time per step (mean) | wall time per step | "
+              "client time per output token (mean) |")
+        print("|---|---|---|---|---|")
         for concurrency in (1, 64, 256):
             before = scrape(metrics)
+            started = time.time()
+
+            def run(i):
+                first, ids = None, 0
+                for raw in client.generate_stream(text="request %d says hello" % i,
+                                                  max_tokens=args.tokens, ignore_eos=True):
+                    msg = shift_client.decode_generate_response(raw)
+                    if "delta" in msg and msg["delta"]["token_ids"]:
+                        ids += len(msg["delta"]["token_ids"])
+                        if first is None:
+                            first = time.time()
+                return (time.time() - first) / max(ids - 1, 1)
+
             with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-                list(pool.map(lambda i: client.generate(
-                    text="request %d says hello" % i, max_tokens=args.tokens, ignore_eos=True),
-                    range(concurrency)))
+                tpots = list(pool.map(run, range(concurrency)))
+            wall = time.time() - started
             after = scrape(metrics)
             steps = after["shift_router_step_overhead_seconds_count"] - \
                 before["shift_router_step_overhead_seconds_count"]
             seconds = after["shift_router_step_overhead_seconds_sum"] - \
                 before["shift_router_step_overhead_seconds_sum"]
-            print("| %d | %d | %.1f us |" % (concurrency, steps, 1e6 * seconds / steps))
+            print("| %d | %d | %.1f us | %.2f ms | %.2f ms |" % (
+                concurrency, steps, 1e6 * seconds / steps, 1e3 * wall / steps,
+                1e3 * sum(tpots) / len(tpots)))
     finally:
         router.send_signal(signal.SIGTERM)
         for p in procs:

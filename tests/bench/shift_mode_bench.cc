@@ -1,6 +1,6 @@
 // Sweeps the step size N for TP and SP on a group of 2 ranks (threads, Gloo
 // over TCP on 127.0.0.1) with a mid-size generated model: step time and
-// bytes sent per rank, next to the DESIGN.md traffic formulas. Shows where,
+// bytes sent per rank, next to the per-layer traffic formulas. Shows where,
 // or whether, the modes cross on this CPU. A benchmark, not a test.
 #include <algorithm>
 #include <chrono>
@@ -101,7 +101,7 @@ int Main() {
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < sizes.size(); ++i) {
     const double n = static_cast<double>(sizes[i]);
-    // DESIGN.md, per layer and rank: TP 4(P-1)/P·N·D, SP (P-1)/P²·N·(2D + 2·Hkv·d)
+    // Per layer and rank: TP 4(P-1)/P·N·D, SP (P-1)/P²·N·(2D + 2·Hkv·d)
     // elements (layers only; the logits gather comes on top).
     const double tp = 4 * (p - 1) / p * n * d * layers * 4;
     const double sp = (p - 1) / (p * p) * n * (2 * d + 2 * kv) * layers * 4;

@@ -6,16 +6,16 @@
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
-#include <thread>
 #include <random>
+#include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "common/subprocess.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "router/rendezvous_service.h"
@@ -23,8 +23,6 @@
 #include "tests/testing/recorded_run.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
-
-extern char** environ;
 
 namespace shift {
 namespace {
@@ -93,12 +91,24 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
     ASSERT_NE(server_, nullptr);
 
     port_ = port;
-    for (int r = 0; r < GetParam().ranks; ++r) pids_.push_back(SpawnRank(r));
+    for (int r = 0; r < GetParam().ranks; ++r) {
+      absl::StatusOr<Subprocess> worker = SpawnRank(r);
+      ASSERT_TRUE(worker.ok()) << worker.status();
+      workers_.push_back(std::move(*worker));
+    }
     ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
   }
 
+  // Sends `plan` to group 0 and waits for every rank's result.
+  absl::StatusOr<std::vector<rpc::StepResult>> RunStep(rpc::StepPlan plan) {
+    if (absl::Status started = hub_->StartStep(0, std::move(plan)); !started.ok()) return started;
+    auto outcome = hub_->WaitStep(0, absl::Seconds(60));
+    if (!outcome.ok()) return outcome.status();
+    return std::move(outcome->results);
+  }
+
   // Starts rank `r` of the group as a shift-worker process.
-  pid_t SpawnRank(int r) {
+  absl::StatusOr<Subprocess> SpawnRank(int r) {
     const char* bin = std::getenv("SHIFT_BINARY_DIR");
     const std::string worker = std::string(bin ? bin : ".") + "/worker/shift-worker";
     std::vector<std::string> args = {worker,
@@ -110,28 +120,20 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
                                      "--block_size=4",
                                      "--threads=1",
                                      "--rendezvous_timeout_ms=30000"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    EXPECT_EQ(posix_spawn(&pid, worker.c_str(), nullptr, nullptr, argv.data(), environ), 0);
-    return pid;
+    return Subprocess::Start(args);
   }
 
   void TearDown() override {
     if (hub_) hub_->Shutdown(0, "test over");
     // Every worker exits on Shutdown; any that does not within 10 s is killed.
-    for (pid_t pid : pids_) {
-      int status = 0;
-      for (int i = 0; i < 100 && waitpid(pid, &status, WNOHANG) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      if (waitpid(pid, &status, WNOHANG) == 0) {
-        ADD_FAILURE() << "worker " << pid << " did not exit on Shutdown";
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    for (Subprocess& worker : workers_) {
+      const absl::StatusOr<int> exit_code = worker.Wait(absl::Seconds(10));
+      if (!exit_code.ok()) {
+        ADD_FAILURE() << "worker " << worker.pid() << " did not exit on Shutdown";
+        worker.Signal(SIGKILL).IgnoreError();
+        worker.Wait().IgnoreError();
       } else {
-        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "worker status " << status;
+        EXPECT_EQ(*exit_code, 0) << "worker " << worker.pid();
       }
     }
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -174,7 +176,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
         seq->set_start_position(static_cast<uint32_t>(s.start_position));
         seq->set_sample(s.sample);
       }
-      auto results = hub_->RunStep(0, plan, absl::Seconds(60));
+      auto results = RunStep(std::move(plan));
       if (!results.ok()) return results.status();
       EXPECT_EQ(results->size(), static_cast<size_t>(GetParam().ranks));
       const auto& leader = (*results)[0];
@@ -201,7 +203,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
         release.set_step_id(++step_id_);
         for (auto& [id, n] : blocks_sent) release.add_released_seq_ids(id);
         ++steps_[0];  // a plan with no mode runs as TP (it only releases)
-        auto released = hub_->RunStep(0, release, absl::Seconds(60));
+        auto released = RunStep(std::move(release));
         if (!released.ok()) return released.status();
       }
     }
@@ -213,7 +215,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
   RendezvousService store_;
   std::unique_ptr<WorkerHub> hub_;
   std::unique_ptr<grpc::Server> server_;
-  std::vector<pid_t> pids_;  // by rank
+  std::vector<Subprocess> workers_;  // by rank
   int port_ = 0;
   uint64_t step_id_ = 0;
   double steps_[2] = {0, 0};  // plans sent per mode: TP, SP
@@ -291,7 +293,7 @@ TEST_P(WorkerRecoveryTest, LostRanksAreNamedAndRestartedRanksRejoin) {
   std::thread killer([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     killed_at = Clock::now().time_since_epoch().count();
-    kill(pids_[victim], SIGKILL);
+    EXPECT_TRUE(workers_[victim].Signal(SIGKILL).ok());
   });
   absl::Status failure;
   for (int i = 0; i < 200 && failure.ok(); ++i) failure = Replay(random, "while killing");
@@ -306,12 +308,12 @@ TEST_P(WorkerRecoveryTest, LostRanksAreNamedAndRestartedRanksRejoin) {
   EXPECT_NE(failure.message().find(named), std::string::npos) << failure;
   EXPECT_LT(seconds, 10.0) << "the loss took " << seconds << " s to reach the driver";
   std::printf("kill to UNAVAILABLE: %.3f s\n", seconds);
-  int status = 0;
-  ASSERT_EQ(waitpid(pids_[victim], &status, 0), pids_[victim]);
-  EXPECT_TRUE(WIFSIGNALED(status));
+  const absl::StatusOr<int> killed = workers_[victim].Wait();
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  EXPECT_EQ(*killed, -SIGKILL);
 
   // The survivors stay up, and the incomplete group refuses steps at once.
-  for (int r = 0; r < victim; ++r) EXPECT_EQ(waitpid(pids_[r], &status, WNOHANG), 0) << r;
+  for (int r = 0; r < victim; ++r) EXPECT_TRUE(workers_[r].Running()) << r;
   const Clock::time_point asked = Clock::now();
   const absl::Status refused = Replay(tp, "incomplete");
   EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
@@ -319,14 +321,16 @@ TEST_P(WorkerRecoveryTest, LostRanksAreNamedAndRestartedRanksRejoin) {
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - asked).count(), 1.0);
 
   // Restarted, it rejoins under a new generation and the group serves again.
-  pids_[victim] = SpawnRank(victim);
+  absl::StatusOr<Subprocess> restarted = SpawnRank(victim);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  workers_[victim] = std::move(*restarted);
   ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
   const uint64_t second_generation = hub_->Generation(0);
   EXPECT_GT(second_generation, first_generation);
   ExpectSameAsSingleRank(random, "after the restart");
 
   // Frozen (alive, stream open, silent): lost after the heartbeat timeout.
-  kill(pids_[0], SIGSTOP);
+  ASSERT_TRUE(workers_[0].Signal(SIGSTOP).ok());
   const Clock::time_point frozen_at = Clock::now();
   const absl::Status silent = Replay(tp, "frozen leader");
   const double silent_seconds = std::chrono::duration<double>(Clock::now() - frozen_at).count();
@@ -335,26 +339,25 @@ TEST_P(WorkerRecoveryTest, LostRanksAreNamedAndRestartedRanksRejoin) {
   std::printf("freeze to UNAVAILABLE: %.3f s (heartbeat timeout 3 s)\n", silent_seconds);
   EXPECT_GE(silent_seconds, 2.5);
   EXPECT_LT(silent_seconds, 10.0);
-  kill(pids_[0], SIGKILL);
-  ASSERT_EQ(waitpid(pids_[0], &status, 0), pids_[0]);
-  pids_[0] = SpawnRank(0);
+  ASSERT_TRUE(workers_[0].Signal(SIGKILL).ok());
+  ASSERT_TRUE(workers_[0].Wait().ok());
+  restarted = SpawnRank(0);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  workers_[0] = std::move(*restarted);
   ASSERT_TRUE(hub_->WaitForGroup(0, GetParam().ranks, absl::Seconds(60)).ok());
   EXPECT_GT(hub_->Generation(0), second_generation);
   ExpectSameAsSingleRank(sp, "after the second restart");
 }
 
-INSTANTIATE_TEST_SUITE_P(Processes, WorkerRecoveryTest,
-                         ::testing::Values(Case{2, 2}, Case{4, 2}),
+INSTANTIATE_TEST_SUITE_P(Processes, WorkerRecoveryTest, ::testing::Values(Case{2, 2}, Case{4, 2}),
                          [](const auto& info) {
-                           return "P" + std::to_string(info.param.ranks) + "Hkv" +
-                                  std::to_string(info.param.kv_heads);
+                           return absl::StrCat("P", info.param.ranks, "Hkv", info.param.kv_heads);
                          });
 
 INSTANTIATE_TEST_SUITE_P(Processes, WorkerGroupTest,
                          ::testing::Values(Case{2, 2}, Case{4, 2}, Case{4, 4}),
                          [](const auto& info) {
-                           return "P" + std::to_string(info.param.ranks) + "Hkv" +
-                                  std::to_string(info.param.kv_heads);
+                           return absl::StrCat("P", info.param.ranks, "Hkv", info.param.kv_heads);
                          });
 
 }  // namespace

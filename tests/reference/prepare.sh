@@ -14,7 +14,7 @@ rm -rf "$OUT" && mkdir -p "$OUT/logits" "$OUT/tokens"
 model() {  # name, then shift-mkmodel flags
   local name=$1; shift
   "$BIN/tools/shift-mkmodel" --out="$OUT/logits/$name" --seed=7 "$@" >/dev/null
-  "$BIN/tools/shift-generate" --model="$OUT/logits/$name" --prompt_tokens=300 --chunk=64 \
+  "$BIN/tools/shift-generate" --model="$OUT/logits/$name" --prompt_tokens=300 --max_num_batched_tokens=64 \
     --max_tokens=16 --ignore_eos --print_ids --dump_logits="$OUT/logits/$name/logits.json" \
     >/dev/null 2>&1
   echo "made $name"
