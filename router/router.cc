@@ -68,8 +68,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
       tokenizer, metrics, clock, r->options_.output,
       OutputProcessor::Hooks{
           [r](uint64_t id, bool stopped) { r->OnStreamDone(id, stopped); },
-          [r](uint64_t id) { r->OnStreamFull(id); },
-          [r](uint64_t id) { r->OnStreamDrained(id); },
+          [r](uint64_t id) { r->OnStreamPause(id); },
+          [r](uint64_t id) { r->OnStreamPause(id); },
           [r](uint64_t id) { r->OnStreamStalled(id); },
       });
   absl::MutexLock lock(&router->mu_);
@@ -382,41 +382,35 @@ void Router::Cancel(uint64_t id, absl::StatusCode code) {
   output_->Close(id);
 }
 
+Router::Group* Router::GroupOf(uint64_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return nullptr;
+  Group* g = groups_[it->second.group].get();
+  return g->scheduler ? g : nullptr;
+}
+
+void Router::FollowPause(uint64_t id) {
+  // The scheduler's pause follows the output side's, whichever call comes
+  // last: a full sink, a drained queue and a Resume may race.
+  if (Group* g = GroupOf(id)) g->scheduler->SetPaused(id, output_->IsPaused(id));
+}
+
 void Router::Resume(uint64_t id) {
   absl::MutexLock lock(&mu_);
   output_->Resumed(id);
-  if (output_->IsPaused(id)) return;  // its output queue is still full
-  auto it = streams_.find(id);
-  if (it == streams_.end()) return;
-  Group* g = groups_[it->second.group].get();
-  if (g->scheduler) g->scheduler->SetPaused(id, false);
+  FollowPause(id);
 }
 
-void Router::OnStreamDrained(uint64_t id) {
+void Router::OnStreamPause(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  if (output_->IsPaused(id)) return;  // its sink is still full
-  auto it = streams_.find(id);
-  if (it == streams_.end()) return;
-  Group* g = groups_[it->second.group].get();
-  if (g->scheduler) g->scheduler->SetPaused(id, false);
-}
-
-void Router::OnStreamFull(uint64_t id) {
-  absl::MutexLock lock(&mu_);
-  // A Resume may have come in between: then the sink has room again.
-  if (!output_->IsPaused(id)) return;
-  auto it = streams_.find(id);
-  if (it == streams_.end()) return;
-  Group* g = groups_[it->second.group].get();
-  if (g->scheduler) g->scheduler->SetPaused(id, true);
+  FollowPause(id);
 }
 
 void Router::OnStreamStalled(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  auto it = streams_.find(id);
-  if (it == streams_.end()) return;
-  Group* g = groups_[it->second.group].get();
-  if (g->scheduler) g->scheduler->FinishRequests({id}, FinishReason::kCancelled);
+  Group* g = GroupOf(id);
+  if (g == nullptr) return;
+  g->scheduler->FinishRequests({id}, FinishReason::kCancelled);
   Fail(id, absl::ResourceExhaustedError(absl::StrCat(
                "the client did not read its stream for ",
                absl::FormatDuration(options_.output.stalled_stream_timeout),
@@ -426,12 +420,11 @@ void Router::OnStreamStalled(uint64_t id) {
 
 void Router::OnStreamDone(uint64_t id, bool stopped) {
   absl::MutexLock lock(&mu_);
-  auto it = streams_.find(id);
-  if (it == streams_.end()) return;
-  Group* g = groups_[it->second.group].get();
+  Group* g = GroupOf(id);
+  if (g == nullptr) return;
   // A stop string matched: the scheduler, which knows only token ids, ends
   // the request now.
-  if (stopped && g->scheduler) g->scheduler->FinishRequests({id}, FinishReason::kStop);
+  if (stopped) g->scheduler->FinishRequests({id}, FinishReason::kStop);
   Forget(id);
   UpdateLoad(g);
 }

@@ -143,10 +143,13 @@ class Router {
   void Fail(uint64_t id, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateLoad(const Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The group serving open request `id` (null if none, or not formed yet).
+  Group* GroupOf(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pauses or unpauses request `id` as the output side says it should be.
+  void FollowPause(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The output side's calls (OutputProcessor::Hooks).
   void OnStreamDone(uint64_t id, bool stopped);
-  void OnStreamFull(uint64_t id);
-  void OnStreamDrained(uint64_t id);
+  void OnStreamPause(uint64_t id);  // full, or drained
   void OnStreamStalled(uint64_t id);
 
   const RouterOptions options_;
