@@ -25,6 +25,10 @@ inline constexpr double kStepTimeoutSeconds = 120;       // a step before its gr
 inline constexpr double kHeartbeatTimeoutSeconds = 5;    // worker silence before a rank is lost
 inline constexpr double kDrainTimeoutSeconds = 30;       // open requests at SIGTERM
 inline constexpr int64_t kRendezvousTimeoutMs = 60000;   // a group's other ranks
+inline constexpr double kReconnectTimeoutSeconds = 120;  // a worker without a router
+// Moves of a request to another group (its own lost a rank) before it
+// fails with UNAVAILABLE.
+inline constexpr int kRequeueLimit = 3;
 // A stream whose client stops reading: deltas queued before its request
 // pauses, and seconds paused before it is cancelled with RESOURCE_EXHAUSTED.
 inline constexpr int64_t kMaxUndeliveredDeltas = 64;

@@ -44,7 +44,7 @@ struct RouterOptions {
   std::string model_fingerprint;  // ranks must register with the same one
   uint32_t num_groups = 1;         // data-parallel worker groups 0..num_groups-1
   uint32_t world_size = 1;         // ranks per group
-  int max_requeues = 3;            // moves to another group before UNAVAILABLE
+  int max_requeues = defaults::kRequeueLimit;  // moves to another group before UNAVAILABLE
   // Limits; num_blocks is taken from the ranks (the smallest) when the group
   // forms, and block_size must match theirs.
   SchedulerConfig scheduler;

@@ -34,7 +34,7 @@ ABSL_FLAG(uint32_t, world_size, 1, "Ranks per worker group (1, 2, 4 or 8)");
 ABSL_FLAG(uint32_t, groups, 1,
           "Data-parallel worker groups (workers pass --group=0..G-1); requests go to the group "
           "with the least outstanding work");
-ABSL_FLAG(int32_t, requeue_limit, 3,
+ABSL_FLAG(int32_t, requeue_limit, shift::defaults::kRequeueLimit,
           "Times a request may move to another group when its group loses a rank; then "
           "UNAVAILABLE");
 ABSL_FLAG(double, drain_timeout_s, shift::defaults::kDrainTimeoutSeconds,

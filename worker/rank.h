@@ -28,8 +28,8 @@ struct RankOptions {
   // How long to wait for the other ranks at rendezvous.
   int64_t rendezvous_timeout_ms = defaults::kRendezvousTimeoutMs;
   // How long to keep trying to (re)connect while no router answers.
-  absl::Duration reconnect_timeout = absl::Seconds(120);
-  // Deterministic mode (DESIGN.md, Determinism). The CPU engine has no
+  absl::Duration reconnect_timeout = absl::Seconds(defaults::kReconnectTimeoutSeconds);
+  // Deterministic mode (docs/architecture.md, Determinism). The CPU engine has no
   // other mode; false is refused on CPU.
   bool deterministic = true;
   // Where this rank serves gRPC health and Prometheus /metrics (0: any port)

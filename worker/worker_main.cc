@@ -16,11 +16,11 @@ ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes, "Bytes for th
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
 ABSL_FLAG(int32_t, threads, shift::defaults::kThreads, "Compute threads (results do not depend on it)");
 ABSL_FLAG(int64_t, rendezvous_timeout_ms, shift::defaults::kRendezvousTimeoutMs, "How long to wait for the group's other ranks");
-ABSL_FLAG(double, reconnect_timeout_s, 120,
+ABSL_FLAG(double, reconnect_timeout_s, shift::defaults::kReconnectTimeoutSeconds,
           "How long to keep trying to reach the router (at start, or after losing it) before "
           "exiting; the weights stay loaded meanwhile");
 ABSL_FLAG(bool, deterministic, true,
-          "Bitwise-identical results in every mode and batch (DESIGN.md, Determinism); the CPU "
+          "Bitwise-identical results in every mode and batch (docs/architecture.md, Determinism); the CPU "
           "engine is always deterministic");
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address this rank binds and advertises (health, /metrics, collectives)");
