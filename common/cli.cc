@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <iostream>
 #include <string>
 
-#include "absl/flags/parse.h"
+#include "absl/base/config.h"
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -17,6 +21,32 @@ namespace {
 std::string& ProgramName() {
   static auto* name = new std::string("shift");
   return *name;
+}
+
+// absl::ParseCommandLine, except that a usage flag (--help, --helpfull,
+// --help=substring, --version, ...) prints to stdout and exits 0: asking for
+// help is not a failure. Abseil's own handling exits 1, and its public API
+// has no way to parse without acting on usage flags, hence the internal calls
+// (whose signatures changed in the 2023-08 release). Unknown flags and bad
+// values still make Abseil print why and exit 1.
+std::vector<char*> ParseFlags(int argc, char** argv) {
+  namespace fi = absl::flags_internal;
+#if !defined(ABSL_LTS_RELEASE_VERSION) || ABSL_LTS_RELEASE_VERSION >= 20230802
+  std::vector<char*> positional = fi::ParseCommandLineImpl(
+      argc, argv, fi::UsageFlagsAction::kIgnoreUsage, fi::OnUndefinedFlag::kAbortIfUndefined);
+  const bool usage =
+      fi::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != fi::HelpMode::kNone;
+#else
+  std::vector<char*> positional = fi::ParseCommandLineImpl(
+      argc, argv, fi::ArgvListAction::kRemoveParsedArgs, fi::UsageFlagsAction::kIgnoreUsage,
+      fi::OnUndefinedFlag::kAbortIfUndefined);
+  const bool usage = fi::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1;
+#endif
+  if (usage) {
+    std::cout.flush();
+    std::exit(0);
+  }
+  return positional;
 }
 
 }  // namespace
@@ -64,7 +94,7 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
     rewritten->push_back(std::move(arg));
     args[i] = rewritten->back().data();
   }
-  return absl::ParseCommandLine(argc, args.data());
+  return ParseFlags(argc, args.data());
 }
 
 int ReportFailure(const absl::Status& status) {

@@ -117,11 +117,12 @@ std::vector<std::string> PreTokenizer::Split(std::string_view text) const {
 void PreTokenizer::ApplyStep(const Step& step, std::string_view piece,
                              std::vector<std::string>* out) {
   if (step.kind == Kind::kByteLevel) {
+    std::string& result = out->emplace_back();
     if (step.add_prefix_space && piece.front() != ' ') {
-      out->push_back(" " + std::string(piece));
-    } else {
-      out->emplace_back(piece);
+      result.reserve(piece.size() + 1);
+      result.push_back(' ');
     }
+    result.append(piece);
     return;
   }
   std::vector<Regex::Span> matches;

@@ -3,12 +3,9 @@
 // and reports TTFT, TPOT, inter-token latency, end-to-end latency,
 // throughput and goodput, as a table and as JSON. Prompts are token ids of
 // exact lengths and generation ignores EOS, so every length is as asked.
-#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <netdb.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,7 +25,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/cli.h"
+#include "common/defaults.h"
 #include "common/status.h"
+#include "common/subprocess.h"
 #include "shift/v1/generation.grpc.pb.h"
 #include "tools/workload/plots.h"
 #include "tools/workload/workload.h"
@@ -69,13 +68,11 @@ ABSL_FLAG(std::string, compare, "",
 ABSL_FLAG(std::string, model, "", "--compare: the model directory the clusters serve");
 ABSL_FLAG(int32_t, world_size, 2, "--compare: ranks (P) per configuration");
 ABSL_FLAG(std::string, shift_policy, "threshold", "--compare: the policy of `shift`");
-ABSL_FLAG(int64_t, shift_threshold, 256, "--compare: --shift_threshold of the routers");
+ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold, "--compare: --shift_threshold of the routers");
 ABSL_FLAG(int32_t, worker_threads, 1, "--compare: compute threads per rank");
-ABSL_FLAG(int64_t, kv_cache_bytes, 256 << 20, "--compare: KV cache bytes per rank");
+ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes, "--compare: KV cache bytes per rank");
 ABSL_FLAG(std::string, metrics_address, "",
           "The router's /metrics host:port, scraped during the run for the mode-over-time plot");
-
-extern char** environ;
 
 namespace shift {
 namespace {
@@ -384,12 +381,13 @@ class LocalCluster {
     const std::string ports = dir + "/ports";
     std::filesystem::remove(ports);
     std::filesystem::remove(dir + "/steps.jsonl");
-    c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
-              "--metrics_port=0", "--ports_file=" + ports, absl::StrCat("--world_size=", world),
-              absl::StrCat("--groups=", groups), "--shift_policy=" + policy,
-              "--step_trace=" + dir + "/steps.jsonl",
-              absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
-             dir + "/router.log");
+    SHIFT_RETURN_IF_ERROR(
+        c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
+                  "--metrics_port=0", "--ports_file=" + ports, absl::StrCat("--world_size=", world),
+                  absl::StrCat("--groups=", groups), "--shift_policy=" + policy,
+                  "--step_trace=" + dir + "/steps.jsonl",
+                  absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
+                 dir + "/router.log"));
     std::string text;
     for (int i = 0; i < 300 && (text.empty() || text.back() != '\n'); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -405,12 +403,12 @@ class LocalCluster {
     c->metrics = absl::StrCat("127.0.0.1:", metrics_port);
     for (int g = 0; g < groups; ++g) {
       for (int r = 0; r < world; ++r) {
-        c->Spawn({bin + "/worker/shift-worker", "--router=" + c->address,
-                  absl::StrCat("--group=", g), absl::StrCat("--rank=", r),
-                  absl::StrCat("--world_size=", world), "--model=" + model,
-                  absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
-                  absl::StrCat("--kv_cache_bytes=", absl::GetFlag(FLAGS_kv_cache_bytes))},
-                 absl::StrCat(dir, "/worker-g", g, "-r", r, ".log"));
+        SHIFT_RETURN_IF_ERROR(c->Spawn(
+            {bin + "/worker/shift-worker", "--router=" + c->address, absl::StrCat("--group=", g),
+             absl::StrCat("--rank=", r), absl::StrCat("--world_size=", world), "--model=" + model,
+             absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
+             absl::StrCat("--kv_cache_bytes=", absl::GetFlag(FLAGS_kv_cache_bytes))},
+            absl::StrCat(dir, "/worker-g", g, "-r", r, ".log")));
       }
     }
     // Ready when every group has formed.
@@ -432,17 +430,10 @@ class LocalCluster {
   }
 
   ~LocalCluster() {
-    if (!pids_.empty()) kill(pids_.front(), SIGTERM);  // the router stops its workers
-    for (pid_t pid : pids_) {
-      int status = 0;
-      for (int i = 0; i < 150 && waitpid(pid, &status, WNOHANG) == 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      if (waitpid(pid, &status, WNOHANG) == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-      }
-    }
+    // The router stops its workers on SIGTERM. Each process has 15 s to exit;
+    // the Subprocess destructors then kill (SIGKILL) and reap any still running.
+    if (!processes_.empty()) processes_.front().Signal(SIGTERM).IgnoreError();
+    for (Subprocess& process : processes_) process.Wait(absl::Seconds(15)).IgnoreError();
   }
 
   std::string address, metrics;
@@ -455,23 +446,13 @@ class LocalCluster {
     const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
     return self.parent_path().parent_path().string();
   }
-  void Spawn(std::vector<std::string> args, const std::string& log) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid;
-    if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) == 0) {
-      pids_.push_back(pid);
-    }
-    posix_spawn_file_actions_destroy(&actions);
+  absl::Status Spawn(const std::vector<std::string>& argv, const std::string& log) {
+    SHIFT_ASSIGN_OR_RETURN(Subprocess process, Subprocess::Start(argv, log));
+    processes_.push_back(std::move(process));
+    return absl::OkStatus();
   }
 
-  std::vector<pid_t> pids_;
+  std::vector<Subprocess> processes_;  // the router first
 };
 
 absl::Status Compare() {
@@ -521,9 +502,8 @@ absl::Status Compare() {
       gp << "\n";
     }
   }
-  if (std::system(absl::StrCat("cd '", dir, "' && gnuplot compare.gp 2>> gnuplot.log").c_str()) !=
-      0) {
-    std::fprintf(stderr, "shift-bench: gnuplot failed; see %s/gnuplot.log\n", dir.c_str());
+  if (const absl::Status plotted = wl::RunGnuplot(dir, "compare.gp"); !plotted.ok()) {
+    std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
   }
   {
     std::ofstream(dir + "/compare.md") << table;

@@ -6,10 +6,6 @@
 #include "common/status.h"
 #include "kernels/cpu/parallel.h"
 
-// The helpers below pass 32-byte vectors by value; they are always inlined
-// into each instruction-set clone, so no call ever uses the vector ABI.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace shift::kernels::cpu {
 namespace {
 
@@ -17,25 +13,33 @@ namespace {
 // same element gets the same mul and add whatever the instruction set.
 typedef float V8 __attribute__((vector_size(32)));
 
-__attribute__((always_inline)) inline V8 Load(const float* p) {
-  V8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
+// Vectors go through pointers and references, never by value: a 32-byte
+// vector passed or returned by value uses an ABI that depends on the
+// instruction set and changed across GCC versions (-Wpsabi).
+__attribute__((always_inline)) inline void Load(const float* p, V8* v) {
+  std::memcpy(v, p, sizeof(*v));
 }
-__attribute__((always_inline)) inline void Store(float* p, V8 v) { std::memcpy(p, &v, sizeof(v)); }
+__attribute__((always_inline)) inline void Store(float* p, const V8& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
 
-// Joins `count` (1, 2, 4 or 8) group sums by the canonical tree.
+// Joins `count` (1, 2, 4 or 8) group sums by the canonical tree into *sum
+// (an output pointer, not a return value: T may be V8).
 template <typename T>
-__attribute__((always_inline)) inline T Tree(const T* g, int count) {
+__attribute__((always_inline)) inline void Tree(const T* g, int count, T* sum) {
   switch (count) {
     case 1:
-      return g[0];
+      *sum = g[0];
+      break;
     case 2:
-      return g[0] + g[1];
+      *sum = g[0] + g[1];
+      break;
     case 4:
-      return (g[0] + g[1]) + (g[2] + g[3]);
+      *sum = (g[0] + g[1]) + (g[2] + g[3]);
+      break;
     default:
-      return ((g[0] + g[1]) + (g[2] + g[3])) + ((g[4] + g[5]) + (g[6] + g[7]));
+      *sum = ((g[0] + g[1]) + (g[2] + g[3])) + ((g[4] + g[5]) + (g[6] + g[7]));
+      break;
   }
 }
 
@@ -50,7 +54,9 @@ __attribute__((always_inline)) inline void Tile(const float* x, int64_t ldx, con
     const float* xg = x + g * len;
     const float* pg = panel + g * len * kPanelWidth;
     for (int64_t k = 0; k < len; ++k) {
-      const V8 w0 = Load(pg + k * kPanelWidth), w1 = Load(pg + k * kPanelWidth + 8);
+      V8 w0, w1;
+      Load(pg + k * kPanelWidth, &w0);
+      Load(pg + k * kPanelWidth + 8, &w1);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const float a = xg[r * ldx + k];
@@ -69,7 +75,9 @@ __attribute__((always_inline)) inline void Tile(const float* x, int64_t ldx, con
     for (int h = 0; h < 2; ++h) {
       V8 g[kReductionGroups];
       for (int i = 0; i < count; ++i) g[i] = parts[i][r][h];
-      Store(out + r * ldo + 8 * h, Tree(g, count));
+      V8 sum;
+      Tree(g, count, &sum);
+      Store(out + r * ldo + 8 * h, sum);
     }
   }
 }
@@ -150,7 +158,11 @@ void Gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const G
   });
 }
 
-float JoinSubtrees(const float* values, int parts) { return Tree(values, parts); }
+float JoinSubtrees(const float* values, int parts) {
+  float sum;
+  Tree(values, parts, &sum);
+  return sum;
+}
 
 float CanonicalDot(const float* a, const float* b, int64_t k) {
   SHIFT_CHECK(k % kReductionGroups == 0, "K = ", k);
@@ -161,7 +173,9 @@ float CanonicalDot(const float* a, const float* b, int64_t k) {
     for (int64_t j = i * len; j < (i + 1) * len; ++j) acc = acc + a[j] * b[j];
     g[i] = acc;
   }
-  return Tree(g, kReductionGroups);
+  float sum;
+  Tree(g, kReductionGroups, &sum);
+  return sum;
 }
 
 }  // namespace shift::kernels::cpu

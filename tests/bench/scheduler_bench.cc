@@ -48,7 +48,7 @@ class DecodeLoop {
     }
     sampled_.clear();
     for (const ScheduledSequence& s : out.sequences) {
-      if (s.sample) sampled_.push_back(SampledToken{s.seq_id, 5, -0.1f});
+      if (s.sample) sampled_.push_back(SampledToken{s.seq_id, 5, -0.1f, {}});
     }
     const std::vector<RequestUpdate> updates = sched_.UpdateFromOutput(out, sampled_);
     benchmark::DoNotOptimize(updates.data());

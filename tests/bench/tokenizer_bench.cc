@@ -6,6 +6,7 @@
 #include <random>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
 #include "common/tokenizer.h"
 #include "tests/unit/tokenizer_test_data.h"
@@ -101,7 +102,7 @@ std::string EnglishLikeText() {
     } else if (r < 9) {
       text += ", ";
     } else if (r < 10) {
-      text += " " + std::to_string(rng() % 100000) + " ";
+      absl::StrAppend(&text, " ", rng() % 100000, " ");
     } else if (r < 11) {
       text += ".\n\n";
       capitalize = true;

@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gloo/rendezvous/hash_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -111,7 +112,7 @@ TEST_P(CommunicatorTest, DeterministicAllReduceEqualsTheTree) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, CommunicatorTest, ::testing::Values(2, 4, 8),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+                         [](const auto& info) { return absl::StrCat("P", info.param); });
 
 TEST(CommunicatorErrorsTest, MissingRankTimesOutWithAClearError) {
   gloo::rendezvous::HashStore store;

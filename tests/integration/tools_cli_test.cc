@@ -1,10 +1,9 @@
 // The command-line tools as a user runs them: shift-mkmodel writes models that
 // load, shift-inspect reads them back and tokenizes, and both explain bad
-// input and document their flags.
-#include <sys/wait.h>
+// input and document their flags; every binary's --help succeeds.
+#include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -12,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/model_config.h"
+#include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -29,27 +30,29 @@ struct ToolRun {
   std::string output;  // stdout and stderr
 };
 
-// `tool` is a name under tools/ or a path under the build directory.
-ToolRun RunTool(const std::string& tool, const std::string& args) {
-  const char* bin = std::getenv("SHIFT_BINARY_DIR");
-  const std::string path = tool.find('/') == std::string::npos ? "/tools/" + tool : "/" + tool;
-  const std::string command = std::string(bin != nullptr ? bin : ".") + path + " " + args + " 2>&1";
-  ToolRun run{-1, ""};
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) run.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
-
 std::string ReadAll(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// Runs `tool` (a name under tools/ or a path under the build directory) with
+// `args`, without a shell, to its end.
+ToolRun RunTool(const std::string& tool, std::vector<std::string> args) {
+  const char* bin = std::getenv("SHIFT_BINARY_DIR");
+  const std::string path = tool.find('/') == std::string::npos ? "/tools/" + tool : "/" + tool;
+  args.insert(args.begin(), std::string(bin != nullptr ? bin : ".") + path);
+  static int runs = 0;
+  const std::filesystem::path log =
+      std::filesystem::path(::testing::TempDir()) /
+      ("shift_tools_cli_" + std::to_string(::getpid()) + "_" + std::to_string(runs++) + ".log");
+  absl::StatusOr<Subprocess> child = Subprocess::Start(args, log.string());
+  if (!child.ok()) return ToolRun{-1, child.status().ToString()};
+  const absl::StatusOr<int> exit_code = child->Wait();
+  ToolRun run{exit_code.ok() ? *exit_code : -1, ReadAll(log)};
+  std::filesystem::remove(log);
+  return run;
 }
 
 std::string SharedData() {
@@ -71,7 +74,7 @@ class ToolsCliTest : public ::testing::Test {
 
 TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {
   const std::string model = (dir_ / "tiny").string();
-  ToolRun made = RunTool("shift-mkmodel", "--preset=tiny --seed=3 --out=" + model);
+  ToolRun made = RunTool("shift-mkmodel", {"--preset=tiny", "--seed=3", "--out=" + model});
   ASSERT_EQ(made.exit_code, 0) << made.output;
   EXPECT_THAT(made.output, HasSubstr("tokenizer:"));
   auto files = OpenModelFiles(model);
@@ -79,7 +82,7 @@ TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {
   EXPECT_EQ(files->config.num_hidden_layers, 2);
 
   ToolRun inspected =
-      RunTool("shift-inspect", "--model=" + model + " --tensors --prompt='Hello, 世界 🚀'");
+      RunTool("shift-inspect", {"--model=" + model, "--tensors", "--prompt=Hello, 世界 🚀"});
   ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
   EXPECT_THAT(inspected.output, HasSubstr("streamed back: identical to the prompt"));
   EXPECT_THAT(inspected.output, HasSubstr("model.layers.1.mlp.down_proj.weight"));
@@ -87,41 +90,45 @@ TEST_F(ToolsCliTest, MkmodelTinyLoadsAndInspectTokenizes) {
 
 TEST_F(ToolsCliTest, GenerateStreamsTextAndIsReproducible) {
   const std::string model = (dir_ / "gen").string();
-  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --seed=5 --out=" + model).exit_code, 0);
-  const std::string args = "--model=" + model +
-                           " --prompt='The lighthouse' --max_tokens=12 --ignore_eos "
-                           "--temperature=0.7 --top_k=40 --seed=9";
+  ASSERT_EQ(RunTool("shift-mkmodel", {"--preset=tiny", "--seed=5", "--out=" + model}).exit_code, 0);
+  const std::vector<std::string> args = {"--model=" + model,  "--prompt=The lighthouse",
+                                         "--max_tokens=12",   "--ignore_eos",
+                                         "--temperature=0.7", "--top_k=40",
+                                         "--seed=9"};
   ToolRun first = RunTool("shift-generate", args);
   ASSERT_EQ(first.exit_code, 0) << first.output;
   EXPECT_THAT(first.output, HasSubstr("The lighthouse"));
   EXPECT_THAT(first.output, HasSubstr("decode: 11 steps, 11 tokens"));
-  // Same seed, same text; a batch and another chunk size change nothing
-  // for the first sequence.
-  ToolRun again = RunTool("shift-generate", args + " --batch=3 --chunk=1 --threads=1");
+  // Same seed, same text; a batch, another chunk size and a KV cache so
+  // small that requests are preempted change nothing for the first one.
+  std::vector<std::string> batched = args;
+  batched.insert(batched.end(), {"--batch=3", "--max_num_batched_tokens=2", "--threads=1",
+                                 "--block_size=4", "--kv_cache_bytes=12288"});
+  ToolRun again = RunTool("shift-generate", batched);
   ASSERT_EQ(again.exit_code, 0) << again.output;
   auto text = [](const std::string& out) { return out.substr(0, out.find("prefill:")); };
   EXPECT_EQ(text(again.output), text(first.output));
-  ExpectRefused(RunTool("shift-generate", "--model=" + model + " --max_tokens=5000"),
-                "exceed the model's context");
+  EXPECT_THAT(again.output, ::testing::Not(HasSubstr(" 0 preemptions")));
+  ExpectRefused(RunTool("shift-generate", {"--model=" + model, "--max_tokens=5000"}),
+                "over the maximum model length");
 }
 
 // --dump_logits: the rows the tokens were sampled from, for comparison with
 // an independent implementation (tests/reference).
 TEST_F(ToolsCliTest, GenerateDumpsTheLogitsOfEachGreedyToken) {
   const std::string model = (dir_ / "gen").string();
-  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --seed=5 --out=" + model).exit_code, 0);
+  ASSERT_EQ(RunTool("shift-mkmodel", {"--preset=tiny", "--seed=5", "--out=" + model}).exit_code, 0);
   const std::string dump = (dir_ / "logits.json").string();
-  ToolRun run = RunTool("shift-generate", "--model=" + model +
-                                              " --prompt_tokens=40 --chunk=16 --max_tokens=6 "
-                                              "--ignore_eos --print_ids --dump_logits=" +
-                                              dump);
+  ToolRun run = RunTool("shift-generate",
+                        {"--model=" + model, "--prompt_tokens=40", "--max_num_batched_tokens=16", "--max_tokens=6",
+                         "--ignore_eos", "--print_ids", "--dump_logits=" + dump});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json json = nlohmann::json::parse(ReadAll(dump));
   EXPECT_EQ(json["prompt_ids"].size(), 40u);
   const auto generated = json["generated_ids"].get<std::vector<int32_t>>();
   ASSERT_EQ(generated.size(), 6u);
   std::string printed;
-  for (int32_t id : generated) printed += (printed.empty() ? "" : " ") + std::to_string(id);
+  for (int32_t id : generated) absl::StrAppend(&printed, printed.empty() ? "" : " ", id);
   EXPECT_EQ(run.output.substr(0, run.output.find('\n')), printed);
   ASSERT_EQ(json["logits"].size(), 6u);
   for (size_t i = 0; i < generated.size(); ++i) {
@@ -147,8 +154,9 @@ TEST_F(ToolsCliTest, InspectEncodesLinesAsTheReferenceTokenizer) {
   const std::filesystem::path input = dir_ / "strings.jsonl";
   std::ofstream(input) << lines;
   for (const char* name : {"gpt-2", "llama-bpe", "qwen2", "deepseek-llm"}) {
-    ToolRun run = RunTool("shift-inspect", "--tokenizer=" + (data / name).string() +
-                                               ".tokenizer.json --encode_jsonl=" + input.string());
+    ToolRun run =
+        RunTool("shift-inspect", {"--tokenizer=" + (data / name).string() + ".tokenizer.json",
+                                  "--encode_jsonl=" + input.string()});
     ASSERT_EQ(run.exit_code, 0) << name << ": " << run.output;
     // The expected lines have a leading space before each id.
     std::istringstream expected(ReadAll(data / (std::string(name) + ".expected-ids.txt")));
@@ -163,19 +171,17 @@ TEST_F(ToolsCliTest, InspectEncodesLinesAsTheReferenceTokenizer) {
     EXPECT_EQ(line, 46) << name;
   }
   std::ofstream(dir_ / "bad.jsonl") << "\"fine\"\n{\"not\": \"a string\"}\n";
-  ExpectRefused(RunTool("shift-inspect",
-                        "--tokenizer=" + (data / "gpt-2").string() +
-                            ".tokenizer.json --encode_jsonl=" + (dir_ / "bad.jsonl").string()),
-                "bad.jsonl:2: not a JSON string");
+  ExpectRefused(
+      RunTool("shift-inspect", {"--tokenizer=" + (data / "gpt-2").string() + ".tokenizer.json",
+                                "--encode_jsonl=" + (dir_ / "bad.jsonl").string()}),
+      "bad.jsonl:2: not a JSON string");
 }
 
 TEST_F(ToolsCliTest, MkmodelShardsAndOverrides) {
   const std::string model = (dir_ / "sharded").string();
-  ToolRun made =
-      RunTool("shift-mkmodel",
-              "--preset=tiny --num_layers=3 --num_kv_heads=1 --architecture=Qwen2ForCausalLM "
-              "--dtype=fp32 --max_shard_bytes=200000 --out=" +
-                  model);
+  ToolRun made = RunTool("shift-mkmodel", {"--preset=tiny", "--num_layers=3", "--num_kv_heads=1",
+                                           "--architecture=Qwen2ForCausalLM", "--dtype=fp32",
+                                           "--max_shard_bytes=200000", "--out=" + model});
   ASSERT_EQ(made.exit_code, 0) << made.output;
   auto files = OpenModelFiles(model);
   ASSERT_TRUE(files.ok()) << files.status();
@@ -187,7 +193,8 @@ TEST_F(ToolsCliTest, MkmodelShardsAndOverrides) {
 
 TEST_F(ToolsCliTest, MkmodelConfigOnlyForLargeShapes) {
   const std::string model = (dir_ / "l70").string();
-  ToolRun made = RunTool("shift-mkmodel", "--preset=llama3-70b --config_only --out=" + model);
+  ToolRun made =
+      RunTool("shift-mkmodel", {"--preset=llama3-70b", "--config_only", "--out=" + model});
   ASSERT_EQ(made.exit_code, 0) << made.output;
   auto config = LoadModelConfig(model);
   ASSERT_TRUE(config.ok()) << config.status();
@@ -199,64 +206,87 @@ TEST_F(ToolsCliTest, MkmodelConfigOnlyForLargeShapes) {
 }
 
 TEST_F(ToolsCliTest, BadInputIsExplained) {
-  ExpectRefused(RunTool("shift-mkmodel", "--preset=tiny"), "--out is required");
-  ExpectRefused(RunTool("shift-mkmodel", "--preset=huge --out=" + (dir_ / "x").string()),
+  ExpectRefused(RunTool("shift-mkmodel", {"--preset=tiny"}), "--out is required");
+  ExpectRefused(RunTool("shift-mkmodel", {"--preset=huge", "--out=" + (dir_ / "x").string()}),
                 "unknown preset");
-  ExpectRefused(RunTool("shift-inspect", "--model=" + (dir_ / "nowhere").string()), "config.json");
+  ExpectRefused(RunTool("shift-inspect", {"--model=" + (dir_ / "nowhere").string()}),
+                "config.json");
 }
 
 TEST_F(ToolsCliTest, HelpListsFlagsWithDefaults) {
-  ToolRun help = RunTool("shift-mkmodel", "--help");
+  ToolRun help = RunTool("shift-mkmodel", {"--help"});
   EXPECT_THAT(help.output, HasSubstr("Writes a random-weight"));
   EXPECT_THAT(help.output, HasSubstr("--preset"));
   EXPECT_THAT(help.output, HasSubstr("default: \"tiny\""));
-  ToolRun inspect = RunTool("shift-inspect", "--help");
+  ToolRun inspect = RunTool("shift-inspect", {"--help"});
   EXPECT_THAT(inspect.output, HasSubstr("--model"));
   EXPECT_THAT(inspect.output, HasSubstr("--prompt"));
 }
 
+// Asking for help succeeds: the description and the program's own flags on
+// stdout, exit code 0, from every user-facing binary (shiftctl after a
+// command too). A flag that does not exist or a bad value still fails.
+TEST_F(ToolsCliTest, HelpExitsZeroInEveryBinary) {
+  const std::vector<std::string> binaries = {
+      "router/shift-router", "worker/shift-worker", "shift-generate", "shift-bench", "shiftctl",
+      "shift-mkmodel",       "shift-inspect"};
+  for (const std::string& binary : binaries) {
+    for (const char* flag : {"--help", "--helpfull"}) {
+      ToolRun help = RunTool(binary, {flag});
+      EXPECT_EQ(help.exit_code, 0) << binary << " " << flag << ": " << help.output;
+      EXPECT_THAT(help.output, HasSubstr("Usage: ")) << binary << " " << flag;
+      EXPECT_THAT(help.output, HasSubstr("default: ")) << binary << " " << flag;
+    }
+    ExpectRefused(RunTool(binary, {"--no_such_flag"}), "Unknown command line flag 'no_such_flag'");
+    ExpectRefused(RunTool(binary, {"--help", "--no_such_flag"}), "no_such_flag");
+  }
+  ToolRun status_help = RunTool("shiftctl", {"status", "--help"});
+  EXPECT_EQ(status_help.exit_code, 0) << status_help.output;
+  EXPECT_THAT(status_help.output, HasSubstr("--address"));
+  ExpectRefused(RunTool("shiftctl", {"--timeout_s=soon"}), "timeout_s");
+}
+
 TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
   const std::string model = (dir_ / "tiny").string();
-  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --out=" + model).exit_code, 0);
-  ToolRun help = RunTool("worker/shift-worker", "--help");
+  ASSERT_EQ(RunTool("shift-mkmodel", {"--preset=tiny", "--out=" + model}).exit_code, 0);
+  ToolRun help = RunTool("worker/shift-worker", {"--help"});
   for (const char* flag : {"--router", "--group", "--rank", "--world_size", "--model",
                            "--kv_cache_bytes", "--block_size", "--threads", "--deterministic",
                            "--rendezvous_timeout_ms", "--metrics_port"}) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
   // None of these needs a router: each fails before connecting.
-  const std::string nowhere = " --router=127.0.0.1:1 --model=" + model;
-  ExpectRefused(RunTool("worker/shift-worker", "--router=127.0.0.1:1"), "--model is required");
-  ExpectRefused(RunTool("worker/shift-worker", "--rank=2 --world_size=2" + nowhere),
-                "--rank must be below --world_size");
-  ExpectRefused(RunTool("worker/shift-worker", "--deterministic=false" + nowhere),
-                "always deterministic");
-  ExpectRefused(RunTool("worker/shift-worker", "--rank=0 --world_size=3" + nowhere),
-                "cannot run on a group of 3 ranks");
-  ExpectRefused(RunTool("worker/shift-worker", "--kv_cache_bytes=16" + nowhere),
-                "below one KV block");
+  auto nowhere = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--router=127.0.0.1:1", "--model=" + model});
+    return RunTool("worker/shift-worker", args);
+  };
+  ExpectRefused(RunTool("worker/shift-worker", {"--router=127.0.0.1:1"}), "--model is required");
+  ExpectRefused(nowhere({"--rank=2", "--world_size=2"}), "--rank must be below --world_size");
+  ExpectRefused(nowhere({"--deterministic=false"}), "always deterministic");
+  ExpectRefused(nowhere({"--rank=0", "--world_size=3"}), "cannot run on a group of 3 ranks");
+  ExpectRefused(nowhere({"--kv_cache_bytes=16"}), "below one KV block");
 }
 
 TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
   const std::string model = (dir_ / "tiny").string();
-  ASSERT_EQ(RunTool("shift-mkmodel", "--preset=tiny --out=" + model).exit_code, 0);
-  ToolRun help = RunTool("router/shift-router", "--help");
+  ASSERT_EQ(RunTool("shift-mkmodel", {"--preset=tiny", "--out=" + model}).exit_code, 0);
+  ToolRun help = RunTool("router/shift-router", {"--help"});
   for (const char* flag :
        {"--port", "--metrics_port", "--model", "--world_size", "--shift_policy",
         "--shift_threshold", "--max_num_batched_tokens", "--max_num_seqs", "--max_queued_requests",
         "--max_model_len", "default: 256", "default: \"threshold\""}) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
-  const std::string base = " --host=127.0.0.1 --port=0 --metrics_port=0 --model=" + model;
-  ExpectRefused(RunTool("router/shift-router", "--port=0"), "--model is required");
+  auto router = [&](const std::string& flag) {
+    return RunTool("router/shift-router",
+                   {flag, "--host=127.0.0.1", "--port=0", "--metrics_port=0", "--model=" + model});
+  };
+  ExpectRefused(RunTool("router/shift-router", {"--port=0"}), "--model is required");
   // Dashed spellings are the same flags.
-  ExpectRefused(RunTool("router/shift-router", "--shift-policy=fastest" + base),
-                "unknown shift policy \"fastest\"");
-  ExpectRefused(RunTool("router/shift-router", "--max-model-len=100000" + base),
-                "over the model's context of 2048");
-  ExpectRefused(RunTool("router/shift-router", "--max_num_seqs=0" + base), "must be positive");
-  ExpectRefused(RunTool("router/shift-router", "--step_trace=/nonexistent/dir/steps.jsonl" + base),
-                "--step_trace: cannot open");
+  ExpectRefused(router("--shift-policy=fastest"), "unknown shift policy \"fastest\"");
+  ExpectRefused(router("--max-model-len=100000"), "over the model's context of 2048");
+  ExpectRefused(router("--max_num_seqs=0"), "must be positive");
+  ExpectRefused(router("--step_trace=/nonexistent/dir/steps.jsonl"), "--step_trace: cannot open");
 }
 
 }  // namespace

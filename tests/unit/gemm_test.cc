@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace shift::kernels::cpu {
@@ -104,8 +105,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GemmTest,
                                            Shape{5, 33, 200}, Shape{4, 64, 8}, Shape{17, 100, 256},
                                            Shape{9, 129, 1000}),
                          [](const auto& info) {
-                           return "m" + std::to_string(info.param.m) + "n" +
-                                  std::to_string(info.param.n) + "k" + std::to_string(info.param.k);
+                           return absl::StrCat("m", info.param.m, "n", info.param.n, "k",
+                                               info.param.k);
                          });
 
 }  // namespace

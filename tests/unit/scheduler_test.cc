@@ -1243,7 +1243,7 @@ TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
           ASSERT_EQ(s.token_ids[i], t[p]);
           kv[std::make_pair(table[p / kBs], p % kBs)] = prefix_hash(t, p + 1);
         }
-        if (s.sample) sampled.push_back({s.seq_id, next_token(t), 0.0f});
+        if (s.sample) sampled.push_back({s.seq_id, next_token(t), 0.0f, {}});
       }
       if (uniform(0, 99) < 3) {  // the step fails; the group re-forms
         sched.RequeueAll();
@@ -1267,7 +1267,7 @@ TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
     const SchedulerOutput out = sched.Schedule();
     std::vector<SampledToken> sampled;
     for (const ScheduledSequence& s : out.sequences) {
-      if (s.sample) sampled.push_back({s.seq_id, 1, 0.0f});
+      if (s.sample) sampled.push_back({s.seq_id, 1, 0.0f, {}});
     }
     sched.UpdateFromOutput(out, sampled);
   }

@@ -1,16 +1,20 @@
 // The load generator's workload library: trace readers on the real public
 // traces (when ../shared/data is there) and on malformed files, arrival
 // processes, prompts that share exactly the prefixes a trace names, and the
-// report's statistics.
+// report's statistics and plots.
 #include "tools/workload/workload.h"
+
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
+#include "tools/workload/plots.h"
 
 namespace shift::workload {
 namespace {
@@ -145,6 +149,60 @@ TEST(ReportTest, CountsPercentilesAndGoodput) {
   EXPECT_NEAR(r.goodput * r.duration, 50, 1e-9);  // TTFT <= 0.5 s
   EXPECT_THAT(ReportTable(r), HasSubstr("RESOURCE_EXHAUSTED: 1"));
   EXPECT_EQ(ReportJson(r)["completed"], 100);
+}
+
+// Whether `program` is an executable file in a PATH directory.
+bool OnPath(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    const std::filesystem::path file = std::filesystem::path(dir) / program;
+    if (!dir.empty() && ::access(file.c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+std::vector<Outcome> SomeOutcomes() {
+  std::vector<Outcome> outcomes;
+  for (int i = 0; i < 20; ++i) {
+    Outcome o;
+    o.start = 0.2 * i;
+    o.ttft = 0.01 * (i + 1);
+    o.e2e = o.ttft + 0.5;
+    o.output_tokens = 5;
+    for (int t = 0; t < 5; ++t) o.token_times.push_back(o.start + o.ttft + 0.1 * t);
+    outcomes.push_back(o);
+  }
+  return outcomes;
+}
+
+// gnuplot runs without a shell: quotes and spaces in the directory (or the
+// title) are just characters.
+TEST(PlotsTest, ADirectoryNamedWithQuotesAndSpacesGetsItsPngs) {
+  if (!OnPath("gnuplot")) GTEST_SKIP() << "gnuplot is not installed";
+  testing::TestTempDir tmp;
+  const std::string dir = tmp.Sub("it's a \"plot\" dir");
+  const std::vector<ModeSample> modes = {{0, 0, 0}, {1, 10, 2}, {2, 15, 9}};
+  const absl::Status plotted = WritePlots(dir, "a 'quoted' \"title\"", SomeOutcomes(), modes);
+  ASSERT_TRUE(plotted.ok()) << plotted;
+  for (const char* png : {"latency_cdf.png", "throughput.png", "ttft_over_time.png", "modes.png"}) {
+    const std::filesystem::path file = std::filesystem::path(dir) / png;
+    ASSERT_TRUE(std::filesystem::exists(file)) << file;
+    EXPECT_GT(std::filesystem::file_size(file), 1000u) << file;
+  }
+}
+
+TEST(PlotsTest, WithoutGnuplotTheDataStaysAndTheErrorSaysSo) {
+  testing::TestTempDir tmp;
+  const char* path = std::getenv("PATH");
+  const std::string saved = path != nullptr ? path : "";
+  ::setenv("PATH", tmp.path().c_str(), 1);  // an empty directory: no gnuplot
+  const absl::Status plotted = WritePlots(tmp.Sub("plots"), "t", SomeOutcomes(), {});
+  ::setenv("PATH", saved.c_str(), 1);
+  EXPECT_EQ(plotted.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(plotted.message(), HasSubstr("gnuplot is not installed"));
+  EXPECT_TRUE(std::filesystem::exists(tmp.Sub("plots/ttft_cdf.dat")));
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "common/status.h"
+#include "common/subprocess.h"
 
 namespace shift::workload {
 namespace {
@@ -18,6 +21,12 @@ void WriteCdf(const std::string& path, std::vector<double> values) {
   for (size_t i = 0; i < values.size(); ++i) {
     out << 1000 * values[i] << " " << static_cast<double>(i + 1) / values.size() << "\n";
   }
+}
+
+// `text` as a gnuplot string literal: single-quoted (no escapes), a quote
+// doubled.
+std::string GnuplotString(const std::string& text) {
+  return absl::StrCat("'", absl::StrReplaceAll(text, {{"'", "''"}}), "'");
 }
 
 }  // namespace
@@ -77,7 +86,7 @@ absl::Status WritePlots(const std::string& dir, const std::string& title,
   {
     std::ofstream gp(dir + "/plots.gp");
     gp << "set terminal pngcairo size 900,500\nset grid\nset key bottom right\n"
-       << "set title \"" << title << "\"\n"
+       << "set title " << GnuplotString(title) << "\n"
        << "set output 'latency_cdf.png'\nset xlabel 'ms'\nset ylabel 'fraction of requests'\n"
        << "set logscale x\n"
        << "plot 'ttft_cdf.dat' using 1:2 with lines lw 2 title 'TTFT', "
@@ -93,10 +102,25 @@ absl::Status WritePlots(const std::string& dir, const std::string& title,
                             : "plot 'modes.dat' using 1:2 with lines lw 2 title 'TP steps/s', "
                               "'modes.dat' using 1:3 with lines lw 2 title 'SP steps/s'\n");
   }
-  const std::string command = absl::StrCat("cd '", dir, "' && gnuplot plots.gp 2> gnuplot.log");
-  if (std::system(command.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("gnuplot failed (see ", dir,
-                                               "/gnuplot.log); the data files are in ", dir));
+  return RunGnuplot(dir, "plots.gp");
+}
+
+absl::Status RunGnuplot(const std::string& dir, const std::string& script) {
+  const std::string log = dir + "/gnuplot.log";
+  absl::StatusOr<Subprocess> gnuplot = Subprocess::Start({"gnuplot", script}, log, dir);
+  if (!gnuplot.ok()) {
+    if (absl::IsNotFound(gnuplot.status())) {
+      return absl::UnavailableError(absl::StrCat(
+          "gnuplot is not installed (not found on PATH); the data files are in ", dir));
+    }
+    return absl::UnavailableError(
+        absl::StrCat(gnuplot.status().message(), "; the data files are in ", dir));
+  }
+  SHIFT_ASSIGN_OR_RETURN(const int code, gnuplot->Wait());
+  if (code != 0) {
+    return absl::UnavailableError(absl::StrCat("gnuplot failed (",
+                                               code < 0 ? "signal " : "exit code ", std::abs(code),
+                                               "; see ", log, "); the data files are in ", dir));
   }
   return absl::OkStatus();
 }

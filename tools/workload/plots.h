@@ -24,4 +24,9 @@ absl::Status WritePlots(const std::string& dir, const std::string& title,
                         const std::vector<Outcome>& outcomes,
                         const std::vector<ModeSample>& modes);
 
+// Runs gnuplot (no shell) on `script`, a file in `dir`, from `dir`; its
+// output goes to `dir`/gnuplot.log. The error says whether gnuplot is missing
+// or failed.
+absl::Status RunGnuplot(const std::string& dir, const std::string& script);
+
 }  // namespace shift::workload
