@@ -173,8 +173,12 @@ class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
       const int code = static_cast<int>(status.error_code());
       outcome_.code = code >= 0 && code <= 16 ? kNames[code] : absl::StrCat("CODE_", code);
     }
-    done_(std::move(outcome_));
+    // Deleted before reporting: the last report lets the caller destroy the
+    // channel, which this call's context must not outlive.
+    auto done = std::move(done_);
+    wl::Outcome outcome = std::move(outcome_);
     delete this;
+    done(std::move(outcome));
   }
 
  private:
