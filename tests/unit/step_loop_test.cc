@@ -1,0 +1,219 @@
+// The core step loop driven with a fake executor on a manual clock (no
+// workers, no network): requests run to the end with chunked prefill, the
+// policy picks each step's mode and learns its measured time, a failed step
+// sends every sequence again from the start, the trace says what each step
+// did, and the loop's own overhead counts only between back-to-back steps.
+#include "core/step_loop.h"
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/temp_dir.h"
+
+namespace shift {
+namespace {
+
+// Samples token seq_id * 1000 + position; a step takes 1 ms per token on
+// the manual clock. Fails the steps listed in `fail`.
+class FakeExecutor final : public StepExecutor {
+ public:
+  explicit FakeExecutor(ManualClock* clock) : clock_(clock) {}
+
+  absl::StatusOr<ExecutedStep> Execute(const SchedulerOutput& step, StepMode mode,
+                                       absl::Span<const uint64_t> released) override {
+    steps.push_back(step);
+    modes.push_back(mode);
+    releases.emplace_back(released.begin(), released.end());
+    ExecutedStep executed;
+    executed.started = clock_->Now();
+    clock_->Advance(absl::Milliseconds(step.num_tokens));
+    executed.completed = clock_->Now();
+    if (fail.count(step.step_id)) return absl::InternalError("rank 1 failed");
+    for (const ScheduledSequence& s : step.sequences) {
+      if (!s.sample) continue;
+      const int64_t position = s.start_position + static_cast<int64_t>(s.token_ids.size());
+      executed.sampled.push_back(
+          {s.seq_id, static_cast<int32_t>(s.seq_id * 1000 + position), -0.5f, {}});
+    }
+    return executed;
+  }
+
+  std::map<uint64_t, bool> fail;
+  std::vector<SchedulerOutput> steps;
+  std::vector<StepMode> modes;
+  std::vector<std::vector<uint64_t>> releases;
+
+ private:
+  ManualClock* clock_;
+};
+
+// The threshold policy, remembering what it was told.
+class RecordingPolicy final : public ShiftPolicy {
+ public:
+  const std::string& name() const override { return inner_->name(); }
+  ShiftDecision Decide(const StepShape& step) override { return inner_->Decide(step); }
+  void Observe(const ShiftDecision& decision, double seconds) override {
+    observed.push_back({decision.inputs.num_tokens, seconds});
+  }
+  std::vector<std::pair<int64_t, double>> observed;
+
+ private:
+  std::unique_ptr<ShiftPolicy> inner_ = MakeThresholdPolicy(8);
+};
+
+class StepLoopTest : public ::testing::Test {
+ protected:
+  StepLoopTest() : executor_(&clock_) {
+    SchedulerConfig config;
+    config.max_num_batched_tokens = 12;
+    config.num_blocks = 64;
+    config.block_size = 4;
+    scheduler_ = std::make_unique<Scheduler>(config, &clock_);
+  }
+
+  void Add(uint64_t id, int prompt, uint32_t max_tokens) {
+    auto r = std::make_unique<Request>();
+    r->id = id;
+    for (int i = 0; i < prompt; ++i) r->prompt.push_back(i + 1);
+    r->params.max_tokens = max_tokens;
+    r->params.ignore_eos = true;
+    r->arrival = clock_.Now();
+    ASSERT_TRUE(scheduler_->AddRequest(std::move(r)).ok());
+  }
+
+  // Runs until nothing is left; each request's tokens and finish.
+  std::map<uint64_t, std::vector<int32_t>> RunAll(StepLoop& loop,
+                                                  std::vector<StepRecord>* records = nullptr) {
+    std::map<uint64_t, std::vector<int32_t>> tokens;
+    while (scheduler_->HasWork()) {
+      auto ran = loop.RunStep();
+      EXPECT_TRUE(ran.ok()) << ran.status();
+      if (!ran.ok() || !ran->has_value()) break;
+      for (const RequestUpdate& u : (*ran)->updates) {
+        tokens[u.seq_id].insert(tokens[u.seq_id].end(), u.new_tokens.begin(), u.new_tokens.end());
+      }
+      if (records) records->push_back(**ran);
+      clock_.Advance(absl::Microseconds(50));  // the loop's own time
+    }
+    return tokens;
+  }
+
+  ManualClock clock_;
+  FakeExecutor executor_;
+  RecordingPolicy policy_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(StepLoopTest, RunsRequestsToTheEndAndTheModeFollowsThePolicy) {
+  StepLoop loop(scheduler_.get(), &policy_, &executor_, &clock_);
+  Add(1, 20, 3);  // two 12-token budgets: chunked
+  Add(2, 3, 4);
+  std::vector<StepRecord> records;
+  const auto tokens = RunAll(loop, &records);
+  EXPECT_EQ(tokens.at(1), (std::vector<int32_t>{1020, 1021, 1022}));
+  EXPECT_EQ(tokens.at(2), (std::vector<int32_t>{2003, 2004, 2005, 2006}));
+  ASSERT_EQ(executor_.steps.size(), policy_.observed.size());
+  for (size_t i = 0; i < executor_.steps.size(); ++i) {
+    const int64_t n = executor_.steps[i].num_tokens;
+    EXPECT_EQ(executor_.modes[i],
+              n > 8 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+    // The policy learns the measured time: 1 ms per token on the fake.
+    EXPECT_EQ(policy_.observed[i].first, n);
+    EXPECT_DOUBLE_EQ(policy_.observed[i].second, 1e-3 * n);
+    EXPECT_DOUBLE_EQ(records[i].seconds, 1e-3 * n);
+  }
+  EXPECT_EQ(executor_.steps[0].num_tokens, 12);  // a chunk of request 1
+  EXPECT_EQ(scheduler_->blocks().num_used(), 0);
+}
+
+TEST_F(StepLoopTest, FailedStepRecomputesEverySequenceFromTheStart) {
+  StepLoop loop(scheduler_.get(), &policy_, &executor_, &clock_);
+  Add(1, 6, 5);
+  Add(2, 5, 5);
+  ASSERT_TRUE(loop.RunStep().ok());  // both prefills
+  ASSERT_TRUE(loop.RunStep().ok());  // a decode each
+  executor_.fail[3] = true;
+  auto failed = loop.RunStep();
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
+  // The ranks lost both: they come back whole, as new, prompt and output.
+  auto again = loop.RunStep();
+  ASSERT_TRUE(again.ok() && again->has_value()) << again.status();
+  const SchedulerOutput& step = executor_.steps.back();
+  ASSERT_EQ(step.sequences.size(), 2u);
+  for (const ScheduledSequence& s : step.sequences) {
+    EXPECT_TRUE(s.is_new);
+    EXPECT_EQ(s.start_position, 0);
+  }
+  EXPECT_EQ(step.sequences[0].token_ids.size(), 6u + 2u);
+  EXPECT_TRUE(executor_.releases.back().empty());
+  // 2 tokens before the failure and 1 with the recompute: the last 2 follow
+  // on from position 6 + 3.
+  const auto tokens = RunAll(loop);
+  EXPECT_EQ(tokens.at(1), (std::vector<int32_t>{1009, 1010}));
+  EXPECT_EQ(scheduler_->blocks().num_used(), 0);
+}
+
+TEST_F(StepLoopTest, TraceSaysWhatEachStepDid) {
+  testing::TestTempDir tmp;
+  const std::string path = tmp.Sub("steps.jsonl");
+  auto trace = StepTrace::Open(path);
+  ASSERT_TRUE(trace.ok()) << trace.status();
+  StepLoop loop(scheduler_.get(), &policy_, &executor_, &clock_, trace->get(), 3);
+  Add(1, 10, 2);
+  Add(2, 4, 2);
+  RunAll(loop);
+  std::ifstream in(path);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), executor_.steps.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const nlohmann::json& l = lines[i];
+    const SchedulerOutput& step = executor_.steps[i];
+    EXPECT_EQ(l["group"], 3);
+    EXPECT_EQ(l["step"], step.step_id);
+    EXPECT_EQ(l["tokens"], step.num_tokens);
+    EXPECT_EQ(l["mode"], step.num_tokens > 8 ? "sp" : "tp");
+    EXPECT_DOUBLE_EQ(l["measured_s"].get<double>(), 1e-3 * step.num_tokens);
+    ASSERT_EQ(l["seqs"].size(), step.sequences.size());
+    for (size_t j = 0; j < step.sequences.size(); ++j) {
+      const ScheduledSequence& s = step.sequences[j];
+      EXPECT_EQ(l["seqs"][j], nlohmann::json::array({s.seq_id, s.start_position,
+                                                     s.token_ids.size(), s.is_new ? 1 : 0}));
+    }
+  }
+  EXPECT_EQ(lines[0]["arrived"], nlohmann::json::array({1, 2}));
+  EXPECT_EQ(lines[1]["arrived"], nlohmann::json::array());
+  size_t sampled = 0;
+  for (const nlohmann::json& l : lines) sampled += l["sampled"].size();
+  EXPECT_EQ(sampled, 4u);  // two tokens for each request
+}
+
+TEST_F(StepLoopTest, OverheadCountsOnlyBetweenBackToBackSteps) {
+  StepLoop loop(scheduler_.get(), &policy_, &executor_, &clock_);
+  Add(1, 4, 3);
+  auto first = loop.RunStep();
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_LT((*first)->overhead_seconds, 0);  // nothing ran before it
+  clock_.Advance(absl::Microseconds(70));
+  auto second = loop.RunStep();
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_NEAR((*second)->overhead_seconds, 70e-6, 1e-9);
+  RunAll(loop);
+  // Idle (nothing to plan), then a new request: not overhead.
+  auto idle = loop.RunStep();
+  ASSERT_TRUE(idle.ok());
+  EXPECT_FALSE(idle->has_value());
+  Add(2, 4, 1);
+  auto after_idle = loop.RunStep();
+  ASSERT_TRUE(after_idle.ok() && after_idle->has_value());
+  EXPECT_LT((*after_idle)->overhead_seconds, 0);
+}
+
+}  // namespace
+}  // namespace shift
