@@ -55,13 +55,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     absl::MutexLock lock(&mu_);
     router_done_ = true;
     status_ = ToGrpc(status);
-    // The status goes out after the write in flight; what is queued behind
-    // it is dropped (a client that stopped reading will not read it).
-    if (writing_) {
-      outbox_.erase(outbox_.begin() + 1, outbox_.end());
-    } else {
-      FinishOnce(status_);
-    }
+    // The status goes out after what is queued (OnWriteDone finishes).
+    if (!writing_) FinishOnce(status_);
   }
 
   void OnWriteDone(bool ok) override {
