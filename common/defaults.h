@@ -10,7 +10,7 @@ namespace shift::defaults {
 
 // KV cache.
 inline constexpr int64_t kKvCacheBytes = int64_t{256} << 20;  // per rank, all layers
-inline constexpr int64_t kBlockSize = 16;                      // tokens per KV block
+inline constexpr int64_t kBlockSize = 16;                     // tokens per KV block
 // Scheduling (vLLM's names and meanings).
 inline constexpr int64_t kMaxNumBatchedTokens = 2048;  // tokens per step, all sequences
 inline constexpr int64_t kMaxNumSeqs = 256;            // sequences per step

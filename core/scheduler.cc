@@ -35,17 +35,16 @@ absl::Status Scheduler::AddRequest(std::unique_ptr<Request> request) {
   }
   const int64_t total = prompt + request->params.max_tokens;
   if (total > config_.max_model_len) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the prompt (", prompt, " tokens) plus max_tokens (",
-                     request->params.max_tokens, ") is ", total,
-                     " tokens, over the maximum model length of ", config_.max_model_len));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the prompt (", prompt, " tokens) plus max_tokens (", request->params.max_tokens, ") is ",
+        total, " tokens, over the maximum model length of ", config_.max_model_len));
   }
   // The last token generated is never computed into the cache.
   const int64_t blocks = (total - 1 + config_.block_size - 1) / config_.block_size;
   if (blocks > config_.num_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the prompt plus max_tokens needs ", blocks, " KV blocks; the cache has only ",
-        config_.num_blocks));
+    return absl::InvalidArgumentError(absl::StrCat("the prompt plus max_tokens needs ", blocks,
+                                                   " KV blocks; the cache has only ",
+                                                   config_.num_blocks));
   }
   Request* r = request.get();
   ToWaiting(r);
@@ -123,8 +122,8 @@ SchedulerOutput Scheduler::Schedule() {
     out.sequences.erase(it);
     out.max_context = 0;
     for (const ScheduledSequence& s : out.sequences) {
-      out.max_context = std::max<int64_t>(out.max_context,
-                                          s.start_position + static_cast<int64_t>(s.token_ids.size()));
+      out.max_context = std::max<int64_t>(
+          out.max_context, s.start_position + static_cast<int64_t>(s.token_ids.size()));
     }
   };
   // Allocates blocks for `n` more tokens of running request i, preempting
@@ -170,8 +169,9 @@ SchedulerOutput Scheduler::Schedule() {
   // to preempt (the preempted would be re-admitted at once). A request
   // starts after the longest prefix of its full blocks already cached; at
   // least its last token is computed, for its logits.
-  for (auto it = waiting_.begin(); !preempted && it != waiting_.end() && budget > 0 &&
-                                   static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs;) {
+  for (auto it = waiting_.begin();
+       !preempted && it != waiting_.end() && budget > 0 &&
+       static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs;) {
     Request* r = *it;
     if (r->paused) {
       ++it;
@@ -385,12 +385,12 @@ absl::Status Scheduler::CheckConsistency() const {
     held.insert(table.begin(), table.end());
   }
   if (seen != requests_.size()) {
-    return absl::InternalError(absl::StrCat(requests_.size(), " requests but ", seen,
-                                            " in the queues"));
+    return absl::InternalError(
+        absl::StrCat(requests_.size(), " requests but ", seen, " in the queues"));
   }
   if (static_cast<int64_t>(held.size()) != blocks_.num_used()) {
-    return absl::InternalError(absl::StrCat("running requests hold ", held.size(),
-                                            " blocks but ", blocks_.num_used(), " are in use"));
+    return absl::InternalError(absl::StrCat("running requests hold ", held.size(), " blocks but ",
+                                            blocks_.num_used(), " are in use"));
   }
   return absl::OkStatus();
 }

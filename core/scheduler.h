@@ -1,7 +1,8 @@
 // The router's scheduler: continuous batching over one worker group's KV
 // blocks, with prefix caching: an admitted request starts from the longest
-// run of its full blocks already cached, so only the rest is computed. Each Schedule() builds one step: every running decode first (one
-// token each), then prefill chunks (running partial prefills, then waiting
+// run of its full blocks already cached, so only the rest is computed.
+// Each Schedule() builds one step: every running decode first (one token
+// each), then prefill chunks (running partial prefills, then waiting
 // requests in arrival order) within --max-num-batched-tokens and
 // --max-num-seqs. When blocks run out, the most recently arrived running
 // sequence is preempted by recompute: its blocks are freed, the ranks are
@@ -29,8 +30,9 @@
 namespace shift {
 
 struct SchedulerConfig {
-  int64_t max_num_batched_tokens = defaults::kMaxNumBatchedTokens;  // tokens per step, all sequences
-  int64_t max_num_seqs = defaults::kMaxNumSeqs;                      // sequences per step
+  // Tokens per step, all sequences.
+  int64_t max_num_batched_tokens = defaults::kMaxNumBatchedTokens;
+  int64_t max_num_seqs = defaults::kMaxNumSeqs;    // sequences per step
   int64_t max_model_len = defaults::kMaxModelLen;  // prompt + max_tokens per request
   int64_t num_blocks = 0;                          // KV blocks of the group
   int64_t block_size = defaults::kBlockSize;       // tokens per block
@@ -48,7 +50,7 @@ struct ScheduledSequence {
   std::vector<int32_t> token_ids;  // tokens whose KV this step computes
   int64_t start_position = 0;      // position of token_ids[0]
   std::vector<int32_t> new_block_ids;
-  bool sample = false;  // the step ends at the sequence's last token
+  bool sample = false;               // the step ends at the sequence's last token
   const Request* request = nullptr;  // valid until the next call that changes state
 };
 
@@ -60,9 +62,9 @@ struct SchedulerOutput {
   // preempted since the last step.
   std::vector<uint64_t> released_seq_ids;
   int64_t num_tokens = 0;
-  int64_t num_decodes = 0;   // sequences with one token and a sample
-  int64_t max_context = 0;   // start_position + tokens, the largest
-  int64_t attention = 0;     // positions attended, all tokens (each attends 0..itself)
+  int64_t num_decodes = 0;  // sequences with one token and a sample
+  int64_t max_context = 0;  // start_position + tokens, the largest
+  int64_t attention = 0;    // positions attended, all tokens (each attends 0..itself)
   // Sequences preempted while building this step.
   std::vector<uint64_t> preempted;
   // Requests queued (AddRequest or Requeue) since the last Schedule.
@@ -84,10 +86,10 @@ struct SampledToken {
 // What a step (or a FinishRequests call) did to one request.
 struct RequestUpdate {
   uint64_t seq_id = 0;
-  std::vector<int32_t> new_tokens;  // at most one per step
-  std::vector<float> new_logprobs;  // with return_logprob
+  std::vector<int32_t> new_tokens;                          // at most one per step
+  std::vector<float> new_logprobs;                          // with return_logprob
   std::vector<std::vector<TokenLogprob>> new_top_logprobs;  // with top_logprobs, per new token
-  FinishReason finish = FinishReason::kNone;  // set when the request ended
+  FinishReason finish = FinishReason::kNone;                // set when the request ended
   // When the request was first scheduled and how many of its prompt tokens
   // came from the prefix cache (for its usage report).
   absl::Time first_scheduled = absl::InfiniteFuture();
@@ -153,8 +155,8 @@ class Scheduler {
   const Clock* clock_;
   BlockManager blocks_;
   std::map<uint64_t, std::unique_ptr<Request>> requests_;
-  std::deque<Request*> waiting_;  // arrival order, preempted ones first
-  std::vector<Request*> running_;  // arrival order
+  std::deque<Request*> waiting_;    // arrival order, preempted ones first
+  std::vector<Request*> running_;   // arrival order
   std::vector<uint64_t> released_;  // since the last Schedule
   std::vector<uint64_t> arrived_;   // since the last Schedule
   uint64_t next_step_id_ = 1;

@@ -18,7 +18,8 @@ class ThresholdPolicy final : public ShiftPolicy {
   explicit ThresholdPolicy(int64_t threshold) : threshold_(threshold) {}
   const std::string& name() const override { return name_; }
   ShiftDecision Decide(const StepShape& step) override {
-    return {step.num_tokens > threshold_ ? StepMode::kSequenceParallel : StepMode::kTensorParallel, step};
+    return {step.num_tokens > threshold_ ? StepMode::kSequenceParallel : StepMode::kTensorParallel,
+            step};
   }
 
  private:
@@ -177,9 +178,11 @@ class CostPolicy final : public ShiftPolicy {
     d.inputs = step;
     if (!fitted()) {
       // Threshold until fitted, but make sure both modes get samples.
-      d.mode = step.num_tokens > threshold_ ? StepMode::kSequenceParallel : StepMode::kTensorParallel;
+      d.mode =
+          step.num_tokens > threshold_ ? StepMode::kSequenceParallel : StepMode::kTensorParallel;
       if (++steps_ % 4 == 0) {
-        d.mode = models_[0].samples() <= models_[1].samples() ? StepMode::kTensorParallel : StepMode::kSequenceParallel;
+        d.mode = models_[0].samples() <= models_[1].samples() ? StepMode::kTensorParallel
+                                                              : StepMode::kSequenceParallel;
       }
       return d;
     }
@@ -190,7 +193,8 @@ class CostPolicy final : public ShiftPolicy {
     // it teaches (the law still learns from every other step).
     const double ratio = std::max(tp, sp) / std::max(std::min(tp, sp), 1e-9);
     if (explore_every_ > 0 && ++steps_ % explore_every_ == 0 && ratio < kMaxExploreRatio) {
-      d.mode = d.mode == StepMode::kSequenceParallel ? StepMode::kTensorParallel : StepMode::kSequenceParallel;
+      d.mode = d.mode == StepMode::kSequenceParallel ? StepMode::kTensorParallel
+                                                     : StepMode::kSequenceParallel;
       d.exploring = true;
     }
     d.predicted_seconds = d.mode == StepMode::kSequenceParallel ? sp : tp;

@@ -21,8 +21,8 @@ std::string JsonIds(const std::vector<uint64_t>& ids) {
 absl::StatusOr<std::unique_ptr<StepTrace>> StepTrace::Open(const std::string& path) {
   std::FILE* file = std::fopen(path.c_str(), "a");
   if (file == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--step_trace: cannot open \"", path, "\" for writing: ", std::strerror(errno)));
+    return absl::InvalidArgumentError(absl::StrCat("--step_trace: cannot open \"", path,
+                                                   "\" for writing: ", std::strerror(errno)));
   }
   return std::unique_ptr<StepTrace>(new StepTrace(file));
 }

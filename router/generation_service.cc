@@ -10,8 +10,7 @@ namespace shift {
 namespace {
 
 grpc::Status ToGrpc(const absl::Status& status) {
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 // One Generate call: the router's sink on one side, gRPC writes on the
@@ -90,10 +89,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       // The client cancels at its own deadline, which the server's (the
       // remaining timeout from when the call arrived) trails by the network
       // latency: a cancel that close to the deadline is the deadline's.
-      const bool deadline = ctx_->deadline() <=
-                            std::chrono::system_clock::now() + std::chrono::milliseconds(100);
-      router_->Cancel(id_, deadline ? absl::StatusCode::kDeadlineExceeded
-                                    : absl::StatusCode::kCancelled);
+      const bool deadline =
+          ctx_->deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(100);
+      router_->Cancel(
+          id_, deadline ? absl::StatusCode::kDeadlineExceeded : absl::StatusCode::kCancelled);
     }
     absl::MutexLock lock(&mu_);
     router_done_ = true;

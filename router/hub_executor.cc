@@ -20,8 +20,8 @@ absl::StatusOr<ExecutedStep> HubExecutor::Execute(const SchedulerOutput& step, S
   SHIFT_ASSIGN_OR_RETURN(WorkerHub::StepOutcome outcome, hub_->WaitStep(group_, step_timeout_));
   executed.completed = outcome.completed;
   for (const rpc::StepResult& r : outcome.results) {
-    executed.rank_seconds = std::max(executed.rank_seconds, r.timings().compute_seconds() +
-                                                                r.timings().comm_seconds());
+    executed.rank_seconds =
+        std::max(executed.rank_seconds, r.timings().compute_seconds() + r.timings().comm_seconds());
   }
   rpc::StepResult& leader = outcome.results[0];
   executed.sampled.reserve(leader.sampled_size());

@@ -170,9 +170,8 @@ void OutputProcessor::Work(bool watch_stalls) {
     std::vector<uint64_t> stalled;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !ready_.empty();
-      };
+      auto ready = [this]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !ready_.empty(); };
       if (watch_stalls) {
         mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(100));
         const absl::Time now = clock_->Now();
@@ -299,11 +298,11 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
     const double e2e = absl::ToDoubleSeconds(item.at - s.spec.arrival);
     usage->set_e2e_seconds(e2e);
     metrics_->RequestFinished(FinishReasonName(finish), e2e);
-    metrics_->OutputTokens(s.completion_tokens,
-                           s.completion_tokens > 1
-                               ? absl::ToDoubleSeconds(item.at - s.first_token) /
-                                     (s.completion_tokens - 1)
-                               : -1);
+    metrics_->OutputTokens(
+        s.completion_tokens,
+        s.completion_tokens > 1
+            ? absl::ToDoubleSeconds(item.at - s.first_token) / (s.completion_tokens - 1)
+            : -1);
     s.spec.sink->OnFinal(std::move(final));
     s.finished = outcome.done = true;
     break;

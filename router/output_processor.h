@@ -101,8 +101,8 @@ class OutputProcessor {
  private:
   struct Item {
     RequestUpdate update;
-    absl::Time at;        // when the step's tokens came
-    absl::Status error;   // not OK: end the stream with it
+    absl::Time at;       // when the step's tokens came
+    absl::Status error;  // not OK: end the stream with it
   };
   struct Stream;
 

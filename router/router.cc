@@ -36,8 +36,7 @@ uint64_t RandomSeed() {
 absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
                                                        const ModelConfig& config,
                                                        const Tokenizer& tokenizer, WorkerHub* hub,
-                                                       RouterMetrics* metrics,
-                                                       const Clock* clock) {
+                                                       RouterMetrics* metrics, const Clock* clock) {
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<ShiftPolicy> policy,
                          MakeShiftPolicy(options.shift_policy, options.shift_threshold));
   const SchedulerConfig& s = options.scheduler;
@@ -146,7 +145,8 @@ bool Router::AwaitGroup(Group* g) {
   if (complete) {
     // A rank lost while the group idles takes it out of service now, not at
     // its next step.
-    const absl::Status members = hub_->WaitForGroup(g->id, options_.world_size, absl::ZeroDuration());
+    const absl::Status members =
+        hub_->WaitForGroup(g->id, options_.world_size, absl::ZeroDuration());
     if (members.ok()) return true;
     absl::MutexLock lock(&mu_);
     g->complete = false;
@@ -166,8 +166,8 @@ bool Router::AwaitGroup(Group* g) {
                            options_.scheduler.block_size, ")");
     } else if (!options_.model_fingerprint.empty() &&
                reg->model_fingerprint() != options_.model_fingerprint) {
-      wrong = absl::StrCat("model fingerprint ", reg->model_fingerprint(),
-                           " (the router serves ", options_.model_fingerprint, ")");
+      wrong = absl::StrCat("model fingerprint ", reg->model_fingerprint(), " (the router serves ",
+                           options_.model_fingerprint, ")");
     }
     if (!wrong.empty()) {
       Log(absl::StrCat("group ", g->id, " rank ", r, " registered with ", wrong,
@@ -194,8 +194,8 @@ bool Router::AwaitGroup(Group* g) {
     absl::SleepFor(absl::Seconds(1));
     return false;
   } else {
-    Log(absl::StrCat("group ", g->id, " is back in service (generation ",
-                     hub_->Generation(g->id), ")"));
+    Log(absl::StrCat("group ", g->id, " is back in service (generation ", hub_->Generation(g->id),
+                     ")"));
   }
   g->complete = true;
   UpdateLoad(g);
@@ -265,7 +265,8 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
     case v1::GenerateRequest::kText: {
       auto ids = tokenizer_.Encode(request.text(), request.parse_special());
       if (!ids.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("the prompt text: ", ids.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the prompt text: ", ids.status().message()));
       }
       r->prompt = *std::move(ids);
       break;
@@ -286,7 +287,8 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
   }
   const v1::SamplingParams& s = request.sampling();
   RequestParams& p = r->params;
-  if (s.max_tokens() < 1) return absl::InvalidArgumentError("sampling.max_tokens must be at least 1");
+  if (s.max_tokens() < 1)
+    return absl::InvalidArgumentError("sampling.max_tokens must be at least 1");
   if (!std::isfinite(s.temperature()) || s.temperature() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("sampling.temperature must be >= 0, got ", s.temperature()));
@@ -329,9 +331,9 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     if (draining_) return absl::UnavailableError("the router is draining; retry on another");
     Group* g = PickGroup();
     if (g == nullptr) {
-      return absl::UnavailableError(absl::StrCat(
-          "no worker group is ready (each of the ", options_.num_groups, " group(s) needs ",
-          options_.world_size, " ranks registered and formed)"));
+      return absl::UnavailableError(
+          absl::StrCat("no worker group is ready (each of the ", options_.num_groups,
+                       " group(s) needs ", options_.world_size, " ranks registered and formed)"));
     }
     int64_t waiting = 0;
     for (const auto& group : groups_) {
@@ -411,10 +413,10 @@ void Router::OnStreamStalled(uint64_t id) {
   Group* g = GroupOf(id);
   if (g == nullptr) return;
   g->scheduler->FinishRequests({id}, FinishReason::kCancelled);
-  Fail(id, absl::ResourceExhaustedError(absl::StrCat(
-               "the client did not read its stream for ",
-               absl::FormatDuration(options_.output.stalled_stream_timeout),
-               "; the request was ended to free its KV cache")));
+  Fail(id, absl::ResourceExhaustedError(
+               absl::StrCat("the client did not read its stream for ",
+                            absl::FormatDuration(options_.output.stalled_stream_timeout),
+                            "; the request was ended to free its KV cache")));
   UpdateLoad(g);
 }
 

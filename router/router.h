@@ -41,9 +41,9 @@ namespace shift {
 
 struct RouterOptions {
   std::string model_name;
-  std::string model_fingerprint;  // ranks must register with the same one
-  uint32_t num_groups = 1;         // data-parallel worker groups 0..num_groups-1
-  uint32_t world_size = 1;         // ranks per group
+  std::string model_fingerprint;               // ranks must register with the same one
+  uint32_t num_groups = 1;                     // data-parallel worker groups 0..num_groups-1
+  uint32_t world_size = 1;                     // ranks per group
   int max_requeues = defaults::kRequeueLimit;  // moves to another group before UNAVAILABLE
   // Limits; num_blocks is taken from the ranks (the smallest) when the group
   // forms, and block_size must match theirs.
@@ -68,9 +68,8 @@ class Router {
   // `tokenizer`, `hub`, `metrics` and `clock` must outlive the router.
   static absl::StatusOr<std::unique_ptr<Router>> Create(RouterOptions options,
                                                         const ModelConfig& config,
-                                                        const Tokenizer& tokenizer,
-                                                        WorkerHub* hub, RouterMetrics* metrics,
-                                                        const Clock* clock);
+                                                        const Tokenizer& tokenizer, WorkerHub* hub,
+                                                        RouterMetrics* metrics, const Clock* clock);
   ~Router();
 
   // Queues a request whose output goes to `sink`; returns its id.

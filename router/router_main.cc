@@ -40,12 +40,15 @@ ABSL_FLAG(int32_t, requeue_limit, shift::defaults::kRequeueLimit,
 ABSL_FLAG(double, drain_timeout_s, shift::defaults::kDrainTimeoutSeconds,
           "On SIGTERM: stop admitting, let open requests finish for this long, then exit (a "
           "second signal exits at once)");
-ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block; must match the workers'");
+ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize,
+          "Tokens per KV block; must match the workers'");
 ABSL_FLAG(std::string, shift_policy, "threshold",
           "How each step's mode is chosen: threshold (SP above --shift_threshold tokens), cost "
           "(the mode predicted faster by a model fitted to measured step times), tp or sp");
-ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold, "Scheduled tokens above which a step runs in SP");
-ABSL_FLAG(int64_t, max_num_batched_tokens, shift::defaults::kMaxNumBatchedTokens, "Most tokens scheduled in one step");
+ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold,
+          "Scheduled tokens above which a step runs in SP");
+ABSL_FLAG(int64_t, max_num_batched_tokens, shift::defaults::kMaxNumBatchedTokens,
+          "Most tokens scheduled in one step");
 ABSL_FLAG(bool, enable_prefix_caching, true,
           "Reuse the KV of full blocks shared with earlier prompts (same bits as computing them)");
 ABSL_FLAG(int64_t, max_num_seqs, shift::defaults::kMaxNumSeqs, "Most sequences in one step");
@@ -53,8 +56,10 @@ ABSL_FLAG(int64_t, max_queued_requests, shift::defaults::kMaxQueuedRequests,
           "Most requests waiting for admission; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_model_len, 0,
           "Most prompt plus generated tokens per request (0: the model's context length)");
-ABSL_FLAG(double, step_timeout_s, shift::defaults::kStepTimeoutSeconds, "Seconds a step may take before the group is re-formed");
-ABSL_FLAG(double, heartbeat_timeout_s, shift::defaults::kHeartbeatTimeoutSeconds, "Seconds of worker silence before a rank is lost");
+ABSL_FLAG(double, step_timeout_s, shift::defaults::kStepTimeoutSeconds,
+          "Seconds a step may take before the group is re-formed");
+ABSL_FLAG(double, heartbeat_timeout_s, shift::defaults::kHeartbeatTimeoutSeconds,
+          "Seconds of worker silence before a rank is lost");
 ABSL_FLAG(int32_t, output_threads, shift::defaults::kOutputThreads,
           "Threads that detokenize and stream output to clients (a slow client holds up only "
           "its own stream)");
@@ -114,9 +119,9 @@ absl::Status Serve() {
   RendezvousService store;
   WorkerHubOptions hub_options;
   hub_options.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
-  WorkerHub hub([&store](uint32_t group, uint64_t generation) {
-    store.AdvanceGeneration(group, generation);
-  }, hub_options);
+  WorkerHub hub(
+      [&store](uint32_t group, uint64_t generation) { store.AdvanceGeneration(group, generation); },
+      hub_options);
   RealClock clock;
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Router> router,
                          Router::Create(options, config, *tokenizer, &hub, &metrics, &clock));

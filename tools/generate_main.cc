@@ -127,13 +127,15 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view text, int64_t vo
 absl::StatusOr<std::vector<Planned>> LoadRequests(const Tokenizer& tokenizer,
                                                   const ModelConfig& config) {
   RequestParams defaults;
-  defaults.max_tokens = static_cast<uint32_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_tokens)));
+  defaults.max_tokens =
+      static_cast<uint32_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_tokens)));
   defaults.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
   defaults.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
   defaults.top_k = absl::GetFlag(FLAGS_top_k);
   defaults.seed = absl::GetFlag(FLAGS_seed);
   defaults.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
-  for (int64_t eos : config.eos_token_ids) defaults.eos_token_ids.push_back(static_cast<int32_t>(eos));
+  for (int64_t eos : config.eos_token_ids)
+    defaults.eos_token_ids.push_back(static_cast<int32_t>(eos));
   std::vector<Planned> planned;
   if (const std::string path = absl::GetFlag(FLAGS_requests); !path.empty()) {
     std::ifstream in(path);
@@ -180,7 +182,8 @@ absl::StatusOr<std::vector<Planned>> LoadRequests(const Tokenizer& tokenizer,
   std::vector<int32_t> prompt;
   if (const std::string ids = absl::GetFlag(FLAGS_prompt_ids); !ids.empty()) {
     auto parsed = ParseIds(ids, config.vocab_size);
-    if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat("--prompt_ids: ", parsed.status().message()));
+    if (!parsed.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--prompt_ids: ", parsed.status().message()));
     prompt = *std::move(parsed);
   } else if (const int64_t n = absl::GetFlag(FLAGS_prompt_tokens); n > 0) {
     std::mt19937 rng(1);
@@ -234,7 +237,8 @@ int Main() {
     return ReportFailure(absl::InvalidArgumentError(
         "--max_num_batched_tokens and --max_num_seqs must be at least 1"));
   }
-  auto policy = MakeShiftPolicy(absl::GetFlag(FLAGS_shift_policy), absl::GetFlag(FLAGS_shift_threshold));
+  auto policy =
+      MakeShiftPolicy(absl::GetFlag(FLAGS_shift_policy), absl::GetFlag(FLAGS_shift_threshold));
   if (!policy.ok()) return ReportFailure(policy.status());
   std::unique_ptr<StepTrace> trace;
   if (const std::string path = absl::GetFlag(FLAGS_step_trace); !path.empty()) {

@@ -60,9 +60,9 @@ struct SequenceStep {
 struct EngineSample {
   uint64_t seq_id = 0;
   int32_t token_id = -1;
-  float logprob = 0.0f;  // log-softmax of the token at temperature 1
+  float logprob = 0.0f;                        // log-softmax of the token at temperature 1
   std::vector<std::pair<int32_t, float>> top;  // top_logprobs alternatives, best first
-  std::vector<float> logits;  // when asked
+  std::vector<float> logits;                   // when asked
 };
 
 class Engine {

@@ -22,7 +22,8 @@ class LocalExecutor final : public StepExecutor {
 
   // Each sample of a sequence in `seq_ids` comes back with its logits row,
   // given to `on_sample` (e.g. to dump them for an independent comparison).
-  void ReturnLogits(std::set<uint64_t> seq_ids, std::function<void(const EngineSample&)> on_sample) {
+  void ReturnLogits(std::set<uint64_t> seq_ids,
+                    std::function<void(const EngineSample&)> on_sample) {
     logits_for_ = std::move(seq_ids);
     on_sample_ = std::move(on_sample);
   }

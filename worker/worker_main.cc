@@ -12,15 +12,19 @@ ABSL_FLAG(uint32_t, group, 0, "Worker group index");
 ABSL_FLAG(uint32_t, rank, 0, "Rank in the group, 0 .. world_size-1");
 ABSL_FLAG(uint32_t, world_size, 1, "Ranks in the group (1, 2, 4 or 8)");
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
-ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes, "Bytes for this rank's KV cache (all layers)");
+ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
+          "Bytes for this rank's KV cache (all layers)");
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
-ABSL_FLAG(int32_t, threads, shift::defaults::kThreads, "Compute threads (results do not depend on it)");
-ABSL_FLAG(int64_t, rendezvous_timeout_ms, shift::defaults::kRendezvousTimeoutMs, "How long to wait for the group's other ranks");
+ABSL_FLAG(int32_t, threads, shift::defaults::kThreads,
+          "Compute threads (results do not depend on it)");
+ABSL_FLAG(int64_t, rendezvous_timeout_ms, shift::defaults::kRendezvousTimeoutMs,
+          "How long to wait for the group's other ranks");
 ABSL_FLAG(double, reconnect_timeout_s, shift::defaults::kReconnectTimeoutSeconds,
           "How long to keep trying to reach the router (at start, or after losing it) before "
           "exiting; the weights stay loaded meanwhile");
 ABSL_FLAG(bool, deterministic, true,
-          "Bitwise-identical results in every mode and batch (docs/architecture.md, Determinism); the CPU "
+          "Bitwise-identical results in every mode and batch (docs/architecture.md, Determinism); "
+          "the CPU "
           "engine is always deterministic");
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address this rank binds and advertises (health, /metrics, collectives)");

@@ -7,8 +7,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <atomic>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <thread>
@@ -32,8 +32,7 @@ class RecordingSink : public RequestSink {
  public:
   // `delay`: time each delta takes; `accept`: deltas taken before the sink
   // says it is full (-1: never full).
-  RecordingSink(absl::Duration delay, int accept)
-      : delay_(delay), accept_(accept) {}
+  RecordingSink(absl::Duration delay, int accept) : delay_(delay), accept_(accept) {}
 
   bool OnDelta(v1::GenerateDelta delta) override {
     absl::SleepFor(delay_);
@@ -151,8 +150,8 @@ class RouterOutputTest : public ::testing::Test {
     options.scheduler.max_model_len = files_->config.max_position_embeddings;
     options.output.stalled_stream_timeout = stalled_timeout;
     options.output.max_pending = 8;
-    auto router = Router::Create(options, files_->config, *files_->tokenizer, hub_.get(),
-                                 &metrics_, &clock_);
+    auto router =
+        Router::Create(options, files_->config, *files_->tokenizer, hub_.get(), &metrics_, &clock_);
     ASSERT_TRUE(router.ok()) << router.status();
     router_ = *std::move(router);
     const absl::Time deadline = absl::Now() + absl::Seconds(60);
@@ -249,8 +248,8 @@ TEST_F(RouterOutputTest, SlowSinkAndManyStopStringsDoNotDelayOtherStreams) {
   const double before = Median(alone), after = Median(beside);
   std::fprintf(stderr, "inter-token latency: %.3f ms alone, %.3f ms beside the slow sink\n",
                1e3 * before, 1e3 * after);
-  EXPECT_LT(after, 0.05) << "inter-token latency " << after << " s beside a 100 ms sink, "
-                         << before << " s alone";
+  EXPECT_LT(after, 0.05) << "inter-token latency " << after << " s beside a 100 ms sink, " << before
+                         << " s alone";
   EXPECT_LT(after, 3 * before + 0.01) << "alone " << before << " s, beside " << after << " s";
   EXPECT_EQ(Load(), std::make_pair(0u, 0u));
 }

@@ -120,8 +120,7 @@ TEST_F(StepLoopTest, RunsRequestsToTheEndAndTheModeFollowsThePolicy) {
   ASSERT_EQ(executor_.steps.size(), policy_.observed.size());
   for (size_t i = 0; i < executor_.steps.size(); ++i) {
     const int64_t n = executor_.steps[i].num_tokens;
-    EXPECT_EQ(executor_.modes[i],
-              n > 8 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+    EXPECT_EQ(executor_.modes[i], n > 8 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
     // The policy learns the measured time: 1 ms per token on the fake.
     EXPECT_EQ(policy_.observed[i].first, n);
     EXPECT_DOUBLE_EQ(policy_.observed[i].second, 1e-3 * n);
@@ -183,8 +182,8 @@ TEST_F(StepLoopTest, TraceSaysWhatEachStepDid) {
     ASSERT_EQ(l["seqs"].size(), step.sequences.size());
     for (size_t j = 0; j < step.sequences.size(); ++j) {
       const ScheduledSequence& s = step.sequences[j];
-      EXPECT_EQ(l["seqs"][j], nlohmann::json::array({s.seq_id, s.start_position,
-                                                     s.token_ids.size(), s.is_new ? 1 : 0}));
+      EXPECT_EQ(l["seqs"][j], nlohmann::json::array({s.seq_id, s.start_position, s.token_ids.size(),
+                                                     s.is_new ? 1 : 0}));
     }
   }
   EXPECT_EQ(lines[0]["arrived"], nlohmann::json::array({1, 2}));
