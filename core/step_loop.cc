@@ -58,7 +58,7 @@ void StepTrace::Write(const Line& line) {
                 "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s}\n",
                 line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens,
                 s.num_sequences, s.num_decodes, s.max_context, s.attention,
-                d.exploring ? "true" : "false", predicted, record.seconds,
+                d.exploring ? "true" : "false", predicted, record.seconds(),
                 record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
                 JsonIds(step.output.preempted), seqs, sampled);
   std::fflush(file_);
@@ -111,12 +111,11 @@ absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
   record.step_id = step.output.step_id;
   record.decision = step.decision;
   record.executed = *std::move(executed);
-  record.seconds = absl::ToDoubleSeconds(record.executed.completed - record.executed.started);
   if (last_completed_) {
     record.overhead_seconds = absl::ToDoubleSeconds(record.executed.started - *last_completed_);
   }
   last_completed_ = record.executed.completed;
-  policy_->Observe(record.decision, record.seconds);
+  policy_->Observe(record.decision, record.seconds());
   record.updates = scheduler_->UpdateFromOutput(step.output, record.executed.sampled);
   if (trace_ != nullptr) {
     trace_->Write({absl::ToDoubleSeconds(clock_->Now() - started_), group_, &step, &record});

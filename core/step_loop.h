@@ -59,7 +59,8 @@ struct StepRecord {
   uint64_t step_id = 0;
   ShiftDecision decision;
   ExecutedStep executed;
-  double seconds = 0;  // measured: started to completed
+  // Measured: started to completed.
+  double seconds() const { return absl::ToDoubleSeconds(executed.completed - executed.started); }
   // The loop's own time between the previous step's end and this one's
   // start, when the loop went straight on (< 0: it had been idle).
   double overhead_seconds = -1;

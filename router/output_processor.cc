@@ -102,6 +102,13 @@ void OutputProcessor::Open(uint64_t id, StreamSpec spec) {
   streams_[id] = std::move(stream);
 }
 
+bool OutputProcessor::Enqueue(Stream& s, Item item) {
+  s.pending.push_back(std::move(item));
+  if (s.queued) return false;
+  s.queued = true;
+  return true;
+}
+
 std::vector<uint64_t> OutputProcessor::Push(std::vector<RequestUpdate> updates) {
   const absl::Time now = clock_->Now();
   std::vector<uint64_t> full;
@@ -110,11 +117,7 @@ std::vector<uint64_t> OutputProcessor::Push(std::vector<RequestUpdate> updates) 
     auto it = streams_.find(update.seq_id);
     if (it == streams_.end()) continue;
     Stream& s = *it->second;
-    s.pending.push_back({std::move(update), now, absl::OkStatus()});
-    if (!s.queued) {
-      s.queued = true;
-      ready_.push_back(it->second);
-    }
+    if (Enqueue(s, {std::move(update), now, absl::OkStatus()})) ready_.push_back(it->second);
     if (!s.queue_full && static_cast<int64_t>(s.pending.size()) >= options_.max_pending) {
       s.SetFull(&s.queue_full, now);
       full.push_back(s.id);
@@ -127,10 +130,7 @@ void OutputProcessor::Fail(uint64_t id, absl::Status status) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  Stream& s = *it->second;
-  s.pending.push_back({RequestUpdate{}, clock_->Now(), std::move(status)});
-  if (!s.queued) {
-    s.queued = true;
+  if (Enqueue(*it->second, {RequestUpdate{}, clock_->Now(), std::move(status)})) {
     ready_.push_back(it->second);
   }
 }

@@ -106,6 +106,8 @@ class OutputProcessor {
   };
   struct Stream;
 
+  // Queues `item` on `s`; true when `s` must go on ready_ (it was idle).
+  bool Enqueue(Stream& s, Item item) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Work(bool watch_stalls);
   // Delivers `items` to the stream's sink; returns what the router must hear.
   struct Outcome {

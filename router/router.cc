@@ -520,10 +520,10 @@ void Router::Record(Group* g, const PlannedStep& step, StepRecord record) {
   }
   if (switched) g->modes.set_switches(g->modes.switches() + 1);
   metrics_->Step(g->id, mode, switched, static_cast<double>(step.output.num_tokens),
-                 record.seconds);
+                 record.seconds());
   if (record.overhead_seconds >= 0) metrics_->RouterOverhead(record.overhead_seconds);
   if (record.decision.predicted_seconds >= 0) {
-    metrics_->CostPrediction(record.decision.predicted_seconds, record.seconds);
+    metrics_->CostPrediction(record.decision.predicted_seconds, record.seconds());
   }
   // Streamed once the next step is planned (StreamOutput), so that the output
   // threads do not compete with planning it.

@@ -6,12 +6,12 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <set>
 #include <vector>
 
 #include "core/step_executor.h"
 #include "worker/engine.h"
+#include "worker/sequence_table.h"
 
 namespace shift {
 
@@ -32,14 +32,8 @@ class LocalExecutor final : public StepExecutor {
                                        absl::Span<const uint64_t> released) override;
 
  private:
-  struct SequenceState {
-    std::vector<int32_t> block_table;
-    kernels::cpu::SamplingParams sampling;
-    int32_t top_logprobs = 0;
-  };
-
   Engine* engine_;
-  std::map<uint64_t, SequenceState> sequences_;
+  SequenceTable sequences_;
   std::set<uint64_t> logits_for_;
   std::function<void(const EngineSample&)> on_sample_;
 };

@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +13,7 @@
 #include "common/status.h"
 #include "worker/gloo_communicator.h"
 #include "worker/rendezvous_store.h"
+#include "worker/sequence_table.h"
 #include "worker/worker_metrics.h"
 
 namespace shift {
@@ -21,13 +21,6 @@ namespace {
 
 namespace rpc = v1::internal;
 using Stream = grpc::ClientReaderWriter<rpc::WorkerMessage, rpc::RouterMessage>;
-
-// What a rank remembers of a running sequence between plans.
-struct SequenceState {
-  std::vector<int32_t> block_table;
-  kernels::cpu::SamplingParams sampling;
-  int32_t top_logprobs = 0;
-};
 
 // The rank's side of the control stream: the main thread reads, and both it
 // and the heartbeat thread write, one write at a time.
@@ -112,7 +105,7 @@ class RankLoop {
     health_->SetServingStatus(false);
     engine_->Attach(nullptr).IgnoreError();
     comm_.reset();
-    sequences_.clear();
+    sequences_.Clear();
     generation_ = generation;
     formed_ = absl::OkStatus();
     if (options_.world_size > 1) {
@@ -148,32 +141,22 @@ class RankLoop {
       return reply;
     }
     if (!formed_.ok()) {
-      result->set_error(absl::StrCat("generation ", generation_,
-                                     " is not formed on rank ", options_.rank, ": ",
-                                     formed_.message()));
+      result->set_error(absl::StrCat("generation ", generation_, " is not formed on rank ",
+                                     options_.rank, ": ", formed_.message()));
       return reply;
     }
-    for (uint64_t id : plan.released_seq_ids()) sequences_.erase(id);
+    for (uint64_t id : plan.released_seq_ids()) sequences_.Release(id);
     std::vector<SequenceStep> batch;
     for (const rpc::ScheduledSequence& s : plan.sequences()) {
-      SequenceState& state = sequences_[s.seq_id()];
-      if (s.is_new()) {
-        state.block_table.clear();
-        state.sampling = {s.sampling().temperature(), s.sampling().top_p(),
-                          static_cast<int32_t>(s.sampling().top_k()), s.sampling().seed()};
-        state.top_logprobs = static_cast<int32_t>(s.sampling().top_logprobs());
-      }
-      state.block_table.insert(state.block_table.end(), s.new_block_ids().begin(),
-                               s.new_block_ids().end());
-      SequenceStep step;
-      step.seq_id = s.seq_id();
+      const rpc::SequenceSampling& p = s.sampling();
+      SequenceStep step =
+          sequences_.Next(s.seq_id(), s.is_new(),
+                          {p.temperature(), p.top_p(), static_cast<int32_t>(p.top_k()), p.seed()},
+                          static_cast<int32_t>(p.top_logprobs()), s.new_block_ids());
       step.token_ids.assign(s.token_ids().begin(), s.token_ids().end());
       step.start_position = s.start_position();
-      step.block_table = state.block_table;
       step.sample = s.sample();
-      step.sampling = state.sampling;
       step.return_logits = plan.return_logits();
-      step.top_logprobs = state.top_logprobs;
       batch.push_back(std::move(step));
     }
     const uint64_t sent_before = comm_ ? comm_->bytes_sent() : 0;
@@ -231,7 +214,7 @@ class RankLoop {
   uint64_t generation_ = 0;
   absl::Status formed_ = absl::FailedPreconditionError("the group has not formed yet");
   std::unique_ptr<GlooCommunicator> comm_;
-  std::map<uint64_t, SequenceState> sequences_;
+  SequenceTable sequences_;
 };
 
 // One connection to the router: register, then follow it until Shutdown
@@ -261,8 +244,8 @@ absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& h
     if (message.has_welcome()) {
       const rpc::Welcome& welcome = message.welcome();
       if (!welcomed) {
-        Log(options, absl::StrCat("registered with ", options.router, " (",
-                                  engine->num_blocks(), " KV blocks)"));
+        Log(options, absl::StrCat("registered with ", options.router, " (", engine->num_blocks(),
+                                  " KV blocks)"));
         welcomed = true;
       }
       stream.SetHeartbeatInterval(absl::Seconds(welcome.heartbeat_interval_seconds()));
@@ -278,12 +261,12 @@ absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& h
   stream.StopHeartbeats();
   const grpc::Status finish = stream.Finish();
   if (finish.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the router at ", options.router, " refused this rank: ", finish.error_message()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the router at ", options.router, " refused this rank: ", finish.error_message()));
   }
   if (!welcomed) return absl::UnavailableError("not connected");
-  return absl::UnavailableError(absl::StrCat("lost the router at ", options.router, ": ",
-                                             finish.error_message()));
+  return absl::UnavailableError(
+      absl::StrCat("lost the router at ", options.router, ": ", finish.error_message()));
 }
 
 }  // namespace
@@ -353,13 +336,13 @@ absl::Status RunRank(const RankOptions& options) {
   auto stub = rpc::Worker::NewStub(channel);
   absl::Time lost = absl::Now();
   for (int attempt = 0;; ++attempt) {
-    absl::Status served = ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(),
-                                      health);
+    absl::Status served =
+        ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(), health);
     if (served.ok() || absl::IsFailedPrecondition(served)) return served;
     if (served.message() != "not connected") lost = absl::Now();
     if (absl::Now() - lost > options.reconnect_timeout) {
-      return absl::UnavailableError(absl::StrCat(
-          served.message(), "; no router for ", absl::FormatDuration(options.reconnect_timeout)));
+      return absl::UnavailableError(absl::StrCat(served.message(), "; no router for ",
+                                                 absl::FormatDuration(options.reconnect_timeout)));
     }
     if (attempt == 0 || served.message() != "not connected") {
       Log(options, absl::StrCat(served.message(), "; reconnecting"));

@@ -20,6 +20,7 @@
 #include "router/rendezvous_service.h"
 #include "router/router.h"
 #include "router/worker_hub.h"
+#include "tests/testing/internal_server.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
 #include "worker/model_files.h"
@@ -127,12 +128,8 @@ class RouterOutputTest : public ::testing::Test {
     hub_ = std::make_unique<WorkerHub>([this](uint32_t group, uint64_t generation) {
       store_.AdvanceGeneration(group, generation);
     });
-    grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&store_);
-    builder.RegisterService(hub_.get());
-    server_ = builder.BuildAndStart();
+    server_ = testing::ServeInternal(&store_, hub_.get(), &port);
     ASSERT_NE(server_, nullptr);
     const char* bin = std::getenv("SHIFT_BINARY_DIR");
     auto worker = Subprocess::Start(

@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "router/rendezvous_service.h"
 #include "router/worker_hub.h"
+#include "tests/testing/internal_server.h"
 #include "tests/testing/recorded_run.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
@@ -82,12 +83,8 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
           store_.AdvanceGeneration(group, generation);
         },
         hub_options);
-    grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&store_);
-    builder.RegisterService(hub_.get());
-    server_ = builder.BuildAndStart();
+    server_ = testing::ServeInternal(&store_, hub_.get(), &port);
     ASSERT_NE(server_, nullptr);
 
     port_ = port;

@@ -124,7 +124,7 @@ TEST_F(StepLoopTest, RunsRequestsToTheEndAndTheModeFollowsThePolicy) {
     // The policy learns the measured time: 1 ms per token on the fake.
     EXPECT_EQ(policy_.observed[i].first, n);
     EXPECT_DOUBLE_EQ(policy_.observed[i].second, 1e-3 * n);
-    EXPECT_DOUBLE_EQ(records[i].seconds, 1e-3 * n);
+    EXPECT_DOUBLE_EQ(records[i].seconds(), 1e-3 * n);
   }
   EXPECT_EQ(executor_.steps[0].num_tokens, 12);  // a chunk of request 1
   EXPECT_EQ(scheduler_->blocks().num_used(), 0);
