@@ -1,10 +1,277 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "kernels/cpu/cpu_backend.h"
+
 #ifdef SHIFT_HAVE_CUDA
 #include "kernels/cuda/runtime.h"
 #endif
 
 namespace shift::kernels {
+namespace {
+
+std::string Describe(const Tensor& t) {
+  return absl::StrCat(t.rows, " x ", t.cols, " ", std::string(DTypeName(t.dtype)), " on ", DeviceName(t.device));
+}
+
+// Each condition of an operation's shape contract, with the operation's name
+// and what broke it.
+absl::Status Require(bool ok, Op op, std::string_view what) {
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(OpName(op), ": ", std::string(what)));
+}
+
+uint64_t Size(const Tensor& t) { return static_cast<uint64_t>(t.size()); }
+uint64_t Bytes(const Tensor& t) { return static_cast<uint64_t>(t.bytes()); }
+
+}  // namespace
+
+const char* OpName(Op op) {
+  switch (op) {
+    case Op::kEmbedding:
+      return "embedding";
+    case Op::kRmsNorm:
+      return "rms_norm";
+    case Op::kGemm:
+      return "gemm";
+    case Op::kRope:
+      return "rope";
+    case Op::kWriteKv:
+      return "write_kv";
+    case Op::kAttention:
+      return "attention";
+    case Op::kSiluMul:
+      return "silu_mul";
+    case Op::kCopy:
+      return "copy";
+    case Op::kGatherRows:
+      return "gather_rows";
+    case Op::kSample:
+      return "sample";
+    case Op::kCopyFromHost:
+      return "copy_from_host";
+    case Op::kCopyToHost:
+      return "copy_to_host";
+  }
+  return "?";
+}
+
+// Adds one call's work and wall time to its operation's counters.
+class Backend::Timer {
+ public:
+  Timer(OpStats& stats, uint64_t flops, uint64_t bytes)
+      : stats_(stats), start_(std::chrono::steady_clock::now()) {
+    ++stats_.calls;
+    stats_.flops += flops;
+    stats_.bytes += bytes;
+  }
+  ~Timer() {
+    stats_.seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  OpStats& stats_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+absl::Status Backend::CopyFromHost(const float* host, const Tensor& dst) {
+  SHIFT_RETURN_IF_ERROR(Require(dst.device == device(), Op::kCopyFromHost,
+                                absl::StrCat("destination is ", Describe(dst))));
+  Timer timer(stats_[static_cast<int>(Op::kCopyFromHost)], 0, Size(dst) * 4 + Bytes(dst));
+  return DoCopyFromHost(host, dst);
+}
+
+absl::Status Backend::CopyToHost(const Tensor& src, float* host) {
+  SHIFT_RETURN_IF_ERROR(Require(src.device == device(), Op::kCopyToHost,
+                                absl::StrCat("source is ", Describe(src))));
+  Timer timer(stats_[static_cast<int>(Op::kCopyToHost)], 0, Bytes(src) + Size(src) * 4);
+  return DoCopyToHost(src, host);
+}
+
+absl::Status Backend::Embedding(const Tensor& table, const StepData& step, int64_t first,
+                                const Tensor& out) {
+  const Op op = Op::kEmbedding;
+  SHIFT_RETURN_IF_ERROR(Require(table.cols == out.cols, op,
+                                absl::StrCat("table ", Describe(table), ", out ", Describe(out))));
+  SHIFT_RETURN_IF_ERROR(Require(first >= 0 && first + out.rows <= step.layout().num_tokens(), op,
+                                absl::StrCat("tokens [", first, ", ", first + out.rows, ") of ",
+                                             step.layout().num_tokens())));
+  Timer timer(stats_[static_cast<int>(op)], 0, 2 * Bytes(out));
+  return DoEmbedding(table, step, first, out);
+}
+
+absl::Status Backend::RmsNorm(const Tensor& residual, const Tensor* add, const Tensor& weight,
+                              float eps, const Tensor& out) {
+  const Op op = Op::kRmsNorm;
+  SHIFT_RETURN_IF_ERROR(
+      Require(residual.rows == out.rows && residual.cols == out.cols && weight.size() == out.cols &&
+                  (add == nullptr || (add->rows == out.rows && add->cols == out.cols)),
+              op,
+              absl::StrCat("residual ", Describe(residual), ", weight ", Describe(weight),
+                           ", out ", Describe(out))));
+  const uint64_t n = Size(out), rows = static_cast<uint64_t>(out.rows);
+  uint64_t flops = 4 * n + 2 * rows, bytes = Bytes(residual) + Bytes(weight) + Bytes(out);
+  if (add != nullptr) {
+    flops += n;
+    bytes += Bytes(*add) + Bytes(residual);
+  }
+  Timer timer(stats_[static_cast<int>(op)], flops, bytes);
+  return DoRmsNorm(residual, add, weight, eps, out);
+}
+
+absl::Status Backend::Gemm(const Tensor& x, const Weight& w, const GemmRange& range,
+                           const Tensor* bias, const Tensor& y) {
+  const Op op = Op::kGemm;
+  const int64_t n_end = range.n_end < 0 ? w.n() : range.n_end;
+  const bool groups_ok =
+      (range.group_count == 1 || range.group_count == 2 || range.group_count == 4 ||
+       range.group_count == 8) &&
+      range.group_begin % range.group_count == 0 &&
+      range.group_begin + range.group_count <= kReductionGroups;
+  SHIFT_RETURN_IF_ERROR(Require(groups_ok && range.n_begin % kPanelWidth == 0 &&
+                                    range.n_begin <= n_end && n_end <= w.n(),
+                                op,
+                                absl::StrCat("columns [", range.n_begin, ", ", n_end, ") of ",
+                                             w.n(), ", groups ", range.group_begin, " + ",
+                                             range.group_count)));
+  const int64_t k = w.k() / kReductionGroups * range.group_count, cols = n_end - range.n_begin;
+  SHIFT_RETURN_IF_ERROR(Require(
+      x.cols == k && y.rows == x.rows && y.cols == cols &&
+          (bias == nullptr || bias->size() == cols),
+      op,
+      absl::StrCat("x ", Describe(x), " against ", k, " K columns; y ", Describe(y), " for ",
+                   cols, " columns", bias == nullptr ? "" : "; bias ",
+                   bias == nullptr ? "" : Describe(*bias))));
+  const uint64_t m = static_cast<uint64_t>(x.rows), mn = m * static_cast<uint64_t>(cols);
+  uint64_t flops = 2 * mn * static_cast<uint64_t>(k);
+  uint64_t bytes = Bytes(x) + Bytes(y) + static_cast<uint64_t>(cols * k) * DTypeSize(w.dtype());
+  if (bias != nullptr) {
+    flops += mn;
+    bytes += Bytes(*bias);
+  }
+  Timer timer(stats_[static_cast<int>(op)], flops, bytes);
+  return DoGemm(x, w, range, bias, y);
+}
+
+absl::Status Backend::Rope(const Tensor& x, int64_t heads, const RopeTable& rope,
+                           const StepData& step, int64_t first) {
+  const Op op = Op::kRope;
+  const int64_t hd = rope.spec().head_dim;
+  SHIFT_RETURN_IF_ERROR(Require(heads > 0 && x.cols == heads * hd, op,
+                                absl::StrCat("x ", Describe(x), " for ", heads, " heads of ", hd)));
+  SHIFT_RETURN_IF_ERROR(Require(first >= 0 && first + x.rows <= step.layout().num_tokens(), op,
+                                absl::StrCat("tokens [", first, ", ", first + x.rows, ") of ",
+                                             step.layout().num_tokens())));
+  const uint64_t rows = static_cast<uint64_t>(x.rows);
+  Timer timer(stats_[static_cast<int>(op)], 3 * Size(x) + rows * static_cast<uint64_t>(hd),
+              2 * Bytes(x));
+  return DoRope(x, heads, rope, step, first);
+}
+
+absl::Status Backend::WriteKv(const PagedKv& cache, const Tensor& k, const Tensor& v,
+                              const StepData& step) {
+  const Op op = Op::kWriteKv;
+  const int64_t width = cache.kv_heads * cache.head_dim;
+  SHIFT_RETURN_IF_ERROR(Require(
+      k.rows == step.layout().num_tokens() && v.rows == k.rows && k.cols == width &&
+          v.cols == width && cache.k.cols == width && cache.v.cols == width,
+      op, absl::StrCat("k ", Describe(k), ", v ", Describe(v), " for ", step.layout().num_tokens(),
+                       " tokens of ", cache.kv_heads, " kv heads of ", cache.head_dim)));
+  Timer timer(stats_[static_cast<int>(op)], 0, 2 * (Bytes(k) + Bytes(v)));
+  return DoWriteKv(cache, k, v, step);
+}
+
+absl::Status Backend::Attention(const Tensor& q, int64_t heads, const PagedKv& cache,
+                                const StepData& step, float scale, const Tensor& out) {
+  const Op op = Op::kAttention;
+  const StepLayout& layout = step.layout();
+  const int64_t hd = cache.head_dim;
+  SHIFT_RETURN_IF_ERROR(Require(
+      heads > 0 && cache.kv_heads > 0 && heads % cache.kv_heads == 0 &&
+          q.rows == layout.num_tokens() && q.cols == heads * hd && out.rows == q.rows &&
+          out.cols == q.cols,
+      op,
+      absl::StrCat("q ", Describe(q), ", out ", Describe(out), " for ", layout.num_tokens(),
+                   " tokens of ", heads, " heads over ", cache.kv_heads, " kv heads of ", hd)));
+  uint64_t flops = 0, bytes = Bytes(q) + Bytes(out);
+  const uint64_t per_position = static_cast<uint64_t>(heads * (4 * hd + 3));
+  for (int64_t p : layout.positions) flops += per_position * static_cast<uint64_t>(p + 1);
+  for (const StepLayout::Sequence& s : layout.sequences) {
+    const int64_t context = s.start_position + s.num_tokens;
+    bytes += static_cast<uint64_t>(2 * context * cache.kv_heads * hd) * DTypeSize(cache.k.dtype);
+  }
+  Timer timer(stats_[static_cast<int>(op)], flops, bytes);
+  return DoAttention(q, heads, cache, step, scale, out);
+}
+
+absl::Status Backend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  const Op op = Op::kSiluMul;
+  SHIFT_RETURN_IF_ERROR(Require(
+      gate.rows == out.rows && gate.cols == out.cols && up.rows == out.rows && up.cols == out.cols,
+      op, absl::StrCat("gate ", Describe(gate), ", up ", Describe(up), ", out ", Describe(out))));
+  Timer timer(stats_[static_cast<int>(op)], 5 * Size(out), Bytes(gate) + Bytes(up) + Bytes(out));
+  return DoSiluMul(gate, up, out);
+}
+
+absl::Status Backend::Copy(const Tensor& src, const Tensor& dst) {
+  const Op op = Op::kCopy;
+  SHIFT_RETURN_IF_ERROR(
+      Require(src.rows == dst.rows && src.cols == dst.cols && src.dtype == dst.dtype, op,
+              absl::StrCat("from ", Describe(src), " to ", Describe(dst))));
+  Timer timer(stats_[static_cast<int>(op)], 0, 2 * Bytes(src));
+  return DoCopy(src, dst);
+}
+
+absl::Status Backend::GatherRows(const Tensor& src, absl::Span<const int64_t> rows,
+                                 const Tensor& dst) {
+  const Op op = Op::kGatherRows;
+  const bool in_range = std::all_of(rows.begin(), rows.end(),
+                                    [&](int64_t r) { return r >= 0 && r < src.rows; });
+  SHIFT_RETURN_IF_ERROR(Require(
+      in_range && dst.rows == static_cast<int64_t>(rows.size()) && dst.cols == src.cols &&
+          dst.dtype == src.dtype,
+      op, absl::StrCat(rows.size(), " rows of ", Describe(src), " into ", Describe(dst))));
+  Timer timer(stats_[static_cast<int>(op)], 0, 2 * Bytes(dst));
+  return DoGatherRows(src, rows, dst);
+}
+
+absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
+    const Tensor& logits, absl::Span<const SampleRequest> requests) {
+  const Op op = Op::kSample;
+  SHIFT_RETURN_IF_ERROR(Require(logits.dtype == DType::kF32 && logits.cols > 0 &&
+                                    logits.rows == static_cast<int64_t>(requests.size()),
+                                op,
+                                absl::StrCat("logits ", Describe(logits), " for ",
+                                             requests.size(), " requests")));
+  Timer timer(stats_[static_cast<int>(op)], 3 * Size(logits), Bytes(logits));
+  return DoSample(logits, requests);
+}
+
+absl::StatusOr<Device> ParseDevice(std::string_view name) {
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda") {
+    return absl::UnimplementedError(
+        "--device=cuda: this build has no CUDA backend yet; use --device=cpu");
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--device=", std::string(name), " is not a device (the choices: cpu)"));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Device device,
+                                                       const BackendOptions& options) {
+  switch (device) {
+    case Device::kCpu:
+      return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>(options.threads));
+    case Device::kCuda:
+      break;
+  }
+  return absl::UnimplementedError(absl::StrCat("no ", DeviceName(device), " backend in this build"));
+}
 
 bool BuiltWithCuda() {
 #ifdef SHIFT_HAVE_CUDA
@@ -23,10 +290,6 @@ int CudaDeviceCount(std::string* why) {
 #endif
 }
 
-std::vector<std::string> AvailableBackends() {
-  std::vector<std::string> out = {"cpu"};
-  if (CudaDeviceCount() > 0) out.push_back("cuda");
-  return out;
-}
+std::vector<std::string> AvailableBackends() { return {"cpu"}; }
 
 }  // namespace shift::kernels

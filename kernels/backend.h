@@ -1,12 +1,242 @@
-// The compute backends this build can use. CPU (fp32, deterministic) is
-// always there and is the reference every other backend is checked against;
-// CUDA is there when the build found nvcc and the machine has a GPU.
+// The backend interface: the operations a Llama-family model executor needs,
+// on memory the backend allocates (the device's; host memory for the CPU
+// backend). The executor (worker/model_executor.h) says what a layer does and
+// where the collectives go; a backend says how, on its device. Each public
+// operation checks its shapes, counts its FLOPs and bytes, then runs the
+// backend's kernel (the protected Do* methods a backend implements).
+//
+// CPU (kernels/cpu/cpu_backend.h: fp32, deterministic) is always there and is
+// the reference every other backend is checked against, operation by
+// operation (tests/unit/backend_ops_test.cc). CUDA is there when the build
+// found nvcc and the machine has a GPU.
 #pragma once
 
+#include <array>
+#include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/op_params.h"
+#include "kernels/tensor.h"
+
 namespace shift::kernels {
+
+// Where the tokens of a step are, as host data: every sequence's new tokens,
+// concatenated, with their positions and blocks. Prefill chunks and decodes
+// mix freely.
+struct StepLayout {
+  struct Sequence {
+    int64_t first_token = 0;     // index of its first token in the step
+    int64_t num_tokens = 0;      // new tokens this step
+    int64_t start_position = 0;  // position of its first new token
+    std::vector<int32_t> block_table;  // blocks covering positions 0 .. end - 1
+  };
+  std::vector<int32_t> token_ids;
+  std::vector<int64_t> positions;
+  std::vector<int32_t> sequence_of_token;  // index into `sequences`
+  std::vector<Sequence> sequences;
+
+  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+};
+
+// A step's layout as the backend keeps it for the step's operations (a GPU
+// backend copies it to the device once).
+class StepData {
+ public:
+  explicit StepData(StepLayout layout) : layout_(std::move(layout)) {}
+  virtual ~StepData() = default;
+  const StepLayout& layout() const { return layout_; }
+
+ private:
+  StepLayout layout_;
+};
+
+// A GEMM weight W [n][k] (the Hugging Face [out_features][in_features]
+// layout) as the backend packs it: how is the backend's business.
+class Weight {
+ public:
+  Weight(int64_t n, int64_t k, DType dtype) : n_(n), k_(k), dtype_(dtype) {}
+  virtual ~Weight() = default;
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  DType dtype() const { return dtype_; }
+
+ private:
+  int64_t n_, k_;
+  DType dtype_;
+};
+
+// The rotary embedding of a model: frequencies for head_dim, theta and an
+// optional llama3 scaling, as the backend keeps them.
+struct RopeSpec {
+  int64_t head_dim = 0;
+  double theta = 10000.0;
+  std::optional<Llama3Scaling> scaling;
+};
+class RopeTable {
+ public:
+  explicit RopeTable(RopeSpec spec) : spec_(std::move(spec)) {}
+  virtual ~RopeTable() = default;
+  const RopeSpec& spec() const { return spec_; }
+
+ private:
+  RopeSpec spec_;
+};
+
+// One layer's paged K and V for the kv heads a rank holds, each
+// [num_blocks · block_size][kv_heads · head_dim]: the unified layout
+// [blocks][block_size][kv-head shard][head_dim] both modes read and write.
+struct PagedKv {
+  Tensor k, v;
+  int64_t block_size = 0, kv_heads = 0, head_dim = 0;
+};
+
+// One row to sample from, and what to return with the token.
+struct SampleRequest {
+  SamplingParams params;
+  int64_t position = 0;  // where the sampled token will sit (keys the random draw)
+  int32_t top_logprobs = 0;
+  bool return_logits = false;
+};
+struct SampleResult {
+  int32_t token_id = -1;
+  float logprob = 0.0f;                        // log-softmax of the token at temperature 1
+  std::vector<std::pair<int32_t, float>> top;  // top_logprobs alternatives, best first
+  std::vector<float> logits;                   // when asked
+};
+
+// The operations, for the per-operation counters.
+enum class Op {
+  kEmbedding,
+  kRmsNorm,
+  kGemm,
+  kRope,
+  kWriteKv,
+  kAttention,
+  kSiluMul,
+  kCopy,
+  kGatherRows,
+  kSample,
+  kCopyFromHost,
+  kCopyToHost,
+};
+inline constexpr int kNumOps = static_cast<int>(Op::kCopyToHost) + 1;
+const char* OpName(Op op);
+
+// What the operations of one kind have done since the backend was made.
+// FLOPs count a multiply-add as 2 and any other arithmetic operation
+// (exp and sqrt included) as 1; bytes are the least traffic the operation
+// needs (each operand read once, each result written once, the KV of a
+// sequence read once per step); seconds are the wall time of the calls
+// (for a backend that runs asynchronously, the time to enqueue them).
+struct OpStats {
+  uint64_t calls = 0;
+  uint64_t flops = 0;
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual Device device() const = 0;
+  // The element type of activations and the KV cache on this backend.
+  virtual DType activation_dtype() const = 0;
+
+  // --- Memory. None of these is counted but the copies.
+  // rows × cols uninitialised elements (zeros with `zero`); an allocation the
+  // device cannot hold is RESOURCE_EXHAUSTED with the numbers.
+  virtual absl::StatusOr<Buffer> Allocate(DType dtype, int64_t rows, int64_t cols,
+                                          bool zero = false) = 0;
+  // W [n][k], row-major fp32 host memory, packed for GEMMs on this device.
+  virtual absl::StatusOr<std::unique_ptr<Weight>> UploadWeight(const float* w, int64_t n,
+                                                               int64_t k) = 0;
+  virtual absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) = 0;
+  virtual absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) = 0;
+  // dst.size() fp32 values from host memory (row-major), converted to dst's dtype.
+  absl::Status CopyFromHost(const float* host, const Tensor& dst);
+  // src.size() values as fp32 into host memory (row-major).
+  absl::Status CopyToHost(const Tensor& src, float* host);
+
+  // --- Operations. Shapes are checked (a mismatch is INVALID_ARGUMENT).
+  // out[i] = table[token_ids[first + i]] for out.rows tokens of the step.
+  absl::Status Embedding(const Tensor& table, const StepData& step, int64_t first,
+                         const Tensor& out);
+  // With `add`, residual += add first (written back); then
+  // out = residual / sqrt(mean(residual²) + eps) · weight, per row.
+  absl::Status RmsNorm(const Tensor& residual, const Tensor* add, const Tensor& weight, float eps,
+                       const Tensor& out);
+  // y = x · Wᵀ over `range` (+ bias, 1 × y.cols, already at the range's
+  // first column). x holds the K columns of the range's groups.
+  absl::Status Gemm(const Tensor& x, const Weight& w, const GemmRange& range, const Tensor* bias,
+                    const Tensor& y);
+  // Rotates x (rows × heads·head_dim) in place for the positions of the
+  // step's tokens first .. first + x.rows - 1.
+  absl::Status Rope(const Tensor& x, int64_t heads, const RopeTable& rope, const StepData& step,
+                    int64_t first);
+  // Writes every token's K and V (tokens × kv_heads·head_dim) into its
+  // sequence's blocks.
+  absl::Status WriteKv(const PagedKv& cache, const Tensor& k, const Tensor& v,
+                       const StepData& step);
+  // Causal attention of every token's query heads (q: tokens × heads·head_dim;
+  // query head h reads kv head h / (heads / kv_heads)) over its sequence's
+  // cached positions 0 .. its own, K/V already written.
+  absl::Status Attention(const Tensor& q, int64_t heads, const PagedKv& cache,
+                         const StepData& step, float scale, const Tensor& out);
+  // out = silu(gate) · up, elementwise.
+  absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out);
+  // dst = src (same shape; strided views, so it packs and unpacks columns).
+  absl::Status Copy(const Tensor& src, const Tensor& dst);
+  // dst[i] = src[rows[i]].
+  absl::Status GatherRows(const Tensor& src, absl::Span<const int64_t> rows, const Tensor& dst);
+  // One token per row of `logits` (fp32, rows × vocab), as each request asks.
+  absl::StatusOr<std::vector<SampleResult>> Sample(const Tensor& logits,
+                                                   absl::Span<const SampleRequest> requests);
+
+  const OpStats& stats(Op op) const { return stats_[static_cast<int>(op)]; }
+
+ protected:
+  virtual absl::Status DoCopyFromHost(const float* host, const Tensor& dst) = 0;
+  virtual absl::Status DoCopyToHost(const Tensor& src, float* host) = 0;
+  virtual absl::Status DoEmbedding(const Tensor& table, const StepData& step, int64_t first,
+                                   const Tensor& out) = 0;
+  virtual absl::Status DoRmsNorm(const Tensor& residual, const Tensor* add, const Tensor& weight,
+                                 float eps, const Tensor& out) = 0;
+  virtual absl::Status DoGemm(const Tensor& x, const Weight& w, const GemmRange& range,
+                              const Tensor* bias, const Tensor& y) = 0;
+  virtual absl::Status DoRope(const Tensor& x, int64_t heads, const RopeTable& rope,
+                              const StepData& step, int64_t first) = 0;
+  virtual absl::Status DoWriteKv(const PagedKv& cache, const Tensor& k, const Tensor& v,
+                                 const StepData& step) = 0;
+  virtual absl::Status DoAttention(const Tensor& q, int64_t heads, const PagedKv& cache,
+                                   const StepData& step, float scale, const Tensor& out) = 0;
+  virtual absl::Status DoSiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+  virtual absl::Status DoCopy(const Tensor& src, const Tensor& dst) = 0;
+  virtual absl::Status DoGatherRows(const Tensor& src, absl::Span<const int64_t> rows,
+                                    const Tensor& dst) = 0;
+  virtual absl::StatusOr<std::vector<SampleResult>> DoSample(
+      const Tensor& logits, absl::Span<const SampleRequest> requests) = 0;
+
+ private:
+  class Timer;
+  std::array<OpStats, kNumOps> stats_{};
+};
+
+struct BackendOptions {
+  // Host threads for the CPU backend's kernels; results do not depend on it.
+  int threads = 1;
+};
+
+// The backend for --device (its spelling: "cpu"; "cuda" is refused until the
+// CUDA backend is built).
+absl::StatusOr<Device> ParseDevice(std::string_view name);
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Device device,
+                                                       const BackendOptions& options);
 
 // Whether this binary was built with the CUDA kernels.
 bool BuiltWithCuda();
@@ -15,7 +245,7 @@ bool BuiltWithCuda();
 // `why` (when given) says which.
 int CudaDeviceCount(std::string* why = nullptr);
 
-// "cpu", then "cuda" when CudaDeviceCount() > 0.
+// The devices CreateBackend can make a backend for on this machine.
 std::vector<std::string> AvailableBackends();
 
 }  // namespace shift::kernels

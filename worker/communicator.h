@@ -1,5 +1,6 @@
 // How the ranks of a worker group exchange tensors inside a step. One
-// interface, several backends (Gloo over TCP on CPU now; NCCL on GPU later).
+// interface over backend buffers, several implementations (Gloo over TCP on
+// host memory now; NCCL on device memory later).
 // Every call returns a status instead of throwing; after a failure the
 // communicator is broken for good, and the group builds a new one under a
 // new generation. Each call counts the bytes it moves.
@@ -10,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "kernels/tensor.h"
 
 namespace shift {
 
@@ -20,27 +22,33 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
 
-  // out (size()·n floats) = every rank's `in` (n floats), in rank order.
-  virtual absl::Status AllGather(const float* in, int64_t n, float* out) = 0;
-  // Like AllGather with rank r contributing counts[r] floats.
-  virtual absl::Status AllGatherV(const float* in, absl::Span<const int64_t> counts,
-                                  float* out) = 0;
-  // On `root`, out (size()·n floats) = every rank's `in`; elsewhere out is
-  // untouched (may be null).
-  virtual absl::Status Gather(const float* in, int64_t n, float* out, int root) = 0;
-  // Sends send_counts[r] floats (consecutive in `in`) to each rank r and
-  // receives recv_counts[r] floats from each, consecutive in `out`.
-  virtual absl::Status AllToAllV(const float* in, absl::Span<const int64_t> send_counts, float* out,
+  // Every buffer is a contiguous tensor of backend memory; each backend
+  // says which devices and dtypes it takes (Gloo: fp32 host memory). Counts
+  // are elements.
+  //
+  // out (size()·in.size() elements) = every rank's `in`, in rank order.
+  virtual absl::Status AllGather(const kernels::Tensor& in, const kernels::Tensor& out) = 0;
+  // Like AllGather with rank r contributing counts[r] elements.
+  virtual absl::Status AllGatherV(const kernels::Tensor& in, absl::Span<const int64_t> counts,
+                                  const kernels::Tensor& out) = 0;
+  // On `root`, out (size()·in.size() elements) = every rank's `in`;
+  // elsewhere out is untouched (may be empty).
+  virtual absl::Status Gather(const kernels::Tensor& in, const kernels::Tensor& out, int root) = 0;
+  // Sends send_counts[r] elements (consecutive in `in`) to each rank r and
+  // receives recv_counts[r] elements from each, consecutive in `out`.
+  virtual absl::Status AllToAllV(const kernels::Tensor& in, absl::Span<const int64_t> send_counts,
+                                 const kernels::Tensor& out,
                                  absl::Span<const int64_t> recv_counts) = 0;
   virtual absl::Status Barrier() = 0;
 
-  // The deterministic all-reduce (docs/architecture.md, Determinism): `data` holds this
-  // rank's subtree value of each of n elements; afterwards every rank holds,
-  // for each element, the P values joined by the top of the canonical tree.
-  // An all-to-all gives each rank its 1/P slice from everyone, the rank joins
-  // them, and an all-gather returns the slices: the bytes of a ring
-  // all-reduce. Needs size() in {1, 2, 4, 8}.
-  absl::Status DeterministicAllReduce(float* data, int64_t n);
+  // The deterministic all-reduce (docs/architecture.md, Determinism): `data`
+  // holds this rank's subtree value of each of its elements; afterwards
+  // every rank holds, for each element, the P values joined by the top of
+  // the canonical tree. An all-to-all gives each rank its 1/P slice from
+  // everyone, the rank joins them, and an all-gather returns the slices: the
+  // bytes of a ring all-reduce. Needs size() in {1, 2, 4, 8} and fp32 host
+  // memory (the join runs on the host).
+  absl::Status DeterministicAllReduce(const kernels::Tensor& data);
 
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }

@@ -64,10 +64,36 @@ absl::Status GlooCommunicator::Run(const char* what, Fn&& fn) {
   }
 }
 
-absl::Status GlooCommunicator::AllGather(const float* in, int64_t n, float* out) {
+namespace {
+
+// The fp32 elements of a contiguous host tensor (an empty one has none).
+absl::StatusOr<float*> HostFloats(const char* what, const kernels::Tensor& t) {
+  if (t.empty()) return static_cast<float*>(t.data);
+  if (t.device != kernels::Device::kCpu || t.dtype != DType::kF32 || !t.contiguous()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": Gloo moves contiguous fp32 host memory, not ", std::string(DTypeName(t.dtype)), " on ",
+        kernels::DeviceName(t.device), t.contiguous() ? "" : " (strided)"));
+  }
+  return t.As<float>();
+}
+
+absl::Status RequireRoom(const char* what, const kernels::Tensor& out, int64_t needed) {
+  if (out.size() >= needed) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": the output holds ", out.size(), " elements of the ", needed, " needed"));
+}
+
+}  // namespace
+
+absl::Status GlooCommunicator::AllGather(const kernels::Tensor& in_t,
+                                         const kernels::Tensor& out_t) {
+  SHIFT_ASSIGN_OR_RETURN(float* in, HostFloats("all-gather", in_t));
+  SHIFT_ASSIGN_OR_RETURN(float* out, HostFloats("all-gather", out_t));
+  const int64_t n = in_t.size();
+  SHIFT_RETURN_IF_ERROR(RequireRoom("all-gather", out_t, n * size_));
   SHIFT_RETURN_IF_ERROR(Run("all-gather", [&] {
     gloo::AllgatherOptions opts(context_);
-    opts.setInput(const_cast<float*>(in), n);
+    opts.setInput(in, n);
     opts.setOutput(out, n * size_);
     gloo::allgather(opts);
   }));
@@ -75,26 +101,39 @@ absl::Status GlooCommunicator::AllGather(const float* in, int64_t n, float* out)
   return absl::OkStatus();
 }
 
-absl::Status GlooCommunicator::AllGatherV(const float* in, absl::Span<const int64_t> counts,
-                                          float* out) {
+absl::Status GlooCommunicator::AllGatherV(const kernels::Tensor& in_t,
+                                          absl::Span<const int64_t> counts,
+                                          const kernels::Tensor& out_t) {
   if (static_cast<int>(counts.size()) != size_) {
     return absl::InvalidArgumentError("all-gather-v needs one count per rank");
   }
+  SHIFT_ASSIGN_OR_RETURN(float* in, HostFloats("all-gather-v", in_t));
+  SHIFT_ASSIGN_OR_RETURN(float* out, HostFloats("all-gather-v", out_t));
+  const int64_t total = Sum(counts);
+  SHIFT_RETURN_IF_ERROR(RequireRoom("all-gather-v", out_t, total));
+  SHIFT_RETURN_IF_ERROR(RequireRoom("all-gather-v", in_t, counts[rank_]));
   SHIFT_RETURN_IF_ERROR(Run("all-gather-v", [&] {
     gloo::AllgathervOptions opts(context_);
-    opts.setInput(const_cast<float*>(in), counts[rank_]);
+    opts.setInput(in, counts[rank_]);
     opts.setOutput(out, std::vector<size_t>(counts.begin(), counts.end()));
     gloo::allgatherv(opts);
   }));
-  const int64_t total = Sum(counts);
   CountBytes(Bytes(counts[rank_] * (size_ - 1)), Bytes(total - counts[rank_]));
   return absl::OkStatus();
 }
 
-absl::Status GlooCommunicator::Gather(const float* in, int64_t n, float* out, int root) {
+absl::Status GlooCommunicator::Gather(const kernels::Tensor& in_t, const kernels::Tensor& out_t,
+                                      int root) {
+  SHIFT_ASSIGN_OR_RETURN(float* in, HostFloats("gather", in_t));
+  const int64_t n = in_t.size();
+  float* out = nullptr;
+  if (rank_ == root) {
+    SHIFT_ASSIGN_OR_RETURN(out, HostFloats("gather", out_t));
+    SHIFT_RETURN_IF_ERROR(RequireRoom("gather", out_t, n * size_));
+  }
   SHIFT_RETURN_IF_ERROR(Run("gather", [&] {
     gloo::GatherOptions opts(context_);
-    opts.setInput(const_cast<float*>(in), n);
+    opts.setInput(in, n);
     if (rank_ == root) opts.setOutput(out, n * size_);
     opts.setRoot(root);
     gloo::gather(opts);
@@ -107,16 +146,21 @@ absl::Status GlooCommunicator::Gather(const float* in, int64_t n, float* out, in
   return absl::OkStatus();
 }
 
-absl::Status GlooCommunicator::AllToAllV(const float* in, absl::Span<const int64_t> send_counts,
-                                         float* out, absl::Span<const int64_t> recv_counts) {
+absl::Status GlooCommunicator::AllToAllV(const kernels::Tensor& in_t,
+                                         absl::Span<const int64_t> send_counts,
+                                         const kernels::Tensor& out_t,
+                                         absl::Span<const int64_t> recv_counts) {
   if (static_cast<int>(send_counts.size()) != size_ ||
       static_cast<int>(recv_counts.size()) != size_) {
     return absl::InvalidArgumentError("all-to-all-v needs one count per rank");
   }
+  SHIFT_ASSIGN_OR_RETURN(float* in, HostFloats("all-to-all-v", in_t));
+  SHIFT_ASSIGN_OR_RETURN(float* out, HostFloats("all-to-all-v", out_t));
+  SHIFT_RETURN_IF_ERROR(RequireRoom("all-to-all-v", in_t, Sum(send_counts)));
+  SHIFT_RETURN_IF_ERROR(RequireRoom("all-to-all-v", out_t, Sum(recv_counts)));
   SHIFT_RETURN_IF_ERROR(Run("all-to-all-v", [&] {
     gloo::AlltoallvOptions opts(context_);
-    opts.setInput(const_cast<float*>(in),
-                  std::vector<int64_t>(send_counts.begin(), send_counts.end()));
+    opts.setInput(in, std::vector<int64_t>(send_counts.begin(), send_counts.end()));
     opts.setOutput(out, std::vector<int64_t>(recv_counts.begin(), recv_counts.end()));
     gloo::alltoallv(opts);
   }));

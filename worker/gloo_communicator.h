@@ -1,4 +1,5 @@
-// The CPU backend of Communicator: Gloo over TCP, its ranks meeting through a
+// The host-memory Communicator: Gloo over TCP (fp32 host buffers, the CPU
+// backend's), its ranks meeting through a
 // rendezvous store. Gloo's exceptions are caught at this boundary.
 #pragma once
 
@@ -30,10 +31,12 @@ class GlooCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  absl::Status AllGather(const float* in, int64_t n, float* out) override;
-  absl::Status AllGatherV(const float* in, absl::Span<const int64_t> counts, float* out) override;
-  absl::Status Gather(const float* in, int64_t n, float* out, int root) override;
-  absl::Status AllToAllV(const float* in, absl::Span<const int64_t> send_counts, float* out,
+  absl::Status AllGather(const kernels::Tensor& in, const kernels::Tensor& out) override;
+  absl::Status AllGatherV(const kernels::Tensor& in, absl::Span<const int64_t> counts,
+                          const kernels::Tensor& out) override;
+  absl::Status Gather(const kernels::Tensor& in, const kernels::Tensor& out, int root) override;
+  absl::Status AllToAllV(const kernels::Tensor& in, absl::Span<const int64_t> send_counts,
+                         const kernels::Tensor& out,
                          absl::Span<const int64_t> recv_counts) override;
   absl::Status Barrier() override;
 

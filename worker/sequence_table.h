@@ -9,7 +9,6 @@
 #include <map>
 #include <vector>
 
-#include "kernels/cpu/ops.h"
 #include "worker/engine.h"
 
 namespace shift {
@@ -21,7 +20,7 @@ class SequenceTable {
   // otherwise); its block table grows by `new_blocks`. The caller fills in
   // the tokens, start position and what to return.
   template <typename Blocks>
-  SequenceStep Next(uint64_t seq_id, bool is_new, const kernels::cpu::SamplingParams& sampling,
+  SequenceStep Next(uint64_t seq_id, bool is_new, const kernels::SamplingParams& sampling,
                     int32_t top_logprobs, const Blocks& new_blocks) {
     State& state = sequences_[seq_id];
     if (is_new) {
@@ -43,7 +42,7 @@ class SequenceTable {
  private:
   struct State {
     std::vector<int32_t> block_table;
-    kernels::cpu::SamplingParams sampling;
+    kernels::SamplingParams sampling;
     int32_t top_logprobs = 0;
   };
   std::map<uint64_t, State> sequences_;

@@ -10,12 +10,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace shift::kernels::cpu {
+#include "kernels/op_params.h"
 
-// Columns per panel: a column-parallel (TP) slice is a range of panels.
-inline constexpr int64_t kPanelWidth = 16;
-// Groups of the canonical K reduction.
-inline constexpr int kReductionGroups = 8;
+namespace shift::kernels::cpu {
 
 // W [n][k] packed as panels of kPanelWidth columns, each stored [k][16]
 // (the last panel zero-padded). Owns its memory.
@@ -33,18 +30,6 @@ class PackedWeight {
  private:
   int64_t n_ = 0, k_ = 0;
   std::vector<float> data_;
-};
-
-// Which part of the product a call computes.
-struct GemmRange {
-  // Output columns [n_begin, n_end); n_begin a multiple of kPanelWidth.
-  int64_t n_begin = 0;
-  int64_t n_end = -1;  // -1: to W.n()
-  // Reduction groups [group_begin, group_begin + group_count): the whole tree
-  // (0, 8) or one aligned subtree (count 1, 2 or 4) — what a row-parallel
-  // TP rank owns. `x` then holds only those groups' K columns.
-  int group_begin = 0;
-  int group_count = kReductionGroups;
 };
 
 // y[m][n - n_begin] = Σ_k x[m][k] · W[n][k] over the range, in canonical

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "kernels/op_params.h"
 
 namespace shift::kernels::cpu {
 
@@ -29,10 +30,6 @@ void SiluMul(const float* gate, const float* up, int64_t tokens, int64_t n, floa
 
 // Rotary embedding frequencies of a model (Hugging Face rotate_half layout:
 // pairs (i, i + d/2)), including llama3 scaling. One table serves every path.
-struct Llama3Scaling {
-  double factor, low_freq_factor, high_freq_factor;
-  int64_t original_max_position_embeddings;
-};
 class Rope {
  public:
   Rope(int64_t head_dim, double theta, std::optional<Llama3Scaling> scaling);
@@ -74,14 +71,6 @@ void WriteKv(const KvView& cache, absl::Span<const int32_t> block_table, int64_t
 // floats.
 void AttendOne(const KvView& cache, absl::Span<const int32_t> block_table, int64_t position,
                const float* q, int64_t heads, float scale, float* out, float* scratch);
-
-// Sampling parameters of one row.
-struct SamplingParams {
-  float temperature = 0.0f;  // 0: greedy
-  float top_p = 1.0f;
-  int32_t top_k = 0;  // 0: off
-  uint64_t seed = 0;
-};
 
 // Philox-4x32-10 keyed by (seed, counter): a uniform float in [0, 1), the
 // same for the same (seed, position) wherever and whenever it is drawn.

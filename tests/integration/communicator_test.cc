@@ -42,6 +42,11 @@ std::vector<float> Values(int rank, int64_t n) {
   return v;
 }
 
+// A host vector as the communicator's tensor.
+kernels::Tensor Host(const std::vector<float>& v) {
+  return kernels::HostTensor(v.data(), static_cast<int64_t>(v.size()));
+}
+
 class CommunicatorTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(CommunicatorTest, GathersAndExchanges) {
@@ -50,7 +55,7 @@ TEST_P(CommunicatorTest, GathersAndExchanges) {
     const int r = comm.rank();
     const int64_t n = 5;
     std::vector<float> all(n * p);
-    ASSERT_TRUE(comm.AllGather(Values(r, n).data(), n, all.data()).ok());
+    ASSERT_TRUE(comm.AllGather(Host(Values(r, n)), Host(all)).ok());
     for (int s = 0; s < p; ++s) {
       EXPECT_EQ(std::vector<float>(all.begin() + s * n, all.begin() + (s + 1) * n), Values(s, n));
     }
@@ -58,12 +63,12 @@ TEST_P(CommunicatorTest, GathersAndExchanges) {
     std::vector<int64_t> counts(p);
     for (int s = 0; s < p; ++s) counts[s] = s + 1;
     std::vector<float> v(p * (p + 1) / 2);
-    ASSERT_TRUE(comm.AllGatherV(Values(r, r + 1).data(), counts, v.data()).ok());
+    ASSERT_TRUE(comm.AllGatherV(Host(Values(r, r + 1)), counts, Host(v)).ok());
     for (int s = 0, at = 0; s < p; at += s + 1, ++s) {
       EXPECT_EQ(std::vector<float>(v.begin() + at, v.begin() + at + s + 1), Values(s, s + 1));
     }
     std::vector<float> gathered(n * p, -1.0f);
-    ASSERT_TRUE(comm.Gather(Values(r, n).data(), n, gathered.data(), 0).ok());
+    ASSERT_TRUE(comm.Gather(Host(Values(r, n)), Host(gathered), 0).ok());
     if (r == 0) {
       EXPECT_EQ(gathered, all);
     }
@@ -76,7 +81,7 @@ TEST_P(CommunicatorTest, GathersAndExchanges) {
       for (int i = 0; i <= d; ++i) out_data.push_back(static_cast<float>(100 * r + d));
     }
     std::vector<float> in_data((r + 1) * p);
-    ASSERT_TRUE(comm.AllToAllV(out_data.data(), send, in_data.data(), recv).ok());
+    ASSERT_TRUE(comm.AllToAllV(Host(out_data), send, Host(in_data), recv).ok());
     for (int s = 0; s < p; ++s) {
       for (int i = 0; i <= r; ++i) EXPECT_EQ(in_data[s * (r + 1) + i], 100 * s + r);
     }
@@ -103,7 +108,7 @@ TEST_P(CommunicatorTest, DeterministicAllReduceEqualsTheTree) {
   }
   RunGroup(p, [&](Communicator& comm) {
     std::vector<float> data = inputs[comm.rank()];
-    ASSERT_TRUE(comm.DeterministicAllReduce(data.data(), n).ok());
+    ASSERT_TRUE(comm.DeterministicAllReduce(Host(data)).ok());
     EXPECT_EQ(std::memcmp(data.data(), expected.data(), n * sizeof(float)), 0);
     // The bytes of a ring all-reduce: about 2·(P−1)/P·n floats each way.
     const double ring = 2.0 * (p - 1) / p * n * sizeof(float);
@@ -125,7 +130,7 @@ TEST(CommunicatorErrorsTest, MissingRankTimesOutWithAClearError) {
 TEST(CommunicatorErrorsTest, NonPowerOfTwoGroupsRefuseTheDeterministicAllReduce) {
   RunGroup(3, [](Communicator& comm) {
     std::vector<float> data(4, 1.0f);
-    EXPECT_EQ(comm.DeterministicAllReduce(data.data(), 4).code(),
+    EXPECT_EQ(comm.DeterministicAllReduce(Host(data)).code(),
               absl::StatusCode::kFailedPrecondition);
   });
 }

@@ -148,7 +148,7 @@ TEST_F(RendezvousTest, GlooRanksMeetThroughTheStore) {
       auto comm = GlooCommunicator::Connect(store, "comm", r, p, "127.0.0.1", milliseconds(20000));
       ASSERT_TRUE(comm.ok()) << comm.status();
       std::vector<float> data = {static_cast<float>(r) * 0.1f, 1.0f + r};
-      ASSERT_TRUE((*comm)->DeterministicAllReduce(data.data(), 2).ok());
+      ASSERT_TRUE((*comm)->DeterministicAllReduce(kernels::HostTensor(data.data(), 2)).ok());
       results[r] = data;
       EXPECT_TRUE((*comm)->Barrier().ok());  // no teardown under a peer's feet
     });

@@ -31,7 +31,7 @@ inline Recording RecordSingleRank(const ModelFiles& files) {
     std::vector<int32_t> tokens;
     int64_t done = 0;
     std::vector<int32_t> blocks;
-    kernels::cpu::SamplingParams sampling;
+    kernels::SamplingParams sampling;
   };
   std::map<uint64_t, Seq> seqs;
   std::mt19937 rng(4);

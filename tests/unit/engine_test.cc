@@ -144,7 +144,7 @@ class Driver {
     std::shuffle(free_.begin(), free_.end(), std::mt19937(5));
   }
 
-  void Add(uint64_t id, std::vector<int32_t> prompt, kernels::cpu::SamplingParams sampling = {}) {
+  void Add(uint64_t id, std::vector<int32_t> prompt, kernels::SamplingParams sampling = {}) {
     seqs_[id] = {std::move(prompt), 0, {}, sampling, {}, {}};
   }
 
@@ -188,7 +188,7 @@ class Driver {
     std::vector<int32_t> tokens;
     int64_t computed;
     std::vector<int32_t> blocks;
-    kernels::cpu::SamplingParams sampling;
+    kernels::SamplingParams sampling;
     std::vector<std::vector<float>> logits;     // per sampled step
     std::vector<std::vector<int32_t>> history;  // context of each
   };
@@ -284,7 +284,7 @@ TEST_P(EngineTest, MixedChunkedBatchMatchesNaiveForward) {
 }
 
 TEST_P(EngineTest, LogitsAndTokensIgnoreBatchingAndChunking) {
-  kernels::cpu::SamplingParams sampling;
+  kernels::SamplingParams sampling;
   sampling.temperature = 0.8f;
   sampling.top_k = 50;
   sampling.seed = 99;

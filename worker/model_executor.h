@@ -1,0 +1,111 @@
+// The Llama-family model, written once over the backend interface
+// (kernels/backend.h): the layer sequence; the TP and SP split of each
+// layer and where each collective goes; kv-head replication when there are
+// fewer kv heads than ranks; KV writes into the paged layout both modes
+// share; logits only for the rows that sample, gathered on the leader. It
+// owns the weights and this rank's KV cache, on the backend's device, and
+// never touches device memory itself: every computation is a backend
+// operation, every exchange a Communicator call.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/model_config.h"
+#include "common/safetensors.h"
+#include "common/step_mode.h"
+#include "kernels/backend.h"
+#include "worker/communicator.h"
+
+namespace shift {
+
+// Heads a rank owns: kv heads [kv_begin, kv_begin + kv_count) and query
+// heads [q_begin, q_begin + q_count).
+struct HeadShard {
+  int64_t kv_begin, kv_count, q_begin, q_count;
+};
+
+class ModelExecutor {
+ public:
+  // Checks that a group of `world_size` ranks can split the model (a clear
+  // message naming `dir` when not), loads the weights onto `backend` (not
+  // owned; outlives the executor) and allocates the KV blocks that fit in
+  // `kv_cache_bytes`.
+  static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(
+      const std::string& dir, const ModelConfig& config, const Checkpoint& checkpoint,
+      kernels::Backend* backend, int rank, int world_size, int64_t kv_cache_bytes,
+      int64_t block_size);
+
+  // Runs one step of the tokens in `layout` (already validated) in `mode`
+  // over `comm` (null for one rank). `sample_tokens` are the step tokens
+  // whose next token is sampled, `requests` what to sample for each. The
+  // leader (rank 0) returns one result per request; other ranks none.
+  absl::StatusOr<std::vector<kernels::SampleResult>> Step(
+      kernels::StepLayout layout, absl::Span<const int64_t> sample_tokens,
+      absl::Span<const kernels::SampleRequest> requests, StepMode mode, Communicator* comm);
+
+  int64_t num_blocks() const { return num_blocks_; }
+  // fp32 bytes of the weights this rank holds: the whole model in every
+  // mode (TP reads slices of the same copy).
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  // The heads rank `r` of this group owns.
+  HeadShard ShardOf(int r) const;
+
+ private:
+  struct Layer {
+    kernels::Buffer input_norm, post_norm, q_bias, k_bias, v_bias;
+    std::unique_ptr<kernels::Weight> q, k, v, o, gate, up, down;
+    kernels::PagedKv kv;
+    kernels::Buffer k_cache, v_cache;
+  };
+  // What the layers of one step share.
+  struct StepContext {
+    const kernels::StepData* step;
+    Communicator* comm;
+    bool sp;             // sequence parallel (else tensor parallel)
+    int64_t begin, end;  // the tokens whose residual stream this rank holds
+  };
+
+  ModelExecutor(ModelConfig config, kernels::Backend* backend, int rank, int world_size);
+  absl::Status Load(const Checkpoint& checkpoint);
+  absl::Status AllocateKv(int64_t kv_cache_bytes, int64_t block_size);
+  absl::StatusOr<kernels::Buffer> Allocate(int64_t rows, int64_t cols, bool zero = false);
+  // Through all layers; `h` is the residual stream of the context's tokens,
+  // `delta` receives the last layer's output, still to be added to it.
+  absl::Status LayersTp(const StepContext& ctx, const kernels::Tensor& h,
+                        const kernels::Tensor& delta);
+  absl::Status LayersSp(const StepContext& ctx, const kernels::Tensor& h,
+                        const kernels::Tensor& delta);
+  // Q (the shard's query heads) and K, V (its kv heads) of x's tokens, the
+  // step's tokens from `first` on, with biases and RoPE.
+  absl::Status Project(const Layer& l, const kernels::Tensor& x, const HeadShard& shard,
+                       const kernels::StepData& step, int64_t first, const kernels::Tensor& q,
+                       const kernels::Tensor& k, const kernels::Tensor& v);
+  // Writes this rank's K/V of every step token into the cache and attends
+  // its query heads.
+  absl::Status Attend(const Layer& l, const kernels::StepData& step, const kernels::Tensor& q,
+                      const kernels::Tensor& k, const kernels::Tensor& v,
+                      const kernels::Tensor& out);
+  // The logits of the sampled rows, whole, on the leader (an empty buffer
+  // elsewhere).
+  absl::StatusOr<kernels::Buffer> Logits(const StepContext& ctx, const kernels::Tensor& h,
+                                         const kernels::Tensor& delta,
+                                         absl::Span<const int64_t> sample_tokens);
+
+  ModelConfig config_;
+  kernels::Backend* backend_;
+  int rank_, world_size_;
+  HeadShard shard_;
+  std::unique_ptr<kernels::RopeTable> rope_;
+  kernels::Buffer embedding_, final_norm_;
+  std::unique_ptr<kernels::Weight> lm_head_;
+  std::vector<Layer> layers_;
+  int64_t num_blocks_ = 0;
+  uint64_t weight_bytes_ = 0;
+};
+
+}  // namespace shift
