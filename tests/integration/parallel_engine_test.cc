@@ -2,6 +2,7 @@
 // 127.0.0.1) runs steps in TP, SP or any mix of them and reproduces the
 // single-rank engine's logits and tokens bit for bit, including a sequence
 // prefilled in one mode and decoded in the other, and Hkv < P.
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -9,6 +10,7 @@
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
 #include "tests/testing/recorded_run.h"
+#include "tests/testing/recording_backend.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
 #include "worker/engine.h"
@@ -25,6 +27,7 @@ struct Case {
 
 using testing::Options;
 using testing::Recording;
+using testing::RecordingBackend;
 using testing::RecordSingleRank;
 
 class ParallelEngineTest : public ::testing::TestWithParam<Case> {
@@ -47,12 +50,16 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
   }
 
   // Replays the recording on a group with `modes[i]` for step i; returns the
-  // leader's outputs.
-  std::vector<std::vector<EngineSample>> RunGroup(const std::vector<StepMode>& modes) {
+  // leader's outputs. With `calls`, each rank runs on a RecordingBackend and
+  // (*calls)[r] receives what rank r's executor asked of it.
+  std::vector<std::vector<EngineSample>> RunGroup(
+      const std::vector<StepMode>& modes,
+      std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr) {
     const int p = GetParam().ranks;
     gloo::rendezvous::HashStore store;
     std::vector<std::vector<EngineSample>> leader;
     std::vector<std::thread> threads;
+    if (calls != nullptr) calls->assign(p, {});
     for (int r = 0; r < p; ++r) {
       threads.emplace_back([&, r] {
         auto files = OpenModelFiles(tmp_.Sub("model"));
@@ -60,7 +67,11 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
         auto comm = GlooCommunicator::Connect(store, "g0", r, p, "127.0.0.1",
                                               std::chrono::milliseconds(20000));
         ASSERT_TRUE(comm.ok()) << comm.status();
-        auto engine = Engine::Create(*files, Options(), comm->get());
+        auto recorder = std::make_unique<RecordingBackend>();
+        const RecordingBackend* record = recorder.get();
+        auto engine = calls == nullptr
+                          ? Engine::Create(*files, Options(), comm->get())
+                          : Engine::Create(*files, Options(), comm->get(), std::move(recorder));
         ASSERT_TRUE(engine.ok()) << engine.status();
         for (size_t i = 0; i < recording_.steps.size(); ++i) {
           auto out = (*engine)->Step(recording_.steps[i], modes[i]);
@@ -71,6 +82,7 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
             EXPECT_TRUE(out->empty());
           }
         }
+        if (calls != nullptr) (*calls)[r] = record->calls();
         EXPECT_TRUE((*comm)->Barrier().ok());  // no teardown under a peer's feet
       });
     }
@@ -78,8 +90,9 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
     return leader;
   }
 
-  void ExpectSameAsSingleRank(const std::vector<StepMode>& modes, const std::string& name) {
-    const auto got = RunGroup(modes);
+  void ExpectSameAsSingleRank(const std::vector<StepMode>& modes, const std::string& name,
+                              std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr) {
+    const auto got = RunGroup(modes, calls);
     ASSERT_EQ(got.size(), recording_.outputs.size()) << name;
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_EQ(got[i].size(), recording_.outputs[i].size()) << name << " step " << i;
@@ -119,6 +132,39 @@ TEST_P(ParallelEngineTest, EveryModeScheduleGivesTheSingleRankBits) {
   }
   ExpectSameAsSingleRank(sp_then_tp, "prefill SP, decode TP");
   ExpectSameAsSingleRank(tp_then_sp, "prefill TP, decode SP");
+}
+
+TEST_P(ParallelEngineTest, ExecutorGivesTheSameBitsThroughARecordingBackend) {
+  // Steps alternate TP and SP, each rank on a backend that records every
+  // operation and forwards it to the CPU backend.
+  std::vector<StepMode> alternating;
+  for (size_t i = 0; i < recording_.steps.size(); ++i) {
+    alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+  }
+  std::vector<std::vector<RecordingBackend::Call>> calls;
+  ExpectSameAsSingleRank(alternating, "alternating, recorded", &calls);
+  // Every operation went through the interface: each kind the model needs
+  // was asked for, the weights were uploaded, and only the leader samples.
+  const ModelConfig& c = files_->config;
+  const int64_t steps = static_cast<int64_t>(alternating.size()), layers = c.num_hidden_layers;
+  for (int r = 0; r < GetParam().ranks; ++r) {
+    auto count = [&](kernels::Op op) {
+      return std::count_if(calls[r].begin(), calls[r].end(),
+                           [op](const RecordingBackend::Call& call) { return call.op == op; });
+    };
+    SCOPED_TRACE(::testing::Message() << "rank " << r);
+    EXPECT_EQ(count(kernels::Op::kEmbedding), steps);
+    EXPECT_EQ(count(kernels::Op::kAttention), steps * layers);
+    EXPECT_EQ(count(kernels::Op::kWriteKv), steps * layers);
+    EXPECT_EQ(count(kernels::Op::kSiluMul), steps * layers);
+    EXPECT_EQ(count(kernels::Op::kRope), 2 * steps * layers);
+    // Seven projections a layer, and the logits once a step.
+    EXPECT_EQ(count(kernels::Op::kGemm), steps * (7 * layers + 1));
+    EXPECT_EQ(count(kernels::Op::kSample), r == 0 ? steps : 0);
+    EXPECT_GT(count(kernels::Op::kCopy), 0);  // SP's packing around its all-to-alls
+    EXPECT_GT(count(kernels::Op::kCopyFromHost), 0);
+    EXPECT_EQ(count(kernels::Op::kCopyToHost), 0);
+  }
 }
 
 TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
