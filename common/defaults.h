@@ -18,6 +18,8 @@ inline constexpr int64_t kMaxModelLen = 4096;          // prompt + max_tokens pe
 inline constexpr int64_t kMaxQueuedRequests = 1024;    // waiting requests before RESOURCE_EXHAUSTED
 // The shift policy: SP above this many scheduled tokens (CPU builds).
 inline constexpr int64_t kShiftThreshold = 256;
+// The compute device of a rank (--device): cpu, the deterministic reference.
+inline constexpr char kDevice[] = "cpu";
 // Compute threads per rank; results do not depend on it.
 inline constexpr int kThreads = 2;
 // Timeouts, in seconds.

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_backend.h"
 
@@ -250,6 +251,32 @@ absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
                                              requests.size(), " requests")));
   Timer timer(stats_[static_cast<int>(op)], 3 * Size(logits), Bytes(logits));
   return DoSample(logits, requests);
+}
+
+std::string OpStatsTable(const Backend& backend) {
+  OpStats total;
+  for (int i = 0; i < kNumOps; ++i) {
+    const OpStats& s = backend.stats(static_cast<Op>(i));
+    total.calls += s.calls;
+    total.flops += s.flops;
+    total.bytes += s.bytes;
+    total.seconds += s.seconds;
+  }
+  std::string out = absl::StrFormat("%-15s %9s %10s %9s %9s %6s %9s %8s\n", "op", "calls", "GFLOP",
+                                    "GB", "seconds", "time", "GFLOP/s", "GB/s");
+  auto line = [&](const char* name, const OpStats& s) {
+    const double seconds = std::max(s.seconds, 1e-12);
+    absl::StrAppendFormat(&out, "%-15s %9d %10.3f %9.3f %9.3f %5.1f%% %9.2f %8.2f\n", name,
+                          s.calls, s.flops / 1e9, s.bytes / 1e9, s.seconds,
+                          100.0 * s.seconds / std::max(total.seconds, 1e-12),
+                          s.flops / 1e9 / seconds, s.bytes / 1e9 / seconds);
+  };
+  for (int i = 0; i < kNumOps; ++i) {
+    const OpStats& s = backend.stats(static_cast<Op>(i));
+    if (s.calls > 0) line(OpName(static_cast<Op>(i)), s);
+  }
+  line("total", total);
+  return out;
 }
 
 absl::StatusOr<Device> ParseDevice(std::string_view name) {

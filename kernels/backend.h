@@ -227,6 +227,11 @@ class Backend {
   std::array<OpStats, kNumOps> stats_{};
 };
 
+// A table of the operations a backend has run: calls, GFLOP, GB moved,
+// seconds, each one's share of the time, and the rates (one line per
+// operation that ran, then the total).
+std::string OpStatsTable(const Backend& backend);
+
 struct BackendOptions {
   // Host threads for the CPU backend's kernels; results do not depend on it.
   int threads = 1;

@@ -66,6 +66,11 @@ ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
           "Bytes for the KV cache of all layers (too few for the batch: requests are preempted "
           "and recomputed, as in the router)");
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
+ABSL_FLAG(std::string, device, shift::defaults::kDevice,
+          "Compute device: cpu (the deterministic fp32 reference; cuda is not in this build yet)");
+ABSL_FLAG(bool, op_stats, false,
+          "Print, before the step figures on stderr, where the engine's time and traffic went: "
+          "calls, FLOPs, bytes and seconds of each backend operation");
 ABSL_FLAG(int32_t, threads, shift::defaults::kThreads,
           "GEMM threads (results do not depend on it)");
 ABSL_FLAG(std::string, step_trace, "",
@@ -214,6 +219,9 @@ int Main() {
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.block_size = absl::GetFlag(FLAGS_block_size);
   options.threads = absl::GetFlag(FLAGS_threads);
+  auto device = kernels::ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return ReportFailure(device.status());
+  options.device = *device;
   auto created = Engine::Create(*files, options);
   if (!created.ok()) return ReportFailure(created.status());
   Engine& engine = **created;
@@ -344,6 +352,9 @@ int Main() {
     std::printf("%s\n", print_ids ? "" : detokenizer.Finish().c_str());
   }
   std::fflush(stdout);  // the text, then the figures on stderr
+  if (absl::GetFlag(FLAGS_op_stats)) {
+    std::fputs(kernels::OpStatsTable(engine.backend()).c_str(), stderr);
+  }
   std::fprintf(stderr,
                "prefill: %lld prompt tokens of %zu requests in %.3f s (%.1f tokens/s)\n"
                "decode: %lld steps, %lld tokens in %.3f s (%.1f tokens/s, %.1f ms/step)\n"

@@ -4,6 +4,7 @@
 
 #include "absl/flags/flag.h"
 #include "common/cli.h"
+#include "kernels/backend.h"
 #include "common/defaults.h"
 #include "worker/rank.h"
 
@@ -15,6 +16,8 @@ ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (r
 ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
           "Bytes for this rank's KV cache (all layers)");
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
+ABSL_FLAG(std::string, device, shift::defaults::kDevice,
+          "Compute device: cpu (the deterministic fp32 reference; cuda is not in this build yet)");
 ABSL_FLAG(int32_t, threads, shift::defaults::kThreads,
           "Compute threads (results do not depend on it)");
 ABSL_FLAG(int64_t, rendezvous_timeout_ms, shift::defaults::kRendezvousTimeoutMs,
@@ -45,6 +48,9 @@ int main(int argc, char** argv) {
   options.engine.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.engine.block_size = absl::GetFlag(FLAGS_block_size);
   options.engine.threads = absl::GetFlag(FLAGS_threads);
+  auto device = shift::kernels::ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return shift::ReportFailure(device.status());
+  options.engine.device = *device;
   options.rendezvous_timeout_ms = absl::GetFlag(FLAGS_rendezvous_timeout_ms);
   options.reconnect_timeout = absl::Seconds(absl::GetFlag(FLAGS_reconnect_timeout_s));
   options.deterministic = absl::GetFlag(FLAGS_deterministic);

@@ -53,7 +53,39 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
                  &compute.Add({{"mode", names[m]}}),
                  &comm.Add({{"mode", names[m]}}), &bytes.Add({{"mode", names[m]}})};
   }
+  auto& op_calls = prometheus::BuildCounter()
+                      .Name("shift_worker_op_calls_total")
+                      .Help("Backend operations run, by operation")
+                      .Register(*registry_);
+  auto& op_flops = prometheus::BuildCounter()
+                       .Name("shift_worker_op_flops_total")
+                       .Help("FLOPs of backend operations (a multiply-add counts 2), by operation")
+                       .Register(*registry_);
+  auto& op_bytes = prometheus::BuildCounter()
+                       .Name("shift_worker_op_bytes_total")
+                       .Help("Least memory traffic of backend operations, by operation")
+                       .Register(*registry_);
+  auto& op_seconds = prometheus::BuildCounter()
+                         .Name("shift_worker_op_seconds_total")
+                         .Help("Wall seconds in backend operations, by operation")
+                         .Register(*registry_);
+  for (int i = 0; i < kernels::kNumOps; ++i) {
+    const prometheus::Labels op = {{"op", kernels::OpName(static_cast<kernels::Op>(i))}};
+    ops_[i] = {&op_calls.Add(op), &op_flops.Add(op), &op_bytes.Add(op), &op_seconds.Add(op), {}};
+  }
   exposer_->RegisterCollectable(registry_);
+}
+
+void WorkerMetrics::RecordOps(const kernels::Backend& backend) {
+  for (int i = 0; i < kernels::kNumOps; ++i) {
+    PerOp& op = ops_[i];
+    const kernels::OpStats& now = backend.stats(static_cast<kernels::Op>(i));
+    op.calls->Increment(static_cast<double>(now.calls - op.seen.calls));
+    op.flops->Increment(static_cast<double>(now.flops - op.seen.flops));
+    op.bytes->Increment(static_cast<double>(now.bytes - op.seen.bytes));
+    op.seconds->Increment(now.seconds - op.seen.seconds);
+    op.seen = now;
+  }
 }
 
 int WorkerMetrics::port() const { return exposer_->GetListeningPorts().front(); }

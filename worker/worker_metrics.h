@@ -1,11 +1,13 @@
-// A rank's Prometheus endpoint: weight bytes, KV blocks, and per-mode step
-// counts, compute and communication seconds and bytes moved.
+// A rank's Prometheus endpoint: weight bytes, KV blocks, per-mode step
+// counts, compute and communication seconds and bytes moved, and the
+// backend's per-operation calls, FLOPs, bytes and seconds.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -22,6 +24,8 @@ class WorkerMetrics {
   void SetModel(double weight_bytes, double kv_blocks);
   void RecordStep(bool sp, double tokens, double compute_seconds, double comm_seconds,
                   double bytes);
+  // Brings the per-operation counters up to the backend's totals.
+  void RecordOps(const kernels::Backend& backend);
 
  private:
   explicit WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer);
@@ -33,6 +37,10 @@ class WorkerMetrics {
   struct PerMode {
     prometheus::Counter *steps, *tokens, *compute, *comm, *bytes;
   } modes_[2];
+  struct PerOp {
+    prometheus::Counter *calls, *flops, *bytes, *seconds;
+    kernels::OpStats seen;
+  } ops_[kernels::kNumOps];
 };
 
 }  // namespace shift

@@ -113,6 +113,32 @@ TEST_F(ToolsCliTest, GenerateStreamsTextAndIsReproducible) {
                 "over the maximum model length");
 }
 
+// --device picks the backend: cpu is the one this build has; cuda is refused
+// with the way out. --op_stats says where the time and traffic went.
+TEST_F(ToolsCliTest, GenerateRunsOnTheCpuDeviceAndReportsItsOperations) {
+  const std::string model = (dir_ / "dev").string();
+  ASSERT_EQ(RunTool("shift-mkmodel", {"--preset=tiny", "--seed=5", "--out=" + model}).exit_code, 0);
+  const std::vector<std::string> args = {"--model=" + model, "--prompt=The lighthouse",
+                                         "--max_tokens=6", "--ignore_eos"};
+  ToolRun plain = RunTool("shift-generate", args);
+  std::vector<std::string> with_device = args;
+  with_device.insert(with_device.end(), {"--device=cpu", "--op_stats"});
+  ToolRun cpu = RunTool("shift-generate", with_device);
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  auto text = [](const std::string& out) {
+    return out.substr(0, std::min(out.find("op   "), out.find("prefill:")));
+  };
+  EXPECT_EQ(text(cpu.output), text(plain.output));
+  for (const char* op : {"embedding", "rms_norm", "gemm", "rope", "write_kv", "attention",
+                         "silu_mul", "sample", "total"}) {
+    EXPECT_THAT(cpu.output, HasSubstr(std::string("\n") + op + " ")) << cpu.output;
+  }
+  ExpectRefused(RunTool("shift-generate", {"--model=" + model, "--device=cuda"}),
+                "--device=cuda: this build has no CUDA backend yet; use --device=cpu");
+  ExpectRefused(RunTool("shift-generate", {"--model=" + model, "--device=tpu"}),
+                "--device=tpu is not a device");
+}
+
 // --dump_logits: the rows the tokens were sampled from, for comparison with
 // an independent implementation (tests/reference).
 TEST_F(ToolsCliTest, GenerateDumpsTheLogitsOfEachGreedyToken) {
@@ -252,7 +278,7 @@ TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
   ToolRun help = RunTool("worker/shift-worker", {"--help"});
   for (const char* flag : {"--router", "--group", "--rank", "--world_size", "--model",
                            "--kv_cache_bytes", "--block_size", "--threads", "--deterministic",
-                           "--rendezvous_timeout_ms", "--metrics_port"}) {
+                           "--rendezvous_timeout_ms", "--metrics_port", "--device"}) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
   // None of these needs a router: each fails before connecting.
@@ -265,6 +291,7 @@ TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
   ExpectRefused(nowhere({"--deterministic=false"}), "always deterministic");
   ExpectRefused(nowhere({"--rank=0", "--world_size=3"}), "cannot run on a group of 3 ranks");
   ExpectRefused(nowhere({"--kv_cache_bytes=16"}), "below one KV block");
+  ExpectRefused(nowhere({"--device=cuda"}), "no CUDA backend yet; use --device=cpu");
 }
 
 TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {

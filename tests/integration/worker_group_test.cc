@@ -254,6 +254,9 @@ TEST_P(WorkerGroupTest, EveryModeScheduleGivesTheSingleRankBits) {
     EXPECT_EQ(MetricValue(metrics, "shift_worker_steps_total{mode=\"sp\"}"), steps_[1]) << metrics;
     EXPECT_NE(metrics.find("shift_worker_step_communication_bytes_total{mode=\"sp\"}"),
               std::string::npos);
+    // The backend's per-operation counters.
+    EXPECT_GT(MetricValue(metrics, "shift_worker_op_calls_total{op=\"attention\"}"), 0) << metrics;
+    EXPECT_GT(MetricValue(metrics, "shift_worker_op_flops_total{op=\"gemm\"}"), 0) << metrics;
     EXPECT_NE(metrics.find("shift_worker_weight_bytes " + std::to_string(reg->weight_bytes())),
               std::string::npos)
         << metrics;

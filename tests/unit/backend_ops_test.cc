@@ -1,0 +1,414 @@
+// Every backend operation on each backend this machine has, against the CPU
+// backend with the same inputs (in the manner of llama.cpp's
+// test-backend-ops): odd shapes, GQA ratios 1/2/4/8, scattered block tables,
+// prefill chunks with and without cached context mixed with decodes. Results
+// are compared by normalised mean squared error against a per-operation
+// tolerance; the CPU backend against itself must agree exactly. Filter by
+// operation with --gtest_filter (e.g. '*Attention*'), by device through the
+// parameter (e.g. '*/cuda').
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace shift::kernels {
+namespace {
+
+// Normalised mean squared error: Σ(a − b)² / Σb².
+double Nmse(const std::vector<float>& a, const std::vector<float>& b) {
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    err += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    ref += static_cast<double>(b[i]) * b[i];
+  }
+  return ref > 0 ? err / ref : err;
+}
+
+// The largest NMSE a backend other than the CPU may show, per operation, for
+// bf16 activations (the CPU backend itself must show 0).
+double Tolerance(Op op) {
+  static const std::map<Op, double> table = {
+      {Op::kEmbedding, 1e-5},   {Op::kRmsNorm, 1e-5},   {Op::kGemm, 1e-4},
+      {Op::kRope, 1e-5},        {Op::kWriteKv, 1e-5},   {Op::kAttention, 1e-4},
+      {Op::kSiluMul, 1e-5},     {Op::kCopy, 0},         {Op::kGatherRows, 0},
+      {Op::kSample, 1e-6},      {Op::kCopyFromHost, 1e-5}, {Op::kCopyToHost, 1e-5}};
+  return table.at(op);
+}
+
+std::vector<float> Random(std::mt19937& rng, int64_t n, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& f : v) f = dist(rng);
+  return v;
+}
+
+// The same data on the backend under test (index 1) and on the reference
+// CPU backend (index 0).
+struct Twin {
+  Buffer on[2];
+};
+
+class BackendOpsTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    auto device = ParseDevice(GetParam());
+    ASSERT_TRUE(device.ok()) << device.status();
+    auto backend = CreateBackend(*device, BackendOptions{2});
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backends_[0] = std::make_unique<cpu::CpuBackend>(1);
+    backends_[1] = *std::move(backend);
+  }
+
+  Backend& on(int i) { return *backends_[i]; }
+
+  Twin Upload(const std::vector<float>& host, int64_t rows, int64_t cols) {
+    Twin t;
+    for (int i : {0, 1}) {
+      auto buffer = on(i).Allocate(on(i).activation_dtype(), rows, cols);
+      EXPECT_TRUE(buffer.ok()) << buffer.status();
+      t.on[i] = *std::move(buffer);
+      EXPECT_TRUE(on(i).CopyFromHost(host.data(), t.on[i]).ok());
+    }
+    return t;
+  }
+  Twin Zeros(int64_t rows, int64_t cols, DType dtype) {
+    Twin t;
+    for (int i : {0, 1}) {
+      auto buffer = on(i).Allocate(i == 0 ? DType::kF32 : dtype, rows, cols, /*zero=*/true);
+      EXPECT_TRUE(buffer.ok()) << buffer.status();
+      t.on[i] = *std::move(buffer);
+    }
+    return t;
+  }
+  Twin Zeros(int64_t rows, int64_t cols) { return Zeros(rows, cols, on(1).activation_dtype()); }
+
+  std::vector<float> Download(int i, const Tensor& t) {
+    std::vector<float> host(t.size());
+    EXPECT_TRUE(on(i).CopyToHost(t, host.data()).ok());
+    return host;
+  }
+
+  // Compares what the reference and the tested backend hold.
+  void ExpectClose(const Tensor& reference, const Tensor& tested, Op op, const std::string& what) {
+    const std::vector<float> want = Download(0, reference), got = Download(1, tested);
+    ASSERT_EQ(want.size(), got.size()) << what;
+    // A case whose reference is all zeros would compare nothing.
+    ASSERT_GT(std::inner_product(want.begin(), want.end(), want.begin(), 0.0), 0.0) << what;
+    const double nmse = Nmse(got, want);
+    if (on(1).device() == Device::kCpu) {
+      EXPECT_EQ(nmse, 0.0) << OpName(op) << " " << what;
+    } else {
+      EXPECT_LE(nmse, Tolerance(op)) << OpName(op) << " " << what;
+    }
+  }
+  void ExpectClose(const Twin& t, Op op, const std::string& what) {
+    ExpectClose(t.on[0], t.on[1], op, what);
+  }
+
+  std::unique_ptr<StepData> Prepare(int i, const StepLayout& layout) {
+    auto step = on(i).PrepareStep(layout);
+    EXPECT_TRUE(step.ok()) << step.status();
+    return *std::move(step);
+  }
+
+  std::unique_ptr<Backend> backends_[2];
+  std::mt19937 rng_{11};
+};
+
+// A step of sequences given as (start position, new tokens), with block
+// tables drawn at random from `num_blocks` (scattered, never shared).
+StepLayout MakeLayout(const std::vector<std::pair<int64_t, int64_t>>& seqs, int64_t block_size,
+                      int64_t num_blocks, int32_t vocab, std::mt19937& rng) {
+  std::vector<int32_t> free(num_blocks);
+  std::iota(free.begin(), free.end(), 0);
+  std::shuffle(free.begin(), free.end(), rng);
+  StepLayout layout;
+  for (const auto& [start, count] : seqs) {
+    StepLayout::Sequence s;
+    s.first_token = layout.num_tokens();
+    s.num_tokens = count;
+    s.start_position = start;
+    for (int64_t b = 0; b * block_size < start + count; ++b) {
+      s.block_table.push_back(free.back());
+      free.pop_back();
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      layout.token_ids.push_back(static_cast<int32_t>(rng() % vocab));
+      layout.positions.push_back(start + i);
+      layout.sequence_of_token.push_back(static_cast<int32_t>(layout.sequences.size()));
+    }
+    layout.sequences.push_back(std::move(s));
+  }
+  return layout;
+}
+
+TEST_P(BackendOpsTest, Embedding) {
+  const int64_t vocab = 37, dim = 24;
+  const StepLayout layout = MakeLayout({{0, 5}, {9, 1}, {3, 7}}, 4, 16, vocab, rng_);
+  Twin table = Upload(Random(rng_, vocab * dim), vocab, dim);
+  for (int64_t first : {0, 5}) {
+    Twin out = Zeros(layout.num_tokens() - first, dim);
+    for (int i : {0, 1}) {
+      ASSERT_TRUE(on(i).Embedding(table.on[i], *Prepare(i, layout), first, out.on[i]).ok());
+    }
+    ExpectClose(out, Op::kEmbedding, absl::StrCat("from token ", first));
+  }
+}
+
+TEST_P(BackendOpsTest, RmsNormWithAndWithoutTheResidualAdd) {
+  for (int64_t rows : {1, 3, 17}) {
+    for (int64_t dim : {8, 40, 264}) {
+      for (bool add : {false, true}) {
+        Twin residual = Upload(Random(rng_, rows * dim, 3.0f), rows, dim);
+        Twin delta = Upload(Random(rng_, rows * dim), rows, dim);
+        Twin weight = Upload(Random(rng_, dim), 1, dim);
+        Twin out = Zeros(rows, dim);
+        for (int i : {0, 1}) {
+          ASSERT_TRUE(on(i).RmsNorm(residual.on[i], add ? &delta.on[i].tensor() : nullptr,
+                                    weight.on[i], 1e-5f, out.on[i])
+                          .ok());
+        }
+        const std::string what = absl::StrCat(rows, " x ", dim, add ? " with add" : "");
+        ExpectClose(out, Op::kRmsNorm, what);
+        ExpectClose(residual, Op::kRmsNorm, what + " (residual)");
+      }
+    }
+  }
+}
+
+TEST_P(BackendOpsTest, GemmOnColumnAndReductionRangesWithBias) {
+  for (int64_t m : {1, 3, 5, 17}) {
+    for (int64_t n : {1, 15, 16, 33, 100}) {
+      for (int64_t k : {8, 24, 136}) {
+        const std::vector<float> w_host = Random(rng_, n * k);
+        std::unique_ptr<Weight> w[2];
+        for (int i : {0, 1}) {
+          auto uploaded = on(i).UploadWeight(w_host.data(), n, k);
+          ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+          w[i] = *std::move(uploaded);
+        }
+        std::vector<GemmRange> ranges = {GemmRange{}, GemmRange{0, -1, 0, 4},
+                                         GemmRange{0, -1, 4, 2}, GemmRange{0, -1, 7, 1}};
+        if (n >= 48) ranges.push_back(GemmRange{16, 48});
+        if (n > 32) ranges.push_back(GemmRange{32, n, 2, 2});
+        for (const GemmRange& range : ranges) {
+          for (bool with_bias : {false, true}) {
+            const int64_t cols = (range.n_end < 0 ? n : range.n_end) - range.n_begin;
+            const int64_t kr = k / kReductionGroups * range.group_count;
+            Twin x = Upload(Random(rng_, m * kr), m, kr);
+            Twin bias = Upload(Random(rng_, cols), 1, cols);
+            // A strided output: y is a column window of a wider buffer.
+            Twin y = Zeros(m, cols + 3);
+            for (int i : {0, 1}) {
+              ASSERT_TRUE(on(i).Gemm(x.on[i], *w[i], range,
+                                     with_bias ? &bias.on[i].tensor() : nullptr,
+                                     y.on[i].Cols(1, cols + 1))
+                              .ok());
+            }
+            ExpectClose(y, Op::kGemm,
+                        absl::StrCat(m, " x ", n, " x ", k, " columns [", range.n_begin, ", ",
+                                     range.n_end, ") groups ", range.group_begin, "+",
+                                     range.group_count, with_bias ? " + bias" : ""));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(BackendOpsTest, RopeWithAndWithoutLlama3Scaling) {
+  const StepLayout layout = MakeLayout({{0, 3}, {4090, 2}, {517, 4}}, 16, 600, 100, rng_);
+  for (int64_t head_dim : {8, 64, 128}) {
+    for (int64_t heads : {1, 3}) {
+      for (bool scaled : {false, true}) {
+        RopeSpec spec{head_dim, scaled ? 500000.0 : 10000.0, std::nullopt};
+        if (scaled) spec.scaling = Llama3Scaling{8.0, 1.0, 4.0, 8192};
+        Twin x = Upload(Random(rng_, layout.num_tokens() * heads * head_dim),
+                        layout.num_tokens(), heads * head_dim);
+        for (int i : {0, 1}) {
+          auto rope = on(i).UploadRope(spec);
+          ASSERT_TRUE(rope.ok());
+          ASSERT_TRUE(on(i).Rope(x.on[i], heads, **rope, *Prepare(i, layout), 0).ok());
+        }
+        ExpectClose(x, Op::kRope,
+                    absl::StrCat(heads, " heads of ", head_dim, scaled ? ", llama3" : ""));
+      }
+    }
+  }
+}
+
+// K/V written into scattered blocks over random cached context, then
+// attention of every token: GQA ratios 1, 2, 4 and 8.
+TEST_P(BackendOpsTest, WriteKvAndAttentionOverScatteredBlocks) {
+  struct Shape {
+    int64_t heads, kv_heads, head_dim, block_size;
+  };
+  const std::vector<Shape> shapes = {{8, 8, 16, 4}, {8, 4, 64, 16}, {8, 2, 32, 16},
+                                     {8, 1, 64, 8}, {3, 3, 8, 5}};
+  // A fresh prefill, a chunk after cached context, decodes over short and
+  // long contexts.
+  const std::vector<std::pair<int64_t, int64_t>> seqs = {{0, 11}, {37, 9}, {5, 1}, {2047, 1},
+                                                         {400, 1}};
+  for (const Shape& s : shapes) {
+    int64_t num_blocks = 3;  // and a few never used
+    for (const auto& [start, count] : seqs) {
+      num_blocks += (start + count + s.block_size - 1) / s.block_size;
+    }
+    const StepLayout layout = MakeLayout(seqs, s.block_size, num_blocks, 100, rng_);
+    const int64_t n = layout.num_tokens(), width = s.kv_heads * s.head_dim;
+    Twin k_cache = Upload(Random(rng_, num_blocks * s.block_size * width),
+                          num_blocks * s.block_size, width);
+    Twin v_cache = Upload(Random(rng_, num_blocks * s.block_size * width),
+                          num_blocks * s.block_size, width);
+    Twin k = Upload(Random(rng_, n * width), n, width);
+    Twin v = Upload(Random(rng_, n * width), n, width);
+    Twin q = Upload(Random(rng_, n * s.heads * s.head_dim), n, s.heads * s.head_dim);
+    Twin out = Zeros(n, s.heads * s.head_dim);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+    for (int i : {0, 1}) {
+      const PagedKv cache{k_cache.on[i], v_cache.on[i], s.block_size, s.kv_heads, s.head_dim};
+      const std::unique_ptr<StepData> step = Prepare(i, layout);
+      ASSERT_TRUE(on(i).WriteKv(cache, k.on[i], v.on[i], *step).ok());
+      ASSERT_TRUE(on(i).Attention(q.on[i], s.heads, cache, *step, scale, out.on[i]).ok());
+    }
+    const std::string what = absl::StrCat(s.heads, "/", s.kv_heads, " heads of ", s.head_dim,
+                                          ", blocks of ", s.block_size);
+    ExpectClose(k_cache, Op::kWriteKv, what + " (K cache)");
+    ExpectClose(v_cache, Op::kWriteKv, what + " (V cache)");
+    ExpectClose(out, Op::kAttention, what);
+  }
+}
+
+TEST_P(BackendOpsTest, SiluMul) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 8}, {7, 33}, {16, 1536}}) {
+    Twin gate = Upload(Random(rng_, rows * cols, 4.0f), rows, cols);
+    Twin up = Upload(Random(rng_, rows * cols), rows, cols);
+    Twin out = Zeros(rows, cols);
+    for (int i : {0, 1}) ASSERT_TRUE(on(i).SiluMul(gate.on[i], up.on[i], out.on[i]).ok());
+    ExpectClose(out, Op::kSiluMul, absl::StrCat(rows, " x ", cols));
+  }
+}
+
+TEST_P(BackendOpsTest, CopyBetweenStridedViewsAndGatherRows) {
+  Twin src = Upload(Random(rng_, 9 * 40), 9, 40);
+  Twin packed = Zeros(9, 70);
+  for (int i : {0, 1}) {
+    // Two column windows side by side in a wider buffer: SP's packing.
+    ASSERT_TRUE(on(i).Copy(src.on[i].Cols(8, 24), packed.on[i].Cols(0, 16)).ok());
+    ASSERT_TRUE(on(i).Copy(src.on[i].Cols(0, 40), packed.on[i].Cols(30, 70)).ok());
+  }
+  ExpectClose(packed, Op::kCopy, "column windows");
+  const std::vector<int64_t> rows = {8, 0, 3, 3, 7};
+  Twin gathered = Zeros(5, 40);
+  for (int i : {0, 1}) ASSERT_TRUE(on(i).GatherRows(src.on[i], rows, gathered.on[i]).ok());
+  ExpectClose(gathered, Op::kGatherRows, "rows 8, 0, 3, 3, 7");
+}
+
+TEST_P(BackendOpsTest, SampleGreedyTemperatureTopKTopP) {
+  const int64_t vocab = 301;
+  std::vector<SampleRequest> requests(6);
+  requests[1].params = {0.7f, 1.0f, 0, 3};
+  requests[2].params = {1.0f, 1.0f, 5, 4};
+  requests[3].params = {1.3f, 0.8f, 0, 5};
+  requests[4].params = {0.9f, 0.95f, 40, 6};
+  requests[5].top_logprobs = 5;
+  requests[5].return_logits = true;
+  for (size_t r = 0; r < requests.size(); ++r) requests[r].position = 17 + 1000 * r;
+  std::vector<float> logits = Random(rng_, requests.size() * vocab, 2.0f);
+  logits[5 * vocab + 3] = logits[5 * vocab + 9] = 50.0f;  // a tie: the lower id wins
+  Twin t = Zeros(static_cast<int64_t>(requests.size()), vocab, DType::kF32);
+  std::vector<SampleResult> results[2];
+  for (int i : {0, 1}) {
+    ASSERT_TRUE(on(i).CopyFromHost(logits.data(), t.on[i]).ok());
+    auto sampled = on(i).Sample(t.on[i], requests);
+    ASSERT_TRUE(sampled.ok()) << sampled.status();
+    results[i] = *std::move(sampled);
+  }
+  EXPECT_EQ(results[0][5].token_id, 3);
+  for (size_t r = 0; r < requests.size(); ++r) {
+    const SampleResult &want = results[0][r], &got = results[1][r];
+    EXPECT_EQ(got.token_id, want.token_id) << "request " << r;
+    EXPECT_LE(Nmse({got.logprob}, {want.logprob}), Tolerance(Op::kSample)) << "request " << r;
+    ASSERT_EQ(got.top.size(), want.top.size());
+    for (size_t j = 0; j < got.top.size(); ++j) EXPECT_EQ(got.top[j].first, want.top[j].first);
+    EXPECT_EQ(got.logits, want.logits);
+  }
+  EXPECT_EQ(results[1][5].top.size(), 5u);
+  EXPECT_EQ(results[1][5].logits.size(), static_cast<size_t>(vocab));
+}
+
+TEST_P(BackendOpsTest, ShapeMismatchesAreErrorsThatNameTheOperation) {
+  Twin a = Zeros(3, 16), b = Zeros(3, 8), w = Zeros(1, 16);
+  const absl::Status status = on(1).RmsNorm(a.on[1], nullptr, w.on[1], 1e-5f, b.on[1]);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("rms_norm"), std::string_view::npos) << status;
+  const std::vector<float> w_host(32 * 16, 0.5f);
+  auto weight = on(1).UploadWeight(w_host.data(), 32, 16);
+  ASSERT_TRUE(weight.ok());
+  Twin y = Zeros(3, 32);
+  EXPECT_EQ(on(1).Gemm(b.on[1], **weight, {}, nullptr, y.on[1]).code(),
+            absl::StatusCode::kInvalidArgument);  // K 8 against 16
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, BackendOpsTest, ::testing::ValuesIn(AvailableBackends()),
+                         [](const auto& info) { return info.param; });
+
+// The counters a backend keeps per operation: exact FLOPs and bytes.
+TEST(BackendCountersTest, GemmAndAttentionCountTheirWork) {
+  cpu::CpuBackend backend(1);
+  const int64_t m = 4, n = 48, k = 64;
+  const std::vector<float> w_host(n * k, 0.25f);
+  auto w = backend.UploadWeight(w_host.data(), n, k);
+  ASSERT_TRUE(w.ok());
+  auto x = backend.Allocate(DType::kF32, m, k, true);
+  auto y = backend.Allocate(DType::kF32, m, n, true);
+  ASSERT_TRUE(x.ok() && y.ok());
+  ASSERT_TRUE(backend.Gemm(*x, **w, {}, nullptr, *y).ok());
+  // Half the reduction (groups 0-3) over columns [16, 48).
+  auto y2 = backend.Allocate(DType::kF32, m, 32, true);
+  ASSERT_TRUE(backend.Gemm(x->Cols(0, 32), **w, {16, 48, 0, 4}, nullptr, *y2).ok());
+  const OpStats& gemm = backend.stats(Op::kGemm);
+  EXPECT_EQ(gemm.calls, 2u);
+  EXPECT_EQ(gemm.flops, static_cast<uint64_t>(2 * m * n * k + 2 * m * 32 * 32));
+  EXPECT_EQ(gemm.bytes, static_cast<uint64_t>((m * k + n * k + m * n) + (m * 32 + 32 * 32 + m * 32)) *
+                            sizeof(float));
+  EXPECT_GE(gemm.seconds, 0.0);
+
+  // Two sequences: a 3-token chunk at 0 and a decode at position 9.
+  std::mt19937 rng(1);
+  const StepLayout layout = MakeLayout({{0, 3}, {9, 1}}, 4, 8, 10, rng);
+  auto step = backend.PrepareStep(layout);
+  ASSERT_TRUE(step.ok());
+  const int64_t heads = 4, kv = 2, hd = 16;
+  auto k_cache = backend.Allocate(DType::kF32, 32, kv * hd, true);
+  auto v_cache = backend.Allocate(DType::kF32, 32, kv * hd, true);
+  auto q = backend.Allocate(DType::kF32, 4, heads * hd, true);
+  auto out = backend.Allocate(DType::kF32, 4, heads * hd, true);
+  const PagedKv cache{*k_cache, *v_cache, 4, kv, hd};
+  ASSERT_TRUE(backend.Attention(*q, heads, cache, **step, 0.25f, *out).ok());
+  const OpStats& attention = backend.stats(Op::kAttention);
+  // Positions 0, 1, 2 and 9 attend to 1, 2, 3 and 10 positions.
+  EXPECT_EQ(attention.flops, static_cast<uint64_t>(heads * (4 * hd + 3) * (1 + 2 + 3 + 10)));
+  // q and out, and the K and V of 3 and 10 positions once each.
+  EXPECT_EQ(attention.bytes,
+            static_cast<uint64_t>(2 * 4 * heads * hd + 2 * (3 + 10) * kv * hd) * sizeof(float));
+}
+
+TEST(BackendDeviceTest, CpuIsTheOnlyDeviceUntilCudaArrives) {
+  EXPECT_EQ(*ParseDevice("cpu"), Device::kCpu);
+  const auto cuda = ParseDevice("cuda");
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(cuda.status().message().find("--device=cpu"), std::string_view::npos);
+  EXPECT_EQ(ParseDevice("tpu").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace shift::kernels
