@@ -16,7 +16,8 @@ namespace shift::kernels {
 namespace {
 
 std::string Describe(const Tensor& t) {
-  return absl::StrCat(t.rows, " x ", t.cols, " ", std::string(DTypeName(t.dtype)), " on ", DeviceName(t.device));
+  return absl::StrCat(t.rows, " x ", t.cols, " ", std::string(DTypeName(t.dtype)), " on ",
+                      DeviceName(t.device));
 }
 
 // Each condition of an operation's shape contract, with the operation's name
@@ -88,8 +89,8 @@ absl::Status Backend::CopyFromHost(const float* host, const Tensor& dst) {
 }
 
 absl::Status Backend::CopyToHost(const Tensor& src, float* host) {
-  SHIFT_RETURN_IF_ERROR(Require(src.device == device(), Op::kCopyToHost,
-                                absl::StrCat("source is ", Describe(src))));
+  SHIFT_RETURN_IF_ERROR(
+      Require(src.device == device(), Op::kCopyToHost, absl::StrCat("source is ", Describe(src))));
   Timer timer(stats_[static_cast<int>(Op::kCopyToHost)], 0, Bytes(src) + Size(src) * 4);
   return DoCopyToHost(src, host);
 }
@@ -113,8 +114,8 @@ absl::Status Backend::RmsNorm(const Tensor& residual, const Tensor* add, const T
       Require(residual.rows == out.rows && residual.cols == out.cols && weight.size() == out.cols &&
                   (add == nullptr || (add->rows == out.rows && add->cols == out.cols)),
               op,
-              absl::StrCat("residual ", Describe(residual), ", weight ", Describe(weight),
-                           ", out ", Describe(out))));
+              absl::StrCat("residual ", Describe(residual), ", weight ", Describe(weight), ", out ",
+                           Describe(out))));
   const uint64_t n = Size(out), rows = static_cast<uint64_t>(out.rows);
   uint64_t flops = 4 * n + 2 * rows, bytes = Bytes(residual) + Bytes(weight) + Bytes(out);
   if (add != nullptr) {
@@ -129,25 +130,22 @@ absl::Status Backend::Gemm(const Tensor& x, const Weight& w, const GemmRange& ra
                            const Tensor* bias, const Tensor& y) {
   const Op op = Op::kGemm;
   const int64_t n_end = range.n_end < 0 ? w.n() : range.n_end;
-  const bool groups_ok =
-      (range.group_count == 1 || range.group_count == 2 || range.group_count == 4 ||
-       range.group_count == 8) &&
-      range.group_begin % range.group_count == 0 &&
-      range.group_begin + range.group_count <= kReductionGroups;
-  SHIFT_RETURN_IF_ERROR(Require(groups_ok && range.n_begin % kPanelWidth == 0 &&
-                                    range.n_begin <= n_end && n_end <= w.n(),
-                                op,
-                                absl::StrCat("columns [", range.n_begin, ", ", n_end, ") of ",
-                                             w.n(), ", groups ", range.group_begin, " + ",
-                                             range.group_count)));
-  const int64_t k = w.k() / kReductionGroups * range.group_count, cols = n_end - range.n_begin;
+  const bool groups_ok = (range.group_count == 1 || range.group_count == 2 ||
+                          range.group_count == 4 || range.group_count == 8) &&
+                         range.group_begin % range.group_count == 0 &&
+                         range.group_begin + range.group_count <= kReductionGroups;
   SHIFT_RETURN_IF_ERROR(Require(
-      x.cols == k && y.rows == x.rows && y.cols == cols &&
-          (bias == nullptr || bias->size() == cols),
-      op,
-      absl::StrCat("x ", Describe(x), " against ", k, " K columns; y ", Describe(y), " for ",
-                   cols, " columns", bias == nullptr ? "" : "; bias ",
-                   bias == nullptr ? "" : Describe(*bias))));
+      groups_ok && range.n_begin % kPanelWidth == 0 && range.n_begin <= n_end && n_end <= w.n(), op,
+      absl::StrCat("columns [", range.n_begin, ", ", n_end, ") of ", w.n(), ", groups ",
+                   range.group_begin, " + ", range.group_count)));
+  const int64_t k = w.k() / kReductionGroups * range.group_count, cols = n_end - range.n_begin;
+  SHIFT_RETURN_IF_ERROR(
+      Require(x.cols == k && y.rows == x.rows && y.cols == cols &&
+                  (bias == nullptr || bias->size() == cols),
+              op,
+              absl::StrCat("x ", Describe(x), " against ", k, " K columns; y ", Describe(y),
+                           " for ", cols, " columns", bias == nullptr ? "" : "; bias ",
+                           bias == nullptr ? "" : Describe(*bias))));
   const uint64_t m = static_cast<uint64_t>(x.rows), mn = m * static_cast<uint64_t>(cols);
   uint64_t flops = 2 * mn * static_cast<uint64_t>(k);
   uint64_t bytes = Bytes(x) + Bytes(y) + static_cast<uint64_t>(cols * k) * DTypeSize(w.dtype());
@@ -165,9 +163,9 @@ absl::Status Backend::Rope(const Tensor& x, int64_t heads, const RopeTable& rope
   const int64_t hd = rope.spec().head_dim;
   SHIFT_RETURN_IF_ERROR(Require(heads > 0 && x.cols == heads * hd, op,
                                 absl::StrCat("x ", Describe(x), " for ", heads, " heads of ", hd)));
-  SHIFT_RETURN_IF_ERROR(Require(first >= 0 && first + x.rows <= step.layout().num_tokens(), op,
-                                absl::StrCat("tokens [", first, ", ", first + x.rows, ") of ",
-                                             step.layout().num_tokens())));
+  SHIFT_RETURN_IF_ERROR(Require(
+      first >= 0 && first + x.rows <= step.layout().num_tokens(), op,
+      absl::StrCat("tokens [", first, ", ", first + x.rows, ") of ", step.layout().num_tokens())));
   const uint64_t rows = static_cast<uint64_t>(x.rows);
   Timer timer(stats_[static_cast<int>(op)], 3 * Size(x) + rows * static_cast<uint64_t>(hd),
               2 * Bytes(x));
@@ -181,8 +179,9 @@ absl::Status Backend::WriteKv(const PagedKv& cache, const Tensor& k, const Tenso
   SHIFT_RETURN_IF_ERROR(Require(
       k.rows == step.layout().num_tokens() && v.rows == k.rows && k.cols == width &&
           v.cols == width && cache.k.cols == width && cache.v.cols == width,
-      op, absl::StrCat("k ", Describe(k), ", v ", Describe(v), " for ", step.layout().num_tokens(),
-                       " tokens of ", cache.kv_heads, " kv heads of ", cache.head_dim)));
+      op,
+      absl::StrCat("k ", Describe(k), ", v ", Describe(v), " for ", step.layout().num_tokens(),
+                   " tokens of ", cache.kv_heads, " kv heads of ", cache.head_dim)));
   Timer timer(stats_[static_cast<int>(op)], 0, 2 * (Bytes(k) + Bytes(v)));
   return DoWriteKv(cache, k, v, step);
 }
@@ -231,12 +230,12 @@ absl::Status Backend::Copy(const Tensor& src, const Tensor& dst) {
 absl::Status Backend::GatherRows(const Tensor& src, absl::Span<const int64_t> rows,
                                  const Tensor& dst) {
   const Op op = Op::kGatherRows;
-  const bool in_range = std::all_of(rows.begin(), rows.end(),
-                                    [&](int64_t r) { return r >= 0 && r < src.rows; });
-  SHIFT_RETURN_IF_ERROR(Require(
-      in_range && dst.rows == static_cast<int64_t>(rows.size()) && dst.cols == src.cols &&
-          dst.dtype == src.dtype,
-      op, absl::StrCat(rows.size(), " rows of ", Describe(src), " into ", Describe(dst))));
+  const bool in_range =
+      std::all_of(rows.begin(), rows.end(), [&](int64_t r) { return r >= 0 && r < src.rows; });
+  SHIFT_RETURN_IF_ERROR(
+      Require(in_range && dst.rows == static_cast<int64_t>(rows.size()) && dst.cols == src.cols &&
+                  dst.dtype == src.dtype,
+              op, absl::StrCat(rows.size(), " rows of ", Describe(src), " into ", Describe(dst))));
   Timer timer(stats_[static_cast<int>(op)], 0, 2 * Bytes(dst));
   return DoGatherRows(src, rows, dst);
 }
@@ -244,11 +243,10 @@ absl::Status Backend::GatherRows(const Tensor& src, absl::Span<const int64_t> ro
 absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
     const Tensor& logits, absl::Span<const SampleRequest> requests) {
   const Op op = Op::kSample;
-  SHIFT_RETURN_IF_ERROR(Require(logits.dtype == DType::kF32 && logits.cols > 0 &&
-                                    logits.rows == static_cast<int64_t>(requests.size()),
-                                op,
-                                absl::StrCat("logits ", Describe(logits), " for ",
-                                             requests.size(), " requests")));
+  SHIFT_RETURN_IF_ERROR(Require(
+      logits.dtype == DType::kF32 && logits.cols > 0 &&
+          logits.rows == static_cast<int64_t>(requests.size()),
+      op, absl::StrCat("logits ", Describe(logits), " for ", requests.size(), " requests")));
   Timer timer(stats_[static_cast<int>(op)], 3 * Size(logits), Bytes(logits));
   return DoSample(logits, requests);
 }
@@ -266,8 +264,8 @@ std::string OpStatsTable(const Backend& backend) {
                                     "GB", "seconds", "time", "GFLOP/s", "GB/s");
   auto line = [&](const char* name, const OpStats& s) {
     const double seconds = std::max(s.seconds, 1e-12);
-    absl::StrAppendFormat(&out, "%-15s %9d %10.3f %9.3f %9.3f %5.1f%% %9.2f %8.2f\n", name,
-                          s.calls, s.flops / 1e9, s.bytes / 1e9, s.seconds,
+    absl::StrAppendFormat(&out, "%-15s %9d %10.3f %9.3f %9.3f %5.1f%% %9.2f %8.2f\n", name, s.calls,
+                          s.flops / 1e9, s.bytes / 1e9, s.seconds,
                           100.0 * s.seconds / std::max(total.seconds, 1e-12),
                           s.flops / 1e9 / seconds, s.bytes / 1e9 / seconds);
   };
@@ -297,7 +295,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Device device,
     case Device::kCuda:
       break;
   }
-  return absl::UnimplementedError(absl::StrCat("no ", DeviceName(device), " backend in this build"));
+  return absl::UnimplementedError(
+      absl::StrCat("no ", DeviceName(device), " backend in this build"));
 }
 
 bool BuiltWithCuda() {

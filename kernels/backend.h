@@ -30,9 +30,9 @@ namespace shift::kernels {
 // mix freely.
 struct StepLayout {
   struct Sequence {
-    int64_t first_token = 0;     // index of its first token in the step
-    int64_t num_tokens = 0;      // new tokens this step
-    int64_t start_position = 0;  // position of its first new token
+    int64_t first_token = 0;           // index of its first token in the step
+    int64_t num_tokens = 0;            // new tokens this step
+    int64_t start_position = 0;        // position of its first new token
     std::vector<int32_t> block_table;  // blocks covering positions 0 .. end - 1
   };
   std::vector<int32_t> token_ids;
@@ -186,8 +186,8 @@ class Backend {
   // Causal attention of every token's query heads (q: tokens × heads·head_dim;
   // query head h reads kv head h / (heads / kv_heads)) over its sequence's
   // cached positions 0 .. its own, K/V already written.
-  absl::Status Attention(const Tensor& q, int64_t heads, const PagedKv& cache,
-                         const StepData& step, float scale, const Tensor& out);
+  absl::Status Attention(const Tensor& q, int64_t heads, const PagedKv& cache, const StepData& step,
+                         float scale, const Tensor& out);
   // out = silu(gate) · up, elementwise.
   absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out);
   // dst = src (same shape; strided views, so it packs and unpacks columns).

@@ -18,7 +18,6 @@ absl::Status Communicator::DeterministicAllReduce(const kernels::Tensor& tensor)
     return absl::InvalidArgumentError(
         "the deterministic all-reduce joins contiguous fp32 host memory");
   }
-  float* data = tensor.As<float>();
   const int64_t n = tensor.size();
   // Slice s of the elements is [n·s/p, n·(s+1)/p).
   std::vector<int64_t> slice(p), from_each(p);
@@ -26,8 +25,8 @@ absl::Status Communicator::DeterministicAllReduce(const kernels::Tensor& tensor)
   const int64_t mine = slice[rank()];
   for (int s = 0; s < p; ++s) from_each[s] = mine;
   std::vector<float> received(mine * p);
-  SHIFT_RETURN_IF_ERROR(AllToAllV(tensor, slice, kernels::HostTensor(received.data(), mine * p),
-                                  from_each));
+  SHIFT_RETURN_IF_ERROR(
+      AllToAllV(tensor, slice, kernels::HostTensor(received.data(), mine * p), from_each));
   std::vector<float> joined(mine), values(p);
   for (int64_t e = 0; e < mine; ++e) {
     for (int r = 0; r < p; ++r) values[r] = received[r * mine + e];

@@ -7,10 +7,7 @@ namespace shift {
 
 Engine::Engine(ModelConfig config, EngineOptions options, Communicator* comm,
                std::unique_ptr<kernels::Backend> backend)
-    : config_(std::move(config)),
-      options_(options),
-      comm_(comm),
-      backend_(std::move(backend)) {}
+    : config_(std::move(config)), options_(options), comm_(comm), backend_(std::move(backend)) {}
 
 absl::Status Engine::Attach(Communicator* comm) {
   if (comm != nullptr && (comm->rank() != rank() || comm->size() != world_size())) {
@@ -113,9 +110,8 @@ absl::StatusOr<std::vector<EngineSample>> Engine::Step(const std::vector<Sequenc
     request.return_logits = seq.return_logits;
     requests.push_back(request);
   }
-  SHIFT_ASSIGN_OR_RETURN(
-      std::vector<kernels::SampleResult> results,
-      executor_->Step(std::move(layout), sample_tokens, requests, mode, comm_));
+  SHIFT_ASSIGN_OR_RETURN(std::vector<kernels::SampleResult> results,
+                         executor_->Step(std::move(layout), sample_tokens, requests, mode, comm_));
   std::vector<EngineSample> out;
   if (rank() != 0) return out;
   for (size_t i = 0, s = 0; s < batch.size(); ++s) {

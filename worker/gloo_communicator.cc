@@ -71,16 +71,16 @@ absl::StatusOr<float*> HostFloats(const char* what, const kernels::Tensor& t) {
   if (t.empty()) return static_cast<float*>(t.data);
   if (t.device != kernels::Device::kCpu || t.dtype != DType::kF32 || !t.contiguous()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": Gloo moves contiguous fp32 host memory, not ", std::string(DTypeName(t.dtype)), " on ",
-        kernels::DeviceName(t.device), t.contiguous() ? "" : " (strided)"));
+        what, ": Gloo moves contiguous fp32 host memory, not ", std::string(DTypeName(t.dtype)),
+        " on ", kernels::DeviceName(t.device), t.contiguous() ? "" : " (strided)"));
   }
   return t.As<float>();
 }
 
 absl::Status RequireRoom(const char* what, const kernels::Tensor& out, int64_t needed) {
   if (out.size() >= needed) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(what, ": the output holds ", out.size(), " elements of the ", needed, " needed"));
+  return absl::InvalidArgumentError(absl::StrCat(what, ": the output holds ", out.size(),
+                                                 " elements of the ", needed, " needed"));
 }
 
 }  // namespace

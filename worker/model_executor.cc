@@ -66,8 +66,8 @@ absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(
     kernels::Backend* backend, int rank, int world_size, int64_t kv_cache_bytes,
     int64_t block_size) {
   if (std::string why = SplitProblem(c, world_size); !why.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, ": this model cannot run on a group of ",
-                                                   world_size, " ranks: ", why));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": this model cannot run on a group of ", world_size, " ranks: ", why));
   }
   for (int64_t k : {c.hidden_size, c.intermediate_size, c.head_dim}) {
     if (k % kernels::kReductionGroups != 0) {
@@ -152,9 +152,8 @@ absl::Status ModelExecutor::AllocateKv(int64_t kv_cache_bytes, int64_t block_siz
   const int64_t block_bytes = 2 * c.num_hidden_layers * block_size * width * element;
   num_blocks_ = kv_cache_bytes / block_bytes;
   if (num_blocks_ < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--kv-cache-bytes ", kv_cache_bytes,
-                                                   " is below one KV block (", block_bytes,
-                                                   " bytes)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv-cache-bytes ", kv_cache_bytes, " is below one KV block (", block_bytes, " bytes)"));
   }
   for (Layer& l : layers_) {
     SHIFT_ASSIGN_OR_RETURN(l.k_cache, Allocate(num_blocks_ * block_size, width, /*zero=*/true));
@@ -192,8 +191,7 @@ absl::Status ModelExecutor::Attend(const Layer& l, const kernels::StepData& step
   return backend_->Attention(q, shard_.q_count, l.kv, step, scale, out);
 }
 
-absl::Status ModelExecutor::LayersTp(const StepContext& ctx, const Tensor& h,
-                                     const Tensor& delta) {
+absl::Status ModelExecutor::LayersTp(const StepContext& ctx, const Tensor& h, const Tensor& delta) {
   const ModelConfig& c = config_;
   const int64_t n = h.rows, d = c.hidden_size, hd = c.head_dim, p = world_size_, r = rank_;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -233,11 +231,10 @@ absl::Status ModelExecutor::LayersTp(const StepContext& ctx, const Tensor& h,
   return absl::OkStatus();
 }
 
-absl::Status ModelExecutor::LayersSp(const StepContext& ctx, const Tensor& h,
-                                     const Tensor& delta) {
+absl::Status ModelExecutor::LayersSp(const StepContext& ctx, const Tensor& h, const Tensor& delta) {
   const ModelConfig& c = config_;
-  const int64_t n = ctx.step->layout().num_tokens(), local = ctx.end - ctx.begin,
-                d = c.hidden_size, hd = c.head_dim, p = world_size_;
+  const int64_t n = ctx.step->layout().num_tokens(), local = ctx.end - ctx.begin, d = c.hidden_size,
+                hd = c.head_dim, p = world_size_;
   const int64_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
   const int64_t inter = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -283,8 +280,8 @@ absl::Status ModelExecutor::LayersSp(const StepContext& ctx, const Tensor& h,
           backend_->Copy(q.Cols(to.q_begin * hd, to.q_begin * hd + qw), part.Cols(0, qw)));
       SHIFT_RETURN_IF_ERROR(
           backend_->Copy(k.Cols(to.kv_begin * hd, to.kv_begin * hd + kw), part.Cols(qw, qw + kw)));
-      SHIFT_RETURN_IF_ERROR(backend_->Copy(v.Cols(to.kv_begin * hd, to.kv_begin * hd + kw),
-                                           part.Cols(qw + kw, w)));
+      SHIFT_RETURN_IF_ERROR(
+          backend_->Copy(v.Cols(to.kv_begin * hd, to.kv_begin * hd + kw), part.Cols(qw + kw, w)));
       send_counts[s] = local * w;
       recv_counts[s] = tokens_of(s) * width_of(mine);
       at += local * w;
@@ -344,8 +341,8 @@ absl::StatusOr<Buffer> ModelExecutor::Logits(const StepContext& ctx, const Tenso
     // The last layer's output, not yet added to the residual stream.
     SHIFT_ASSIGN_OR_RETURN(Buffer picked_delta, Allocate(m, d));
     SHIFT_RETURN_IF_ERROR(backend_->GatherRows(delta, rows, picked_delta));
-    SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(picked, &picked_delta.tensor(), final_norm_, eps,
-                                            normed));
+    SHIFT_RETURN_IF_ERROR(
+        backend_->RmsNorm(picked, &picked_delta.tensor(), final_norm_, eps, normed));
   }
   const int64_t panels = (vocab + kernels::kPanelWidth - 1) / kernels::kPanelWidth;
   auto vocab_of = [&](int64_t rank) {
@@ -371,8 +368,8 @@ absl::StatusOr<Buffer> ModelExecutor::Logits(const StepContext& ctx, const Tenso
         backend_->Gemm(normed, *lm_head_, {cb, ce}, nullptr, padded.Cols(0, ce - cb)));
     Buffer gathered;
     if (r == 0) {
-    SHIFT_ASSIGN_OR_RETURN(gathered, backend_->Allocate(f32, p * total, width));
-  }
+      SHIFT_ASSIGN_OR_RETURN(gathered, backend_->Allocate(f32, p * total, width));
+    }
     SHIFT_RETURN_IF_ERROR(ctx.comm->Gather(padded, gathered, 0));
     for (int64_t s = 0; r == 0 && s < p; ++s) {
       const auto [sb, se] = vocab_of(s);

@@ -4,8 +4,8 @@
 
 #include "absl/flags/flag.h"
 #include "common/cli.h"
-#include "kernels/backend.h"
 #include "common/defaults.h"
+#include "kernels/backend.h"
 #include "worker/rank.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router address (host:port)");

@@ -31,10 +31,11 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
                     .Name("shift_worker_steps_total")
                     .Help("Steps executed, by mode")
                     .Register(*registry_);
-  auto& tokens = prometheus::BuildCounter()
-                     .Name("shift_worker_step_tokens_total")
-                     .Help("Tokens whose KV this rank computed (prompt chunks and decodes), by mode")
-                     .Register(*registry_);
+  auto& tokens =
+      prometheus::BuildCounter()
+          .Name("shift_worker_step_tokens_total")
+          .Help("Tokens whose KV this rank computed (prompt chunks and decodes), by mode")
+          .Register(*registry_);
   auto& compute = prometheus::BuildCounter()
                       .Name("shift_worker_step_compute_seconds_total")
                       .Help("Seconds spent computing steps (collectives excluded), by mode")
@@ -50,13 +51,13 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
   const char* names[2] = {"tp", "sp"};
   for (int m = 0; m < 2; ++m) {
     modes_[m] = {&steps.Add({{"mode", names[m]}}), &tokens.Add({{"mode", names[m]}}),
-                 &compute.Add({{"mode", names[m]}}),
-                 &comm.Add({{"mode", names[m]}}), &bytes.Add({{"mode", names[m]}})};
+                 &compute.Add({{"mode", names[m]}}), &comm.Add({{"mode", names[m]}}),
+                 &bytes.Add({{"mode", names[m]}})};
   }
   auto& op_calls = prometheus::BuildCounter()
-                      .Name("shift_worker_op_calls_total")
-                      .Help("Backend operations run, by operation")
-                      .Register(*registry_);
+                       .Name("shift_worker_op_calls_total")
+                       .Help("Backend operations run, by operation")
+                       .Register(*registry_);
   auto& op_flops = prometheus::BuildCounter()
                        .Name("shift_worker_op_flops_total")
                        .Help("FLOPs of backend operations (a multiply-add counts 2), by operation")

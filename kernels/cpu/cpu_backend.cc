@@ -39,9 +39,9 @@ class CpuRope final : public RopeTable {
 absl::Status RequireHostF32(std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors) {
     if (t != nullptr && (t->device != Device::kCpu || t->dtype != DType::kF32)) {
-      return absl::InvalidArgumentError(absl::StrCat("the CPU backend computes on fp32 host memory; got ",
-                                                     std::string(DTypeName(t->dtype)), " on ",
-                                                     DeviceName(t->device)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the CPU backend computes on fp32 host memory; got ",
+                       std::string(DTypeName(t->dtype)), " on ", DeviceName(t->device)));
     }
   }
   return absl::OkStatus();

@@ -212,8 +212,8 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
     EXPECT_EQ(weights[r], static_cast<uint64_t>(c.NumParameters()) * sizeof(float));
   }
   // Bytes on the leader (the logits gather's root, so layers only) are the
-  // Per-layer traffic (docs/architecture.md, Modes and the KV layout): TP 4(P-1)/P·N·D, SP (P-1)/P²·N·(2D +
-  // 2·P·|S(r)|·d), which is 2·Hkv·d unless kv heads are replicated.
+  // Per-layer traffic (docs/architecture.md, Modes and the KV layout): TP 4(P-1)/P·N·D, SP
+  // (P-1)/P²·N·(2D + 2·P·|S(r)|·d), which is 2·Hkv·d unless kv heads are replicated.
   EXPECT_EQ(tp_bytes[0], 4 * (p - 1) * n * d / p * layers * sizeof(float));
   EXPECT_EQ(sp_bytes[0],
             (p - 1) * n * (2 * d + 2 * p * kv_per_rank * hd) / (p * p) * layers * sizeof(float));

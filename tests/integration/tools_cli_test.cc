@@ -146,8 +146,8 @@ TEST_F(ToolsCliTest, GenerateDumpsTheLogitsOfEachGreedyToken) {
   ASSERT_EQ(RunTool("shift-mkmodel", {"--preset=tiny", "--seed=5", "--out=" + model}).exit_code, 0);
   const std::string dump = (dir_ / "logits.json").string();
   ToolRun run = RunTool("shift-generate",
-                        {"--model=" + model, "--prompt_tokens=40", "--max_num_batched_tokens=16", "--max_tokens=6",
-                         "--ignore_eos", "--print_ids", "--dump_logits=" + dump});
+                        {"--model=" + model, "--prompt_tokens=40", "--max_num_batched_tokens=16",
+                         "--max_tokens=6", "--ignore_eos", "--print_ids", "--dump_logits=" + dump});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json json = nlohmann::json::parse(ReadAll(dump));
   EXPECT_EQ(json["prompt_ids"].size(), 40u);

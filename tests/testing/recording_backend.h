@@ -86,8 +86,7 @@ class RecordingBackend final : public kernels::Backend {
     return inner_->WriteKv(cache, k, v, step);
   }
   absl::Status DoAttention(const Tensor& q, int64_t heads, const kernels::PagedKv& cache,
-                           const kernels::StepData& step, float scale,
-                           const Tensor& out) override {
+                           const kernels::StepData& step, float scale, const Tensor& out) override {
     Record(kernels::Op::kAttention, {&q, &out});
     return inner_->Attention(q, heads, cache, step, scale, out);
   }
@@ -114,8 +113,8 @@ class RecordingBackend final : public kernels::Backend {
   void Record(kernels::Op op, std::initializer_list<const Tensor*> tensors) {
     Call call{op, ""};
     for (const Tensor* t : tensors) {
-      if (t != nullptr) absl::StrAppend(&call.shapes, call.shapes.empty() ? "" : ", ", t->rows,
-                                        "x", t->cols);
+      if (t != nullptr)
+        absl::StrAppend(&call.shapes, call.shapes.empty() ? "" : ", ", t->rows, "x", t->cols);
     }
     calls_.push_back(std::move(call));
   }

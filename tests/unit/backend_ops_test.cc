@@ -35,11 +35,12 @@ double Nmse(const std::vector<float>& a, const std::vector<float>& b) {
 // The largest NMSE a backend other than the CPU may show, per operation, for
 // bf16 activations (the CPU backend itself must show 0).
 double Tolerance(Op op) {
-  static const std::map<Op, double> table = {
-      {Op::kEmbedding, 1e-5},   {Op::kRmsNorm, 1e-5},   {Op::kGemm, 1e-4},
-      {Op::kRope, 1e-5},        {Op::kWriteKv, 1e-5},   {Op::kAttention, 1e-4},
-      {Op::kSiluMul, 1e-5},     {Op::kCopy, 0},         {Op::kGatherRows, 0},
-      {Op::kSample, 1e-6},      {Op::kCopyFromHost, 1e-5}, {Op::kCopyToHost, 1e-5}};
+  static const std::map<Op, double> table = {{Op::kEmbedding, 1e-5},    {Op::kRmsNorm, 1e-5},
+                                             {Op::kGemm, 1e-4},         {Op::kRope, 1e-5},
+                                             {Op::kWriteKv, 1e-5},      {Op::kAttention, 1e-4},
+                                             {Op::kSiluMul, 1e-5},      {Op::kCopy, 0},
+                                             {Op::kGatherRows, 0},      {Op::kSample, 1e-6},
+                                             {Op::kCopyFromHost, 1e-5}, {Op::kCopyToHost, 1e-5}};
   return table.at(op);
 }
 
@@ -172,8 +173,9 @@ TEST_P(BackendOpsTest, RmsNormWithAndWithoutTheResidualAdd) {
         Twin weight = Upload(Random(rng_, dim), 1, dim);
         Twin out = Zeros(rows, dim);
         for (int i : {0, 1}) {
-          ASSERT_TRUE(on(i).RmsNorm(residual.on[i], add ? &delta.on[i].tensor() : nullptr,
-                                    weight.on[i], 1e-5f, out.on[i])
+          ASSERT_TRUE(on(i)
+                          .RmsNorm(residual.on[i], add ? &delta.on[i].tensor() : nullptr,
+                                   weight.on[i], 1e-5f, out.on[i])
                           .ok());
         }
         const std::string what = absl::StrCat(rows, " x ", dim, add ? " with add" : "");
@@ -208,9 +210,10 @@ TEST_P(BackendOpsTest, GemmOnColumnAndReductionRangesWithBias) {
             // A strided output: y is a column window of a wider buffer.
             Twin y = Zeros(m, cols + 3);
             for (int i : {0, 1}) {
-              ASSERT_TRUE(on(i).Gemm(x.on[i], *w[i], range,
-                                     with_bias ? &bias.on[i].tensor() : nullptr,
-                                     y.on[i].Cols(1, cols + 1))
+              ASSERT_TRUE(on(i)
+                              .Gemm(x.on[i], *w[i], range,
+                                    with_bias ? &bias.on[i].tensor() : nullptr,
+                                    y.on[i].Cols(1, cols + 1))
                               .ok());
             }
             ExpectClose(y, Op::kGemm,
@@ -231,8 +234,8 @@ TEST_P(BackendOpsTest, RopeWithAndWithoutLlama3Scaling) {
       for (bool scaled : {false, true}) {
         RopeSpec spec{head_dim, scaled ? 500000.0 : 10000.0, std::nullopt};
         if (scaled) spec.scaling = Llama3Scaling{8.0, 1.0, 4.0, 8192};
-        Twin x = Upload(Random(rng_, layout.num_tokens() * heads * head_dim),
-                        layout.num_tokens(), heads * head_dim);
+        Twin x = Upload(Random(rng_, layout.num_tokens() * heads * head_dim), layout.num_tokens(),
+                        heads * head_dim);
         for (int i : {0, 1}) {
           auto rope = on(i).UploadRope(spec);
           ASSERT_TRUE(rope.ok());
@@ -251,12 +254,12 @@ TEST_P(BackendOpsTest, WriteKvAndAttentionOverScatteredBlocks) {
   struct Shape {
     int64_t heads, kv_heads, head_dim, block_size;
   };
-  const std::vector<Shape> shapes = {{8, 8, 16, 4}, {8, 4, 64, 16}, {8, 2, 32, 16},
-                                     {8, 1, 64, 8}, {3, 3, 8, 5}};
+  const std::vector<Shape> shapes = {
+      {8, 8, 16, 4}, {8, 4, 64, 16}, {8, 2, 32, 16}, {8, 1, 64, 8}, {3, 3, 8, 5}};
   // A fresh prefill, a chunk after cached context, decodes over short and
   // long contexts.
-  const std::vector<std::pair<int64_t, int64_t>> seqs = {{0, 11}, {37, 9}, {5, 1}, {2047, 1},
-                                                         {400, 1}};
+  const std::vector<std::pair<int64_t, int64_t>> seqs = {
+      {0, 11}, {37, 9}, {5, 1}, {2047, 1}, {400, 1}};
   for (const Shape& s : shapes) {
     int64_t num_blocks = 3;  // and a few never used
     for (const auto& [start, count] : seqs) {
@@ -264,10 +267,10 @@ TEST_P(BackendOpsTest, WriteKvAndAttentionOverScatteredBlocks) {
     }
     const StepLayout layout = MakeLayout(seqs, s.block_size, num_blocks, 100, rng_);
     const int64_t n = layout.num_tokens(), width = s.kv_heads * s.head_dim;
-    Twin k_cache = Upload(Random(rng_, num_blocks * s.block_size * width),
-                          num_blocks * s.block_size, width);
-    Twin v_cache = Upload(Random(rng_, num_blocks * s.block_size * width),
-                          num_blocks * s.block_size, width);
+    Twin k_cache =
+        Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
+    Twin v_cache =
+        Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
     Twin k = Upload(Random(rng_, n * width), n, width);
     Twin v = Upload(Random(rng_, n * width), n, width);
     Twin q = Upload(Random(rng_, n * s.heads * s.head_dim), n, s.heads * s.head_dim);
@@ -378,8 +381,9 @@ TEST(BackendCountersTest, GemmAndAttentionCountTheirWork) {
   const OpStats& gemm = backend.stats(Op::kGemm);
   EXPECT_EQ(gemm.calls, 2u);
   EXPECT_EQ(gemm.flops, static_cast<uint64_t>(2 * m * n * k + 2 * m * 32 * 32));
-  EXPECT_EQ(gemm.bytes, static_cast<uint64_t>((m * k + n * k + m * n) + (m * 32 + 32 * 32 + m * 32)) *
-                            sizeof(float));
+  EXPECT_EQ(
+      gemm.bytes,
+      static_cast<uint64_t>((m * k + n * k + m * n) + (m * 32 + 32 * 32 + m * 32)) * sizeof(float));
   EXPECT_GE(gemm.seconds, 0.0);
 
   // Two sequences: a 3-token chunk at 0 and a decode at position 9.
