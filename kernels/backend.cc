@@ -9,6 +9,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #ifdef SHIFT_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -280,11 +281,13 @@ std::string OpStatsTable(const Backend& backend) {
 absl::StatusOr<Device> ParseDevice(std::string_view name) {
   if (name == "cpu") return Device::kCpu;
   if (name == "cuda") {
+    if (BuiltWithCuda()) return Device::kCuda;
     return absl::UnimplementedError(
-        "--device=cuda: this build has no CUDA backend yet; use --device=cpu");
+        "--device=cuda: this build has no CUDA backend (nvcc was not found when it was "
+        "configured); use --device=cpu");
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("--device=", std::string(name), " is not a device (the choices: cpu)"));
+      absl::StrCat("--device=", std::string(name), " is not a device (the choices: cpu, cuda)"));
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Device device,
@@ -292,8 +295,17 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Device device,
   switch (device) {
     case Device::kCpu:
       return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>(options.threads));
-    case Device::kCuda:
+    case Device::kCuda: {
+#ifdef SHIFT_HAVE_CUDA
+      auto backend = cuda::CreateCudaBackend(options.cuda_device);
+      if (backend.ok()) return backend;
+      return absl::Status(
+          backend.status().code(),
+          absl::StrCat("--device=cuda: ", backend.status().message(), "; use --device=cpu"));
+#else
       break;
+#endif
+    }
   }
   return absl::UnimplementedError(
       absl::StrCat("no ", DeviceName(device), " backend in this build"));
@@ -316,6 +328,10 @@ int CudaDeviceCount(std::string* why) {
 #endif
 }
 
-std::vector<std::string> AvailableBackends() { return {"cpu"}; }
+std::vector<std::string> AvailableBackends() {
+  std::vector<std::string> out = {"cpu"};
+  if (CudaDeviceCount() > 0) out.push_back("cuda");
+  return out;
+}
 
 }  // namespace shift::kernels

@@ -235,10 +235,12 @@ std::string OpStatsTable(const Backend& backend);
 struct BackendOptions {
   // Host threads for the CPU backend's kernels; results do not depend on it.
   int threads = 1;
+  // The CUDA device of the CUDA backend.
+  int cuda_device = 0;
 };
 
-// The backend for --device (its spelling: "cpu"; "cuda" is refused until the
-// CUDA backend is built).
+// The device --device names ("cpu", or "cuda" in a build with the CUDA
+// backend), and a backend on it.
 absl::StatusOr<Device> ParseDevice(std::string_view name);
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Device device,
                                                        const BackendOptions& options);

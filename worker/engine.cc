@@ -1,5 +1,7 @@
 #include "worker/engine.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
@@ -24,6 +26,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
                                                        Communicator* comm) {
   kernels::BackendOptions backend_options;
   backend_options.threads = options.threads;
+  const int rank = comm != nullptr ? comm->rank() : options.rank;
+  backend_options.cuda_device = options.cuda_device >= 0
+                                    ? options.cuda_device
+                                    : rank % std::max(1, kernels::CudaDeviceCount());
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
                          kernels::CreateBackend(options.device, backend_options));
   return Create(files, options, comm, std::move(backend));
@@ -43,6 +49,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
   if (p < 1 || options.rank < 0 || options.rank >= p) {
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", options.rank, " is outside a group of ", p));
+  }
+  if (options.device != kernels::Device::kCpu && p > 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a group of ", p, " ranks on --device=", kernels::DeviceName(options.device),
+        " needs the NCCL communicator, which is not built yet: use --world_size=1 there, or "
+        "--device=cpu"));
   }
   std::unique_ptr<Engine> engine(new Engine(files.config, options, comm_in, std::move(backend)));
   SHIFT_ASSIGN_OR_RETURN(

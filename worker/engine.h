@@ -32,6 +32,8 @@ struct EngineOptions {
   // Bytes for the K and V of all layers together; sets the block count.
   int64_t kv_cache_bytes = defaults::kKvCacheBytes;
   int64_t block_size = defaults::kBlockSize;
+  // With the CUDA device: which GPU (-1: the rank index modulo the GPUs).
+  int cuda_device = -1;
   // CPU backend threads; results do not depend on it.
   int threads = defaults::kThreads;
   // This engine's place in its group. A communicator given to Create

@@ -273,9 +273,15 @@ absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& h
 }  // namespace
 
 absl::Status RunRank(const RankOptions& options) {
-  if (!options.deterministic) {
+  const bool cpu = options.engine.device == kernels::Device::kCpu;
+  if (cpu && !options.deterministic) {
     return absl::InvalidArgumentError(
         "the CPU engine is always deterministic (--deterministic=false is for GPU ranks)");
+  }
+  if (!cpu && options.deterministic) {
+    return absl::InvalidArgumentError(
+        "--deterministic is a CPU promise (docs/architecture.md, Determinism): on --device=cuda a "
+        "step is reproducible run to run, not bit for bit across modes");
   }
   // Health (NOT_SERVING until the group is formed) and /metrics come first,
   // so an orchestrator sees the rank while it loads.
@@ -318,7 +324,7 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_kv_blocks(static_cast<uint32_t>(engine->num_blocks()));
   reg->set_block_size(static_cast<uint32_t>(options.engine.block_size));
   reg->set_device("cpu");
-  reg->set_deterministic(true);
+  reg->set_deterministic(options.deterministic);
   reg->set_weight_bytes(engine->weight_bytes());
   reg->set_model_fingerprint(fingerprint);
   reg->set_address(absl::StrCat(options.host, ":", health_port));

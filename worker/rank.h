@@ -29,8 +29,8 @@ struct RankOptions {
   int64_t rendezvous_timeout_ms = defaults::kRendezvousTimeoutMs;
   // How long to keep trying to (re)connect while no router answers.
   absl::Duration reconnect_timeout = absl::Seconds(defaults::kReconnectTimeoutSeconds);
-  // Deterministic mode (docs/architecture.md, Determinism). The CPU engine has no
-  // other mode; false is refused on CPU.
+  // Deterministic mode (docs/architecture.md, Determinism): the CPU engine's
+  // only mode (false is refused there), refused on CUDA.
   bool deterministic = true;
   // Where this rank serves gRPC health and Prometheus /metrics (0: any port)
   // and listens for its group's collectives.

@@ -1,6 +1,7 @@
 // shift-worker: one rank of a worker group. Loads the model, registers with
 // the router, meets its group and executes the steps the router plans.
 #include <cstdio>
+#include <optional>
 
 #include "absl/flags/flag.h"
 #include "common/cli.h"
@@ -25,10 +26,12 @@ ABSL_FLAG(int64_t, rendezvous_timeout_ms, shift::defaults::kRendezvousTimeoutMs,
 ABSL_FLAG(double, reconnect_timeout_s, shift::defaults::kReconnectTimeoutSeconds,
           "How long to keep trying to reach the router (at start, or after losing it) before "
           "exiting; the weights stay loaded meanwhile");
-ABSL_FLAG(bool, deterministic, true,
-          "Bitwise-identical results in every mode and batch (docs/architecture.md, Determinism); "
-          "the CPU "
-          "engine is always deterministic");
+ABSL_FLAG(std::optional<bool>, deterministic, std::nullopt,
+          "Bitwise-identical results in every mode and batch (docs/architecture.md, "
+          "Determinism): a CPU promise, always on with --device=cpu and refused with "
+          "--device=cuda (unset: the device's only mode)");
+ABSL_FLAG(int32_t, cuda_device, -1,
+          "With --device=cuda: the GPU this rank uses (-1: the rank index modulo the GPUs)");
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address this rank binds and advertises (health, /metrics, collectives)");
 ABSL_FLAG(int32_t, port, 0, "gRPC health port (0: any free port, reported at registration)");
@@ -53,7 +56,9 @@ int main(int argc, char** argv) {
   options.engine.device = *device;
   options.rendezvous_timeout_ms = absl::GetFlag(FLAGS_rendezvous_timeout_ms);
   options.reconnect_timeout = absl::Seconds(absl::GetFlag(FLAGS_reconnect_timeout_s));
-  options.deterministic = absl::GetFlag(FLAGS_deterministic);
+  options.deterministic = absl::GetFlag(FLAGS_deterministic)
+                              .value_or(options.engine.device == shift::kernels::Device::kCpu);
+  options.engine.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   options.host = absl::GetFlag(FLAGS_host);
   options.health_port = absl::GetFlag(FLAGS_port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);

@@ -266,9 +266,13 @@ TEST_F(RouterOutputTest, StalledClientIsPausedThenCancelledAndItsBlocksFreed) {
   ASSERT_TRUE(stalled.WaitDone(absl::Seconds(30)));
   EXPECT_EQ(stalled.error().code(), absl::StatusCode::kResourceExhausted) << stalled.error();
   EXPECT_GE(absl::Now() - start, absl::Seconds(1));
-  // Paused: nothing more was generated for it than what was in flight.
-  EXPECT_LE(stalled.deltas(), 3 + 2);
-  EXPECT_LE(stalled.tokens().size(), 5u);
+  // Paused: it stopped being scheduled once its sink said it was full. What
+  // was generated before the pause landed still arrives; on a loaded machine
+  // the output thread can be a few steps behind the loop, so the bound is
+  // loose, but unpaused it would have generated hundreds of tokens in the
+  // second before it was cancelled.
+  EXPECT_LE(stalled.deltas(), 3 + 30);
+  EXPECT_LE(stalled.tokens().size(), 3u + 30u);
   EXPECT_EQ(Load(), std::make_pair(0u, 0u));  // its KV blocks are free
   EXPECT_NE(metrics_.Text().find("shift_request_errors_total{code=\"RESOURCE_EXHAUSTED\"} 1"),
             std::string::npos);

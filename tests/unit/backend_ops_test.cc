@@ -406,11 +406,22 @@ TEST(BackendCountersTest, GemmAndAttentionCountTheirWork) {
             static_cast<uint64_t>(2 * 4 * heads * hd + 2 * (3 + 10) * kv * hd) * sizeof(float));
 }
 
-TEST(BackendDeviceTest, CpuIsTheOnlyDeviceUntilCudaArrives) {
+TEST(BackendDeviceTest, DeviceNamesParseAndCudaNeedsItsBuildAndAGpu) {
   EXPECT_EQ(*ParseDevice("cpu"), Device::kCpu);
   const auto cuda = ParseDevice("cuda");
-  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_NE(cuda.status().message().find("--device=cpu"), std::string_view::npos);
+  if (BuiltWithCuda()) {
+    EXPECT_EQ(*cuda, Device::kCuda);
+    std::string why;
+    if (CudaDeviceCount(&why) == 0) {
+      const auto backend = CreateBackend(Device::kCuda, {});
+      EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_NE(backend.status().message().find("use --device=cpu"), std::string_view::npos)
+          << backend.status();
+    }
+  } else {
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kUnimplemented);
+    EXPECT_NE(cuda.status().message().find("--device=cpu"), std::string_view::npos);
+  }
   EXPECT_EQ(ParseDevice("tpu").status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -1,0 +1,600 @@
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "common/status.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/ops.cuh"
+#include "kernels/cuda/runtime.h"
+
+namespace shift::kernels::cuda {
+namespace {
+
+absl::Status Check(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  cudaGetLastError();  // a launch error is not sticky; clear it
+  return absl::InternalError(
+      absl::StrCat(what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
+}
+
+absl::Status CheckBlas(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": cuBLASLt status ", static_cast<int>(status)));
+}
+
+// The largest power of two (up to 256) dividing the address.
+uint32_t Alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+// cuBLASLt, loaded when the first CUDA backend is made rather than linked:
+// the library is over 500 MB, and a process that links it cannot start
+// prometheus-cpp's HTTP server (civetweb's mg_start fails), so CPU ranks and
+// every other binary stay free of it.
+struct LtApi {
+  decltype(&cublasLtCreate) Create;
+  decltype(&cublasLtDestroy) Destroy;
+  decltype(&cublasLtMatmulDescCreate) MatmulDescCreate;
+  decltype(&cublasLtMatmulDescDestroy) MatmulDescDestroy;
+  decltype(&cublasLtMatmulDescSetAttribute) MatmulDescSetAttribute;
+  decltype(&cublasLtMatrixLayoutCreate) MatrixLayoutCreate;
+  decltype(&cublasLtMatrixLayoutDestroy) MatrixLayoutDestroy;
+  decltype(&cublasLtMatmulPreferenceCreate) MatmulPreferenceCreate;
+  decltype(&cublasLtMatmulPreferenceDestroy) MatmulPreferenceDestroy;
+  decltype(&cublasLtMatmulPreferenceSetAttribute) MatmulPreferenceSetAttribute;
+  decltype(&cublasLtMatmulAlgoGetHeuristic) MatmulAlgoGetHeuristic;
+  decltype(&cublasLtMatmul) Matmul;
+};
+
+absl::StatusOr<const LtApi*> LoadLt() {
+  static LtApi api;
+  static absl::Status status = [] {
+    void* lib = nullptr;
+    for (const char* name : {"libcublasLt.so.13", "libcublasLt.so"}) {
+      if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+    }
+    if (lib == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot load cuBLASLt (libcublasLt.so.13): ", dlerror()));
+    }
+    bool ok = true;
+    auto get = [&](auto* fn, const char* symbol) {
+      *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(dlsym(lib, symbol));
+      ok = ok && *fn != nullptr;
+    };
+    get(&api.Create, "cublasLtCreate");
+    get(&api.Destroy, "cublasLtDestroy");
+    get(&api.MatmulDescCreate, "cublasLtMatmulDescCreate");
+    get(&api.MatmulDescDestroy, "cublasLtMatmulDescDestroy");
+    get(&api.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute");
+    get(&api.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate");
+    get(&api.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy");
+    get(&api.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate");
+    get(&api.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy");
+    get(&api.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute");
+    get(&api.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic");
+    get(&api.Matmul, "cublasLtMatmul");
+    return ok ? absl::OkStatus()
+              : absl::FailedPreconditionError("libcublasLt.so.13 lacks a function shift uses");
+  }();
+  if (!status.ok()) return status;
+  return &api;
+}
+
+class CudaWeight final : public Weight {
+ public:
+  CudaWeight(int64_t n, int64_t k, Buffer data)
+      : Weight(n, k, DType::kBF16), data_(std::move(data)) {}
+  const Bf16* data() const { return data_.tensor().As<Bf16>(); }
+
+ private:
+  Buffer data_;  // [n][k] bf16, row-major as in the checkpoint
+};
+
+class CudaRope final : public RopeTable {
+ public:
+  CudaRope(const RopeSpec& spec, Buffer inv_freq)
+      : RopeTable(spec), inv_freq_(std::move(inv_freq)) {}
+  const double* inv_freq() const { return static_cast<const double*>(inv_freq_.tensor().data); }
+
+ private:
+  Buffer inv_freq_;  // head_dim / 2 doubles, the CPU path's table
+};
+
+class CudaStepData final : public StepData {
+ public:
+  CudaStepData(StepLayout layout, Buffer memory, DeviceStep view)
+      : StepData(std::move(layout)), memory_(std::move(memory)), view_(view) {}
+  const DeviceStep& view() const { return view_; }
+
+ private:
+  Buffer memory_;
+  DeviceStep view_;
+};
+
+const DeviceStep& View(const StepData& step) {
+  return static_cast<const CudaStepData&>(step).view();
+}
+
+absl::Status RequireBf16(std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors) {
+    if (t != nullptr && (t->device != Device::kCuda || t->dtype != DType::kBF16)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("this CUDA operation takes bf16 device tensors, got ",
+                       std::string(DTypeName(t->dtype)), " on ", DeviceName(t->device)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Bf16* Bf(const Tensor& t) { return t.As<Bf16>(); }
+
+}  // namespace
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device), host_(1) {}
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (auto& [bytes, p] : free_) cudaFree(p);
+    if (workspace_ != nullptr) cudaFree(workspace_);
+    if (lt_ != nullptr) lt_api_->Destroy(lt_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  absl::Status Init() {
+    SHIFT_RETURN_IF_ERROR(Check(cudaSetDevice(device_), "cudaSetDevice"));
+    SHIFT_RETURN_IF_ERROR(
+        Check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    SHIFT_ASSIGN_OR_RETURN(lt_api_, LoadLt());
+    SHIFT_RETURN_IF_ERROR(CheckBlas(lt_api_->Create(&lt_), "cublasLtCreate"));
+    return Check(cudaMalloc(&workspace_, kWorkspaceBytes), "cudaMalloc (cuBLASLt workspace)");
+  }
+
+  Device device() const override { return Device::kCuda; }
+  DType activation_dtype() const override { return DType::kBF16; }
+
+  absl::StatusOr<Buffer> Allocate(DType dtype, int64_t rows, int64_t cols, bool zero) override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    if (rows < 0 || cols < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("a buffer of ", rows, " x ", cols));
+    }
+    SHIFT_ASSIGN_OR_RETURN(void* data, Raw(rows * cols * DTypeSize(dtype)));
+    if (zero && data != nullptr) {
+      SHIFT_RETURN_IF_ERROR(
+          Check(cudaMemsetAsync(data, 0, rows * cols * DTypeSize(dtype), stream_), "cudaMemset"));
+    }
+    return Wrap(Tensor{data, dtype, Device::kCuda, rows, cols, cols});
+  }
+
+  absl::StatusOr<std::unique_ptr<Weight>> UploadWeight(const float* w, int64_t n,
+                                                       int64_t k) override {
+    SHIFT_ASSIGN_OR_RETURN(Buffer data, Allocate(DType::kBF16, n, k, false));
+    SHIFT_RETURN_IF_ERROR(CopyFromHost(w, data));
+    return std::unique_ptr<Weight>(std::make_unique<CudaWeight>(n, k, std::move(data)));
+  }
+
+  absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) override {
+    if (spec.head_dim <= 0 || spec.head_dim % 2 != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("RoPE needs an even head_dim, got ", spec.head_dim));
+    }
+    // The CPU path's frequency table, so both rotate by the same angles.
+    const std::vector<double> inv_freq =
+        cpu::Rope(spec.head_dim, spec.theta, spec.scaling).inv_freq();
+    SHIFT_ASSIGN_OR_RETURN(void* data, Raw(inv_freq.size() * sizeof(double)));
+    Buffer table = Wrap(
+        Tensor{data, DType::kF32, Device::kCuda, 1, static_cast<int64_t>(inv_freq.size()) * 2, 0});
+    SHIFT_RETURN_IF_ERROR(Check(
+        cudaMemcpy(data, inv_freq.data(), inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice),
+        "copy RoPE table"));
+    return std::unique_ptr<RopeTable>(std::make_unique<CudaRope>(spec, std::move(table)));
+  }
+
+  absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    // One upload: token ids, sequence of each token, table offsets, tables
+    // (int32), then positions (int64, 8-byte aligned).
+    std::vector<int32_t> ints(layout.token_ids);
+    ints.insert(ints.end(), layout.sequence_of_token.begin(), layout.sequence_of_token.end());
+    const size_t offsets_at = ints.size();
+    int32_t offset = 0;
+    for (const StepLayout::Sequence& s : layout.sequences) {
+      ints.push_back(offset);
+      offset += static_cast<int32_t>(s.block_table.size());
+    }
+    const size_t tables_at = ints.size();
+    for (const StepLayout::Sequence& s : layout.sequences) {
+      ints.insert(ints.end(), s.block_table.begin(), s.block_table.end());
+    }
+    if (ints.size() % 2) ints.push_back(0);
+    const size_t int_bytes = ints.size() * sizeof(int32_t);
+    const size_t bytes = int_bytes + layout.positions.size() * sizeof(int64_t);
+    SHIFT_ASSIGN_OR_RETURN(void* data, Raw(bytes));
+    Buffer memory = Wrap(Tensor{data, DType::kF32, Device::kCuda, 1,
+                                static_cast<int64_t>(bytes / sizeof(float)), 0});
+    std::vector<char> host(bytes);
+    std::memcpy(host.data(), ints.data(), int_bytes);
+    std::memcpy(host.data() + int_bytes, layout.positions.data(),
+                layout.positions.size() * sizeof(int64_t));
+    if (bytes > 0) {
+      SHIFT_RETURN_IF_ERROR(
+          Check(cudaMemcpyAsync(data, host.data(), bytes, cudaMemcpyHostToDevice, stream_),
+                "upload step"));
+      SHIFT_RETURN_IF_ERROR(Check(cudaStreamSynchronize(stream_), "upload step"));
+    }
+    const auto* base = static_cast<const int32_t*>(data);
+    const size_t n = layout.token_ids.size();
+    DeviceStep view{base,
+                    reinterpret_cast<const int64_t*>(static_cast<const char*>(data) + int_bytes),
+                    base + n,
+                    base + offsets_at,
+                    base + tables_at,
+                    static_cast<int64_t>(n)};
+    return std::unique_ptr<StepData>(
+        std::make_unique<CudaStepData>(std::move(layout), std::move(memory), view));
+  }
+
+ protected:
+  absl::Status DoCopyFromHost(const float* host, const Tensor& dst) override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    const size_t es = DTypeSize(dst.dtype), rows = dst.rows, cols = dst.cols;
+    if (dst.dtype == DType::kF32) {
+      return Sync(cudaMemcpy2DAsync(dst.data, dst.ld * es, host, cols * es, cols * es, rows,
+                                    cudaMemcpyHostToDevice, stream_),
+                  "copy to device");
+    }
+    if (dst.dtype != DType::kBF16) return absl::InvalidArgumentError("bf16 or fp32 only");
+    std::vector<Bf16> converted(rows * cols);
+    for (size_t i = 0; i < converted.size(); ++i) converted[i] = shift::F32ToBf16(host[i]);
+    return Sync(cudaMemcpy2DAsync(dst.data, dst.ld * es, converted.data(), cols * es, cols * es,
+                                  rows, cudaMemcpyHostToDevice, stream_),
+                "copy to device");
+  }
+
+  absl::Status DoCopyToHost(const Tensor& src, float* host) override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    const size_t es = DTypeSize(src.dtype), rows = src.rows, cols = src.cols;
+    if (src.dtype == DType::kF32) {
+      return Sync(cudaMemcpy2DAsync(host, cols * es, src.data, src.ld * es, cols * es, rows,
+                                    cudaMemcpyDeviceToHost, stream_),
+                  "copy to host");
+    }
+    if (src.dtype != DType::kBF16) return absl::InvalidArgumentError("bf16 or fp32 only");
+    std::vector<Bf16> raw(rows * cols);
+    SHIFT_RETURN_IF_ERROR(Sync(cudaMemcpy2DAsync(raw.data(), cols * es, src.data, src.ld * es,
+                                                 cols * es, rows, cudaMemcpyDeviceToHost, stream_),
+                               "copy to host"));
+    for (size_t i = 0; i < raw.size(); ++i) host[i] = shift::Bf16ToF32(raw[i]);
+    return absl::OkStatus();
+  }
+
+  absl::Status DoEmbedding(const Tensor& table, const StepData& step, int64_t first,
+                           const Tensor& out) override {
+    SHIFT_RETURN_IF_ERROR(Begin({&table, &out}));
+    const std::vector<int32_t>& ids = step.layout().token_ids;
+    for (int64_t t = first; t < first + out.rows; ++t) {
+      if (ids[t] < 0 || ids[t] >= table.rows) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", ids[t], " is outside the embedding table of ", table.rows));
+      }
+    }
+    return Launched(LaunchEmbedding(Bf(table), table.ld, View(step), first, Bf(out), out.ld,
+                                    out.rows, out.cols, stream_),
+                    "embedding");
+  }
+
+  absl::Status DoRmsNorm(const Tensor& residual, const Tensor* add, const Tensor& weight, float eps,
+                         const Tensor& out) override {
+    SHIFT_RETURN_IF_ERROR(Begin({&residual, add, &weight, &out}));
+    return Launched(
+        LaunchRmsNorm(Bf(residual), residual.ld, add ? Bf(*add) : nullptr, add ? add->ld : 0,
+                      Bf(weight), eps, Bf(out), out.ld, out.rows, out.cols, stream_),
+        "rms_norm");
+  }
+
+  absl::Status DoGemm(const Tensor& x, const Weight& w_base, const GemmRange& range,
+                      const Tensor* bias, const Tensor& y) override {
+    SHIFT_RETURN_IF_ERROR(RequireBf16({&x, bias}));
+    if (y.device != Device::kCuda || (y.dtype != DType::kBF16 && y.dtype != DType::kF32)) {
+      return absl::InvalidArgumentError("gemm: y must be bf16 or fp32 on the device");
+    }
+    const auto& w = static_cast<const CudaWeight&>(w_base);
+    const int64_t n_end = range.n_end < 0 ? w.n() : range.n_end, cols = n_end - range.n_begin;
+    const int64_t group = w.k() / kReductionGroups, kr = group * range.group_count;
+    const int64_t m = x.rows;
+    if (m == 0 || cols == 0) return absl::OkStatus();
+    SHIFT_RETURN_IF_ERROR(Use());
+    // In cuBLAS's column-major terms Yᵀ (cols × m, ld y.ld) = op(A) · B:
+    // A is W's rows [n_begin, n_end) restricted to the range's K columns,
+    // which column-major is kr × cols with ld w.k(), used transposed; B is
+    // Xᵀ, kr × m with ld x.ld.
+    const Bf16* a = w.data() + range.n_begin * w.k() + group * range.group_begin;
+    const cudaDataType_t y_type = y.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+    const GemmKey key{m,
+                      cols,
+                      kr,
+                      w.k(),
+                      x.ld,
+                      y.ld,
+                      y_type,
+                      bias != nullptr,
+                      Alignment(a),
+                      Alignment(x.data),
+                      Alignment(y.data),
+                      bias ? Alignment(bias->data) : 256u};
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ly = nullptr;
+    auto cleanup = [&] {
+      if (op) lt_api_->MatmulDescDestroy(op);
+      if (la) lt_api_->MatrixLayoutDestroy(la);
+      if (lb) lt_api_->MatrixLayoutDestroy(lb);
+      if (ly) lt_api_->MatrixLayoutDestroy(ly);
+    };
+    absl::Status status = [&]() -> absl::Status {
+      SHIFT_RETURN_IF_ERROR(CheckBlas(
+          lt_api_->MatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor"));
+      const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
+      SHIFT_RETURN_IF_ERROR(
+          CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose,
+                                                    sizeof(transpose)),
+                    "transa"));
+      SHIFT_RETURN_IF_ERROR(CheckBlas(
+          lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)),
+          "transb"));
+      if (bias != nullptr) {
+        const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+        const cudaDataType_t bias_type = CUDA_R_16BF;
+        const void* bias_ptr = bias->data;
+        SHIFT_RETURN_IF_ERROR(
+            CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                      sizeof(epilogue)),
+                      "epilogue"));
+        SHIFT_RETURN_IF_ERROR(
+            CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                      &bias_ptr, sizeof(bias_ptr)),
+                      "bias pointer"));
+        SHIFT_RETURN_IF_ERROR(
+            CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                      &bias_type, sizeof(bias_type)),
+                      "bias type"));
+      }
+      SHIFT_RETURN_IF_ERROR(
+          CheckBlas(lt_api_->MatrixLayoutCreate(&la, CUDA_R_16BF, kr, cols, w.k()), "layout A"));
+      SHIFT_RETURN_IF_ERROR(
+          CheckBlas(lt_api_->MatrixLayoutCreate(&lb, CUDA_R_16BF, kr, m, x.ld), "layout B"));
+      SHIFT_RETURN_IF_ERROR(
+          CheckBlas(lt_api_->MatrixLayoutCreate(&ly, y_type, cols, m, y.ld), "layout Y"));
+      cublasLtMatmulAlgo_t algo;
+      if (auto cached = algos_.find(key); cached != algos_.end()) {
+        algo = cached->second;
+      } else {
+        SHIFT_ASSIGN_OR_RETURN(algo, Heuristic(op, la, lb, ly, key));
+        algos_.emplace(key, algo);
+      }
+      const float alpha = 1.0f, beta = 0.0f;
+      return CheckBlas(lt_api_->Matmul(lt_, op, &alpha, a, la, x.data, lb, &beta, y.data, ly,
+                                       y.data, ly, &algo, workspace_, kWorkspaceBytes, stream_),
+                       "cublasLtMatmul");
+    }();
+    cleanup();
+    return status;
+  }
+
+  absl::Status DoRope(const Tensor& x, int64_t heads, const RopeTable& rope, const StepData& step,
+                      int64_t first) override {
+    SHIFT_RETURN_IF_ERROR(Begin({&x}));
+    return Launched(
+        LaunchRope(Bf(x), x.ld, x.rows, heads, rope.spec().head_dim,
+                   static_cast<const CudaRope&>(rope).inv_freq(), View(step), first, stream_),
+        "rope");
+  }
+
+  absl::Status DoWriteKv(const PagedKv& cache, const Tensor& k, const Tensor& v,
+                         const StepData& step) override {
+    SHIFT_RETURN_IF_ERROR(Begin({&cache.k, &cache.v, &k, &v}));
+    SHIFT_RETURN_IF_ERROR(CheckBlockTables(cache, step));
+    return Launched(
+        LaunchWriteKv(Bf(k), k.ld, Bf(v), v.ld, Bf(cache.k), Bf(cache.v), cache.block_size,
+                      cache.kv_heads * cache.head_dim, View(step), stream_),
+        "write_kv");
+  }
+
+  absl::Status DoAttention(const Tensor& q, int64_t heads, const PagedKv& cache,
+                           const StepData& step, float scale, const Tensor& out) override {
+    SHIFT_RETURN_IF_ERROR(Begin({&cache.k, &cache.v, &q, &out}));
+    SHIFT_RETURN_IF_ERROR(CheckBlockTables(cache, step));
+    if (cache.head_dim > 256) {
+      return absl::UnimplementedError(
+          absl::StrCat("CUDA attention handles head_dim up to 256, not ", cache.head_dim));
+    }
+    return Launched(
+        LaunchAttention(Bf(q), q.ld, Bf(cache.k), Bf(cache.v), cache.block_size, cache.kv_heads,
+                        cache.head_dim, heads, scale, View(step), Bf(out), out.ld, stream_),
+        "attention");
+  }
+
+  absl::Status DoSiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) override {
+    SHIFT_RETURN_IF_ERROR(Begin({&gate, &up, &out}));
+    return Launched(LaunchSiluMul(Bf(gate), gate.ld, Bf(up), up.ld, Bf(out), out.ld, out.rows,
+                                  out.cols, stream_),
+                    "silu_mul");
+  }
+
+  absl::Status DoCopy(const Tensor& src, const Tensor& dst) override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    if (src.empty()) return absl::OkStatus();
+    const size_t es = DTypeSize(src.dtype);
+    return Check(cudaMemcpy2DAsync(dst.data, dst.ld * es, src.data, src.ld * es, src.cols * es,
+                                   src.rows, cudaMemcpyDeviceToDevice, stream_),
+                 "copy");
+  }
+
+  absl::Status DoGatherRows(const Tensor& src, absl::Span<const int64_t> rows,
+                            const Tensor& dst) override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    const size_t bytes = src.cols * DTypeSize(src.dtype);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      SHIFT_RETURN_IF_ERROR(
+          Check(cudaMemcpyAsync(dst.Rows(i, i + 1).data, src.Rows(rows[i], rows[i] + 1).data, bytes,
+                                cudaMemcpyDeviceToDevice, stream_),
+                "gather_rows"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<SampleResult>> DoSample(
+      const Tensor& logits, absl::Span<const SampleRequest> requests) override {
+    std::vector<float> host(logits.size());
+    SHIFT_RETURN_IF_ERROR(DoCopyToHost(logits, host.data()));
+    Tensor view{host.data(), DType::kF32, Device::kCpu, logits.rows, logits.cols, logits.cols};
+    return host_.Sample(view, requests);
+  }
+
+ private:
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+  using GemmKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, cudaDataType_t,
+                             bool, uint32_t, uint32_t, uint32_t, uint32_t>;
+
+  absl::StatusOr<cublasLtMatmulAlgo_t> Heuristic(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
+                                                 cublasLtMatrixLayout_t lb,
+                                                 cublasLtMatrixLayout_t ly, const GemmKey& key) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    SHIFT_RETURN_IF_ERROR(CheckBlas(lt_api_->MatmulPreferenceCreate(&pref), "preference"));
+    const size_t workspace = kWorkspaceBytes;
+    const uint32_t align_a = std::get<8>(key), align_b = std::get<9>(key),
+                   align_y = std::get<10>(key);
+    lt_api_->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                          &workspace, sizeof(workspace));
+    lt_api_->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                          &align_a, sizeof(align_a));
+    lt_api_->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                          &align_b, sizeof(align_b));
+    lt_api_->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                          &align_y, sizeof(align_y));
+    lt_api_->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                          &align_y, sizeof(align_y));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t status =
+        lt_api_->MatmulAlgoGetHeuristic(lt_, op, la, lb, ly, ly, pref, 1, &result, &found);
+    lt_api_->MatmulPreferenceDestroy(pref);
+    SHIFT_RETURN_IF_ERROR(CheckBlas(status, "cublasLtMatmulAlgoGetHeuristic"));
+    if (found == 0) {
+      return absl::UnimplementedError(absl::StrCat("cuBLASLt has no algorithm for a GEMM of ",
+                                                   std::get<0>(key), " x ", std::get<1>(key), " x ",
+                                                   std::get<2>(key)));
+    }
+    return result.algo;
+  }
+
+  absl::Status Use() { return Check(cudaSetDevice(device_), "cudaSetDevice"); }
+
+  // Runs a cudaMemcpy*Async and waits for it (host memory is pageable and
+  // may go away when the caller returns).
+  absl::Status Sync(cudaError_t err, const char* what) {
+    SHIFT_RETURN_IF_ERROR(Check(err, what));
+    return Check(cudaStreamSynchronize(stream_), what);
+  }
+
+  absl::Status Launched(cudaError_t err, const char* what) { return Check(err, what); }
+
+  // Checks an operation's tensors and makes this backend's device current.
+  absl::Status Begin(std::initializer_list<const Tensor*> tensors) {
+    SHIFT_RETURN_IF_ERROR(RequireBf16(tensors));
+    return Use();
+  }
+
+  // Every block a step names must lie inside the cache.
+  absl::Status CheckBlockTables(const PagedKv& cache, const StepData& step) {
+    const int64_t blocks = cache.k.rows / cache.block_size;
+    for (const StepLayout::Sequence& s : step.layout().sequences) {
+      if (static_cast<int64_t>(s.block_table.size()) * cache.block_size <
+          s.start_position + s.num_tokens) {
+        return absl::InvalidArgumentError("a block table is shorter than its sequence");
+      }
+      for (int32_t b : s.block_table) {
+        if (b < 0 || b >= blocks) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("block ", b, " is outside the cache of ", blocks));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Device memory of `bytes`, from the free list when a freed block of the
+  // same size is there (the stream orders its reuse after earlier work).
+  absl::StatusOr<void*> Raw(size_t bytes) {
+    if (bytes == 0) return nullptr;
+    bytes = (bytes + 255) / 256 * 256;
+    if (auto it = free_.find(bytes); it != free_.end()) {
+      void* p = it->second;
+      free_.erase(it);
+      sizes_[p] = bytes;
+      return p;
+    }
+    void* p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      size_t free = 0, total = 0;
+      cudaMemGetInfo(&free, &total);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate ", bytes, " bytes on CUDA device ", device_, " (", free,
+                       " of ", total, " bytes free): ", cudaGetErrorString(err)));
+    }
+    sizes_[p] = bytes;
+    return p;
+  }
+
+  Buffer Wrap(Tensor tensor) {
+    return Buffer(tensor, [this](void* p) {
+      auto it = sizes_.find(p);
+      if (it == sizes_.end()) return;
+      free_.emplace(it->second, p);
+      sizes_.erase(it);
+    });
+  }
+
+  int device_;
+  cpu::CpuBackend host_;  // samples the rows copied back (the CPU sampler)
+  cudaStream_t stream_ = nullptr;
+  const LtApi* lt_api_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<GemmKey, cublasLtMatmulAlgo_t> algos_;
+  std::multimap<size_t, void*> free_;
+  std::map<void*, size_t> sizes_;
+};
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
+  std::string why;
+  const int count = DeviceCount(&why);
+  if (count == 0) return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", why));
+  if (device < 0 || device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", device, " does not exist (this host has ", count, ")"));
+  }
+  auto backend = std::make_unique<CudaBackend>(device);
+  SHIFT_RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace shift::kernels::cuda
