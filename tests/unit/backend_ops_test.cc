@@ -33,13 +33,14 @@ double Nmse(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // The largest NMSE a backend other than the CPU may show, per operation, for
-// bf16 activations (the CPU backend itself must show 0).
+// bf16 activations: its inputs are the reference's rounded to bf16, so even
+// a copy differs by bf16 rounding (the CPU backend itself must show 0).
 double Tolerance(Op op) {
   static const std::map<Op, double> table = {{Op::kEmbedding, 1e-5},    {Op::kRmsNorm, 1e-5},
                                              {Op::kGemm, 1e-4},         {Op::kRope, 1e-5},
                                              {Op::kWriteKv, 1e-5},      {Op::kAttention, 1e-4},
-                                             {Op::kSiluMul, 1e-5},      {Op::kCopy, 0},
-                                             {Op::kGatherRows, 0},      {Op::kSample, 1e-6},
+                                             {Op::kSiluMul, 1e-5},      {Op::kCopy, 1e-5},
+                                             {Op::kGatherRows, 1e-5},      {Op::kSample, 1e-6},
                                              {Op::kCopyFromHost, 1e-5}, {Op::kCopyToHost, 1e-5}};
   return table.at(op);
 }
