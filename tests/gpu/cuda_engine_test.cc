@@ -1,0 +1,156 @@
+// The whole model on the CUDA backend against the CPU engine, teacher-forced:
+// small generated models (Llama with GQA, llama3 RoPE scaling, Qwen 2 with
+// q/k/v biases and tied embeddings), a 300-token prompt whose first 64
+// tokens are one prefill chunk and whose other tokens, and 16 more the CPU
+// engine generated, are fed one per step beside another sequence's steps.
+// At every fed position the CUDA engine's top-1 must be the CPU's for at
+// least 99% of positions, and the logits' normalised mean squared error must
+// stay under a stated bound. Skips, saying why, without a GPU.
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "tests/testing/temp_dir.h"
+#include "tools/mkmodel.h"
+#include "worker/engine.h"
+
+namespace shift {
+namespace {
+
+// bf16 weights and activations against the fp32 CPU engine.
+constexpr double kMaxNmse = 1e-2;
+constexpr double kMinTop1 = 0.99;
+
+struct Model {
+  std::string name;
+  MkModelOptions options;
+};
+
+std::vector<Model> Models() {
+  std::vector<Model> models;
+  MkModelOptions llama;
+  llama.config = *PresetConfig("tiny");
+  llama.config.num_key_value_heads = 2;
+  llama.dtype = DType::kF32;
+  llama.seed = 31;
+  models.push_back({"LlamaGqa", llama});
+  MkModelOptions scaled = llama;
+  scaled.config.rope_scaling = Llama3RopeScaling{};
+  scaled.config.rope_scaling->original_max_position_embeddings = 256;
+  models.push_back({"LlamaRopeScaling", scaled});
+  MkModelOptions qwen = llama;
+  qwen.config.architecture = "Qwen2ForCausalLM";
+  qwen.config.attention_bias = true;
+  qwen.config.tie_word_embeddings = true;
+  models.push_back({"Qwen2", qwen});
+  return models;
+}
+
+// Runs the schedule on `engine`: sequence 1 feeds `fed` (its first 64
+// tokens as one chunk, then one token a step), sequence 2 a shorter prompt
+// beside it. Returns sequence 1's logits at every step it sampled.
+std::vector<std::vector<float>> RunSchedule(Engine& engine, const std::vector<int32_t>& fed,
+                                            const std::vector<int32_t>& other) {
+  std::vector<std::vector<float>> logits;
+  auto blocks = [&](int64_t first, int64_t tokens) {
+    std::vector<int32_t> table;
+    for (int64_t b = 0; b * engine.block_size() < tokens; ++b) {
+      table.push_back(static_cast<int32_t>(first + b));
+    }
+    return table;
+  };
+  const std::vector<int32_t> table1 = blocks(0, 512), table2 = blocks(64, 512);
+  int64_t done1 = 0, done2 = 0;
+  while (done1 < static_cast<int64_t>(fed.size())) {
+    std::vector<SequenceStep> batch;
+    const int64_t count1 = done1 == 0 ? 64 : 1;
+    SequenceStep s1;
+    s1.seq_id = 1;
+    s1.start_position = done1;
+    s1.token_ids.assign(fed.begin() + done1, fed.begin() + done1 + count1);
+    s1.block_table = table1;
+    s1.sample = s1.return_logits = true;
+    batch.push_back(s1);
+    if (done2 < static_cast<int64_t>(other.size())) {
+      SequenceStep s2;
+      s2.seq_id = 2;
+      s2.start_position = done2;
+      const int64_t count2 = std::min<int64_t>(16, other.size() - done2);
+      s2.token_ids.assign(other.begin() + done2, other.begin() + done2 + count2);
+      s2.block_table = table2;
+      s2.sample = done2 + count2 == static_cast<int64_t>(other.size());
+      batch.push_back(s2);
+      done2 += count2;
+    }
+    auto out = engine.Step(batch);
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok()) return logits;
+    logits.push_back((*out)[0].logits);
+    done1 += count1;
+  }
+  return logits;
+}
+
+class CudaEngineTest : public ::testing::TestWithParam<Model> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (kernels::CudaDeviceCount(&why) == 0) GTEST_SKIP() << "no GPU present: " << why;
+  }
+};
+
+TEST_P(CudaEngineTest, TeacherForcedLogitsFollowTheCpuEngine) {
+  testing::TestTempDir tmp;
+  ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), GetParam().options).ok());
+  auto files = OpenModelFiles(tmp.Sub("model"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  EngineOptions options;
+  options.kv_cache_bytes = 64 << 20;
+  options.block_size = 16;
+  auto cpu = Engine::Create(*files, options);
+  options.device = kernels::Device::kCuda;
+  auto gpu = Engine::Create(*files, options);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+
+  std::mt19937 rng(5);
+  const int32_t vocab = static_cast<int32_t>(files->config.vocab_size);
+  std::vector<int32_t> prompt(300), other(100);
+  for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+  for (int32_t& t : other) t = static_cast<int32_t>(rng() % vocab);
+  // The CPU engine's greedy continuation: 16 tokens after the prompt.
+  std::vector<int32_t> fed = prompt;
+  for (int i = 0; i < 16; ++i) {
+    const auto logits = RunSchedule(**cpu, fed, other);
+    ASSERT_FALSE(logits.empty());
+    const std::vector<float>& last = logits.back();
+    fed.push_back(static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin()));
+  }
+  const auto want = RunSchedule(**cpu, fed, other), got = RunSchedule(**gpu, fed, other);
+  ASSERT_EQ(want.size(), got.size());
+  int agree = 0;
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(want[i].size(), got[i].size());
+    agree += std::max_element(want[i].begin(), want[i].end()) - want[i].begin() ==
+             std::max_element(got[i].begin(), got[i].end()) - got[i].begin();
+    for (size_t v = 0; v < want[i].size(); ++v) {
+      err += (got[i][v] - want[i][v]) * (got[i][v] - want[i][v]);
+      ref += want[i][v] * want[i][v];
+    }
+  }
+  const double top1 = static_cast<double>(agree) / want.size(), nmse = err / ref;
+  std::printf("%s: top-1 agreement %.4f over %zu positions, logit NMSE %.3g\n",
+              GetParam().name.c_str(), top1, want.size(), nmse);
+  EXPECT_GE(top1, kMinTop1);
+  EXPECT_LT(nmse, kMaxNmse);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaEngineTest, ::testing::ValuesIn(Models()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace shift
