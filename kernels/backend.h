@@ -145,6 +145,8 @@ class Backend {
   virtual ~Backend() = default;
 
   virtual Device device() const = 0;
+  // What a rank reports as its device: "cpu", or e.g. "cuda:0 NVIDIA H100".
+  virtual std::string description() const { return DeviceName(device()); }
   // The element type of activations and the KV cache on this backend.
   virtual DType activation_dtype() const = 0;
 

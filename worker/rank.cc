@@ -323,7 +323,7 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_world_size(options.world_size);
   reg->set_kv_blocks(static_cast<uint32_t>(engine->num_blocks()));
   reg->set_block_size(static_cast<uint32_t>(options.engine.block_size));
-  reg->set_device("cpu");
+  reg->set_device(engine->backend().description());
   reg->set_deterministic(options.deterministic);
   reg->set_weight_bytes(engine->weight_bytes());
   reg->set_model_fingerprint(fingerprint);

@@ -167,6 +167,14 @@ class CudaBackend final : public Backend {
   }
 
   Device device() const override { return Device::kCuda; }
+  std::string description() const override {
+    cudaDeviceProp props{};
+    if (cudaGetDeviceProperties(&props, device_) != cudaSuccess) {
+      cudaGetLastError();
+      return absl::StrCat("cuda:", device_);
+    }
+    return absl::StrCat("cuda:", device_, " ", props.name);
+  }
   DType activation_dtype() const override { return DType::kBF16; }
 
   absl::StatusOr<Buffer> Allocate(DType dtype, int64_t rows, int64_t cols, bool zero) override {

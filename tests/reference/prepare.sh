@@ -4,6 +4,7 @@
 # 300-token prompt and 16 greedy tokens, and the token ids shift's tokenizer
 # gives for generated strings with the real tokenizers of ../shared/data.
 #   tests/reference/prepare.sh [OUT_DIR]   (after building into build/)
+# SHIFT_DEVICE=cuda computes the logits on the GPU (default: cpu).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${SHIFT_BINARY_DIR:-$ROOT/build}
@@ -14,9 +15,10 @@ rm -rf "$OUT" && mkdir -p "$OUT/logits" "$OUT/tokens"
 model() {  # name, then shift-mkmodel flags
   local name=$1; shift
   "$BIN/tools/shift-mkmodel" --out="$OUT/logits/$name" --seed=7 "$@" >/dev/null
-  "$BIN/tools/shift-generate" --model="$OUT/logits/$name" --prompt_tokens=300 --max_num_batched_tokens=64 \
+  "$BIN/tools/shift-generate" --model="$OUT/logits/$name" --device="${SHIFT_DEVICE:-cpu}" \
+    --prompt_tokens=300 --max_num_batched_tokens=64 \
     --max_tokens=16 --ignore_eos --print_ids --dump_logits="$OUT/logits/$name/logits.json" \
-    >/dev/null 2>&1
+    >/dev/null 2>"$OUT/logits/$name.log" || { cat "$OUT/logits/$name.log" >&2; exit 1; }
   echo "made $name"
 }
 # Llama, bf16 weights, GQA 4/2, untied.

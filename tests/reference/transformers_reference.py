@@ -5,6 +5,8 @@ transformers and tokenizers (not part of the test suite: run it where they
 are installed, on the files tests/reference/prepare.sh makes).
 
     transformers_reference.py logits DUMP_DIR      # every MODEL/ with its logits.json
+    transformers_reference.py logits-bf16 DUMP_DIR # the same in bf16 on the GPU, for
+                                                   # logits shift computed with --device=cuda
     transformers_reference.py tokens DUMP_DIR      # every NAME.tokenizer.json with strings
 
 Exits 1 when a check fails, printing one line per comparison.
@@ -59,6 +61,43 @@ def check_logits(root):
     return ok
 
 
+# Bounds for bf16 on both sides: teacher-forced top-1 agreement and the
+# normalised mean squared error of the logits.
+BF16_MIN_TOP1 = 0.99
+BF16_MAX_NMSE = 1e-2
+
+
+def check_logits_bf16(root):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not torch.cuda.is_available():
+        print("FAIL: logits-bf16 compares on a GPU and torch sees none")
+        return False
+    ok = True
+    for dump_path in sorted(glob.glob(os.path.join(root, "*", "logits.json"))):
+        model_dir = os.path.dirname(dump_path)
+        with open(dump_path) as f:
+            dump = json.load(f)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
+        model.to("cuda").eval()
+        prompt, generated = dump["prompt_ids"], dump["generated_ids"]
+        # Teacher-forced: transformers is fed shift's tokens.
+        ids = torch.tensor([prompt + generated[:-1]], device="cuda")
+        with torch.no_grad():
+            ref = model(ids).logits[0, len(prompt) - 1:].double().cpu()
+        ours = torch.tensor(dump["logits"], dtype=torch.float64)
+        top1 = (ours.argmax(-1) == ref.argmax(-1)).double().mean().item()
+        nmse = (((ours - ref) ** 2).sum() / (ref ** 2).sum()).item()
+        passed = top1 >= BF16_MIN_TOP1 and nmse < BF16_MAX_NMSE
+        ok &= passed
+        print("%s %s (bf16): %d positions teacher-forced; top-1 agreement %.4f (bound %.2f), "
+              "logit NMSE %.3g (bound %.0e)" %
+              ("PASS" if passed else "FAIL", os.path.basename(model_dir), len(generated), top1,
+               BF16_MIN_TOP1, nmse, BF16_MAX_NMSE))
+    return ok
+
+
 def check_tokens(root):
     from tokenizers import Tokenizer
 
@@ -83,10 +122,11 @@ def check_tokens(root):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("logits", "tokens"):
+    checks = {"logits": check_logits, "logits-bf16": check_logits_bf16, "tokens": check_tokens}
+    if len(sys.argv) != 3 or sys.argv[1] not in checks:
         print(__doc__, file=sys.stderr)
         return 2
-    check = check_logits if sys.argv[1] == "logits" else check_tokens
+    check = checks[sys.argv[1]]
     return 0 if check(sys.argv[2]) else 1
 
 
