@@ -328,6 +328,28 @@ class CudaBackend final : public Backend {
     const int64_t m = x.rows;
     if (m == 0 || cols == 0) return absl::OkStatus();
     SHIFT_RETURN_IF_ERROR(Use());
+    // cuBLASLt's kernels want 16-byte aligned rows: an input or output view
+    // that has none (a column window at an odd offset, an odd width) goes
+    // through a buffer whose rows are padded to 16 bytes.
+    auto aligned = [](const Tensor& t) {
+      return Alignment(t.data) >= 16 && (t.ld * static_cast<int64_t>(DTypeSize(t.dtype))) % 16 == 0;
+    };
+    auto padded = [&](const Tensor& t) -> absl::StatusOr<Buffer> {
+      const int64_t per_16 = 16 / static_cast<int64_t>(DTypeSize(t.dtype));
+      return Allocate(t.dtype, t.rows, (t.cols + per_16 - 1) / per_16 * per_16, false);
+    };
+    if (!aligned(x)) {
+      SHIFT_ASSIGN_OR_RETURN(Buffer copy, padded(x));
+      const Tensor view = copy.Cols(0, x.cols);
+      SHIFT_RETURN_IF_ERROR(DoCopy(x, view));
+      return DoGemm(view, w_base, range, bias, y);
+    }
+    if (!aligned(y)) {
+      SHIFT_ASSIGN_OR_RETURN(Buffer dense, padded(y));
+      const Tensor view = dense.Cols(0, y.cols);
+      SHIFT_RETURN_IF_ERROR(DoGemm(x, w_base, range, bias, view));
+      return DoCopy(view, y);
+    }
     // In cuBLAS's column-major terms Yᵀ (cols × m, ld y.ld) = op(A) · B:
     // A is W's rows [n_begin, n_end) restricted to the range's K columns,
     // which column-major is kr × cols with ld w.k(), used transposed; B is
