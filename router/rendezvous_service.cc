@@ -78,20 +78,24 @@ grpc::Status RendezvousService::Enter(const StoreScope& scope) {
                      " is stale (the group is at generation ", group.generation, ")"));
   }
   if (scope.generation() > group.generation) {
-    group.generation = scope.generation();
-    group.values.clear();
-    group.counters.clear();
-    WakeWaiters(scope.group());
+    // Generations move only by the router's rule (AdvanceGeneration, when a
+    // group re-forms): a caller's value never moves one.
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("generation ", scope.generation(), " of group ", scope.group(),
+                     " has not been issued (the group is at generation ", group.generation, ")"));
   }
   return grpc::Status::OK;
 }
 
-void RendezvousService::AdvanceGeneration(uint32_t group, uint64_t generation) {
+void RendezvousService::AdvanceGeneration(uint32_t group_id, uint64_t generation) {
   absl::MutexLock lock(&mu_);
-  StoreScope scope;
-  scope.set_group(group);
-  scope.set_generation(generation);
-  Enter(scope).IgnoreError();
+  Scope& group = groups_[group_id];
+  if (generation <= group.generation) return;
+  group.generation = generation;
+  group.values.clear();
+  group.counters.clear();
+  WakeWaiters(group_id);
 }
 
 void RendezvousService::WakeWaiters(uint32_t group) {

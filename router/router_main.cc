@@ -119,6 +119,11 @@ absl::Status Serve() {
   RendezvousService store;
   WorkerHubOptions hub_options;
   hub_options.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
+  hub_options.num_groups = options.num_groups;
+  hub_options.world_size = options.world_size;
+  hub_options.block_size = static_cast<uint32_t>(options.scheduler.block_size);
+  hub_options.model_fingerprint = options.model_fingerprint;
+  hub_options.vocab_size = config.vocab_size;
   WorkerHub hub(
       [&store](uint32_t group, uint64_t generation) { store.AdvanceGeneration(group, generation); },
       hub_options);

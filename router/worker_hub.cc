@@ -93,35 +93,59 @@ grpc::ServerBidiReactor<rpc::WorkerMessage, rpc::RouterMessage>* WorkerHub::Conn
 
 void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   absl::MutexLock lock(&mu_);
+  if (options_.num_groups != 0 && reg.group() >= options_.num_groups) {
+    stream->Close(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                               absl::StrCat("group ", reg.group(),
+                                            " does not exist (the router "
+                                            "serves ",
+                                            options_.num_groups, ")")));
+    return;
+  }
   Group& group = groups_[reg.group()];
+  // What the group must match: the router's own values where it gave them,
+  // else what its first rank registered with.
+  const uint32_t world_size = options_.world_size != 0 ? options_.world_size : group.world_size;
+  const uint32_t block_size = options_.block_size != 0 ? options_.block_size : group.block_size;
+  const std::string& fingerprint =
+      options_.model_fingerprint.empty() ? group.fingerprint : options_.model_fingerprint;
   std::string refusal;
   if (reg.world_size() == 0 || reg.rank() >= reg.world_size()) {
     refusal = absl::StrCat("rank ", reg.rank(), " is outside a group of ", reg.world_size());
-  } else if (group.world_size != 0 && reg.world_size() != group.world_size) {
-    refusal = absl::StrCat("world size ", reg.world_size(), " differs from the group's ",
-                           group.world_size);
-  } else if (!group.fingerprint.empty() && reg.model_fingerprint() != group.fingerprint) {
-    refusal = absl::StrCat("model fingerprint ", reg.model_fingerprint(),
-                           " differs from the group's ", group.fingerprint,
-                           ": every rank must load the same model");
-  } else if (group.block_size != 0 && reg.block_size() != group.block_size) {
-    refusal = absl::StrCat("block size ", reg.block_size(), " differs from the group's ",
-                           group.block_size);
+  } else if (world_size != 0 && reg.world_size() != world_size) {
+    refusal =
+        absl::StrCat("world size ", reg.world_size(), " differs from the group's ", world_size);
+  } else if (!fingerprint.empty() && reg.model_fingerprint() != fingerprint) {
+    // The expected fingerprint is not echoed: a refusal must not teach a
+    // caller what to register with.
+    refusal = "its model fingerprint differs from the group's: every rank must load the same model";
+  } else if (block_size != 0 && reg.block_size() != block_size) {
+    refusal =
+        absl::StrCat("block size ", reg.block_size(), " differs from the group's ", block_size);
   }
   if (!refusal.empty()) {
     stream->Close(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                absl::StrCat("group ", reg.group(), ": ", refusal)));
     return;
   }
+  auto old = group.ranks.find(reg.rank());
+  if (old != group.ranks.end() &&
+      absl::Now() - group.last_seen[reg.rank()] < options_.heartbeat_timeout) {
+    // A rank that is connected and on time is never replaced: a restarted
+    // rank gets in once its old connection closes or falls silent, and its
+    // retries (this is not a refusal) bring it in then.
+    stream->Close(grpc::Status(
+        grpc::StatusCode::ALREADY_EXISTS,
+        absl::StrCat("group ", reg.group(), " rank ", reg.rank(), " is registered and alive")));
+    return;
+  }
   group.world_size = reg.world_size();
   group.fingerprint = reg.model_fingerprint();
   group.block_size = reg.block_size();
-  auto old = group.ranks.find(reg.rank());
   if (old != group.ranks.end()) {
-    // A restarted rank may register before its old stream is seen to close:
-    // the newest registration wins.
-    old->second->Close(grpc::Status(grpc::StatusCode::ABORTED,
-                                    "replaced by a newer registration of this rank"));
+    // Registered but silent past the heartbeat timeout (the watchdog has not
+    // come round yet): the newcomer takes its place.
+    old->second->Close(
+        grpc::Status(grpc::StatusCode::ABORTED, "replaced by a newer registration of this rank"));
     Lose(group, reg.rank(), "replaced by a newer registration");
   }
   stream->group = reg.group();
@@ -180,8 +204,7 @@ void WorkerHub::OnGone(Stream* stream) {
 void WorkerHub::Watchdog() {
   absl::MutexLock lock(&mu_);
   auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-  const absl::Duration tick =
-      std::min(options_.heartbeat_interval, options_.heartbeat_timeout / 4);
+  const absl::Duration tick = std::min(options_.heartbeat_interval, options_.heartbeat_timeout / 4);
   while (!mu_.AwaitWithTimeout(absl::Condition(&stopping), tick)) {
     const absl::Time now = absl::Now();
     for (auto& [group_id, group] : groups_) {
@@ -190,8 +213,8 @@ void WorkerHub::Watchdog() {
         if (now - group.last_seen[rank] > options_.heartbeat_timeout) silent.push_back(rank);
       }
       for (uint32_t rank : silent) {
-        const std::string why =
-            absl::StrFormat("no heartbeat for %.1f s", absl::ToDoubleSeconds(now - group.last_seen[rank]));
+        const std::string why = absl::StrFormat("no heartbeat for %.1f s",
+                                                absl::ToDoubleSeconds(now - group.last_seen[rank]));
         group.ranks[rank]->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, why));
         Lose(group, rank, why);
       }
@@ -248,10 +271,9 @@ absl::Status WorkerHub::StartStep(uint32_t group_id, rpc::StepPlan plan) {
   absl::MutexLock lock(&mu_);
   Group& group = groups_[group_id];
   if (group.world_size == 0 || group.ranks.size() < group.world_size) {
-    return absl::UnavailableError(absl::StrCat("group ", group_id, " step ", plan.step_id(),
-                                               ": the group is incomplete: ",
-                                               group.world_size == 0 ? "no rank registered"
-                                                                     : Missing(group)));
+    return absl::UnavailableError(
+        absl::StrCat("group ", group_id, " step ", plan.step_id(), ": the group is incomplete: ",
+                     group.world_size == 0 ? "no rank registered" : Missing(group)));
   }
   plan.set_generation(group.generation);
   rpc::RouterMessage message;
@@ -290,7 +312,13 @@ absl::StatusOr<WorkerHub::StepOutcome> WorkerHub::WaitStep(uint32_t group_id,
   StepOutcome outcome;
   outcome.completed = group.last_result;
   for (auto& [rank, result] : group.results) {
-    if (!result.error().empty()) errors.push_back(absl::StrCat("rank ", rank, ": ", result.error()));
+    if (!result.error().empty())
+      errors.push_back(absl::StrCat("rank ", rank, ": ", result.error()));
+    if (rank == 0 && result.error().empty()) {
+      if (std::string wrong = CheckSampled(result); !wrong.empty()) {
+        errors.push_back(absl::StrCat("rank 0 returned ", wrong));
+      }
+    }
     outcome.results.push_back(std::move(result));
   }
   group.results.clear();
@@ -299,6 +327,25 @@ absl::StatusOr<WorkerHub::StepOutcome> WorkerHub::WaitStep(uint32_t group_id,
     return absl::InternalError(absl::StrCat(where, " failed: ", absl::StrJoin(errors, "; ")));
   }
   return outcome;
+}
+
+std::string WorkerHub::CheckSampled(const rpc::StepResult& result) const {
+  const int64_t vocab = options_.vocab_size;
+  auto bad_logprob = [](float logprob) { return !(logprob <= 1e-3f); };  // NaN included
+  for (const rpc::SampledToken& t : result.sampled()) {
+    if (vocab > 0 && (t.token_id() < 0 || t.token_id() >= vocab)) {
+      return absl::StrCat("token id ", t.token_id(), " outside the vocabulary of ", vocab);
+    }
+    if (bad_logprob(t.logprob())) return absl::StrCat("log-probability ", t.logprob());
+    for (const v1::TopLogprob& alt : t.top()) {
+      if (vocab > 0 && (alt.token_id() < 0 || alt.token_id() >= vocab)) {
+        return absl::StrCat("alternative id ", alt.token_id(), " outside the vocabulary of ",
+                            vocab);
+      }
+      if (bad_logprob(alt.logprob())) return absl::StrCat("log-probability ", alt.logprob());
+    }
+  }
+  return "";
 }
 
 void WorkerHub::Shutdown(uint32_t group_id, const std::string& reason) {

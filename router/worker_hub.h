@@ -33,6 +33,18 @@ struct WorkerHubOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // A rank silent this long is declared lost and its stream cancelled.
   absl::Duration heartbeat_timeout = absl::Seconds(defaults::kHeartbeatTimeoutSeconds);
+  // What the router serves, when set (0 or empty: learnt from the first
+  // registration, for tests): groups 0 .. num_groups - 1 of world_size ranks
+  // with this model fingerprint and block size. A registration that differs
+  // is refused, so no registration can redefine a group.
+  uint32_t num_groups = 0;
+  uint32_t world_size = 0;
+  uint32_t block_size = 0;
+  std::string model_fingerprint;
+  // When set, every token id (and alternative) a leader returns must lie in
+  // [0, vocab_size) and every log-probability be a number <= 0: anything
+  // else fails the step, as a broken rank's error would.
+  int64_t vocab_size = 0;
 };
 
 class WorkerHub final : public v1::internal::Worker::CallbackService {
@@ -98,6 +110,8 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   // "rank 1 (its control stream closed)", for every rank of the group missing.
   std::string Missing(const Group& group) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Watchdog();
+  // What is wrong with a leader's sampled tokens ("" when nothing).
+  std::string CheckSampled(const v1::internal::StepResult& result) const;
 
   GenerationHook on_generation_;
   WorkerHubOptions options_;

@@ -32,6 +32,7 @@ class RendezvousTest : public ::testing::Test {
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
                                    grpc::InsecureChannelCredentials());
     stub_ = internal::Rendezvous::NewStub(channel_);
+    service_.AdvanceGeneration(0, 1);  // as the router does when group 0 forms
   }
   void TearDown() override {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -110,6 +111,18 @@ TEST_F(RendezvousTest, OlderGenerationsAreRefusedAndTheirWaitersFail) {
   EXPECT_THAT(stale.error_message(), HasSubstr("stale"));
   // The new generation starts empty.
   EXPECT_EQ(Get(2, {"k"}, 0, nullptr).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(RendezvousTest, ACallerCannotMoveAGenerationForward) {
+  // A client's generation of 2^64 - 1 used to become the group's, making
+  // every later generation stale and wedging the group.
+  const grpc::Status status = Set(~uint64_t{0}, "k", "v");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("has not been issued"));
+  EXPECT_TRUE(Set(1, "k", "still generation 1").ok());
+  service_.AdvanceGeneration(0, 2);  // the router's rule still moves it
+  EXPECT_TRUE(Set(2, "k", "v").ok());
+  EXPECT_EQ(Set(1, "k", "v").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 TEST_F(RendezvousTest, CountersAddUp) {
