@@ -255,9 +255,13 @@ class RouterE2ETest(unittest.TestCase):
     def test_preemption_keeps_tokens_and_full_queue_is_refused(self):
         c = self.small.client
         prompt = PROMPTS[4]  # about 40 tokens
-        want = reference_ids(self.model, prompt, 80, ignore_eos=True)
+        # 40 + 120 tokens are 10 blocks, the first 2 shared through the
+        # prefix cache: any two of these requests that overlap need 18 of the
+        # 14 blocks, so one is preempted even when a loaded machine starts
+        # the third late.
+        want = reference_ids(self.model, prompt, 120, ignore_eos=True)
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            runs = [pool.submit(c.generate, text=prompt, max_tokens=80, ignore_eos=True)
+            runs = [pool.submit(c.generate, text=prompt, max_tokens=120, ignore_eos=True)
                     for _ in range(3)]
             results = [r.result() for r in runs]
         for ids, _, final, _ in results:
