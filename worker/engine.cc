@@ -26,10 +26,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
                                                        Communicator* comm) {
   kernels::BackendOptions backend_options;
   backend_options.threads = options.threads;
-  const int rank = comm != nullptr ? comm->rank() : options.rank;
-  backend_options.cuda_device = options.cuda_device >= 0
-                                    ? options.cuda_device
-                                    : rank % std::max(1, kernels::CudaDeviceCount());
+  if (options.device == kernels::Device::kCuda) {
+    const int rank = comm != nullptr ? comm->rank() : options.rank;
+    backend_options.cuda_device = options.cuda_device >= 0
+                                      ? options.cuda_device
+                                      : rank % std::max(1, kernels::CudaDeviceCount());
+  }
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
                          kernels::CreateBackend(options.device, backend_options));
   return Create(files, options, comm, std::move(backend));

@@ -23,6 +23,23 @@ int64_t Sum(absl::Span<const int64_t> counts) {
   return std::accumulate(counts.begin(), counts.end(), int64_t{0});
 }
 
+// The fp32 elements of a contiguous host tensor (an empty one has none).
+absl::StatusOr<float*> HostFloats(const char* what, const kernels::Tensor& t) {
+  if (t.empty()) return static_cast<float*>(t.data);
+  if (t.device != kernels::Device::kCpu || t.dtype != DType::kF32 || !t.contiguous()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": Gloo moves contiguous fp32 host memory, not ", std::string(DTypeName(t.dtype)),
+        " on ", kernels::DeviceName(t.device), t.contiguous() ? "" : " (strided)"));
+  }
+  return t.As<float>();
+}
+
+absl::Status RequireRoom(const char* what, const kernels::Tensor& out, int64_t needed) {
+  if (out.size() >= needed) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, ": the output holds ", out.size(),
+                                                 " elements of the ", needed, " needed"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Connect(
@@ -63,27 +80,6 @@ absl::Status GlooCommunicator::Run(const char* what, Fn&& fn) {
     return broken_;
   }
 }
-
-namespace {
-
-// The fp32 elements of a contiguous host tensor (an empty one has none).
-absl::StatusOr<float*> HostFloats(const char* what, const kernels::Tensor& t) {
-  if (t.empty()) return static_cast<float*>(t.data);
-  if (t.device != kernels::Device::kCpu || t.dtype != DType::kF32 || !t.contiguous()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": Gloo moves contiguous fp32 host memory, not ", std::string(DTypeName(t.dtype)),
-        " on ", kernels::DeviceName(t.device), t.contiguous() ? "" : " (strided)"));
-  }
-  return t.As<float>();
-}
-
-absl::Status RequireRoom(const char* what, const kernels::Tensor& out, int64_t needed) {
-  if (out.size() >= needed) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(what, ": the output holds ", out.size(),
-                                                 " elements of the ", needed, " needed"));
-}
-
-}  // namespace
 
 absl::Status GlooCommunicator::AllGather(const kernels::Tensor& in_t,
                                          const kernels::Tensor& out_t) {

@@ -21,13 +21,6 @@
 namespace shift::kernels::cuda {
 namespace {
 
-absl::Status Check(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return absl::OkStatus();
-  cudaGetLastError();  // a launch error is not sticky; clear it
-  return absl::InternalError(
-      absl::StrCat(what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
-}
-
 absl::Status CheckBlas(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, ": cuBLASLt status ", static_cast<int>(status)));
@@ -158,12 +151,12 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status Init() {
-    SHIFT_RETURN_IF_ERROR(Check(cudaSetDevice(device_), "cudaSetDevice"));
+    SHIFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
     SHIFT_RETURN_IF_ERROR(
-        Check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+        CudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
     SHIFT_ASSIGN_OR_RETURN(lt_api_, LoadLt());
     SHIFT_RETURN_IF_ERROR(CheckBlas(lt_api_->Create(&lt_), "cublasLtCreate"));
-    return Check(cudaMalloc(&workspace_, kWorkspaceBytes), "cudaMalloc (cuBLASLt workspace)");
+    return CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cudaMalloc (cuBLASLt workspace)");
   }
 
   Device device() const override { return Device::kCuda; }
@@ -184,8 +177,8 @@ class CudaBackend final : public Backend {
     }
     SHIFT_ASSIGN_OR_RETURN(void* data, Raw(rows * cols * DTypeSize(dtype)));
     if (zero && data != nullptr) {
-      SHIFT_RETURN_IF_ERROR(
-          Check(cudaMemsetAsync(data, 0, rows * cols * DTypeSize(dtype), stream_), "cudaMemset"));
+      SHIFT_RETURN_IF_ERROR(CudaStatus(
+          cudaMemsetAsync(data, 0, rows * cols * DTypeSize(dtype), stream_), "cudaMemset"));
     }
     return Wrap(Tensor{data, dtype, Device::kCuda, rows, cols, cols});
   }
@@ -208,7 +201,7 @@ class CudaBackend final : public Backend {
     SHIFT_ASSIGN_OR_RETURN(void* data, Raw(inv_freq.size() * sizeof(double)));
     Buffer table = Wrap(
         Tensor{data, DType::kF32, Device::kCuda, 1, static_cast<int64_t>(inv_freq.size()) * 2, 0});
-    SHIFT_RETURN_IF_ERROR(Check(
+    SHIFT_RETURN_IF_ERROR(CudaStatus(
         cudaMemcpy(data, inv_freq.data(), inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice),
         "copy RoPE table"));
     return std::unique_ptr<RopeTable>(std::make_unique<CudaRope>(spec, std::move(table)));
@@ -242,9 +235,9 @@ class CudaBackend final : public Backend {
                 layout.positions.size() * sizeof(int64_t));
     if (bytes > 0) {
       SHIFT_RETURN_IF_ERROR(
-          Check(cudaMemcpyAsync(data, host.data(), bytes, cudaMemcpyHostToDevice, stream_),
-                "upload step"));
-      SHIFT_RETURN_IF_ERROR(Check(cudaStreamSynchronize(stream_), "upload step"));
+          CudaStatus(cudaMemcpyAsync(data, host.data(), bytes, cudaMemcpyHostToDevice, stream_),
+                     "upload step"));
+      SHIFT_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "upload step"));
     }
     const auto* base = static_cast<const int32_t*>(data);
     const size_t n = layout.token_ids.size();
@@ -302,15 +295,15 @@ class CudaBackend final : public Backend {
             absl::StrCat("token id ", ids[t], " is outside the embedding table of ", table.rows));
       }
     }
-    return Launched(LaunchEmbedding(Bf(table), table.ld, View(step), first, Bf(out), out.ld,
-                                    out.rows, out.cols, stream_),
-                    "embedding");
+    return CudaStatus(LaunchEmbedding(Bf(table), table.ld, View(step), first, Bf(out), out.ld,
+                                      out.rows, out.cols, stream_),
+                      "embedding");
   }
 
   absl::Status DoRmsNorm(const Tensor& residual, const Tensor* add, const Tensor& weight, float eps,
                          const Tensor& out) override {
     SHIFT_RETURN_IF_ERROR(Begin({&residual, add, &weight, &out}));
-    return Launched(
+    return CudaStatus(
         LaunchRmsNorm(Bf(residual), residual.ld, add ? Bf(*add) : nullptr, add ? add->ld : 0,
                       Bf(weight), eps, Bf(out), out.ld, out.rows, out.cols, stream_),
         "rms_norm");
@@ -429,7 +422,7 @@ class CudaBackend final : public Backend {
   absl::Status DoRope(const Tensor& x, int64_t heads, const RopeTable& rope, const StepData& step,
                       int64_t first) override {
     SHIFT_RETURN_IF_ERROR(Begin({&x}));
-    return Launched(
+    return CudaStatus(
         LaunchRope(Bf(x), x.ld, x.rows, heads, rope.spec().head_dim,
                    static_cast<const CudaRope&>(rope).inv_freq(), View(step), first, stream_),
         "rope");
@@ -439,7 +432,7 @@ class CudaBackend final : public Backend {
                          const StepData& step) override {
     SHIFT_RETURN_IF_ERROR(Begin({&cache.k, &cache.v, &k, &v}));
     SHIFT_RETURN_IF_ERROR(CheckBlockTables(cache, step));
-    return Launched(
+    return CudaStatus(
         LaunchWriteKv(Bf(k), k.ld, Bf(v), v.ld, Bf(cache.k), Bf(cache.v), cache.block_size,
                       cache.kv_heads * cache.head_dim, View(step), stream_),
         "write_kv");
@@ -453,7 +446,7 @@ class CudaBackend final : public Backend {
       return absl::UnimplementedError(
           absl::StrCat("CUDA attention handles head_dim up to 256, not ", cache.head_dim));
     }
-    return Launched(
+    return CudaStatus(
         LaunchAttention(Bf(q), q.ld, Bf(cache.k), Bf(cache.v), cache.block_size, cache.kv_heads,
                         cache.head_dim, heads, scale, View(step), Bf(out), out.ld, stream_),
         "attention");
@@ -461,18 +454,18 @@ class CudaBackend final : public Backend {
 
   absl::Status DoSiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) override {
     SHIFT_RETURN_IF_ERROR(Begin({&gate, &up, &out}));
-    return Launched(LaunchSiluMul(Bf(gate), gate.ld, Bf(up), up.ld, Bf(out), out.ld, out.rows,
-                                  out.cols, stream_),
-                    "silu_mul");
+    return CudaStatus(LaunchSiluMul(Bf(gate), gate.ld, Bf(up), up.ld, Bf(out), out.ld, out.rows,
+                                    out.cols, stream_),
+                      "silu_mul");
   }
 
   absl::Status DoCopy(const Tensor& src, const Tensor& dst) override {
     SHIFT_RETURN_IF_ERROR(Use());
     if (src.empty()) return absl::OkStatus();
     const size_t es = DTypeSize(src.dtype);
-    return Check(cudaMemcpy2DAsync(dst.data, dst.ld * es, src.data, src.ld * es, src.cols * es,
-                                   src.rows, cudaMemcpyDeviceToDevice, stream_),
-                 "copy");
+    return CudaStatus(cudaMemcpy2DAsync(dst.data, dst.ld * es, src.data, src.ld * es, src.cols * es,
+                                        src.rows, cudaMemcpyDeviceToDevice, stream_),
+                      "copy");
   }
 
   absl::Status DoGatherRows(const Tensor& src, absl::Span<const int64_t> rows,
@@ -481,9 +474,9 @@ class CudaBackend final : public Backend {
     const size_t bytes = src.cols * DTypeSize(src.dtype);
     for (size_t i = 0; i < rows.size(); ++i) {
       SHIFT_RETURN_IF_ERROR(
-          Check(cudaMemcpyAsync(dst.Rows(i, i + 1).data, src.Rows(rows[i], rows[i] + 1).data, bytes,
-                                cudaMemcpyDeviceToDevice, stream_),
-                "gather_rows"));
+          CudaStatus(cudaMemcpyAsync(dst.Rows(i, i + 1).data, src.Rows(rows[i], rows[i] + 1).data,
+                                     bytes, cudaMemcpyDeviceToDevice, stream_),
+                     "gather_rows"));
     }
     return absl::OkStatus();
   }
@@ -534,16 +527,14 @@ class CudaBackend final : public Backend {
     return result.algo;
   }
 
-  absl::Status Use() { return Check(cudaSetDevice(device_), "cudaSetDevice"); }
+  absl::Status Use() { return CudaStatus(cudaSetDevice(device_), "cudaSetDevice"); }
 
   // Runs a cudaMemcpy*Async and waits for it (host memory is pageable and
   // may go away when the caller returns).
   absl::Status Sync(cudaError_t err, const char* what) {
-    SHIFT_RETURN_IF_ERROR(Check(err, what));
-    return Check(cudaStreamSynchronize(stream_), what);
+    SHIFT_RETURN_IF_ERROR(CudaStatus(err, what));
+    return CudaStatus(cudaStreamSynchronize(stream_), what);
   }
-
-  absl::Status Launched(cudaError_t err, const char* what) { return Check(err, what); }
 
   // Checks an operation's tensors and makes this backend's device current.
   absl::Status Begin(std::initializer_list<const Tensor*> tensors) {

@@ -8,13 +8,16 @@
 #include "kernels/cuda/convert.cuh"
 
 namespace shift::kernels::cuda {
-namespace {
 
-absl::Status CudaStatus(cudaError_t err, const char* what) {
+absl::Status CudaStatus(int code, const char* what) {
+  const auto err = static_cast<cudaError_t>(code);
   if (err == cudaSuccess) return absl::OkStatus();
+  cudaGetLastError();  // a launch error is not sticky; clear it
   return absl::InternalError(
       absl::StrCat(what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
 }
+
+namespace {
 
 struct DeviceFree {
   void operator()(void* p) const { cudaFree(p); }

@@ -11,6 +11,10 @@
 
 namespace shift::kernels::cuda {
 
+// OK, or INTERNAL naming `what` and the runtime's error; clears a launch
+// error so it does not stick to later calls.
+absl::Status CudaStatus(int err, const char* what);
+
 // Usable CUDA devices; 0 (and the runtime's reason in `why`) when there is
 // no driver or no GPU.
 int DeviceCount(std::string* why = nullptr);

@@ -24,11 +24,6 @@ class RecordingBackend final : public kernels::Backend {
   RecordingBackend() : inner_(std::make_unique<kernels::cpu::CpuBackend>(1)) {}
 
   const std::vector<Call>& calls() const { return calls_; }
-  int64_t Count(kernels::Op op) const {
-    int64_t n = 0;
-    for (const Call& c : calls_) n += c.op == op;
-    return n;
-  }
 
   kernels::Device device() const override { return inner_->device(); }
   DType activation_dtype() const override { return inner_->activation_dtype(); }
