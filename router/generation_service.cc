@@ -130,29 +130,42 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
+// A Generate call refused before it reaches the router.
+class RefusedReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  explicit RefusedReactor(const absl::Status& status) { Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
+                                      const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
 }  // namespace
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+  if (absl::Status status = Authenticate(*ctx); !status.ok()) return new RefusedReactor(status);
   return new GenerateReactor(router_, ctx, *request);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                           const v1::GetModelInfoRequest*,
                                                           v1::ModelInfo* response) {
-  *response = router_->ModelInfo();
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  absl::Status status = Authenticate(*ctx);
+  if (status.ok()) *response = router_->ModelInfo();
+  return FinishUnary(ctx, status);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetStatus(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatusRequest*,
                                                        v1::ServerStatus* response) {
-  *response = router_->Status();
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  absl::Status status = Authenticate(*ctx);
+  if (status.ok()) *response = router_->Status();
+  return FinishUnary(ctx, status);
 }
 
 }  // namespace shift

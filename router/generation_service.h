@@ -2,7 +2,10 @@
 // reactor per Generate call (one write in flight, nothing blocking inside a
 // callback, OnCancel wired to the router so a departed client's blocks are
 // freed), and unary GetModelInfo / GetStatus. All the work is the Router's.
+// Every call passes the authenticator first (API keys, when configured).
 #pragma once
+
+#include <functional>
 
 #include "router/router.h"
 #include "shift/v1/generation.grpc.pb.h"
@@ -11,7 +14,11 @@ namespace shift {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
-  explicit GenerationService(Router* router) : router_(router) {}
+  // OK, or the status a call is refused with (UNAUTHENTICATED).
+  using Authenticator = std::function<absl::Status(const grpc::ServerContextBase&)>;
+
+  explicit GenerationService(Router* router, Authenticator authenticate = nullptr)
+      : router_(router), authenticate_(std::move(authenticate)) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) override;
@@ -23,7 +30,12 @@ class GenerationService final : public v1::Generation::CallbackService {
                                       v1::ServerStatus* response) override;
 
  private:
+  absl::Status Authenticate(const grpc::ServerContextBase& ctx) const {
+    return authenticate_ ? authenticate_(ctx) : absl::OkStatus();
+  }
+
   Router* router_;
+  Authenticator authenticate_;
 };
 
 }  // namespace shift

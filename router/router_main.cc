@@ -1,7 +1,9 @@
 // shift-router: the server. Serves shift.v1.Generation (plus health and
-// reflection), the workers' control streams and rendezvous store on one gRPC
-// port, and Prometheus /metrics on another; schedules every step of its
-// worker group and decides TP or SP for each.
+// reflection) on the public port, the workers' control streams and the
+// rendezvous store on the internal port (127.0.0.1 unless told otherwise;
+// mutual TLS with --tls_ca), health alone on an optional plaintext port for
+// orchestrator probes, and Prometheus /metrics; schedules every step of its
+// worker groups and decides TP or SP for each.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -10,12 +12,14 @@
 #include <cstdio>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
 #include "common/defaults.h"
 #include "common/model_config.h"
+#include "common/security.h"
 #include "common/status.h"
 #include "common/tokenizer.h"
 #include "router/generation_service.h"
@@ -24,8 +28,26 @@
 #include "router/router_metrics.h"
 #include "router/worker_hub.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address to serve gRPC and /metrics on");
-ABSL_FLAG(int32_t, port, 50051, "gRPC port: Generation, health, reflection, workers (0: any)");
+ABSL_FLAG(std::string, host, "0.0.0.0",
+          "Address of the public port, the health port and /metrics");
+ABSL_FLAG(int32_t, port, 50051,
+          "Public gRPC port: Generation, health, reflection of the public services (0: any)");
+ABSL_FLAG(std::string, internal_host, "127.0.0.1",
+          "Address of the internal port; keep it on a private network");
+ABSL_FLAG(int32_t, internal_port, 50052,
+          "Internal gRPC port: the ranks' control streams and rendezvous store (0: any)");
+ABSL_FLAG(int32_t, health_port, -1,
+          "Plaintext port serving only grpc.health.v1, for orchestrator probes that cannot "
+          "speak TLS (-1: none, 0: any)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the public and internal ports (TLS; re-read when it "
+          "changes)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that signs the ranks' certificates: mutual TLS on the internal port");
+ABSL_FLAG(std::string, api_key_file, "",
+          "API keys the public services require, one \"TOKEN [TENANT]\" a line (re-read when "
+          "it changes); health and reflection stay open");
 ABSL_FLAG(int32_t, metrics_port, 9400, "Prometheus /metrics port (0: any)");
 ABSL_FLAG(std::string, model, "",
           "Model directory (config.json and tokenizer.json are read; required)");
@@ -72,7 +94,8 @@ ABSL_FLAG(std::string, step_trace, "",
           "Append a JSON line per step here (its shape, mode, sequences, sampled tokens, "
           "predicted and measured seconds) for offline analysis; empty: none");
 ABSL_FLAG(std::string, ports_file, "",
-          "Write \"grpc=PORT metrics=PORT\" here once serving (for scripts using port 0)");
+          "Write \"grpc=PORT metrics=PORT internal=PORT health=PORT\" here once serving (for "
+          "scripts using port 0; health=-1 without --health_port)");
 
 namespace shift {
 namespace {
@@ -130,31 +153,71 @@ absl::Status Serve() {
   RealClock clock;
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Router> router,
                          Router::Create(options, config, *tokenizer, &hub, &metrics, &clock));
-  GenerationService generation(router.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&generation);
-  builder.RegisterService(&hub);
-  builder.RegisterService(&store);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve gRPC on ", host, ":", absl::GetFlag(FLAGS_port)));
+  const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                     absl::GetFlag(FLAGS_tls_ca)};
+  SHIFT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> public_credentials,
+                         ServerCredentials({tls.cert, tls.key, ""}, false));
+  SHIFT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> internal_credentials,
+                         ServerCredentials(tls, !tls.ca.empty()));
+  std::unique_ptr<ApiKeys> keys;
+  GenerationService::Authenticator authenticate;
+  if (const std::string file = absl::GetFlag(FLAGS_api_key_file); !file.empty()) {
+    SHIFT_ASSIGN_OR_RETURN(keys, ApiKeys::FromFile(file));
+    authenticate = [&keys, &metrics](const grpc::ServerContextBase& ctx) {
+      absl::StatusOr<std::string> tenant = keys->Authenticate(ctx);
+      if (tenant.ok()) return absl::OkStatus();
+      metrics.AuthFailure();
+      return tenant.status();
+    };
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus(false);
+  GenerationService generation(router.get(), std::move(authenticate));
+
+  std::vector<std::unique_ptr<grpc::Server>> servers;
+  auto serve = [&servers](const std::string& host, int32_t port,
+                          std::shared_ptr<grpc::ServerCredentials> credentials,
+                          std::vector<grpc::Service*> services) -> absl::StatusOr<int> {
+    grpc::ServerBuilder builder;
+    int bound = 0;
+    builder.AddListeningPort(absl::StrCat(host, ":", port), std::move(credentials), &bound);
+    for (grpc::Service* service : services) builder.RegisterService(service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (server == nullptr || bound == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", host, ":", port));
+    }
+    server->GetHealthCheckService()->SetServingStatus(false);
+    servers.push_back(std::move(server));
+    return bound;
+  };
+  const std::string internal_host = absl::GetFlag(FLAGS_internal_host);
+  SHIFT_ASSIGN_OR_RETURN(const int internal_port,
+                         serve(internal_host, absl::GetFlag(FLAGS_internal_port),
+                               internal_credentials, {&hub, &store}));
+  SHIFT_ASSIGN_OR_RETURN(const int port, serve(host, absl::GetFlag(FLAGS_port),
+                                               public_credentials, {&generation}));
+  int health_port = -1;
+  if (absl::GetFlag(FLAGS_health_port) >= 0) {
+    SHIFT_ASSIGN_OR_RETURN(health_port, serve(host, absl::GetFlag(FLAGS_health_port),
+                                              grpc::InsecureServerCredentials(), {}));
+  }
+  auto set_health = [&servers](bool serving) {
+    for (const std::unique_ptr<grpc::Server>& server : servers) {
+      server->GetHealthCheckService()->SetServingStatus(serving);
+      server->GetHealthCheckService()->SetServingStatus("shift.v1.Generation", serving);
+    }
+  };
   std::fprintf(stderr,
-               "shift-router: serving %s on %s:%d, /metrics on %s:%d; waiting for %u group(s) of "
-               "%u rank(s)\n",
-               options.model_name.c_str(), host.c_str(), port, host.c_str(), metrics.port(),
-               options.num_groups, options.world_size);
+               "shift-router: serving %s on %s:%d%s%s, ranks on %s:%d%s, /metrics on %s:%d; "
+               "waiting for %u group(s) of %u rank(s)\n",
+               options.model_name.c_str(), host.c_str(), port, tls.cert.empty() ? "" : " (TLS)",
+               keys ? " (API keys)" : "", internal_host.c_str(), internal_port,
+               tls.ca.empty() ? (tls.cert.empty() ? "" : " (TLS)") : " (mutual TLS)",
+               host.c_str(), metrics.port(), options.num_groups, options.world_size);
   if (const std::string file = absl::GetFlag(FLAGS_ports_file); !file.empty()) {
-    std::ofstream(file) << "grpc=" << port << " metrics=" << metrics.port() << "\n";
+    std::ofstream(file) << "grpc=" << port << " metrics=" << metrics.port()
+                        << " internal=" << internal_port << " health=" << health_port << "\n";
   }
 
   // Health follows the group's readiness until SIGTERM or SIGINT.
@@ -164,14 +227,11 @@ absl::Status Serve() {
   sigaddset(&signals, SIGINT);
   timespec tick{0, 200 * 1000 * 1000};
   for (;;) {
-    const bool ready = router->ready();
-    health->SetServingStatus(ready);
-    health->SetServingStatus("shift.v1.Generation", ready);
+    set_health(router->ready());
     if (sigtimedwait(&signals, nullptr, &tick) > 0) break;
   }
   // Drain: no new requests, open ones finish (or a second signal cuts it short).
-  health->SetServingStatus(false);
-  health->SetServingStatus("shift.v1.Generation", false);
+  set_health(false);
   const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   std::fprintf(stderr, "shift-router: draining (up to %s)\n", absl::FormatDuration(drain).c_str());
   const absl::Time drain_end = absl::Now() + drain;
@@ -185,7 +245,9 @@ absl::Status Serve() {
                drained ? "every request finished" : "requests still open end with UNAVAILABLE");
   router->Stop();
   for (uint32_t g = 0; g < options.num_groups; ++g) hub.Shutdown(g, "the router is stopping");
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  for (const std::unique_ptr<grpc::Server>& server : servers) {
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
   return absl::OkStatus();
 }
 

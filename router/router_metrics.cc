@@ -48,6 +48,8 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                    .Help("Steps whose mode differs from the group's previous step, by group")
                    .Register(r);
   preemptions_ = counter("shift_preemptions_total", "Sequences preempted (recomputed later)");
+  auth_failures_ = counter("shift_auth_failures_total",
+                           "Public calls refused as UNAUTHENTICATED (missing or wrong API key)");
   predicted_seconds_ = counter("shift_cost_predicted_step_seconds_total",
                                "The cost policy's predicted step seconds, steps it predicted");
   measured_seconds_ = counter("shift_cost_measured_step_seconds_total",
@@ -152,6 +154,8 @@ void RouterMetrics::CostPrediction(double predicted_seconds, double measured_sec
 }
 
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }
+
+void RouterMetrics::AuthFailure() { auth_failures_->Increment(); }
 
 void RouterMetrics::PrefixCacheHits(double tokens) {
   if (tokens > 0) cache_hits_->Increment(tokens);

@@ -45,6 +45,8 @@ class RouterMetrics {
   void SetLoad(uint32_t group, double queued, double running, double blocks_used,
                double blocks_total, double blocks_cached);
   void PrefixCacheHits(double tokens);
+  // A public call refused for a missing or wrong API key.
+  void AuthFailure();
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -56,7 +58,8 @@ class RouterMetrics {
       *blocks_cached_, *mode_;
   prometheus::Family<prometheus::Counter> *steps_, *switches_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
-  prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_;
+  prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_,
+      *auth_failures_;
   prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_, *prediction_error_;
   prometheus::Counter *predicted_seconds_, *measured_seconds_;
 };

@@ -27,6 +27,7 @@
 #include "common/cli.h"
 #include "common/defaults.h"
 #include "common/status.h"
+#include "tools/client_options.h"
 #include "common/subprocess.h"
 #include "shift/v1/generation.grpc.pb.h"
 #include "tools/workload/plots.h"
@@ -123,9 +124,10 @@ double SumByMode(const std::string& text, const std::string& name, const std::st
 // One Generate call, timing every token. Reports to `done` when over.
 class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
  public:
-  Call(v1::Generation::Stub* stub, const wl::Request& request, Clock::time_point zero,
-       std::function<void(wl::Outcome)> done)
+  Call(v1::Generation::Stub* stub, const ClientSecurity& security, const wl::Request& request,
+       Clock::time_point zero, std::function<void(wl::Outcome)> done)
       : zero_(zero), done_(std::move(done)) {
+    Authorize(&ctx_, security);
     request_.mutable_token_ids()->mutable_ids()->Add(request.prompt.begin(), request.prompt.end());
     request_.mutable_sampling()->set_max_tokens(request.max_tokens);
     request_.mutable_sampling()->set_ignore_eos(true);
@@ -248,11 +250,12 @@ absl::StatusOr<std::vector<wl::Request>> BuildWorkload(const v1::ModelInfo& mode
   return requests;
 }
 
-absl::StatusOr<v1::ModelInfo> FetchModel(const std::string& address) {
-  auto stub = v1::Generation::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+absl::StatusOr<v1::ModelInfo> FetchModel(const std::string& address,
+                                         const ClientSecurity& security) {
+  auto stub = v1::Generation::NewStub(Connect(address, security));
   v1::ModelInfo model;
   grpc::ClientContext ctx;
+  Authorize(&ctx, security);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &model);
   if (!s.ok()) {
@@ -268,9 +271,10 @@ struct RunResult {
 };
 
 // Offers `requests` to the router at `address` and waits for every answer.
-RunResult Drive(const std::string& address, const std::string& metrics,
-                std::vector<wl::Request> requests, const v1::ModelInfo& model) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+RunResult Drive(const std::string& address, const ClientSecurity& security,
+                const std::string& metrics, std::vector<wl::Request> requests,
+                const v1::ModelInfo& model) {
+  auto channel = Connect(address, security);
   auto stub = v1::Generation::NewStub(channel);
   const bool closed = absl::GetFlag(FLAGS_workload) == "closed";
   const bool progress = absl::GetFlag(FLAGS_progress) && isatty(STDERR_FILENO);
@@ -324,7 +328,7 @@ RunResult Drive(const std::string& address, const std::string& metrics,
                      result.outcomes.size(), static_cast<long long>(in_flight));
       }
     }
-    new Call(stub.get(), r, zero, done);
+    new Call(stub.get(), security, r, zero, done);
     ++sent;
   }
   {
@@ -387,7 +391,7 @@ class LocalCluster {
     std::filesystem::remove(dir + "/steps.jsonl");
     SHIFT_RETURN_IF_ERROR(
         c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
-                  "--metrics_port=0", "--ports_file=" + ports, absl::StrCat("--world_size=", world),
+                  "--internal_port=0", "--metrics_port=0", "--ports_file=" + ports, absl::StrCat("--world_size=", world),
                   absl::StrCat("--groups=", groups), "--shift_policy=" + policy,
                   "--step_trace=" + dir + "/steps.jsonl",
                   absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
@@ -398,8 +402,9 @@ class LocalCluster {
       std::ifstream in(ports);
       text.assign(std::istreambuf_iterator<char>(in), {});
     }
-    int grpc_port = 0, metrics_port = 0;
-    if (std::sscanf(text.c_str(), "grpc=%d metrics=%d", &grpc_port, &metrics_port) != 2) {
+    int grpc_port = 0, metrics_port = 0, internal_port = 0;
+    if (std::sscanf(text.c_str(), "grpc=%d metrics=%d internal=%d", &grpc_port, &metrics_port,
+                    &internal_port) != 3) {
       return absl::UnavailableError(absl::StrCat("the router did not start; see ", dir,
                                                  "/router.log"));
     }
@@ -408,7 +413,7 @@ class LocalCluster {
     for (int g = 0; g < groups; ++g) {
       for (int r = 0; r < world; ++r) {
         SHIFT_RETURN_IF_ERROR(c->Spawn(
-            {bin + "/worker/shift-worker", "--router=" + c->address, absl::StrCat("--group=", g),
+            {bin + "/worker/shift-worker", absl::StrCat("--router=127.0.0.1:", internal_port), absl::StrCat("--group=", g),
              absl::StrCat("--rank=", r), absl::StrCat("--world_size=", world), "--model=" + model,
              absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
              absl::StrCat("--kv_cache_bytes=", absl::GetFlag(FLAGS_kv_cache_bytes))},
@@ -469,15 +474,17 @@ absl::Status Compare() {
   std::string table = absl::StrFormat(
       "| config | completed | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | E2E p50 | E2E p99 | "
       "tokens/s | goodput |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  // The clusters are this machine's own, on 127.0.0.1, without TLS or keys.
+  const ClientSecurity plaintext{grpc::InsecureChannelCredentials(), "", false};
   for (const std::string& config : configs) {
     std::fprintf(stderr, "shift-bench: %s ...\n", config.c_str());
     SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> cluster,
                            LocalCluster::Start(config, dir + "/" + config));
     if (requests.empty()) {
-      SHIFT_ASSIGN_OR_RETURN(model, FetchModel(cluster->address));
+      SHIFT_ASSIGN_OR_RETURN(model, FetchModel(cluster->address, plaintext));
       SHIFT_ASSIGN_OR_RETURN(requests, BuildWorkload(model));
     }
-    const RunResult run = Drive(cluster->address, cluster->metrics, requests, model);
+    const RunResult run = Drive(cluster->address, plaintext, cluster->metrics, requests, model);
     const wl::Report r = ReportOf(run);
     absl::StrAppendFormat(&table,
                           "| %s | %d/%d | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.0f ms | %.0f ms "
@@ -525,10 +532,11 @@ absl::Status Compare() {
 absl::Status Run() {
   if (!absl::GetFlag(FLAGS_compare).empty()) return Compare();
   const std::string address = absl::GetFlag(FLAGS_address);
-  SHIFT_ASSIGN_OR_RETURN(v1::ModelInfo model, FetchModel(address));
+  SHIFT_ASSIGN_OR_RETURN(const ClientSecurity security, ClientSecurityFromFlags());
+  SHIFT_ASSIGN_OR_RETURN(v1::ModelInfo model, FetchModel(address, security));
   SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests, BuildWorkload(model));
-  const RunResult run = Drive(address, absl::GetFlag(FLAGS_metrics_address), std::move(requests),
-                              model);
+  const RunResult run = Drive(address, security, absl::GetFlag(FLAGS_metrics_address),
+                              std::move(requests), model);
   const wl::Report report = ReportOf(run);
   std::printf("%s", wl::ReportTable(report).c_str());
   if (const std::string dir = absl::GetFlag(FLAGS_plot_dir); !dir.empty()) {

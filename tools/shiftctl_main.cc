@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
+#include "tools/client_options.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "shift/v1/generation.grpc.pb.h"
@@ -36,8 +37,12 @@ ABSL_FLAG(uint32_t, logprobs, 0, "generate: alternatives to return per token (wi
 namespace shift {
 namespace {
 
+// TLS and the API key, from the flags (set once, in main).
+ClientSecurity security;
+
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
+  Authorize(ctx.get(), security);
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(
                         static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_timeout_s))));
@@ -65,6 +70,10 @@ int Fail(const grpc::Status& status) {
       break;
     case grpc::StatusCode::CANCELLED:
       why = absl::StrCat("the call was cancelled: ", status.error_message());
+      break;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      why = absl::StrCat("the router refused the call: ", status.error_message(),
+                         " (--api_key_file or SHIFT_API_KEY)");
       break;
     case grpc::StatusCode::UNIMPLEMENTED:
       why = absl::StrCat(address, " does not serve this call (is it a shift router?)");
@@ -154,8 +163,7 @@ int Generate(v1::Generation::Stub& stub) {
 }
 
 int Health() {
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
-  auto stub = grpc::health::v1::Health::NewStub(channel);
+  auto stub = grpc::health::v1::Health::NewStub(Connect(absl::GetFlag(FLAGS_address), security));
   grpc::health::v1::HealthCheckRequest request;
   grpc::health::v1::HealthCheckResponse response;
   auto ctx = Context();
@@ -234,10 +242,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string command = args[1];
+  absl::StatusOr<shift::ClientSecurity> security = shift::ClientSecurityFromFlags();
+  if (!security.ok()) {
+    std::fprintf(stderr, "shiftctl: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+  shift::security = *std::move(security);
   if (command == "health") return shift::Health();
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
-  auto stub = shift::v1::Generation::NewStub(channel);
+  auto stub =
+      shift::v1::Generation::NewStub(shift::Connect(absl::GetFlag(FLAGS_address), shift::security));
   if (command == "generate") return shift::Generate(*stub);
   if (command == "status") return shift::Status(*stub);
   if (command == "model") return shift::Model(*stub);

@@ -338,8 +338,9 @@ absl::Status RunRank(const RankOptions& options) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto channel =
-      grpc::CreateCustomChannel(options.router, grpc::InsecureChannelCredentials(), args);
+  SHIFT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                         ChannelCredentials(options.tls));
+  auto channel = grpc::CreateCustomChannel(options.router, credentials, args);
   auto stub = rpc::Worker::NewStub(channel);
   absl::Time lost = absl::Now();
   for (int attempt = 0;; ++attempt) {

@@ -14,12 +14,16 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/defaults.h"
+#include "common/security.h"
 #include "worker/engine.h"
 
 namespace shift {
 
 struct RankOptions {
-  std::string router;  // host:port
+  std::string router;  // the router's internal port, host:port
+  // TLS to the router's internal port: its CA, and this rank's certificate
+  // and key when the router asks for one (mutual TLS).
+  TlsFiles tls;
   uint32_t group = 0;
   uint32_t rank = 0;
   uint32_t world_size = 1;

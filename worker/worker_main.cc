@@ -9,7 +9,13 @@
 #include "kernels/backend.h"
 #include "worker/rank.h"
 
-ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router address (host:port)");
+ABSL_FLAG(std::string, router, "127.0.0.1:50052",
+          "The router's internal port (host:port), where ranks register");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that signed the router's certificate: TLS to the router's internal port");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate this rank presents to the router (mutual TLS), with --tls_key");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(uint32_t, group, 0, "Worker group index");
 ABSL_FLAG(uint32_t, rank, 0, "Rank in the group, 0 .. world_size-1");
 ABSL_FLAG(uint32_t, world_size, 1, "Ranks in the group (1, 2, 4 or 8)");
@@ -44,6 +50,8 @@ int main(int argc, char** argv) {
                      "shift-worker --router=HOST:PORT --rank=R --world_size=P --model=DIR");
   shift::RankOptions options;
   options.router = absl::GetFlag(FLAGS_router);
+  options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                 absl::GetFlag(FLAGS_tls_ca)};
   options.group = absl::GetFlag(FLAGS_group);
   options.rank = absl::GetFlag(FLAGS_rank);
   options.world_size = absl::GetFlag(FLAGS_world_size);

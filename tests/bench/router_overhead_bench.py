@@ -50,7 +50,7 @@ def main():
                     "--out=" + model], check=True, capture_output=True)
     ports = os.path.join(tmp, "ports")
     router = subprocess.Popen([os.path.join(args.build, "router", "shift-router"),
-                               "--model=" + model, "--host=127.0.0.1", "--port=0",
+                               "--model=" + model, "--host=127.0.0.1", "--port=0", "--internal_port=0",
                                "--metrics_port=0", "--ports_file=" + ports,
                                "--max_num_seqs=256", "--max_queued_requests=1024"],
                               stderr=subprocess.DEVNULL)
@@ -60,8 +60,9 @@ def main():
             time.sleep(0.05)
         fields = dict(kv.split("=") for kv in open(ports).read().split())
         address, metrics = "127.0.0.1:" + fields["grpc"], "127.0.0.1:" + fields["metrics"]
+        internal = "127.0.0.1:" + fields["internal"]
         procs.append(subprocess.Popen([os.path.join(args.build, "worker", "shift-worker"),
-                                       "--router=" + address, "--model=" + model,
+                                       "--router=" + internal, "--model=" + model,
                                        "--threads=2", "--kv_cache_bytes=536870912"],
                                       stderr=subprocess.DEVNULL))
         client = shift_client.Client(address)

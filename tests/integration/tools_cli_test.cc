@@ -311,12 +311,15 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
   for (const char* flag :
        {"--port", "--metrics_port", "--model", "--world_size", "--shift_policy",
         "--shift_threshold", "--max_num_batched_tokens", "--max_num_seqs", "--max_queued_requests",
-        "--max_model_len", "default: 256", "default: \"threshold\""}) {
+        "--max_model_len", "default: 256", "default: \"threshold\"", "--internal_port",
+        "--internal_host", "--health_port", "--tls_cert", "--tls_key", "--tls_ca",
+        "--api_key_file"}) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
   auto router = [&](const std::string& flag) {
     return RunTool("router/shift-router",
-                   {flag, "--host=127.0.0.1", "--port=0", "--metrics_port=0", "--model=" + model});
+                   {flag, "--host=127.0.0.1", "--port=0", "--internal_port=0", "--metrics_port=0",
+                    "--model=" + model});
   };
   ExpectRefused(RunTool("router/shift-router", {"--port=0"}), "--model is required");
   // Dashed spellings are the same flags.
@@ -324,6 +327,8 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
   ExpectRefused(router("--max-model-len=100000"), "over the model's context of 2048");
   ExpectRefused(router("--max_num_seqs=0"), "must be positive");
   ExpectRefused(router("--step_trace=/nonexistent/dir/steps.jsonl"), "--step_trace: cannot open");
+  ExpectRefused(router("--tls_cert=/nonexistent/cert.pem"), "--tls_cert and --tls_key go together");
+  ExpectRefused(router("--api_key_file=/nonexistent/keys"), "/nonexistent/keys");
 }
 
 }  // namespace

@@ -67,25 +67,28 @@ class Cluster:
     """A router and `groups` worker groups of `world_size` ranks."""
 
     def __init__(self, tmp, name, model, world_size, router_flags=(), worker_flags=(),
-                 groups=1, port=0):
+                 groups=1, port=0, internal_port=0, client_options=None):
         self.tmp, self.name, self.model = tmp, name, model
         self.world_size, self.groups = world_size, groups
         self.router_flags, self.worker_flags = list(router_flags), list(worker_flags)
         self.procs = []
+        # shift_client.Client's TLS and API key arguments, for a secured router.
+        self.client_options = dict(client_options or {})
         self.logs = []
         self.ranks = {}  # (group, rank) -> process
-        self.start_router(port)
+        self.start_router(port, internal_port)
         for g in range(groups):
             for r in range(world_size):
                 self.start_rank(g, r)
         self.wait_ready(list(range(groups)))
 
-    def start_router(self, port=0):
+    def start_router(self, port=0, internal_port=0):
         ports = os.path.join(self.tmp, self.name + ".ports")
         if os.path.exists(ports):
             os.remove(ports)
         self.router = self._spawn(self.name + "-router", [
             ROUTER, "--model=" + self.model, "--host=127.0.0.1", "--port=%d" % port,
+            "--internal_port=%d" % internal_port,
             "--metrics_port=0", "--ports_file=" + ports, "--world_size=%d" % self.world_size,
             "--groups=%d" % self.groups] + self.router_flags)
         deadline = time.time() + 30
@@ -96,13 +99,15 @@ class Cluster:
         fields = dict(kv.split("=") for kv in read(ports).split())
         self.port = int(fields["grpc"])
         self.address = "127.0.0.1:%d" % self.port
+        self.internal_port = int(fields["internal"])
+        self.internal_address = "127.0.0.1:%d" % self.internal_port
         self.metrics_address = "127.0.0.1:" + fields["metrics"]
-        self.client = shift_client.Client(self.address)
+        self.client = shift_client.Client(self.address, **self.client_options)
 
     def start_rank(self, group, rank):
         self.ranks[(group, rank)] = self._spawn(
             "%s-g%d-r%d" % (self.name, group, rank),
-            [WORKER, "--router=" + self.address, "--group=%d" % group, "--rank=%d" % rank,
+            [WORKER, "--router=" + self.internal_address, "--group=%d" % group, "--rank=%d" % rank,
              "--world_size=%d" % self.world_size, "--model=" + self.model, "--threads=1"] +
             self.worker_flags)
 

@@ -327,6 +327,7 @@ class RouterE2ETest(unittest.TestCase):
         ports = os.path.join(self.tmp, "lonely.ports")
         router = subprocess.Popen(
             [ROUTER, "--model=" + self.model, "--host=127.0.0.1", "--port=0", "--metrics_port=0",
+             "--internal_port=0",
              "--ports_file=" + ports, "--world_size=2"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:

@@ -121,7 +121,8 @@ class RouterGroupsTest(unittest.TestCase):
         self.assertEqual(codes, [0] * len(codes), c.all_logs())
 
     def test_workers_reconnect_to_a_restarted_router(self):
-        c = Cluster(self.tmp, "reconnect", self.model, world_size=2, port=free_port())
+        c = Cluster(self.tmp, "reconnect", self.model, world_size=2, port=free_port(),
+                    internal_port=free_port())
         try:
             prompt = PROMPTS[1]
             self.assertEqual(c.client.generate(text=prompt, max_tokens=200, ignore_eos=True)[0],
@@ -131,7 +132,7 @@ class RouterGroupsTest(unittest.TestCase):
             time.sleep(1.0)
             workers = list(c.ranks.values())
             self.assertTrue(all(w.poll() is None for w in workers), "a worker exited")
-            c.start_router(c.port)
+            c.start_router(c.port, c.internal_port)
             c.wait_ready([0], timeout=30)
             self.assertEqual(c.client.generate(text=prompt, max_tokens=200, ignore_eos=True)[0],
                              self.refs[prompt])

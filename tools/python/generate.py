@@ -21,9 +21,14 @@ def main():
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
     parser.add_argument("--ignore_eos", action="store_true", help="generate past EOS")
+    parser.add_argument("--tls_ca", help="PEM CA of the router's certificate (connect with TLS)")
+    parser.add_argument("--api_key_file", help="file whose first key is sent as the API key "
+                        "(default: $SHIFT_API_KEY)")
     args = parser.parse_args()
 
-    client = shift_client.Client(args.address)
+    key = (shift_client.read_api_key(args.api_key_file) if args.api_key_file
+           else os.environ.get("SHIFT_API_KEY"))
+    client = shift_client.Client(args.address, api_key=key, tls_ca=args.tls_ca)
     sys.stdout.write(args.prompt)
     final = None
     for raw in client.generate_stream(text=args.prompt, max_tokens=args.max_tokens,

@@ -203,9 +203,36 @@ def decode_model_info(buf):
 
 # ---- calls ----------------------------------------------------------------------
 
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_api_key(path):
+    """The first key of an API key file (lines "TOKEN [TENANT]", '#' comments)."""
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return line.split()[0]
+    raise ValueError("%s has no key" % path)
+
+
 class Client:
-    def __init__(self, address):
-        self.channel = grpc.insecure_channel(address)
+    """A shift router's public API. With `tls_ca` (and optionally a client
+    certificate) the channel uses TLS; with `api_key` every call but health
+    sends "authorization: Bearer <api_key>"."""
+
+    def __init__(self, address, api_key=None, tls_ca=None, tls_cert=None, tls_key=None):
+        if tls_ca or tls_cert:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read_bytes(tls_ca) if tls_ca else None,
+                private_key=_read_bytes(tls_key) if tls_key else None,
+                certificate_chain=_read_bytes(tls_cert) if tls_cert else None)
+            self.channel = grpc.secure_channel(address, credentials)
+        else:
+            self.channel = grpc.insecure_channel(address)
+        self.metadata = [("authorization", "Bearer " + api_key)] if api_key else None
         self._generate = self.channel.unary_stream("/shift.v1.Generation/Generate")
         self._status = self.channel.unary_unary("/shift.v1.Generation/GetStatus")
         self._info = self.channel.unary_unary("/shift.v1.Generation/GetModelInfo")
@@ -213,7 +240,8 @@ class Client:
 
     def generate_stream(self, timeout=120, **request):
         """The raw streaming call (iterate it for decoded messages; .cancel() it)."""
-        return self._generate(encode_generate_request(**request), timeout=timeout)
+        return self._generate(encode_generate_request(**request), timeout=timeout,
+                              metadata=self.metadata)
 
     def generate(self, timeout=120, **request):
         """Runs a Generate call to the end: (token_ids, text, final, deltas)."""
@@ -231,10 +259,10 @@ class Client:
         return ids, text, final, deltas
 
     def status(self):
-        return decode_status(self._status(b"", timeout=10))
+        return decode_status(self._status(b"", timeout=10, metadata=self.metadata))
 
     def model_info(self):
-        return decode_model_info(self._info(b"", timeout=10))
+        return decode_model_info(self._info(b"", timeout=10, metadata=self.metadata))
 
     def list_services(self):
         """Service names, through server reflection."""

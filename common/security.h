@@ -1,0 +1,96 @@
+// The gRPC side of the trust boundary: TLS credentials from PEM files that
+// are re-read when they change on disk, and API tokens.
+//
+// Servers: `ServerCredentials` is plaintext without a certificate, TLS with
+// one, and mutual TLS when a CA is given and client certificates are
+// required (the router's internal port). Clients: `ChannelCredentials`
+// verifies the server against the CA (or the system roots) and presents a
+// certificate when given one. Tokens travel as `authorization: Bearer T`.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/support/status.h"
+
+namespace grpc {
+class ServerContextBase;
+class ClientContext;
+}  // namespace grpc
+
+namespace shift {
+
+// How often certificate and key files are checked for changes.
+inline constexpr unsigned kTlsReloadSeconds = 2;
+
+// PEM files: a certificate chain and its key, and the CA that verifies the
+// other side. All optional; `cert` and `key` go together.
+struct TlsFiles {
+  std::string cert;
+  std::string key;
+  std::string ca;
+};
+
+// Plaintext without `cert`; TLS with it; with `require_client_certificate`
+// (and `ca`, required then) clients must present a certificate `ca` signed.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const TlsFiles& files, bool require_client_certificate);
+
+// Plaintext when no file is given; otherwise TLS that verifies the server
+// against `ca` (the system roots without it) and presents `cert` if given.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const TlsFiles& files);
+
+// The tokens of --api_key_file: one per line, `TOKEN [TENANT]`; blank lines
+// and lines starting with '#' are skipped. The file is read again when its
+// modification time changes (checked at most once a second), so keys rotate
+// without a restart; a file that becomes unreadable keeps the last keys.
+class ApiKeys {
+ public:
+  static absl::StatusOr<std::unique_ptr<ApiKeys>> FromFile(const std::string& path);
+
+  // The tenant of `token` ("" when its line names none), or nullopt when it
+  // is not a key. Every key is compared in full, in constant time.
+  std::optional<std::string> Tenant(absl::string_view token);
+
+  // OK with the caller's tenant, or UNAUTHENTICATED saying what is missing.
+  absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& ctx);
+
+  size_t size();
+
+ private:
+  struct Key {
+    std::string token;
+    std::string tenant;
+  };
+  explicit ApiKeys(std::string path) : path_(std::move(path)) {}
+  absl::Status Load() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeReload() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string path_;
+  absl::Mutex mu_;
+  std::vector<Key> keys_ ABSL_GUARDED_BY(mu_);
+  int64_t mtime_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time checked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
+// Parses an API key file's lines (exposed for tests).
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseApiKeys(
+    absl::string_view text);
+
+// The first token of a key file, for clients (shiftctl, shift-bench).
+absl::StatusOr<std::string> ReadApiKey(const std::string& path);
+
+// Adds `authorization: Bearer token` to a call when `token` is not empty.
+void AddApiKey(grpc::ClientContext* ctx, const std::string& token);
+
+}  // namespace shift

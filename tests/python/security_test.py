@@ -1,0 +1,283 @@
+"""The trust boundary of shift-router, attacked from outside on 127.0.0.1.
+
+  - With default flags: the public port serves no internal service (a fake
+    rank gets UNIMPLEMENTED, reflection does not list them) and the internal
+    port is a second port on 127.0.0.1.
+  - With TLS, mutual TLS on the internal port and API keys (a throwaway CA
+    and certificates made with openssl here): the Python client, shiftctl
+    and shift-bench work end to end; plaintext, keyless, wrong-key and
+    certificate-less calls get clear statuses; health stays open, also on a
+    plaintext health-only port; a certificate and a key file rotated on disk
+    are picked up without a restart.
+"""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, make_model, metric, read, reference_ids  # noqa: E402
+import shift_client  # noqa: E402  (on the path through cluster)
+
+BIN = os.environ.get("SHIFT_BINARY_DIR", "build")
+PROMPT = "The lighthouse keeper watched the sea"
+KEY = "k3y-for-tenant-a-0123456789"
+OTHER_KEY = "k3y-for-tenant-b-9876543210"
+ROTATED_KEY = "k3y-rotated-in-later-000000"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True,
+                   timeout=60)
+
+
+class Pki:
+    """A CA, the router's certificate (127.0.0.1), a rank's client
+    certificate, and a rogue CA with a certificate of its own."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        with open(self.path("ext.cnf"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n")
+        self.ca("ca")
+        self.ca("rogue-ca")
+        self.issue("router", "ca", "shift-router")
+        self.issue("rank", "ca", "shift-rank")
+        self.issue("rogue", "rogue-ca", "shift-rank")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def pem(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def ca(self, name):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-keyout", name + ".key", "-out", name + ".pem", "-days", "2",
+                "-subj", "/CN=" + name, cwd=self.dir)
+
+    def issue(self, name, ca, common_name, out=None):
+        """Signs a new key for `common_name`; writes out.pem and out.key."""
+        out = out or name
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", name + ".key.new", "-out", name + ".csr", "-subj", "/CN=" + common_name,
+                cwd=self.dir)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+                "-CAcreateserial", "-out", name + ".pem.new", "-days", "2", "-extfile", "ext.cnf",
+                cwd=self.dir)
+        # Key and certificate change together, as a rotation would.
+        os.replace(self.path(name + ".key.new"), self.path(out + ".key"))
+        os.replace(self.path(name + ".pem.new"), self.path(out + ".pem"))
+
+
+def presented_common_name(port, ca):
+    """The CN of the certificate the server on `port` presents now."""
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            subject = dict(x[0] for x in tls.getpeercert()["subject"])
+            return subject["commonName"]
+
+
+def code_of(call):
+    try:
+        call()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+class DefaultFlagsTest(unittest.TestCase):
+    """A router started with its default trust settings (plaintext)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="shift-security-")
+        cls.model = make_model(os.path.join(cls.tmp, "model"))
+        cls.cluster = Cluster(cls.tmp, "plain", cls.model, 1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_a_fake_rank_on_the_public_port_gets_unimplemented(self):
+        c = self.cluster
+        want = reference_ids(self.model, PROMPT, 16, ignore_eos=True)
+        channel = grpc.insecure_channel(c.address)
+        connect = channel.stream_stream("/shift.v1.internal.Worker/Connect")
+        with self.assertRaises(grpc.RpcError) as e:
+            for _ in connect(iter([b""]), timeout=10):
+                pass
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        store_set = channel.unary_unary("/shift.v1.internal.Rendezvous/Set")
+        self.assertEqual(code_of(lambda: store_set(b"", timeout=10))[0],
+                         grpc.StatusCode.UNIMPLEMENTED)
+        services = c.client.list_services()
+        self.assertIn("shift.v1.Generation", services)
+        self.assertFalse([s for s in services if "internal" in s], services)
+        # The internal port is another port, and it is on 127.0.0.1.
+        self.assertNotEqual(c.internal_port, c.port)
+        # Outputs are untouched by the attempts.
+        self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
+
+
+class SecuredRouterTest(unittest.TestCase):
+    """TLS on both ports, mutual TLS on the internal one, API keys."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="shift-security-")
+        cls.model = make_model(os.path.join(cls.tmp, "model"))
+        cls.pki = Pki(os.path.join(cls.tmp, "pki"))
+        p = cls.pki.path
+        cls.keys = os.path.join(cls.tmp, "api-keys")
+        with open(cls.keys, "w") as f:
+            f.write("# token tenant\n%s tenant-a\n%s\n" % (KEY, OTHER_KEY))
+        cls.key_file = os.path.join(cls.tmp, "client-key")
+        with open(cls.key_file, "w") as f:
+            f.write(KEY + "\n")
+        cls.want = reference_ids(cls.model, PROMPT, 16, ignore_eos=True)
+        cls.cluster = Cluster(
+            cls.tmp, "secure", cls.model, 1,
+            router_flags=["--tls_cert=" + p("router.pem"), "--tls_key=" + p("router.key"),
+                          "--tls_ca=" + p("ca.pem"), "--api_key_file=" + cls.keys,
+                          "--health_port=0"],
+            worker_flags=["--tls_ca=" + p("ca.pem"), "--tls_cert=" + p("rank.pem"),
+                          "--tls_key=" + p("rank.key")],
+            client_options=dict(api_key=KEY, tls_ca=p("ca.pem")))
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = cls.cluster.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        assert codes == [0] * len(codes), codes
+
+    def client(self, **options):
+        return shift_client.Client(self.cluster.address, **options)
+
+    def test_tls_and_keys_work_and_everything_else_is_refused_clearly(self):
+        ca = self.pki.path("ca.pem")
+        good = self.client(api_key=KEY, tls_ca=ca)
+        self.assertEqual(good.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], self.want)
+        self.assertEqual(self.client(api_key=OTHER_KEY, tls_ca=ca).status()["groups"][0]["ready"],
+                         True)
+        before = metric(self.cluster.metrics(), "shift_auth_failures_total")
+        for options in (dict(tls_ca=ca), dict(api_key="not-a-key-but-long-enough", tls_ca=ca)):
+            c = self.client(**options)
+            for call in (lambda: c.generate(text=PROMPT, max_tokens=4), c.status, c.model_info):
+                code, details = code_of(call)
+                self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, options)
+                self.assertIn("API key", details)
+        self.assertEqual(metric(self.cluster.metrics(), "shift_auth_failures_total"), before + 6)
+        # Plaintext to a TLS port does not get through.
+        code, _ = code_of(self.client(api_key=KEY).status)
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
+        # Health needs no key, on the TLS port and on the plaintext health port.
+        self.assertEqual(self.client(tls_ca=ca).health(), 1)
+        ports = read(os.path.join(self.tmp, "secure.ports"))
+        health_port = int(dict(kv.split("=") for kv in ports.split())["health"])
+        plain_health = shift_client.Client("127.0.0.1:%d" % health_port)
+        self.assertEqual(plain_health.health(), 1)
+        self.assertEqual(plain_health.health("shift.v1.Generation"), 1)
+        self.assertEqual(code_of(plain_health.status)[0], grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_a_rank_without_the_deployments_certificate_is_refused(self):
+        p = self.pki.pem
+        internal = self.cluster.internal_address
+        attempts = {
+            "plaintext": grpc.insecure_channel(internal),
+            "no client certificate": grpc.secure_channel(
+                internal, grpc.ssl_channel_credentials(p("ca.pem"))),
+            "a rogue CA's certificate": grpc.secure_channel(
+                internal, grpc.ssl_channel_credentials(
+                    p("ca.pem"), p("rogue.key"), p("rogue.pem"))),
+        }
+        for what, channel in attempts.items():
+            connect = channel.stream_stream("/shift.v1.internal.Worker/Connect")
+            code, _ = code_of(lambda: list(connect(iter([b""]), timeout=10)))
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, what)
+            store_get = channel.unary_unary("/shift.v1.internal.Rendezvous/Get")
+            self.assertEqual(code_of(lambda: store_get(b"", timeout=10))[0],
+                             grpc.StatusCode.UNAVAILABLE, what)
+        # The real rank is still there and outputs are unchanged.
+        self.assertEqual(self.cluster.client.generate(text=PROMPT, max_tokens=16,
+                                                      ignore_eos=True)[0], self.want)
+
+    def test_shiftctl_and_shift_bench_speak_tls_and_keys(self):
+        ca = self.pki.path("ca.pem")
+        ctl = os.path.join(BIN, "tools", "shiftctl")
+        base = [ctl, "--address=" + self.cluster.address, "--tls_ca=" + ca]
+        out = subprocess.run(base + ["--api_key_file=" + self.key_file, "generate",
+                                     "--prompt=" + PROMPT, "--max_tokens=8"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        out = subprocess.run(base + ["status"], capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, SHIFT_API_KEY=OTHER_KEY))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        env = {k: v for k, v in os.environ.items() if k != "SHIFT_API_KEY"}
+        out = subprocess.run(base + ["status"], capture_output=True, text=True, timeout=60,
+                             env=env)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("the router refused the call", out.stderr)
+        self.assertIn("API key", out.stderr)
+        out = subprocess.run(base + ["health"], capture_output=True, text=True, timeout=60,
+                             env=env)
+        self.assertEqual(out.stdout, "SERVING\n", out.stderr)
+        bench = subprocess.run(
+            [os.path.join(BIN, "tools", "shift-bench"), "--address=" + self.cluster.address,
+             "--tls_ca=" + ca, "--api_key_file=" + self.key_file, "--workload=closed",
+             "--concurrency=2", "--requests=4", "--input_tokens=16", "--output_tokens=8",
+             "--progress=false"], capture_output=True, text=True, timeout=120, env=env)
+        self.assertEqual(bench.returncode, 0, bench.stderr)
+        self.assertIn("requests 4, completed 4, failed 0", bench.stdout)
+
+    def test_a_certificate_and_keys_rotated_on_disk_are_picked_up(self):
+        ca = self.pki.path("ca.pem")
+        port = self.cluster.port
+        self.assertEqual(presented_common_name(port, ca), "shift-router")
+        self.pki.issue("router", "ca", "shift-router-rotated")
+        deadline = time.time() + 30
+        while presented_common_name(port, ca) != "shift-router-rotated":
+            self.assertLess(time.time(), deadline, "the new certificate was not picked up")
+            time.sleep(0.5)
+        self.assertEqual(self.client(api_key=KEY, tls_ca=ca).generate(
+            text=PROMPT, max_tokens=16, ignore_eos=True)[0], self.want)
+        # API keys: the old one stops working, the new one starts.
+        time.sleep(1.1)  # a new modification time
+        with open(self.keys + ".new", "w") as f:
+            f.write("%s tenant-a\n%s\n" % (ROTATED_KEY, OTHER_KEY))
+        os.replace(self.keys + ".new", self.keys)
+        deadline = time.time() + 30
+        while code_of(self.client(api_key=KEY, tls_ca=ca).status)[0] == grpc.StatusCode.OK:
+            self.assertLess(time.time(), deadline, "the rotated key file was not picked up")
+            time.sleep(0.5)
+        self.assertTrue(self.client(api_key=ROTATED_KEY, tls_ca=ca).status()["groups"][0]["ready"])
+        # The ranks (mutual TLS, certificates unchanged) are still serving.
+        self.assertEqual(self.client(api_key=ROTATED_KEY, tls_ca=ca).generate(
+            text=PROMPT, max_tokens=16, ignore_eos=True)[0], self.want)
+        # The other tests use the first keys again.
+        time.sleep(1.1)
+        with open(self.keys + ".new", "w") as f:
+            f.write("%s tenant-a\n%s\n" % (KEY, OTHER_KEY))
+        os.replace(self.keys + ".new", self.keys)
+        deadline = time.time() + 30
+        while code_of(self.client(api_key=KEY, tls_ca=ca).status)[0] != grpc.StatusCode.OK:
+            self.assertLess(time.time(), deadline, "the restored key file was not picked up")
+            time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
