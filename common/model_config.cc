@@ -1,7 +1,6 @@
 #include "common/model_config.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/file_util.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -255,13 +254,6 @@ std::string ModelConfigToJson(const ModelConfig& c) {
     j["eos_token_id"] = c.eos_token_ids;
   }
   return j.dump(2) + "\n";
-}
-
-absl::StatusOr<std::string> ModelFingerprint(const std::string& dir) {
-  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return absl::StrFormat("%016x", h);
 }
 
 }  // namespace shift

@@ -51,9 +51,6 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
 // Reads DIR/config.json.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir);
 
-// A short hex digest (FNV-1a) of `dir`/config.json's bytes: the router and
-// every rank of a group must serve the same model.
-absl::StatusOr<std::string> ModelFingerprint(const std::string& dir);
 // config.json text that Hugging Face transformers accepts for this model.
 std::string ModelConfigToJson(const ModelConfig& config);
 // Checks the invariants every consumer relies on (positive sizes, heads

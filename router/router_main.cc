@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
 #include "common/defaults.h"
+#include "common/fingerprint.h"
 #include "common/model_config.h"
 #include "common/security.h"
 #include "common/status.h"

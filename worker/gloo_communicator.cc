@@ -1,5 +1,9 @@
 #include "worker/gloo_communicator.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstring>
 #include <exception>
 #include <numeric>
 
@@ -40,7 +44,51 @@ absl::Status RequireRoom(const char* what, const kernels::Tensor& out, int64_t n
                                                  " elements of the ", needed, " needed"));
 }
 
+// What a rank writes to the store, with the address records' padding
+// zeroed; reads pass through.
+class ZeroingStore final : public gloo::rendezvous::Store {
+ public:
+  explicit ZeroingStore(gloo::rendezvous::Store& inner) : inner_(inner) {}
+  void set(const std::string& key, const std::vector<char>& data) override {
+    std::vector<char> clean = data;
+    ZeroGlooAddressPadding(clean);
+    inner_.set(key, clean);
+  }
+  std::vector<char> get(const std::string& key) override { return inner_.get(key); }
+  void wait(const std::vector<std::string>& keys) override { inner_.wait(keys); }
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
+    inner_.wait(keys, timeout);
+  }
+
+ private:
+  gloo::rendezvous::Store& inner_;
+};
+
+// gloo::transport::tcp::Address::Impl, as Gloo lays it out.
+struct GlooAddressRecord {
+  sockaddr_storage ss;
+  ssize_t seq;
+};
+
 }  // namespace
+
+void ZeroGlooAddressPadding(std::vector<char>& value) {
+  constexpr size_t kRecord = sizeof(GlooAddressRecord);
+  if (value.empty() || value.size() % kRecord != 0) return;
+  for (size_t at = 0; at < value.size(); at += kRecord) {
+    sa_family_t family;
+    std::memcpy(&family, value.data() + at + offsetof(sockaddr_storage, ss_family),
+                sizeof(family));
+    const size_t used = family == AF_INET    ? sizeof(sockaddr_in)
+                        : family == AF_INET6 ? sizeof(sockaddr_in6)
+                                             : sizeof(sockaddr_storage);
+    std::memset(value.data() + at + used, 0, sizeof(sockaddr_storage) - used);
+    // Between the address and the sequence number (none on x86-64).
+    std::memset(value.data() + at + sizeof(sockaddr_storage), 0,
+                offsetof(GlooAddressRecord, seq) - sizeof(sockaddr_storage));
+  }
+}
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Connect(
     gloo::rendezvous::Store& store, const std::string& prefix, int rank, int size,
@@ -52,7 +100,8 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Connect(
     gloo::transport::tcp::attr attr;
     attr.hostname = host;
     auto device = gloo::transport::tcp::CreateDevice(attr);
-    gloo::rendezvous::PrefixStore prefixed(prefix, store);
+    ZeroingStore zeroing(store);
+    gloo::rendezvous::PrefixStore prefixed(prefix, zeroing);
     auto context = std::make_shared<gloo::rendezvous::Context>(rank, size);
     context->setTimeout(timeout);
     context->connectFullMesh(prefixed, device);

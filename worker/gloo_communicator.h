@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/communicator.h"
@@ -18,6 +19,13 @@ class Store;
 }  // namespace gloo
 
 namespace shift {
+
+// Gloo's TCP transport publishes each pair's address as the raw bytes of a
+// sockaddr_storage and a sequence number, copied from getsockname into an
+// uninitialised buffer: the bytes past the address (IPv4: 16, IPv6: 28) are
+// whatever was on the stack. This zeroes them in every record of `value`
+// (a value whose length is not a whole number of records is left alone).
+void ZeroGlooAddressPadding(std::vector<char>& value);
 
 class GlooCommunicator final : public Communicator {
  public:

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/fingerprint.h"
 #include "common/status.h"
 #include "worker/gloo_communicator.h"
 #include "worker/rendezvous_store.h"

@@ -2,13 +2,18 @@
 // on 127.0.0.1: each collective moves the right data, the deterministic
 // all-reduce equals the canonical tree bit for bit, and a rank that never
 // shows up is a clear error, not a crash or a hang.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cstring>
 #include <functional>
 #include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gloo/rendezvous/hash_store.h"
+#include "gloo/transport/tcp/address.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/gemm.h"
@@ -133,6 +138,75 @@ TEST(CommunicatorErrorsTest, NonPowerOfTwoGroupsRefuseTheDeterministicAllReduce)
     EXPECT_EQ(comm.DeterministicAllReduce(Host(data)).code(),
               absl::StatusCode::kFailedPrecondition);
   });
+}
+
+// A real Gloo address made from a sockaddr_storage full of junk past the
+// IPv4 address, as getsockname leaves it: its published bytes are clean.
+TEST(GlooAddressTest, PaddingPastTheAddressIsZeroed) {
+  sockaddr_storage ss;
+  std::memset(&ss, 0xAB, sizeof(ss));
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(1234);
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::memcpy(&ss, &in, sizeof(in));
+  std::vector<char> bytes = gloo::transport::tcp::Address(ss, 7).bytes();
+  std::vector<char> twice = bytes;
+  twice.insert(twice.end(), bytes.begin(), bytes.end());
+  ZeroGlooAddressPadding(twice);
+  for (size_t r = 0; r < 2; ++r) {
+    const char* record = twice.data() + r * bytes.size();
+    EXPECT_EQ(std::memcmp(record, &in, sizeof(in)), 0);
+    for (size_t i = sizeof(in); i < sizeof(sockaddr_storage); ++i) {
+      ASSERT_EQ(record[i], 0) << "byte " << i << " of record " << r;
+    }
+    // The sequence number is kept.
+    EXPECT_EQ(std::memcmp(record + sizeof(sockaddr_storage),
+                          bytes.data() + sizeof(sockaddr_storage),
+                          bytes.size() - sizeof(sockaddr_storage)), 0);
+  }
+  // Anything else is left as it is.
+  std::vector<char> other(10, 'x');
+  ZeroGlooAddressPadding(other);
+  EXPECT_EQ(other, std::vector<char>(10, 'x'));
+}
+
+// What ranks really publish while they connect: no record carries bytes
+// past its address.
+TEST(GlooAddressTest, RanksPublishNoUninitialisedBytes) {
+  class Recording final : public gloo::rendezvous::HashStore {
+   public:
+    void set(const std::string& key, const std::vector<char>& data) override {
+      {
+        absl::MutexLock lock(&mu);
+        values.push_back(data);
+      }
+      HashStore::set(key, data);
+    }
+    absl::Mutex mu;
+    std::vector<std::vector<char>> values;
+  } store;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&store, r] {
+      auto comm = GlooCommunicator::Connect(store, "g", r, 2, "127.0.0.1", milliseconds(20000));
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      EXPECT_TRUE((*comm)->Barrier().ok());
+    });
+  }
+  for (auto& t : threads) t.join();
+  const size_t record = gloo::transport::tcp::Address(sockaddr_storage{}).bytes().size();
+  absl::MutexLock lock(&store.mu);
+  int records = 0;
+  for (const std::vector<char>& value : store.values) {
+    if (value.size() % record != 0) continue;
+    for (size_t at = 0; at < value.size(); at += record, ++records) {
+      for (size_t i = sizeof(sockaddr_in); i < sizeof(sockaddr_storage); ++i) {
+        ASSERT_EQ(value[at + i], 0) << "byte " << i;
+      }
+    }
+  }
+  EXPECT_GE(records, 2);
 }
 
 }  // namespace

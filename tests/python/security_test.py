@@ -1,8 +1,9 @@
 """The trust boundary of shift-router, attacked from outside on 127.0.0.1.
 
   - With default flags: the public port serves no internal service (a fake
-    rank gets UNIMPLEMENTED, reflection does not list them) and the internal
-    port is a second port on 127.0.0.1.
+    rank gets UNIMPLEMENTED, reflection does not list them), the internal
+    port is a second port on 127.0.0.1, and a rank whose weights differ
+    (same config.json) is refused.
   - With TLS, mutual TLS on the internal port and API keys (a throwaway CA
     and certificates made with openssl here): the Python client, shiftctl
     and shift-bench work end to end; plaintext, keyless, wrong-key and
@@ -131,6 +132,21 @@ class DefaultFlagsTest(unittest.TestCase):
         # The internal port is another port, and it is on 127.0.0.1.
         self.assertNotEqual(c.internal_port, c.port)
         # Outputs are untouched by the attempts.
+        self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
+
+
+    def test_a_rank_with_the_same_config_but_other_weights_is_refused(self):
+        c = self.cluster
+        other = make_model(os.path.join(self.tmp, "other-weights"), seed=8)
+        self.assertEqual(read(os.path.join(other, "config.json")),
+                         read(os.path.join(self.model, "config.json")))
+        impostor = subprocess.run(
+            [os.path.join(BIN, "worker", "shift-worker"), "--router=" + c.internal_address,
+             "--model=" + other, "--threads=1", "--reconnect_timeout_s=5"],
+            capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(impostor.returncode, 0)
+        self.assertIn("fingerprint differs", impostor.stderr)
+        want = reference_ids(self.model, PROMPT, 16, ignore_eos=True)
         self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
 
 
