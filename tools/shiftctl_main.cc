@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -55,8 +57,15 @@ int Fail(const grpc::Status& status) {
   std::string why;
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      why = absl::StrCat("the router at ", address, " is unavailable: ", status.error_message(),
-                         "\n(is shift-router running there, with a worker group formed?)");
+      why = absl::StrCat("the router at ", address, " is unavailable: ", status.error_message());
+      if (absl::StrContains(absl::AsciiStrToLower(status.error_message()), "handshake")) {
+        absl::StrAppend(&why, "\n(TLS failed: is the router's certificate signed by --tls_ca, "
+                              "for this address?)");
+      } else if (!security.tls && absl::StrContains(status.error_message(), "Socket closed")) {
+        absl::StrAppend(&why, "\n(does the router use TLS? then pass --tls_ca)");
+      } else {
+        absl::StrAppend(&why, "\n(is shift-router running there, with a worker group formed?)");
+      }
       break;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       why = absl::StrCat("no complete answer from ", address, " within ",

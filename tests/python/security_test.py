@@ -252,6 +252,12 @@ class SecuredRouterTest(unittest.TestCase):
         out = subprocess.run(base + ["health"], capture_output=True, text=True, timeout=60,
                              env=env)
         self.assertEqual(out.stdout, "SERVING\n", out.stderr)
+        # Plaintext to a TLS port: the message says what to pass.
+        out = subprocess.run([ctl, "--address=" + self.cluster.address, "--timeout_s=10",
+                              "--api_key_file=" + self.key_file, "status"],
+                             capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("pass --tls_ca", out.stderr)
         bench = subprocess.run(
             [os.path.join(BIN, "tools", "shift-bench"), "--address=" + self.cluster.address,
              "--tls_ca=" + ca, "--api_key_file=" + self.key_file, "--workload=closed",
