@@ -99,7 +99,8 @@ absl::StatusOr<std::string> TrainByteLevelBpe(std::string_view text,
   for (int b = 0; b < 256; ++b) tokens.push_back(std::string(1, static_cast<char>(b)));
 
   absl::flat_hash_map<std::string, int64_t> piece_counts;
-  for (std::string& piece : pre_tokenizer.Split(text)) ++piece_counts[piece];
+  SHIFT_ASSIGN_OR_RETURN(std::vector<std::string> pieces, pre_tokenizer.Split(text));
+  for (std::string& piece : pieces) ++piece_counts[piece];
   std::vector<std::pair<std::string, int64_t>> sorted(piece_counts.begin(), piece_counts.end());
   std::sort(sorted.begin(), sorted.end());  // determinism: hash order never leaks
   std::vector<Word> words;

@@ -36,5 +36,18 @@ inline constexpr int kRequeueLimit = 3;
 inline constexpr int64_t kMaxUndeliveredDeltas = 64;
 inline constexpr int kOutputThreads = 4;  // the router's output side
 inline constexpr double kStalledStreamTimeoutSeconds = 30;
+// What one request may carry (the router's memory is bounded by these
+// times the requests it holds; README "Memory bounds").
+inline constexpr int64_t kMaxRequestBytes = int64_t{4} << 20;  // a Generate message
+inline constexpr int64_t kMaxStopStrings = 16;                 // sampling.stop entries
+inline constexpr int64_t kMaxStopBytes = 4096;                 // their bytes together
+inline constexpr int64_t kMaxStopTokenIds = 64;                // sampling.stop_token_ids
+inline constexpr int64_t kMaxRequestIdBytes = 256;
+inline constexpr uint32_t kMaxTopLogprobs = 20;  // alternatives per token
+// The rendezvous store, per group: keys, bytes of one key, bytes of one
+// value (a Gloo address list is 136 bytes a rank).
+inline constexpr int64_t kMaxRendezvousKeys = 256;
+inline constexpr int64_t kMaxRendezvousKeyBytes = 256;
+inline constexpr int64_t kMaxRendezvousValueBytes = 64 << 10;
 
 }  // namespace shift::defaults

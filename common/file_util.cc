@@ -8,9 +8,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace shift {
 namespace {
@@ -24,13 +24,48 @@ absl::Status ErrnoError(int err, absl::string_view what, const std::string& path
 
 }  // namespace
 
-absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoError(errno, "cannot open", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
-  return buffer.str();
+// Opens `path` for reading without blocking on a FIFO or a device, and
+// refuses anything but a regular file.
+absl::StatusOr<int> OpenRegular(const std::string& path, struct stat* st) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return ErrnoError(errno, "cannot open", path);
+  if (::fstat(fd, st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return ErrnoError(err, "cannot stat", path);
+  }
+  if (!S_ISREG(st->st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
+  return fd;
+}
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes) {
+  struct stat st;
+  absl::StatusOr<int> fd = OpenRegular(path, &st);
+  if (!fd.ok()) return fd.status();
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(*fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " has ", st.st_size,
+                                                   " bytes, more than the ", max_bytes,
+                                                   " this file may have"));
+  }
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::read(*fd, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : 0;
+      ::close(*fd);
+      if (err != 0) return ErrnoError(err, "error reading", path);
+      return absl::DataLossError(absl::StrCat(path, " shrank while it was read"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(*fd);
+  return out;
 }
 
 absl::Status WriteStringToFile(const std::string& path, absl::string_view data) {
@@ -43,18 +78,8 @@ absl::Status WriteStringToFile(const std::string& path, absl::string_view data) 
 }
 
 absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "cannot open", path);
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoError(err, "cannot stat", path);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
-  }
+  SHIFT_ASSIGN_OR_RETURN(const int fd, OpenRegular(path, &st));
   size_t size = static_cast<size_t>(st.st_size);
   const unsigned char* data = nullptr;
   if (size > 0) {

@@ -1,5 +1,5 @@
 // Whole-file reads and writes, and a read-only memory mapping, with errors
-// that name the path.
+// that name the path. Only regular files are read or mapped.
 #pragma once
 
 #include <cstddef>
@@ -11,7 +11,11 @@
 
 namespace shift {
 
-absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+// Reads a regular file (a FIFO, a device or a directory is refused, never
+// waited on) of at most `max_bytes`.
+inline constexpr size_t kMaxReadFileBytes = size_t{1} << 30;
+absl::StatusOr<std::string> ReadFileToString(const std::string& path,
+                                             size_t max_bytes = kMaxReadFileBytes);
 absl::Status WriteStringToFile(const std::string& path, absl::string_view data);
 
 // A file mapped read-only for the object's lifetime.

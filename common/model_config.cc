@@ -167,19 +167,29 @@ int64_t ModelConfig::NumParameters() const {
 }
 
 absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source) {
-  struct Positive {
+  // Positive, and within limits well above any published model: a value
+  // past them is a broken or hostile file, refused before anything is
+  // allocated from it.
+  struct Bounded {
     const char* name;
     int64_t value;
+    int64_t max;
   };
-  for (const Positive& p :
-       {Positive{"hidden_size", c.hidden_size}, Positive{"intermediate_size", c.intermediate_size},
-        Positive{"num_hidden_layers", c.num_hidden_layers},
-        Positive{"num_attention_heads", c.num_attention_heads},
-        Positive{"num_key_value_heads", c.num_key_value_heads}, Positive{"head_dim", c.head_dim},
-        Positive{"vocab_size", c.vocab_size},
-        Positive{"max_position_embeddings", c.max_position_embeddings}}) {
+  for (const Bounded& p : {Bounded{"hidden_size", c.hidden_size, int64_t{1} << 17},
+                           Bounded{"intermediate_size", c.intermediate_size, int64_t{1} << 20},
+                           Bounded{"num_hidden_layers", c.num_hidden_layers, 1024},
+                           Bounded{"num_attention_heads", c.num_attention_heads, 1024},
+                           Bounded{"num_key_value_heads", c.num_key_value_heads, 1024},
+                           Bounded{"head_dim", c.head_dim, 1024},
+                           Bounded{"vocab_size", c.vocab_size, int64_t{1} << 24},
+                           Bounded{"max_position_embeddings", c.max_position_embeddings,
+                                   int64_t{1} << 24}}) {
     if (p.value <= 0)
       return FieldError(source, p.name, absl::StrCat("must be positive, got ", p.value));
+    if (p.value > p.max) {
+      return FieldError(source, p.name,
+                        absl::StrCat("is ", p.value, ", over the limit of ", p.max));
+    }
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return FieldError(
@@ -213,7 +223,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   const std::string path = dir + "/config.json";
-  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, size_t{4} << 20));
   return ParseModelConfig(text, path);
 }
 

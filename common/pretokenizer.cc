@@ -99,13 +99,13 @@ bool PreTokenizer::has_byte_level() const {
   return false;
 }
 
-std::vector<std::string> PreTokenizer::Split(std::string_view text) const {
+absl::StatusOr<std::vector<std::string>> PreTokenizer::Split(std::string_view text) const {
   std::vector<std::string> pieces;
   if (!text.empty()) pieces.emplace_back(text);
   for (const Step& step : steps_) {
     std::vector<std::string> next;
     next.reserve(pieces.size());
-    for (const std::string& piece : pieces) ApplyStep(step, piece, &next);
+    for (const std::string& piece : pieces) SHIFT_RETURN_IF_ERROR(ApplyStep(step, piece, &next));
     pieces = std::move(next);
   }
   return pieces;
@@ -114,8 +114,8 @@ std::vector<std::string> PreTokenizer::Split(std::string_view text) const {
 // Splits one piece the way HF's Split does: matches and the gaps between them
 // become parts, which the behavior then keeps, drops or merges. Empty results
 // are dropped, as HF does.
-void PreTokenizer::ApplyStep(const Step& step, std::string_view piece,
-                             std::vector<std::string>* out) {
+absl::Status PreTokenizer::ApplyStep(const Step& step, std::string_view piece,
+                                     std::vector<std::string>* out) {
   if (step.kind == Kind::kByteLevel) {
     std::string& result = out->emplace_back();
     if (step.add_prefix_space && piece.front() != ' ') {
@@ -123,11 +123,11 @@ void PreTokenizer::ApplyStep(const Step& step, std::string_view piece,
       result.push_back(' ');
     }
     result.append(piece);
-    return;
+    return absl::OkStatus();
   }
   std::vector<Regex::Span> matches;
   if (step.regex) {
-    matches = step.regex->FindAll(piece);
+    SHIFT_ASSIGN_OR_RETURN(matches, step.regex->FindAll(piece));
   } else if (!step.literal.empty()) {
     for (size_t at = piece.find(step.literal); at != std::string_view::npos;
          at = piece.find(step.literal, at + step.literal.size())) {
@@ -190,6 +190,7 @@ void PreTokenizer::ApplyStep(const Step& step, std::string_view piece,
   for (const Part& p : kept) {
     if (p.end > p.begin) out->emplace_back(piece.substr(p.begin, p.end - p.begin));
   }
+  return absl::OkStatus();
 }
 
 }  // namespace shift

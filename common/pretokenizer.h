@@ -28,8 +28,9 @@ class PreTokenizer {
   static absl::StatusOr<PreTokenizer> FromJson(const nlohmann::json& node);
 
   // The non-empty pieces of `text`, in order. Their concatenation is `text`
-  // except for bytes a Removed split drops and spaces ByteLevel adds.
-  std::vector<std::string> Split(std::string_view text) const;
+  // except for bytes a Removed split drops and spaces ByteLevel adds. Fails
+  // (RESOURCE_EXHAUSTED) when a pattern backtracks catastrophically.
+  absl::StatusOr<std::vector<std::string>> Split(std::string_view text) const;
 
   // Whether a ByteLevel step is present (the vocabulary is then byte-level).
   bool has_byte_level() const;
@@ -51,7 +52,8 @@ class PreTokenizer {
   };
 
   static absl::Status AddSteps(const nlohmann::json& node, std::vector<Step>* steps);
-  static void ApplyStep(const Step& step, std::string_view piece, std::vector<std::string>* out);
+  static absl::Status ApplyStep(const Step& step, std::string_view piece,
+                                std::vector<std::string>* out);
 
   std::vector<Step> steps_;
 };

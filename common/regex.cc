@@ -610,13 +610,23 @@ class RegexMatcher {
     loop_pos_.assign(re.num_loops_, kNoPos);
   }
 
-  std::vector<Regex::Span> FindAll() {
+  // Fails when the search takes more than kStepsPerCodepoint steps per
+  // codepoint of the text (plus kBaseSteps): a pattern that backtracks
+  // catastrophically is an error, not a hang.
+  absl::StatusOr<std::vector<Regex::Span>> FindAll() {
     std::vector<Regex::Span> out;
     const size_t n = cps_.size();
+    budget_ = Regex::kBaseSteps + Regex::kStepsPerCodepoint * static_cast<int64_t>(n);
     size_t start = 0;
     while (start <= n) {
       size_t s = start;
       while (s <= n && !(CanStart(s) && Attempt(s))) ++s;
+      if (budget_ < 0) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the pattern ", re_.pattern(), " took more than ",
+            Regex::kBaseSteps + Regex::kStepsPerCodepoint * static_cast<int64_t>(n),
+            " steps on ", n, " codepoints (catastrophic backtracking)"));
+      }
       if (s > n) break;
       out.emplace_back(offsets_[s], offsets_[end_]);
       start = end_ > s ? end_ : s + 1;
@@ -639,7 +649,7 @@ class RegexMatcher {
   }
 
   bool Run(int id, size_t pos) {
-    if (depth_ >= kMaxDepth) return false;
+    if (depth_ >= kMaxDepth || --budget_ < 0) return false;
     ++depth_;
     const bool matched = Step(id, pos);
     --depth_;
@@ -718,9 +728,10 @@ class RegexMatcher {
   std::vector<size_t>& loop_pos_;
   size_t end_ = 0;
   int depth_ = 0;
+  int64_t budget_ = 0;
 };
 
-std::vector<Regex::Span> Regex::FindAll(std::string_view text) const {
+absl::StatusOr<std::vector<Regex::Span>> Regex::FindAll(std::string_view text) const {
   thread_local RegexMatcher::Scratch scratch;
   return RegexMatcher(*this, text, &scratch).FindAll();
 }

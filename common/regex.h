@@ -38,8 +38,14 @@ class Regex {
   // `text` should be valid UTF-8; each invalid byte sequence is treated as
   // one U+FFFD codepoint, so any input is safe. Matching of a repetition of a
   // multi-codepoint group is limited in depth (~10k iterations); beyond that
-  // the path is treated as failing rather than overflowing the stack.
-  std::vector<Span> FindAll(std::string_view text) const;
+  // the path is treated as failing rather than overflowing the stack. A
+  // search that needs more than kBaseSteps + kStepsPerCodepoint steps per
+  // codepoint (catastrophic backtracking, as `(a+)+$` on "aaa…b") fails with
+  // RESOURCE_EXHAUSTED instead of running for ages.
+  absl::StatusOr<std::vector<Span>> FindAll(std::string_view text) const;
+
+  static constexpr int64_t kBaseSteps = 100000;
+  static constexpr int64_t kStepsPerCodepoint = 2000;
 
   const std::string& pattern() const { return pattern_; }
 

@@ -174,7 +174,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   struct stat st;
   if (::stat(index_path.c_str(), &st) != 0) return OpenFile(dir + "/model.safetensors");
 
-  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
+  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path, size_t{64} << 20));
   json index = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (index.is_discarded() || !index.is_object()) {
     return FileError(index_path, "is not a JSON object");

@@ -119,8 +119,10 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseApiKeys(
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_number, ": a token has at least 16 characters"));
     }
-    keys.emplace_back(std::string(fields[0]),
-                      fields.size() > 1 ? std::string(fields[1]) : std::string());
+    // A key without a tenant name is a tenant of its own.
+    keys.emplace_back(std::string(fields[0]), fields.size() > 1
+                                                  ? std::string(fields[1])
+                                                  : absl::StrCat("line ", line_number));
   }
   return keys;
 }

@@ -50,16 +50,17 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const TlsFiles& files);
 
-// The tokens of --api_key_file: one per line, `TOKEN [TENANT]`; blank lines
-// and lines starting with '#' are skipped. The file is read again when its
+// The tokens of --api_key_file: one per line, `TOKEN [TENANT]` (a key
+// without a tenant is a tenant of its own, named "line N"); blank lines and
+// lines starting with '#' are skipped. Requests share prefix-cache blocks
+// only within a tenant. The file is read again when its
 // modification time changes (checked at most once a second), so keys rotate
 // without a restart; a file that becomes unreadable keeps the last keys.
 class ApiKeys {
  public:
   static absl::StatusOr<std::unique_ptr<ApiKeys>> FromFile(const std::string& path);
 
-  // The tenant of `token` ("" when its line names none), or nullopt when it
-  // is not a key. Every key is compared in full, in constant time.
+  // The tenant of `token`, or nullopt when it is not a key. Every key is compared in full, in constant time.
   std::optional<std::string> Tenant(absl::string_view token);
 
   // OK with the caller's tenant, or UNAUTHENTICATED saying what is missing.

@@ -38,7 +38,7 @@ bool IsWordCodepoint(char32_t cp) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
-  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, size_t{256} << 20));
   auto tokenizer = FromJson(text);
   if (!tokenizer.ok()) {
     return absl::Status(tokenizer.status().code(),
@@ -66,6 +66,20 @@ absl::Status Tokenizer::Load(std::string_view json_text) {
   }
   if (const auto it = root.find("pre_tokenizer"); it != root.end()) {
     SHIFT_ASSIGN_OR_RETURN(pre_tokenizer_, PreTokenizer::FromJson(*it));
+  }
+  // A pattern that backtracks catastrophically fails the load, not a request
+  // later: each probe is a long run of one kind of character ended by
+  // another, the shape on which such patterns explode.
+  for (const std::string unit : {"a", "A", " ", "1", "!", "\n", "\xC3\xA9", "\xE4\xB8\xAD"}) {
+    for (const std::string end : {"!", "a", " "}) {
+      std::string probe;
+      for (int i = 0; i < 256; ++i) probe += unit;
+      auto split = pre_tokenizer_.Split(probe + end);
+      if (!split.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("pre_tokenizer: ", split.status().message()));
+      }
+    }
   }
   const auto decoder = root.find("decoder");
   const bool byte_level_decoder = decoder != root.end() && decoder->is_object() &&
@@ -99,7 +113,10 @@ absl::Status Tokenizer::LoadModel(const nlohmann::json& model) {
   std::fill(std::begin(byte_ids_), std::end(byte_ids_), -1);
   for (const auto& [key, value] : model.at("vocab").items()) {
     const int32_t id = value.get<int32_t>();
-    if (id < 0) return absl::InvalidArgumentError(absl::StrCat("negative id for token ", key));
+    if (id < 0 || id >= kMaxTokenId) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", key, " has id ", id, ", outside 0..", kMaxTokenId - 1));
+    }
     if (id >= vocab_size()) {
       bytes_.resize(id + 1);
       kinds_.resize(id + 1, Kind::kNone);
@@ -159,7 +176,8 @@ absl::Status Tokenizer::LoadAddedTokens(const nlohmann::json& added) {
   for (const auto& token : added) {
     const int32_t id = token.at("id").get<int32_t>();
     std::string content = token.at("content").get<std::string>();
-    if (id < 0 || content.empty() || FindInvalidUtf8(content) != std::string::npos) {
+    if (id < 0 || id >= kMaxTokenId || content.empty() ||
+        FindInvalidUtf8(content) != std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("invalid added token id ", id));
     }
     const bool special = token.value("special", false);
@@ -246,17 +264,19 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
     if (token.rstrip) {
       while (end < text.size() && IsAsciiSpace(text[end])) ++end;
     }
-    EncodeText(text.substr(segment, begin - segment), &ids);
+    SHIFT_RETURN_IF_ERROR(EncodeText(text.substr(segment, begin - segment), &ids));
     ids.push_back(token.id);
     segment = pos = end;
   }
-  EncodeText(text.substr(segment), &ids);
+  SHIFT_RETURN_IF_ERROR(EncodeText(text.substr(segment), &ids));
   return ids;
 }
 
-void Tokenizer::EncodeText(std::string_view text, std::vector<int32_t>* ids) const {
-  if (text.empty()) return;
-  for (const std::string& piece : pre_tokenizer_.Split(text)) EncodePiece(piece, ids);
+absl::Status Tokenizer::EncodeText(std::string_view text, std::vector<int32_t>* ids) const {
+  if (text.empty()) return absl::OkStatus();
+  SHIFT_ASSIGN_OR_RETURN(std::vector<std::string> pieces, pre_tokenizer_.Split(text));
+  for (const std::string& piece : pieces) EncodePiece(piece, ids);
+  return absl::OkStatus();
 }
 
 void Tokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* ids) const {

@@ -33,6 +33,10 @@ namespace shift {
 //   since no normalizer is supported. An added token decodes to its content.
 // - post_processor is not applied: Encode never adds BOS/EOS.
 // Encode is const and safe to call from several threads at once.
+// Token ids a tokenizer.json may use: 0 .. kMaxTokenId-1 (16.7M, the
+// vocab_size limit of config.json).
+inline constexpr int32_t kMaxTokenId = int32_t{1} << 24;
+
 class Tokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& path);
@@ -87,7 +91,7 @@ class Tokenizer {
   // length), or nullopt.
   std::optional<std::pair<int, size_t>> MatchAdded(std::string_view text, size_t pos,
                                                    bool parse_special) const;
-  void EncodeText(std::string_view text, std::vector<int32_t>* ids) const;
+  absl::Status EncodeText(std::string_view text, std::vector<int32_t>* ids) const;
   void EncodePiece(std::string_view piece, std::vector<int32_t>* ids) const;
   void Bpe(std::string_view piece, std::vector<int32_t>* ids) const;
 

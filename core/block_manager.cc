@@ -16,6 +16,7 @@ BlockManager::BlockManager(int64_t num_blocks, int64_t block_size)
       ref_counts_(num_blocks, 0),
       hash_of_(num_blocks, 0),
       cached_(num_blocks, false),
+      keys_(num_blocks),
       last_use_(num_blocks, 0) {
   SHIFT_CHECK(num_blocks >= 0 && block_size > 0);
   free_.reserve(num_blocks);
@@ -54,42 +55,68 @@ void BlockManager::Uncache(int32_t block) {
   if (!cached_[block]) return;
   cache_.erase(hash_of_[block]);
   cached_[block] = false;
+  keys_[block] = CachedKey();
 }
 
-int64_t BlockManager::MatchPrefix(absl::Span<const uint64_t> hashes) const {
-  int64_t n = 0;
-  while (n < static_cast<int64_t>(hashes.size()) && cache_.contains(hashes[n])) ++n;
-  return n;
-}
-
-void BlockManager::AppendCached(uint64_t seq, absl::Span<const uint64_t> hashes, int64_t count) {
-  SHIFT_CHECK(Table(seq).empty(), "sequence ", seq, " already has blocks");
-  if (count == 0) return;
-  std::vector<int32_t>& table = tables_[seq];
-  for (int64_t i = 0; i < count; ++i) {
+std::vector<int32_t> BlockManager::MatchPrefix(absl::Span<const uint64_t> hashes,
+                                               absl::Span<const int32_t> tokens,
+                                               uint64_t tenant) const {
+  std::vector<int32_t> blocks;
+  uint64_t parent = 0;
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    if (static_cast<int64_t>((i + 1)) * block_size_ > static_cast<int64_t>(tokens.size())) break;
     auto it = cache_.find(hashes[i]);
-    SHIFT_CHECK(it != cache_.end(), "block ", i, " of the prefix is not cached");
-    const int32_t block = it->second;
+    if (it == cache_.end()) break;
+    const CachedKey& key = keys_[it->second];
+    const absl::Span<const int32_t> mine = tokens.subspan(i * block_size_, block_size_);
+    if (key.tenant != tenant || key.parent != parent ||
+        !std::equal(mine.begin(), mine.end(), key.tokens.begin(), key.tokens.end())) {
+      break;
+    }
+    blocks.push_back(it->second);
+    parent = key.id;
+  }
+  return blocks;
+}
+
+void BlockManager::AppendCached(uint64_t seq, absl::Span<const int32_t> blocks) {
+  SHIFT_CHECK(Table(seq).empty(), "sequence ", seq, " already has blocks");
+  if (blocks.empty()) return;
+  std::vector<int32_t>& table = tables_[seq];
+  for (const int32_t block : blocks) {
+    SHIFT_CHECK(cached_[block], "block ", block, " of the prefix is not cached");
     if (ref_counts_[block]++ == 0) evictable_.erase(last_use_[block]);
     table.push_back(block);
   }
 }
 
-void BlockManager::Cache(uint64_t seq, int64_t index, uint64_t hash) {
+void BlockManager::Cache(uint64_t seq, int64_t index, uint64_t hash,
+                         absl::Span<const int32_t> tokens, uint64_t tenant) {
   const std::vector<int32_t>& table = Table(seq);
   SHIFT_CHECK(index < static_cast<int64_t>(table.size()), "sequence ", seq, " has no block ",
               index);
+  SHIFT_CHECK(static_cast<int64_t>(tokens.size()) == block_size_, "a cached block holds ",
+              block_size_, " tokens, not ", tokens.size());
   const int32_t block = table[index];
   if (cached_[block] || cache_.contains(hash)) return;
+  // A block whose parent is not cached (another block was cached for its
+  // hash) gets no key a match could reach.
+  const uint64_t parent = index == 0 ? 0 : keys_[table[index - 1]].id;
+  if (index > 0 && parent == 0) return;
   cached_[block] = true;
   hash_of_[block] = hash;
   cache_[hash] = block;
+  keys_[block] = CachedKey{++next_cache_id_, parent, tenant,
+                           std::vector<int32_t>(tokens.begin(), tokens.end())};
 }
 
 void BlockManager::DropCache() {
   for (auto& [use, block] : evictable_) free_.push_back(block);
   evictable_.clear();
-  for (auto& [hash, block] : cache_) cached_[block] = false;
+  for (auto& [hash, block] : cache_) {
+    cached_[block] = false;
+    keys_[block] = CachedKey();
+  }
   cache_.clear();
   // Keep handing out the lowest ids first.
   std::sort(free_.begin(), free_.end(), std::greater<int32_t>());

@@ -4,7 +4,11 @@
 // are reference-counted so that sequences can share a prefix. A full block
 // can be cached under a hash of the tokens up to its end: when nobody holds
 // it any more it stays, evictable in least-recently-used order, for the next
-// sequence with the same prefix. Running out of blocks is a value (Append
+// sequence with the same prefix. The hash only finds a candidate: a hit also
+// needs the same tenant, the same parent (the block matched just before,
+// identified by a cache id that is never reused) and the same tokens,
+// compared one by one, so a hash collision can never serve another
+// prompt's KV, and one tenant's blocks never serve another's. Running out of blocks is a value (Append
 // returns false), never an exception: the scheduler preempts and tries
 // again.
 #pragma once
@@ -40,15 +44,17 @@ class BlockManager {
   // cached, evictable).
   void Free(uint64_t seq);
 
-  // How many of `hashes` (a prefix's full blocks, in order) are cached, from
-  // the first on.
-  int64_t MatchPrefix(absl::Span<const uint64_t> hashes) const;
-  // Starts `seq`'s (empty) table with the cached blocks of the first `count`
-  // of `hashes` (all cached: see MatchPrefix).
-  void AppendCached(uint64_t seq, absl::Span<const uint64_t> hashes, int64_t count);
-  // Caches `seq`'s block `index` (full, its KV computed) under `hash`,
-  // unless that hash or that block is cached already.
-  void Cache(uint64_t seq, int64_t index, uint64_t hash);
+  // The cached blocks that hold the longest verified prefix of `tokens`
+  // (`hashes`: one per full block, in order) for `tenant`.
+  std::vector<int32_t> MatchPrefix(absl::Span<const uint64_t> hashes,
+                                   absl::Span<const int32_t> tokens, uint64_t tenant) const;
+  // Starts `seq`'s (empty) table with `blocks` (from MatchPrefix).
+  void AppendCached(uint64_t seq, absl::Span<const int32_t> blocks);
+  // Caches `seq`'s block `index` (full, its KV computed) under `hash`, with
+  // its `tokens` (block_size of them) and `tenant`, unless that hash or that
+  // block is cached already.
+  void Cache(uint64_t seq, int64_t index, uint64_t hash, absl::Span<const int32_t> tokens,
+             uint64_t tenant);
   // Forgets every cached block (the workers' KV can no longer be trusted).
   void DropCache();
   // `seq`'s blocks in position order (empty when it has none).
@@ -68,6 +74,15 @@ class BlockManager {
   absl::flat_hash_map<uint64_t, int32_t> cache_;  // hash -> block
   std::vector<uint64_t> hash_of_;                  // per block, when cached
   std::vector<bool> cached_;                       // per block
+  // Per cached block: what a hit must match.
+  struct CachedKey {
+    uint64_t id = 0;      // this caching's id (never reused; 0: none)
+    uint64_t parent = 0;  // the id of the block before it (0: the first block)
+    uint64_t tenant = 0;
+    std::vector<int32_t> tokens;
+  };
+  std::vector<CachedKey> keys_;
+  uint64_t next_cache_id_ = 0;
   std::map<uint64_t, int32_t> evictable_;          // last use -> cached block nobody holds
   std::vector<uint64_t> last_use_;                 // per evictable block: its key above
   uint64_t clock_ = 0;

@@ -39,6 +39,9 @@ struct Request {
   enum class State { kWaiting, kRunning, kFinished };
 
   uint64_t id = 0;  // also the sequence id the ranks see
+  // Whose request it is (the router's number for its API key's tenant; 0
+  // without keys): prefix-cache blocks are shared within a tenant only.
+  uint64_t tenant = 0;
   std::vector<int32_t> prompt;
   RequestParams params;
   absl::Time arrival;
@@ -69,6 +72,12 @@ struct Request {
   int32_t token(int64_t i) const {
     const int64_t p = static_cast<int64_t>(prompt.size());
     return i < p ? prompt[i] : output[i - p];
+  }
+  // Tokens [begin, begin + n) of prompt followed by output.
+  std::vector<int32_t> tokens(int64_t begin, int64_t n) const {
+    std::vector<int32_t> out(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) out[i] = token(begin + i);
+    return out;
   }
 };
 

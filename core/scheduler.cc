@@ -181,8 +181,10 @@ SchedulerOutput Scheduler::Schedule() {
     if (config_.enable_prefix_caching) {
       const int64_t full = (r->num_tokens() - 1) / config_.block_size;
       absl::Span<const uint64_t> hashes = BlockHashes(r, full);
-      cached = blocks_.MatchPrefix(hashes);
-      blocks_.AppendCached(r->id, hashes, cached);
+      const std::vector<int32_t> blocks =
+          blocks_.MatchPrefix(hashes, r->tokens(0, full * config_.block_size), r->tenant);
+      blocks_.AppendCached(r->id, blocks);
+      cached = static_cast<int64_t>(blocks.size());
     }
     const int64_t start = cached * config_.block_size;
     const int64_t n = std::min(r->num_tokens() - start, budget);
@@ -213,7 +215,9 @@ absl::Span<const uint64_t> Scheduler::BlockHashes(Request* r, int64_t count) {
     const int64_t b = static_cast<int64_t>(r->block_hashes.size());
     std::vector<int32_t> tokens(bs);
     for (int64_t i = 0; i < bs; ++i) tokens[i] = r->token(b * bs + i);
-    const uint64_t previous = b == 0 ? 0 : r->block_hashes[b - 1];
+    // The first block's hash starts from the tenant: tenants never look up
+    // each other's blocks (and MatchPrefix checks the tenant anyway).
+    const uint64_t previous = b == 0 ? absl::HashOf(r->tenant) : r->block_hashes[b - 1];
     r->block_hashes.push_back(absl::HashOf(previous, tokens));
   }
   return absl::MakeConstSpan(r->block_hashes).subspan(0, count);
@@ -233,7 +237,10 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
       const int64_t first = s.start_position / config_.block_size;
       const int64_t full = end / config_.block_size;
       absl::Span<const uint64_t> hashes = BlockHashes(r, full);
-      for (int64_t b = first; b < full; ++b) blocks_.Cache(r->id, b, hashes[b]);
+      for (int64_t b = first; b < full; ++b) {
+        blocks_.Cache(r->id, b, hashes[b], r->tokens(b * config_.block_size, config_.block_size),
+                      r->tenant);
+      }
     }
   }
   const absl::Time now = clock_->Now();

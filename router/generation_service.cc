@@ -20,11 +20,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
                               public RequestSink {
  public:
   GenerateReactor(Router* router, grpc::CallbackServerContext* ctx,
-                  const v1::GenerateRequest& request)
+                  const v1::GenerateRequest& request, const std::string& tenant)
       : router_(router),
         ctx_(ctx),
         max_outbox_(std::max<int64_t>(1, router->options().max_undelivered_deltas)) {
-    absl::StatusOr<uint64_t> id = router_->Submit(request, this);
+    absl::StatusOr<uint64_t> id = router_->Submit(request, this, tenant);
     absl::MutexLock lock(&mu_);
     if (!id.ok()) {
       FinishOnce(ToGrpc(id.status()));
@@ -148,14 +148,15 @@ grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
-  if (absl::Status status = Authenticate(*ctx); !status.ok()) return new RefusedReactor(status);
-  return new GenerateReactor(router_, ctx, *request);
+  absl::StatusOr<std::string> tenant = Authenticate(*ctx);
+  if (!tenant.ok()) return new RefusedReactor(tenant.status());
+  return new GenerateReactor(router_, ctx, *request, *tenant);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                           const v1::GetModelInfoRequest*,
                                                           v1::ModelInfo* response) {
-  absl::Status status = Authenticate(*ctx);
+  const absl::Status status = Authenticate(*ctx).status();
   if (status.ok()) *response = router_->ModelInfo();
   return FinishUnary(ctx, status);
 }
@@ -163,7 +164,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* GenerationService::GetStatus(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatusRequest*,
                                                        v1::ServerStatus* response) {
-  absl::Status status = Authenticate(*ctx);
+  const absl::Status status = Authenticate(*ctx).status();
   if (status.ok()) *response = router_->Status();
   return FinishUnary(ctx, status);
 }

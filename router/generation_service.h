@@ -14,8 +14,9 @@ namespace shift {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
-  // OK, or the status a call is refused with (UNAUTHENTICATED).
-  using Authenticator = std::function<absl::Status(const grpc::ServerContextBase&)>;
+  // The caller's tenant ("" when keys name none), or the status a call is
+  // refused with (UNAUTHENTICATED).
+  using Authenticator = std::function<absl::StatusOr<std::string>(const grpc::ServerContextBase&)>;
 
   explicit GenerationService(Router* router, Authenticator authenticate = nullptr)
       : router_(router), authenticate_(std::move(authenticate)) {}
@@ -30,8 +31,8 @@ class GenerationService final : public v1::Generation::CallbackService {
                                       v1::ServerStatus* response) override;
 
  private:
-  absl::Status Authenticate(const grpc::ServerContextBase& ctx) const {
-    return authenticate_ ? authenticate_(ctx) : absl::OkStatus();
+  absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& ctx) const {
+    return authenticate_ ? authenticate_(ctx) : std::string();
   }
 
   Router* router_;

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/defaults.h"
 
 namespace shift {
 
@@ -55,7 +56,8 @@ class RendezvousService::GetReactor final : public grpc::ServerUnaryReactor {
   bool finished_ = false;
 };
 
-RendezvousService::RendezvousService() : expirer_([this] { ExpireLoop(); }) {}
+RendezvousService::RendezvousService(uint32_t num_groups)
+    : num_groups_(num_groups), expirer_([this] { ExpireLoop(); }) {}
 
 RendezvousService::~RendezvousService() {
   {
@@ -70,6 +72,10 @@ void RendezvousService::Forget(GetReactor* waiter) {
 }
 
 grpc::Status RendezvousService::Enter(const StoreScope& scope) {
+  if (scope.group() >= num_groups_) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("group ", scope.group(), " does not exist"));
+  }
   Scope& group = groups_[scope.group()];
   if (scope.generation() < group.generation) {
     return grpc::Status(
@@ -84,6 +90,27 @@ grpc::Status RendezvousService::Enter(const StoreScope& scope) {
         grpc::StatusCode::FAILED_PRECONDITION,
         absl::StrCat("generation ", scope.generation(), " of group ", scope.group(),
                      " has not been issued (the group is at generation ", group.generation, ")"));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RendezvousService::EnterWrite(const StoreScope& scope, const std::string& key,
+                                           size_t value_bytes, bool counter) {
+  grpc::Status status = Enter(scope);
+  if (!status.ok()) return status;
+  if (key.size() > static_cast<size_t>(defaults::kMaxRendezvousKeyBytes) ||
+      value_bytes > static_cast<size_t>(defaults::kMaxRendezvousValueBytes)) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("keys hold at most ", defaults::kMaxRendezvousKeyBytes,
+                                     " bytes and values ", defaults::kMaxRendezvousValueBytes));
+  }
+  const Scope& group = groups_[scope.group()];
+  const bool exists = counter ? group.counters.contains(key) : group.values.contains(key);
+  if (!exists && static_cast<int64_t>(group.values.size() + group.counters.size()) >=
+                     defaults::kMaxRendezvousKeys) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("group ", scope.group(), " already holds ",
+                                     defaults::kMaxRendezvousKeys, " keys"));
   }
   return grpc::Status::OK;
 }
@@ -147,7 +174,8 @@ grpc::ServerUnaryReactor* RendezvousService::Set(grpc::CallbackServerContext* ct
                                                  v1::internal::SetResponse*) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
-  grpc::Status status = Enter(request->scope());
+  grpc::Status status =
+      EnterWrite(request->scope(), request->key(), request->value().size(), false);
   if (status.ok()) {
     groups_[request->scope().group()].values[request->key()] = request->value();
     WakeWaiters(request->scope().group());
@@ -173,6 +201,11 @@ grpc::ServerUnaryReactor* RendezvousService::Get(grpc::CallbackServerContext*,
   } else if (request->timeout_ms() == 0) {
     reactor->Done(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                absl::StrCat("keys not set: ", absl::StrJoin(missing, ", "))));
+  } else if (waiters_.size() >= kMaxWaiters ||
+             request->keys_size() > defaults::kMaxRendezvousKeys) {
+    reactor->Done(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                               absl::StrCat("at most ", kMaxWaiters, " Gets of at most ",
+                                            defaults::kMaxRendezvousKeys, " keys wait at once")));
   } else {
     waiters_.push_back(reactor);
   }
@@ -184,7 +217,7 @@ grpc::ServerUnaryReactor* RendezvousService::Add(grpc::CallbackServerContext* ct
                                                  v1::internal::AddResponse* response) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
-  grpc::Status status = Enter(request->scope());
+  grpc::Status status = EnterWrite(request->scope(), request->key(), 0, true);
   if (status.ok()) {
     int64_t& counter = groups_[request->scope().group()].counters[request->key()];
     counter += request->delta();

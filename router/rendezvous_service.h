@@ -3,6 +3,10 @@
 // namespace of (group, generation); advancing a group's generation drops the
 // old keys and refuses requests that still name them. A Get for keys not yet
 // set waits (without holding a thread) until they are, or until its timeout.
+// What a caller can make it hold is bounded: only the router's groups exist,
+// each holds at most kMaxRendezvousKeys keys (values and counters) of
+// bounded size, and at most kMaxWaiters Gets wait at once
+// (RESOURCE_EXHAUSTED past these).
 #pragma once
 
 #include <cstdint>
@@ -21,7 +25,9 @@ namespace shift {
 
 class RendezvousService final : public v1::internal::Rendezvous::CallbackService {
  public:
-  RendezvousService();
+  // Groups 0 .. num_groups-1 exist (the router's --groups).
+  explicit RendezvousService(uint32_t num_groups = 1);
+  static constexpr size_t kMaxWaiters = 4096;
   ~RendezvousService() override;
 
   // Moves `group` to `generation` (must not go back): its keys and counters
@@ -49,13 +55,19 @@ class RendezvousService final : public v1::internal::Rendezvous::CallbackService
     absl::flat_hash_map<std::string, int64_t> counters;
   };
 
-  // OK, or FAILED_PRECONDITION for a generation older than the group's.
+  // OK, or FAILED_PRECONDITION for a generation older than the group's,
+  // NOT_FOUND for a group the router does not have.
   grpc::Status Enter(const v1::internal::StoreScope& scope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Enter, then checks a write of `key` (with a value of `value_bytes`)
+  // against the bounds.
+  grpc::Status EnterWrite(const v1::internal::StoreScope& scope, const std::string& key,
+                          size_t value_bytes, bool counter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finishes waiters whose keys all exist (or whose scope went stale).
   void WakeWaiters(uint32_t group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(GetReactor* waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLoop();
 
+  const uint32_t num_groups_;
   absl::Mutex mu_;
   std::map<uint32_t, Scope> groups_ ABSL_GUARDED_BY(mu_);
   std::vector<GetReactor*> waiters_ ABSL_GUARDED_BY(mu_);

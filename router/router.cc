@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
+#include "common/unicode.h"
 #include "router/step_plan.h"
 
 namespace shift {
@@ -20,7 +21,6 @@ namespace {
 
 namespace rpc = v1::internal;
 
-constexpr uint32_t kMaxTopLogprobs = 20;
 
 void Log(const std::string& what) { std::fprintf(stderr, "shift-router: %s\n", what.c_str()); }
 
@@ -260,6 +260,42 @@ void Router::Evacuate(Group* from, const std::string& why) {
 }
 
 absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequest& request) {
+  // The cheap bounds first: nothing large is copied or tokenized before them.
+  if (static_cast<int64_t>(request.request_id().size()) > defaults::kMaxRequestIdBytes ||
+      FindInvalidUtf8(request.request_id()) != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id must be UTF-8 of at most ", defaults::kMaxRequestIdBytes, " bytes"));
+  }
+  const v1::SamplingParams& s = request.sampling();
+  if (s.stop_size() > options_.max_stop_strings) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.stop has ", s.stop_size(),
+                                                   " strings, more than the ",
+                                                   options_.max_stop_strings, " allowed"));
+  }
+  int64_t stop_bytes = 0;
+  for (const std::string& stop : s.stop()) {
+    if (stop.empty()) return absl::InvalidArgumentError("sampling.stop has an empty string");
+    if (const size_t bad = FindInvalidUtf8(stop); bad != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sampling.stop is not valid UTF-8 at byte ", bad));
+    }
+    stop_bytes += static_cast<int64_t>(stop.size());
+  }
+  if (stop_bytes > options_.max_stop_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.stop has ", stop_bytes,
+                                                   " bytes, more than the ",
+                                                   options_.max_stop_bytes, " allowed"));
+  }
+  if (s.stop_token_ids_size() > defaults::kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.stop_token_ids has more than ",
+                                                   defaults::kMaxStopTokenIds, " ids"));
+  }
+  if (request.has_token_ids() &&
+      request.token_ids().ids_size() > options_.scheduler.max_model_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the prompt has ", request.token_ids().ids_size(), " tokens, over --max_model_len (",
+        options_.scheduler.max_model_len, ")"));
+  }
   auto r = std::make_unique<Request>();
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
@@ -285,7 +321,6 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
                                                      config_.vocab_size - 1, ")"));
     }
   }
-  const v1::SamplingParams& s = request.sampling();
   RequestParams& p = r->params;
   if (s.max_tokens() < 1)
     return absl::InvalidArgumentError("sampling.max_tokens must be at least 1");
@@ -297,12 +332,10 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
     return absl::InvalidArgumentError(
         absl::StrCat("sampling.top_p must be in (0, 1] (0 means 1), got ", s.top_p()));
   }
-  if (s.top_logprobs() > kMaxTopLogprobs) {
+  if (s.top_logprobs() > defaults::kMaxTopLogprobs) {
     return absl::InvalidArgumentError(absl::StrCat("sampling.top_logprobs is at most ",
-                                                   kMaxTopLogprobs, ", got ", s.top_logprobs()));
-  }
-  for (const std::string& stop : s.stop()) {
-    if (stop.empty()) return absl::InvalidArgumentError("sampling.stop has an empty string");
+                                                   defaults::kMaxTopLogprobs, ", got ",
+                                                   s.top_logprobs()));
   }
   for (int32_t id : s.stop_token_ids()) {
     if (id < 0 || id >= config_.vocab_size) {
@@ -323,7 +356,8 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
   return r;
 }
 
-absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, RequestSink* sink) {
+absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, RequestSink* sink,
+                                        const std::string& tenant) {
   auto submitted = [&]() -> absl::StatusOr<uint64_t> {
     SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Request> r, Validate(request));
     absl::MutexLock lock(&mu_);
@@ -345,6 +379,9 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     }
     const uint64_t id = next_id_++;
     r->id = id;
+    if (!tenant.empty()) {
+      r->tenant = tenants_.try_emplace(tenant, tenants_.size() + 1).first->second;
+    }
     r->arrival = clock_->Now();
     Stream stream;
     stream.group = g->id;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -58,6 +59,9 @@ struct RouterOptions {
   // Responses a Generate stream may hold undelivered before its request
   // pauses (GenerationService).
   int64_t max_undelivered_deltas = defaults::kMaxUndeliveredDeltas;
+  // What one request may carry.
+  int64_t max_stop_strings = defaults::kMaxStopStrings;
+  int64_t max_stop_bytes = defaults::kMaxStopBytes;
   // Appends one JSON line per step here (core/step_loop.h, StepTrace); ""
   // writes none.
   std::string step_trace;
@@ -75,7 +79,9 @@ class Router {
   // Queues a request whose output goes to `sink`; returns its id.
   // INVALID_ARGUMENT for a bad request, RESOURCE_EXHAUSTED when the queue is
   // full, UNAVAILABLE when no group is ready or the router is stopping.
-  absl::StatusOr<uint64_t> Submit(const v1::GenerateRequest& request, RequestSink* sink);
+  // `tenant` (the API key's; "" without keys) bounds prefix-cache sharing.
+  absl::StatusOr<uint64_t> Submit(const v1::GenerateRequest& request, RequestSink* sink,
+                                  const std::string& tenant = "");
   // Ends a request whose client went away (`code` CANCELLED or
   // DEADLINE_EXCEEDED): its blocks are freed now and its sink is never
   // called again once this returns.
@@ -169,6 +175,8 @@ class Router {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Tenant names by number (Request::tenant); "" is 0. As many as API keys.
+  absl::flat_hash_map<std::string, uint64_t> tenants_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Stream> streams_ ABSL_GUARDED_BY(mu_);
   // Takes no lock of the router's while it holds its own; calls back
   // through OnStream* with none held.

@@ -91,6 +91,14 @@ ABSL_FLAG(int64_t, max_undelivered_deltas, shift::defaults::kMaxUndeliveredDelta
 ABSL_FLAG(double, stalled_stream_timeout_s, shift::defaults::kStalledStreamTimeoutSeconds,
           "Seconds a paused request (its client not reading) waits before it ends with "
           "RESOURCE_EXHAUSTED and its KV blocks are freed");
+ABSL_FLAG(int64_t, max_request_bytes, shift::defaults::kMaxRequestBytes,
+          "Largest Generate message accepted (bigger ones get RESOURCE_EXHAUSTED)");
+ABSL_FLAG(int64_t, grpc_memory_bytes, int64_t{1} << 30,
+          "Memory gRPC may use for buffers on each port (beyond it, new calls wait or fail)");
+ABSL_FLAG(int64_t, max_stop_strings, shift::defaults::kMaxStopStrings,
+          "Most sampling.stop strings in one request");
+ABSL_FLAG(int64_t, max_stop_bytes, shift::defaults::kMaxStopBytes,
+          "Most bytes of sampling.stop strings together in one request");
 ABSL_FLAG(std::string, step_trace, "",
           "Append a JSON line per step here (its shape, mode, sequences, sampled tokens, "
           "predicted and measured seconds) for offline analysis; empty: none");
@@ -136,11 +144,17 @@ absl::Status Serve() {
       absl::Seconds(absl::GetFlag(FLAGS_stalled_stream_timeout_s));
   options.max_undelivered_deltas = absl::GetFlag(FLAGS_max_undelivered_deltas);
   options.output.max_pending = options.max_undelivered_deltas;
+  options.max_stop_strings = absl::GetFlag(FLAGS_max_stop_strings);
+  options.max_stop_bytes = absl::GetFlag(FLAGS_max_stop_bytes);
+  const int64_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (max_request_bytes < 1024 || max_request_bytes > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError("--max_request_bytes must be in 1024 .. 2^30");
+  }
 
   RouterMetrics metrics;
   const std::string host = absl::GetFlag(FLAGS_host);
   SHIFT_RETURN_IF_ERROR(metrics.Serve(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port))));
-  RendezvousService store;
+  RendezvousService store(options.num_groups);
   WorkerHubOptions hub_options;
   hub_options.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
   hub_options.num_groups = options.num_groups;
@@ -169,18 +183,26 @@ absl::Status Serve() {
     SHIFT_ASSIGN_OR_RETURN(keys, ApiKeys::FromFile(file));
     authenticate = [&keys, &metrics](const grpc::ServerContextBase& ctx) {
       absl::StatusOr<std::string> tenant = keys->Authenticate(ctx);
-      if (tenant.ok()) return absl::OkStatus();
-      metrics.AuthFailure();
-      return tenant.status();
+      if (!tenant.ok()) metrics.AuthFailure();
+      return tenant;
     };
   }
   GenerationService generation(router.get(), std::move(authenticate));
 
   std::vector<std::unique_ptr<grpc::Server>> servers;
-  auto serve = [&servers](const std::string& host, int32_t port,
-                          std::shared_ptr<grpc::ServerCredentials> credentials,
-                          std::vector<grpc::Service*> services) -> absl::StatusOr<int> {
+  const int64_t grpc_memory = absl::GetFlag(FLAGS_grpc_memory_bytes);
+  if (grpc_memory < (int64_t{16} << 20)) {
+    return absl::InvalidArgumentError("--grpc_memory_bytes must be at least 16 MiB");
+  }
+  auto serve = [&servers, max_request_bytes, grpc_memory](
+                    const std::string& host, int32_t port,
+                    std::shared_ptr<grpc::ServerCredentials> credentials,
+                    std::vector<grpc::Service*> services) -> absl::StatusOr<int> {
     grpc::ServerBuilder builder;
+    builder.SetMaxReceiveMessageSize(static_cast<int>(max_request_bytes));
+    grpc::ResourceQuota quota(absl::StrCat("shift-router:", port));
+    quota.Resize(static_cast<size_t>(grpc_memory));
+    builder.SetResourceQuota(quota);
     int bound = 0;
     builder.AddListeningPort(absl::StrCat(host, ":", port), std::move(credentials), &bound);
     for (grpc::Service* service : services) builder.RegisterService(service);

@@ -1,9 +1,10 @@
 #include "router/router_metrics.h"
 
 #include <cmath>
-#include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "common/metrics_http.h"
+#include "common/status.h"
 #include "prometheus/text_serializer.h"
 
 namespace shift {
@@ -93,11 +94,7 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
 }
 
 absl::Status RouterMetrics::Serve(const std::string& bind) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(bind);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", bind, ": ", e.what()));
-  }
+  SHIFT_ASSIGN_OR_RETURN(exposer_, ServeMetrics(bind));
   exposer_->RegisterCollectable(registry_);
   return absl::OkStatus();
 }

@@ -1,8 +1,10 @@
 #include "worker/engine.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/defaults.h"
 #include "common/status.h"
 
 namespace shift {
@@ -94,6 +96,15 @@ absl::Status Engine::Validate(const std::vector<SequenceStep>& batch) const {
         return absl::InvalidArgumentError(
             absl::StrCat("sequence ", s.seq_id, " has token id ", id, " outside the vocabulary"));
       }
+    }
+    const kernels::SamplingParams& p = s.sampling;
+    if (!std::isfinite(p.temperature) || p.temperature < 0 || !std::isfinite(p.top_p) ||
+        p.top_p < 0 || p.top_p > 1 || p.top_k < 0 || s.top_logprobs < 0 ||
+        s.top_logprobs > static_cast<int32_t>(defaults::kMaxTopLogprobs)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", s.seq_id, " has sampling parameters out of range (temperature ",
+          p.temperature, ", top_p ", p.top_p, ", top_k ", p.top_k, ", top_logprobs ",
+          s.top_logprobs, ")"));
     }
   }
   return absl::OkStatus();

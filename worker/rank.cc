@@ -13,6 +13,7 @@
 #include "common/fingerprint.h"
 #include "common/status.h"
 #include "worker/gloo_communicator.h"
+#include "worker/plan_steps.h"
 #include "worker/rendezvous_store.h"
 #include "worker/sequence_table.h"
 #include "worker/worker_metrics.h"
@@ -146,20 +147,7 @@ class RankLoop {
                                      options_.rank, ": ", formed_.message()));
       return reply;
     }
-    for (uint64_t id : plan.released_seq_ids()) sequences_.Release(id);
-    std::vector<SequenceStep> batch;
-    for (const rpc::ScheduledSequence& s : plan.sequences()) {
-      const rpc::SequenceSampling& p = s.sampling();
-      SequenceStep step =
-          sequences_.Next(s.seq_id(), s.is_new(),
-                          {p.temperature(), p.top_p(), static_cast<int32_t>(p.top_k()), p.seed()},
-                          static_cast<int32_t>(p.top_logprobs()), s.new_block_ids());
-      step.token_ids.assign(s.token_ids().begin(), s.token_ids().end());
-      step.start_position = s.start_position();
-      step.sample = s.sample();
-      step.return_logits = plan.return_logits();
-      batch.push_back(std::move(step));
-    }
+    const std::vector<SequenceStep> batch = PlanSteps(plan, &sequences_);
     const uint64_t sent_before = comm_ ? comm_->bytes_sent() : 0;
     const uint64_t received_before = comm_ ? comm_->bytes_received() : 0;
     const double comm_before = comm_ ? comm_->seconds() : 0.0;

@@ -1,18 +1,14 @@
 #include "worker/worker_metrics.h"
 
-#include <exception>
-
 #include "absl/strings/str_cat.h"
+#include "common/metrics_http.h"
+#include "common/status.h"
 
 namespace shift {
 
 absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Serve(const std::string& bind) {
-  try {
-    return std::unique_ptr<WorkerMetrics>(
-        new WorkerMetrics(std::make_unique<prometheus::Exposer>(bind)));
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", bind, ": ", e.what()));
-  }
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<prometheus::Exposer> exposer, ServeMetrics(bind));
+  return std::unique_ptr<WorkerMetrics>(new WorkerMetrics(std::move(exposer)));
 }
 
 WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)

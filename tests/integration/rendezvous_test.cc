@@ -6,6 +6,8 @@
 #include <cstring>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "common/defaults.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/gemm.h"
@@ -123,6 +125,32 @@ TEST_F(RendezvousTest, ACallerCannotMoveAGenerationForward) {
   service_.AdvanceGeneration(0, 2);  // the router's rule still moves it
   EXPECT_TRUE(Set(2, "k", "v").ok());
   EXPECT_EQ(Set(1, "k", "v").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// 100 writes of 4 MB used to grow the router by 430 MB, kept forever; any
+// group number made a scope of its own.
+TEST_F(RendezvousTest, WhatACallerCanStoreIsBounded) {
+  const grpc::Status big = Set(1, "k", std::string(defaults::kMaxRendezvousValueBytes + 1, 'x'));
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(Set(1, std::string(defaults::kMaxRendezvousKeyBytes + 1, 'k'), "v").error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (int64_t i = 0; i < defaults::kMaxRendezvousKeys; ++i) {
+    ASSERT_TRUE(Set(1, absl::StrCat("key", i), "v").ok()) << i;
+  }
+  const grpc::Status full = Set(1, "one-more", "v");
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(full.error_message(), HasSubstr("keys"));
+  EXPECT_TRUE(Set(1, "key0", "overwritten").ok());  // an existing key may change
+  // A new generation starts empty.
+  service_.AdvanceGeneration(0, 2);
+  EXPECT_TRUE(Set(2, "one-more", "v").ok());
+  // Only the router's groups exist.
+  internal::SetRequest request;
+  *request.mutable_scope() = Scope(7, 1);
+  request.set_key("k");
+  internal::SetResponse response;
+  grpc::ClientContext ctx;
+  EXPECT_EQ(stub_->Set(&ctx, request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(RendezvousTest, CountersAddUp) {

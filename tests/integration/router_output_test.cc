@@ -147,6 +147,10 @@ class RouterOutputTest : public ::testing::Test {
     options.scheduler.max_model_len = files_->config.max_position_embeddings;
     options.output.stalled_stream_timeout = stalled_timeout;
     options.output.max_pending = 8;
+    // The stop-string test goes far past the default limits on purpose: a
+    // deployment may raise them, and streams must still not wait on it.
+    options.max_stop_strings = 10000;
+    options.max_stop_bytes = 1 << 20;
     auto router =
         Router::Create(options, files_->config, *files_->tokenizer, hub_.get(), &metrics_, &clock_);
     ASSERT_TRUE(router.ok()) << router.status();

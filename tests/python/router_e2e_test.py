@@ -236,6 +236,14 @@ class RouterE2ETest(unittest.TestCase):
             dict(text=prompt, stop=[""]),
             dict(text=prompt, stop_token_ids=[5000]),
             dict(text=prompt, top_logprobs=21),
+            # Invalid UTF-8 used to get UNIMPLEMENTED with no message.
+            dict(text=b"caf\xc3"),
+            dict(text=prompt, stop=[b"\xff\xfe"]),
+            dict(text=prompt, request_id="\u00e9" * 200),
+            # Memory bounds: stop strings, their bytes, stop ids.
+            dict(text=prompt, stop=["s%d" % i for i in range(17)]),
+            dict(text=prompt, stop=["x" * 4097]),
+            dict(text=prompt, stop_token_ids=list(range(65))),
         ]
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             good = pool.submit(c.generate, text=prompt, max_tokens=12)
@@ -246,6 +254,10 @@ class RouterE2ETest(unittest.TestCase):
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, request)
                 self.assertTrue(e.exception.details(), request)
             self.assertEqual(good.result()[0], want)
+        # A message over --max_request_bytes (4 MiB) is refused whole.
+        with self.assertRaises(grpc.RpcError) as e:
+            c.generate(text="a" * (5 << 20), max_tokens=4)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
         # Garbage bytes are not a request either, and the server stays up.
         raw = c.channel.unary_stream("/shift.v1.Generation/Generate")
         with self.assertRaises(grpc.RpcError):

@@ -9,7 +9,8 @@
     and shift-bench work end to end; plaintext, keyless, wrong-key and
     certificate-less calls get clear statuses; health stays open, also on a
     plaintext health-only port; a certificate and a key file rotated on disk
-    are picked up without a restart.
+    are picked up without a restart; tenants never share prefix-cache
+    blocks.
 """
 
 import os
@@ -25,7 +26,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, make_model, metric, read, reference_ids  # noqa: E402
+from cluster import Cluster, http_get, make_model, metric, read, reference_ids  # noqa: E402
 import shift_client  # noqa: E402  (on the path through cluster)
 
 BIN = os.environ.get("SHIFT_BINARY_DIR", "build")
@@ -150,6 +151,25 @@ class DefaultFlagsTest(unittest.TestCase):
         self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
 
 
+    def test_idle_connections_do_not_block_metrics(self):
+        # Two idle TCP connections used to take both of /metrics' threads
+        # for 30 s; the router's and the ranks' servers now have more threads
+        # and close a connection that sends nothing within 2 s.
+        c = self.cluster
+        addresses = [c.metrics_address] + [
+            r["metrics_address"] for r in c.client.status()["groups"][0]["ranks"]]
+        for address in addresses:
+            host, port = address.split(":")
+            idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(4)]
+            try:
+                start = time.time()
+                self.assertIn("# TYPE", http_get(address))
+                self.assertLess(time.time() - start, 5, address)
+            finally:
+                for s in idle:
+                    s.close()
+
+
 class SecuredRouterTest(unittest.TestCase):
     """TLS on both ports, mutual TLS on the internal one, API keys."""
 
@@ -209,6 +229,24 @@ class SecuredRouterTest(unittest.TestCase):
         self.assertEqual(plain_health.health(), 1)
         self.assertEqual(plain_health.health("shift.v1.Generation"), 1)
         self.assertEqual(code_of(plain_health.status)[0], grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_tenants_do_not_share_prefix_cache_blocks(self):
+        ca = self.pki.path("ca.pem")
+        # A prompt no other test sends, long enough for several full blocks.
+        prompt = "Tenant isolation: " + "the quick brown fox jumps over the lazy dog " * 4
+        a = self.client(api_key=KEY, tls_ca=ca)
+        b = self.client(api_key=OTHER_KEY, tls_ca=ca)
+        first = a.generate(text=prompt, max_tokens=2, ignore_eos=True)
+        self.assertEqual(first[2]["usage"]["cached_prompt_tokens"], 0)
+        # The same prompt from another tenant: nothing is served from A's
+        # blocks, and B learns nothing of A's prompt.
+        other = b.generate(text=prompt, max_tokens=2, ignore_eos=True)
+        self.assertEqual(other[2]["usage"]["cached_prompt_tokens"], 0)
+        self.assertEqual(other[0], first[0])
+        # A itself hits its own blocks.
+        again = a.generate(text=prompt, max_tokens=2, ignore_eos=True)
+        self.assertGreater(again[2]["usage"]["cached_prompt_tokens"], 0)
+        self.assertEqual(again[0], first[0])
 
     def test_a_rank_without_the_deployments_certificate_is_refused(self):
         p = self.pki.pem

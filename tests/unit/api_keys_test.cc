@@ -22,7 +22,7 @@ TEST(ApiKeysTest, ParsesTokensAndTenantsAndRefusesBadLines) {
   ASSERT_TRUE(keys.ok()) << keys.status();
   ASSERT_EQ(keys->size(), 2u);
   EXPECT_EQ((*keys)[0], std::make_pair(std::string("aaaaaaaaaaaaaaaa"), std::string("tenant-a")));
-  EXPECT_EQ((*keys)[1], std::make_pair(std::string("bbbbbbbbbbbbbbbb"), std::string()));
+  EXPECT_EQ((*keys)[1], std::make_pair(std::string("bbbbbbbbbbbbbbbb"), std::string("line 4")));
   EXPECT_THAT(ParseApiKeys("short\n").status().message(), HasSubstr("line 1: a token has"));
   EXPECT_THAT(ParseApiKeys("\naaaaaaaaaaaaaaaa b c\n").status().message(),
               HasSubstr("line 2: expected TOKEN [TENANT]"));
@@ -34,7 +34,7 @@ TEST(ApiKeysTest, FindsTenantsOfWholeKeysOnly) {
   auto keys = ApiKeys::FromFile(dir.Sub("keys"));
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_THAT((*keys)->Tenant(kKeyA), Optional(std::string("a")));
-  EXPECT_THAT((*keys)->Tenant(kKeyB), Optional(std::string()));
+  EXPECT_THAT((*keys)->Tenant(kKeyB), Optional(std::string("line 2")));
   const std::string a = kKeyA;
   EXPECT_EQ((*keys)->Tenant(a.substr(0, a.size() - 1)), std::nullopt);
   EXPECT_EQ((*keys)->Tenant(a + "x"), std::nullopt);

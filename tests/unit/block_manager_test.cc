@@ -118,10 +118,12 @@ TEST(BlockManagerTest, SharedPrefixBlocksCountEveryHolder) {
   BlockManager bm(8, 4);
   ASSERT_TRUE(bm.Append(1, 10));  // {0, 1, 2}
   const std::vector<uint64_t> hashes = {101, 102};
-  bm.Cache(1, 0, hashes[0]);
-  bm.Cache(1, 1, hashes[1]);
-  ASSERT_EQ(bm.MatchPrefix(hashes), 2);
-  bm.AppendCached(2, hashes, 2);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  bm.Cache(1, 0, hashes[0], absl::MakeConstSpan(tokens).subspan(0, 4), 0);
+  bm.Cache(1, 1, hashes[1], absl::MakeConstSpan(tokens).subspan(4, 4), 0);
+  const std::vector<int32_t> found = bm.MatchPrefix(hashes, tokens, 0);
+  ASSERT_EQ(found, (Blocks{0, 1}));
+  bm.AppendCached(2, found);
   EXPECT_EQ(bm.Table(2), (Blocks{0, 1}));
   EXPECT_EQ(bm.RefCount(0), 2);
   EXPECT_EQ(bm.RefCount(1), 2);
@@ -146,6 +148,37 @@ TEST(BlockManagerTest, SharedPrefixBlocksCountEveryHolder) {
   EXPECT_EQ(bm.num_used(), 0);
   EXPECT_EQ(bm.num_cached(), 2);
   EXPECT_TRUE(bm.CheckConsistency().ok());
+}
+
+// A hit needs the same tokens, tenant and parent, not only the same hash: a
+// collision, another tenant's prompt or a block cached after another
+// parent never serve KV that belongs to something else.
+TEST(BlockManagerTest, HitsAreVerifiedNotHashed) {
+  BlockManager bm(8, 2);
+  ASSERT_TRUE(bm.Append(1, 4));  // {0, 1}
+  const std::vector<uint64_t> hashes = {7, 8};
+  const std::vector<int32_t> tokens = {10, 11, 12, 13};
+  bm.Cache(1, 0, hashes[0], {10, 11}, /*tenant=*/1);
+  bm.Cache(1, 1, hashes[1], {12, 13}, 1);
+  EXPECT_EQ(bm.MatchPrefix(hashes, tokens, 1), (Blocks{0, 1}));
+  // Same hashes, other tokens (a collision): nothing, or only what agrees.
+  EXPECT_TRUE(bm.MatchPrefix(hashes, {10, 99, 12, 13}, 1).empty());
+  EXPECT_EQ(bm.MatchPrefix(hashes, {10, 11, 12, 99}, 1), (Blocks{0}));
+  // Another tenant, same everything else: nothing.
+  EXPECT_TRUE(bm.MatchPrefix(hashes, tokens, 2).empty());
+  // Fewer tokens than the hashes cover: only the full blocks they hold.
+  EXPECT_EQ(bm.MatchPrefix(hashes, {10, 11, 12}, 1), (Blocks{0}));
+  // A sequence that computed the same first block itself (its copy is not
+  // cached: hash 7 is taken) caches its second block under no parent a match
+  // can reach.
+  ASSERT_TRUE(bm.Append(5, 4));  // {2, 3}
+  bm.Cache(5, 0, hashes[0], {10, 11}, 1);
+  bm.Cache(5, 1, 9, {20, 21}, 1);
+  EXPECT_EQ(bm.MatchPrefix({7, 9}, {10, 11, 20, 21}, 1), (Blocks{0}));
+  bm.Free(1);
+  bm.Free(5);
+  EXPECT_EQ(bm.num_cached(), 2);
+  EXPECT_TRUE(bm.CheckConsistency().ok()) << bm.CheckConsistency();
 }
 
 // Random appends, prefix shares and frees against a model of the tables: counts,
@@ -190,12 +223,16 @@ TEST(BlockManagerTest, RandomOperationsMatchModel) {
       if (to == seq || !model[to].empty() || model[seq].empty()) continue;
       const int64_t n = uniform(1, static_cast<int64_t>(model[seq].size()));
       std::vector<uint64_t> hashes;
+      std::vector<int32_t> tokens;
       for (int64_t i = 0; i < n; ++i) {
         hashes.push_back(1000 + static_cast<uint64_t>(model[seq][i]));
-        bm.Cache(seq, i, hashes.back());
+        const std::vector<int32_t> mine(kBlockSize, model[seq][i]);
+        tokens.insert(tokens.end(), mine.begin(), mine.end());
+        bm.Cache(seq, i, hashes.back(), mine, 0);
       }
-      ASSERT_EQ(bm.MatchPrefix(hashes), n);
-      bm.AppendCached(to, hashes, n);
+      const std::vector<int32_t> found = bm.MatchPrefix(hashes, tokens, 0);
+      ASSERT_EQ(static_cast<int64_t>(found.size()), n);
+      bm.AppendCached(to, found);
       model[to] = Blocks(model[seq].begin(), model[seq].begin() + n);
       ASSERT_EQ(bm.Table(to), model[to]);
     }

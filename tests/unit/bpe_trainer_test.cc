@@ -49,7 +49,9 @@ TEST(BpeTrainerTest, TrainedTokenizerLoadsAndRoundTrips) {
 std::vector<std::string> NaiveMerges(const PreTokenizer& pre_tokenizer, std::string_view text,
                                      size_t max_merges) {
   std::map<std::string, int64_t> piece_counts;
-  for (const std::string& piece : pre_tokenizer.Split(text)) ++piece_counts[piece];
+  auto pieces = pre_tokenizer.Split(text);
+  EXPECT_TRUE(pieces.ok()) << pieces.status();
+  for (const std::string& piece : *pieces) ++piece_counts[piece];
   std::vector<std::pair<std::vector<int32_t>, int64_t>> words;
   for (const auto& [piece, count] : piece_counts) {
     words.push_back({std::vector<int32_t>(piece.begin(), piece.end()), count});

@@ -20,10 +20,11 @@ std::vector<std::string> Matches(std::string_view pattern, std::string_view text
   auto re = Regex::Compile(pattern);
   EXPECT_TRUE(re.ok()) << re.status();
   if (!re.ok()) return {};
+  auto found = re->FindAll(text);
+  EXPECT_TRUE(found.ok()) << found.status();
+  if (!found.ok()) return {};
   std::vector<std::string> out;
-  for (const auto& [begin, end] : re->FindAll(text)) {
-    out.emplace_back(text.substr(begin, end - begin));
-  }
+  for (const auto& [begin, end] : *found) out.emplace_back(text.substr(begin, end - begin));
   return out;
 }
 
@@ -113,6 +114,23 @@ TEST(RegexTest, UnsupportedSyntaxNamesPosition) {
     EXPECT_EQ(re.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(re.status().message(), HasSubstr("offset")) << pattern;
   }
+}
+
+// Catastrophic backtracking is an error after a bounded number of steps,
+// not an exponential hang.
+TEST(RegexTest, CatastrophicBacktrackingFailsInsteadOfHanging) {
+  auto re = Regex::Compile("(a+)+$");
+  ASSERT_TRUE(re.ok()) << re.status();
+  const std::string text = std::string(40, 'a') + "!";
+  auto found = re->FindAll(text);
+  ASSERT_FALSE(found.ok());
+  EXPECT_EQ(found.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(found.status().message(), HasSubstr("catastrophic backtracking"));
+  // The same pattern on input it handles quickly still matches.
+  EXPECT_THAT(Matches("(a+)+$", "xaaaa"), ElementsAre("aaaa"));
+  // Linear patterns stay far within the budget on long input.
+  const std::string spaces(200000, ' ');
+  EXPECT_EQ(Matches(kGpt2, spaces + "x").size(), 2u);
 }
 
 }  // namespace

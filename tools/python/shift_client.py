@@ -118,8 +118,8 @@ def encode_generate_request(text=None, token_ids=None, max_tokens=16, temperatur
         sampling += _key(4, 0) + _varint(top_k)
     if seed is not None:
         sampling += _key(5, 0) + _varint(seed)
-    for s in stop:
-        sampling += _len(6, s.encode("utf-8"))
+    # Strings or bytes (raw bytes reach the server as they are).
+    sampling += b"".join(_len(6, s if isinstance(s, bytes) else s.encode("utf-8")) for s in stop)
     if stop_token_ids:
         sampling += _len(7, b"".join(_varint(t) for t in stop_token_ids))
     if ignore_eos:
@@ -132,7 +132,7 @@ def encode_generate_request(text=None, token_ids=None, max_tokens=16, temperatur
     if request_id:
         msg += _len(1, request_id.encode())
     if text is not None:
-        msg += _len(2, text.encode("utf-8"))
+        msg += _len(2, text if isinstance(text, bytes) else text.encode("utf-8"))
     if token_ids is not None:
         msg += _len(3, _len(1, b"".join(_varint(t) for t in token_ids)) if token_ids else b"")
     msg += _len(4, sampling)
