@@ -4,19 +4,75 @@
 #include <chrono>
 #include <deque>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/slice.h"
 
 namespace shift {
 namespace {
+
+// Reads a varint at `*at`; false at the end of the data or past 10 bytes.
+bool ReadVarint(absl::string_view wire, size_t* at, uint64_t* value) {
+  *value = 0;
+  for (int shift = 0; shift < 64 && *at < wire.size(); shift += 7) {
+    const auto byte = static_cast<unsigned char>(wire[(*at)++]);
+    *value |= static_cast<uint64_t>(byte & 0x7F) << shift;
+    if ((byte & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// Walks the fields of one message: calls `field(number, wire_type,
+// payload)` for each (payload: the bytes of a length-delimited field, else
+// empty). False for bytes that are not a well-formed message.
+template <typename Fn>
+bool ForEachField(absl::string_view wire, Fn&& field) {
+  size_t at = 0;
+  while (at < wire.size()) {
+    uint64_t key, value;
+    if (!ReadVarint(wire, &at, &key)) return false;
+    const uint32_t number = static_cast<uint32_t>(key >> 3);
+    absl::string_view payload;
+    switch (key & 7) {
+      case 0:
+        if (!ReadVarint(wire, &at, &value)) return false;
+        break;
+      case 1:
+        if (wire.size() - at < 8) return false;
+        at += 8;
+        break;
+      case 2:
+        if (!ReadVarint(wire, &at, &value) || value > wire.size() - at) return false;
+        payload = wire.substr(at, value);
+        at += value;
+        break;
+      case 5:
+        if (wire.size() - at < 4) return false;
+        at += 4;
+        break;
+      default:
+        return false;
+    }
+    if (!field(number, key & 7, payload)) return false;
+  }
+  return true;
+}
 
 grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+grpc::ByteBuffer Serialize(const v1::GenerateResponse& response) {
+  const std::string bytes = response.SerializeAsString();
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
 // One Generate call: the router's sink on one side, gRPC writes on the
 // other. Deletes itself in OnDone, which comes after Finish, which comes
 // only once the router will not call the sink again.
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                               public RequestSink {
  public:
   GenerateReactor(Router* router, grpc::CallbackServerContext* ctx,
@@ -103,7 +159,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
  private:
   void Queue(v1::GenerateResponse response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
-    outbox_.push_back(std::move(response));
+    outbox_.push_back(Serialize(response));
     if (!writing_) WriteNext();
   }
   void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -122,7 +178,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   absl::Mutex mu_;
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
   bool submitted_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<v1::GenerateResponse> outbox_ ABSL_GUARDED_BY(mu_);
+  std::deque<grpc::ByteBuffer> outbox_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool router_done_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -131,7 +187,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 };
 
 // A Generate call refused before it reaches the router.
-class RefusedReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class RefusedReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit RefusedReactor(const absl::Status& status) { Finish(ToGrpc(status)); }
   void OnDone() override { delete this; }
@@ -146,11 +202,54 @@ grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
 
 }  // namespace
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
-    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+absl::Status ParseGenerateRequest(absl::string_view wire, int64_t max_stop_strings,
+                                  int64_t max_stop_bytes, v1::GenerateRequest* out) {
+  int64_t stops = 0, stop_bytes = 0;
+  const bool well_formed = ForEachField(wire, [&](uint32_t number, uint64_t type,
+                                                  absl::string_view payload) {
+    if (number != 4 || type != 2) return true;  // only sampling holds stop strings
+    return ForEachField(payload, [&](uint32_t inner, uint64_t inner_type, absl::string_view s) {
+      if (inner == 6 && inner_type == 2) {
+        ++stops;
+        stop_bytes += static_cast<int64_t>(s.size());
+      }
+      return true;
+    });
+  });
+  if (!well_formed) {
+    return absl::InvalidArgumentError("the request is not a shift.v1.GenerateRequest");
+  }
+  // Counted before parsing, refused with the same words as Router::Validate.
+  if (stops > max_stop_strings) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.stop has ", stops,
+                                                   " strings, more than the ", max_stop_strings,
+                                                   " allowed"));
+  }
+  if (stop_bytes > max_stop_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.stop has ", stop_bytes,
+                                                   " bytes, more than the ", max_stop_bytes,
+                                                   " allowed"));
+  }
+  if (!out->ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
+    return absl::InvalidArgumentError("the request is not a shift.v1.GenerateRequest");
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
   absl::StatusOr<std::string> tenant = Authenticate(*ctx);
   if (!tenant.ok()) return new RefusedReactor(tenant.status());
-  return new GenerateReactor(router_, ctx, *request, *tenant);
+  grpc::Slice slice;
+  if (!request->TrySingleSlice(&slice).ok() && !request->DumpToSingleSlice(&slice).ok()) {
+    return new RefusedReactor(absl::InvalidArgumentError("the request could not be read"));
+  }
+  const absl::string_view wire(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  v1::GenerateRequest parsed;
+  const absl::Status status = ParseGenerateRequest(wire, router_->options().max_stop_strings,
+                                                   router_->options().max_stop_bytes, &parsed);
+  if (!status.ok()) return new RefusedReactor(status);
+  return new GenerateReactor(router_, ctx, parsed, *tenant);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* ctx,

@@ -26,6 +26,18 @@ import time
 
 import grpc
 
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", default="build", help="the build folder whose router to attack")
+    parser.add_argument("--window_s", type=int, default=45)
+    parser.add_argument("--only", default="stop,store,window")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+# cluster.py finds the binaries when it is imported.
+os.environ["SHIFT_BINARY_DIR"] = os.path.abspath(ARGS.build)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from cluster import Cluster, make_model  # noqa: E402
 import shift_client  # noqa: E402
@@ -42,7 +54,7 @@ def rss(pid):
 
 
 def attack_stop(cluster):
-    stops = ["s%d" % i for i in range(900000)]
+    stops = ["\x01"] * 900000  # 2.7 MB on the wire, under the 4 MiB message limit
     codes = []
 
     def one(_):
@@ -121,12 +133,7 @@ def attack_window(cluster, seconds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--build", default="build")
-    parser.add_argument("--window_s", type=int, default=45)
-    parser.add_argument("--only", default="stop,store,window")
-    args = parser.parse_args()
-    os.environ["SHIFT_BINARY_DIR"] = os.path.abspath(args.build)
+    args = ARGS
     tmp = tempfile.mkdtemp(prefix="shift-memory-")
     model = make_model(os.path.join(tmp, "model"))
     print("| attack | outcome | router RSS before | after | peak |")

@@ -1,14 +1,16 @@
-// A Generate request of arbitrary bytes, through the router's validation
-// (Router::Submit with no worker group): whatever parses as a
-// GenerateRequest is refused with INVALID_ARGUMENT and a reason, or passes
-// validation and meets UNAVAILABLE (no group is ready). Never a crash, and
-// never anything held: a valid request goes nowhere.
+// A Generate request of arbitrary bytes, the way the service takes it:
+// ParseGenerateRequest (which counts stop strings on the wire), then the
+// router's validation (Router::Submit with no worker group). Bytes are
+// refused with INVALID_ARGUMENT and a reason, or pass validation and meet
+// UNAVAILABLE (no group is ready). Never a crash, and never anything held:
+// a valid request goes nowhere.
 #include <cstdint>
 #include <memory>
 
 #include "absl/status/status.h"
 #include "common/tokenizer.h"
 #include "core/clock.h"
+#include "router/generation_service.h"
 #include "router/router.h"
 #include "router/router_metrics.h"
 #include "router/worker_hub.h"
@@ -57,7 +59,16 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   shift::v1::GenerateRequest request;
-  if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;  // gRPC refuses these
+  const shift::RouterOptions& options = world->router->options();
+  const absl::Status parsed = shift::ParseGenerateRequest(
+      absl::string_view(reinterpret_cast<const char*>(data), size), options.max_stop_strings,
+      options.max_stop_bytes, &request);
+  if (!parsed.ok()) {
+    if (parsed.code() != absl::StatusCode::kInvalidArgument || parsed.message().empty()) {
+      shift::fuzz::Fail("a parse refusal that is not INVALID_ARGUMENT with a reason");
+    }
+    return 0;
+  }
   NullSink sink;
   const absl::StatusOr<uint64_t> id = world->router->Submit(request, &sink, "tenant");
   if (id.ok()) shift::fuzz::Fail("a request was queued without a worker group");
