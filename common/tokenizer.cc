@@ -35,6 +35,22 @@ bool IsWordCodepoint(char32_t cp) {
          HasProperty(cp, UnicodeProperty::kNumber);
 }
 
+// A token id as tokenizer.json spells it: an integer in 0 .. kMaxTokenId-1
+// (a float or a huge number is an error, not a conversion).
+absl::StatusOr<int32_t> TokenId(const nlohmann::json& value, std::string_view token) {
+  const bool in_range =
+      value.is_number_integer() &&
+      (value.is_number_unsigned()
+           ? value.get<uint64_t>() < static_cast<uint64_t>(kMaxTokenId)
+           : value.get<int64_t>() >= 0 && value.get<int64_t>() < kMaxTokenId);
+  if (!in_range) {
+    return absl::InvalidArgumentError(absl::StrCat("token ", View(token), " has id ",
+                                                   value.dump(), ", outside 0..",
+                                                   kMaxTokenId - 1));
+  }
+  return static_cast<int32_t>(value.get<int64_t>());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
@@ -112,11 +128,7 @@ absl::Status Tokenizer::LoadModel(const nlohmann::json& model) {
 
   std::fill(std::begin(byte_ids_), std::end(byte_ids_), -1);
   for (const auto& [key, value] : model.at("vocab").items()) {
-    const int32_t id = value.get<int32_t>();
-    if (id < 0 || id >= kMaxTokenId) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token ", key, " has id ", id, ", outside 0..", kMaxTokenId - 1));
-    }
+    SHIFT_ASSIGN_OR_RETURN(const int32_t id, TokenId(value, key));
     if (id >= vocab_size()) {
       bytes_.resize(id + 1);
       kinds_.resize(id + 1, Kind::kNone);
@@ -174,10 +186,9 @@ absl::Status Tokenizer::LoadModel(const nlohmann::json& model) {
 absl::Status Tokenizer::LoadAddedTokens(const nlohmann::json& added) {
   trie_terminal_.assign(1, -1);
   for (const auto& token : added) {
-    const int32_t id = token.at("id").get<int32_t>();
     std::string content = token.at("content").get<std::string>();
-    if (id < 0 || id >= kMaxTokenId || content.empty() ||
-        FindInvalidUtf8(content) != std::string::npos) {
+    SHIFT_ASSIGN_OR_RETURN(const int32_t id, TokenId(token.at("id"), content));
+    if (content.empty() || FindInvalidUtf8(content) != std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("invalid added token id ", id));
     }
     const bool special = token.value("special", false);
