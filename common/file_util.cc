@@ -47,9 +47,8 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max
   if (!fd.ok()) return fd.status();
   if (static_cast<uint64_t>(st.st_size) > max_bytes) {
     ::close(*fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, " has ", st.st_size,
-                                                   " bytes, more than the ", max_bytes,
-                                                   " this file may have"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " has ", st.st_size, " bytes, more than the ", max_bytes, " this file may have"));
   }
   std::string out(static_cast<size_t>(st.st_size), '\0');
   size_t done = 0;

@@ -175,15 +175,15 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
     int64_t value;
     int64_t max;
   };
-  for (const Bounded& p : {Bounded{"hidden_size", c.hidden_size, int64_t{1} << 17},
-                           Bounded{"intermediate_size", c.intermediate_size, int64_t{1} << 20},
-                           Bounded{"num_hidden_layers", c.num_hidden_layers, 1024},
-                           Bounded{"num_attention_heads", c.num_attention_heads, 1024},
-                           Bounded{"num_key_value_heads", c.num_key_value_heads, 1024},
-                           Bounded{"head_dim", c.head_dim, 1024},
-                           Bounded{"vocab_size", c.vocab_size, int64_t{1} << 24},
-                           Bounded{"max_position_embeddings", c.max_position_embeddings,
-                                   int64_t{1} << 24}}) {
+  for (const Bounded& p :
+       {Bounded{"hidden_size", c.hidden_size, int64_t{1} << 17},
+        Bounded{"intermediate_size", c.intermediate_size, int64_t{1} << 20},
+        Bounded{"num_hidden_layers", c.num_hidden_layers, 1024},
+        Bounded{"num_attention_heads", c.num_attention_heads, 1024},
+        Bounded{"num_key_value_heads", c.num_key_value_heads, 1024},
+        Bounded{"head_dim", c.head_dim, 1024},
+        Bounded{"vocab_size", c.vocab_size, int64_t{1} << 24},
+        Bounded{"max_position_embeddings", c.max_position_embeddings, int64_t{1} << 24}}) {
     if (p.value <= 0)
       return FieldError(source, p.name, absl::StrCat("must be positive, got ", p.value));
     if (p.value > p.max) {

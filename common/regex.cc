@@ -622,10 +622,10 @@ class RegexMatcher {
       size_t s = start;
       while (s <= n && !(CanStart(s) && Attempt(s))) ++s;
       if (budget_ < 0) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "the pattern ", re_.pattern(), " took more than ",
-            Regex::kBaseSteps + Regex::kStepsPerCodepoint * static_cast<int64_t>(n),
-            " steps on ", n, " codepoints (catastrophic backtracking)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the pattern ", re_.pattern(), " took more than ",
+                         Regex::kBaseSteps + Regex::kStepsPerCodepoint * static_cast<int64_t>(n),
+                         " steps on ", n, " codepoints (catastrophic backtracking)"));
       }
       if (s > n) break;
       out.emplace_back(offsets_[s], offsets_[end_]);

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdio>
-
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -43,8 +42,7 @@ absl::Status CheckFiles(const TlsFiles& files) {
   return absl::OkStatus();
 }
 
-std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> Watcher(
-    const TlsFiles& files) {
+std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> Watcher(const TlsFiles& files) {
   return std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
       files.key, files.cert, files.ca, kTlsReloadSeconds);
 }

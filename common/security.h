@@ -47,8 +47,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
 
 // Plaintext when no file is given; otherwise TLS that verifies the server
 // against `ca` (the system roots without it) and presents `cert` if given.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
-    const TlsFiles& files);
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(const TlsFiles& files);
 
 // The tokens of --api_key_file: one per line, `TOKEN [TENANT]` (a key
 // without a tenant is a tenant of its own, named "line N"); blank lines and
@@ -60,7 +59,8 @@ class ApiKeys {
  public:
   static absl::StatusOr<std::unique_ptr<ApiKeys>> FromFile(const std::string& path);
 
-  // The tenant of `token`, or nullopt when it is not a key. Every key is compared in full, in constant time.
+  // The tenant of `token`, or nullopt when it is not a key. Every key is compared in full, in
+  // constant time.
   std::optional<std::string> Tenant(absl::string_view token);
 
   // OK with the caller's tenant, or UNAUTHENTICATED saying what is missing.

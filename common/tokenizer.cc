@@ -38,15 +38,13 @@ bool IsWordCodepoint(char32_t cp) {
 // A token id as tokenizer.json spells it: an integer in 0 .. kMaxTokenId-1
 // (a float or a huge number is an error, not a conversion).
 absl::StatusOr<int32_t> TokenId(const nlohmann::json& value, std::string_view token) {
-  const bool in_range =
-      value.is_number_integer() &&
-      (value.is_number_unsigned()
-           ? value.get<uint64_t>() < static_cast<uint64_t>(kMaxTokenId)
-           : value.get<int64_t>() >= 0 && value.get<int64_t>() < kMaxTokenId);
+  const bool in_range = value.is_number_integer() &&
+                        (value.is_number_unsigned()
+                             ? value.get<uint64_t>() < static_cast<uint64_t>(kMaxTokenId)
+                             : value.get<int64_t>() >= 0 && value.get<int64_t>() < kMaxTokenId);
   if (!in_range) {
-    return absl::InvalidArgumentError(absl::StrCat("token ", View(token), " has id ",
-                                                   value.dump(), ", outside 0..",
-                                                   kMaxTokenId - 1));
+    return absl::InvalidArgumentError(absl::StrCat("token ", View(token), " has id ", value.dump(),
+                                                   ", outside 0..", kMaxTokenId - 1));
   }
   return static_cast<int32_t>(value.get<int64_t>());
 }

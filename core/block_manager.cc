@@ -164,28 +164,28 @@ absl::Status BlockManager::CheckConsistency() const {
   }
   for (const auto& [hash, block] : cache_) {
     if (!cached_[block] || hash_of_[block] != hash) {
-      return absl::InternalError(absl::StrCat("the cache maps a hash to block ", block,
-                                              " which does not carry it"));
+      return absl::InternalError(
+          absl::StrCat("the cache maps a hash to block ", block, " which does not carry it"));
     }
   }
   int64_t cached = 0;
   for (int64_t b = 0; b < num_blocks(); ++b) {
     cached += cached_[b] ? 1 : 0;
     if (held[b] != ref_counts_[b]) {
-      return absl::InternalError(absl::StrCat("block ", b, " has count ", ref_counts_[b],
-                                              " but ", held[b], " tables hold it"));
+      return absl::InternalError(absl::StrCat("block ", b, " has count ", ref_counts_[b], " but ",
+                                              held[b], " tables hold it"));
     }
     if (free_count[b] != (held[b] == 0 ? 1 : 0)) {
-      return absl::InternalError(absl::StrCat("block ", b, " is free or evictable ",
-                                              free_count[b], " times with count ", held[b]));
+      return absl::InternalError(absl::StrCat("block ", b, " is free or evictable ", free_count[b],
+                                              " times with count ", held[b]));
     }
     if (held[b] == 0 && cached_[b] && std::count(free_.begin(), free_.end(), b)) {
       return absl::InternalError(absl::StrCat("cached block ", b, " is on the free list"));
     }
   }
   if (cached != static_cast<int64_t>(cache_.size())) {
-    return absl::InternalError(absl::StrCat(cached, " blocks are marked cached but the cache has ",
-                                            cache_.size()));
+    return absl::InternalError(
+        absl::StrCat(cached, " blocks are marked cached but the cache has ", cache_.size()));
   }
   return absl::OkStatus();
 }

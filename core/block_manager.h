@@ -8,9 +8,8 @@
 // needs the same tenant, the same parent (the block matched just before,
 // identified by a cache id that is never reused) and the same tokens,
 // compared one by one, so a hash collision can never serve another
-// prompt's KV, and one tenant's blocks never serve another's. Running out of blocks is a value (Append
-// returns false), never an exception: the scheduler preempts and tries
-// again.
+// prompt's KV, and one tenant's blocks never serve another's. Running out of blocks is a value
+// (Append returns false), never an exception: the scheduler preempts and tries again.
 #pragma once
 
 #include <cstdint>
@@ -72,8 +71,8 @@ class BlockManager {
   std::vector<int32_t> free_;  // a stack: lowest ids are handed out first
   absl::flat_hash_map<uint64_t, std::vector<int32_t>> tables_;
   absl::flat_hash_map<uint64_t, int32_t> cache_;  // hash -> block
-  std::vector<uint64_t> hash_of_;                  // per block, when cached
-  std::vector<bool> cached_;                       // per block
+  std::vector<uint64_t> hash_of_;                 // per block, when cached
+  std::vector<bool> cached_;                      // per block
   // Per cached block: what a hit must match.
   struct CachedKey {
     uint64_t id = 0;      // this caching's id (never reused; 0: none)
@@ -83,8 +82,8 @@ class BlockManager {
   };
   std::vector<CachedKey> keys_;
   uint64_t next_cache_id_ = 0;
-  std::map<uint64_t, int32_t> evictable_;          // last use -> cached block nobody holds
-  std::vector<uint64_t> last_use_;                 // per evictable block: its key above
+  std::map<uint64_t, int32_t> evictable_;  // last use -> cached block nobody holds
+  std::vector<uint64_t> last_use_;         // per evictable block: its key above
   uint64_t clock_ = 0;
 };
 

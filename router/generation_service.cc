@@ -205,30 +205,28 @@ grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
 absl::Status ParseGenerateRequest(absl::string_view wire, int64_t max_stop_strings,
                                   int64_t max_stop_bytes, v1::GenerateRequest* out) {
   int64_t stops = 0, stop_bytes = 0;
-  const bool well_formed = ForEachField(wire, [&](uint32_t number, uint64_t type,
-                                                  absl::string_view payload) {
-    if (number != 4 || type != 2) return true;  // only sampling holds stop strings
-    return ForEachField(payload, [&](uint32_t inner, uint64_t inner_type, absl::string_view s) {
-      if (inner == 6 && inner_type == 2) {
-        ++stops;
-        stop_bytes += static_cast<int64_t>(s.size());
-      }
-      return true;
-    });
-  });
+  const bool well_formed =
+      ForEachField(wire, [&](uint32_t number, uint64_t type, absl::string_view payload) {
+        if (number != 4 || type != 2) return true;  // only sampling holds stop strings
+        return ForEachField(payload, [&](uint32_t inner, uint64_t inner_type, absl::string_view s) {
+          if (inner == 6 && inner_type == 2) {
+            ++stops;
+            stop_bytes += static_cast<int64_t>(s.size());
+          }
+          return true;
+        });
+      });
   if (!well_formed) {
     return absl::InvalidArgumentError("the request is not a shift.v1.GenerateRequest");
   }
   // Counted before parsing, refused with the same words as Router::Validate.
   if (stops > max_stop_strings) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.stop has ", stops,
-                                                   " strings, more than the ", max_stop_strings,
-                                                   " allowed"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampling.stop has ", stops, " strings, more than the ", max_stop_strings, " allowed"));
   }
   if (stop_bytes > max_stop_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.stop has ", stop_bytes,
-                                                   " bytes, more than the ", max_stop_bytes,
-                                                   " allowed"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sampling.stop has ", stop_bytes, " bytes, more than the ", max_stop_bytes, " allowed"));
   }
   if (!out->ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
     return absl::InvalidArgumentError("the request is not a shift.v1.GenerateRequest");

@@ -21,7 +21,6 @@ namespace {
 
 namespace rpc = v1::internal;
 
-
 void Log(const std::string& what) { std::fprintf(stderr, "shift-router: %s\n", what.c_str()); }
 
 uint64_t RandomSeed() {
@@ -263,8 +262,8 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
   // The cheap bounds first: nothing large is copied or tokenized before them.
   if (static_cast<int64_t>(request.request_id().size()) > defaults::kMaxRequestIdBytes ||
       FindInvalidUtf8(request.request_id()) != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "request_id must be UTF-8 of at most ", defaults::kMaxRequestIdBytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat("request_id must be UTF-8 of at most ",
+                                                   defaults::kMaxRequestIdBytes, " bytes"));
   }
   const v1::SamplingParams& s = request.sampling();
   if (s.stop_size() > options_.max_stop_strings) {
@@ -287,14 +286,14 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
                                                    options_.max_stop_bytes, " allowed"));
   }
   if (s.stop_token_ids_size() > defaults::kMaxStopTokenIds) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.stop_token_ids has more than ",
-                                                   defaults::kMaxStopTokenIds, " ids"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.stop_token_ids has more than ", defaults::kMaxStopTokenIds, " ids"));
   }
   if (request.has_token_ids() &&
       request.token_ids().ids_size() > options_.scheduler.max_model_len) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the prompt has ", request.token_ids().ids_size(), " tokens, over --max_model_len (",
-        options_.scheduler.max_model_len, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", request.token_ids().ids_size(),
+                     " tokens, over --max_model_len (", options_.scheduler.max_model_len, ")"));
   }
   auto r = std::make_unique<Request>();
   switch (request.prompt_case()) {

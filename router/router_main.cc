@@ -29,8 +29,7 @@
 #include "router/router_metrics.h"
 #include "router/worker_hub.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0",
-          "Address of the public port, the health port and /metrics");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address of the public port, the health port and /metrics");
 ABSL_FLAG(int32_t, port, 50051,
           "Public gRPC port: Generation, health, reflection of the public services (0: any)");
 ABSL_FLAG(std::string, internal_host, "127.0.0.1",
@@ -195,9 +194,9 @@ absl::Status Serve() {
     return absl::InvalidArgumentError("--grpc_memory_bytes must be at least 16 MiB");
   }
   auto serve = [&servers, max_request_bytes, grpc_memory](
-                    const std::string& host, int32_t port,
-                    std::shared_ptr<grpc::ServerCredentials> credentials,
-                    std::vector<grpc::Service*> services) -> absl::StatusOr<int> {
+                   const std::string& host, int32_t port,
+                   std::shared_ptr<grpc::ServerCredentials> credentials,
+                   std::vector<grpc::Service*> services) -> absl::StatusOr<int> {
     grpc::ServerBuilder builder;
     builder.SetMaxReceiveMessageSize(static_cast<int>(max_request_bytes));
     grpc::ResourceQuota quota(absl::StrCat("shift-router:", port));
@@ -218,8 +217,8 @@ absl::Status Serve() {
   SHIFT_ASSIGN_OR_RETURN(const int internal_port,
                          serve(internal_host, absl::GetFlag(FLAGS_internal_port),
                                internal_credentials, {&hub, &store}));
-  SHIFT_ASSIGN_OR_RETURN(const int port, serve(host, absl::GetFlag(FLAGS_port),
-                                               public_credentials, {&generation}));
+  SHIFT_ASSIGN_OR_RETURN(const int port,
+                         serve(host, absl::GetFlag(FLAGS_port), public_credentials, {&generation}));
   int health_port = -1;
   if (absl::GetFlag(FLAGS_health_port) >= 0) {
     SHIFT_ASSIGN_OR_RETURN(health_port, serve(host, absl::GetFlag(FLAGS_health_port),
@@ -236,8 +235,8 @@ absl::Status Serve() {
                "waiting for %u group(s) of %u rank(s)\n",
                options.model_name.c_str(), host.c_str(), port, tls.cert.empty() ? "" : " (TLS)",
                keys ? " (API keys)" : "", internal_host.c_str(), internal_port,
-               tls.ca.empty() ? (tls.cert.empty() ? "" : " (TLS)") : " (mutual TLS)",
-               host.c_str(), metrics.port(), options.num_groups, options.world_size);
+               tls.ca.empty() ? (tls.cert.empty() ? "" : " (TLS)") : " (mutual TLS)", host.c_str(),
+               metrics.port(), options.num_groups, options.world_size);
   if (const std::string file = absl::GetFlag(FLAGS_ports_file); !file.empty()) {
     std::ofstream(file) << "grpc=" << port << " metrics=" << metrics.port()
                         << " internal=" << internal_port << " health=" << health_port << "\n";

@@ -36,8 +36,8 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
   running_ = gauge("shift_running_sequences", "Sequences running, by group");
   blocks_used_ = gauge("shift_kv_blocks_used", "KV blocks held by sequences, by group");
   blocks_total_ = gauge("shift_kv_blocks_capacity", "KV blocks the router plans with, by group");
-  blocks_cached_ = gauge("shift_kv_blocks_cached",
-                         "Blocks kept only by the prefix cache (evictable), by group");
+  blocks_cached_ =
+      gauge("shift_kv_blocks_cached", "Blocks kept only by the prefix cache (evictable), by group");
   mode_ = gauge("shift_mode", "Mode of the group's latest step: 1 TP, 2 SP (shift.v1.Mode)");
   auto counter = [&](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
@@ -64,7 +64,7 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                         "Prompt tokens whose KV came from the prefix cache instead of compute");
   auto histogram = [&](const char* name, const char* help) {
     return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({},
-                                                                            LatencyBuckets());
+                                                                               LatencyBuckets());
   };
   ttft_ = histogram("shift_time_to_first_token_seconds", "Arrival to first generated token");
   tpot_ = histogram("shift_time_per_output_token_seconds",
@@ -73,23 +73,26 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
   queue_time_ = histogram("shift_queue_time_seconds", "Arrival to first scheduled step");
   overhead_ = &prometheus::BuildHistogram()
                    .Name("shift_router_step_overhead_seconds")
-                   .Help("Time a busy worker group waits for the router between steps: from "
-                         "its last result until the next plan is sent (scheduling, plan building)")
+                   .Help(
+                       "Time a busy worker group waits for the router between steps: from "
+                       "its last result until the next plan is sent (scheduling, plan building)")
                    .Register(r)
-                   .Add({}, Histogram::BucketBoundaries{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4,
-                                                        2e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2});
+                   .Add({}, Histogram::BucketBoundaries{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2e-4,
+                                                        5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2});
   steps_ = &prometheus::BuildCounter()
                 .Name("shift_steps_total")
                 .Help("Steps executed, by group and the mode the shift policy chose")
                 .Register(r);
-  step_tokens_ = &prometheus::BuildHistogram()
-                      .Name("shift_step_tokens")
-                      .Help("Tokens scheduled per step (the policy's main input), by group and mode")
-                      .Register(r);
+  step_tokens_ =
+      &prometheus::BuildHistogram()
+           .Name("shift_step_tokens")
+           .Help("Tokens scheduled per step (the policy's main input), by group and mode")
+           .Register(r);
   step_duration_ = &prometheus::BuildHistogram()
                         .Name("shift_step_duration_seconds")
-                        .Help("Router-observed step time (plan sent to last result), by group and "
-                              "mode")
+                        .Help(
+                            "Router-observed step time (plan sent to last result), by group and "
+                            "mode")
                         .Register(r);
 }
 
@@ -131,8 +134,8 @@ void RouterMetrics::Step(uint32_t group, StepMode mode, bool switched, double to
   const std::string g = absl::StrCat(group);
   const prometheus::Labels labels = {{"group", g}, {"mode", StepModeName(mode)}};
   steps_->Add(labels).Increment();
-  static const Histogram::BucketBoundaries token_buckets = {
-      1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+  static const Histogram::BucketBoundaries token_buckets = {1,   2,   4,   8,    16,   32,   64,
+                                                            128, 256, 512, 1024, 2048, 4096, 8192};
   step_tokens_->Add(labels, token_buckets).Observe(tokens);
   step_duration_->Add(labels, LatencyBuckets()).Observe(seconds);
   auto& switches = switches_->Add({{"group", g}});

@@ -10,13 +10,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/step_mode.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-#include "common/step_mode.h"
 
 namespace shift {
 
@@ -24,12 +24,12 @@ class RouterMetrics {
  public:
   RouterMetrics();
   // Serves /metrics on `bind` ("127.0.0.1:0" picks a port).
-  absl::Status Serve(const std::string& bind);
+  absl::Status Serve(const std::string &bind);
   int port() const;
   // The text exposition, as /metrics would serve it.
   std::string Text() const;
 
-  void RequestFinished(const std::string& finish_reason, double e2e_seconds);
+  void RequestFinished(const std::string &finish_reason, double e2e_seconds);
   void RequestFailed(absl::StatusCode code);
   void FirstToken(double ttft_seconds, double queue_seconds);
   void OutputTokens(double count, double seconds_per_token);
@@ -51,8 +51,8 @@ class RouterMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
-  prometheus::Family<prometheus::Counter>* requests_;
-  prometheus::Family<prometheus::Counter>* errors_;
+  prometheus::Family<prometheus::Counter> *requests_;
+  prometheus::Family<prometheus::Counter> *errors_;
   // Per group (label group="g"), created on first use.
   prometheus::Family<prometheus::Gauge> *queue_depth_, *running_, *blocks_used_, *blocks_total_,
       *blocks_cached_, *mode_;

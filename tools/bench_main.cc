@@ -27,9 +27,9 @@
 #include "common/cli.h"
 #include "common/defaults.h"
 #include "common/status.h"
-#include "tools/client_options.h"
 #include "common/subprocess.h"
 #include "shift/v1/generation.grpc.pb.h"
+#include "tools/client_options.h"
 #include "tools/workload/plots.h"
 #include "tools/workload/workload.h"
 
@@ -69,9 +69,11 @@ ABSL_FLAG(std::string, compare, "",
 ABSL_FLAG(std::string, model, "", "--compare: the model directory the clusters serve");
 ABSL_FLAG(int32_t, world_size, 2, "--compare: ranks (P) per configuration");
 ABSL_FLAG(std::string, shift_policy, "threshold", "--compare: the policy of `shift`");
-ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold, "--compare: --shift_threshold of the routers");
+ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold,
+          "--compare: --shift_threshold of the routers");
 ABSL_FLAG(int32_t, worker_threads, 1, "--compare: compute threads per rank");
-ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes, "--compare: KV cache bytes per rank");
+ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
+          "--compare: KV cache bytes per rank");
 ABSL_FLAG(std::string, metrics_address, "",
           "The router's /metrics host:port, scraped during the run for the mode-over-time plot");
 
@@ -206,38 +208,40 @@ absl::StatusOr<std::vector<wl::Request>> BuildWorkload(const v1::ModelInfo& mode
     if (absl::GetFlag(FLAGS_trace).empty()) {
       return absl::InvalidArgumentError("--workload=trace needs --trace=FILE");
     }
-    SHIFT_ASSIGN_OR_RETURN(std::vector<wl::TraceRow> rows,
-                           wl::ReadTrace(absl::GetFlag(FLAGS_trace), absl::GetFlag(FLAGS_requests)));
+    SHIFT_ASSIGN_OR_RETURN(
+        std::vector<wl::TraceRow> rows,
+        wl::ReadTrace(absl::GetFlag(FLAGS_trace), absl::GetFlag(FLAGS_requests)));
     const int64_t max_out = std::min<int64_t>(absl::GetFlag(FLAGS_max_output_tokens), max_len / 2);
-    wl::PromptMaker maker(std::min(10, hi - 1), hi,
-                          std::max<int64_t>(1, static_cast<int64_t>(
-                                                   absl::GetFlag(FLAGS_block_tokens) /
-                                                   absl::GetFlag(FLAGS_length_scale))),
-                          seed);
+    wl::PromptMaker maker(
+        std::min(10, hi - 1), hi,
+        std::max<int64_t>(1, static_cast<int64_t>(absl::GetFlag(FLAGS_block_tokens) /
+                                                  absl::GetFlag(FLAGS_length_scale))),
+        seed);
     return wl::FromTrace(rows, maker, absl::GetFlag(FLAGS_time_scale),
                          absl::GetFlag(FLAGS_length_scale), max_len - max_out, max_out);
   }
   const int64_t in = absl::GetFlag(FLAGS_input_tokens), out = absl::GetFlag(FLAGS_output_tokens);
   if (in < 1 || out < 1 || in + out > max_len) {
-    return absl::InvalidArgumentError(absl::StrCat("--input_tokens + --output_tokens must be in 2..",
-                                                   max_len, " (the server's max model length)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--input_tokens + --output_tokens must be in 2..", max_len,
+                     " (the server's max model length)"));
   }
   std::vector<double> times;
   const double duration = absl::GetFlag(FLAGS_duration_s);
   if (kind == "poisson") {
     times = wl::PoissonArrivals(absl::GetFlag(FLAGS_rate), duration, seed);
   } else if (kind == "burst") {
-    times = wl::BurstArrivals(absl::GetFlag(FLAGS_burst_on_rate), absl::GetFlag(FLAGS_burst_off_rate),
-                              absl::GetFlag(FLAGS_burst_on_s), absl::GetFlag(FLAGS_burst_off_s),
-                              duration, seed);
+    times = wl::BurstArrivals(absl::GetFlag(FLAGS_burst_on_rate),
+                              absl::GetFlag(FLAGS_burst_off_rate), absl::GetFlag(FLAGS_burst_on_s),
+                              absl::GetFlag(FLAGS_burst_off_s), duration, seed);
   } else if (kind == "closed") {
     // Times are unused: each request starts when one in flight ends, until
     // --requests or --duration_s. Prompts are made as requests go out.
     const int64_t n = absl::GetFlag(FLAGS_requests) > 0 ? absl::GetFlag(FLAGS_requests) : 1000000;
     return std::vector<wl::Request>(n, wl::Request{0.0, {}, static_cast<uint32_t>(out)});
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown --workload \"", kind,
-                                                   "\": use poisson, closed, burst or trace"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --workload \"", kind, "\": use poisson, closed, burst or trace"));
   }
   if (absl::GetFlag(FLAGS_requests) > 0 &&
       static_cast<int64_t>(times.size()) > absl::GetFlag(FLAGS_requests)) {
@@ -307,8 +311,8 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
     });
   }
   size_t sent = 0;
-  const wl::PromptMaker maker(std::min<int32_t>(10, model.vocab_size() - 1), model.vocab_size(),
-                              1, absl::GetFlag(FLAGS_seed));
+  const wl::PromptMaker maker(std::min<int32_t>(10, model.vocab_size() - 1), model.vocab_size(), 1,
+                              absl::GetFlag(FLAGS_seed));
   for (wl::Request& r : requests) {
     if (r.prompt.empty()) r.prompt = maker.Random(absl::GetFlag(FLAGS_input_tokens), sent);
     if (closed) {
@@ -317,8 +321,8 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
       mu.Await(absl::Condition(&room));
       if (std::chrono::duration<double>(Clock::now() - zero).count() >= duration) break;
     } else {
-      std::this_thread::sleep_until(zero + std::chrono::duration_cast<Clock::duration>(
-                                               std::chrono::duration<double>(r.at)));
+      std::this_thread::sleep_until(
+          zero + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.at)));
     }
     {
       absl::MutexLock lock(&mu);
@@ -348,8 +352,12 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
 nlohmann::json OutcomesJson(const std::vector<wl::Outcome>& outcomes) {
   nlohmann::json each = nlohmann::json::array();
   for (const wl::Outcome& o : outcomes) {
-    each.push_back({{"code", o.code}, {"start", o.start}, {"ttft", o.ttft}, {"e2e", o.e2e},
-                    {"prompt_tokens", o.prompt_tokens}, {"output_tokens", o.output_tokens},
+    each.push_back({{"code", o.code},
+                    {"start", o.start},
+                    {"ttft", o.ttft},
+                    {"e2e", o.e2e},
+                    {"prompt_tokens", o.prompt_tokens},
+                    {"output_tokens", o.output_tokens},
                     {"cached_tokens", o.cached_tokens}});
   }
   return each;
@@ -380,9 +388,9 @@ class LocalCluster {
       groups = p;
       world = 1;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown --compare configuration \"", config,
-          "\": use tp, sp, shift, threshold, cost or dp"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown --compare configuration \"", config,
+                       "\": use tp, sp, shift, threshold, cost or dp"));
     }
     std::unique_ptr<LocalCluster> c(new LocalCluster());
     std::filesystem::create_directories(dir);
@@ -391,9 +399,9 @@ class LocalCluster {
     std::filesystem::remove(dir + "/steps.jsonl");
     SHIFT_RETURN_IF_ERROR(
         c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
-                  "--internal_port=0", "--metrics_port=0", "--ports_file=" + ports, absl::StrCat("--world_size=", world),
-                  absl::StrCat("--groups=", groups), "--shift_policy=" + policy,
-                  "--step_trace=" + dir + "/steps.jsonl",
+                  "--internal_port=0", "--metrics_port=0", "--ports_file=" + ports,
+                  absl::StrCat("--world_size=", world), absl::StrCat("--groups=", groups),
+                  "--shift_policy=" + policy, "--step_trace=" + dir + "/steps.jsonl",
                   absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
                  dir + "/router.log"));
     std::string text;
@@ -405,16 +413,17 @@ class LocalCluster {
     int grpc_port = 0, metrics_port = 0, internal_port = 0;
     if (std::sscanf(text.c_str(), "grpc=%d metrics=%d internal=%d", &grpc_port, &metrics_port,
                     &internal_port) != 3) {
-      return absl::UnavailableError(absl::StrCat("the router did not start; see ", dir,
-                                                 "/router.log"));
+      return absl::UnavailableError(
+          absl::StrCat("the router did not start; see ", dir, "/router.log"));
     }
     c->address = absl::StrCat("127.0.0.1:", grpc_port);
     c->metrics = absl::StrCat("127.0.0.1:", metrics_port);
     for (int g = 0; g < groups; ++g) {
       for (int r = 0; r < world; ++r) {
         SHIFT_RETURN_IF_ERROR(c->Spawn(
-            {bin + "/worker/shift-worker", absl::StrCat("--router=127.0.0.1:", internal_port), absl::StrCat("--group=", g),
-             absl::StrCat("--rank=", r), absl::StrCat("--world_size=", world), "--model=" + model,
+            {bin + "/worker/shift-worker", absl::StrCat("--router=127.0.0.1:", internal_port),
+             absl::StrCat("--group=", g), absl::StrCat("--rank=", r),
+             absl::StrCat("--world_size=", world), "--model=" + model,
              absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
              absl::StrCat("--kv_cache_bytes=", absl::GetFlag(FLAGS_kv_cache_bytes))},
             absl::StrCat(dir, "/worker-g", g, "-r", r, ".log")));
@@ -486,14 +495,14 @@ absl::Status Compare() {
     }
     const RunResult run = Drive(cluster->address, plaintext, cluster->metrics, requests, model);
     const wl::Report r = ReportOf(run);
-    absl::StrAppendFormat(&table,
-                          "| %s | %d/%d | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.0f ms | %.0f ms "
-                          "| %.1f | %.2f/s |\n",
-                          config, r.completed, r.requests, 1000 * r.ttft.p50, 1000 * r.ttft.p99,
-                          1000 * r.tpot.p50, 1000 * r.tpot.p99, 1000 * r.e2e.p50,
-                          1000 * r.e2e.p99, r.token_throughput, r.goodput);
-    const absl::Status plotted = wl::WritePlots(dir + "/" + config, "shift-bench " + config,
-                                                run.outcomes, run.modes);
+    absl::StrAppendFormat(
+        &table,
+        "| %s | %d/%d | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.0f ms | %.0f ms "
+        "| %.1f | %.2f/s |\n",
+        config, r.completed, r.requests, 1000 * r.ttft.p50, 1000 * r.ttft.p99, 1000 * r.tpot.p50,
+        1000 * r.tpot.p99, 1000 * r.e2e.p50, 1000 * r.e2e.p99, r.token_throughput, r.goodput);
+    const absl::Status plotted =
+        wl::WritePlots(dir + "/" + config, "shift-bench " + config, run.outcomes, run.modes);
     if (!plotted.ok()) std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
     all[config] = wl::ReportJson(r);
   }
@@ -516,11 +525,9 @@ absl::Status Compare() {
   if (const absl::Status plotted = wl::RunGnuplot(dir, "compare.gp"); !plotted.ok()) {
     std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
   }
-  {
-    std::ofstream(dir + "/compare.md") << table;
-  }
-  const std::string path = absl::GetFlag(FLAGS_json_out).empty() ? dir + "/compare.json"
-                                                                   : absl::GetFlag(FLAGS_json_out);
+  { std::ofstream(dir + "/compare.md") << table; }
+  const std::string path =
+      absl::GetFlag(FLAGS_json_out).empty() ? dir + "/compare.json" : absl::GetFlag(FLAGS_json_out);
   std::ofstream(path) << nlohmann::json{{"workload", absl::GetFlag(FLAGS_workload)},
                                         {"world_size", absl::GetFlag(FLAGS_world_size)},
                                         {"configs", all}}
@@ -535,8 +542,8 @@ absl::Status Run() {
   SHIFT_ASSIGN_OR_RETURN(const ClientSecurity security, ClientSecurityFromFlags());
   SHIFT_ASSIGN_OR_RETURN(v1::ModelInfo model, FetchModel(address, security));
   SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests, BuildWorkload(model));
-  const RunResult run = Drive(address, security, absl::GetFlag(FLAGS_metrics_address),
-                              std::move(requests), model);
+  const RunResult run =
+      Drive(address, security, absl::GetFlag(FLAGS_metrics_address), std::move(requests), model);
   const wl::Report report = ReportOf(run);
   std::printf("%s", wl::ReportTable(report).c_str());
   if (const std::string dir = absl::GetFlag(FLAGS_plot_dir); !dir.empty()) {

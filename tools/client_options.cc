@@ -32,8 +32,7 @@ absl::StatusOr<ClientSecurity> ClientSecurityFromFlags() {
   return security;
 }
 
-std::shared_ptr<grpc::Channel> Connect(const std::string& address,
-                                       const ClientSecurity& security) {
+std::shared_ptr<grpc::Channel> Connect(const std::string& address, const ClientSecurity& security) {
   return grpc::CreateChannel(address, security.credentials);
 }
 

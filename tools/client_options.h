@@ -23,8 +23,7 @@ struct ClientSecurity {
 // From the flags above; an unreadable file is an error that names it.
 absl::StatusOr<ClientSecurity> ClientSecurityFromFlags();
 
-std::shared_ptr<grpc::Channel> Connect(const std::string& address,
-                                       const ClientSecurity& security);
+std::shared_ptr<grpc::Channel> Connect(const std::string& address, const ClientSecurity& security);
 
 // Adds the API key (if any) to a call.
 void Authorize(grpc::ClientContext* ctx, const ClientSecurity& security);

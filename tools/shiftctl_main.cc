@@ -15,10 +15,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
-#include "tools/client_options.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "shift/v1/generation.grpc.pb.h"
+#include "tools/client_options.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
 ABSL_FLAG(double, timeout_s, 600, "Give up after this many seconds (DEADLINE_EXCEEDED)");
@@ -45,9 +45,9 @@ ClientSecurity security;
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
   Authorize(ctx.get(), security);
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(
-                        static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_timeout_s))));
+  ctx->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_timeout_s))));
   return ctx;
 }
 
@@ -59,8 +59,9 @@ int Fail(const grpc::Status& status) {
     case grpc::StatusCode::UNAVAILABLE:
       why = absl::StrCat("the router at ", address, " is unavailable: ", status.error_message());
       if (absl::StrContains(absl::AsciiStrToLower(status.error_message()), "handshake")) {
-        absl::StrAppend(&why, "\n(TLS failed: is the router's certificate signed by --tls_ca, "
-                              "for this address?)");
+        absl::StrAppend(&why,
+                        "\n(TLS failed: is the router's certificate signed by --tls_ca, "
+                        "for this address?)");
       } else if (!security.tls && absl::StrContains(status.error_message(), "Socket closed")) {
         absl::StrAppend(&why, "\n(does the router use TLS? then pass --tls_ca)");
       } else {
@@ -181,8 +182,9 @@ int Health() {
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(response);
   } else {
-    std::printf("%s\n",
-                grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+    std::printf(
+        "%s\n",
+        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
   }
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 3;
 }
@@ -246,8 +248,9 @@ int main(int argc, char** argv) {
       argc, argv, "Talks to a shift router: generate text, check health, show status or model.",
       "shiftctl [--address=HOST:PORT] generate|health|status|model [flags]");
   if (args.size() != 2) {
-    std::fprintf(stderr, "shiftctl: name one command: generate, health, status or model "
-                         "(--help lists the flags)\n");
+    std::fprintf(stderr,
+                 "shiftctl: name one command: generate, health, status or model "
+                 "(--help lists the flags)\n");
     return 2;
   }
   const std::string command = args[1];

@@ -101,10 +101,10 @@ absl::Status Engine::Validate(const std::vector<SequenceStep>& batch) const {
     if (!std::isfinite(p.temperature) || p.temperature < 0 || !std::isfinite(p.top_p) ||
         p.top_p < 0 || p.top_p > 1 || p.top_k < 0 || s.top_logprobs < 0 ||
         s.top_logprobs > static_cast<int32_t>(defaults::kMaxTopLogprobs)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", s.seq_id, " has sampling parameters out of range (temperature ",
-          p.temperature, ", top_p ", p.top_p, ", top_k ", p.top_k, ", top_logprobs ",
-          s.top_logprobs, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s.seq_id, " has sampling parameters out of range (temperature ",
+                       p.temperature, ", top_p ", p.top_p, ", top_k ", p.top_k, ", top_logprobs ",
+                       s.top_logprobs, ")"));
     }
   }
   return absl::OkStatus();

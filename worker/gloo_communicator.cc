@@ -78,8 +78,7 @@ void ZeroGlooAddressPadding(std::vector<char>& value) {
   if (value.empty() || value.size() % kRecord != 0) return;
   for (size_t at = 0; at < value.size(); at += kRecord) {
     sa_family_t family;
-    std::memcpy(&family, value.data() + at + offsetof(sockaddr_storage, ss_family),
-                sizeof(family));
+    std::memcpy(&family, value.data() + at + offsetof(sockaddr_storage, ss_family), sizeof(family));
     const size_t used = family == AF_INET    ? sizeof(sockaddr_in)
                         : family == AF_INET6 ? sizeof(sockaddr_in6)
                                              : sizeof(sockaddr_storage);

@@ -34,8 +34,7 @@ void BM_ModelFingerprint(benchmark::State& state) {
   }
   // Each iteration maps the files afresh, as a starting router or rank does.
   for (auto _ : state) {
-    benchmark::DoNotOptimize(
-        shift::ModelFingerprint(model_dir, static_cast<int>(state.range(0))));
+    benchmark::DoNotOptimize(shift::ModelFingerprint(model_dir, static_cast<int>(state.range(0))));
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * (*checkpoint)->TotalBytes()));
 }

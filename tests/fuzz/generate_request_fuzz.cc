@@ -60,9 +60,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   shift::v1::GenerateRequest request;
   const shift::RouterOptions& options = world->router->options();
-  const absl::Status parsed = shift::ParseGenerateRequest(
-      absl::string_view(reinterpret_cast<const char*>(data), size), options.max_stop_strings,
-      options.max_stop_bytes, &request);
+  const absl::Status parsed =
+      shift::ParseGenerateRequest(absl::string_view(reinterpret_cast<const char*>(data), size),
+                                  options.max_stop_strings, options.max_stop_bytes, &request);
   if (!parsed.ok()) {
     if (parsed.code() != absl::StatusCode::kInvalidArgument || parsed.message().empty()) {
       shift::fuzz::Fail("a parse refusal that is not INVALID_ARGUMENT with a reason");

@@ -21,9 +21,9 @@ std::unique_ptr<shift::Engine> engine;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           ("shift_plan_fuzz_" + std::to_string(getpid())))
-                              .string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("shift_plan_fuzz_" + std::to_string(getpid())))
+          .string();
   shift::MkModelOptions options;
   auto config = shift::PresetConfig("tiny");
   shift::fuzz::Require(config.status());
@@ -50,9 +50,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int64_t tokens = 0;
   for (const shift::SequenceStep& s : batch) tokens += static_cast<int64_t>(s.token_ids.size());
   if (tokens > 4096) return 0;  // valid, but a step too large to fuzz quickly
-  auto out = engine->Step(batch, plan.mode() == shift::v1::MODE_SP
-                                     ? shift::StepMode::kSequenceParallel
-                                     : shift::StepMode::kTensorParallel);
+  auto out =
+      engine->Step(batch, plan.mode() == shift::v1::MODE_SP ? shift::StepMode::kSequenceParallel
+                                                            : shift::StepMode::kTensorParallel);
   if (!out.ok()) {
     if (out.status().code() != absl::StatusCode::kInvalidArgument) {
       shift::fuzz::Fail("a refused plan that is not INVALID_ARGUMENT");

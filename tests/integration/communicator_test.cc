@@ -161,9 +161,10 @@ TEST(GlooAddressTest, PaddingPastTheAddressIsZeroed) {
       ASSERT_EQ(record[i], 0) << "byte " << i << " of record " << r;
     }
     // The sequence number is kept.
-    EXPECT_EQ(std::memcmp(record + sizeof(sockaddr_storage),
-                          bytes.data() + sizeof(sockaddr_storage),
-                          bytes.size() - sizeof(sockaddr_storage)), 0);
+    EXPECT_EQ(
+        std::memcmp(record + sizeof(sockaddr_storage), bytes.data() + sizeof(sockaddr_storage),
+                    bytes.size() - sizeof(sockaddr_storage)),
+        0);
   }
   // Anything else is left as it is.
   std::vector<char> other(10, 'x');

@@ -1,10 +1,11 @@
 // Model fingerprints: the same model gives the same digest on any number of
 // threads and however it is split into files; other weights with the same
 // config give another one; the hash sees every byte.
+#include "common/fingerprint.h"
+
 #include <cstring>
 #include <vector>
 
-#include "common/fingerprint.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
