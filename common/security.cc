@@ -191,11 +191,6 @@ absl::StatusOr<std::string> ApiKeys::Authenticate(const grpc::ServerContextBase&
   return *std::move(tenant);
 }
 
-size_t ApiKeys::size() {
-  absl::MutexLock lock(&mu_);
-  return keys_.size();
-}
-
 absl::StatusOr<std::string> ReadApiKey(const std::string& path) {
   SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   auto parsed = ParseApiKeys(text);

@@ -129,7 +129,7 @@ class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
   Call(v1::Generation::Stub* stub, const ClientSecurity& security, const wl::Request& request,
        Clock::time_point zero, std::function<void(wl::Outcome)> done)
       : zero_(zero), done_(std::move(done)) {
-    Authorize(&ctx_, security);
+    AddApiKey(&ctx_, security.api_key);
     request_.mutable_token_ids()->mutable_ids()->Add(request.prompt.begin(), request.prompt.end());
     request_.mutable_sampling()->set_max_tokens(request.max_tokens);
     request_.mutable_sampling()->set_ignore_eos(true);
@@ -259,7 +259,7 @@ absl::StatusOr<v1::ModelInfo> FetchModel(const std::string& address,
   auto stub = v1::Generation::NewStub(Connect(address, security));
   v1::ModelInfo model;
   grpc::ClientContext ctx;
-  Authorize(&ctx, security);
+  AddApiKey(&ctx, security.api_key);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &model);
   if (!s.ok()) {

@@ -36,8 +36,4 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& address, const ClientS
   return grpc::CreateChannel(address, security.credentials);
 }
 
-void Authorize(grpc::ClientContext* ctx, const ClientSecurity& security) {
-  AddApiKey(ctx, security.api_key);
-}
-
 }  // namespace shift

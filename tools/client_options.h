@@ -1,7 +1,8 @@
 // The flags shiftctl and shift-bench share to reach a router that uses TLS
 // or API keys: --tls_ca (verify the router), --tls_cert and --tls_key (a
 // client certificate, when asked for one) and --api_key_file (or the
-// SHIFT_API_KEY environment variable).
+// SHIFT_API_KEY environment variable). Calls send the key with AddApiKey
+// (common/security.h).
 #pragma once
 
 #include <memory>
@@ -9,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/channel.h"
-#include "grpcpp/client_context.h"
+#include "common/security.h"
 #include "grpcpp/security/credentials.h"
 
 namespace shift {
@@ -24,8 +25,5 @@ struct ClientSecurity {
 absl::StatusOr<ClientSecurity> ClientSecurityFromFlags();
 
 std::shared_ptr<grpc::Channel> Connect(const std::string& address, const ClientSecurity& security);
-
-// Adds the API key (if any) to a call.
-void Authorize(grpc::ClientContext* ctx, const ClientSecurity& security);
 
 }  // namespace shift

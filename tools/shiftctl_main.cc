@@ -44,7 +44,7 @@ ClientSecurity security;
 
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  Authorize(ctx.get(), security);
+  AddApiKey(ctx.get(), security.api_key);
   ctx->set_deadline(
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_timeout_s))));
