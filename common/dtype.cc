@@ -1,7 +1,10 @@
 #include "common/dtype.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 namespace shift {
 
@@ -67,6 +70,28 @@ float F16ToF32(uint16_t h) {
   return out;
 }
 
+namespace {
+
+// Runs fn(begin, end) over [0, n): large conversions (a weight of an 8B
+// model is 100M elements) on every core, small ones inline. Each element's
+// result is the same either way.
+template <typename Fn>
+void ForChunks(size_t n, Fn fn) {
+  constexpr size_t kMinChunk = size_t{1} << 22;
+  const size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                          std::max<size_t>(1, n / kMinChunk));
+  if (threads <= 1) return fn(size_t{0}, n);
+  const size_t chunk = (n + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) {
+    pool.emplace_back([&fn, t, chunk, n] { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
+  }
+  fn(size_t{0}, chunk);
+  for (std::thread& t : pool) t.join();
+}
+
+}  // namespace
+
 void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
   const auto* bytes = static_cast<const unsigned char*>(src);
   switch (dtype) {
@@ -74,20 +99,30 @@ void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
       std::memcpy(dst, src, n * sizeof(float));
       return;
     case DType::kBF16:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t v;
-        std::memcpy(&v, bytes + 2 * i, 2);
-        dst[i] = Bf16ToF32(v);
-      }
+      ForChunks(n, [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) {
+          uint16_t v;
+          std::memcpy(&v, bytes + 2 * i, 2);
+          dst[i] = Bf16ToF32(v);
+        }
+      });
       return;
     case DType::kF16:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t v;
-        std::memcpy(&v, bytes + 2 * i, 2);
-        dst[i] = F16ToF32(v);
-      }
+      ForChunks(n, [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) {
+          uint16_t v;
+          std::memcpy(&v, bytes + 2 * i, 2);
+          dst[i] = F16ToF32(v);
+        }
+      });
       return;
   }
+}
+
+void ConvertToBf16(const float* src, size_t n, uint16_t* dst) {
+  ForChunks(n, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) dst[i] = F32ToBf16(src[i]);
+  });
 }
 
 }  // namespace shift

@@ -23,6 +23,9 @@ uint16_t F32ToBf16(float value);
 float F16ToF32(uint16_t bits);
 
 // Converts `n` elements of `dtype` at `src` (possibly unaligned) to fp32.
+// Large conversions run on every core.
 void ConvertToF32(DType dtype, const void* src, size_t n, float* dst);
+// Rounds `n` fp32 values to bf16 (as F32ToBf16), on every core when large.
+void ConvertToBf16(const float* src, size_t n, uint16_t* dst);
 
 }  // namespace shift

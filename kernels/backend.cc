@@ -66,18 +66,22 @@ const char* OpName(Op op) {
 // Adds one call's work and wall time to its operation's counters.
 class Backend::Timer {
  public:
-  Timer(OpStats& stats, uint64_t flops, uint64_t bytes)
-      : stats_(stats), start_(std::chrono::steady_clock::now()) {
+  Timer(Backend& backend, OpStats& stats, uint64_t flops, uint64_t bytes)
+      : backend_(backend), stats_(stats) {
+    if (backend_.synchronous_timing_) backend_.WaitForDevice();
+    start_ = std::chrono::steady_clock::now();
     ++stats_.calls;
     stats_.flops += flops;
     stats_.bytes += bytes;
   }
   ~Timer() {
+    if (backend_.synchronous_timing_) backend_.WaitForDevice();
     stats_.seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 
  private:
+  Backend& backend_;
   OpStats& stats_;
   std::chrono::steady_clock::time_point start_;
 };
@@ -85,14 +89,14 @@ class Backend::Timer {
 absl::Status Backend::CopyFromHost(const float* host, const Tensor& dst) {
   SHIFT_RETURN_IF_ERROR(Require(dst.device == device(), Op::kCopyFromHost,
                                 absl::StrCat("destination is ", Describe(dst))));
-  Timer timer(stats_[static_cast<int>(Op::kCopyFromHost)], 0, Size(dst) * 4 + Bytes(dst));
+  Timer timer(*this, stats_[static_cast<int>(Op::kCopyFromHost)], 0, Size(dst) * 4 + Bytes(dst));
   return DoCopyFromHost(host, dst);
 }
 
 absl::Status Backend::CopyToHost(const Tensor& src, float* host) {
   SHIFT_RETURN_IF_ERROR(
       Require(src.device == device(), Op::kCopyToHost, absl::StrCat("source is ", Describe(src))));
-  Timer timer(stats_[static_cast<int>(Op::kCopyToHost)], 0, Bytes(src) + Size(src) * 4);
+  Timer timer(*this, stats_[static_cast<int>(Op::kCopyToHost)], 0, Bytes(src) + Size(src) * 4);
   return DoCopyToHost(src, host);
 }
 
@@ -104,7 +108,7 @@ absl::Status Backend::Embedding(const Tensor& table, const StepData& step, int64
   SHIFT_RETURN_IF_ERROR(Require(first >= 0 && first + out.rows <= step.layout().num_tokens(), op,
                                 absl::StrCat("tokens [", first, ", ", first + out.rows, ") of ",
                                              step.layout().num_tokens())));
-  Timer timer(stats_[static_cast<int>(op)], 0, 2 * Bytes(out));
+  Timer timer(*this, stats_[static_cast<int>(op)], 0, 2 * Bytes(out));
   return DoEmbedding(table, step, first, out);
 }
 
@@ -123,7 +127,7 @@ absl::Status Backend::RmsNorm(const Tensor& residual, const Tensor* add, const T
     flops += n;
     bytes += Bytes(*add) + Bytes(residual);
   }
-  Timer timer(stats_[static_cast<int>(op)], flops, bytes);
+  Timer timer(*this, stats_[static_cast<int>(op)], flops, bytes);
   return DoRmsNorm(residual, add, weight, eps, out);
 }
 
@@ -154,7 +158,7 @@ absl::Status Backend::Gemm(const Tensor& x, const Weight& w, const GemmRange& ra
     flops += mn;
     bytes += Bytes(*bias);
   }
-  Timer timer(stats_[static_cast<int>(op)], flops, bytes);
+  Timer timer(*this, stats_[static_cast<int>(op)], flops, bytes);
   return DoGemm(x, w, range, bias, y);
 }
 
@@ -168,7 +172,7 @@ absl::Status Backend::Rope(const Tensor& x, int64_t heads, const RopeTable& rope
       first >= 0 && first + x.rows <= step.layout().num_tokens(), op,
       absl::StrCat("tokens [", first, ", ", first + x.rows, ") of ", step.layout().num_tokens())));
   const uint64_t rows = static_cast<uint64_t>(x.rows);
-  Timer timer(stats_[static_cast<int>(op)], 3 * Size(x) + rows * static_cast<uint64_t>(hd),
+  Timer timer(*this, stats_[static_cast<int>(op)], 3 * Size(x) + rows * static_cast<uint64_t>(hd),
               2 * Bytes(x));
   return DoRope(x, heads, rope, step, first);
 }
@@ -183,7 +187,7 @@ absl::Status Backend::WriteKv(const PagedKv& cache, const Tensor& k, const Tenso
       op,
       absl::StrCat("k ", Describe(k), ", v ", Describe(v), " for ", step.layout().num_tokens(),
                    " tokens of ", cache.kv_heads, " kv heads of ", cache.head_dim)));
-  Timer timer(stats_[static_cast<int>(op)], 0, 2 * (Bytes(k) + Bytes(v)));
+  Timer timer(*this, stats_[static_cast<int>(op)], 0, 2 * (Bytes(k) + Bytes(v)));
   return DoWriteKv(cache, k, v, step);
 }
 
@@ -206,7 +210,7 @@ absl::Status Backend::Attention(const Tensor& q, int64_t heads, const PagedKv& c
     const int64_t context = s.start_position + s.num_tokens;
     bytes += static_cast<uint64_t>(2 * context * cache.kv_heads * hd) * DTypeSize(cache.k.dtype);
   }
-  Timer timer(stats_[static_cast<int>(op)], flops, bytes);
+  Timer timer(*this, stats_[static_cast<int>(op)], flops, bytes);
   return DoAttention(q, heads, cache, step, scale, out);
 }
 
@@ -215,7 +219,7 @@ absl::Status Backend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor
   SHIFT_RETURN_IF_ERROR(Require(
       gate.rows == out.rows && gate.cols == out.cols && up.rows == out.rows && up.cols == out.cols,
       op, absl::StrCat("gate ", Describe(gate), ", up ", Describe(up), ", out ", Describe(out))));
-  Timer timer(stats_[static_cast<int>(op)], 5 * Size(out), Bytes(gate) + Bytes(up) + Bytes(out));
+  Timer timer(*this, stats_[static_cast<int>(op)], 5 * Size(out), Bytes(gate) + Bytes(up) + Bytes(out));
   return DoSiluMul(gate, up, out);
 }
 
@@ -224,7 +228,7 @@ absl::Status Backend::Copy(const Tensor& src, const Tensor& dst) {
   SHIFT_RETURN_IF_ERROR(
       Require(src.rows == dst.rows && src.cols == dst.cols && src.dtype == dst.dtype, op,
               absl::StrCat("from ", Describe(src), " to ", Describe(dst))));
-  Timer timer(stats_[static_cast<int>(op)], 0, 2 * Bytes(src));
+  Timer timer(*this, stats_[static_cast<int>(op)], 0, 2 * Bytes(src));
   return DoCopy(src, dst);
 }
 
@@ -237,7 +241,7 @@ absl::Status Backend::GatherRows(const Tensor& src, absl::Span<const int64_t> ro
       Require(in_range && dst.rows == static_cast<int64_t>(rows.size()) && dst.cols == src.cols &&
                   dst.dtype == src.dtype,
               op, absl::StrCat(rows.size(), " rows of ", Describe(src), " into ", Describe(dst))));
-  Timer timer(stats_[static_cast<int>(op)], 0, 2 * Bytes(dst));
+  Timer timer(*this, stats_[static_cast<int>(op)], 0, 2 * Bytes(dst));
   return DoGatherRows(src, rows, dst);
 }
 
@@ -248,7 +252,7 @@ absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
       logits.dtype == DType::kF32 && logits.cols > 0 &&
           logits.rows == static_cast<int64_t>(requests.size()),
       op, absl::StrCat("logits ", Describe(logits), " for ", requests.size(), " requests")));
-  Timer timer(stats_[static_cast<int>(op)], 3 * Size(logits), Bytes(logits));
+  Timer timer(*this, stats_[static_cast<int>(op)], 3 * Size(logits), Bytes(logits));
   return DoSample(logits, requests);
 }
 

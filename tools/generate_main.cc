@@ -67,10 +67,11 @@ ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
           "and recomputed, as in the router)");
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
 ABSL_FLAG(std::string, device, shift::defaults::kDevice,
-          "Compute device: cpu (the deterministic fp32 reference; cuda is not in this build yet)");
+          "Compute device: cpu (the deterministic fp32 reference) or cuda (bf16 on a GPU)");
 ABSL_FLAG(bool, op_stats, false,
           "Print, before the step figures on stderr, where the engine's time and traffic went: "
-          "calls, FLOPs, bytes and seconds of each backend operation");
+          "calls, FLOPs, bytes and seconds of each backend operation (on a GPU each operation "
+          "then waits for the device, so its seconds are device time and the run is slower)");
 ABSL_FLAG(int32_t, threads, shift::defaults::kThreads,
           "GEMM threads (results do not depend on it)");
 ABSL_FLAG(std::string, step_trace, "",
@@ -219,6 +220,7 @@ int Main() {
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.block_size = absl::GetFlag(FLAGS_block_size);
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.synchronous_op_timing = absl::GetFlag(FLAGS_op_stats);
   auto device = kernels::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return ReportFailure(device.status());
   options.device = *device;

@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
         " needs the NCCL communicator, which is not built yet: use --world_size=1 there, or "
         "--device=cpu"));
   }
+  backend->set_synchronous_timing(options.synchronous_op_timing);
   std::unique_ptr<Engine> engine(new Engine(files.config, options, comm_in, std::move(backend)));
   SHIFT_ASSIGN_OR_RETURN(
       engine->executor_,

@@ -41,6 +41,9 @@ struct EngineOptions {
   // larger than one.
   int rank = 0;
   int world_size = 1;
+  // Count each operation's device time (the backend waits for the device
+  // around every operation: slower, for a per-operation breakdown).
+  bool synchronous_op_timing = false;
 };
 
 // One sequence's part of a step.

@@ -4,7 +4,10 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <map>
 #include <tuple>
 #include <type_traits>
@@ -156,6 +159,12 @@ class CudaBackend final : public Backend {
         CudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
     SHIFT_ASSIGN_OR_RETURN(lt_api_, LoadLt());
     SHIFT_RETURN_IF_ERROR(CheckBlas(lt_api_->Create(&lt_), "cublasLtCreate"));
+    SHIFT_RETURN_IF_ERROR(CudaStatus(
+        cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_),
+        "cudaDeviceGetAttribute"));
+    SHIFT_RETURN_IF_ERROR(CudaStatus(
+        cudaDeviceGetAttribute(&compute_major_, cudaDevAttrComputeCapabilityMajor, device_),
+        "cudaDeviceGetAttribute"));
     return CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cudaMalloc (cuBLASLt workspace)");
   }
 
@@ -223,6 +232,13 @@ class CudaBackend final : public Backend {
     for (const StepLayout::Sequence& s : layout.sequences) {
       ints.insert(ints.end(), s.block_table.begin(), s.block_table.end());
     }
+    // Per sequence: first token, new tokens, positions after the step.
+    const size_t seq_at = ints.size(), num_seqs = layout.sequences.size();
+    for (const StepLayout::Sequence& s : layout.sequences) ints.push_back(s.first_token);
+    for (const StepLayout::Sequence& s : layout.sequences) ints.push_back(s.num_tokens);
+    for (const StepLayout::Sequence& s : layout.sequences) {
+      ints.push_back(static_cast<int32_t>(s.start_position + s.num_tokens));
+    }
     if (ints.size() % 2) ints.push_back(0);
     const size_t int_bytes = ints.size() * sizeof(int32_t);
     const size_t bytes = int_bytes + layout.positions.size() * sizeof(int64_t);
@@ -246,7 +262,11 @@ class CudaBackend final : public Backend {
                     base + n,
                     base + offsets_at,
                     base + tables_at,
-                    static_cast<int64_t>(n)};
+                    static_cast<int64_t>(n),
+                    base + seq_at,
+                    base + seq_at + num_seqs,
+                    base + seq_at + 2 * num_seqs,
+                    static_cast<int64_t>(num_seqs)};
     return std::unique_ptr<StepData>(
         std::make_unique<CudaStepData>(std::move(layout), std::move(memory), view));
   }
@@ -262,7 +282,7 @@ class CudaBackend final : public Backend {
     }
     if (dst.dtype != DType::kBF16) return absl::InvalidArgumentError("bf16 or fp32 only");
     std::vector<Bf16> converted(rows * cols);
-    for (size_t i = 0; i < converted.size(); ++i) converted[i] = shift::F32ToBf16(host[i]);
+    shift::ConvertToBf16(host, converted.size(), converted.data());
     return Sync(cudaMemcpy2DAsync(dst.data, dst.ld * es, converted.data(), cols * es, cols * es,
                                   rows, cudaMemcpyHostToDevice, stream_),
                 "copy to device");
@@ -446,6 +466,7 @@ class CudaBackend final : public Backend {
       return absl::UnimplementedError(
           absl::StrCat("CUDA attention handles head_dim up to 256, not ", cache.head_dim));
     }
+    if (UseFlashAttention(q, cache, out)) return FlashAttention(q, heads, cache, step, scale, out);
     return CudaStatus(
         LaunchAttention(Bf(q), q.ld, Bf(cache.k), Bf(cache.v), cache.block_size, cache.kv_heads,
                         cache.head_dim, heads, scale, View(step), Bf(out), out.ld, stream_),
@@ -483,6 +504,13 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<std::vector<SampleResult>> DoSample(
       const Tensor& logits, absl::Span<const SampleRequest> requests) override {
+    // Greedy rows that want no alternatives and no logits (the usual
+    // serving case) are sampled on the device: only ids and log-probabilities
+    // come back, not rows of the vocabulary's size.
+    const bool greedy = std::all_of(requests.begin(), requests.end(), [](const SampleRequest& r) {
+      return r.params.temperature <= 0.0f && r.top_logprobs == 0 && !r.return_logits;
+    });
+    if (greedy && logits.dtype == DType::kF32) return GreedySample(logits, requests.size());
     std::vector<float> host(logits.size());
     SHIFT_RETURN_IF_ERROR(DoCopyToHost(logits, host.data()));
     Tensor view{host.data(), DType::kF32, Device::kCpu, logits.rows, logits.cols, logits.cols};
@@ -491,6 +519,7 @@ class CudaBackend final : public Backend {
 
  private:
   static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+  static constexpr int64_t kMinSplitPositions = 256, kMaxSplits = 32;
 
   using GemmKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, cudaDataType_t,
                              bool, uint32_t, uint32_t, uint32_t, uint32_t>;
@@ -525,6 +554,81 @@ class CudaBackend final : public Backend {
                                                    std::get<2>(key)));
     }
     return result.algo;
+  }
+
+  // The tensor-core kernel takes sm_80 and later, the usual head sizes and
+  // rows of Q and out that start on 4-byte boundaries;
+  // SHIFT_CUDA_ATTENTION=simple keeps the one-block-per-head kernel (for
+  // comparisons).
+  bool UseFlashAttention(const Tensor& q, const PagedKv& cache, const Tensor& out) const {
+    static const bool simple = [] {
+      const char* env = std::getenv("SHIFT_CUDA_ATTENTION");
+      return env != nullptr && std::string_view(env) == "simple";
+    }();
+    auto even = [](const Tensor& t) { return Alignment(t.data) >= 4 && t.ld % 2 == 0; };
+    return !simple && compute_major_ >= 8 && FlashAttentionSupports(cache.head_dim) && even(q) &&
+           even(out);
+  }
+
+  // Row tiles per sequence, and splits of the positions when the rows alone
+  // would leave most multiprocessors idle (decodes over long contexts):
+  // about two blocks per multiprocessor, each split at least 256 positions.
+  absl::Status FlashAttention(const Tensor& q, int64_t heads, const PagedKv& cache,
+                              const StepData& step, float scale, const Tensor& out) {
+    const int64_t group = heads / cache.kv_heads;
+    int64_t row_tiles = 0, work = 0, longest = 0;
+    for (const StepLayout::Sequence& s : step.layout().sequences) {
+      const int64_t tiles = (s.num_tokens * group + kFlashRows - 1) / kFlashRows;
+      row_tiles = std::max(row_tiles, tiles);
+      work += tiles * cache.kv_heads;
+      longest = std::max(longest, s.start_position + s.num_tokens);
+    }
+    int64_t splits = 1;
+    const int64_t target = 2 * static_cast<int64_t>(multiprocessors_);
+    if (work > 0 && work < target) {
+      splits = std::clamp<int64_t>(
+          std::min((target + work - 1) / work, (longest + kMinSplitPositions - 1) / kMinSplitPositions),
+          1, kMaxSplits);
+    }
+    Buffer partial;
+    if (splits > 1) {
+      SHIFT_ASSIGN_OR_RETURN(
+          partial, Allocate(DType::kF32, splits * q.rows * heads, cache.head_dim + 2, false));
+    }
+    return CudaStatus(
+        LaunchFlashAttention(Bf(q), q.ld, Bf(cache.k), Bf(cache.v), cache.block_size,
+                             cache.kv_heads, cache.head_dim, heads, scale, View(step), row_tiles,
+                             splits, splits > 1 ? partial.tensor().As<float>() : nullptr, Bf(out),
+                             out.ld, stream_),
+        "attention");
+  }
+
+  absl::StatusOr<std::vector<SampleResult>> GreedySample(const Tensor& logits, size_t rows) {
+    SHIFT_RETURN_IF_ERROR(Use());
+    SHIFT_ASSIGN_OR_RETURN(Buffer picked, Allocate(DType::kF32, 2, static_cast<int64_t>(rows), false));
+    auto* ids = static_cast<int32_t*>(picked.tensor().data);
+    float* logprobs = picked.tensor().As<float>() + rows;
+    SHIFT_RETURN_IF_ERROR(CudaStatus(LaunchGreedySample(logits.As<float>(), logits.ld, logits.rows,
+                                                        logits.cols, ids, logprobs, stream_),
+                                     "sample"));
+    std::vector<int32_t> host_ids(rows);
+    std::vector<float> host_logprobs(rows);
+    SHIFT_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(host_ids.data(), ids, rows * sizeof(int32_t),
+                                                     cudaMemcpyDeviceToHost, stream_),
+                                     "copy sampled ids"));
+    SHIFT_RETURN_IF_ERROR(Sync(cudaMemcpyAsync(host_logprobs.data(), logprobs, rows * sizeof(float),
+                                               cudaMemcpyDeviceToHost, stream_),
+                               "copy sampled log-probabilities"));
+    std::vector<SampleResult> out(rows);
+    for (size_t i = 0; i < rows; ++i) {
+      out[i].token_id = host_ids[i];
+      out[i].logprob = host_logprobs[i];
+    }
+    return out;
+  }
+
+  void WaitForDevice() override {
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   }
 
   absl::Status Use() { return CudaStatus(cudaSetDevice(device_), "cudaSetDevice"); }
@@ -595,6 +699,7 @@ class CudaBackend final : public Backend {
   }
 
   int device_;
+  int multiprocessors_ = 1, compute_major_ = 0;
   cpu::CpuBackend host_;  // samples the rows copied back (the CPU sampler)
   cudaStream_t stream_ = nullptr;
   const LtApi* lt_api_ = nullptr;

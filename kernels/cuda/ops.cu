@@ -3,6 +3,7 @@
 // versions are the GPU speed issue's.
 #include <cfloat>
 
+#include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/ops.cuh"
 
 namespace shift::kernels::cuda {
@@ -10,16 +11,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float Load(const Bf16* p) {
-  return __uint_as_float(static_cast<uint32_t>(*p) << 16);
-}
-
-// Round to nearest even, NaN kept (as common/dtype.cc's F32ToBf16).
-__device__ __forceinline__ Bf16 ToBf16(float value) {
-  const uint32_t bits = __float_as_uint(value);
-  if (value != value) return static_cast<Bf16>((bits >> 16) | 0x40);
-  return static_cast<Bf16>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-}
+__device__ __forceinline__ float Load(const Bf16* p) { return LoadBf16(p); }
 
 unsigned Blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
@@ -174,7 +166,52 @@ __global__ void SiluMulKernel(const Bf16* gate, int64_t ld_gate, const Bf16* up,
   out[r * ld_out + c] = ToBf16(g / (1.0f + expf(-g)) * Load(up + r * ld_up + c));
 }
 
+// One block per row: the first index of the row's largest logit, and its
+// log-softmax (as cpu::Sample's greedy path and cpu::LogProb compute them).
+constexpr int kSampleThreads = 1024;
+
+__global__ void GreedySampleKernel(const float* logits, int64_t ld, int64_t vocab, int32_t* ids,
+                                   float* logprobs) {
+  __shared__ float best_value[32];
+  __shared__ int64_t best_index[32];
+  const float* row = logits + blockIdx.x * ld;
+  float value = -INFINITY;
+  int64_t index = vocab;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    if (row[i] > value) value = row[i], index = i;  // strictly: the first index wins ties
+  }
+  auto better = [](float v, int64_t i, float w, int64_t j) { return v > w || (v == w && i < j); };
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float v = __shfl_xor_sync(0xffffffff, value, offset);
+    const int64_t j = __shfl_xor_sync(0xffffffff, index, offset);
+    if (better(v, j, value, index)) value = v, index = j;
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (lane == 0) best_value[warp] = value, best_index[warp] = index;
+  __syncthreads();
+  value = best_value[0];
+  index = best_index[0];
+  for (int w = 1; w < warps; ++w) {
+    if (better(best_value[w], best_index[w], value, index)) value = best_value[w], index = best_index[w];
+  }
+  float total = 0.0f;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) total += expf(row[i] - value);
+  total = BlockSum(total);
+  if (threadIdx.x == 0) {
+    ids[blockIdx.x] = static_cast<int32_t>(index);
+    logprobs[blockIdx.x] = -logf(total);
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchGreedySample(const float* logits, int64_t ld, int64_t rows, int64_t vocab,
+                               int32_t* ids, float* logprobs, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  GreedySampleKernel<<<static_cast<unsigned>(rows), kSampleThreads, 0, stream>>>(logits, ld, vocab,
+                                                                                ids, logprobs);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchEmbedding(const Bf16* table, int64_t ld_table, DeviceStep step, int64_t first,
                             Bf16* out, int64_t ld_out, int64_t rows, int64_t cols,

@@ -21,6 +21,10 @@ struct DeviceStep {
   const int32_t* table_offset;  // [sequences] first entry in `tables`
   const int32_t* tables;        // every sequence's block table, concatenated
   int64_t num_tokens;
+  const int32_t* seq_first;   // [sequences] index of its first token (tokens are contiguous)
+  const int32_t* seq_tokens;  // [sequences] its new tokens this step
+  const int32_t* seq_kv_len;  // [sequences] its cached positions after this step
+  int64_t num_sequences;
 };
 
 // out[t] = table[token_ids[first + t]] for `rows` tokens (bf16).
@@ -50,6 +54,28 @@ cudaError_t LaunchAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cache, co
                             int64_t block_size, int64_t kv_heads, int64_t head_dim, int64_t heads,
                             float scale, DeviceStep step, Bf16* out, int64_t ld_out,
                             cudaStream_t stream);
+
+// The same attention on tensor cores (mma.sync m16n8k16, sm_80 and later),
+// flash-style: a block takes kFlashRows rows of one sequence, a row being a
+// (token, query head) pair of one KV head's group, so every K/V tile loaded
+// into shared memory serves all the group's query heads (GQA). Decodes and
+// prefill chunks take the same path. With `splits` > 1 each block covers
+// 1/splits of the sequence's positions (flash-decoding) and writes fp32
+// partial results to `partial` (splits * tokens * heads * (head_dim + 2)
+// floats), joined by a second kernel. `row_tiles` is the most row tiles any
+// sequence needs: ceil(tokens * heads / kv_heads / kFlashRows).
+inline constexpr int64_t kFlashRows = 64;
+bool FlashAttentionSupports(int64_t head_dim);
+cudaError_t LaunchFlashAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cache,
+                                 const Bf16* v_cache, int64_t block_size, int64_t kv_heads,
+                                 int64_t head_dim, int64_t heads, float scale, DeviceStep step,
+                                 int64_t row_tiles, int64_t splits, float* partial, Bf16* out,
+                                 int64_t ld_out, cudaStream_t stream);
+
+// Greedy sampling on the device: for each of `rows` fp32 logit rows, the
+// first index of its largest value and that value's log-softmax.
+cudaError_t LaunchGreedySample(const float* logits, int64_t ld, int64_t rows, int64_t vocab,
+                               int32_t* ids, float* logprobs, cudaStream_t stream);
 
 // out = silu(gate) * up (bf16).
 cudaError_t LaunchSiluMul(const Bf16* gate, int64_t ld_gate, const Bf16* up, int64_t ld_up,
