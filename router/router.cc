@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <random>
 
@@ -70,6 +71,12 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
           [r](uint64_t id) { r->OnStreamPause(id); },
           [r](uint64_t id) { r->OnStreamStalled(id); },
       });
+  const std::string& policy_name = r->options_.shift_policy;
+  metrics->SetServing(r->options_.model_name, policy_name,
+                      policy_name == "tp"   ? std::numeric_limits<double>::infinity()
+                      : policy_name == "sp" ? 0.0
+                                            : static_cast<double>(r->options_.shift_threshold));
+  for (uint32_t g = 0; g < r->options_.num_groups; ++g) metrics->GroupInService(g, false);
   absl::MutexLock lock(&router->mu_);
   router->step_trace_ = std::move(step_trace);
   for (uint32_t g = 0; g < router->options_.num_groups; ++g) {
@@ -149,6 +156,7 @@ bool Router::AwaitGroup(Group* g) {
     if (members.ok()) return true;
     absl::MutexLock lock(&mu_);
     g->complete = false;
+    metrics_->GroupInService(g->id, false);
     Evacuate(g, absl::StrCat("worker group ", g->id, " lost a rank"));
     return false;
   }
@@ -197,6 +205,7 @@ bool Router::AwaitGroup(Group* g) {
                      ")"));
   }
   g->complete = true;
+  metrics_->GroupInService(g->id, true);
   UpdateLoad(g);
   return true;
 }
@@ -525,6 +534,8 @@ void Router::Loop(Group* g) {
       if (absl::IsUnavailable(record.status())) {
         // Out of service until the group re-forms: its requests move on.
         g->complete = false;
+        metrics_->GroupInService(g->id, false);
+    metrics_->GroupInService(g->id, false);
         Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ", record.status().message()));
       } else {
         Log(absl::StrCat(record.status().message(), "; ", running,

@@ -108,6 +108,9 @@ ABSL_FLAG(std::string, ports_file, "",
 namespace shift {
 namespace {
 
+// The health service name a liveness probe checks (deploy/k8s uses it).
+constexpr char kLivenessService[] = "shift.live";
+
 absl::Status Serve() {
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
@@ -224,12 +227,18 @@ absl::Status Serve() {
     SHIFT_ASSIGN_OR_RETURN(health_port, serve(host, absl::GetFlag(FLAGS_health_port),
                                               grpc::InsecureServerCredentials(), {}));
   }
+  // Readiness ("" and shift.v1.Generation) follows the groups; liveness
+  // ("shift.live") holds while the process runs, so a probe on it does not
+  // restart a router that waits for its workers or drains.
   auto set_health = [&servers](bool serving) {
     for (const std::unique_ptr<grpc::Server>& server : servers) {
-      server->GetHealthCheckService()->SetServingStatus(serving);
+      server->GetHealthCheckService()->SetServingStatus("", serving);
       server->GetHealthCheckService()->SetServingStatus("shift.v1.Generation", serving);
     }
   };
+  for (const std::unique_ptr<grpc::Server>& server : servers) {
+    server->GetHealthCheckService()->SetServingStatus(kLivenessService, true);
+  }
   std::fprintf(stderr,
                "shift-router: serving %s on %s:%d%s%s, ranks on %s:%d%s, /metrics on %s:%d; "
                "waiting for %u group(s) of %u rank(s)\n",

@@ -39,6 +39,15 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
   blocks_cached_ =
       gauge("shift_kv_blocks_cached", "Blocks kept only by the prefix cache (evictable), by group");
   mode_ = gauge("shift_mode", "Mode of the group's latest step: 1 TP, 2 SP (shift.v1.Mode)");
+  in_service_ = gauge("shift_group_in_service",
+                      "1 while the worker group takes requests (all ranks formed), else 0");
+  build_info_ = gauge("shift_build_info",
+                      "Always 1; the labels say which shift version serves which model, and the "
+                      "shift policy");
+  threshold_ = &gauge("shift_shift_threshold_tokens",
+                      "Step tokens above which the policy picks SP (the cost policy's starting "
+                      "rule; +Inf: never SP, 0: always)")
+                    ->Add({});
   auto counter = [&](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
   };
@@ -151,6 +160,16 @@ void RouterMetrics::CostPrediction(double predicted_seconds, double measured_sec
   if (measured_seconds > 0) {
     prediction_error_->Observe(std::abs(predicted_seconds - measured_seconds) / measured_seconds);
   }
+}
+
+void RouterMetrics::GroupInService(uint32_t group, bool in_service) {
+  in_service_->Add({{"group", absl::StrCat(group)}}).Set(in_service ? 1 : 0);
+}
+
+void RouterMetrics::SetServing(const std::string& model, const std::string& policy,
+                               double threshold_tokens) {
+  build_info_->Add({{"version", SHIFT_VERSION}, {"model", model}, {"policy", policy}}).Set(1);
+  threshold_->Set(threshold_tokens);
 }
 
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }

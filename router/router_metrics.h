@@ -47,6 +47,12 @@ class RouterMetrics {
   void PrefixCacheHits(double tokens);
   // A public call refused for a missing or wrong API key.
   void AuthFailure();
+  // Whether a worker group takes requests (formed and not lost a rank).
+  void GroupInService(uint32_t group, bool in_service);
+  // What this router serves and how it decides modes: the build-info gauge
+  // (1, with the labels) and the step-token threshold in force (+Inf when
+  // the policy never picks SP, 0 when it always does).
+  void SetServing(const std::string &model, const std::string &policy, double threshold_tokens);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -55,7 +61,9 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter> *errors_;
   // Per group (label group="g"), created on first use.
   prometheus::Family<prometheus::Gauge> *queue_depth_, *running_, *blocks_used_, *blocks_total_,
-      *blocks_cached_, *mode_;
+      *blocks_cached_, *mode_, *in_service_;
+  prometheus::Family<prometheus::Gauge> *build_info_;
+  prometheus::Gauge *threshold_;
   prometheus::Family<prometheus::Counter> *steps_, *switches_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
   prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_,

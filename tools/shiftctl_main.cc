@@ -23,6 +23,9 @@
 ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
 ABSL_FLAG(double, timeout_s, 600, "Give up after this many seconds (DEADLINE_EXCEEDED)");
 ABSL_FLAG(bool, json, false, "Print messages as JSON (one object per line) instead of text");
+ABSL_FLAG(std::string, service, "",
+          "health: the service to ask about (\"\": the server; shift.v1.Generation: ready to "
+          "serve; shift.live: the process runs)");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
 ABSL_FLAG(std::string, prompt_ids, "", "generate: the prompt as comma-separated token ids");
 ABSL_FLAG(bool, parse_special, false, "generate: recognise special tokens in --prompt");
@@ -175,6 +178,7 @@ int Generate(v1::Generation::Stub& stub) {
 int Health() {
   auto stub = grpc::health::v1::Health::NewStub(Connect(absl::GetFlag(FLAGS_address), security));
   grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
   grpc::health::v1::HealthCheckResponse response;
   auto ctx = Context();
   const grpc::Status status = stub->Check(ctx.get(), request, &response);

@@ -19,6 +19,9 @@
 #include "worker/worker_metrics.h"
 
 namespace shift {
+
+// The health service name a liveness probe checks (deploy/k8s uses it).
+constexpr char kLivenessService[] = "shift.live";
 namespace {
 
 namespace rpc = v1::internal;
@@ -104,7 +107,7 @@ class RankLoop {
 
   // A (new) generation: forget everything of the old one and meet the group.
   void Form(uint64_t generation) {
-    health_->SetServingStatus(false);
+    health_->SetServingStatus("", false);
     engine_->Attach(nullptr).IgnoreError();
     comm_.reset();
     sequences_.Clear();
@@ -125,7 +128,7 @@ class RankLoop {
     }
     if (formed_.ok()) {
       Log(options_, absl::StrCat("group formed under generation ", generation));
-      health_->SetServingStatus(true);
+      health_->SetServingStatus("", true);
     } else {
       Log(options_, absl::StrCat("generation ", generation, " did not form: ", formed_.message(),
                                  "; waiting for the router"));
@@ -176,7 +179,7 @@ class RankLoop {
       result->set_error(std::string(out.status().message()));
       if (comm_ && absl::IsUnavailable(out.status())) {
         formed_ = out.status();
-        health_->SetServingStatus(false);
+        health_->SetServingStatus("", false);
       }
       return reply;
     }
@@ -288,8 +291,12 @@ absl::Status RunRank(const RankOptions& options) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve health on ", options.host, ":", options.health_port));
   }
+  // Two names: "" (and readiness) is SERVING while the rank is in a formed
+  // group; "shift.live" while the process runs, so a liveness probe does
+  // not restart a rank that is loading or waiting for its group.
   grpc::HealthCheckServiceInterface* health = health_server->GetHealthCheckService();
-  health->SetServingStatus(false);
+  health->SetServingStatus("", false);
+  health->SetServingStatus(kLivenessService, true);
   SHIFT_ASSIGN_OR_RETURN(
       std::unique_ptr<WorkerMetrics> metrics,
       WorkerMetrics::Serve(absl::StrCat(options.host, ":", options.metrics_port)));
