@@ -1,7 +1,7 @@
 #include "common/dtype.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>

@@ -66,7 +66,6 @@ class ApiKeys {
   // OK with the caller's tenant, or UNAUTHENTICATED saying what is missing.
   absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& ctx);
 
-
  private:
   struct Key {
     std::string token;

@@ -219,7 +219,8 @@ absl::Status Backend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor
   SHIFT_RETURN_IF_ERROR(Require(
       gate.rows == out.rows && gate.cols == out.cols && up.rows == out.rows && up.cols == out.cols,
       op, absl::StrCat("gate ", Describe(gate), ", up ", Describe(up), ", out ", Describe(out))));
-  Timer timer(*this, stats_[static_cast<int>(op)], 5 * Size(out), Bytes(gate) + Bytes(up) + Bytes(out));
+  Timer timer(*this, stats_[static_cast<int>(op)], 5 * Size(out),
+              Bytes(gate) + Bytes(up) + Bytes(out));
   return DoSiluMul(gate, up, out);
 }
 

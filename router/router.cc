@@ -535,7 +535,7 @@ void Router::Loop(Group* g) {
         // Out of service until the group re-forms: its requests move on.
         g->complete = false;
         metrics_->GroupInService(g->id, false);
-    metrics_->GroupInService(g->id, false);
+        metrics_->GroupInService(g->id, false);
         Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ", record.status().message()));
       } else {
         Log(absl::StrCat(record.status().message(), "; ", running,

@@ -19,10 +19,10 @@
 #include "worker/worker_metrics.h"
 
 namespace shift {
+namespace {
 
 // The health service name a liveness probe checks (deploy/k8s uses it).
 constexpr char kLivenessService[] = "shift.live";
-namespace {
 
 namespace rpc = v1::internal;
 using Stream = grpc::ClientReaderWriter<rpc::WorkerMessage, rpc::RouterMessage>;

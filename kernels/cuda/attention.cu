@@ -40,8 +40,8 @@ __device__ __forceinline__ uint32_t Pair(uint16_t lo, uint16_t hi) {
 template <int D>
 __global__ void __launch_bounds__(32 * kWarps)
     FlashAttentionKernel(const Bf16* __restrict__ q, int64_t ld_q, const Bf16* __restrict__ k_cache,
-                         const Bf16* __restrict__ v_cache, int block_size, int kv_heads,
-                         int group, float scale_log2, DeviceStep step, int splits, float* partial,
+                         const Bf16* __restrict__ v_cache, int block_size, int kv_heads, int group,
+                         float scale_log2, DeviceStep step, int splits, float* partial,
                          Bf16* __restrict__ out, int64_t ld_out) {
   static_assert(D % 16 == 0 && D <= 128);
   __shared__ __align__(16) Bf16 ks[kTile][D + 8];
@@ -178,7 +178,8 @@ __global__ void __launch_bounds__(32 * kWarps)
             PackBf16(o[dt][2 * i] * inv, o[dt][2 * i + 1] * inv);
       }
     } else {
-      const int64_t r = (static_cast<int64_t>(split) * step.num_tokens + token[i]) * heads + head[i];
+      const int64_t r =
+          (static_cast<int64_t>(split) * step.num_tokens + token[i]) * heads + head[i];
       float* row = partial + r * (D + 2);
       if (t == 0) {
         row[0] = m[i];

@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <string_view>
 #include <map>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -586,9 +586,10 @@ class CudaBackend final : public Backend {
     int64_t splits = 1;
     const int64_t target = 2 * static_cast<int64_t>(multiprocessors_);
     if (work > 0 && work < target) {
-      splits = std::clamp<int64_t>(
-          std::min((target + work - 1) / work, (longest + kMinSplitPositions - 1) / kMinSplitPositions),
-          1, kMaxSplits);
+      splits =
+          std::clamp<int64_t>(std::min((target + work - 1) / work,
+                                       (longest + kMinSplitPositions - 1) / kMinSplitPositions),
+                              1, kMaxSplits);
     }
     Buffer partial;
     if (splits > 1) {
@@ -605,7 +606,8 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<std::vector<SampleResult>> GreedySample(const Tensor& logits, size_t rows) {
     SHIFT_RETURN_IF_ERROR(Use());
-    SHIFT_ASSIGN_OR_RETURN(Buffer picked, Allocate(DType::kF32, 2, static_cast<int64_t>(rows), false));
+    SHIFT_ASSIGN_OR_RETURN(Buffer picked,
+                           Allocate(DType::kF32, 2, static_cast<int64_t>(rows), false));
     auto* ids = static_cast<int32_t*>(picked.tensor().data);
     float* logprobs = picked.tensor().As<float>() + rows;
     SHIFT_RETURN_IF_ERROR(CudaStatus(LaunchGreedySample(logits.As<float>(), logits.ld, logits.rows,

@@ -192,7 +192,8 @@ __global__ void GreedySampleKernel(const float* logits, int64_t ld, int64_t voca
   value = best_value[0];
   index = best_index[0];
   for (int w = 1; w < warps; ++w) {
-    if (better(best_value[w], best_index[w], value, index)) value = best_value[w], index = best_index[w];
+    if (better(best_value[w], best_index[w], value, index))
+      value = best_value[w], index = best_index[w];
   }
   float total = 0.0f;
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) total += expf(row[i] - value);
@@ -209,7 +210,7 @@ cudaError_t LaunchGreedySample(const float* logits, int64_t ld, int64_t rows, in
                                int32_t* ids, float* logprobs, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   GreedySampleKernel<<<static_cast<unsigned>(rows), kSampleThreads, 0, stream>>>(logits, ld, vocab,
-                                                                                ids, logprobs);
+                                                                                 ids, logprobs);
   return cudaGetLastError();
 }
 

@@ -40,12 +40,11 @@ double Nmse(const std::vector<float>& a, const std::vector<float>& b) {
 // with the add rounds the residual too; GEMM and attention round their
 // bf16 operands (P in attention) inside. The CPU backend itself must show 0.
 double Tolerance(Op op) {
-  static const std::map<Op, double> table = {{Op::kEmbedding, 1e-5},    {Op::kRmsNorm, 3e-5},
-                                             {Op::kGemm, 1e-4},         {Op::kRope, 1e-5},
-                                             {Op::kWriteKv, 1e-5},      {Op::kAttention, 1e-4},
-                                             {Op::kSiluMul, 1e-5},      {Op::kCopy, 1e-5},
-                                             {Op::kGatherRows, 1e-5},      {Op::kSample, 1e-6},
-                                             {Op::kCopyFromHost, 1e-5}, {Op::kCopyToHost, 1e-5}};
+  static const std::map<Op, double> table = {
+      {Op::kEmbedding, 1e-5}, {Op::kRmsNorm, 3e-5},      {Op::kGemm, 1e-4},
+      {Op::kRope, 1e-5},      {Op::kWriteKv, 1e-5},      {Op::kAttention, 1e-4},
+      {Op::kSiluMul, 1e-5},   {Op::kCopy, 1e-5},         {Op::kGatherRows, 1e-5},
+      {Op::kSample, 1e-6},    {Op::kCopyFromHost, 1e-5}, {Op::kCopyToHost, 1e-5}};
   return table.at(op);
 }
 
@@ -263,8 +262,8 @@ TEST_P(BackendOpsTest, WriteKvAndAttentionOverScatteredBlocks) {
   };
   // Head sizes 16 to 128 take the CUDA backend's tensor-core kernel; 8
   // takes its simple one.
-  const std::vector<Shape> shapes = {{8, 8, 16, 4},  {8, 4, 64, 16},  {8, 2, 32, 16},
-                                     {8, 1, 64, 8},  {3, 3, 8, 5},    {32, 8, 128, 16},
+  const std::vector<Shape> shapes = {{8, 8, 16, 4},   {8, 4, 64, 16}, {8, 2, 32, 16},
+                                     {8, 1, 64, 8},   {3, 3, 8, 5},   {32, 8, 128, 16},
                                      {12, 4, 128, 16}};
   // A fresh prefill, a chunk after cached context, decodes over short and
   // long contexts: few rows, so the CUDA backend splits the positions.
@@ -275,35 +274,35 @@ TEST_P(BackendOpsTest, WriteKvAndAttentionOverScatteredBlocks) {
   std::vector<std::pair<int64_t, int64_t>> many = {{90, 300}};
   for (int i = 0; i < 48; ++i) many.push_back({i * 37 % 700, 1});
   for (const Shape& s : shapes) {
-   for (const auto& seqs : {few, many}) {
-    int64_t num_blocks = 3;  // and a few never used
-    for (const auto& [start, count] : seqs) {
-      num_blocks += (start + count + s.block_size - 1) / s.block_size;
+    for (const auto& seqs : {few, many}) {
+      int64_t num_blocks = 3;  // and a few never used
+      for (const auto& [start, count] : seqs) {
+        num_blocks += (start + count + s.block_size - 1) / s.block_size;
+      }
+      const StepLayout layout = MakeLayout(seqs, s.block_size, num_blocks, 100, rng_);
+      const int64_t n = layout.num_tokens(), width = s.kv_heads * s.head_dim;
+      Twin k_cache =
+          Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
+      Twin v_cache =
+          Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
+      Twin k = Upload(Random(rng_, n * width), n, width);
+      Twin v = Upload(Random(rng_, n * width), n, width);
+      Twin q = Upload(Random(rng_, n * s.heads * s.head_dim), n, s.heads * s.head_dim);
+      Twin out = Zeros(n, s.heads * s.head_dim);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+      for (int i : {0, 1}) {
+        const PagedKv cache{k_cache.on[i], v_cache.on[i], s.block_size, s.kv_heads, s.head_dim};
+        const std::unique_ptr<StepData> step = Prepare(i, layout);
+        ASSERT_TRUE(on(i).WriteKv(cache, k.on[i], v.on[i], *step).ok());
+        ASSERT_TRUE(on(i).Attention(q.on[i], s.heads, cache, *step, scale, out.on[i]).ok());
+      }
+      const std::string what =
+          absl::StrCat(s.heads, "/", s.kv_heads, " heads of ", s.head_dim, ", blocks of ",
+                       s.block_size, ", ", seqs.size(), " sequences");
+      ExpectClose(k_cache, Op::kWriteKv, what + " (K cache)");
+      ExpectClose(v_cache, Op::kWriteKv, what + " (V cache)");
+      ExpectClose(out, Op::kAttention, what);
     }
-    const StepLayout layout = MakeLayout(seqs, s.block_size, num_blocks, 100, rng_);
-    const int64_t n = layout.num_tokens(), width = s.kv_heads * s.head_dim;
-    Twin k_cache =
-        Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
-    Twin v_cache =
-        Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
-    Twin k = Upload(Random(rng_, n * width), n, width);
-    Twin v = Upload(Random(rng_, n * width), n, width);
-    Twin q = Upload(Random(rng_, n * s.heads * s.head_dim), n, s.heads * s.head_dim);
-    Twin out = Zeros(n, s.heads * s.head_dim);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
-    for (int i : {0, 1}) {
-      const PagedKv cache{k_cache.on[i], v_cache.on[i], s.block_size, s.kv_heads, s.head_dim};
-      const std::unique_ptr<StepData> step = Prepare(i, layout);
-      ASSERT_TRUE(on(i).WriteKv(cache, k.on[i], v.on[i], *step).ok());
-      ASSERT_TRUE(on(i).Attention(q.on[i], s.heads, cache, *step, scale, out.on[i]).ok());
-    }
-    const std::string what = absl::StrCat(s.heads, "/", s.kv_heads, " heads of ", s.head_dim,
-                                          ", blocks of ", s.block_size, ", ", seqs.size(),
-                                          " sequences");
-    ExpectClose(k_cache, Op::kWriteKv, what + " (K cache)");
-    ExpectClose(v_cache, Op::kWriteKv, what + " (V cache)");
-    ExpectClose(out, Op::kAttention, what);
-   }
   }
 }
 

@@ -72,6 +72,17 @@ class ChartTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
+    def generate_and_type_check(self, kind, inputs):
+        """validate.mjs KIND (objects or dashboards) on `inputs`, then tsc on
+        the TypeScript it wrote: (the validator's result, tsc's result)."""
+        ts = os.path.join(HERE, "%s-%d.gen.ts" % (kind, os.getpid()))
+        try:
+            generated = run(["node", "validate.mjs", kind, ts] + inputs, cwd=HERE)
+            return generated, type_check(ts)
+        finally:
+            if os.path.exists(ts):
+                os.remove(ts)
+
     def objects(self, name, kind):
         return [d for d in self.rendered[name] if d["kind"] == kind]
 
@@ -98,34 +109,22 @@ class ChartTest(unittest.TestCase):
             self.assertIn("invalid", out.stdout)
 
     def test_objects_validate_strictly(self):
-        ts = os.path.join(HERE, "objects.gen.ts")
-        try:
-            files = [os.path.join(self.tmp, n + ".yaml") for n in sorted(self.rendered)]
-            out = run(["node", "validate.mjs", "objects", ts] + files, cwd=HERE)
-            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
-            tsc = type_check(ts)
-            self.assertEqual(tsc.returncode, 0, tsc.stdout + tsc.stderr)
-        finally:
-            if os.path.exists(ts):
-                os.remove(ts)
+        files = [os.path.join(self.tmp, n + ".yaml") for n in sorted(self.rendered)]
+        out, tsc = self.generate_and_type_check("objects", files)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertEqual(tsc.returncode, 0, tsc.stdout + tsc.stderr)
 
     def test_a_misspelt_field_fails_the_strict_check(self):
         # The check above must be able to fail: a container field the API
         # does not have.
-        ts = os.path.join(HERE, "broken.gen.ts")
         broken = os.path.join(self.tmp, "broken.yaml")
         docs = [d for d in self.rendered["cpu-1-group"] if d["kind"] == "Deployment"]
         docs[0]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
         with open(broken, "w") as f:
             yaml.safe_dump_all(docs, f)
-        try:
-            run(["node", "validate.mjs", "objects", ts, broken], cwd=HERE)
-            tsc = type_check(ts)
-            self.assertNotEqual(tsc.returncode, 0)
-            self.assertIn("imagePullPolicyy", tsc.stdout)
-        finally:
-            if os.path.exists(ts):
-                os.remove(ts)
+        _, tsc = self.generate_and_type_check("objects", [broken])
+        self.assertNotEqual(tsc.returncode, 0)
+        self.assertIn("imagePullPolicyy", tsc.stdout)
 
     def test_workers_follow_the_values(self):
         for name, groups, world, gpus in [("gpu-1-group-p2", 1, 2, 2), ("cpu-1-group", 1, 1, None),
@@ -199,35 +198,23 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(len(monitor["spec"]["endpoints"]), 1 + 8)
 
     def test_dashboards_type_check(self):
-        ts = os.path.join(HERE, "dashboards.gen.ts")
-        try:
-            out = run(["node", "validate.mjs", "dashboards", ts] +
-                      sorted(glob.glob(os.path.join(K8S, "grafana", "*.json"))), cwd=HERE)
-            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
-            tsc = type_check(ts)
-            self.assertEqual(tsc.returncode, 0, tsc.stdout + tsc.stderr)
-        finally:
-            if os.path.exists(ts):
-                os.remove(ts)
+        out, tsc = self.generate_and_type_check(
+            "dashboards", sorted(glob.glob(os.path.join(K8S, "grafana", "*.json"))))
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertEqual(tsc.returncode, 0, tsc.stdout + tsc.stderr)
 
     def test_a_wrong_dashboard_fails_the_type_check(self):
         broken = os.path.join(self.tmp, "broken.json")
-        ts = os.path.join(HERE, "broken-dashboard.gen.ts")
         with open(os.path.join(K8S, "grafana", "shift.json")) as f:
-            dashboard = yaml.safe_load(f)
+            dashboard = json.load(f)
         dashboard["schemaVersion"] = "39"  # a number in Grafana's schema
         dashboard["panels"][1]["gridPoss"] = dashboard["panels"][1]["gridPos"]
         with open(broken, "w") as f:
             json.dump(dashboard, f)
-        try:
-            run(["node", "validate.mjs", "dashboards", ts, broken], cwd=HERE)
-            tsc = type_check(ts)
-            self.assertNotEqual(tsc.returncode, 0)
-            self.assertIn("not assignable to type 'number'", tsc.stdout)  # schemaVersion
-            self.assertIn("gridPoss", tsc.stdout)
-        finally:
-            if os.path.exists(ts):
-                os.remove(ts)
+        _, tsc = self.generate_and_type_check("dashboards", [broken])
+        self.assertNotEqual(tsc.returncode, 0)
+        self.assertIn("not assignable to type 'number'", tsc.stdout)  # schemaVersion
+        self.assertIn("gridPoss", tsc.stdout)
 
     def test_prometheus_rules(self):
         rules = os.path.join(K8S, "prometheus")
