@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -16,6 +17,8 @@ std::string_view DTypeName(DType dtype) {
       return "BF16";
     case DType::kF16:
       return "F16";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
   }
   return "?";
 }
@@ -24,10 +27,54 @@ std::optional<DType> DTypeFromName(std::string_view name) {
   if (name == "F32") return DType::kF32;
   if (name == "BF16") return DType::kBF16;
   if (name == "F16") return DType::kF16;
+  if (name == "F8_E4M3") return DType::kF8E4M3;
   return std::nullopt;
 }
 
-size_t DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+    case DType::kF16:
+      return 2;
+    case DType::kF8E4M3:
+      return 1;
+  }
+  return 0;
+}
+
+float F8E4M3ToF32(uint8_t bits) {
+  const float sign = (bits & 0x80) ? -1.0f : 1.0f;
+  const int exponent = (bits >> 3) & 0xF, mantissa = bits & 0x7;
+  if (exponent == 0xF && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -9);  // subnormal
+  return sign * std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);
+}
+
+uint8_t F32ToF8E4M3(float value) {
+  if (std::isnan(value)) return 0x7F;
+  const uint8_t sign = std::signbit(value) ? 0x80 : 0;
+  const float a = std::min(std::fabs(value), 448.0f);
+  // The nearest of the 127 non-negative finite codes, ties to the even code
+  // (codes are ordered as their values, so binary search on the value).
+  int lo = 0, hi = 0x7E;  // 0x7E = 448
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (F8E4M3ToF32(static_cast<uint8_t>(mid)) <= a) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  int code = lo;
+  if (code < 0x7E) {
+    const float below = F8E4M3ToF32(static_cast<uint8_t>(code));
+    const float above = F8E4M3ToF32(static_cast<uint8_t>(code + 1));
+    if (a - below > above - a || (a - below == above - a && (code & 1))) ++code;
+  }
+  return static_cast<uint8_t>(sign | code);
+}
 
 float Bf16ToF32(uint16_t bits) {
   uint32_t wide = static_cast<uint32_t>(bits) << 16;
@@ -116,6 +163,15 @@ void ConvertToF32(DType dtype, const void* src, size_t n, float* dst) {
         }
       });
       return;
+    case DType::kF8E4M3: {
+      // 256 codes: a table.
+      float table[256];
+      for (int c = 0; c < 256; ++c) table[c] = F8E4M3ToF32(static_cast<uint8_t>(c));
+      ForChunks(n, [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) dst[i] = table[bytes[i]];
+      });
+      return;
+    }
   }
 }
 

@@ -97,6 +97,89 @@ absl::Status ParseEos(const json& j, absl::string_view source, ModelConfig* conf
   return absl::OkStatus();
 }
 
+// A field of an object, or a default when absent or of another type
+// (json::value would throw on a type mismatch).
+std::string StringOr(const json& o, const char* key, const std::string& otherwise) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : otherwise;
+}
+int64_t IntOr(const json& o, const char* key, int64_t otherwise) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_number_integer() ? it->get<int64_t>() : otherwise;
+}
+bool BoolOr(const json& o, const char* key, bool otherwise) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_boolean() ? it->get<bool>() : otherwise;
+}
+
+// quantization_config: FP8 in the compressed-tensors layout, or nothing.
+absl::Status ParseQuantization(const json& j, absl::string_view source, ModelConfig* config) {
+  auto it = j.find("quantization_config");
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  const char* field = "quantization_config";
+  if (!it->is_object()) return FieldError(source, field, "must be an object or null");
+  const json& q = *it;
+  const std::string method = StringOr(q, "quant_method", "");
+  if (method != "compressed-tensors") {
+    return absl::UnimplementedError(absl::StrCat(
+        source, ": quantization_config.quant_method \"", method,
+        "\" is not supported (shift reads FP8 weights in the compressed-tensors layout)"));
+  }
+  if (const std::string format = StringOr(q, "format", "float-quantized");
+      format != "float-quantized") {
+    return absl::UnimplementedError(absl::StrCat(source, ": quantization_config.format \"", format,
+                                                 "\" is not supported (float-quantized)"));
+  }
+  auto groups = q.find("config_groups");
+  if (groups == q.end() || !groups->is_object() || groups->size() != 1) {
+    return FieldError(source, "quantization_config.config_groups",
+                      "must hold exactly one group (its targets: Linear)");
+  }
+  const json& group = groups->begin().value();
+  auto weights = group.find("weights");
+  if (!group.is_object() || weights == group.end() || !weights->is_object()) {
+    return FieldError(source, "quantization_config.config_groups", "has no \"weights\" object");
+  }
+  Fp8Quantization fp8;
+  const std::string strategy = StringOr(*weights, "strategy", "");
+  if (IntOr(*weights, "num_bits", 0) != 8 || StringOr(*weights, "type", "") != "float") {
+    return absl::UnimplementedError(absl::StrCat(
+        source, ": quantized weights must be 8-bit floats (num_bits 8, type \"float\": FP8 E4M3)"));
+  }
+  if (strategy == "block" || weights->contains("block_structure")) {
+    return absl::UnimplementedError(
+        absl::StrCat(source,
+                     ": block-wise FP8 weight scales (strategy \"block\") are not supported; "
+                     "use per-channel (strategy \"channel\") or per-tensor scales"));
+  }
+  if (strategy != "channel" && strategy != "tensor") {
+    return FieldError(source, "quantization_config weights.strategy",
+                      absl::StrCat("is \"", strategy, "\" (channel or tensor)"));
+  }
+  fp8.per_channel = strategy == "channel";
+  if (auto act = group.find("input_activations"); act != group.end() && !act->is_null()) {
+    if (!act->is_object() || IntOr(*act, "num_bits", 0) != 8 ||
+        StringOr(*act, "type", "") != "float" || !BoolOr(*act, "dynamic", false)) {
+      return absl::UnimplementedError(
+          absl::StrCat(source,
+                       ": input activations must be FP8 quantized dynamically (dynamic: true); "
+                       "static activation scales are not supported"));
+    }
+  }
+  if (auto ignore = q.find("ignore"); ignore != q.end() && !ignore->is_null()) {
+    if (!ignore->is_array())
+      return FieldError(source, "quantization_config.ignore", "must be a list");
+    for (const json& name : *ignore) {
+      if (!name.is_string()) {
+        return FieldError(source, "quantization_config.ignore", "must be a list of strings");
+      }
+      fp8.ignore.push_back(name.get<std::string>());
+    }
+  }
+  config->quantization = std::move(fp8);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source) {
   if (!j.is_object())
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
@@ -150,6 +233,7 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "bos_token_id", &bos));
   if (bos >= 0) c.bos_token_id = bos;
   SHIFT_RETURN_IF_ERROR(ParseEos(j, source, &c));
+  SHIFT_RETURN_IF_ERROR(ParseQuantization(j, source, &c));
   SHIFT_RETURN_IF_ERROR(ValidateModelConfig(c, source));
   return c;
 }
@@ -256,6 +340,22 @@ std::string ModelConfigToJson(const ModelConfig& c) {
         {"original_max_position_embeddings", c.rope_scaling->original_max_position_embeddings}};
   } else {
     j["rope_scaling"] = nullptr;
+  }
+  if (c.quantization) {
+    const json fp8 = {{"num_bits", 8}, {"type", "float"}, {"symmetric", true}};
+    json weights = fp8, activations = fp8;
+    weights["strategy"] = c.quantization->per_channel ? "channel" : "tensor";
+    weights["dynamic"] = false;
+    activations["strategy"] = "token";
+    activations["dynamic"] = true;
+    j["quantization_config"] = {
+        {"quant_method", "compressed-tensors"},
+        {"format", "float-quantized"},
+        {"quantization_status", "compressed"},
+        {"config_groups",
+         {{"group_0",
+           {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", activations}}}}},
+        {"ignore", c.quantization->ignore}};
   }
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.eos_token_ids.size() == 1) {

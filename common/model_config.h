@@ -22,6 +22,18 @@ struct Llama3RopeScaling {
   int64_t original_max_position_embeddings = 8192;
 };
 
+// FP8 (E4M3) weights in the compressed-tensors layout (config.json's
+// quantization_config: quant_method "compressed-tensors", format
+// "float-quantized"): each quantized Linear weight is F8_E4M3 with a
+// `weight_scale` beside it, one per output channel ([out, 1]) or one for the
+// tensor; activations are quantized dynamically per token at run time (a
+// GPU matter: the CPU computes in fp32 on the dequantized weights).
+// Block-wise scales and static activation scales are refused.
+struct Fp8Quantization {
+  bool per_channel = true;          // else one scale per tensor
+  std::vector<std::string> ignore;  // modules left unquantized, e.g. "lm_head"
+};
+
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";  // first of "architectures"
   std::string model_type = "llama";
@@ -41,6 +53,7 @@ struct ModelConfig {
   std::string torch_dtype = "bfloat16";
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
+  std::optional<Fp8Quantization> quantization;
 
   // Parameters in the weights (embeddings counted once when tied).
   int64_t NumParameters() const;

@@ -40,6 +40,42 @@ std::vector<TensorSpec> ModelTensorSpecs(const ModelConfig& c) {
   return specs;
 }
 
+std::string WeightScaleName(const std::string& weight_name) { return weight_name + "_scale"; }
+
+absl::Status ReadWeightAsF32(const Checkpoint& checkpoint, const ModelConfig& config,
+                             const std::string& name, int64_t rows, int64_t cols, float* out) {
+  const std::vector<int64_t> shape =
+      rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{rows, cols};
+  SHIFT_ASSIGN_OR_RETURN(const TensorView* view, checkpoint.Get(name, shape));
+  SHIFT_RETURN_IF_ERROR(checkpoint.ReadAsF32(name, shape, out));
+  if (view->dtype != DType::kF8E4M3) return absl::OkStatus();
+  if (!config.quantization) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        *view->file, ": tensor \"", name,
+        "\" is F8_E4M3 but config.json has no quantization_config saying how it is scaled"));
+  }
+  // One scale per output row, or one for the whole tensor.
+  const std::string scale_name = WeightScaleName(name);
+  std::vector<float> scale;
+  for (const std::vector<int64_t>& scale_shape :
+       std::vector<std::vector<int64_t>>{{rows, 1}, {rows}, {1}, {}}) {
+    if (!checkpoint.Get(scale_name, scale_shape).ok()) continue;
+    scale.resize(scale_shape.empty() ? 1 : scale_shape[0]);
+    SHIFT_RETURN_IF_ERROR(checkpoint.ReadAsF32(scale_name, scale_shape, scale.data()));
+    break;
+  }
+  if (scale.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(*view->file, ": F8_E4M3 tensor \"", name,
+                                                   "\" needs \"", scale_name, "\" of shape [", rows,
+                                                   ", 1] (per channel) or [1] (per tensor)"));
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float s = scale.size() == 1 ? scale[0] : scale[r];
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] *= s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckCheckpointAgainstSchema(const Checkpoint& checkpoint, const ModelConfig& config) {
   for (const TensorSpec& spec : ModelTensorSpecs(config)) {
     SHIFT_RETURN_IF_ERROR(checkpoint.Get(spec.name, spec.shape).status());

@@ -32,4 +32,14 @@ std::vector<TensorSpec> ModelTensorSpecs(const ModelConfig& config);
 // rotary_emb.inv_freq buffers) are ignored. Errors name the file and tensor.
 absl::Status CheckCheckpointAgainstSchema(const Checkpoint& checkpoint, const ModelConfig& config);
 
+// The name of a quantized weight's scale: "x.weight" -> "x.weight_scale".
+std::string WeightScaleName(const std::string& weight_name);
+
+// Reads tensor `name` of `rows` x `cols` (a vector: rows 1) as fp32. An
+// F8_E4M3 tensor is dequantized with its weight_scale (one per row, [rows,
+// 1] or [rows], or one for the tensor, [] or [1]), which a config without
+// quantization_config refuses. Errors name the tensor.
+absl::Status ReadWeightAsF32(const Checkpoint& checkpoint, const ModelConfig& config,
+                             const std::string& name, int64_t rows, int64_t cols, float* out);
+
 }  // namespace shift

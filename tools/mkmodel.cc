@@ -135,15 +135,61 @@ std::string RandomTensorBytes(uint64_t seed, const TensorSpec& spec, DType dtype
   return bytes;
 }
 
+Fp8Quantized QuantizeFp8PerRow(const std::vector<float>& values, int64_t rows, int64_t cols) {
+  Fp8Quantized out;
+  out.bytes.resize(static_cast<size_t>(rows * cols));
+  out.scales.resize(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    float top = 0.0f;
+    for (int64_t c = 0; c < cols; ++c) top = std::max(top, std::fabs(values[r * cols + c]));
+    const float scale = Bf16ToF32(F32ToBf16(top > 0.0f ? top / 448.0f : 1.0f));
+    out.scales[r] = scale;
+    for (int64_t c = 0; c < cols; ++c) {
+      out.bytes[r * cols + c] = static_cast<char>(F32ToF8E4M3(values[r * cols + c] / scale));
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// The tensors one spec becomes: itself, and for an FP8 projection its scale.
+std::vector<TensorToWrite> SpecTensors(uint64_t seed, const TensorSpec& spec, bool fp8, DType dtype,
+                                       std::vector<std::string>* data) {
+  if (!fp8 || spec.role != TensorRole::kProjection) {
+    data->push_back(RandomTensorBytes(seed, spec, dtype));
+    return {{spec.name, dtype, spec.shape, data->back()}};
+  }
+  std::vector<float> values(static_cast<size_t>(spec.NumElements()));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = RandomWeight(seed, spec, i);
+  Fp8Quantized q = QuantizeFp8PerRow(values, spec.shape[0], spec.shape[1]);
+  std::string scales(q.scales.size() * 2, '\0');
+  for (size_t i = 0; i < q.scales.size(); ++i) {
+    const uint16_t h = F32ToBf16(q.scales[i]);
+    std::memcpy(scales.data() + 2 * i, &h, 2);
+  }
+  data->push_back(std::move(q.bytes));
+  const std::string& weight = data->back();
+  data->push_back(std::move(scales));
+  return {{spec.name, DType::kF8E4M3, spec.shape, weight},
+          {WeightScaleName(spec.name), DType::kBF16, {spec.shape[0], 1}, data->back()}};
+}
+
+}  // namespace
+
 absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
                                                const MkModelOptions& options) {
   if (options.dtype == DType::kF16) {
-    return absl::InvalidArgumentError("shift-mkmodel writes bf16 or fp32 weights");
+    return absl::InvalidArgumentError("shift-mkmodel writes bf16, fp32 or fp8 weights");
   }
   MkModelResult result;
   result.config = options.config;
   ModelConfig& config = result.config;
-  config.torch_dtype = options.dtype == DType::kF32 ? "float32" : "bfloat16";
+  const bool fp8 = options.dtype == DType::kF8E4M3;
+  // FP8 checkpoints keep embeddings, norms and lm_head in bf16.
+  const DType dtype = fp8 ? DType::kBF16 : options.dtype;
+  config.torch_dtype = dtype == DType::kF32 ? "float32" : "bfloat16";
+  if (fp8) config.quantization = Fp8Quantization{true, {"lm_head"}};
   SHIFT_RETURN_IF_ERROR(ValidateModelConfig(config, "model options"));
 
   std::error_code ec;
@@ -191,7 +237,9 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
   std::vector<std::vector<const TensorSpec*>> shards(1);
   uint64_t shard_bytes = 0;
   for (const TensorSpec& spec : specs) {
-    const uint64_t bytes = static_cast<uint64_t>(spec.NumElements()) * DTypeSize(options.dtype);
+    const bool quantized = fp8 && spec.role == TensorRole::kProjection;
+    const uint64_t bytes = quantized ? static_cast<uint64_t>(spec.NumElements() + 2 * spec.shape[0])
+                                     : static_cast<uint64_t>(spec.NumElements()) * DTypeSize(dtype);
     if (options.max_shard_bytes > 0 && shard_bytes > 0 &&
         shard_bytes + bytes > options.max_shard_bytes) {
       shards.emplace_back();
@@ -209,11 +257,12 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
                                                                   s + 1, shards.size());
     std::vector<std::string> data;
     std::vector<TensorToWrite> tensors;
-    data.reserve(shards[s].size());
+    data.reserve(2 * shards[s].size());  // no reallocation: tensors point into it
     for (const TensorSpec* spec : shards[s]) {
-      data.push_back(RandomTensorBytes(options.seed, *spec, options.dtype));
-      tensors.push_back({spec->name, options.dtype, spec->shape, data.back()});
-      weight_map[spec->name] = file;
+      for (TensorToWrite& t : SpecTensors(options.seed, *spec, fp8, dtype, &data)) {
+        weight_map[t.name] = file;
+        tensors.push_back(std::move(t));
+      }
     }
     SHIFT_RETURN_IF_ERROR(WriteSafetensors(dir + "/" + file, tensors, {{"format", "pt"}}));
   }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
@@ -16,6 +17,8 @@ namespace shift {
 
 struct MkModelOptions {
   ModelConfig config;
+  // kBF16 or kF32 for every tensor; kF8E4M3 for FP8 projections (per-channel
+  // scales, compressed-tensors layout) with everything else in bf16.
   DType dtype = DType::kBF16;
   uint64_t seed = 0;
   // Training text for the tokenizer; empty means the built-in corpus.
@@ -40,6 +43,15 @@ std::string_view BuiltinCorpus();
 float RandomWeight(uint64_t seed, const TensorSpec& spec, int64_t index);
 // All of a tensor's bytes in `dtype`.
 std::string RandomTensorBytes(uint64_t seed, const TensorSpec& spec, DType dtype);
+
+// `rows` x `cols` fp32 values quantized to FP8 E4M3 with one scale per row
+// (the row's largest magnitude over 448, rounded to bf16 as it is stored):
+// the F8_E4M3 bytes and the scales.
+struct Fp8Quantized {
+  std::string bytes;
+  std::vector<float> scales;
+};
+Fp8Quantized QuantizeFp8PerRow(const std::vector<float>& values, int64_t rows, int64_t cols);
 
 struct MkModelResult {
   ModelConfig config;  // as written (bos/eos set from the tokenizer)

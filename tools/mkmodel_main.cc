@@ -22,7 +22,9 @@ ABSL_FLAG(int64_t, max_position_embeddings, 0, "Override: context length");
 ABSL_FLAG(double, rope_theta, 0, "Override: RoPE base");
 ABSL_FLAG(std::string, tie_word_embeddings, "", "Override: true or false");
 ABSL_FLAG(std::string, attention_bias, "", "Override: true or false (q/k/v biases)");
-ABSL_FLAG(std::string, dtype, "bf16", "Weight dtype: bf16 or fp32");
+ABSL_FLAG(std::string, dtype, "bf16",
+          "Weight dtype: bf16, fp32, or fp8 (FP8 E4M3 projections with per-channel scales in the "
+          "compressed-tensors layout; embeddings, norms and lm_head in bf16)");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the weights; the same seed gives the same bytes");
 ABSL_FLAG(std::string, corpus, "", "Text file to train the tokenizer on (default: built-in text)");
 ABSL_FLAG(int32_t, tokenizer_vocab, 2048, "Tokenizer size to aim for (capped by vocab_size)");
@@ -83,10 +85,10 @@ int Main() {
     return ReportFailure(s);
   }
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
-  if (dtype != "bf16" && dtype != "fp32") {
-    return ReportFailure(absl::InvalidArgumentError("--dtype must be bf16 or fp32"));
+  if (dtype != "bf16" && dtype != "fp32" && dtype != "fp8") {
+    return ReportFailure(absl::InvalidArgumentError("--dtype must be bf16, fp32 or fp8"));
   }
-  options.dtype = dtype == "fp32" ? DType::kF32 : DType::kBF16;
+  options.dtype = dtype == "fp32" ? DType::kF32 : dtype == "fp8" ? DType::kF8E4M3 : DType::kBF16;
   options.seed = absl::GetFlag(FLAGS_seed);
   if (const std::string path = absl::GetFlag(FLAGS_corpus); !path.empty()) {
     auto text = ReadFileToString(path);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/model_schema.h"
 #include "common/status.h"
 
 namespace shift {
@@ -94,7 +95,7 @@ absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
   auto read = [&](const std::string& name, int64_t rows, int64_t cols) -> absl::Status {
     host.resize(rows * cols);
     weight_bytes_ += rows * cols * sizeof(float);
-    return checkpoint.ReadAsF32(name, {rows, cols}, host.data());
+    return ReadWeightAsF32(checkpoint, config_, name, rows, cols, host.data());
   };
   auto vector = [&](const std::string& name, int64_t n, Buffer* out) -> absl::Status {
     host.resize(n);

@@ -26,6 +26,44 @@ TEST(DTypeTest, F32ToBf16RoundsToNearestEven) {
   EXPECT_TRUE(std::isnan(Bf16ToF32(F32ToBf16(std::numeric_limits<float>::quiet_NaN()))));
 }
 
+TEST(DTypeTest, F8E4M3CodesRoundTripAndMatchTheFormat) {
+  // Every non-NaN code converts back to itself (two zeros included).
+  for (int code = 0; code < 256; ++code) {
+    const float f = F8E4M3ToF32(static_cast<uint8_t>(code));
+    if ((code & 0x7F) == 0x7F) {
+      EXPECT_TRUE(std::isnan(f)) << code;
+      continue;
+    }
+    EXPECT_EQ(F32ToF8E4M3(f), code) << code << " = " << f;
+  }
+  EXPECT_EQ(F8E4M3ToF32(0x38), 1.0f);                  // exponent 7 is 2^0
+  EXPECT_EQ(F8E4M3ToF32(0x7E), 448.0f);                // the largest finite
+  EXPECT_EQ(F8E4M3ToF32(0x01), std::ldexp(1.0f, -9));  // the smallest subnormal
+  EXPECT_EQ(F8E4M3ToF32(0x08), std::ldexp(1.0f, -6));  // the smallest normal
+  EXPECT_EQ(F8E4M3ToF32(0xB8), -1.0f);
+}
+
+TEST(DTypeTest, F32ToF8E4M3RoundsToNearestEvenAndSaturates) {
+  EXPECT_EQ(F32ToF8E4M3(1.0625f), 0x38);  // halfway 1 .. 1.125: the even code
+  EXPECT_EQ(F32ToF8E4M3(1.1875f), 0x3A);  // halfway 1.125 .. 1.25: the even code
+  EXPECT_EQ(F32ToF8E4M3(1.07f), 0x39);
+  EXPECT_EQ(F32ToF8E4M3(500.0f), 0x7E);
+  EXPECT_EQ(F32ToF8E4M3(-1e30f), 0xFE);
+  EXPECT_EQ(F32ToF8E4M3(std::numeric_limits<float>::infinity()), 0x7E);
+  EXPECT_EQ(F32ToF8E4M3(std::numeric_limits<float>::quiet_NaN()), 0x7F);
+  EXPECT_EQ(F32ToF8E4M3(std::ldexp(1.0f, -11)), 0x00);  // under half the smallest
+  EXPECT_EQ(F32ToF8E4M3(std::ldexp(3.0f, -10)), 0x02);  // 1.5 subnormal steps: even
+  EXPECT_EQ(F32ToF8E4M3(std::ldexp(3.0f, -11)), 0x01);  // 0.75 steps: up
+  const unsigned char codes[3] = {0x38, 0xC0, 0x7E};
+  float out[3];
+  ConvertToF32(DType::kF8E4M3, codes, 3, out);
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_EQ(out[1], -2.0f);
+  EXPECT_EQ(out[2], 448.0f);
+  EXPECT_EQ(DTypeSize(DType::kF8E4M3), 1u);
+  EXPECT_EQ(DTypeFromName("F8_E4M3"), DType::kF8E4M3);
+}
+
 TEST(DTypeTest, F16ConversionMatchesKnownValues) {
   EXPECT_EQ(F16ToF32(0x3C00), 1.0f);
   EXPECT_EQ(F16ToF32(0xC000), -2.0f);

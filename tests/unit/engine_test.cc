@@ -10,6 +10,7 @@
 #include <random>
 #include <sstream>
 
+#include "common/model_schema.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
@@ -86,7 +87,12 @@ class NaiveModel {
     int64_t n = 1;
     for (int64_t s : shape) n *= s;
     std::vector<float> out(n);
-    EXPECT_TRUE(ckpt_.ReadAsF32(name, shape, out.data()).ok()) << name;
+    // Matrices through the loader's dequantization (FP8 checkpoints).
+    EXPECT_TRUE((shape.size() == 2
+                     ? ReadWeightAsF32(ckpt_, c_, name, shape[0], shape[1], out.data())
+                     : ckpt_.ReadAsF32(name, shape, out.data()))
+                    .ok())
+        << name;
     return out;
   }
   static std::vector<double> MatMul(const std::vector<double>& x, int64_t rows, int64_t k,
@@ -207,14 +213,18 @@ std::vector<int32_t> Prompt(int64_t n, uint32_t seed, int32_t vocab) {
   return out;
 }
 
-class EngineTest : public ::testing::TestWithParam<bool /*qwen2*/> {
+// Llama with GQA (fp32 weights), Qwen 2 (biases, tied embeddings), and
+// Llama with FP8 projections (dequantized on load).
+enum class TestModel { kLlamaGqa, kQwen2, kLlamaFp8 };
+
+class EngineTest : public ::testing::TestWithParam<TestModel> {
  protected:
   void SetUp() override {
     MkModelOptions options;
     options.config = *PresetConfig("tiny");
     options.seed = 17;
-    options.dtype = DType::kF32;
-    if (GetParam()) {
+    options.dtype = GetParam() == TestModel::kLlamaFp8 ? DType::kF8E4M3 : DType::kF32;
+    if (GetParam() == TestModel::kQwen2) {
       options.config.architecture = "Qwen2ForCausalLM";
       options.config.attention_bias = true;
       options.config.tie_word_embeddings = true;
@@ -370,8 +380,19 @@ TEST_P(EngineTest, BadStepsAreRefusedWithoutDamage) {
   EXPECT_EQ(ok->size(), 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, EngineTest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "Qwen2" : "LlamaGqa"; });
+INSTANTIATE_TEST_SUITE_P(Models, EngineTest,
+                         ::testing::Values(TestModel::kLlamaGqa, TestModel::kQwen2,
+                                           TestModel::kLlamaFp8),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case TestModel::kQwen2:
+                               return "Qwen2";
+                             case TestModel::kLlamaFp8:
+                               return "LlamaFp8";
+                             default:
+                               return "LlamaGqa";
+                           }
+                         });
 
 }  // namespace
 }  // namespace shift

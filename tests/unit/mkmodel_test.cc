@@ -62,6 +62,53 @@ TEST_F(MkModelTest, TinyModelLoadsBackWithEveryTensorChecked) {
   EXPECT_LE(files->tokenizer->vocab_size(), files->config.vocab_size);
 }
 
+// --dtype=fp8: projections in F8_E4M3 with bf16 per-channel scales, the
+// rest in bf16; the loader dequantizes them to scale x code exactly, close
+// to the unquantized weights.
+TEST_F(MkModelTest, Fp8ProjectionsLoadDequantized) {
+  MkModelOptions options = Tiny(5);
+  options.dtype = DType::kF8E4M3;
+  auto written = WriteRandomModel(Dir("fp8"), options);
+  ASSERT_TRUE(written.ok()) << written.status();
+  auto files = OpenModelFiles(Dir("fp8"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_TRUE(files->config.quantization.has_value());
+  for (const TensorSpec& spec : ModelTensorSpecs(files->config)) {
+    const TensorView* view = files->checkpoint->Find(spec.name);
+    ASSERT_NE(view, nullptr) << spec.name;
+    const bool projection = spec.role == TensorRole::kProjection;
+    EXPECT_EQ(view->dtype, projection ? DType::kF8E4M3 : DType::kBF16) << spec.name;
+    if (!projection) continue;
+    const int64_t rows = spec.shape[0], cols = spec.shape[1];
+    const TensorView* scale = files->checkpoint->Find(WeightScaleName(spec.name));
+    ASSERT_NE(scale, nullptr) << spec.name;
+    EXPECT_EQ(scale->shape, (std::vector<int64_t>{rows, 1}));
+    std::vector<float> got(rows * cols), scales(rows);
+    ASSERT_TRUE(
+        ReadWeightAsF32(*files->checkpoint, files->config, spec.name, rows, cols, got.data()).ok());
+    ASSERT_TRUE(files->checkpoint->ReadAsF32(scale->name, {rows, 1}, scales.data()).ok());
+    double err = 0, ref = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t i = r * cols + c;
+        ASSERT_EQ(got[i], F8E4M3ToF32(view->data[i]) * scales[r]) << spec.name << " " << i;
+        const double want = RandomWeight(5, spec, i);
+        err += (got[i] - want) * (got[i] - want);
+        ref += want * want;
+      }
+    }
+    // E4M3 keeps 3 mantissa bits: a relative error of at most 1/16.
+    EXPECT_LT(err / ref, 1.0 / 256) << spec.name;
+  }
+  // Without quantization_config an F8_E4M3 weight is refused.
+  ModelConfig plain = files->config;
+  plain.quantization.reset();
+  std::vector<float> out(64 * 64);
+  const absl::Status refused = ReadWeightAsF32(
+      *files->checkpoint, plain, "model.layers.0.self_attn.q_proj.weight", 64, 64, out.data());
+  EXPECT_THAT(refused.message(), HasSubstr("no quantization_config"));
+}
+
 TEST_F(MkModelTest, WeightsLookInitialised) {
   const TensorSpec proj{"w", {64, 64}, TensorRole::kProjection};
   const TensorSpec norm{"n", {64}, TensorRole::kNorm};

@@ -99,6 +99,36 @@ TEST(ModelConfigTest, RoundTripsThroughJson) {
   EXPECT_EQ(again->eos_token_ids, config->eos_token_ids);
 }
 
+// An FP8 checkpoint's quantization_config as llm-compressor writes it
+// (FP8_DYNAMIC: per-channel weights, dynamic per-token activations).
+#define FP8_BASE \
+  R"("architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100)"
+#define FP8_GROUP(weights, activations)                                                                                                                                                           \
+  R"("quantization_config": {"quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"], "config_groups": {"group_0": {"targets": ["Linear"], "weights": )" weights \
+  R"(, "input_activations": )" activations "}}}"
+#define FP8_CHANNEL \
+  R"({"num_bits": 8, "type": "float", "strategy": "channel", "dynamic": false, "symmetric": true})"
+#define FP8_TOKEN \
+  R"({"num_bits": 8, "type": "float", "strategy": "token", "dynamic": true, "symmetric": true})"
+
+TEST(ModelConfigTest, ParsesCompressedTensorsFp8) {
+  auto config = ParseModelConfig("{" FP8_BASE ", " FP8_GROUP(FP8_CHANNEL, FP8_TOKEN) "}", "c");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->quantization.has_value());
+  EXPECT_TRUE(config->quantization->per_channel);
+  EXPECT_EQ(config->quantization->ignore, std::vector<std::string>{"lm_head"});
+  auto again = ParseModelConfig(ModelConfigToJson(*config), "written");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ModelConfigToJson(*again), ModelConfigToJson(*config));
+  auto per_tensor = ParseModelConfig(
+      "{" FP8_BASE
+      ", " FP8_GROUP(R"({"num_bits": 8, "type": "float", "strategy": "tensor"})", "null") "}",
+      "c");
+  ASSERT_TRUE(per_tensor.ok()) << per_tensor.status();
+  EXPECT_FALSE(per_tensor->quantization->per_channel);
+  EXPECT_FALSE(ParseModelConfig("{" FP8_BASE "}", "c")->quantization.has_value());
+}
+
 struct BadConfig {
   const char* json;
   const char* expected;  // substring of the error
@@ -138,6 +168,26 @@ INSTANTIATE_TEST_SUITE_P(
             "{" BASE
             R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})",
             "rope_scaling of type \"yarn\" is not supported"},
+        BadConfig{
+            "{" FP8_BASE ", " FP8_GROUP(
+                R"({"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]})",
+                FP8_TOKEN) "}",
+            "block-wise FP8 weight scales"},
+        BadConfig{
+            "{" FP8_BASE ", " FP8_GROUP(
+                FP8_CHANNEL,
+                R"({"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": false})") "}",
+            "static activation scales are not supported"},
+        BadConfig{
+            "{" FP8_BASE
+            ", " FP8_GROUP(R"({"num_bits": 4, "type": "int", "strategy": "group"})", "null") "}",
+            "must be 8-bit floats"},
+        BadConfig{"{" FP8_BASE R"(, "quantization_config": {"quant_method": "gptq", "bits": 4}})",
+                  "quant_method \"gptq\" is not supported"},
+        BadConfig{
+            "{" FP8_BASE
+            R"(, "quantization_config": {"quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": {"num_bits": "8"}}}}})",
+            "must be 8-bit floats"},
         BadConfig{
             "{" BASE
             R"(, "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": {"factor": 4.0}})",
