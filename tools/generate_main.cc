@@ -31,6 +31,7 @@
 #include "core/shift_policy.h"
 #include "core/step_loop.h"
 #include "nlohmann/json.hpp"
+#include "worker/emulated_communicator.h"
 #include "worker/engine.h"
 #include "worker/local_executor.h"
 
@@ -68,6 +69,14 @@ ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
 ABSL_FLAG(std::string, device, shift::defaults::kDevice,
           "Compute device: cpu (the deterministic fp32 reference) or cuda (bf16 on a GPU)");
+ABSL_FLAG(int32_t, emulate_world_size, 1,
+          "Run rank --emulate_rank's share of every step of a group of this many ranks, alone: "
+          "each collective becomes a copy of the same size, timed apart (tokens are then "
+          "stand-ins; step times are that rank's)");
+ABSL_FLAG(int32_t, emulate_rank, 0, "The rank --emulate_world_size runs");
+ABSL_FLAG(std::string, compute_profile, "",
+          "Append a JSON line per step here: its mode and shape, the step's seconds, the "
+          "collectives' seconds and bytes, and compute = step - collectives (for shift-sim)");
 ABSL_FLAG(bool, op_stats, false,
           "Print, before the step figures on stderr, where the engine's time and traffic went: "
           "calls, FLOPs, bytes and seconds of each backend operation (on a GPU each operation "
@@ -224,7 +233,20 @@ int Main() {
   auto device = kernels::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return ReportFailure(device.status());
   options.device = *device;
-  auto created = Engine::Create(*files, options);
+  // One rank of a larger group, emulated (worker/emulated_communicator.h).
+  const int world = absl::GetFlag(FLAGS_emulate_world_size),
+            rank = absl::GetFlag(FLAGS_emulate_rank);
+  if (world < 1 || rank < 0 || rank >= world) {
+    return ReportFailure(absl::InvalidArgumentError(absl::StrCat(
+        "--emulate_rank (", rank, ") must lie in [0, --emulate_world_size (", world, "))")));
+  }
+  options.rank = rank;
+  options.world_size = world;
+  auto backend = kernels::CreateBackend(options.device, kernels::BackendOptions{options.threads});
+  if (!backend.ok()) return ReportFailure(backend.status());
+  std::unique_ptr<EmulatedCommunicator> emulated;
+  if (world > 1) emulated = std::make_unique<EmulatedCommunicator>(rank, world, backend->get());
+  auto created = Engine::Create(*files, options, emulated.get(), *std::move(backend));
   if (!created.ok()) return ReportFailure(created.status());
   Engine& engine = **created;
   const Tokenizer& tokenizer = *files->tokenizer;
@@ -256,6 +278,15 @@ int Main() {
     if (!opened.ok()) return ReportFailure(opened.status());
     trace = *std::move(opened);
   }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> profile(nullptr, &std::fclose);
+  if (const std::string path = absl::GetFlag(FLAGS_compute_profile); !path.empty()) {
+    profile.reset(std::fopen(path.c_str(), "a"));
+    if (profile == nullptr) {
+      return ReportFailure(absl::UnavailableError(absl::StrCat("cannot open ", path)));
+    }
+  }
+  double last_collective_s = 0;
+  uint64_t last_bytes = 0;
   RealClock clock;
   Scheduler scheduler(sc, &clock);
   LocalExecutor executor(&engine);
@@ -314,6 +345,25 @@ int Main() {
       return ReportFailure(absl::InternalError("no step can run, yet requests are waiting"));
     }
     ++steps;
+    if (profile != nullptr) {
+      const StepRecord& record = **ran;
+      const StepShape& shape = record.decision.inputs;
+      const double collective_s = emulated ? emulated->seconds() - last_collective_s : 0.0;
+      const uint64_t collective_bytes = emulated ? emulated->bytes_received() - last_bytes : 0;
+      if (emulated) {
+        last_collective_s = emulated->seconds();
+        last_bytes = emulated->bytes_received();
+      }
+      absl::FPrintF(profile.get(),
+                    "{\"world_size\":%d,\"rank\":%d,\"mode\":\"%s\",\"tokens\":%d,"
+                    "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
+                    "\"step_s\":%.9g,\"collective_s\":%.9g,\"collective_bytes\":%d,"
+                    "\"compute_s\":%.9g}\n",
+                    world, rank, StepModeName(record.decision.mode), shape.num_tokens,
+                    shape.num_sequences, shape.num_decodes, shape.max_context, shape.attention,
+                    record.seconds(), collective_s, collective_bytes,
+                    record.seconds() - collective_s);
+    }
     const bool decoding = started == num_requests;
     for (const RequestUpdate& update : (*ran)->updates) {
       Result& result = results[update.seq_id];

@@ -34,6 +34,13 @@ absl::StatusOr<ExecutedStep> LocalExecutor::Execute(const SchedulerOutput& step,
     if (!t.logits.empty() && on_sample_) on_sample_(t);
     executed.sampled.push_back({t.seq_id, t.token_id, t.logprob, std::move(t.top)});
   }
+  if (engine_->rank() != 0) {
+    // A rank other than the leader (an emulated one) samples nothing: each
+    // sequence goes on with its last token, so the steps keep their shape.
+    for (const ScheduledSequence& s : step.sequences) {
+      if (s.sample) executed.sampled.push_back({s.seq_id, s.token_ids.back(), 0.0f, {}});
+    }
+  }
   return executed;
 }
 

@@ -1,0 +1,117 @@
+// One rank of a P-rank group run alone (worker/emulated_communicator.h):
+// its GEMM work is exactly its share of the single rank's (1/P in TP, its
+// token slice in SP), its collectives count the bytes a real rank would
+// receive, and the stand-in copies keep every buffer filled.
+#include "worker/emulated_communicator.h"
+
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/testing/temp_dir.h"
+#include "tools/mkmodel.h"
+#include "worker/engine.h"
+#include "worker/model_files.h"
+
+namespace shift {
+namespace {
+
+TEST(EmulatedCommunicatorTest, CollectivesFillEveryPlaceAndCountRealBytes) {
+  kernels::cpu::CpuBackend backend(1);
+  EmulatedCommunicator comm(1, 4, &backend);
+  std::vector<float> in = {1, 2, 3}, out(12, -1);
+  ASSERT_TRUE(
+      comm.AllGather(kernels::HostTensor(in.data(), 3), kernels::HostTensor(out.data(), 12)).ok());
+  EXPECT_EQ(out, (std::vector<float>{1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3}));
+  EXPECT_EQ(comm.bytes_received(), 9u * 4);  // three other ranks' 3 floats
+  EXPECT_EQ(comm.bytes_sent(), 9u * 4);
+  // All-to-all: we send 1, 2, 3, 4 elements to ranks 0..3 and receive 2
+  // from each; our own part (2 elements, to rank 1) stands in for the rest.
+  std::vector<float> send = {9, 7, 8, 0, 0, 0, 0, 0, 0, 0}, recv(8, -1);
+  ASSERT_TRUE(comm.AllToAllV(kernels::HostTensor(send.data(), 10), {1, 2, 3, 4},
+                             kernels::HostTensor(recv.data(), 8), {2, 2, 2, 2})
+                  .ok());
+  EXPECT_EQ(recv, (std::vector<float>{7, 8, 7, 8, 7, 8, 7, 8}));
+  EXPECT_EQ(comm.bytes_received(), 9u * 4 + 6u * 4);
+  EXPECT_EQ(comm.bytes_sent(), 9u * 4 + 8u * 4);
+  EXPECT_GT(comm.seconds(), 0.0);
+  EXPECT_FALSE(
+      comm.AllGather(kernels::HostTensor(in.data(), 3), kernels::HostTensor(out.data(), 11)).ok());
+}
+
+class EmulatedRankTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MkModelOptions options;
+    options.config = *PresetConfig("tiny");
+    // As many KV heads as query heads: up to 4 ranks split every
+    // projection evenly (with fewer KV heads than ranks, TP replicates them).
+    options.config.num_key_value_heads = options.config.num_attention_heads;
+    options.seed = 3;
+    ASSERT_TRUE(WriteRandomModel(tmp_.Sub("model"), options).ok());
+    auto files = OpenModelFiles(tmp_.Sub("model"));
+    ASSERT_TRUE(files.ok()) << files.status();
+    files_ = std::make_unique<ModelFiles>(*std::move(files));
+  }
+
+  // GEMM FLOPs of rank `rank` of `world` over a prefill of 2 sequences (64
+  // and 32 tokens) then a decode of both, all in `mode`.
+  uint64_t GemmFlops(int rank, int world, StepMode mode, uint64_t* bytes = nullptr) {
+    auto backend = std::make_unique<kernels::cpu::CpuBackend>(1);
+    EmulatedCommunicator comm(rank, world, backend.get());
+    EngineOptions options;
+    options.kv_cache_bytes = 4 << 20;
+    options.block_size = 16;
+    options.rank = rank;
+    options.world_size = world;
+    auto engine = Engine::Create(*files_, options, world > 1 ? &comm : nullptr, std::move(backend));
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    std::vector<SequenceStep> prefill(2);
+    for (int s = 0; s < 2; ++s) {
+      prefill[s].seq_id = s + 1;
+      prefill[s].token_ids.resize(s == 0 ? 64 : 32);
+      std::iota(prefill[s].token_ids.begin(), prefill[s].token_ids.end(), 5 + s);
+      prefill[s].block_table =
+          s == 0 ? std::vector<int32_t>{0, 1, 2, 3, 4} : std::vector<int32_t>{5, 6, 7};
+      prefill[s].sample = true;
+    }
+    auto first = (*engine)->Step(prefill, mode);
+    EXPECT_TRUE(first.ok()) << first.status();
+    std::vector<SequenceStep> decode = prefill;
+    for (int s = 0; s < 2; ++s) {
+      decode[s].start_position = static_cast<int64_t>(prefill[s].token_ids.size());
+      decode[s].token_ids = {11};
+    }
+    auto second = (*engine)->Step(decode, mode);
+    EXPECT_TRUE(second.ok()) << second.status();
+    EXPECT_EQ(first->size(), rank == 0 ? 2u : 0u);  // only the leader samples
+    if (bytes != nullptr) *bytes = comm.bytes_received();
+    return (*engine)->gemm_flops();
+  }
+
+  testing::TestTempDir tmp_;
+  std::unique_ptr<ModelFiles> files_;
+};
+
+TEST_F(EmulatedRankTest, EachRankDoesExactlyItsShareOfTheGemms) {
+  const uint64_t tp = GemmFlops(0, 1, StepMode::kTensorParallel);
+  const uint64_t sp = GemmFlops(0, 1, StepMode::kSequenceParallel);
+  EXPECT_EQ(tp, sp);
+  for (int world : {2, 4}) {
+    uint64_t sp_total = 0;
+    for (int rank = 0; rank < world; ++rank) {
+      uint64_t bytes = 0;
+      EXPECT_EQ(GemmFlops(rank, world, StepMode::kTensorParallel, &bytes) * world, tp)
+          << world << " ranks, rank " << rank;
+      EXPECT_GT(bytes, 0u);
+      sp_total += GemmFlops(rank, world, StepMode::kSequenceParallel);
+    }
+    // SP: each rank its token slice; together, the single rank's work.
+    EXPECT_EQ(sp_total, sp) << world << " ranks";
+  }
+}
+
+}  // namespace
+}  // namespace shift
