@@ -49,6 +49,11 @@ std::vector<Model> Models() {
   qwen.config.attention_bias = true;
   qwen.config.tie_word_embeddings = true;
   models.push_back({"Qwen2", qwen});
+  // FP8 projections (compressed-tensors, per-channel scales): both engines
+  // dequantize them on load.
+  MkModelOptions fp8 = llama;
+  fp8.dtype = DType::kF8E4M3;
+  models.push_back({"LlamaFp8", fp8});
   return models;
 }
 
