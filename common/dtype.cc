@@ -54,23 +54,20 @@ float F8E4M3ToF32(uint8_t bits) {
 
 uint8_t F32ToF8E4M3(float value) {
   if (std::isnan(value)) return 0x7F;
+  // The 127 non-negative finite codes' values, ascending with the code.
+  static const std::vector<float> values = [] {
+    std::vector<float> v(0x7F);
+    for (int c = 0; c < 0x7F; ++c) v[c] = F8E4M3ToF32(static_cast<uint8_t>(c));
+    return v;
+  }();
   const uint8_t sign = std::signbit(value) ? 0x80 : 0;
   const float a = std::min(std::fabs(value), 448.0f);
-  // The nearest of the 127 non-negative finite codes, ties to the even code
-  // (codes are ordered as their values, so binary search on the value).
-  int lo = 0, hi = 0x7E;  // 0x7E = 448
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (F8E4M3ToF32(static_cast<uint8_t>(mid)) <= a) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  int code = lo;
+  // The largest code not above `a`, then the nearer of it and the next,
+  // ties to the even code.
+  int code =
+      static_cast<int>(std::upper_bound(values.begin(), values.end(), a) - values.begin()) - 1;
   if (code < 0x7E) {
-    const float below = F8E4M3ToF32(static_cast<uint8_t>(code));
-    const float above = F8E4M3ToF32(static_cast<uint8_t>(code + 1));
+    const float below = values[code], above = values[code + 1];
     if (a - below > above - a || (a - below == above - a && (code & 1))) ++code;
   }
   return static_cast<uint8_t>(sign | code);

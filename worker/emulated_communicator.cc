@@ -20,7 +20,7 @@ kernels::Tensor Flat(const kernels::Tensor& t, int64_t at, int64_t count) {
   return view;
 }
 
-// Times a collective's stand-in copies and counts its bytes.
+// Times a collective's stand-in copies.
 class Timed {
  public:
   Timed() : start_(std::chrono::steady_clock::now()) {}

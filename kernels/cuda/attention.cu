@@ -10,6 +10,7 @@
 // in place as the A operand) times V. Fragment layouts are those of the PTX
 // ISA for mma.m16n8k16 (.bf16): g = lane / 4, t = lane % 4.
 #include <cfloat>
+#include <type_traits>
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/ops.cuh"
@@ -249,19 +250,20 @@ cudaError_t LaunchFlashAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cach
                                  int64_t ld_out, cudaStream_t stream) {
   if (step.num_tokens == 0 || row_tiles == 0) return cudaSuccess;
   if (splits < 1 || (splits > 1 && partial == nullptr)) return cudaErrorInvalidValue;
+  // One instantiation per supported head size.
+  auto launch = [&](auto d) {
+    return Launch<decltype(d)::value>(q, ld_q, k_cache, v_cache, block_size, kv_heads, heads, scale,
+                                      step, row_tiles, splits, partial, out, ld_out, stream);
+  };
   switch (head_dim) {
     case 16:
-      return Launch<16>(q, ld_q, k_cache, v_cache, block_size, kv_heads, heads, scale, step,
-                        row_tiles, splits, partial, out, ld_out, stream);
+      return launch(std::integral_constant<int, 16>{});
     case 32:
-      return Launch<32>(q, ld_q, k_cache, v_cache, block_size, kv_heads, heads, scale, step,
-                        row_tiles, splits, partial, out, ld_out, stream);
+      return launch(std::integral_constant<int, 32>{});
     case 64:
-      return Launch<64>(q, ld_q, k_cache, v_cache, block_size, kv_heads, heads, scale, step,
-                        row_tiles, splits, partial, out, ld_out, stream);
+      return launch(std::integral_constant<int, 64>{});
     case 128:
-      return Launch<128>(q, ld_q, k_cache, v_cache, block_size, kv_heads, heads, scale, step,
-                         row_tiles, splits, partial, out, ld_out, stream);
+      return launch(std::integral_constant<int, 128>{});
     default:
       return cudaErrorInvalidValue;
   }

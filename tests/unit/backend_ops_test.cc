@@ -120,6 +120,19 @@ class BackendOpsTest : public ::testing::TestWithParam<std::string> {
     ExpectClose(t.on[0], t.on[1], op, what);
   }
 
+  // The same fp32 logits (one row per request) sampled by both backends.
+  void SampleOnBoth(const std::vector<float>& logits, int64_t vocab,
+                    const std::vector<SampleRequest>& requests,
+                    std::vector<SampleResult>* results) {
+    Twin t = Zeros(static_cast<int64_t>(requests.size()), vocab, DType::kF32);
+    for (int i : {0, 1}) {
+      ASSERT_TRUE(on(i).CopyFromHost(logits.data(), t.on[i]).ok());
+      auto sampled = on(i).Sample(t.on[i], requests);
+      ASSERT_TRUE(sampled.ok()) << sampled.status();
+      results[i] = *std::move(sampled);
+    }
+  }
+
   std::unique_ptr<StepData> Prepare(int i, const StepLayout& layout) {
     auto step = on(i).PrepareStep(layout);
     EXPECT_TRUE(step.ok()) << step.status();
@@ -343,14 +356,8 @@ TEST_P(BackendOpsTest, SampleGreedyTemperatureTopKTopP) {
   for (size_t r = 0; r < requests.size(); ++r) requests[r].position = 17 + 1000 * r;
   std::vector<float> logits = Random(rng_, requests.size() * vocab, 2.0f);
   logits[5 * vocab + 3] = logits[5 * vocab + 9] = 50.0f;  // a tie: the lower id wins
-  Twin t = Zeros(static_cast<int64_t>(requests.size()), vocab, DType::kF32);
   std::vector<SampleResult> results[2];
-  for (int i : {0, 1}) {
-    ASSERT_TRUE(on(i).CopyFromHost(logits.data(), t.on[i]).ok());
-    auto sampled = on(i).Sample(t.on[i], requests);
-    ASSERT_TRUE(sampled.ok()) << sampled.status();
-    results[i] = *std::move(sampled);
-  }
+  SampleOnBoth(logits, vocab, requests, results);
   EXPECT_EQ(results[0][5].token_id, 3);
   for (size_t r = 0; r < requests.size(); ++r) {
     const SampleResult &want = results[0][r], &got = results[1][r];
@@ -376,14 +383,8 @@ TEST_P(BackendOpsTest, SampleGreedyRowsOnly) {
   logits[1 * vocab + vocab - 1] = 40.0f;
   logits[2 * vocab + 77] = logits[2 * vocab + 70000] = 40.0f;  // a tie: the lower id wins
   logits[3 * vocab + 5] = logits[3 * vocab + 4] = 40.0f;
-  Twin t = Zeros(rows, vocab, DType::kF32);
   std::vector<SampleResult> results[2];
-  for (int i : {0, 1}) {
-    ASSERT_TRUE(on(i).CopyFromHost(logits.data(), t.on[i]).ok());
-    auto sampled = on(i).Sample(t.on[i], requests);
-    ASSERT_TRUE(sampled.ok()) << sampled.status();
-    results[i] = *std::move(sampled);
-  }
+  SampleOnBoth(logits, vocab, requests, results);
   EXPECT_EQ(results[0][0].token_id, 0);
   EXPECT_EQ(results[0][1].token_id, vocab - 1);
   EXPECT_EQ(results[0][2].token_id, 77);
