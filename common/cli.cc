@@ -63,7 +63,8 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
   }
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "_main.cc");
+    // A program's own flags, and those it shares with others (*_flags.cc).
+    return absl::EndsWith(file, "_main.cc") || absl::EndsWith(file, "_flags.cc");
   };
   // Show "tools/x_main.cc", not the path of the machine that built it.
   config.normalize_filename = [](absl::string_view file) {
@@ -75,9 +76,9 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
     return std::string(file);
   };
   absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(absl::StrCat(
-      description, "\nUsage: ", usage,
-      "\nFlags are written with underscores; dashes work too (--world-size=2)."));
+  absl::SetProgramUsageMessage(
+      absl::StrCat(description, "\nUsage: ", usage,
+                   "\nFlags are written with underscores; dashes work too (--world-size=2)."));
   // Abseil flag names cannot hold dashes: "--max-num-seqs=8" is read as
   // "--max_num_seqs=8". Values are left alone.
   static std::vector<std::string>* rewritten = new std::vector<std::string>();
@@ -98,8 +99,7 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
 }
 
 int ReportFailure(const absl::Status& status) {
-  std::fprintf(stderr, "%s: %s\n", ProgramName().c_str(),
-               std::string(status.ToString()).c_str());
+  std::fprintf(stderr, "%s: %s\n", ProgramName().c_str(), std::string(status.ToString()).c_str());
   return 1;
 }
 

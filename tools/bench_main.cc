@@ -32,29 +32,9 @@
 #include "tools/client_options.h"
 #include "tools/workload/plots.h"
 #include "tools/workload/workload.h"
+#include "tools/workload/workload_flags.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
-ABSL_FLAG(std::string, workload, "poisson",
-          "poisson (--rate), closed (--concurrency), burst (--burst_*) or trace (--trace)");
-ABSL_FLAG(double, rate, 2, "poisson: requests per second");
-ABSL_FLAG(double, duration_s, 30, "poisson, burst, closed: seconds of arrivals");
-ABSL_FLAG(int32_t, concurrency, 8, "closed: requests kept in flight");
-ABSL_FLAG(int64_t, requests, 0, "Most requests to send (0: no limit; for traces, rows to read)");
-ABSL_FLAG(double, burst_on_rate, 10, "burst: requests per second during a burst");
-ABSL_FLAG(double, burst_off_rate, 0.5, "burst: requests per second between bursts");
-ABSL_FLAG(double, burst_on_s, 3, "burst: seconds per burst");
-ABSL_FLAG(double, burst_off_s, 7, "burst: seconds between bursts");
-ABSL_FLAG(std::string, trace, "",
-          "trace: an Azure LLM inference CSV or a Mooncake JSONL file to replay");
-ABSL_FLAG(double, time_scale, 1, "trace: replay this many times faster");
-ABSL_FLAG(double, length_scale, 1, "trace: divide prompt and output lengths by this");
-ABSL_FLAG(int64_t, block_tokens, 512, "trace: tokens per Mooncake hash id (after --length_scale)");
-ABSL_FLAG(int64_t, input_tokens, 128, "Synthetic workloads: prompt tokens per request");
-ABSL_FLAG(int64_t, output_tokens, 64, "Synthetic workloads: tokens generated per request");
-ABSL_FLAG(int64_t, max_output_tokens, 1024, "trace: cap on tokens generated per request");
-ABSL_FLAG(uint64_t, seed, 1, "Seed of arrivals and prompts");
-ABSL_FLAG(double, ttft_limit_ms, 0, "Goodput: counts requests with TTFT at most this (0: any)");
-ABSL_FLAG(double, tpot_limit_ms, 0, "Goodput: counts requests with TPOT at most this (0: any)");
 ABSL_FLAG(std::string, json_out, "", "Also write the report (and every request) as JSON here");
 ABSL_FLAG(bool, progress, true, "Show progress on stderr when it is a terminal");
 ABSL_FLAG(std::string, plot_dir, "",
@@ -198,62 +178,6 @@ class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
   wl::Outcome outcome_;
 };
 
-absl::StatusOr<std::vector<wl::Request>> BuildWorkload(const v1::ModelInfo& model) {
-  const std::string kind = absl::GetFlag(FLAGS_workload);
-  const uint64_t seed = absl::GetFlag(FLAGS_seed);
-  const int32_t hi = static_cast<int32_t>(model.vocab_size());
-  const int64_t max_len = model.max_model_len();
-  std::vector<wl::Request> requests;
-  if (kind == "trace") {
-    if (absl::GetFlag(FLAGS_trace).empty()) {
-      return absl::InvalidArgumentError("--workload=trace needs --trace=FILE");
-    }
-    SHIFT_ASSIGN_OR_RETURN(
-        std::vector<wl::TraceRow> rows,
-        wl::ReadTrace(absl::GetFlag(FLAGS_trace), absl::GetFlag(FLAGS_requests)));
-    const int64_t max_out = std::min<int64_t>(absl::GetFlag(FLAGS_max_output_tokens), max_len / 2);
-    wl::PromptMaker maker(
-        std::min(10, hi - 1), hi,
-        std::max<int64_t>(1, static_cast<int64_t>(absl::GetFlag(FLAGS_block_tokens) /
-                                                  absl::GetFlag(FLAGS_length_scale))),
-        seed);
-    return wl::FromTrace(rows, maker, absl::GetFlag(FLAGS_time_scale),
-                         absl::GetFlag(FLAGS_length_scale), max_len - max_out, max_out);
-  }
-  const int64_t in = absl::GetFlag(FLAGS_input_tokens), out = absl::GetFlag(FLAGS_output_tokens);
-  if (in < 1 || out < 1 || in + out > max_len) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--input_tokens + --output_tokens must be in 2..", max_len,
-                     " (the server's max model length)"));
-  }
-  std::vector<double> times;
-  const double duration = absl::GetFlag(FLAGS_duration_s);
-  if (kind == "poisson") {
-    times = wl::PoissonArrivals(absl::GetFlag(FLAGS_rate), duration, seed);
-  } else if (kind == "burst") {
-    times = wl::BurstArrivals(absl::GetFlag(FLAGS_burst_on_rate),
-                              absl::GetFlag(FLAGS_burst_off_rate), absl::GetFlag(FLAGS_burst_on_s),
-                              absl::GetFlag(FLAGS_burst_off_s), duration, seed);
-  } else if (kind == "closed") {
-    // Times are unused: each request starts when one in flight ends, until
-    // --requests or --duration_s. Prompts are made as requests go out.
-    const int64_t n = absl::GetFlag(FLAGS_requests) > 0 ? absl::GetFlag(FLAGS_requests) : 1000000;
-    return std::vector<wl::Request>(n, wl::Request{0.0, {}, static_cast<uint32_t>(out)});
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown --workload \"", kind, "\": use poisson, closed, burst or trace"));
-  }
-  if (absl::GetFlag(FLAGS_requests) > 0 &&
-      static_cast<int64_t>(times.size()) > absl::GetFlag(FLAGS_requests)) {
-    times.resize(absl::GetFlag(FLAGS_requests));
-  }
-  wl::PromptMaker maker(std::min(10, hi - 1), hi, 1, seed);
-  for (size_t i = 0; i < times.size(); ++i) {
-    requests.push_back({times[i], maker.Random(in, i), static_cast<uint32_t>(out)});
-  }
-  return requests;
-}
-
 absl::StatusOr<v1::ModelInfo> FetchModel(const std::string& address,
                                          const ClientSecurity& security) {
   auto stub = v1::Generation::NewStub(Connect(address, security));
@@ -280,7 +204,8 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
                 const v1::ModelInfo& model) {
   auto channel = Connect(address, security);
   auto stub = v1::Generation::NewStub(channel);
-  const bool closed = absl::GetFlag(FLAGS_workload) == "closed";
+  const int32_t concurrency = wl::ClosedLoopConcurrency();
+  const bool closed = concurrency > 0;
   const bool progress = absl::GetFlag(FLAGS_progress) && isatty(STDERR_FILENO);
   RunResult result;
   absl::Mutex mu;
@@ -291,8 +216,8 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
     result.outcomes.push_back(std::move(o));
     --in_flight;
   };
-  const double duration = absl::GetFlag(FLAGS_duration_s);
-  const int64_t limit = closed ? absl::GetFlag(FLAGS_concurrency) : INT64_MAX;
+  const double duration = wl::WorkloadDuration();
+  const int64_t limit = closed ? concurrency : INT64_MAX;
   // The router's step counters, sampled for the mode-over-time plot.
   absl::Notification sampling;
   std::thread sampler;
@@ -311,10 +236,8 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
     });
   }
   size_t sent = 0;
-  const wl::PromptMaker maker(std::min<int32_t>(10, model.vocab_size() - 1), model.vocab_size(), 1,
-                              absl::GetFlag(FLAGS_seed));
   for (wl::Request& r : requests) {
-    if (r.prompt.empty()) r.prompt = maker.Random(absl::GetFlag(FLAGS_input_tokens), sent);
+    if (r.prompt.empty()) r.prompt = wl::ClosedLoopPrompt(model.vocab_size(), sent);
     if (closed) {
       absl::MutexLock lock(&mu);
       auto room = [&]() { return in_flight < limit; };
@@ -347,25 +270,6 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
   }
   if (progress) std::fprintf(stderr, "\n");
   return result;
-}
-
-nlohmann::json OutcomesJson(const std::vector<wl::Outcome>& outcomes) {
-  nlohmann::json each = nlohmann::json::array();
-  for (const wl::Outcome& o : outcomes) {
-    each.push_back({{"code", o.code},
-                    {"start", o.start},
-                    {"ttft", o.ttft},
-                    {"e2e", o.e2e},
-                    {"prompt_tokens", o.prompt_tokens},
-                    {"output_tokens", o.output_tokens},
-                    {"cached_tokens", o.cached_tokens}});
-  }
-  return each;
-}
-
-wl::Report ReportOf(const RunResult& run) {
-  return wl::MakeReport(run.outcomes, absl::GetFlag(FLAGS_ttft_limit_ms) / 1000,
-                        absl::GetFlag(FLAGS_tpot_limit_ms) / 1000);
 }
 
 // A router and its workers started by shift-bench for one --compare
@@ -491,10 +395,11 @@ absl::Status Compare() {
                            LocalCluster::Start(config, dir + "/" + config));
     if (requests.empty()) {
       SHIFT_ASSIGN_OR_RETURN(model, FetchModel(cluster->address, plaintext));
-      SHIFT_ASSIGN_OR_RETURN(requests, BuildWorkload(model));
+      SHIFT_ASSIGN_OR_RETURN(requests,
+                             wl::BuildWorkloadFromFlags(model.vocab_size(), model.max_model_len()));
     }
     const RunResult run = Drive(cluster->address, plaintext, cluster->metrics, requests, model);
-    const wl::Report r = ReportOf(run);
+    const wl::Report r = wl::MakeReportFromFlags(run.outcomes);
     absl::StrAppendFormat(
         &table,
         "| %s | %d/%d | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.0f ms | %.0f ms "
@@ -528,7 +433,7 @@ absl::Status Compare() {
   { std::ofstream(dir + "/compare.md") << table; }
   const std::string path =
       absl::GetFlag(FLAGS_json_out).empty() ? dir + "/compare.json" : absl::GetFlag(FLAGS_json_out);
-  std::ofstream(path) << nlohmann::json{{"workload", absl::GetFlag(FLAGS_workload)},
+  std::ofstream(path) << nlohmann::json{{"workload", wl::WorkloadName()},
                                         {"world_size", absl::GetFlag(FLAGS_world_size)},
                                         {"configs", all}}
                              .dump(1)
@@ -541,20 +446,21 @@ absl::Status Run() {
   const std::string address = absl::GetFlag(FLAGS_address);
   SHIFT_ASSIGN_OR_RETURN(const ClientSecurity security, ClientSecurityFromFlags());
   SHIFT_ASSIGN_OR_RETURN(v1::ModelInfo model, FetchModel(address, security));
-  SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests, BuildWorkload(model));
+  SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests,
+                         wl::BuildWorkloadFromFlags(model.vocab_size(), model.max_model_len()));
   const RunResult run =
       Drive(address, security, absl::GetFlag(FLAGS_metrics_address), std::move(requests), model);
-  const wl::Report report = ReportOf(run);
+  const wl::Report report = wl::MakeReportFromFlags(run.outcomes);
   std::printf("%s", wl::ReportTable(report).c_str());
   if (const std::string dir = absl::GetFlag(FLAGS_plot_dir); !dir.empty()) {
     const absl::Status plotted = wl::WritePlots(
-        dir, absl::StrCat("shift-bench ", absl::GetFlag(FLAGS_workload)), run.outcomes, run.modes);
+        dir, absl::StrCat("shift-bench ", wl::WorkloadName()), run.outcomes, run.modes);
     if (!plotted.ok()) std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
   }
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     nlohmann::json j = wl::ReportJson(report);
-    j["workload"] = absl::GetFlag(FLAGS_workload);
-    j["outcomes"] = OutcomesJson(run.outcomes);
+    j["workload"] = wl::WorkloadName();
+    j["outcomes"] = wl::OutcomesJson(run.outcomes);
     std::ofstream(path) << j.dump(1) << "\n";
   }
   return absl::OkStatus();

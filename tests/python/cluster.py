@@ -21,6 +21,7 @@ ROUTER = os.path.join(BIN, "router", "shift-router")
 WORKER = os.path.join(BIN, "worker", "shift-worker")
 MKMODEL = os.path.join(BIN, "tools", "shift-mkmodel")
 GENERATE = os.path.join(BIN, "tools", "shift-generate")
+SIM = os.path.join(BIN, "tools", "shift-sim")
 PROMTOOL = "/usr/bin/promtool"
 
 

@@ -8,7 +8,10 @@ router's trace says it arrived before, with the same KV block count. Both
 traces must hold the same steps: the same sequences with the same chunks,
 the same modes, preemptions, releases and sampled tokens (only the timing
 fields differ), and shift-generate's tokens must be the ones the router
-streamed.
+streamed. shift-sim, given the same requests and arrivals, runs the same
+core loop on a virtual clock with a fixed step-time oracle for an executor:
+its trace must hold the same steps too (its sampled token ids are its own;
+which sequences sampled must agree).
 """
 
 import concurrent.futures
@@ -23,7 +26,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import GENERATE, Cluster, make_model, read  # noqa: E402
+from cluster import GENERATE, SIM, Cluster, make_model, read  # noqa: E402
 
 TIMING = ("t", "predicted_s", "measured_s", "rank_s")
 BLOCK = 16
@@ -133,6 +136,24 @@ class OneLoopTest(unittest.TestCase):
         self.assertEqual(len(generated_steps), len(routed_steps))
         for a, b in zip(routed_steps, generated_steps):
             self.assertEqual(a, b)
+
+        # The simulator: the same loop, steps priced by a fixed oracle.
+        sim_trace = os.path.join(self.tmp, "sim.jsonl")
+        out = subprocess.run(
+            [SIM, "--model=" + self.model, "--requests_jsonl=" + requests_file,
+             "--step_time_s=0.001", "--num_blocks=%d" % BLOCKS, "--policy=threshold",
+             "--step_trace=" + sim_trace] + FLAGS,
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+
+        def without_tokens(lines):
+            return [dict(line, sampled=[s for s, _ in line["sampled"]]) for line in lines]
+
+        simulated = without_tokens(without_timing(trace_lines(sim_trace)))
+        self.assertEqual(len(simulated), len(routed_steps))
+        for a, b in zip(without_tokens(routed_steps), simulated):
+            self.assertEqual(a, b)
+        self.assertTrue(all(line["measured_s"] == 0.001 for line in trace_lines(sim_trace)))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ absl::Status LineError(const std::string& path, int64_t line, const std::string&
 
 // Reads `path` line by line; `row` turns a line (1-based number) into a row.
 template <typename Fn>
-absl::StatusOr<std::vector<TraceRow>> ReadLines(const std::string& path, int64_t limit,
-                                                bool header, Fn&& row) {
+absl::StatusOr<std::vector<TraceRow>> ReadLines(const std::string& path, int64_t limit, bool header,
+                                                Fn&& row) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open trace ", path));
   std::vector<TraceRow> rows;
@@ -81,27 +81,27 @@ std::vector<double> BurstArrivals(double on_rate, double off_rate, double on, do
 }
 
 absl::StatusOr<std::vector<TraceRow>> ReadAzureTrace(const std::string& path, int64_t limit) {
-  return ReadLines(path, limit, /*header=*/true,
-                   [&](absl::string_view text, int64_t number) -> absl::StatusOr<TraceRow> {
-                     std::vector<absl::string_view> f = absl::StrSplit(text, ',');
-                     TraceRow row;
-                     absl::Time when;
-                     std::string error;
-                     if (f.size() != 3) {
-                       return LineError(path, number, "want TIMESTAMP,ContextTokens,GeneratedTokens");
-                     }
-                     if (!absl::ParseTime("%Y-%m-%d %H:%M:%E*S", std::string(f[0]),
-                                          absl::UTCTimeZone(), &when, &error)) {
-                       return LineError(path, number,
-                                        absl::StrCat("bad timestamp \"", f[0], "\": ", error));
-                     }
-                     if (!absl::SimpleAtoi(f[1], &row.input_tokens) || row.input_tokens < 0 ||
-                         !absl::SimpleAtoi(f[2], &row.output_tokens) || row.output_tokens < 0) {
-                       return LineError(path, number, "token counts must be whole numbers >= 0");
-                     }
-                     row.at = absl::ToDoubleSeconds(when - absl::UnixEpoch());
-                     return row;
-                   });
+  return ReadLines(
+      path, limit, /*header=*/true,
+      [&](absl::string_view text, int64_t number) -> absl::StatusOr<TraceRow> {
+        std::vector<absl::string_view> f = absl::StrSplit(text, ',');
+        TraceRow row;
+        absl::Time when;
+        std::string error;
+        if (f.size() != 3) {
+          return LineError(path, number, "want TIMESTAMP,ContextTokens,GeneratedTokens");
+        }
+        if (!absl::ParseTime("%Y-%m-%d %H:%M:%E*S", std::string(f[0]), absl::UTCTimeZone(), &when,
+                             &error)) {
+          return LineError(path, number, absl::StrCat("bad timestamp \"", f[0], "\": ", error));
+        }
+        if (!absl::SimpleAtoi(f[1], &row.input_tokens) || row.input_tokens < 0 ||
+            !absl::SimpleAtoi(f[2], &row.output_tokens) || row.output_tokens < 0) {
+          return LineError(path, number, "token counts must be whole numbers >= 0");
+        }
+        row.at = absl::ToDoubleSeconds(when - absl::UnixEpoch());
+        return row;
+      });
 }
 
 absl::StatusOr<std::vector<TraceRow>> ReadMooncakeTrace(const std::string& path, int64_t limit) {
@@ -185,8 +185,8 @@ std::vector<Request> FromTrace(const std::vector<TraceRow>& rows, const PromptMa
         static_cast<int64_t>(std::llround(row.output_tokens / length_scale)), 1, max_output);
     Request r;
     r.at = row.at / time_scale;
-    r.prompt = row.hash_ids.empty() ? maker.Random(prompt, i)
-                                    : maker.FromBlocks(row.hash_ids, prompt, i);
+    r.prompt =
+        row.hash_ids.empty() ? maker.Random(prompt, i) : maker.FromBlocks(row.hash_ids, prompt, i);
     r.max_tokens = static_cast<uint32_t>(output);
     out.push_back(std::move(r));
   }
@@ -256,6 +256,7 @@ Report MakeReport(const std::vector<Outcome>& outcomes, double ttft_limit, doubl
   if (r.duration > 0) {
     r.request_throughput = r.completed / r.duration;
     r.token_throughput = r.output_tokens / r.duration;
+    r.total_token_throughput = (r.prompt_tokens + r.output_tokens) / r.duration;
     r.goodput = good / r.duration;
   }
   return r;
@@ -278,8 +279,10 @@ std::string ReportTable(const Report& r) {
   row("ITL", r.itl);
   row("E2E", r.e2e);
   absl::StrAppendFormat(&out,
-                        "throughput: %.2f requests/s, %.1f tokens/s; goodput %.2f requests/s",
-                        r.request_throughput, r.token_throughput, r.goodput);
+                        "throughput: %.2f requests/s, %.1f tokens/s generated, %.1f tokens/s "
+                        "prompt + generated; goodput %.2f requests/s",
+                        r.request_throughput, r.token_throughput, r.total_token_throughput,
+                        r.goodput);
   if (r.ttft_limit > 0 || r.tpot_limit > 0) {
     absl::StrAppendFormat(&out, " (TTFT <= %.0f ms, TPOT <= %.0f ms)", 1000 * r.ttft_limit,
                           1000 * r.tpot_limit);
@@ -290,8 +293,8 @@ std::string ReportTable(const Report& r) {
 
 nlohmann::json ReportJson(const Report& r) {
   auto stats = [](const Stats& s) {
-    return nlohmann::json{{"count", s.count}, {"mean", s.mean}, {"p50", s.p50},
-                          {"p90", s.p90},     {"p99", s.p99}};
+    return nlohmann::json{
+        {"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90}, {"p99", s.p99}};
   };
   nlohmann::json failures = nlohmann::json::object();
   for (const auto& [code, n] : r.failures) failures[code] = n;
@@ -308,6 +311,7 @@ nlohmann::json ReportJson(const Report& r) {
           {"e2e_seconds", stats(r.e2e)},
           {"request_throughput", r.request_throughput},
           {"token_throughput", r.token_throughput},
+          {"total_token_throughput", r.total_token_throughput},
           {"goodput", r.goodput},
           {"ttft_limit_seconds", r.ttft_limit},
           {"tpot_limit_seconds", r.tpot_limit}};

@@ -100,7 +100,9 @@ struct Report {
   int64_t prompt_tokens = 0, output_tokens = 0, cached_tokens = 0;
   double duration = 0;  // seconds, first start to last end
   Stats ttft, tpot, itl, e2e;
-  double request_throughput = 0, token_throughput = 0;
+  // Completed requests, generated tokens, and prompt plus generated tokens
+  // (the paper's throughput), per second of the run.
+  double request_throughput = 0, token_throughput = 0, total_token_throughput = 0;
   // Requests within both limits per second (goodput), and the limits.
   double goodput = 0, ttft_limit = 0, tpot_limit = 0;
 };

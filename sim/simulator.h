@@ -1,0 +1,87 @@
+// shift-sim's engine room: the router's own core loop — scheduler, block
+// manager, shift policy and step loop (core/), not copies of them — on a
+// virtual clock, with an executor that prices each step instead of running
+// a model. Requests arrive at their times (or, to replay a step trace,
+// before a given step); each group's step ends when its price says; the
+// tokens reach the client when their step ends, as the router streams them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/clock.h"
+#include "core/scheduler.h"
+#include "core/shift_policy.h"
+#include "core/step_executor.h"
+#include "core/step_loop.h"
+#include "tools/workload/plots.h"
+#include "tools/workload/workload.h"
+
+namespace shift::sim {
+
+// What a step costs, in seconds, in `mode`.
+using StepTimer = std::function<double(const SchedulerOutput& step, StepMode mode)>;
+
+// An executor for the virtual clock: the step starts `gap` after the clock
+// reads now (the loop's own time between steps) and ends its price later;
+// every sampling sequence gets a token (never an end of sequence: simulated
+// requests run to max_tokens, as shift-bench's ignore EOS).
+class PricedExecutor final : public StepExecutor {
+ public:
+  PricedExecutor(const Clock* clock, StepTimer timer, int32_t vocab_size, double gap_s)
+      : clock_(clock), timer_(std::move(timer)), vocab_size_(vocab_size), gap_s_(gap_s) {}
+  absl::StatusOr<ExecutedStep> Execute(const SchedulerOutput& step, StepMode mode,
+                                       absl::Span<const uint64_t> released) override;
+
+ private:
+  const Clock* clock_;
+  StepTimer timer_;
+  int32_t vocab_size_;
+  double gap_s_;
+};
+
+struct SimOptions {
+  SchedulerConfig scheduler;  // num_blocks: each group's
+  uint32_t num_groups = 1;
+  std::string policy = "threshold";
+  int64_t threshold = 256;
+  int64_t max_queued_requests = 1 << 30;  // waiting requests before RESOURCE_EXHAUSTED
+  int32_t vocab_size = 32000;
+  double loop_overhead_s = 0;  // the loop's gap between steps
+  // A closed loop: `concurrency` requests in flight, the next sent when one
+  // ends, until `duration_s` (0: open loop, requests at their times).
+  int32_t concurrency = 0;
+  double duration_s = 0;
+  // Closed loops: the prompt of request `index`.
+  std::function<std::vector<int32_t>(uint64_t index)> closed_loop_prompt;
+  StepTrace* trace = nullptr;  // every group's steps (may be null)
+};
+
+// A request with a step to arrive before instead of a time (one group
+// only): queued just before that step is planned, or as soon as the loop
+// has nothing else to do, as shift-generate --requests does.
+struct StepArrival {
+  int64_t before_step = 1;
+};
+
+struct SimResult {
+  std::vector<workload::Outcome> outcomes;  // in arrival order
+  std::vector<workload::ModeSample> modes;  // step counts over time
+  int64_t steps = 0, tp_steps = 0, sp_steps = 0, switches = 0, preemptions = 0;
+  int64_t num_blocks = 0;  // per group
+  double busy_s = 0;       // virtual seconds some group was running a step
+  double end_s = 0;        // virtual time of the last event
+};
+
+// Runs `requests` (times in seconds from 0; with `arrivals`, one per
+// request, by step instead) through `options.num_groups` groups whose steps
+// take `timer`'s seconds.
+absl::StatusOr<SimResult> Simulate(const SimOptions& options,
+                                   std::vector<workload::Request> requests, StepTimer timer,
+                                   const std::vector<StepArrival>* arrivals = nullptr);
+
+}  // namespace shift::sim
