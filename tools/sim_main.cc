@@ -541,9 +541,9 @@ int Main() {
 
 int main(int argc, char** argv) {
   shift::InitProgram(argc, argv,
-                     "shift-sim: simulates shift's core loop on a virtual clock with a cost model "
-                     "of the model on a hardware profile, for a workload or a trace, and reports "
-                     "TTFT, TPOT and throughput as shift-bench does.",
+                     "Simulates shift's core loop on a virtual clock with a cost model of the "
+                     "model on a hardware profile, for a workload or a trace, and reports TTFT, "
+                     "TPOT and throughput as shift-bench does.",
                      "shift-sim --model=DIR|config.json --hardware=PROFILE.json "
                      "[--workload=poisson|closed|burst|trace ...] [--policy=...|--compare=...|"
                      "--sweep_threshold=...]\n"

@@ -261,7 +261,7 @@ TEST_F(ToolsCliTest, HelpListsFlagsWithDefaults) {
 TEST_F(ToolsCliTest, HelpExitsZeroInEveryBinary) {
   const std::vector<std::string> binaries = {
       "router/shift-router", "worker/shift-worker", "shift-generate", "shift-bench", "shiftctl",
-      "shift-mkmodel",       "shift-inspect"};
+      "shift-mkmodel",       "shift-inspect",       "shift-sim"};
   for (const std::string& binary : binaries) {
     for (const char* flag : {"--help", "--helpfull"}) {
       ToolRun help = RunTool(binary, {flag});
@@ -276,6 +276,62 @@ TEST_F(ToolsCliTest, HelpExitsZeroInEveryBinary) {
   EXPECT_EQ(status_help.exit_code, 0) << status_help.output;
   EXPECT_THAT(status_help.output, HasSubstr("--address"));
   ExpectRefused(RunTool("shiftctl", {"--timeout_s=soon"}), "timeout_s");
+}
+
+// shift-sim on a committed profile: Llama-3-70B FP8 on 8xH200, one request
+// at a time. shift's step choice gives it SP's TTFT and TP's TPOT; the
+// report is the shift-bench one. Its help lists the workload flags it
+// shares with shift-bench; bad inputs are explained.
+TEST_F(ToolsCliTest, SimulatorComparesConfigurationsOnAProfile) {
+  const char* source = std::getenv("SHIFT_SOURCE_DIR");
+  ASSERT_NE(source, nullptr);
+  const std::string sim_dir = std::string(source) + "/bench/sim/";
+  for (const char* tool : {"shift-sim", "shift-bench"}) {
+    ToolRun help = RunTool(tool, {"--help"});
+    for (const char* flag :
+         {"--workload", "--rate", "--trace", "--concurrency", "--burst_on_rate"}) {
+      EXPECT_THAT(help.output, HasSubstr(flag)) << tool;
+    }
+  }
+  const std::string json = (dir_ / "sim.json").string();
+  const std::vector<std::string> common = {
+      "--model=" + sim_dir + "models/llama-3.3-70b-fp8/config.json",
+      "--hardware=" + sim_dir + "hardware/h200-8x.json",
+      "--max_num_batched_tokens=8192",
+      "--shift_threshold=512",
+      "--workload=closed",
+      "--concurrency=1",
+      "--requests=3",
+      "--input_tokens=4000",
+      "--output_tokens=50"};
+  std::vector<std::string> args = common;
+  args.insert(args.end(), {"--compare=tp,sp,threshold", "--json_out=" + json});
+  ToolRun run = RunTool("shift-sim", args);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("| configuration | TTFT p50"));
+  std::ifstream in(json);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  auto metric = [&](const char* config, const char* what) {
+    return j[config][what]["mean"].get<double>();
+  };
+  EXPECT_LT(metric("sp", "ttft_seconds"), metric("tp", "ttft_seconds"));
+  EXPECT_LT(metric("tp", "tpot_seconds"), metric("sp", "tpot_seconds"));
+  EXPECT_DOUBLE_EQ(metric("threshold", "ttft_seconds"), metric("sp", "ttft_seconds"));
+  EXPECT_DOUBLE_EQ(metric("threshold", "tpot_seconds"), metric("tp", "tpot_seconds"));
+  EXPECT_EQ(j["threshold"]["completed"], 3);
+  EXPECT_GT(j["threshold"]["steps"]["sp"], 0);
+
+  args = common;
+  args.push_back("--hardware=/no/such/profile.json");
+  ExpectRefused(RunTool("shift-sim", args), "cannot read");
+  args = common;
+  args.push_back("--compare=tp,xp");
+  ExpectRefused(RunTool("shift-sim", args), "unknown configuration \"xp\"");
+  args = common;
+  args.push_back("--set=gemm_efficiency.fp8=3");
+  ExpectRefused(RunTool("shift-sim", args), "outside");
+  ExpectRefused(RunTool("shift-sim", {"--hardware=" + sim_dir + "hardware/h200-8x.json"}),
+                "--model is required");
 }
 
 TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
