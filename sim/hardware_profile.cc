@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -98,7 +99,34 @@ absl::StatusOr<HardwareProfile> ParseHardwareProfile(const nlohmann::json& j,
     }
     p.sources[path] = text.get<std::string>();
   }
-  for (const Field& f : Fields(&p)) {
+  // A misspelt optional number would be silently ignored: refuse any key
+  // the profile does not know.
+  const std::vector<Field> fields = Fields(&p);
+  for (auto& [key, value] : j.items()) {
+    if (key == "name" || key == "overlap" || key == "sources" || key == "fit") continue;
+    const bool group = value.is_object();
+    bool known = false;
+    for (const Field& f : fields) {
+      if (group ? absl::StartsWith(f.path, key + ".") : f.path == key) known = true;
+    }
+    if (group) {
+      for (auto& [inner, unused] : value.items()) {
+        bool inner_known = false;
+        for (const Field& f : fields) inner_known = inner_known || f.path == key + "." + inner;
+        if (!inner_known && key != "peak_flops" && key != "gemm_efficiency") {
+          return error(absl::StrCat("unknown number \"", key, ".", inner, "\""));
+        }
+      }
+    }
+    if (!known) return error(absl::StrCat("unknown field \"", key, "\""));
+  }
+  const nlohmann::json efficiencies = j.value("gemm_efficiency", nlohmann::json::object());
+  for (const auto& [type, unused] : efficiencies.items()) {
+    if (!p.peak_flops.contains(type)) {
+      return error(absl::StrCat("gemm_efficiency.", type, " has no peak_flops.", type));
+    }
+  }
+  for (const Field& f : fields) {
     const nlohmann::json* v = At(j, f.path);
     if (v == nullptr) {
       if (f.required) return error(absl::StrCat("needs \"", f.path, "\""));

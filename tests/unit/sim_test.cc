@@ -4,6 +4,7 @@
 // the simulator's timing of requests on the virtual clock (TTFT, TPOT,
 // data-parallel placement, closed loops, a full queue).
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,8 @@
 #include "sim/fit.h"
 #include "sim/hardware_profile.h"
 #include "sim/simulator.h"
+#include "tests/testing/temp_dir.h"
+#include "tools/mkmodel.h"
 
 namespace shift::sim {
 namespace {
@@ -27,19 +30,13 @@ HardwareProfile H200() {
   return p.ok() ? *p : HardwareProfile();
 }
 
-// Llama-3-70B's shapes, FP8 weights.
+// Llama-3-70B's shapes (shift-mkmodel's preset), FP8 weights.
 ModelConfig Llama70b() {
-  ModelConfig c;
-  c.hidden_size = 8192;
-  c.intermediate_size = 28672;
-  c.num_hidden_layers = 80;
-  c.num_attention_heads = 64;
-  c.num_key_value_heads = 8;
-  c.head_dim = 128;
-  c.vocab_size = 128256;
-  c.max_position_embeddings = 131072;
-  c.quantization = Fp8Quantization{true, {"lm_head"}};
-  return c;
+  absl::StatusOr<ModelConfig> c = PresetConfig("llama3-70b");
+  EXPECT_TRUE(c.ok()) << c.status();
+  ModelConfig config = c.ok() ? *c : ModelConfig();
+  config.quantization = Fp8Quantization{true, {"lm_head"}};
+  return config;
 }
 
 TEST(HardwareProfileTest, CommittedProfilesLoadWithASourceForEveryNumber) {
@@ -62,6 +59,15 @@ TEST(HardwareProfileTest, ANumberWithoutASourceIsRefused) {
   EXPECT_FALSE(ParseHardwareProfile(j, "edited.json").ok());
   j = HardwareProfileJson(H200());
   j.erase("all_reduce");
+  EXPECT_FALSE(ParseHardwareProfile(j, "edited.json").ok());
+  // A misspelt optional number is refused, not ignored.
+  j = HardwareProfileJson(H200());
+  j["loop_overhead"] = 0.001;
+  p = ParseHardwareProfile(j, "edited.json");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("unknown field \"loop_overhead\""), std::string::npos);
+  j = HardwareProfileJson(H200());
+  j["all_reduce"]["latency"] = 1e-5;
   EXPECT_FALSE(ParseHardwareProfile(j, "edited.json").ok());
 }
 
@@ -140,6 +146,49 @@ TEST(CostModelTest, MemoryLeftAfterTheWeightsBoundsTheKvCache) {
   EXPECT_FALSE(one->NumBlocks(16).ok());
   EXPECT_FALSE(CostModel::Make(bf16, h100, 16, 16, true).ok());  // more ranks than devices
   EXPECT_FALSE(CostModel::Make(bf16, h100, 8, 3, true).ok());    // sp must divide P
+}
+
+// A compute profile (shift-generate --compute_profile lines) replaces the
+// model's compute by the law fitted to it; collectives stay priced.
+TEST(CostModelTest, AComputeProfileGivesTheComputePart) {
+  testing::TestTempDir tmp;
+  const std::string path = (tmp.path() / "profile.jsonl").string();
+  {
+    std::ofstream out(path);
+    for (int tokens : {1, 8, 64, 256, 1024, 4096}) {
+      for (const char* mode : {"tp", "sp"}) {
+        const double attention = tokens * (tokens + 1.0) / 2, sequences = 1 + tokens % 3;
+        const double seconds = std::string(mode) == "tp"
+                                   ? 1e-3 + 2e-6 * tokens + 1e-9 * attention + 1e-5 * sequences
+                                   : 4e-3 + 1e-6 * tokens;
+        out << "{\"world_size\":8,\"rank\":0,\"mode\":\"" << mode << "\",\"tokens\":" << tokens
+            << ",\"sequences\":" << sequences << ",\"decodes\":0,\"max_context\":" << tokens
+            << ",\"attention\":" << attention << ",\"step_s\":1,\"collective_s\":0,"
+            << "\"collective_bytes\":0,\"compute_s\":" << seconds << "}\n";
+      }
+    }
+  }
+  auto law = LoadComputeProfile(path);
+  ASSERT_TRUE(law.ok()) << law.status();
+  EXPECT_EQ(law->world_size, 8);
+  EXPECT_EQ(law->steps, 12);
+  EXPECT_NEAR(law->Seconds(StepMode::kTensorParallel, 100, 1e4, 2), 1e-3 + 2e-4 + 1e-5 + 2e-5,
+              1e-7);
+  EXPECT_NEAR(law->Seconds(StepMode::kSequenceParallel, 100, 1e4, 1), 4e-3 + 1e-4, 1e-7);
+  auto cost = CostModel::Make(Llama70b(), H200(), 8, 8, true);
+  ASSERT_TRUE(cost.ok());
+  cost->set_compute_law(*law);
+  // 100 new tokens after 0: attention = 100·101/2 positions.
+  const std::vector<Chunk> prefill = {{0, 100, true}};
+  const StepCost c = cost->Price(prefill, StepMode::kTensorParallel);
+  EXPECT_NEAR(c.compute_s, 1e-3 + 2e-6 * 100 + 1e-9 * 5050 + 1e-5, 1e-7);
+  EXPECT_GT(c.collective_s, 0);
+  // Too few steps of a mode, or mixed world sizes, are refused.
+  {
+    std::ofstream(path) << "{\"world_size\":8,\"mode\":\"tp\",\"tokens\":1,\"sequences\":1,"
+                           "\"attention\":1,\"compute_s\":0.001}\n";
+  }
+  EXPECT_FALSE(LoadComputeProfile(path).ok());
 }
 
 TEST(FitTest, RecoversNonNegativeCoefficients) {
