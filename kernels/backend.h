@@ -149,6 +149,9 @@ class Backend {
   virtual std::string description() const { return DeviceName(device()); }
   // The element type of activations and the KV cache on this backend.
   virtual DType activation_dtype() const = 0;
+  // The native stream the backend's work is ordered on (a cudaStream_t on
+  // CUDA), for a communicator that enqueues on it; null on the CPU.
+  virtual void* device_stream() const { return nullptr; }
 
   // --- Memory. None of these is counted but the copies.
   // rows × cols uninitialised elements (zeros with `zero`); an allocation the

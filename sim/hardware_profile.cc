@@ -39,6 +39,7 @@ std::vector<Field> Fields(HardwareProfile* p) {
       {"step_overhead_s", &p->step_overhead_s, nullptr, true, 0, 10},
       {"layer_overhead_s", &p->layer_overhead_s, nullptr, false, 0, 1},
       {"loop_overhead_s", &p->loop_overhead_s, nullptr, false, 0, 10},
+      {"switch_overhead_s", &p->switch_overhead_s, nullptr, false, 0, 10},
   };
   for (auto [name, c] : {std::pair<const char*, Collective*>{"all_reduce", &p->all_reduce},
                          {"all_to_all", &p->all_to_all},

@@ -54,11 +54,13 @@ struct HardwareProfile {
   int weight_bytes = 0;
   Collective all_reduce, all_to_all, gather;
   // Fixed costs: per step (plan, launch, sampling), per layer (kernel
-  // launches), and the loop's gap between one step's end and the next's
-  // start.
+  // launches), the loop's gap between one step's end and the next's start,
+  // and the extra cost of a step in the other mode than its group's last
+  // (nothing moves, but caches hold the other mode's weight slices).
   double step_overhead_s = 0;
   double layer_overhead_s = 0;
   double loop_overhead_s = 0;
+  double switch_overhead_s = 0;
   // Where each number comes from, by its JSON path ("peak_flops.bf16").
   std::map<std::string, std::string> sources;
 };

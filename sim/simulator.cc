@@ -41,7 +41,9 @@ absl::StatusOr<ExecutedStep> PricedExecutor::Execute(const SchedulerOutput& step
                                                      absl::Span<const uint64_t> released) {
   ExecutedStep out;
   out.started = clock_->Now() + absl::Seconds(gap_s_);
-  const double seconds = timer_(step, mode);
+  double seconds = timer_(step, mode);
+  if (last_mode_ && *last_mode_ != mode) seconds += switch_s_;
+  last_mode_ = mode;
   out.completed = out.started + absl::Seconds(seconds);
   out.rank_seconds = seconds;
   for (const ScheduledSequence& s : step.sequences) {
@@ -75,8 +77,8 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
   std::vector<Group> groups(options.num_groups);
   for (uint32_t g = 0; g < options.num_groups; ++g) {
     groups[g].scheduler = std::make_unique<Scheduler>(options.scheduler, &clock);
-    groups[g].executor = std::make_unique<PricedExecutor>(&clock, timer, options.vocab_size,
-                                                          options.loop_overhead_s);
+    groups[g].executor = std::make_unique<PricedExecutor>(
+        &clock, timer, options.vocab_size, options.loop_overhead_s, options.switch_overhead_s);
     groups[g].loop = std::make_unique<StepLoop>(groups[g].scheduler.get(), policy.get(),
                                                 groups[g].executor.get(), &clock, options.trace, g);
   }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,13 +28,19 @@ namespace shift::sim {
 using StepTimer = std::function<double(const SchedulerOutput& step, StepMode mode)>;
 
 // An executor for the virtual clock: the step starts `gap` after the clock
-// reads now (the loop's own time between steps) and ends its price later;
+// reads now (the loop's own time between steps) and ends its price later
+// (plus `switch_s` when its mode is not the previous step's);
 // every sampling sequence gets a token (never an end of sequence: simulated
 // requests run to max_tokens, as shift-bench's ignore EOS).
 class PricedExecutor final : public StepExecutor {
  public:
-  PricedExecutor(const Clock* clock, StepTimer timer, int32_t vocab_size, double gap_s)
-      : clock_(clock), timer_(std::move(timer)), vocab_size_(vocab_size), gap_s_(gap_s) {}
+  PricedExecutor(const Clock* clock, StepTimer timer, int32_t vocab_size, double gap_s,
+                 double switch_s = 0)
+      : clock_(clock),
+        timer_(std::move(timer)),
+        vocab_size_(vocab_size),
+        gap_s_(gap_s),
+        switch_s_(switch_s) {}
   absl::StatusOr<ExecutedStep> Execute(const SchedulerOutput& step, StepMode mode,
                                        absl::Span<const uint64_t> released) override;
 
@@ -42,6 +49,8 @@ class PricedExecutor final : public StepExecutor {
   StepTimer timer_;
   int32_t vocab_size_;
   double gap_s_;
+  double switch_s_;
+  std::optional<StepMode> last_mode_;
 };
 
 struct SimOptions {
@@ -51,7 +60,8 @@ struct SimOptions {
   int64_t threshold = 256;
   int64_t max_queued_requests = 1 << 30;  // waiting requests before RESOURCE_EXHAUSTED
   int32_t vocab_size = 32000;
-  double loop_overhead_s = 0;  // the loop's gap between steps
+  double loop_overhead_s = 0;    // the loop's gap between steps
+  double switch_overhead_s = 0;  // a step in the other mode than the last
   // A closed loop: `concurrency` requests in flight, the next sent when one
   // ends, until `duration_s` (0: open loop, requests at their times).
   int32_t concurrency = 0;

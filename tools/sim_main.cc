@@ -241,6 +241,7 @@ absl::StatusOr<Run> Simulate(const Config& config, const ModelConfig& model,
     }
     SHIFT_ASSIGN_OR_RETURN(o.scheduler.num_blocks, cost->NumBlocks(o.scheduler.block_size));
     o.loop_overhead_s = hw->loop_overhead_s;
+    o.switch_overhead_s = hw->switch_overhead_s;
   }
   if (absl::GetFlag(FLAGS_num_blocks) > 0) o.scheduler.num_blocks = absl::GetFlag(FLAGS_num_blocks);
   if (o.scheduler.num_blocks < 1) {
@@ -315,6 +316,7 @@ int FitProfile(const ModelConfig& model, HardwareProfile hw) {
     if (!in) return ReportFailure(absl::NotFoundError(absl::StrCat("cannot read ", path)));
     std::string line;
     double last_end = -1;
+    std::optional<StepMode> last_mode;  // of the previous step in this trace
     while (std::getline(in, line)) {
       const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
       if (!j.is_object() || !j.contains("seqs")) continue;
@@ -329,6 +331,9 @@ int FitProfile(const ModelConfig& model, HardwareProfile hw) {
           j["mode"] == "sp" ? StepMode::kSequenceParallel : StepMode::kTensorParallel;
       const sim::Features f = cost->FeaturesOf(chunks, mode);
       rows.emplace_back(f.begin(), f.end());
+      // One more feature: the step's mode differs from the previous one's.
+      rows.back().push_back(last_mode && *last_mode != mode ? 1.0 : 0.0);
+      last_mode = mode;
       const double measured = j["measured_s"].get<double>();
       seconds.push_back(measured);
       // The loop's gap: from the previous step's end to this one's start,
@@ -342,10 +347,10 @@ int FitProfile(const ModelConfig& model, HardwareProfile hw) {
       last_end = t;
     }
   }
-  if (rows.size() < 2 * sim::kNumFeatures) {
+  if (rows.size() < 2 * (sim::kNumFeatures + 1)) {
     return ReportFailure(absl::InvalidArgumentError(
         absl::StrCat("--fit_profile: ", rows.size(), " steps are too few to fit ",
-                     static_cast<int>(sim::kNumFeatures), " numbers")));
+                     static_cast<int>(sim::kNumFeatures) + 1, " numbers")));
   }
   const std::vector<double> theta = sim::FitNonNegative(rows, seconds, /*relative=*/true);
   // Relative error of the fit, for the report.
@@ -388,6 +393,7 @@ int FitProfile(const ModelConfig& model, HardwareProfile hw) {
       {"step_overhead_s", theta[sim::kOne]},
       {"layer_overhead_s", 0},
       {"loop_overhead_s", gaps.empty() ? 0 : gaps[gaps.size() / 2]},
+      {"switch_overhead_s", theta[sim::kNumFeatures]},
   };
   hw.peak_flops[type] = 0;
   hw.gemm_efficiency[type] = 0;

@@ -1,6 +1,7 @@
 // How the ranks of a worker group exchange tensors inside a step. One
-// interface over backend buffers, several implementations (Gloo over TCP on
-// host memory now; NCCL on device memory later).
+// interface over backend buffers, several implementations: Gloo over TCP on
+// host memory, NCCL on device memory (worker/nccl_communicator.h), and the
+// emulation of one rank of a larger group.
 // Every call returns a status instead of throwing; after a failure the
 // communicator is broken for good, and the group builds a new one under a
 // new generation. Each call counts the bytes it moves.

@@ -57,8 +57,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
   if (options.device != kernels::Device::kCpu && p > 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "a group of ", p, " ranks on --device=", kernels::DeviceName(options.device),
-        " needs the NCCL communicator, which is not built yet: use --world_size=1 there, or "
-        "--device=cpu"));
+        " needs device collectives, which worker groups do not use yet (the NCCL communicator "
+        "is built but not wired in): use --world_size=1 there, or --device=cpu"));
   }
   backend->set_synchronous_timing(options.synchronous_op_timing);
   std::unique_ptr<Engine> engine(new Engine(files.config, options, comm_in, std::move(backend)));

@@ -178,6 +178,7 @@ class CudaBackend final : public Backend {
     return absl::StrCat("cuda:", device_, " ", props.name);
   }
   DType activation_dtype() const override { return DType::kBF16; }
+  void* device_stream() const override { return stream_; }
 
   absl::StatusOr<Buffer> Allocate(DType dtype, int64_t rows, int64_t cols, bool zero) override {
     SHIFT_RETURN_IF_ERROR(Use());

@@ -260,6 +260,20 @@ TEST(SimulatorTest, PricesEachStepByItsShape) {
   EXPECT_NEAR(r->outcomes[0].e2e, 0.101 + 0.051, 1e-9);
 }
 
+TEST(SimulatorTest, ASwitchOfModeCostsTheProfilesSwitchOverhead) {
+  SimOptions o = Options();
+  o.policy = "threshold";
+  o.threshold = 16;
+  o.switch_overhead_s = 0.005;
+  // A 64-token prefill in SP, then decodes in TP: the first decode pays.
+  auto r = Simulate(o, {Req(0, 64, 4)}, Fixed(0.01));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sp_steps, 1);
+  EXPECT_EQ(r->switches, 1);
+  EXPECT_NEAR(r->outcomes[0].ttft, 0.01, 1e-9);
+  EXPECT_NEAR(r->outcomes[0].e2e, 0.045, 1e-9);
+}
+
 TEST(SimulatorTest, DataParallelGroupsShareTheLoadAndRunAtOnce) {
   SimOptions o = Options();
   o.num_groups = 2;

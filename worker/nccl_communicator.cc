@@ -1,0 +1,379 @@
+#include "worker/nccl_communicator.h"
+
+#include "absl/strings/str_cat.h"
+
+#if SHIFT_HAVE_CUDA
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstring>
+#include <initializer_list>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+#endif
+
+namespace shift {
+
+#if !SHIFT_HAVE_CUDA
+
+namespace {
+absl::Status NoCuda() {
+  return absl::UnimplementedError("NCCL needs a CUDA build (nvcc was not found at build time)");
+}
+}  // namespace
+
+absl::StatusOr<std::string> NcclVersion() { return NoCuda(); }
+absl::StatusOr<std::string> NewNcclUniqueId() { return NoCuda(); }
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const NcclOptions&) {
+  return NoCuda();
+}
+
+#else
+
+namespace {
+
+// The NCCL entry points shift calls, from the library loaded at run time.
+struct NcclApi {
+  decltype(&ncclGetVersion) GetVersion;
+  decltype(&ncclGetUniqueId) GetUniqueId;
+  decltype(&ncclCommInitRankConfig) CommInitRankConfig;
+  decltype(&ncclCommFinalize) CommFinalize;
+  decltype(&ncclCommDestroy) CommDestroy;
+  decltype(&ncclCommAbort) CommAbort;
+  decltype(&ncclCommGetAsyncError) CommGetAsyncError;
+  decltype(&ncclGetErrorString) GetErrorString;
+  decltype(&ncclAllGather) AllGather;
+  decltype(&ncclAllReduce) AllReduce;
+  decltype(&ncclSend) Send;
+  decltype(&ncclRecv) Recv;
+  decltype(&ncclGroupStart) GroupStart;
+  decltype(&ncclGroupEnd) GroupEnd;
+};
+
+absl::StatusOr<const NcclApi*> LoadNccl() {
+  static NcclApi api;
+  static absl::Status status = [] {
+    void* lib = nullptr;
+    for (const char* name : {"libnccl.so.2", "libnccl.so"}) {
+      if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+    }
+    if (lib == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot load NCCL (libnccl.so.2): ", dlerror(),
+                       "; install NCCL or put its directory on LD_LIBRARY_PATH"));
+    }
+    bool missing = false;
+    auto symbol = [&](auto* fn, const char* name) {
+      *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(dlsym(lib, name));
+      missing = missing || *fn == nullptr;
+    };
+    symbol(&api.GetVersion, "ncclGetVersion");
+    symbol(&api.GetUniqueId, "ncclGetUniqueId");
+    symbol(&api.CommInitRankConfig, "ncclCommInitRankConfig");
+    symbol(&api.CommFinalize, "ncclCommFinalize");
+    symbol(&api.CommDestroy, "ncclCommDestroy");
+    symbol(&api.CommAbort, "ncclCommAbort");
+    symbol(&api.CommGetAsyncError, "ncclCommGetAsyncError");
+    symbol(&api.GetErrorString, "ncclGetErrorString");
+    symbol(&api.AllGather, "ncclAllGather");
+    symbol(&api.AllReduce, "ncclAllReduce");
+    symbol(&api.Send, "ncclSend");
+    symbol(&api.Recv, "ncclRecv");
+    symbol(&api.GroupStart, "ncclGroupStart");
+    symbol(&api.GroupEnd, "ncclGroupEnd");
+    if (missing) return absl::UnavailableError("NCCL lacks an entry point shift needs (2.14+)");
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) return status;
+  return &api;
+}
+
+absl::StatusOr<ncclDataType_t> NcclType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kF16:
+      return ncclFloat16;
+    case DType::kF8E4M3:
+      return ncclUint8;  // moved, never reduced
+  }
+  return absl::InvalidArgumentError("no NCCL type for this dtype");
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(const NcclApi* api, const NcclOptions& options, ncclComm_t comm, float* scratch)
+      : api_(api), options_(options), comm_(comm), scratch_(scratch) {}
+
+  ~NcclCommunicator() override {
+    // An aborted communicator is gone already; a healthy one finalizes
+    // (non-blocking: Settle waits, and aborts it if that fails) and is
+    // destroyed.
+    if (!broken_) {
+      api_->CommFinalize(comm_);
+      if (Settle("finalize").ok()) api_->CommDestroy(comm_);
+    }
+    cudaFree(scratch_);
+  }
+
+  int rank() const override { return options_.rank; }
+  int size() const override { return options_.size; }
+
+  absl::Status AllGather(const kernels::Tensor& in, const kernels::Tensor& out) override {
+    SHIFT_RETURN_IF_ERROR(CheckDevice({&in, &out}));
+    if (out.size() != in.size() * size() || in.dtype != out.dtype) {
+      return absl::InvalidArgumentError("AllGather: out must hold size() copies of in");
+    }
+    SHIFT_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(in.dtype));
+    return Run("all-gather", in.bytes() * (size() - 1), in.bytes() * (size() - 1), [&] {
+      return api_->AllGather(in.data, out.data, static_cast<size_t>(in.size()), type, comm_,
+                             Stream());
+    });
+  }
+
+  absl::Status AllGatherV(const kernels::Tensor& in, absl::Span<const int64_t> counts,
+                          const kernels::Tensor& out) override {
+    SHIFT_RETURN_IF_ERROR(CheckDevice({&in, &out}));
+    if (static_cast<int>(counts.size()) != size() || counts[rank()] != in.size()) {
+      return absl::InvalidArgumentError("AllGatherV: one count per rank, ours the input's size");
+    }
+    std::vector<int64_t> same(size(), in.size());
+    return Exchange("all-gather-v", in, same, out, counts, /*root=*/-1);
+  }
+
+  absl::Status Gather(const kernels::Tensor& in, const kernels::Tensor& out, int root) override {
+    SHIFT_RETURN_IF_ERROR(CheckDevice({&in}));
+    if (rank() == root) {
+      SHIFT_RETURN_IF_ERROR(CheckDevice({&out}));
+      if (out.size() != in.size() * size()) {
+        return absl::InvalidArgumentError("Gather: out must hold size() copies of in");
+      }
+    }
+    std::vector<int64_t> counts(size(), in.size());
+    return Exchange("gather", in, counts, out, counts, root);
+  }
+
+  absl::Status AllToAllV(const kernels::Tensor& in, absl::Span<const int64_t> send_counts,
+                         const kernels::Tensor& out,
+                         absl::Span<const int64_t> recv_counts) override {
+    SHIFT_RETURN_IF_ERROR(CheckDevice({&in, &out}));
+    return Exchange("all-to-all", in, send_counts, out, recv_counts, /*root=*/-1);
+  }
+
+  absl::Status Barrier() override {
+    return Run("barrier", sizeof(float), sizeof(float), [&] {
+      return api_->AllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, Stream());
+    });
+  }
+
+ private:
+  cudaStream_t Stream() const { return static_cast<cudaStream_t>(options_.stream); }
+
+  absl::Status CheckDevice(std::initializer_list<const kernels::Tensor*> tensors) {
+    if (broken_) {
+      return absl::UnavailableError("the NCCL communicator was aborted; the group must re-form");
+    }
+    for (const kernels::Tensor* t : tensors) {
+      if (t->device != kernels::Device::kCuda || !t->contiguous()) {
+        return absl::InvalidArgumentError("NCCL moves contiguous CUDA device buffers");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits (within the deadline) until the communicator has no operation in
+  // progress; an error or the deadline aborts it.
+  absl::Status Settle(const char* what) {
+    const auto deadline = Deadline();
+    for (;;) {
+      ncclResult_t state = ncclSuccess;
+      const ncclResult_t got = api_->CommGetAsyncError(comm_, &state);
+      if (got != ncclSuccess) state = got;
+      if (state == ncclSuccess) return absl::OkStatus();
+      if (state != ncclInProgress) return Abort(what, api_->GetErrorString(state));
+      if (std::chrono::steady_clock::now() > deadline) return Abort(what, "timed out");
+      std::this_thread::yield();
+    }
+  }
+
+  std::chrono::steady_clock::time_point Deadline() const {
+    return std::chrono::steady_clock::now() +
+           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+               std::chrono::duration<double>(options_.timeout_s));
+  }
+
+  absl::Status Abort(const char* what, const std::string& why) {
+    if (!broken_) {
+      broken_ = true;
+      api_->CommAbort(comm_);
+    }
+    return absl::UnavailableError(absl::StrCat("NCCL ", what, " failed on rank ", rank(), ": ", why,
+                                               "; the communicator is aborted"));
+  }
+
+  // Enqueues `enqueue` (NCCL calls), then waits for NCCL and the stream.
+  template <typename F>
+  absl::Status Run(const char* what, int64_t sent, int64_t received, F enqueue) {
+    const auto start = std::chrono::steady_clock::now();
+    const ncclResult_t r = enqueue();
+    if (r != ncclSuccess && r != ncclInProgress) return Abort(what, api_->GetErrorString(r));
+    SHIFT_RETURN_IF_ERROR(Settle(what));
+    // The work is on the stream: wait for it, watching for NCCL errors.
+    const auto deadline = Deadline();
+    for (;;) {
+      const cudaError_t q = cudaStreamQuery(Stream());
+      if (q == cudaSuccess) break;
+      if (q != cudaErrorNotReady) return Abort(what, cudaGetErrorString(q));
+      ncclResult_t state = ncclSuccess;
+      api_->CommGetAsyncError(comm_, &state);
+      if (state != ncclSuccess && state != ncclInProgress) {
+        return Abort(what, api_->GetErrorString(state));
+      }
+      if (std::chrono::steady_clock::now() > deadline) return Abort(what, "timed out");
+      std::this_thread::yield();
+    }
+    CountBytes(static_cast<uint64_t>(sent), static_cast<uint64_t>(received));
+    CountSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return absl::OkStatus();
+  }
+
+  // Point-to-point exchange in one NCCL group: send_counts[r] consecutive
+  // elements of `in` to each rank r, recv_counts[r] from each into `out`
+  // consecutively. With root >= 0, only the root receives (a gather); with
+  // the same `in` for every peer (all-gather-v) send counts repeat it.
+  absl::Status Exchange(const char* what, const kernels::Tensor& in,
+                        absl::Span<const int64_t> send_counts, const kernels::Tensor& out,
+                        absl::Span<const int64_t> recv_counts, int root) {
+    const int p = size(), me = rank();
+    if (static_cast<int>(send_counts.size()) != p || static_cast<int>(recv_counts.size()) != p) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": one count per rank"));
+    }
+    SHIFT_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(in.dtype));
+    const bool gather_all = std::string(what) == "all-gather-v";
+    const int64_t es = static_cast<int64_t>(DTypeSize(in.dtype));
+    std::vector<int64_t> send_at(p, 0), recv_at(p, 0);
+    int64_t total_send = 0, total_recv = 0;
+    for (int r = 0; r < p; ++r) {
+      send_at[r] = gather_all ? 0 : total_send;
+      recv_at[r] = total_recv;
+      total_send += gather_all ? 0 : send_counts[r];
+      total_recv += recv_counts[r];
+    }
+    if (!gather_all && total_send > in.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": send counts exceed the input"));
+    }
+    const bool receives = root < 0 || root == me;
+    if (receives && total_recv > out.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": receive counts exceed the output"));
+    }
+    int64_t sent = 0, received = 0;
+    for (int peer = 0; peer < p; ++peer) {
+      if (peer == me) continue;
+      if (root < 0 || peer == root) sent += send_counts[peer] * es;
+      if (receives) received += recv_counts[peer] * es;
+    }
+    auto* src = static_cast<const char*>(in.data);
+    auto* dst = static_cast<char*>(out.data);
+    // Our own part is a device copy, before the group.
+    if (receives && recv_counts[me] > 0) {
+      const cudaError_t c =
+          cudaMemcpyAsync(dst + recv_at[me] * es, src + send_at[me] * es, recv_counts[me] * es,
+                          cudaMemcpyDeviceToDevice, Stream());
+      if (c != cudaSuccess) return Abort(what, cudaGetErrorString(c));
+    }
+    return Run(what, sent, received, [&]() -> ncclResult_t {
+      ncclResult_t r = api_->GroupStart();
+      for (int peer = 0; peer < p && (r == ncclSuccess || r == ncclInProgress); ++peer) {
+        if (peer == me) continue;
+        if ((root < 0 || peer == root) && send_counts[peer] > 0) {
+          r = api_->Send(src + send_at[peer] * es, static_cast<size_t>(send_counts[peer]), type,
+                         peer, comm_, Stream());
+        }
+        if (receives && recv_counts[peer] > 0 && (r == ncclSuccess || r == ncclInProgress)) {
+          r = api_->Recv(dst + recv_at[peer] * es, static_cast<size_t>(recv_counts[peer]), type,
+                         peer, comm_, Stream());
+        }
+      }
+      const ncclResult_t end = api_->GroupEnd();
+      return r == ncclSuccess || r == ncclInProgress ? end : r;
+    });
+  }
+
+  const NcclApi* api_;
+  NcclOptions options_;
+  ncclComm_t comm_;
+  float* scratch_;  // one device float for the barrier
+  bool broken_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> NcclVersion() {
+  SHIFT_ASSIGN_OR_RETURN(const NcclApi* api, LoadNccl());
+  int version = 0;
+  if (api->GetVersion(&version) != ncclSuccess) return absl::InternalError("ncclGetVersion failed");
+  // Since 2.9 the code is major·10000 + minor·100 + patch.
+  return absl::StrFormat("%d.%d.%d", version / 10000, version / 100 % 100, version % 100);
+}
+
+absl::StatusOr<std::string> NewNcclUniqueId() {
+  SHIFT_ASSIGN_OR_RETURN(const NcclApi* api, LoadNccl());
+  ncclUniqueId id;
+  if (const ncclResult_t r = api->GetUniqueId(&id); r != ncclSuccess) {
+    return absl::UnavailableError(absl::StrCat("ncclGetUniqueId failed: ", api->GetErrorString(r)));
+  }
+  return std::string(id.internal, sizeof(id.internal));
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const NcclOptions& options) {
+  SHIFT_ASSIGN_OR_RETURN(const NcclApi* api, LoadNccl());
+  ncclUniqueId id;
+  if (options.unique_id.size() != sizeof(id.internal)) {
+    return absl::InvalidArgumentError(absl::StrCat("an NCCL unique id has ", sizeof(id.internal),
+                                                   " bytes, not ", options.unique_id.size()));
+  }
+  if (options.size < 1 || options.rank < 0 || options.rank >= options.size) {
+    return absl::InvalidArgumentError("NCCL: rank must be in [0, size)");
+  }
+  std::memcpy(id.internal, options.unique_id.data(), sizeof(id.internal));
+  if (const cudaError_t e = cudaSetDevice(options.device); e != cudaSuccess) {
+    return absl::UnavailableError(
+        absl::StrCat("NCCL: CUDA device ", options.device, ": ", cudaGetErrorString(e)));
+  }
+  float* scratch = nullptr;
+  if (const cudaError_t e = cudaMalloc(&scratch, sizeof(float)); e != cudaSuccess) {
+    return absl::ResourceExhaustedError(absl::StrCat("NCCL scratch: ", cudaGetErrorString(e)));
+  }
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t comm = nullptr;
+  ncclResult_t r = api->CommInitRankConfig(&comm, options.size, id, options.rank, &config);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(options.timeout_s));
+  while (r == ncclInProgress && comm != nullptr) {
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::yield();
+    api->CommGetAsyncError(comm, &r);
+  }
+  if (r != ncclSuccess) {
+    if (comm != nullptr) api->CommAbort(comm);
+    cudaFree(scratch);
+    return absl::UnavailableError(absl::StrCat(
+        "NCCL init of rank ", options.rank, " of ", options.size, " failed: ",
+        r == ncclInProgress ? "timed out waiting for the other ranks" : api->GetErrorString(r)));
+  }
+  return std::unique_ptr<Communicator>(new NcclCommunicator(api, options, comm, scratch));
+}
+
+#endif  // SHIFT_HAVE_CUDA
+
+}  // namespace shift
