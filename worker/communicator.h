@@ -42,14 +42,19 @@ class Communicator {
                                  absl::Span<const int64_t> recv_counts) = 0;
   virtual absl::Status Barrier() = 0;
 
+  // Whether the calls take device (non-CPU) buffers: NCCL's, a host-staged
+  // communicator's and the emulation's do; Gloo's take host memory only.
+  virtual bool takes_device_buffers() const { return false; }
+
   // The deterministic all-reduce (docs/architecture.md, Determinism): `data`
   // holds this rank's subtree value of each of its elements; afterwards
   // every rank holds, for each element, the P values joined by the top of
   // the canonical tree. An all-to-all gives each rank its 1/P slice from
   // everyone, the rank joins them, and an all-gather returns the slices: the
   // bytes of a ring all-reduce. Needs size() in {1, 2, 4, 8} and fp32 host
-  // memory (the join runs on the host).
-  absl::Status DeterministicAllReduce(const kernels::Tensor& data);
+  // memory (the join runs on the host); a communicator of device buffers
+  // overrides it.
+  virtual absl::Status DeterministicAllReduce(const kernels::Tensor& data);
 
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }

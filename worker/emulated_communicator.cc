@@ -89,6 +89,25 @@ absl::Status EmulatedCommunicator::Gather(const kernels::Tensor& in, const kerne
   return AllGather(in, out);
 }
 
+absl::Status EmulatedCommunicator::DeterministicAllReduce(const kernels::Tensor& data) {
+  if (data.device == kernels::Device::kCpu || size_ == 1) {
+    return Communicator::DeterministicAllReduce(data);
+  }
+  if (!data.contiguous()) {
+    return absl::InvalidArgumentError("the all-reduce takes a contiguous buffer");
+  }
+  const int p = size_;
+  const int64_t n = data.size();
+  std::vector<int64_t> slice(p), from_each(p);
+  for (int s = 0; s < p; ++s) slice[s] = n * (s + 1) / p - n * s / p;
+  const int64_t mine = slice[rank_];
+  for (int s = 0; s < p; ++s) from_each[s] = mine;
+  SHIFT_ASSIGN_OR_RETURN(kernels::Buffer received,
+                         backend_->Allocate(data.dtype, 1, std::max<int64_t>(1, mine * p)));
+  SHIFT_RETURN_IF_ERROR(AllToAllV(data, slice, Flat(received, 0, mine * p), from_each));
+  return AllGatherV(Flat(received, 0, mine), slice, data);
+}
+
 absl::Status EmulatedCommunicator::AllToAllV(const kernels::Tensor& in,
                                              absl::Span<const int64_t> send_counts,
                                              const kernels::Tensor& out,

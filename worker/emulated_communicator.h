@@ -23,6 +23,11 @@ class EmulatedCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  bool takes_device_buffers() const override { return true; }
+  // On host fp32 memory the shared implementation (stand-in values joined
+  // on the host); on a device, the same all-to-all and all-gather as
+  // copies on the device, the rank's own slice standing in for the join.
+  absl::Status DeterministicAllReduce(const kernels::Tensor& data) override;
 
   absl::Status AllGather(const kernels::Tensor& in, const kernels::Tensor& out) override;
   absl::Status AllGatherV(const kernels::Tensor& in, absl::Span<const int64_t> counts,

@@ -19,6 +19,12 @@ absl::Status Engine::Attach(Communicator* comm) {
                                                    comm->size(), " cannot serve rank ", rank(),
                                                    " of ", world_size()));
   }
+  if (comm != nullptr && backend_->device() != kernels::Device::kCpu &&
+      !comm->takes_device_buffers()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a group on --device=", kernels::DeviceName(backend_->device()),
+                     " needs a communicator of device buffers (host-staged, NCCL or emulated)"));
+  }
   comm_ = comm;
   return absl::OkStatus();
 }
@@ -54,11 +60,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", options.rank, " is outside a group of ", p));
   }
-  if (options.device != kernels::Device::kCpu && p > 1) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "a group of ", p, " ranks on --device=", kernels::DeviceName(options.device),
-        " needs device collectives, which worker groups do not use yet (the NCCL communicator "
-        "is built but not wired in): use --world_size=1 there, or --device=cpu"));
+  if (options.device != kernels::Device::kCpu && comm_in != nullptr &&
+      !comm_in->takes_device_buffers()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a group on --device=", kernels::DeviceName(options.device),
+                     " needs a communicator of device buffers (host-staged, NCCL or emulated)"));
   }
   backend->set_synchronous_timing(options.synchronous_op_timing);
   std::unique_ptr<Engine> engine(new Engine(files.config, options, comm_in, std::move(backend)));

@@ -108,6 +108,8 @@ class Engine {
   uint64_t gemm_flops() const { return backend_->stats(kernels::Op::kGemm).flops; }
   // Per-operation work and time (kernels/backend.h, OpStats).
   const kernels::Backend& backend() const { return *backend_; }
+  // For a communicator that copies through this backend (host staging).
+  kernels::Backend* mutable_backend() { return backend_.get(); }
   int rank() const { return options_.rank; }
   int world_size() const { return options_.world_size; }
 

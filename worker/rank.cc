@@ -16,6 +16,7 @@
 #include "worker/plan_steps.h"
 #include "worker/rendezvous_store.h"
 #include "worker/sequence_table.h"
+#include "worker/staged_communicator.h"
 #include "worker/worker_metrics.h"
 
 namespace shift {
@@ -121,6 +122,12 @@ class RankLoop {
           options_.host, std::chrono::milliseconds(options_.rendezvous_timeout_ms));
       if (comm.ok()) {
         comm_ = *std::move(comm);
+        if (engine_->backend().device() != kernels::Device::kCpu) {
+          // Device buffers through host copies: ranks sharing a GPU cannot
+          // use NCCL (worker/staged_communicator.h).
+          comm_ =
+              std::make_unique<StagedCommunicator>(std::move(comm_), engine_->mutable_backend());
+        }
         formed_ = engine_->Attach(comm_.get());
       } else {
         formed_ = comm.status();
@@ -206,7 +213,7 @@ class RankLoop {
   grpc::HealthCheckServiceInterface* health_;
   uint64_t generation_ = 0;
   absl::Status formed_ = absl::FailedPreconditionError("the group has not formed yet");
-  std::unique_ptr<GlooCommunicator> comm_;
+  std::unique_ptr<Communicator> comm_;
   SequenceTable sequences_;
 };
 

@@ -15,6 +15,7 @@
 #include "tools/mkmodel.h"
 #include "worker/engine.h"
 #include "worker/gloo_communicator.h"
+#include "worker/staged_communicator.h"
 
 namespace shift {
 namespace {
@@ -52,9 +53,11 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
   // Replays the recording on a group with `modes[i]` for step i; returns the
   // leader's outputs. With `calls`, each rank runs on a RecordingBackend and
   // (*calls)[r] receives what rank r's executor asked of it.
+  // With `staged`, every collective goes through a StagedCommunicator that
+  // stages even host buffers (the path ranks sharing a GPU take).
   std::vector<std::vector<EngineSample>> RunGroup(
       const std::vector<StepMode>& modes,
-      std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr) {
+      std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr, bool staged = false) {
     const int p = GetParam().ranks;
     gloo::rendezvous::HashStore store;
     std::vector<std::vector<EngineSample>> leader;
@@ -64,9 +67,17 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
       threads.emplace_back([&, r] {
         auto files = OpenModelFiles(tmp_.Sub("model"));
         ASSERT_TRUE(files.ok());
-        auto comm = GlooCommunicator::Connect(store, "g0", r, p, "127.0.0.1",
+        auto gloo = GlooCommunicator::Connect(store, "g0", r, p, "127.0.0.1",
                                               std::chrono::milliseconds(20000));
-        ASSERT_TRUE(comm.ok()) << comm.status();
+        ASSERT_TRUE(gloo.ok()) << gloo.status();
+        std::unique_ptr<Communicator> comm_owned = *std::move(gloo);
+        auto copier = kernels::CreateBackend(kernels::Device::kCpu, kernels::BackendOptions());
+        ASSERT_TRUE(copier.ok());
+        if (staged) {
+          comm_owned = std::make_unique<StagedCommunicator>(std::move(comm_owned), copier->get(),
+                                                            /*always_stage=*/true);
+        }
+        std::unique_ptr<Communicator>* comm = &comm_owned;
         auto recorder = std::make_unique<RecordingBackend>();
         const RecordingBackend* record = recorder.get();
         auto engine = calls == nullptr
@@ -91,8 +102,9 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
   }
 
   void ExpectSameAsSingleRank(const std::vector<StepMode>& modes, const std::string& name,
-                              std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr) {
-    const auto got = RunGroup(modes, calls);
+                              std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr,
+                              bool staged = false) {
+    const auto got = RunGroup(modes, calls, staged);
     ASSERT_EQ(got.size(), recording_.outputs.size()) << name;
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_EQ(got[i].size(), recording_.outputs[i].size()) << name << " step " << i;
@@ -132,6 +144,17 @@ TEST_P(ParallelEngineTest, EveryModeScheduleGivesTheSingleRankBits) {
   }
   ExpectSameAsSingleRank(sp_then_tp, "prefill SP, decode TP");
   ExpectSameAsSingleRank(tp_then_sp, "prefill TP, decode SP");
+}
+
+// Collectives staged through host copies (StagedCommunicator, as ranks
+// sharing one GPU run them) change nothing: same bits, both modes.
+TEST_P(ParallelEngineTest, HostStagedCollectivesGiveTheSameBits) {
+  const size_t steps = recording_.steps.size();
+  std::vector<StepMode> alternating;
+  for (size_t i = 0; i < steps; ++i) {
+    alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+  }
+  ExpectSameAsSingleRank(alternating, "staged, alternating", nullptr, /*staged=*/true);
 }
 
 TEST_P(ParallelEngineTest, ExecutorGivesTheSameBitsThroughARecordingBackend) {
