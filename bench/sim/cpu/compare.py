@@ -1,35 +1,60 @@
 #!/usr/bin/python3
-"""Prints a real run (shift-bench --compare's compare.json) beside a simulated
-one (shift-sim --compare --json_out), configuration by configuration, with
-the simulation's error on TTFT, TPOT and throughput."""
+"""Prints a simulated run (shift-sim --compare --json_out) beside one or more
+real runs of the same workload (shift-bench --compare's compare.json),
+configuration by configuration: each real run, the simulation, its error
+against the real runs' mean, and how far the real runs spread themselves
+((max - min) / mean).
+
+    compare.py SIM.json REAL.json [REAL.json ...]
+"""
 import json
 import sys
 
+METRICS = (("TTFT mean", ("ttft_seconds", "mean"), 1000, "%.1f"),
+           ("TTFT p90", ("ttft_seconds", "p90"), 1000, "%.1f"),
+           ("TPOT mean", ("tpot_seconds", "mean"), 1000, "%.2f"),
+           ("E2E mean", ("e2e_seconds", "mean"), 1000, "%.0f"),
+           ("throughput", ("total_token_throughput",), 1, "%.0f"))
 
-def main(real_path, sim_path):
-    with open(real_path) as f:
-        real = json.load(f)
+
+def value(report, key, scale):
+    for k in key:
+        report = report[k]
+    return report * scale
+
+
+def main(sim_path, *real_paths):
     with open(sim_path) as f:
         sim = json.load(f)
-    real = real.get("configs", real)
-    print("| config | metric | real | simulated | error |")
-    print("|---|---|---|---|---|")
+    reals = []
+    for path in real_paths:
+        with open(path) as f:
+            j = json.load(f)
+        reals.append(j.get("configs", j))
+    runs = " | ".join("real %d" % (i + 1) for i in range(len(reals)))
+    print("| config | metric (ms, tok/s) | %s | real mean | simulated | error | real spread |" % runs)
+    print("|---|---|%s---|---|---|---|" % ("---|" * len(reals)))
+    within, cells = 0, 0
     for config, s in sim.items():
-        if not isinstance(s, dict) or config not in real or "ttft_seconds" not in s:
+        if not isinstance(s, dict) or "ttft_seconds" not in s:
             continue
-        r = real[config]
-        for name, key, scale, fmt in (("TTFT mean", ("ttft_seconds", "mean"), 1000, "%.1f ms"),
-                                      ("TTFT p90", ("ttft_seconds", "p90"), 1000, "%.1f ms"),
-                                      ("TPOT mean", ("tpot_seconds", "mean"), 1000, "%.2f ms"),
-                                      ("E2E mean", ("e2e_seconds", "mean"), 1000, "%.0f ms"),
-                                      ("throughput", ("total_token_throughput",), 1, "%.0f tok/s")):
-            rv, sv = r, s
-            for k in key:
-                rv, sv = rv[k], sv[k]
-            rv, sv = rv * scale, sv * scale
-            error = 100 * (sv - rv) / rv if rv else float("nan")
-            print("| %s | %s | %s | %s | %+.1f%% |" % (config, name, fmt % rv, fmt % sv, error))
+        if not all(config in r for r in reals):
+            continue
+        for name, key, scale, fmt in METRICS:
+            rv = [value(r[config], key, scale) for r in reals]
+            sv = value(s, key, scale)
+            mean = sum(rv) / len(rv)
+            error = 100 * (sv - mean) / mean if mean else float("nan")
+            spread = 100 * (max(rv) - min(rv)) / mean if mean else float("nan")
+            cells += 1
+            within += abs(error) <= 20
+            print("| %s | %s | %s | %s | %s | %+.1f%% | %.0f%% |" % (
+                config, name, " | ".join(fmt % v for v in rv), fmt % mean, fmt % sv, error,
+                spread))
+    print("\n%d of %d cells within 20%% of the real runs' mean" % (within, cells))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
