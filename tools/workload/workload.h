@@ -44,8 +44,7 @@ struct TraceRow {
 absl::StatusOr<std::vector<TraceRow>> ReadAzureTrace(const std::string& path, int64_t limit = 0);
 // One JSON object per line: timestamp (ms), input_length, output_length,
 // hash_ids. The same limit and errors.
-absl::StatusOr<std::vector<TraceRow>> ReadMooncakeTrace(const std::string& path,
-                                                        int64_t limit = 0);
+absl::StatusOr<std::vector<TraceRow>> ReadMooncakeTrace(const std::string& path, int64_t limit = 0);
 // Either, by file name (.csv or .jsonl).
 absl::StatusOr<std::vector<TraceRow>> ReadTrace(const std::string& path, int64_t limit = 0);
 
@@ -79,10 +78,10 @@ std::vector<Request> FromTrace(const std::vector<TraceRow>& rows, const PromptMa
 // What happened to one request.
 struct Outcome {
   std::string code = "OK";          // gRPC status code name
-  double start = 0;                  // seconds from the run's start
-  double ttft = -1;                  // seconds to the first token (-1: none)
-  double e2e = 0;                    // seconds to the end of the call
-  std::vector<double> token_times;   // seconds from start of each token's arrival
+  double start = 0;                 // seconds from the run's start
+  double ttft = -1;                 // seconds to the first token (-1: none)
+  double e2e = 0;                   // seconds to the end of the call
+  std::vector<double> token_times;  // seconds from start of each token's arrival
   int64_t prompt_tokens = 0;
   int64_t output_tokens = 0;
   int64_t cached_tokens = 0;
