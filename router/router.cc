@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "common/unicode.h"
+#include "core/group_choice.h"
 #include "router/step_plan.h"
 
 namespace shift {
@@ -211,13 +212,11 @@ bool Router::AwaitGroup(Group* g) {
 }
 
 Router::Group* Router::PickGroup() {
-  Group* best = nullptr;
-  for (auto& g : groups_) {
-    if (g->complete && g->scheduler && (best == nullptr || g->outstanding < best->outstanding)) {
-      best = g.get();
-    }
-  }
-  return best;
+  std::vector<GroupLoad> loads;
+  loads.reserve(groups_.size());
+  for (const auto& g : groups_) loads.push_back({g->complete && g->scheduler, g->outstanding});
+  const int best = PickLeastLoaded(loads);
+  return best < 0 ? nullptr : groups_[best].get();
 }
 
 void Router::Fail(uint64_t id, const absl::Status& status) {
@@ -393,7 +392,7 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     r->arrival = clock_->Now();
     Stream stream;
     stream.group = g->id;
-    stream.work = static_cast<int64_t>(r->prompt.size()) + r->params.max_tokens;
+    stream.work = RequestWork(*r);
     OutputProcessor::StreamSpec spec;
     spec.sink = sink;
     spec.arrival = r->arrival;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "core/group_choice.h"
 
 namespace shift::sim {
 namespace {
@@ -100,30 +101,32 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
     Client c;
     c.outcome.start = now;
     c.outcome.prompt_tokens = static_cast<int64_t>(wr.prompt.size());
-    c.work = static_cast<int64_t>(wr.prompt.size()) + wr.max_tokens;
-    uint32_t best = 0;
-    int64_t waiting = 0;
-    for (uint32_t g = 0; g < groups.size(); ++g) {
-      waiting += groups[g].scheduler->num_waiting();
-      if (groups[g].outstanding < groups[best].outstanding) best = g;
-    }
-    if (waiting >= options.max_queued_requests) {
-      c.outcome.code = "RESOURCE_EXHAUSTED";
-      clients.push_back(std::move(c));
-      return absl::OkStatus();
-    }
     auto r = std::make_unique<Request>();
     r->id = id;
     r->prompt = std::move(wr.prompt);
     r->params.max_tokens = wr.max_tokens;
     r->params.ignore_eos = true;
     r->arrival = clock.Now();
+    c.work = RequestWork(*r);
+    // The router's placement and its queue limit.
+    std::vector<GroupLoad> loads;
+    int64_t waiting = 0;
+    for (const Group& g : groups) {
+      waiting += g.scheduler->num_waiting();
+      loads.push_back({true, g.outstanding});
+    }
+    const int best = PickLeastLoaded(loads);
+    if (waiting >= options.max_queued_requests) {
+      c.outcome.code = "RESOURCE_EXHAUSTED";
+      clients.push_back(std::move(c));
+      return absl::OkStatus();
+    }
     if (absl::Status added = groups[best].scheduler->AddRequest(std::move(r)); !added.ok()) {
       c.outcome.code = "INVALID_ARGUMENT";
       clients.push_back(std::move(c));
       return absl::OkStatus();
     }
-    c.group = best;
+    c.group = static_cast<uint32_t>(best);
     groups[best].outstanding += c.work;
     clients.push_back(std::move(c));
     if (closed) ++in_flight;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/group_choice.h"
 #include "gtest/gtest.h"
 #include "sim/cost_model.h"
 #include "sim/fit.h"
@@ -272,6 +273,18 @@ TEST(SimulatorTest, ASwitchOfModeCostsTheProfilesSwitchOverhead) {
   EXPECT_EQ(r->switches, 1);
   EXPECT_NEAR(r->outcomes[0].ttft, 0.01, 1e-9);
   EXPECT_NEAR(r->outcomes[0].e2e, 0.045, 1e-9);
+}
+
+// The router's placement rule, which the simulator shares.
+TEST(GroupChoiceTest, LeastOutstandingReadyGroupFirstOfEquals) {
+  EXPECT_EQ(PickLeastLoaded({}), -1);
+  EXPECT_EQ(PickLeastLoaded({{false, 0}, {false, 5}}), -1);
+  EXPECT_EQ(PickLeastLoaded({{true, 7}, {true, 3}, {true, 3}}), 1);
+  EXPECT_EQ(PickLeastLoaded({{false, 0}, {true, 9}, {true, 10}}), 1);
+  Request r;
+  r.prompt = {1, 2, 3};
+  r.params.max_tokens = 5;
+  EXPECT_EQ(RequestWork(r), 8);
 }
 
 TEST(SimulatorTest, DataParallelGroupsShareTheLoadAndRunAtOnce) {
