@@ -71,10 +71,11 @@ struct CostModel::Work {
   double gemm_flops = 0, gemm_bytes = 0;  // all layers
   double attention_flops = 0, attention_bytes = 0, elementwise_bytes = 0;
   double head_rows = 0, head_flops = 0, head_bytes = 0;
-  // Collectives: count and bytes per rank of each, all layers.
-  double all_reduces = 0, all_reduce_bytes = 0;
-  double all_to_alls = 0, all_to_all_bytes = 0;
-  double gathers = 0, gather_bytes = 0;
+  // Collectives: count and bytes per rank of each, all layers, and those
+  // bytes times NCCL's bus factor (what the bus bandwidth divides).
+  double all_reduces = 0, all_reduce_bytes = 0, all_reduce_bus = 0;
+  double all_to_alls = 0, all_to_all_bytes = 0, all_to_all_bus = 0;
+  double gathers = 0, gather_bytes = 0, gather_bus = 0;
   double tokens = 0, attention = 0, sequences = 0;
 };
 
@@ -171,21 +172,23 @@ CostModel::Work CostModel::WorkOf(absl::Span<const Chunk> chunks, StepMode step_
   if (tp > 1) {
     w.all_reduces = 2 * layers;
     w.all_reduce_bytes = w.all_reduces * rows * d * ab;
+    w.all_reduce_bus = 2 * (tp - 1) / tp * w.all_reduce_bytes;
   }
   if (sp > 1) {
     w.all_to_alls = 2 * layers;
     w.all_to_all_bytes = layers * rows * ((hq + 2 * hkv) * hd / tp + hq * hd / tp) * ab;
+    w.all_to_all_bus = (sp - 1) / sp * w.all_to_all_bytes;
   }
   if (n > 1 && samples > 0) {
     w.gathers = 1;
     w.gather_bytes = samples * m.vocab_size * 4 / n;  // f32 logits; each rank its share
+    w.gather_bus = (n - 1) / n * w.gather_bytes;
   }
   return w;
 }
 
 Features CostModel::FeaturesOf(absl::Span<const Chunk> chunks, StepMode mode) const {
   const Work w = WorkOf(chunks, mode);
-  const double n = world_size_;
   Features f{};
   f[kOne] = 1;
   f[kGemmFlops] = w.gemm_flops + w.head_flops;
@@ -193,12 +196,10 @@ Features CostModel::FeaturesOf(absl::Span<const Chunk> chunks, StepMode mode) co
       (w.rows > 0 ? w.gemm_flops / w.rows : 0) + (w.head_rows > 0 ? w.head_flops / w.head_rows : 0);
   f[kAttentionFlops] = w.attention_flops;
   f[kBytes] = w.gemm_bytes + w.elementwise_bytes + w.attention_bytes + w.head_bytes;
-  const double tp = w.mode.tp, sp = w.mode.sp;
   f[kAllReduces] = w.all_reduces;
-  f[kAllReduceBytes] = tp > 1 ? 2 * (tp - 1) / tp * w.all_reduce_bytes : 0;
+  f[kAllReduceBytes] = w.all_reduce_bus;
   f[kAllToAlls] = w.all_to_alls + w.gathers;
-  f[kAllToAllBytes] = (sp > 1 ? (sp - 1) / sp * w.all_to_all_bytes : 0) +
-                      (n > 1 ? (n - 1) / n * w.gather_bytes : 0);
+  f[kAllToAllBytes] = w.all_to_all_bus + w.gather_bus;
   return f;
 }
 
@@ -221,23 +222,15 @@ Features CostModel::Coefficients() const {
 
 StepCost CostModel::Price(absl::Span<const Chunk> chunks, StepMode mode) const {
   const Work w = WorkOf(chunks, mode);
+  const Features t = Coefficients();
   StepCost cost;
-  const double layers = model_.num_hidden_layers, n = world_size_;
-  cost.overhead_s = hw_.step_overhead_s + layers * hw_.layer_overhead_s;
-  // Collectives.
-  const double tp = w.mode.tp, sp = w.mode.sp;
-  if (w.all_reduces > 0) {
-    cost.collective_s += w.all_reduces * hw_.all_reduce.latency_s +
-                         2 * (tp - 1) / tp * w.all_reduce_bytes / hw_.all_reduce.bus_bandwidth;
-  }
-  if (w.all_to_alls > 0) {
-    cost.collective_s += w.all_to_alls * hw_.all_to_all.latency_s +
-                         (sp - 1) / sp * w.all_to_all_bytes / hw_.all_to_all.bus_bandwidth;
-  }
-  if (w.gathers > 0) {
-    cost.collective_s +=
-        hw_.gather.latency_s + (n - 1) / n * w.gather_bytes / hw_.gather.bus_bandwidth;
-  }
+  cost.overhead_s = t[kOne];
+  auto collective = [](double count, double bus_bytes, const Collective& c) {
+    return count * c.latency_s + bus_bytes / c.bus_bandwidth;
+  };
+  cost.collective_s = collective(w.all_reduces, w.all_reduce_bus, hw_.all_reduce) +
+                      collective(w.all_to_alls, w.all_to_all_bus, hw_.all_to_all) +
+                      collective(w.gathers, w.gather_bus, hw_.gather);
   cost.collective_bytes = w.all_reduce_bytes + w.all_to_all_bytes + w.gather_bytes;
   if (law_) {
     cost.compute_s = std::max(0.0, law_->Seconds(mode, w.tokens, w.attention, w.sequences));
@@ -245,7 +238,6 @@ StepCost CostModel::Price(absl::Span<const Chunk> chunks, StepMode mode) const {
   }
   // Compute: each kind of kernel takes its FLOPs over the achieved peak and
   // its bytes over the achieved bandwidth, the longer (overlap) or both.
-  const Features t = Coefficients();
   auto kernel = [&](double flops_s, double bytes) {
     const double bytes_s = bytes * t[kBytes];
     return hw_.overlap ? std::max(flops_s, bytes_s) : flops_s + bytes_s;

@@ -96,6 +96,12 @@ namespace {
 using sim::CostModel;
 using sim::HardwareProfile;
 
+// --max_model_len, or the model's context.
+int64_t MaxModelLen(const ModelConfig& model) {
+  return absl::GetFlag(FLAGS_max_model_len) > 0 ? absl::GetFlag(FLAGS_max_model_len)
+                                                : model.max_position_embeddings;
+}
+
 absl::StatusOr<ModelConfig> LoadModel() {
   const std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) return absl::InvalidArgumentError("--model is required");
@@ -203,9 +209,7 @@ absl::StatusOr<Run> Simulate(const Config& config, const ModelConfig& model,
   sim::SimOptions o;
   o.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   o.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
-  o.scheduler.max_model_len = absl::GetFlag(FLAGS_max_model_len) > 0
-                                  ? absl::GetFlag(FLAGS_max_model_len)
-                                  : model.max_position_embeddings;
+  o.scheduler.max_model_len = MaxModelLen(model);
   o.scheduler.block_size = absl::GetFlag(FLAGS_block_size);
   o.scheduler.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   o.num_groups = config.groups;
@@ -339,9 +343,8 @@ int FitProfile(const ModelConfig& model, HardwareProfile hw) {
       // The loop's gap: from the previous step's end to this one's start,
       // when it went straight on ("t" is when the step was finished).
       const double t = j["t"].get<double>();
-      if (last_end >= 0 && !j["arrived"].empty()) {
-        // A step with arrivals may follow an idle loop: not a gap.
-      } else if (last_end >= 0) {
+      // (A step with arrivals may follow an idle loop: not a gap.)
+      if (last_end >= 0 && j["arrived"].empty()) {
         gaps.push_back(std::max(0.0, t - measured - last_end));
       }
       last_end = t;
@@ -441,9 +444,7 @@ int Main() {
                                                         : 1;
   std::vector<sim::StepArrival> arrivals;
   const bool by_step = !absl::GetFlag(FLAGS_requests_jsonl).empty();
-  const int64_t max_len = absl::GetFlag(FLAGS_max_model_len) > 0
-                              ? absl::GetFlag(FLAGS_max_model_len)
-                              : model->max_position_embeddings;
+  const int64_t max_len = MaxModelLen(*model);
   auto requests =
       by_step ? ReadRequestsJsonl(absl::GetFlag(FLAGS_requests_jsonl), &arrivals)
               : workload::BuildWorkloadFromFlags(static_cast<int32_t>(model->vocab_size), max_len);

@@ -6,6 +6,12 @@
 
 namespace shift {
 
+std::vector<int64_t> Communicator::ReduceSlices(int64_t n, int p) {
+  std::vector<int64_t> slice(p);
+  for (int s = 0; s < p; ++s) slice[s] = n * (s + 1) / p - n * s / p;
+  return slice;
+}
+
 absl::Status Communicator::DeterministicAllReduce(const kernels::Tensor& tensor) {
   const int p = size();
   if (p != 1 && p != 2 && p != 4 && p != 8) {
@@ -18,12 +24,9 @@ absl::Status Communicator::DeterministicAllReduce(const kernels::Tensor& tensor)
     return absl::InvalidArgumentError(
         "the deterministic all-reduce joins contiguous fp32 host memory");
   }
-  const int64_t n = tensor.size();
-  // Slice s of the elements is [n·s/p, n·(s+1)/p).
-  std::vector<int64_t> slice(p), from_each(p);
-  for (int s = 0; s < p; ++s) slice[s] = n * (s + 1) / p - n * s / p;
+  const std::vector<int64_t> slice = ReduceSlices(tensor.size(), p);
   const int64_t mine = slice[rank()];
-  for (int s = 0; s < p; ++s) from_each[s] = mine;
+  const std::vector<int64_t> from_each(p, mine);
   std::vector<float> received(mine * p);
   SHIFT_RETURN_IF_ERROR(
       AllToAllV(tensor, slice, kernels::HostTensor(received.data(), mine * p), from_each));

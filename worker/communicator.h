@@ -56,6 +56,10 @@ class Communicator {
   // overrides it.
   virtual absl::Status DeterministicAllReduce(const kernels::Tensor& data);
 
+  // The deterministic all-reduce's split of n elements over p ranks: slice
+  // s is [n·s/p, n·(s+1)/p); element counts, in rank order.
+  static std::vector<int64_t> ReduceSlices(int64_t n, int p);
+
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
   // Wall seconds spent inside collectives.

@@ -96,15 +96,12 @@ absl::Status EmulatedCommunicator::DeterministicAllReduce(const kernels::Tensor&
   if (!data.contiguous()) {
     return absl::InvalidArgumentError("the all-reduce takes a contiguous buffer");
   }
-  const int p = size_;
-  const int64_t n = data.size();
-  std::vector<int64_t> slice(p), from_each(p);
-  for (int s = 0; s < p; ++s) slice[s] = n * (s + 1) / p - n * s / p;
+  const std::vector<int64_t> slice = ReduceSlices(data.size(), size_);
   const int64_t mine = slice[rank_];
-  for (int s = 0; s < p; ++s) from_each[s] = mine;
+  const std::vector<int64_t> from_each(size_, mine);
   SHIFT_ASSIGN_OR_RETURN(kernels::Buffer received,
-                         backend_->Allocate(data.dtype, 1, std::max<int64_t>(1, mine * p)));
-  SHIFT_RETURN_IF_ERROR(AllToAllV(data, slice, Flat(received, 0, mine * p), from_each));
+                         backend_->Allocate(data.dtype, 1, std::max<int64_t>(1, mine * size_)));
+  SHIFT_RETURN_IF_ERROR(AllToAllV(data, slice, Flat(received, 0, mine * size_), from_each));
   return AllGatherV(Flat(received, 0, mine), slice, data);
 }
 

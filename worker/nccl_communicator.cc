@@ -147,7 +147,7 @@ class NcclCommunicator final : public Communicator {
       return absl::InvalidArgumentError("AllGatherV: one count per rank, ours the input's size");
     }
     std::vector<int64_t> same(size(), in.size());
-    return Exchange("all-gather-v", in, same, out, counts, /*root=*/-1);
+    return Exchange("all-gather-v", in, same, out, counts, /*root=*/-1, /*whole_input=*/true);
   }
 
   absl::Status Gather(const kernels::Tensor& in, const kernels::Tensor& out, int root) override {
@@ -249,26 +249,25 @@ class NcclCommunicator final : public Communicator {
   // Point-to-point exchange in one NCCL group: send_counts[r] consecutive
   // elements of `in` to each rank r, recv_counts[r] from each into `out`
   // consecutively. With root >= 0, only the root receives (a gather); with
-  // the same `in` for every peer (all-gather-v) send counts repeat it.
+  // `whole_input`, every peer gets all of `in` (an all-gather-v).
   absl::Status Exchange(const char* what, const kernels::Tensor& in,
                         absl::Span<const int64_t> send_counts, const kernels::Tensor& out,
-                        absl::Span<const int64_t> recv_counts, int root) {
+                        absl::Span<const int64_t> recv_counts, int root, bool whole_input = false) {
     const int p = size(), me = rank();
     if (static_cast<int>(send_counts.size()) != p || static_cast<int>(recv_counts.size()) != p) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": one count per rank"));
     }
     SHIFT_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(in.dtype));
-    const bool gather_all = std::string(what) == "all-gather-v";
     const int64_t es = static_cast<int64_t>(DTypeSize(in.dtype));
     std::vector<int64_t> send_at(p, 0), recv_at(p, 0);
     int64_t total_send = 0, total_recv = 0;
     for (int r = 0; r < p; ++r) {
-      send_at[r] = gather_all ? 0 : total_send;
+      send_at[r] = whole_input ? 0 : total_send;
       recv_at[r] = total_recv;
-      total_send += gather_all ? 0 : send_counts[r];
+      total_send += whole_input ? 0 : send_counts[r];
       total_recv += recv_counts[r];
     }
-    if (!gather_all && total_send > in.size()) {
+    if (!whole_input && total_send > in.size()) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": send counts exceed the input"));
     }
     const bool receives = root < 0 || root == me;
