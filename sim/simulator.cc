@@ -178,12 +178,17 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
   };
 
   const size_t total = requests.size();
+  int64_t skipped_to = 0;  // the step idling skipped ahead to (step arrivals)
   // When the next request is sent (never: no more for now).
   auto next_arrival = [&]() -> double {
     if (next >= total) return kNever;
     if (arrivals != nullptr) {
+      // With nothing to do, skip ahead to the next arrivals, all those due
+      // before the same step.
       const Group& g = groups[0];
-      const bool due = (*arrivals)[next].before_step <= g.steps + 1 || !g.scheduler->HasWork();
+      const int64_t before = (*arrivals)[next].before_step;
+      if (!g.scheduler->HasWork()) skipped_to = std::max(skipped_to, before);
+      const bool due = before <= std::max<int64_t>(g.steps + 1, skipped_to);
       return !g.running && due ? SecondsOf(clock.Now()) : kNever;
     }
     if (closed) {

@@ -286,7 +286,7 @@ int Main() {
     }
   }
   double last_collective_s = 0;
-  uint64_t last_bytes = 0;
+  uint64_t last_bytes = 0, last_gemm_flops = 0;
   RealClock clock;
   Scheduler scheduler(sc, &clock);
   LocalExecutor executor(&engine);
@@ -319,15 +319,18 @@ int Main() {
   size_t next = 0;
   uint64_t next_id = first_id;
   int64_t prompt_tokens = 0, steps = 0, decode_steps = 0, decode_tokens = 0;
-  size_t started = 0;  // requests with a first token
+  int64_t skipped_to = 0;  // the step idling skipped ahead to
+  size_t started = 0;      // requests with a first token
   const auto start = std::chrono::steady_clock::now();
   double prefill_seconds = 0;
   std::chrono::steady_clock::time_point decode_start;
   for (;;) {
     // Queue what arrives before this step; with nothing to do, skip ahead
-    // to the next arrivals (the router would have idled until them).
-    while (next < planned.size() &&
-           (planned[next].arrive_before_step <= steps + 1 || !scheduler.HasWork())) {
+    // to the next arrivals, all those due before the same step (the router
+    // would have idled until them).
+    for (; next < planned.size();) {
+      if (!scheduler.HasWork()) skipped_to = std::max(skipped_to, planned[next].arrive_before_step);
+      if (planned[next].arrive_before_step > std::max(steps + 1, skipped_to)) break;
       std::unique_ptr<Request> r = std::move(planned[next++].request);
       r->id = next_id++;
       r->arrival = clock.Now();
@@ -354,15 +357,17 @@ int Main() {
         last_collective_s = emulated->seconds();
         last_bytes = emulated->bytes_received();
       }
+      const uint64_t gemm_flops = engine.backend().stats(kernels::Op::kGemm).flops;
       absl::FPrintF(profile.get(),
                     "{\"world_size\":%d,\"rank\":%d,\"mode\":\"%s\",\"tokens\":%d,"
                     "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
                     "\"step_s\":%.9g,\"collective_s\":%.9g,\"collective_bytes\":%d,"
-                    "\"compute_s\":%.9g}\n",
+                    "\"compute_s\":%.9g,\"gemm_flops\":%d}\n",
                     world, rank, StepModeName(record.decision.mode), shape.num_tokens,
                     shape.num_sequences, shape.num_decodes, shape.max_context, shape.attention,
                     record.seconds(), collective_s, collective_bytes,
-                    record.seconds() - collective_s);
+                    record.seconds() - collective_s, gemm_flops - last_gemm_flops);
+      last_gemm_flops = gemm_flops;
     }
     const bool decoding = started == num_requests;
     for (const RequestUpdate& update : (*ran)->updates) {

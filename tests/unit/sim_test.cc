@@ -335,5 +335,16 @@ TEST(SimulatorTest, ArrivalsByStepQueueBeforeTheirStep) {
   EXPECT_EQ(r->steps, 4);
 }
 
+TEST(SimulatorTest, IdlingSkipsAheadToEveryArrivalOfTheSameStep) {
+  // Nothing runs between step 1's request and step 50's: both of step 50's
+  // are queued together when the first has finished, and share their steps.
+  std::vector<StepArrival> arrivals = {{1}, {50}, {50}};
+  auto r =
+      Simulate(Options(), {Req(0, 16, 2), Req(0, 16, 3), Req(0, 16, 3)}, Fixed(0.01), &arrivals);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR(r->outcomes[1].start, r->outcomes[2].start, 1e-9);
+  EXPECT_EQ(r->steps, 2 + 3);
+}
+
 }  // namespace
 }  // namespace shift::sim
