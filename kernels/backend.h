@@ -149,6 +149,11 @@ class Backend {
   virtual std::string description() const { return DeviceName(device()); }
   // The element type of activations and the KV cache on this backend.
   virtual DType activation_dtype() const = 0;
+  // The device's index among this process's CUDA devices; -1 on the CPU.
+  virtual int device_index() const { return -1; }
+  // A name no other device shares (a GPU's UUID, as nvidia-smi prints it),
+  // so ranks can tell whether they share a device; "" on the CPU.
+  virtual std::string device_uuid() const { return ""; }
   // The native stream the backend's work is ordered on (a cudaStream_t on
   // CUDA), for a communicator that enqueues on it; null on the CPU.
   virtual void* device_stream() const { return nullptr; }

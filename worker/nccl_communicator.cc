@@ -169,6 +169,24 @@ class NcclCommunicator final : public Communicator {
     return Exchange("all-to-all", in, send_counts, out, recv_counts, /*root=*/-1);
   }
 
+  // The TP all-reduce on the device: NCCL's sum in the buffer's type, in
+  // place. Not the CPU's canonical tree (docs/architecture.md, Determinism):
+  // the same group, sizes and NCCL settings give the same bits run to run,
+  // and modes agree within tolerance.
+  absl::Status DeterministicAllReduce(const kernels::Tensor& data) override {
+    SHIFT_RETURN_IF_ERROR(CheckDevice({&data}));
+    SHIFT_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(data.dtype));
+    if (data.dtype == DType::kF8E4M3) {
+      return absl::InvalidArgumentError("the all-reduce does not sum FP8 values");
+    }
+    // A ring all-reduce's traffic: 2 (P - 1) / P of the buffer each way.
+    const int64_t moved = 2 * data.bytes() * (size() - 1) / size();
+    return Run("all-reduce", moved, moved, [&] {
+      return api_->AllReduce(data.data, data.data, static_cast<size_t>(data.size()), type, ncclSum,
+                             comm_, Stream());
+    });
+  }
+
   absl::Status Barrier() override {
     return Run("barrier", sizeof(float), sizeof(float), [&] {
       return api_->AllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, Stream());
@@ -227,6 +245,15 @@ class NcclCommunicator final : public Communicator {
     const ncclResult_t r = enqueue();
     if (r != ncclSuccess && r != ncclInProgress) return Abort(what, api_->GetErrorString(r));
     SHIFT_RETURN_IF_ERROR(Settle(what));
+    // While the stream is being captured into a CUDA graph, the work is
+    // recorded, not run: the graph's launch runs it, and querying the
+    // stream now would invalidate the capture.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(Stream(), &capture) == cudaSuccess &&
+        capture == cudaStreamCaptureStatusActive) {
+      CountBytes(static_cast<uint64_t>(sent), static_cast<uint64_t>(received));
+      return absl::OkStatus();
+    }
     // The work is on the stream: wait for it, watching for NCCL errors.
     const auto deadline = Deadline();
     for (;;) {

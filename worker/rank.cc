@@ -16,7 +16,6 @@
 #include "worker/plan_steps.h"
 #include "worker/rendezvous_store.h"
 #include "worker/sequence_table.h"
-#include "worker/staged_communicator.h"
 #include "worker/worker_metrics.h"
 
 namespace shift {
@@ -123,12 +122,23 @@ class RankLoop {
       if (comm.ok()) {
         comm_ = *std::move(comm);
         if (engine_->backend().device() != kernels::Device::kCpu) {
-          // Device buffers through host copies: ranks sharing a GPU cannot
-          // use NCCL (worker/staged_communicator.h).
-          comm_ =
-              std::make_unique<StagedCommunicator>(std::move(comm_), engine_->mutable_backend());
+          // Device buffers: NCCL, or host-staged when ranks share a GPU.
+          DeviceGroupOptions device;
+          device.rank = static_cast<int>(options_.rank);
+          device.size = static_cast<int>(options_.world_size);
+          device.requested = options_.collectives;
+          device.device_uuid = engine_->backend().device_uuid();
+          DeviceCollectives chosen = DeviceCollectives::kAuto;
+          auto on_device = FormDeviceCommunicator(store, device, std::move(comm_),
+                                                  engine_->mutable_backend(), &chosen);
+          if (on_device.ok()) {
+            comm_ = *std::move(on_device);
+            Log(options_, absl::StrCat("collectives: ", DeviceCollectivesName(chosen)));
+          } else {
+            formed_ = on_device.status();
+          }
         }
-        formed_ = engine_->Attach(comm_.get());
+        if (formed_.ok()) formed_ = engine_->Attach(comm_.get());
       } else {
         formed_ = comm.status();
       }

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/defaults.h"
 #include "common/security.h"
+#include "worker/device_collectives.h"
 #include "worker/engine.h"
 
 namespace shift {
@@ -33,6 +34,9 @@ struct RankOptions {
   int64_t rendezvous_timeout_ms = defaults::kRendezvousTimeoutMs;
   // How long to keep trying to (re)connect while no router answers.
   absl::Duration reconnect_timeout = absl::Seconds(defaults::kReconnectTimeoutSeconds);
+  // How a group of CUDA ranks exchanges device buffers
+  // (worker/device_collectives.h): NCCL unless ranks share a GPU.
+  DeviceCollectives collectives = DeviceCollectives::kAuto;
   // Deterministic mode (docs/architecture.md, Determinism): the CPU engine's
   // only mode (false is refused there), refused on CUDA.
   bool deterministic = true;

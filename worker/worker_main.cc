@@ -24,7 +24,8 @@ ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
           "Bytes for this rank's KV cache (all layers)");
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
 ABSL_FLAG(std::string, device, shift::defaults::kDevice,
-          "Compute device: cpu (the deterministic fp32 reference; cuda is not in this build yet)");
+          "Compute device: cpu (the deterministic fp32 reference) or cuda (bf16 on a GPU, in "
+          "builds with the CUDA backend)");
 ABSL_FLAG(int32_t, threads, shift::defaults::kThreads,
           "Compute threads (results do not depend on it)");
 ABSL_FLAG(int64_t, rendezvous_timeout_ms, shift::defaults::kRendezvousTimeoutMs,
@@ -38,6 +39,10 @@ ABSL_FLAG(std::optional<bool>, deterministic, std::nullopt,
           "--device=cuda (unset: the device's only mode)");
 ABSL_FLAG(int32_t, cuda_device, -1,
           "With --device=cuda: the GPU this rank uses (-1: the rank index modulo the GPUs)");
+ABSL_FLAG(std::string, collectives, "auto",
+          "With --device=cuda and several ranks: how the group exchanges device buffers: nccl, "
+          "staged (through host memory and Gloo, for ranks sharing a GPU), or auto (nccl unless "
+          "two ranks share a GPU); every rank of a group must say the same");
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address this rank binds and advertises (health, /metrics, collectives)");
 ABSL_FLAG(int32_t, port, 0, "gRPC health port (0: any free port, reported at registration)");
@@ -67,6 +72,9 @@ int main(int argc, char** argv) {
   options.deterministic = absl::GetFlag(FLAGS_deterministic)
                               .value_or(options.engine.device == shift::kernels::Device::kCpu);
   options.engine.cuda_device = absl::GetFlag(FLAGS_cuda_device);
+  auto collectives = shift::ParseDeviceCollectives(absl::GetFlag(FLAGS_collectives));
+  if (!collectives.ok()) return shift::ReportFailure(collectives.status());
+  options.collectives = *collectives;
   options.host = absl::GetFlag(FLAGS_host);
   options.health_port = absl::GetFlag(FLAGS_port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/dtype.h"
 #include "common/status.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -176,6 +177,20 @@ class CudaBackend final : public Backend {
       return absl::StrCat("cuda:", device_);
     }
     return absl::StrCat("cuda:", device_, " ", props.name);
+  }
+  int device_index() const override { return device_; }
+  std::string device_uuid() const override {
+    cudaDeviceProp props{};
+    if (cudaGetDeviceProperties(&props, device_) != cudaSuccess) {
+      cudaGetLastError();
+      return absl::StrCat("cuda:", device_);  // unique within the process at least
+    }
+    std::string uuid = "GPU-";
+    for (int i = 0; i < 16; ++i) {
+      if (i == 4 || i == 6 || i == 8 || i == 10) uuid += '-';
+      absl::StrAppendFormat(&uuid, "%02x", static_cast<unsigned char>(props.uuid.bytes[i]));
+    }
+    return uuid;
   }
   DType activation_dtype() const override { return DType::kBF16; }
   void* device_stream() const override { return stream_; }

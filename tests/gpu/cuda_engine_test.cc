@@ -5,7 +5,8 @@
 // engine generated, are fed one per step beside another sequence's steps.
 // At every fed position the CUDA engine's top-1 must be the CPU's for at
 // least 99% of positions, and the logits' normalised mean squared error must
-// stay under a stated bound. Skips, saying why, without a GPU.
+// stay under a stated bound; a second CUDA engine running the same steps
+// must give the same bits. Skips, saying why, without a GPU.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -174,6 +175,15 @@ TEST_P(CudaEngineTest, TeacherForcedLogitsFollowTheCpuEngine) {
   EXPECT_GE(decisive_top1, kMinTop1);
   EXPECT_GE(top1, kMinTop1AllPositions);
   EXPECT_LT(nmse, kMaxNmse);
+
+  // Run to run on the GPU: a second engine, the same steps, the same bits.
+  auto again = Engine::Create(*files, options);
+  ASSERT_TRUE(again.ok()) << again.status();
+  const auto repeated = RunSchedule(**again, fed, other);
+  ASSERT_EQ(repeated.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(repeated[i], got[i]) << "step " << i << " differs between two runs";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaEngineTest, ::testing::ValuesIn(Models()),

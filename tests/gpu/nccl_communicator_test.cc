@@ -1,16 +1,26 @@
 // The NCCL communicator at P = 1 on one GPU: every collective of the
 // Communicator interface on device buffers enqueued on the CUDA backend's
-// stream (fp32 and bf16), the barrier, refusal of host buffers, and a
-// group that never forms ending in UNAVAILABLE instead of a hang. The
+// stream (fp32 and bf16), the barrier, refusal of host buffers, a group
+// formed through the rendezvous store as shift-worker forms it, a
+// collective captured in a CUDA graph and replayed, and a group that never
+// forms ending in UNAVAILABLE instead of a hang. The
 // library's loading is checked without a GPU too. Skips, saying why,
 // without a CUDA build or a GPU.
 #include "worker/nccl_communicator.h"
 
+#ifdef SHIFT_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+#include <chrono>
 #include <string>
 #include <vector>
 
+#include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "worker/device_collectives.h"
+#include "worker/gloo_communicator.h"
 
 namespace shift {
 namespace {
@@ -98,6 +108,56 @@ TEST_F(NcclCommunicatorTest, RefusesHostBuffersAndBadCounts) {
   const std::vector<int64_t> right = {2};
   EXPECT_TRUE(comm_->AllToAllV(in, right, out, right).ok());
 }
+
+TEST_F(NcclCommunicatorTest, TheAllReduceOfOneRankKeepsItsValues) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    kernels::Buffer data = Device({1.5f, -2.0f, 3.25f}, dtype);
+    ASSERT_TRUE(comm_->DeterministicAllReduce(data).ok());
+    EXPECT_EQ(Host(data), (std::vector<float>{1.5f, -2.0f, 3.25f}));
+  }
+}
+
+TEST_F(NcclCommunicatorTest, FormsThroughTheRendezvousStore) {
+  gloo::rendezvous::HashStore store;
+  auto host =
+      GlooCommunicator::Connect(store, "g0/1", 0, 1, "127.0.0.1", std::chrono::milliseconds(10000));
+  ASSERT_TRUE(host.ok()) << host.status();
+  DeviceGroupOptions options;
+  options.requested = DeviceCollectives::kNccl;
+  options.device_uuid = backend_->device_uuid();
+  EXPECT_EQ(options.device_uuid.rfind("GPU-", 0), 0u) << options.device_uuid;
+  DeviceCollectives chosen = DeviceCollectives::kAuto;
+  auto comm = FormDeviceCommunicator(store, options, *std::move(host), backend_.get(), &chosen);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  EXPECT_EQ(chosen, DeviceCollectives::kNccl);
+  kernels::Buffer in = Device({1, 2, 3}), out = Device(std::vector<float>(3, 0));
+  ASSERT_TRUE((*comm)->AllGather(in, out).ok());
+  EXPECT_EQ(Host(out), (std::vector<float>{1, 2, 3}));
+}
+
+#ifdef SHIFT_HAVE_CUDA
+TEST_F(NcclCommunicatorTest, ACollectiveCapturedInAGraphRunsAtEachReplay) {
+  kernels::Buffer in = Device({4, 5}), out = Device(std::vector<float>(2, 0));
+  auto stream = static_cast<cudaStream_t>(backend_->device_stream());
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  const absl::Status captured = comm_->AllGather(in, out);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_TRUE(captured.ok()) << captured;
+  EXPECT_EQ(Host(out), (std::vector<float>{0, 0})) << "capture must record, not run";
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (float base : {10.0f, 20.0f}) {
+    std::vector<float> values = {base, base + 1};
+    ASSERT_TRUE(backend_->CopyFromHost(values.data(), in).ok());
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    EXPECT_EQ(Host(out), values);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+#endif
 
 TEST_F(NcclCommunicatorTest, AGroupThatNeverFormsIsUnavailableNotAHang) {
   auto id = NewNcclUniqueId();
