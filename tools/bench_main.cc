@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -52,10 +53,14 @@ ABSL_FLAG(std::string, shift_policy, "threshold", "--compare: the policy of `shi
 ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold,
           "--compare: --shift_threshold of the routers");
 ABSL_FLAG(int32_t, worker_threads, 1, "--compare: compute threads per rank");
+ABSL_FLAG(std::string, worker_device, "cpu",
+          "--compare: the ranks' --device (cuda: every rank on this machine's GPUs, rank r on GPU "
+          "r modulo their number, so ranks share a GPU when there are fewer)");
 ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
           "--compare: KV cache bytes per rank");
 ABSL_FLAG(std::string, metrics_address, "",
-          "The router's /metrics host:port, scraped during the run for the mode-over-time plot");
+          "The router's /metrics host:port, scraped during the run for the mode-over-time plot "
+          "and the router's overhead per step");
 
 namespace shift {
 namespace {
@@ -89,12 +94,13 @@ std::string HttpGet(const std::string& address, const std::string& path) {
   return body == std::string::npos ? "" : response.substr(body + 4);
 }
 
-// Sums every series of the counter `name` with label mode="`mode`".
-double SumByMode(const std::string& text, const std::string& name, const std::string& mode) {
+// Sums every series of the metric `name` (with label mode="`mode`" unless
+// `mode` is empty).
+double SumByMode(const std::string& text, const std::string& name, const std::string& mode = "") {
   double sum = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, name + "{") ||
-        !absl::StrContains(line, absl::StrCat("mode=\"", mode, "\""))) {
+    if (!(absl::StartsWith(line, name + "{") || absl::StartsWith(line, name + " ")) ||
+        (!mode.empty() && !absl::StrContains(line, absl::StrCat("mode=\"", mode, "\"")))) {
       continue;
     }
     double v;
@@ -102,6 +108,35 @@ double SumByMode(const std::string& text, const std::string& name, const std::st
   }
   return sum;
 }
+
+// The router's own cost per step over a run, from two scrapes of its
+// /metrics: the mean wait of a busy group for its next plan
+// (shift_router_step_overhead_seconds) and the mean step
+// (shift_step_duration_seconds).
+struct RouterOverhead {
+  double overhead_sum = 0, overhead_count = 0, step_sum = 0, step_count = 0;
+
+  static RouterOverhead Scrape(const std::string& text) {
+    return {SumByMode(text, "shift_router_step_overhead_seconds_sum"),
+            SumByMode(text, "shift_router_step_overhead_seconds_count"),
+            SumByMode(text, "shift_step_duration_seconds_sum"),
+            SumByMode(text, "shift_step_duration_seconds_count")};
+  }
+  RouterOverhead Since(const RouterOverhead& start) const {
+    return {overhead_sum - start.overhead_sum, overhead_count - start.overhead_count,
+            step_sum - start.step_sum, step_count - start.step_count};
+  }
+  double mean_overhead_s() const { return overhead_count > 0 ? overhead_sum / overhead_count : 0; }
+  double mean_step_s() const { return step_count > 0 ? step_sum / step_count : 0; }
+  // The overhead as a fraction of a step.
+  double share() const { return mean_step_s() > 0 ? mean_overhead_s() / mean_step_s() : 0; }
+  nlohmann::json Json() const {
+    return {{"steps", step_count},
+            {"mean_step_s", mean_step_s()},
+            {"mean_router_step_overhead_s", mean_overhead_s()},
+            {"router_overhead_share_of_step", share()}};
+  }
+};
 
 // One Generate call, timing every token. Reports to `done` when over.
 class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
@@ -196,6 +231,7 @@ absl::StatusOr<v1::ModelInfo> FetchModel(const std::string& address,
 struct RunResult {
   std::vector<wl::Outcome> outcomes;
   std::vector<wl::ModeSample> modes;
+  std::optional<RouterOverhead> overhead;  // with the router's /metrics
 };
 
 // Offers `requests` to the router at `address` and waits for every answer.
@@ -228,7 +264,9 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
                             SumByMode(text, "shift_steps_total", "tp"),
                             SumByMode(text, "shift_steps_total", "sp")});
   };
+  RouterOverhead overhead_start;
   if (!metrics.empty()) {
+    overhead_start = RouterOverhead::Scrape(HttpGet(metrics, "/metrics"));
     sampler = std::thread([&] {
       do {
         sample();
@@ -267,6 +305,8 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
   if (sampler.joinable()) {
     sampler.join();
     sample();  // the run's end
+    const std::string text = HttpGet(metrics, "/metrics");
+    if (!text.empty()) result.overhead = RouterOverhead::Scrape(text).Since(overhead_start);
   }
   if (progress) std::fprintf(stderr, "\n");
   return result;
@@ -329,6 +369,7 @@ class LocalCluster {
              absl::StrCat("--group=", g), absl::StrCat("--rank=", r),
              absl::StrCat("--world_size=", world), "--model=" + model,
              absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
+             "--device=" + absl::GetFlag(FLAGS_worker_device),
              absl::StrCat("--kv_cache_bytes=", absl::GetFlag(FLAGS_kv_cache_bytes))},
             absl::StrCat(dir, "/worker-g", g, "-r", r, ".log")));
       }
@@ -386,7 +427,8 @@ absl::Status Compare() {
   nlohmann::json all = nlohmann::json::object();
   std::string table = absl::StrFormat(
       "| config | completed | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | E2E p50 | E2E p99 | "
-      "tokens/s | goodput |\n|---|---|---|---|---|---|---|---|---|---|\n");
+      "tokens/s | goodput | mean step | router overhead / step |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   // The clusters are this machine's own, on 127.0.0.1, without TLS or keys.
   const ClientSecurity plaintext{grpc::InsecureChannelCredentials(), "", false};
   for (const std::string& config : configs) {
@@ -403,13 +445,18 @@ absl::Status Compare() {
     absl::StrAppendFormat(
         &table,
         "| %s | %d/%d | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.0f ms | %.0f ms "
-        "| %.1f | %.2f/s |\n",
+        "| %.1f | %.2f/s | %s | %s |\n",
         config, r.completed, r.requests, 1000 * r.ttft.p50, 1000 * r.ttft.p99, 1000 * r.tpot.p50,
-        1000 * r.tpot.p99, 1000 * r.e2e.p50, 1000 * r.e2e.p99, r.token_throughput, r.goodput);
+        1000 * r.tpot.p99, 1000 * r.e2e.p50, 1000 * r.e2e.p99, r.token_throughput, r.goodput,
+        run.overhead ? absl::StrFormat("%.2f ms", 1000 * run.overhead->mean_step_s()) : "-",
+        run.overhead ? absl::StrFormat("%.1f us (%.2f%%)", 1e6 * run.overhead->mean_overhead_s(),
+                                       100 * run.overhead->share())
+                     : "-");
     const absl::Status plotted =
         wl::WritePlots(dir + "/" + config, "shift-bench " + config, run.outcomes, run.modes);
     if (!plotted.ok()) std::fprintf(stderr, "shift-bench: %s\n", plotted.ToString().c_str());
     all[config] = wl::ReportJson(r);
+    if (run.overhead) all[config]["router"] = run.overhead->Json();
   }
   std::printf("%s", table.c_str());
   {
@@ -452,6 +499,11 @@ absl::Status Run() {
       Drive(address, security, absl::GetFlag(FLAGS_metrics_address), std::move(requests), model);
   const wl::Report report = wl::MakeReportFromFlags(run.outcomes);
   std::printf("%s", wl::ReportTable(report).c_str());
+  if (run.overhead) {
+    std::printf("router: %.0f steps, mean step %.3f ms, overhead %.1f us a step (%.2f%% of it)\n",
+                run.overhead->step_count, 1000 * run.overhead->mean_step_s(),
+                1e6 * run.overhead->mean_overhead_s(), 100 * run.overhead->share());
+  }
   if (const std::string dir = absl::GetFlag(FLAGS_plot_dir); !dir.empty()) {
     const absl::Status plotted = wl::WritePlots(
         dir, absl::StrCat("shift-bench ", wl::WorkloadName()), run.outcomes, run.modes);
@@ -461,6 +513,7 @@ absl::Status Run() {
     nlohmann::json j = wl::ReportJson(report);
     j["workload"] = wl::WorkloadName();
     j["outcomes"] = wl::OutcomesJson(run.outcomes);
+    if (run.overhead) j["router"] = run.overhead->Json();
     std::ofstream(path) << j.dump(1) << "\n";
   }
   return absl::OkStatus();

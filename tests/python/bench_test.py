@@ -66,6 +66,13 @@ class ShiftBenchTest(unittest.TestCase):
                                "--metrics_address=" + self.cluster.metrics_address)
         self.assertEqual(report["completed"], 12)
         self.assertEqual(self.router_counts()[0] - after[0], 12)
+        # The router's cost per step, from its /metrics before and after.
+        router = report["router"]
+        self.assertGreater(router["steps"], 3)
+        self.assertGreater(router["mean_step_s"], 0)
+        self.assertGreater(router["mean_router_step_overhead_s"], 0)
+        self.assertAlmostEqual(router["router_overhead_share_of_step"],
+                               router["mean_router_step_overhead_s"] / router["mean_step_s"])
         with open(os.path.join(plots, "ttft_cdf.dat")) as f:
             self.assertEqual(len(f.readlines()), 12)
         if shutil.which("gnuplot"):
@@ -127,6 +134,8 @@ class ShiftBenchTest(unittest.TestCase):
             with open(os.path.join(out, config, "steps.jsonl")) as f:
                 steps = [json.loads(line) for line in f]
             self.assertGreater(len(steps), 5, config)
+            # The router's metrics, scraped around the run, saw every step.
+            self.assertEqual(report["configs"][config]["router"]["steps"], len(steps), config)
             modes = {s["mode"] for s in steps}
             self.assertEqual(modes, {"sp"} if config == "sp" else
                              {"tp"} if config in ("tp", "dp") else modes & {"tp", "sp"}, config)
