@@ -12,6 +12,19 @@ stages, on the GPU host, with the host's torch and transformers).
     torch_bench.py hf-decode MODEL_DIR --batch B[,B...] --context C --steps N [--compile]
         transformers' generate with a static KV cache, greedy: decode seconds
         per step, from the difference of an (N+1)-token and a 1-token run.
+    torch_bench.py fast-decode MODEL_DIR --batch B[,B...] --context C --steps N
+        A plain PyTorch Llama (the gpt-fast recipe: a static KV cache,
+        scaled_dot_product_attention, the decode step compiled with
+        torch.compile(mode="reduce-overhead"), greedy on the GPU): decode
+        milliseconds per step at each batch, after checking its logits
+        against transformers' on one prompt.
+    torch_bench.py fast-prefill MODEL_DIR --tokens N[,N...]
+        The same model, eager: one prompt of N tokens, milliseconds.
+    torch_bench.py check MODEL_DIR DUMP.json [DUMP.json...]
+        Teacher-forced check of shift's timed runs (shift-generate
+        --dump_logits: the first request's prompt, tokens and logits): the
+        same model in PyTorch (bf16) fed shift's tokens; top-1 agreement on
+        decisive positions and logit NMSE against stated bounds, per dump.
 
 Each result is one line 'key=value ...' that the stage's table reads.
 """
@@ -167,6 +180,276 @@ def hf_decode(args):
         sys.stdout.flush()
 
 
+# The bounds of tests/reference/transformers_reference.py's bf16 check: top-1
+# agreement over decisive positions and the logits' normalised MSE.
+BF16_MIN_TOP1 = 0.99
+BF16_MAX_NMSE = 1e-2
+
+
+def llama3_inv_freq(config, device):
+    """RoPE frequencies as transformers computes them (llama3 scaling too)."""
+    import math
+    import torch
+
+    d = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    base = config.get("rope_theta", 10000.0)
+    inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.int64).to(device=device,
+                                                                     dtype=torch.float) / d))
+    scaling = config.get("rope_scaling") or {}
+    if scaling.get("rope_type", scaling.get("type")) != "llama3":
+        return inv
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old / low, old / high
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > low_wavelen, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+class FastLlama:
+    """A Llama (or Qwen 2) forward in plain PyTorch, bf16, on one GPU, with a
+    static KV cache [layers][batch][kv heads][max_seq][head_dim] (gpt-fast's
+    layout): q/k/v and gate/up fused into one GEMM each, RMSNorm and RoPE as
+    transformers computes them, attention by scaled_dot_product_attention
+    over the whole cache with a mask of the positions written so far."""
+
+    def __init__(self, model_dir, max_batch, max_seq):
+        import torch
+        from safetensors.torch import load_file
+
+        with open(os.path.join(model_dir, "config.json")) as f:
+            c = json.load(f)
+        self.c = c
+        index = os.path.join(model_dir, "model.safetensors.index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        else:
+            files = ["model.safetensors"]
+        w = {}
+        for name in files:
+            w.update(load_file(os.path.join(model_dir, name), device="cuda"))
+        bf = torch.bfloat16
+        w = {k: v.to(bf) for k, v in w.items()}
+        self.heads, self.kv = c["num_attention_heads"], c["num_key_value_heads"]
+        self.d = c.get("head_dim") or c["hidden_size"] // self.heads
+        self.eps = c["rms_norm_eps"]
+        self.embed = w["model.embed_tokens.weight"]
+        self.norm = w["model.norm.weight"]
+        self.head = w.get("lm_head.weight", self.embed)
+        self.layers = []
+        for i in range(c["num_hidden_layers"]):
+            p = "model.layers.%d." % i
+            layer = {
+                "in_norm": w[p + "input_layernorm.weight"],
+                "post_norm": w[p + "post_attention_layernorm.weight"],
+                "wqkv": torch.cat([w[p + "self_attn.%s_proj.weight" % x] for x in "qkv"]),
+                "wo": w[p + "self_attn.o_proj.weight"],
+                "w13": torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
+                "w2": w[p + "mlp.down_proj.weight"],
+                "bqkv": None,
+            }
+            if c.get("attention_bias", False):
+                layer["bqkv"] = torch.cat([w[p + "self_attn.%s_proj.bias" % x] for x in "qkv"])
+            self.layers.append(layer)
+        del w
+        self.inv_freq = llama3_inv_freq(c, "cuda")
+        self.max_seq = max_seq
+        shape = (max_batch, self.kv, max_seq, self.d)
+        self.k_cache = [torch.zeros(shape, dtype=bf, device="cuda") for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, dtype=bf, device="cuda") for _ in self.layers]
+        # Every tensor keeps its address, so a compiled step's CUDA graph
+        # reads the weights and writes the cache in place instead of copying
+        # them in at each replay (what an nn.Module's buffers get).
+        for t in [self.embed, self.norm, self.head, self.inv_freq] + self.k_cache + self.v_cache:
+            torch._dynamo.mark_static_address(t)
+        for layer in self.layers:
+            for t in layer.values():
+                if t is not None:
+                    torch._dynamo.mark_static_address(t)
+
+    def rms(self, x, weight):
+        import torch
+
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    def rope(self, x, pos):
+        import torch
+
+        freqs = pos.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        cos, sin = emb.cos().to(x.dtype)[None, :, None, :], emb.sin().to(x.dtype)[None, :, None, :]
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    def forward(self, ids, pos, last_only=False, row=0):
+        """Logits (float) of ids [B, T] at positions pos [T] (the same for
+        every row), writing their K/V into cache rows row .. row + B - 1;
+        with last_only, of the last position only."""
+        import torch
+        import torch.nn.functional as F
+
+        b, t = ids.shape
+        x = self.embed[ids]
+        mask = torch.arange(self.max_seq, device=ids.device)[None, :] <= pos[:, None]
+        qn, kn = self.heads * self.d, self.kv * self.d
+        for i, l in enumerate(self.layers):
+            h = self.rms(x, l["in_norm"])
+            qkv = F.linear(h, l["wqkv"], l["bqkv"])
+            q = qkv[..., :qn].view(b, t, self.heads, self.d)
+            k = qkv[..., qn:qn + kn].view(b, t, self.kv, self.d)
+            v = qkv[..., qn + kn:].view(b, t, self.kv, self.d)
+            q, k = self.rope(q, pos), self.rope(k, pos)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            kc, vc = self.k_cache[i][row:row + b], self.v_cache[i][row:row + b]
+            kc.index_copy_(2, pos, k)
+            vc.index_copy_(2, pos, v)
+            y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, enable_gqa=True)
+            x = x + F.linear(y.transpose(1, 2).reshape(b, t, qn), l["wo"])
+            h = self.rms(x, l["post_norm"])
+            gu = F.linear(h, l["w13"])
+            inter = gu.shape[-1] // 2
+            x = x + F.linear(F.silu(gu[..., :inter]) * gu[..., inter:], l["w2"])
+        if last_only:
+            x = x[:, -1:]
+        return F.linear(self.rms(x, self.norm), self.head).float()
+
+
+def compare(ours, ref):
+    """Top-1 agreement (over decisive positions and all) and NMSE of shift's
+    logits `ours` against the reference's, both [positions][vocab]."""
+    agree = ours.argmax(-1) == ref.argmax(-1)
+    nmse = (((ours - ref) ** 2).sum() / (ref ** 2).sum()).item()
+    # Where the reference's top two lie closer than 4x the RMS difference, a
+    # different top-1 is a tie, not a fault (as transformers_reference.py).
+    rms = ((ours - ref) ** 2).mean().sqrt().item()
+    top2 = ref.topk(2, dim=-1).values
+    decisive = (top2[:, 0] - top2[:, 1]) > 4 * rms
+    decisive_top1 = agree[decisive].double().mean().item() if decisive.any() else 1.0
+    return decisive_top1, int(decisive.sum().item()), agree.double().mean().item(), nmse
+
+
+def check(args):
+    import torch
+
+    longest = 0
+    dumps = []
+    for path in args.dumps:
+        with open(path) as f:
+            d = json.load(f)
+        dumps.append((path, d))
+        longest = max(longest, len(d["prompt_ids"]) + len(d["generated_ids"]))
+    model = FastLlama(args.model, 1, longest)
+    ok = True
+    for path, d in dumps:
+        prompt, generated = d["prompt_ids"], d["generated_ids"]
+        ids = torch.tensor([prompt + generated[:-1]], device="cuda")
+        with torch.no_grad():
+            ref = model.forward(ids, torch.arange(ids.shape[1], device="cuda"))[0]
+        ref = ref[len(prompt) - 1:].double().cpu()
+        ours = torch.tensor(d["logits"], dtype=torch.float64)
+        decisive_top1, decisive, top1, nmse = compare(ours, ref)
+        # shift's tokens are its own greedy choices: they must be the top-1
+        # of its logits.
+        own = (ours.argmax(-1) == torch.tensor(generated)).all().item()
+        passed = decisive_top1 >= BF16_MIN_TOP1 and nmse < BF16_MAX_NMSE and own
+        ok &= passed
+        print("check %s %s: %d positions teacher-forced; top-1 agreement %.4f over the %d "
+              "decisive ones (bound %.2f), %.4f over all; logit NMSE %.3g (bound %.0e)%s" %
+              ("PASS" if passed else "FAIL", os.path.basename(path), len(generated),
+               decisive_top1, decisive, BF16_MIN_TOP1, top1, nmse, BF16_MAX_NMSE,
+               "" if own else "; shift's tokens are not its logits' top-1"))
+        sys.stdout.flush()
+    return 0 if ok else 1
+
+
+def fast_against_transformers(model_dir, fast):
+    """FastLlama's logits against transformers' on one 64-token prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to("cuda").eval()
+    ids = torch.randint(3, 2000, (1, 64), generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.no_grad():
+        ref = hf(ids).logits[0].double().cpu()
+        ours = fast.forward(ids, torch.arange(64, device="cuda"))[0].double().cpu()
+    del hf
+    torch.cuda.empty_cache()
+    decisive_top1, decisive, top1, nmse = compare(ours, ref)
+    print("fast-llama vs transformers: top-1 %.4f over %d decisive positions, %.4f over all; "
+          "logit NMSE %.3g" % (decisive_top1, decisive, top1, nmse))
+    return decisive_top1 >= BF16_MIN_TOP1 and nmse < BF16_MAX_NMSE
+
+
+def fast_decode(args):
+    import torch
+
+    batches = [int(b) for b in args.batch.split(",")]
+    total = args.context + args.steps + 8
+    model = FastLlama(args.model, max(batches), total)
+    ok = fast_against_transformers(args.model, model)
+
+    def step(ids, pos):
+        logits = model.forward(ids, pos)
+        return logits[:, -1].argmax(-1, keepdim=True)
+
+    # One static graph per batch size, as gpt-fast compiles.
+    torch._dynamo.config.automatic_dynamic_shapes = False
+    torch._dynamo.config.cache_size_limit = 64
+    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    vocab = min(model.c["vocab_size"], 2000)
+    for batch in batches:
+        g = torch.Generator().manual_seed(batch)
+        ids = torch.randint(3, vocab, (batch, args.context), generator=g).cuda()
+        with torch.no_grad():
+            for row in range(0, batch, 8):  # prefill 8 rows at a time: bounded memory
+                model.forward(ids[row:row + 8], torch.arange(args.context, device="cuda"),
+                              last_only=True, row=row)
+            token = ids[:, -1:]
+            times = []
+            for i in range(args.steps + 3):
+                pos = torch.tensor([args.context + i], device="cuda")
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                token = compiled(token, pos).clone()
+                torch.cuda.synchronize()
+                if i >= 3:  # compilation and graph capture first
+                    times.append(time.perf_counter() - t)
+        print("torch-compile decode batch=%d context=%d steps=%d median_ms=%.3f min_ms=%.3f" %
+              (batch, args.context, len(times), median(times) * 1e3, min(times) * 1e3))
+        sys.stdout.flush()
+    return 0 if ok else 1
+
+
+def fast_prefill(args):
+    import torch
+
+    sizes = [int(n) for n in args.tokens.split(",")]
+    model = FastLlama(args.model, 1, max(sizes))
+    vocab = min(model.c["vocab_size"], 2000)
+    for n in sizes:
+        ids = torch.randint(3, vocab, (1, n), generator=torch.Generator().manual_seed(n)).cuda()
+        pos = torch.arange(n, device="cuda")
+        times = []
+        with torch.no_grad():
+            for i in range(4):
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                model.forward(ids, pos, last_only=True)
+                torch.cuda.synchronize()
+                if i >= 1:
+                    times.append(time.perf_counter() - t)
+        print("torch-eager prefill tokens=%d median_ms=%.2f" % (n, median(times) * 1e3))
+        sys.stdout.flush()
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -180,8 +463,21 @@ def main():
     d.add_argument("--context", type=int, default=1024)
     d.add_argument("--steps", type=int, default=32)
     d.add_argument("--compile", action="store_true")
+    f = sub.add_parser("fast-decode")
+    f.add_argument("model")
+    f.add_argument("--batch", default="1")
+    f.add_argument("--context", type=int, default=1024)
+    f.add_argument("--steps", type=int, default=32)
+    f = sub.add_parser("fast-prefill")
+    f.add_argument("model")
+    f.add_argument("--tokens", default="512,2048,8192")
+    c = sub.add_parser("check")
+    c.add_argument("model")
+    c.add_argument("dumps", nargs="+")
     args = p.parse_args()
-    {"ceilings": ceilings, "weights": weights, "hf-decode": hf_decode}[args.cmd](args)
+    commands = {"ceilings": ceilings, "weights": weights, "hf-decode": hf_decode,
+                "fast-decode": fast_decode, "fast-prefill": fast_prefill, "check": check}
+    sys.exit(commands[args.cmd](args) or 0)
 
 
 if __name__ == "__main__":
