@@ -257,6 +257,63 @@ absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
   return DoSample(logits, requests);
 }
 
+absl::Status Backend::UpdateFixedStep(StepData& step, StepLayout layout) {
+  const StepLayout& old = step.layout();
+  bool same = layout.num_tokens() == old.num_tokens() &&
+              layout.positions.size() == old.positions.size() &&
+              layout.sequence_of_token.size() == old.sequence_of_token.size() &&
+              layout.sequences.size() == old.sequences.size();
+  for (size_t s = 0; same && s < layout.sequences.size(); ++s) {
+    same = layout.sequences[s].block_table.size() == old.sequences[s].block_table.size();
+  }
+  if (!same) {
+    return absl::InvalidArgumentError(
+        "a fixed step is refilled only with a layout of its own shape");
+  }
+  step.layout_ = std::move(layout);
+  return DoUpdateFixedStep(step);
+}
+
+absl::Status Backend::BeginCapture() {
+  if (synchronous_timing_) {
+    return absl::FailedPreconditionError(
+        "graphs cannot be recorded while every operation waits for the device (op timing)");
+  }
+  SHIFT_RETURN_IF_ERROR(DoBeginCapture());
+  capture_start_ = stats_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Graph>> Backend::EndCapture() {
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Graph> graph, DoEndCapture());
+  for (int i = 0; i < kNumOps; ++i) {
+    OpStats& d = graph->stats_[i];
+    d.calls = stats_[i].calls - capture_start_[i].calls;
+    d.flops = stats_[i].flops - capture_start_[i].flops;
+    d.bytes = stats_[i].bytes - capture_start_[i].bytes;
+    d.seconds = 0;  // enqueueing, not running: a replay's time is its own
+  }
+  return graph;
+}
+
+absl::Status Backend::Replay(const Graph& graph) {
+  const auto start = std::chrono::steady_clock::now();
+  SHIFT_RETURN_IF_ERROR(DoReplay(graph));
+  // The replay's time goes to the operations in proportion to their calls.
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  uint64_t calls = 0;
+  for (const OpStats& d : graph.stats_) calls += d.calls;
+  for (int i = 0; i < kNumOps; ++i) {
+    const OpStats& d = graph.stats_[i];
+    stats_[i].calls += d.calls;
+    stats_[i].flops += d.flops;
+    stats_[i].bytes += d.bytes;
+    if (calls > 0) stats_[i].seconds += seconds * static_cast<double>(d.calls) / calls;
+  }
+  return absl::OkStatus();
+}
+
 std::string OpStatsTable(const Backend& backend) {
   OpStats total;
   for (int i = 0; i < kNumOps; ++i) {

@@ -51,7 +51,8 @@ class StepData {
   virtual ~StepData() = default;
   const StepLayout& layout() const { return layout_; }
 
- private:
+ protected:
+  friend class Backend;
   StepLayout layout_;
 };
 
@@ -140,6 +141,18 @@ struct OpStats {
   double seconds = 0;
 };
 
+// Device work recorded once and replayed as a whole (a CUDA graph), with
+// what its operations counted while it was recorded: each replay adds that
+// to the backend's counters, so they stay exact.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+
+ private:
+  friend class Backend;
+  std::array<OpStats, kNumOps> stats_{};
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -168,6 +181,23 @@ class Backend {
                                                                int64_t k) = 0;
   virtual absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) = 0;
   virtual absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) = 0;
+  // A step whose device copy keeps its addresses, for a recorded graph:
+  // UpdateFixedStep refills it in place with a layout of the same shape
+  // (tokens, sequences, and every block table as long as the first's).
+  virtual absl::StatusOr<std::unique_ptr<StepData>> PrepareFixedStep(StepLayout layout) {
+    return PrepareStep(std::move(layout));
+  }
+  absl::Status UpdateFixedStep(StepData& step, StepLayout layout);
+
+  // --- Graphs. Between BeginCapture and EndCapture operations are
+  // recorded, not run (none may wait for the device), and the memory they
+  // allocate is set apart for graphs: it is reused by later captures only,
+  // never by work outside a graph. Replay runs a graph. UNIMPLEMENTED where
+  // the backend has none.
+  virtual bool SupportsGraphs() const { return false; }
+  absl::Status BeginCapture();
+  absl::StatusOr<std::unique_ptr<Graph>> EndCapture();
+  absl::Status Replay(const Graph& graph);
   // dst.size() fp32 values from host memory (row-major), converted to dst's dtype.
   absl::Status CopyFromHost(const float* host, const Tensor& dst);
   // src.size() values as fp32 into host memory (row-major).
@@ -219,6 +249,19 @@ class Backend {
   // synchronous backend has nothing to wait for).
   virtual void WaitForDevice() {}
 
+  // A fixed step's device copy refilled from `step`'s (new) layout.
+  virtual absl::Status DoUpdateFixedStep(StepData& step) { return absl::OkStatus(); }
+  virtual absl::Status DoBeginCapture() {
+    return absl::UnimplementedError("this backend records no graphs");
+  }
+  // Ends the capture, also after a failure inside it.
+  virtual absl::StatusOr<std::unique_ptr<Graph>> DoEndCapture() {
+    return absl::UnimplementedError("this backend records no graphs");
+  }
+  virtual absl::Status DoReplay(const Graph& graph) {
+    return absl::UnimplementedError("this backend records no graphs");
+  }
+
   virtual absl::Status DoCopyFromHost(const float* host, const Tensor& dst) = 0;
   virtual absl::Status DoCopyToHost(const Tensor& src, float* host) = 0;
   virtual absl::Status DoEmbedding(const Tensor& table, const StepData& step, int64_t first,
@@ -243,6 +286,7 @@ class Backend {
  private:
   class Timer;
   std::array<OpStats, kNumOps> stats_{};
+  std::array<OpStats, kNumOps> capture_start_{};  // the counters when capture began
   bool synchronous_timing_ = false;
 };
 

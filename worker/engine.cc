@@ -68,11 +68,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
   }
   backend->set_synchronous_timing(options.synchronous_op_timing);
   std::unique_ptr<Engine> engine(new Engine(files.config, options, comm_in, std::move(backend)));
+  DecodeGraphs graphs;
+  graphs.max_batch = options.max_graph_batch;
+  if (!options.enforce_eager && !options.synchronous_op_timing &&
+      engine->backend_->SupportsGraphs()) {
+    graphs.mode = DecodeGraphs::kCaptured;
+  } else if (options.pad_decodes) {
+    graphs.mode = DecodeGraphs::kPadded;
+  }
   SHIFT_ASSIGN_OR_RETURN(
       engine->executor_,
       ModelExecutor::Create(files.dir, files.config, *files.checkpoint, engine->backend_.get(),
                             options.rank, options.world_size, options.kv_cache_bytes,
-                            options.block_size));
+                            options.block_size, graphs));
   return engine;
 }
 

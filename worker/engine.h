@@ -42,8 +42,18 @@ struct EngineOptions {
   int rank = 0;
   int world_size = 1;
   // Count each operation's device time (the backend waits for the device
-  // around every operation: slower, for a per-operation breakdown).
+  // around every operation: slower, for a per-operation breakdown; no
+  // graphs then).
   bool synchronous_op_timing = false;
+  // Decode steps of one rank on a backend with graphs (CUDA) are padded to
+  // a batch bucket and replayed from a graph recorded per bucket, up to
+  // this batch (worker/model_executor.h, DecodeGraphs); enforce_eager runs
+  // every step as it comes.
+  bool enforce_eager = false;
+  int64_t max_graph_batch = 256;
+  // Without graphs, still pad decode batches to their buckets (tests the
+  // padding on the CPU).
+  bool pad_decodes = false;
 };
 
 // One sequence's part of a step.
@@ -99,6 +109,8 @@ class Engine {
 
   const ModelConfig& config() const { return config_; }
   int64_t num_blocks() const { return executor_->num_blocks(); }
+  // Decode graphs recorded so far (padded fixed steps, without graphs).
+  int64_t num_decode_graphs() const { return executor_->num_decode_graphs(); }
   int64_t block_size() const { return options_.block_size; }
   // fp32 bytes of the weights this rank holds: the whole model in every
   // mode (TP reads slices of the same copy).

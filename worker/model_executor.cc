@@ -42,12 +42,36 @@ std::string SplitProblem(const ModelConfig& c, int64_t p) {
   return "";
 }
 
+// Block tables of a decode graph hold this many blocks, or a power of two
+// times it: a few widths serve every context.
+constexpr int64_t kMinTableWidth = 64;
+
 }  // namespace
 
+std::vector<int64_t> DecodeBuckets(int64_t max_batch) {
+  std::vector<int64_t> buckets;
+  for (int64_t b : {1, 2, 4}) {
+    if (b < max_batch) buckets.push_back(b);
+  }
+  for (int64_t power = 8; power < max_batch; power *= 2) {
+    for (int64_t b = power; b < 2 * power && b < max_batch; b += power / 4) buckets.push_back(b);
+  }
+  if (max_batch >= 1) buckets.push_back(max_batch);
+  return buckets;
+}
+
 ModelExecutor::ModelExecutor(ModelConfig config, kernels::Backend* backend, int rank,
-                             int world_size)
-    : config_(std::move(config)), backend_(backend), rank_(rank), world_size_(world_size) {
+                             int world_size, DecodeGraphs graphs)
+    : config_(std::move(config)),
+      backend_(backend),
+      rank_(rank),
+      world_size_(world_size),
+      graphs_(graphs) {
   shard_ = ShardOf(rank_);
+  // Groups of several ranks run every step as usual (their collectives
+  // sit between the pieces a graph would hold).
+  if (world_size_ > 1 || graphs_.max_batch < 1) graphs_.mode = DecodeGraphs::kOff;
+  if (graphs_.mode != DecodeGraphs::kOff) buckets_ = DecodeBuckets(graphs_.max_batch);
 }
 
 HeadShard ModelExecutor::ShardOf(int r) const {
@@ -64,8 +88,8 @@ HeadShard ModelExecutor::ShardOf(int r) const {
 
 absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(
     const std::string& dir, const ModelConfig& c, const Checkpoint& checkpoint,
-    kernels::Backend* backend, int rank, int world_size, int64_t kv_cache_bytes,
-    int64_t block_size) {
+    kernels::Backend* backend, int rank, int world_size, int64_t kv_cache_bytes, int64_t block_size,
+    DecodeGraphs graphs) {
   if (std::string why = SplitProblem(c, world_size); !why.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(dir, ": this model cannot run on a group of ", world_size, " ranks: ", why));
@@ -80,7 +104,11 @@ absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(
     }
   }
   if (block_size <= 0) return absl::InvalidArgumentError("block size must be positive");
-  std::unique_ptr<ModelExecutor> executor(new ModelExecutor(c, backend, rank, world_size));
+  if (graphs.mode == DecodeGraphs::kCaptured && !backend->SupportsGraphs()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ", kernels::DeviceName(backend->device()), " backend records no graphs"));
+  }
+  std::unique_ptr<ModelExecutor> executor(new ModelExecutor(c, backend, rank, world_size, graphs));
   SHIFT_RETURN_IF_ERROR(executor->Load(checkpoint));
   SHIFT_RETURN_IF_ERROR(executor->AllocateKv(kv_cache_bytes, block_size));
   return executor;
@@ -151,14 +179,20 @@ absl::Status ModelExecutor::AllocateKv(int64_t kv_cache_bytes, int64_t block_siz
   const int64_t width = shard_.kv_count * c.head_dim;
   const int64_t element = static_cast<int64_t>(DTypeSize(backend_->activation_dtype()));
   const int64_t block_bytes = 2 * c.num_hidden_layers * block_size * width * element;
-  num_blocks_ = kv_cache_bytes / block_bytes;
+  const int64_t blocks = kv_cache_bytes / block_bytes;
+  // With decode graphs the last block is the padding rows' own.
+  const int64_t scratch = graphs_.mode != DecodeGraphs::kOff ? 1 : 0;
+  num_blocks_ = blocks - scratch;
   if (num_blocks_ < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--kv-cache-bytes ", kv_cache_bytes, " is below one KV block (", block_bytes, " bytes)"));
+        "--kv-cache-bytes ", kv_cache_bytes, " is below ",
+        scratch ? "two KV blocks (one is the decode graphs' padding block; " : "one KV block (",
+        block_bytes, " bytes", scratch ? " each)" : ")"));
   }
+  if (scratch) scratch_block_ = static_cast<int32_t>(num_blocks_);
   for (Layer& l : layers_) {
-    SHIFT_ASSIGN_OR_RETURN(l.k_cache, Allocate(num_blocks_ * block_size, width, /*zero=*/true));
-    SHIFT_ASSIGN_OR_RETURN(l.v_cache, Allocate(num_blocks_ * block_size, width, /*zero=*/true));
+    SHIFT_ASSIGN_OR_RETURN(l.k_cache, Allocate(blocks * block_size, width, /*zero=*/true));
+    SHIFT_ASSIGN_OR_RETURN(l.v_cache, Allocate(blocks * block_size, width, /*zero=*/true));
     l.kv = {l.k_cache, l.v_cache, block_size, shard_.kv_count, c.head_dim};
   }
   return absl::OkStatus();
@@ -332,18 +366,29 @@ absl::StatusOr<Buffer> ModelExecutor::Logits(const StepContext& ctx, const Tenso
     if (g >= ctx.begin && g < ctx.end) rows.push_back(g - ctx.begin);
   }
   const int64_t m = static_cast<int64_t>(rows.size());
-  SHIFT_ASSIGN_OR_RETURN(Buffer picked, Allocate(m, d));
   SHIFT_ASSIGN_OR_RETURN(Buffer normed, Allocate(m, d));
-  SHIFT_RETURN_IF_ERROR(backend_->GatherRows(h, rows, picked));
+  // When every row samples (decodes), the rows are the streams themselves.
+  bool every_row = m == h.rows;
+  for (int64_t i = 0; every_row && i < m; ++i) every_row = rows[i] == i;
+  Buffer picked_rows, picked_delta_rows;
+  Tensor picked = h, picked_delta = delta;
+  if (!every_row) {
+    SHIFT_ASSIGN_OR_RETURN(picked_rows, Allocate(m, d));
+    SHIFT_RETURN_IF_ERROR(backend_->GatherRows(h, rows, picked_rows));
+    picked = picked_rows.tensor();
+  }
   const float eps = static_cast<float>(c.rms_norm_eps);
   if (layers_.empty()) {
     SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(picked, nullptr, final_norm_, eps, normed));
   } else {
-    // The last layer's output, not yet added to the residual stream.
-    SHIFT_ASSIGN_OR_RETURN(Buffer picked_delta, Allocate(m, d));
-    SHIFT_RETURN_IF_ERROR(backend_->GatherRows(delta, rows, picked_delta));
-    SHIFT_RETURN_IF_ERROR(
-        backend_->RmsNorm(picked, &picked_delta.tensor(), final_norm_, eps, normed));
+    // The last layer's output, not yet added to the residual stream (the
+    // norm adds it to `picked` in place: h is not read again).
+    if (!every_row) {
+      SHIFT_ASSIGN_OR_RETURN(picked_delta_rows, Allocate(m, d));
+      SHIFT_RETURN_IF_ERROR(backend_->GatherRows(delta, rows, picked_delta_rows));
+      picked_delta = picked_delta_rows.tensor();
+    }
+    SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(picked, &picked_delta, final_norm_, eps, normed));
   }
   const int64_t panels = (vocab + kernels::kPanelWidth - 1) / kernels::kPanelWidth;
   auto vocab_of = [&](int64_t rank) {
@@ -407,14 +452,10 @@ absl::StatusOr<Buffer> ModelExecutor::Logits(const StepContext& ctx, const Tenso
   return all;
 }
 
-absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::Step(
-    kernels::StepLayout layout, absl::Span<const int64_t> sample_tokens,
-    absl::Span<const kernels::SampleRequest> requests, StepMode mode, Communicator* comm) {
-  const int64_t n = layout.num_tokens(), p = world_size_, r = rank_, d = config_.hidden_size;
-  if (p > 1 && comm == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("rank ", r, " of ", p, " has no communicator: its group is not formed"));
-  }
+absl::StatusOr<Buffer> ModelExecutor::Forward(const kernels::StepData& step,
+                                              absl::Span<const int64_t> sample_tokens,
+                                              StepMode mode, Communicator* comm) {
+  const int64_t n = step.layout().num_tokens(), p = world_size_, r = rank_, d = config_.hidden_size;
   const bool sp = mode == StepMode::kSequenceParallel && p > 1;
   const int64_t slice = (n + p - 1) / p;
   StepContext ctx;
@@ -422,15 +463,106 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::Step(
   ctx.sp = sp;
   ctx.begin = sp ? std::min(r * slice, n) : 0;
   ctx.end = sp ? std::min(ctx.begin + slice, n) : n;
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<kernels::StepData> step,
-                         backend_->PrepareStep(std::move(layout)));
-  ctx.step = step.get();
+  ctx.step = &step;
   const int64_t local = ctx.end - ctx.begin;
   SHIFT_ASSIGN_OR_RETURN(Buffer h, Allocate(local, d));
   SHIFT_ASSIGN_OR_RETURN(Buffer delta, Allocate(local, d));
-  SHIFT_RETURN_IF_ERROR(backend_->Embedding(embedding_, *step, ctx.begin, h));
+  SHIFT_RETURN_IF_ERROR(backend_->Embedding(embedding_, step, ctx.begin, h));
   SHIFT_RETURN_IF_ERROR(sp ? LayersSp(ctx, h, delta) : LayersTp(ctx, h, delta));
-  SHIFT_ASSIGN_OR_RETURN(Buffer logits, Logits(ctx, h, delta, sample_tokens));
+  return Logits(ctx, h, delta, sample_tokens);
+}
+
+bool ModelExecutor::IsGraphDecode(const kernels::StepLayout& layout,
+                                  absl::Span<const int64_t> sample_tokens) const {
+  const int64_t n = layout.num_tokens();
+  if (graphs_.mode == DecodeGraphs::kOff || n < 1 || n > buckets_.back() ||
+      static_cast<int64_t>(layout.sequences.size()) != n ||
+      static_cast<int64_t>(sample_tokens.size()) != n) {
+    return false;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (layout.sequences[i].num_tokens != 1 || sample_tokens[i] != i) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
+    kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests) {
+  const int64_t n = layout.num_tokens();
+  const int64_t bucket = *std::lower_bound(buckets_.begin(), buckets_.end(), n);
+  // Block tables as wide as a power of two times the smallest width, the
+  // positions past a sequence's end pointing at the scratch block.
+  int64_t widest = 1;
+  for (const auto& s : layout.sequences) {
+    widest = std::max<int64_t>(widest, static_cast<int64_t>(s.block_table.size()));
+  }
+  int64_t width = kMinTableWidth;
+  while (width < widest) width *= 2;
+  for (auto& s : layout.sequences) s.block_table.resize(width, scratch_block_);
+  // Padding rows: token 0 at position 0 of the scratch block.
+  for (int64_t i = n; i < bucket; ++i) {
+    layout.sequences.push_back({i, 1, 0, std::vector<int32_t>(width, scratch_block_)});
+    layout.token_ids.push_back(0);
+    layout.positions.push_back(0);
+    layout.sequence_of_token.push_back(static_cast<int32_t>(i));
+  }
+  std::vector<int64_t> rows(bucket);
+  for (int64_t i = 0; i < bucket; ++i) rows[i] = i;
+  const bool captured = graphs_.mode == DecodeGraphs::kCaptured;
+  auto [it, made] = decode_.try_emplace({bucket, width});
+  DecodeGraph& g = it->second;
+  Buffer fresh;  // the logits of a step run uncaptured
+  if (made) {
+    absl::StatusOr<std::unique_ptr<kernels::StepData>> step =
+        backend_->PrepareFixedStep(std::move(layout));
+    if (!step.ok()) {
+      decode_.erase(it);
+      return step.status();
+    }
+    g.step = *std::move(step);
+    if (captured) {
+      // Recorded, not run: the replay below runs it.
+      absl::Status status = backend_->BeginCapture();
+      absl::StatusOr<Buffer> logits =
+          status.ok() ? Forward(*g.step, rows, StepMode::kTensorParallel, nullptr)
+                      : absl::StatusOr<Buffer>(status);
+      absl::StatusOr<std::unique_ptr<kernels::Graph>> graph =
+          status.ok() ? backend_->EndCapture() : absl::StatusOr<std::unique_ptr<kernels::Graph>>();
+      if (status.ok()) status = logits.ok() ? graph.status() : logits.status();
+      if (!status.ok()) {
+        decode_.erase(it);
+        return status;
+      }
+      g.graph = *std::move(graph);
+      // The graphs' own memory: valid while any graph is kept.
+      g.logits = logits->tensor();
+    }
+  } else {
+    SHIFT_RETURN_IF_ERROR(backend_->UpdateFixedStep(*g.step, std::move(layout)));
+  }
+  Tensor logits;
+  if (captured) {
+    SHIFT_RETURN_IF_ERROR(backend_->Replay(*g.graph));
+    logits = g.logits;
+  } else {
+    SHIFT_ASSIGN_OR_RETURN(fresh, Forward(*g.step, rows, StepMode::kTensorParallel, nullptr));
+    logits = fresh.tensor();
+  }
+  return backend_->Sample(logits.Rows(0, n), requests);
+}
+
+absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::Step(
+    kernels::StepLayout layout, absl::Span<const int64_t> sample_tokens,
+    absl::Span<const kernels::SampleRequest> requests, StepMode mode, Communicator* comm) {
+  const int64_t p = world_size_, r = rank_;
+  if (p > 1 && comm == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rank ", r, " of ", p, " has no communicator: its group is not formed"));
+  }
+  if (IsGraphDecode(layout, sample_tokens)) return DecodeStep(std::move(layout), requests);
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<kernels::StepData> step,
+                         backend_->PrepareStep(std::move(layout)));
+  SHIFT_ASSIGN_OR_RETURN(Buffer logits, Forward(*step, sample_tokens, mode, comm));
   if (r != 0) return std::vector<kernels::SampleResult>{};
   return backend_->Sample(logits, requests);
 }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,16 +30,35 @@ struct HeadShard {
   int64_t kv_begin, kv_count, q_begin, q_count;
 };
 
+// How a single rank runs steps of decodes only (one new token per
+// sequence, every one sampled).
+struct DecodeGraphs {
+  enum Mode {
+    kOff,       // like any other step
+    kPadded,    // padded to a batch bucket on a fixed step, run as usual
+    kCaptured,  // the same, recorded once per bucket as a graph and replayed
+  };
+  Mode mode = kOff;
+  // The largest batch run this way; larger decode batches run as usual.
+  int64_t max_batch = 256;
+};
+
+// The batch buckets decodes are padded to: 1, 2, 4, then steps of a
+// quarter of the power of two below (8, 10, 12, 14, 16, 20, ...), and
+// `max_batch` itself: a batch of n >= 8 pads at most n / 4 rows.
+std::vector<int64_t> DecodeBuckets(int64_t max_batch);
+
 class ModelExecutor {
  public:
   // Checks that a group of `world_size` ranks can split the model (a clear
   // message naming `dir` when not), loads the weights onto `backend` (not
   // owned; outlives the executor) and allocates the KV blocks that fit in
-  // `kv_cache_bytes`.
+  // `kv_cache_bytes` (one of them, with decode graphs, kept apart for the
+  // padding rows).
   static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(
       const std::string& dir, const ModelConfig& config, const Checkpoint& checkpoint,
       kernels::Backend* backend, int rank, int world_size, int64_t kv_cache_bytes,
-      int64_t block_size);
+      int64_t block_size, DecodeGraphs graphs = {});
 
   // Runs one step of the tokens in `layout` (already validated) in `mode`
   // over `comm` (null for one rank). `sample_tokens` are the step tokens
@@ -49,6 +69,8 @@ class ModelExecutor {
       absl::Span<const kernels::SampleRequest> requests, StepMode mode, Communicator* comm);
 
   int64_t num_blocks() const { return num_blocks_; }
+  // Decode graphs recorded (or, padded, fixed steps prepared) so far.
+  int64_t num_decode_graphs() const { return static_cast<int64_t>(decode_.size()); }
   // fp32 bytes of the weights this rank holds: the whole model in every
   // mode (TP reads slices of the same copy).
   uint64_t weight_bytes() const { return weight_bytes_; }
@@ -70,7 +92,28 @@ class ModelExecutor {
     int64_t begin, end;  // the tokens whose residual stream this rank holds
   };
 
-  ModelExecutor(ModelConfig config, kernels::Backend* backend, int rank, int world_size);
+  // A decode bucket's fixed step, its graph (when recorded) and where the
+  // graph leaves the logits.
+  struct DecodeGraph {
+    std::unique_ptr<kernels::StepData> step;
+    std::unique_ptr<kernels::Graph> graph;
+    kernels::Tensor logits;
+  };
+
+  ModelExecutor(ModelConfig config, kernels::Backend* backend, int rank, int world_size,
+                DecodeGraphs graphs);
+  // The layers and the logits of a prepared step (the leader's logits; an
+  // empty buffer elsewhere).
+  absl::StatusOr<kernels::Buffer> Forward(const kernels::StepData& step,
+                                          absl::Span<const int64_t> sample_tokens, StepMode mode,
+                                          Communicator* comm);
+  // Whether a step runs through DecodeStep.
+  bool IsGraphDecode(const kernels::StepLayout& layout,
+                     absl::Span<const int64_t> sample_tokens) const;
+  // A decode step padded to its bucket on a fixed step, recorded as a
+  // graph the first time (kCaptured) and replayed.
+  absl::StatusOr<std::vector<kernels::SampleResult>> DecodeStep(
+      kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests);
   absl::Status Load(const Checkpoint& checkpoint);
   absl::Status AllocateKv(int64_t kv_cache_bytes, int64_t block_size);
   absl::StatusOr<kernels::Buffer> Allocate(int64_t rows, int64_t cols, bool zero = false);
@@ -106,6 +149,10 @@ class ModelExecutor {
   std::vector<Layer> layers_;
   int64_t num_blocks_ = 0;
   uint64_t weight_bytes_ = 0;
+  DecodeGraphs graphs_;
+  std::vector<int64_t> buckets_;
+  int32_t scratch_block_ = -1;                                 // where padding rows write their K/V
+  std::map<std::pair<int64_t, int64_t>, DecodeGraph> decode_;  // (bucket, table width)
 };
 
 }  // namespace shift

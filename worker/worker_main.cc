@@ -39,6 +39,11 @@ ABSL_FLAG(std::optional<bool>, deterministic, std::nullopt,
           "--device=cuda (unset: the device's only mode)");
 ABSL_FLAG(int32_t, cuda_device, -1,
           "With --device=cuda: the GPU this rank uses (-1: the rank index modulo the GPUs)");
+ABSL_FLAG(bool, enforce_eager, false,
+          "With --device=cuda: run every step as it comes; otherwise decode steps of a single "
+          "rank are padded to a batch bucket and replayed from a CUDA graph recorded per bucket");
+ABSL_FLAG(int64_t, cuda_graph_max_batch, 256,
+          "The largest decode batch replayed from a CUDA graph (larger ones run eagerly)");
 ABSL_FLAG(std::string, collectives, "auto",
           "With --device=cuda and several ranks: how the group exchanges device buffers: nccl, "
           "staged (through host memory and Gloo, for ranks sharing a GPU), or auto (nccl unless "
@@ -72,6 +77,8 @@ int main(int argc, char** argv) {
   options.deterministic = absl::GetFlag(FLAGS_deterministic)
                               .value_or(options.engine.device == shift::kernels::Device::kCpu);
   options.engine.cuda_device = absl::GetFlag(FLAGS_cuda_device);
+  options.engine.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
+  options.engine.max_graph_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
   auto collectives = shift::ParseDeviceCollectives(absl::GetFlag(FLAGS_collectives));
   if (!collectives.ok()) return shift::ReportFailure(collectives.status());
   options.collectives = *collectives;

@@ -112,15 +112,141 @@ class CudaRope final : public RopeTable {
   Buffer inv_freq_;  // head_dim / 2 doubles, the CPU path's table
 };
 
+// Pinned host memory that stages uploads, reused: an event recorded after
+// each copy from it is waited on before it is written again, so the host
+// never waits for the device except when it would overwrite a copy still
+// in flight.
+class Staging {
+ public:
+  Staging() = default;
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  ~Staging() {
+    if (event_ != nullptr) {
+      cudaEventSynchronize(event_);
+      cudaEventDestroy(event_);
+    }
+    if (data_ != nullptr) cudaFreeHost(data_);
+  }
+
+  // Room for `bytes`, once the last copy from it has finished.
+  absl::StatusOr<char*> Get(size_t bytes) {
+    if (event_ == nullptr) {
+      SHIFT_RETURN_IF_ERROR(
+          CudaStatus(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreate"));
+    }
+    SHIFT_RETURN_IF_ERROR(CudaStatus(cudaEventSynchronize(event_), "staging event"));
+    if (bytes > capacity_) {
+      if (data_ != nullptr) cudaFreeHost(data_);
+      data_ = nullptr;
+      capacity_ = 0;
+      SHIFT_RETURN_IF_ERROR(
+          CudaStatus(cudaMallocHost(reinterpret_cast<void**>(&data_), bytes), "cudaMallocHost"));
+      capacity_ = bytes;
+    }
+    return data_;
+  }
+  // Copies `bytes` staged by Get to `device`, asynchronously on `stream`.
+  absl::Status Upload(void* device, size_t bytes, cudaStream_t stream) {
+    SHIFT_RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(device, data_, bytes, cudaMemcpyHostToDevice, stream), "upload step"));
+    return CudaStatus(cudaEventRecord(event_, stream), "staging event");
+  }
+
+ private:
+  char* data_ = nullptr;
+  size_t capacity_ = 0;
+  cudaEvent_t event_ = nullptr;
+};
+
+// A step's layout as the kernels read it: token ids, sequence of each
+// token, table offsets, block tables, per-sequence first token, new tokens
+// and positions after the step (int32), then positions (int64, 8-byte
+// aligned), in one block of bytes.
+struct PackedStep {
+  std::vector<int32_t> ints;
+  size_t offsets_at = 0, tables_at = 0, seq_at = 0;
+  size_t int_bytes() const { return ints.size() * sizeof(int32_t); }
+  size_t bytes(const StepLayout& layout) const {
+    return int_bytes() + layout.positions.size() * sizeof(int64_t);
+  }
+};
+
+PackedStep Pack(const StepLayout& layout) {
+  PackedStep p;
+  std::vector<int32_t>& ints = p.ints;
+  ints = layout.token_ids;
+  ints.insert(ints.end(), layout.sequence_of_token.begin(), layout.sequence_of_token.end());
+  p.offsets_at = ints.size();
+  int32_t offset = 0;
+  for (const StepLayout::Sequence& s : layout.sequences) {
+    ints.push_back(offset);
+    offset += static_cast<int32_t>(s.block_table.size());
+  }
+  p.tables_at = ints.size();
+  for (const StepLayout::Sequence& s : layout.sequences) {
+    ints.insert(ints.end(), s.block_table.begin(), s.block_table.end());
+  }
+  p.seq_at = ints.size();
+  for (const StepLayout::Sequence& s : layout.sequences) ints.push_back(s.first_token);
+  for (const StepLayout::Sequence& s : layout.sequences) ints.push_back(s.num_tokens);
+  for (const StepLayout::Sequence& s : layout.sequences) {
+    ints.push_back(static_cast<int32_t>(s.start_position + s.num_tokens));
+  }
+  if (ints.size() % 2) ints.push_back(0);
+  return p;
+}
+
+// Writes the packed step into `host` (bytes(layout) of them).
+void WritePacked(const PackedStep& p, const StepLayout& layout, char* host) {
+  std::memcpy(host, p.ints.data(), p.int_bytes());
+  std::memcpy(host + p.int_bytes(), layout.positions.data(),
+              layout.positions.size() * sizeof(int64_t));
+}
+
+DeviceStep ViewOf(const PackedStep& p, const StepLayout& layout, const void* data) {
+  const auto* base = static_cast<const int32_t*>(data);
+  const size_t n = layout.token_ids.size(), num_seqs = layout.sequences.size();
+  return DeviceStep{
+      base,
+      reinterpret_cast<const int64_t*>(static_cast<const char*>(data) + p.int_bytes()),
+      base + n,
+      base + p.offsets_at,
+      base + p.tables_at,
+      static_cast<int64_t>(n),
+      base + p.seq_at,
+      base + p.seq_at + num_seqs,
+      base + p.seq_at + 2 * num_seqs,
+      static_cast<int64_t>(num_seqs)};
+}
+
 class CudaStepData final : public StepData {
  public:
-  CudaStepData(StepLayout layout, Buffer memory, DeviceStep view)
-      : StepData(std::move(layout)), memory_(std::move(memory)), view_(view) {}
+  CudaStepData(StepLayout layout, Buffer memory, DeviceStep view, bool fixed)
+      : StepData(std::move(layout)), memory_(std::move(memory)), view_(view), fixed_(fixed) {}
   const DeviceStep& view() const { return view_; }
+  void* memory() const { return memory_.tensor().data; }
+  size_t bytes() const { return static_cast<size_t>(memory_.tensor().size()) * sizeof(float); }
+  // A fixed step (for a graph): its kernels' launch shapes may depend only
+  // on its shape, never on its positions, which change between replays.
+  bool fixed() const { return fixed_; }
+  Staging& staging() { return staging_; }
 
  private:
   Buffer memory_;
   DeviceStep view_;
+  bool fixed_;
+  Staging staging_;  // a fixed step's own uploads
+};
+
+class CudaGraph final : public Graph {
+ public:
+  explicit CudaGraph(cudaGraphExec_t exec) : exec_(exec) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  cudaGraphExec_t exec() const { return exec_; }
+
+ private:
+  cudaGraphExec_t exec_;
 };
 
 const DeviceStep& View(const StepData& step) {
@@ -149,6 +275,7 @@ class CudaBackend final : public Backend {
     cudaSetDevice(device_);
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     for (auto& [bytes, p] : free_) cudaFree(p);
+    for (auto& [bytes, p] : graph_free_) cudaFree(p);
     if (workspace_ != nullptr) cudaFree(workspace_);
     if (lt_ != nullptr) lt_api_->Destroy(lt_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -233,59 +360,13 @@ class CudaBackend final : public Backend {
   }
 
   absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) override {
-    SHIFT_RETURN_IF_ERROR(Use());
-    // One upload: token ids, sequence of each token, table offsets, tables
-    // (int32), then positions (int64, 8-byte aligned).
-    std::vector<int32_t> ints(layout.token_ids);
-    ints.insert(ints.end(), layout.sequence_of_token.begin(), layout.sequence_of_token.end());
-    const size_t offsets_at = ints.size();
-    int32_t offset = 0;
-    for (const StepLayout::Sequence& s : layout.sequences) {
-      ints.push_back(offset);
-      offset += static_cast<int32_t>(s.block_table.size());
-    }
-    const size_t tables_at = ints.size();
-    for (const StepLayout::Sequence& s : layout.sequences) {
-      ints.insert(ints.end(), s.block_table.begin(), s.block_table.end());
-    }
-    // Per sequence: first token, new tokens, positions after the step.
-    const size_t seq_at = ints.size(), num_seqs = layout.sequences.size();
-    for (const StepLayout::Sequence& s : layout.sequences) ints.push_back(s.first_token);
-    for (const StepLayout::Sequence& s : layout.sequences) ints.push_back(s.num_tokens);
-    for (const StepLayout::Sequence& s : layout.sequences) {
-      ints.push_back(static_cast<int32_t>(s.start_position + s.num_tokens));
-    }
-    if (ints.size() % 2) ints.push_back(0);
-    const size_t int_bytes = ints.size() * sizeof(int32_t);
-    const size_t bytes = int_bytes + layout.positions.size() * sizeof(int64_t);
-    SHIFT_ASSIGN_OR_RETURN(void* data, Raw(bytes));
-    Buffer memory = Wrap(Tensor{data, DType::kF32, Device::kCuda, 1,
-                                static_cast<int64_t>(bytes / sizeof(float)), 0});
-    std::vector<char> host(bytes);
-    std::memcpy(host.data(), ints.data(), int_bytes);
-    std::memcpy(host.data() + int_bytes, layout.positions.data(),
-                layout.positions.size() * sizeof(int64_t));
-    if (bytes > 0) {
-      SHIFT_RETURN_IF_ERROR(
-          CudaStatus(cudaMemcpyAsync(data, host.data(), bytes, cudaMemcpyHostToDevice, stream_),
-                     "upload step"));
-      SHIFT_RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream_), "upload step"));
-    }
-    const auto* base = static_cast<const int32_t*>(data);
-    const size_t n = layout.token_ids.size();
-    DeviceStep view{base,
-                    reinterpret_cast<const int64_t*>(static_cast<const char*>(data) + int_bytes),
-                    base + n,
-                    base + offsets_at,
-                    base + tables_at,
-                    static_cast<int64_t>(n),
-                    base + seq_at,
-                    base + seq_at + num_seqs,
-                    base + seq_at + 2 * num_seqs,
-                    static_cast<int64_t>(num_seqs)};
-    return std::unique_ptr<StepData>(
-        std::make_unique<CudaStepData>(std::move(layout), std::move(memory), view));
+    return Prepare(std::move(layout), /*fixed=*/false);
   }
+  absl::StatusOr<std::unique_ptr<StepData>> PrepareFixedStep(StepLayout layout) override {
+    return Prepare(std::move(layout), /*fixed=*/true);
+  }
+
+  bool SupportsGraphs() const override { return true; }
 
  protected:
   absl::Status DoCopyFromHost(const float* host, const Tensor& dst) override {
@@ -592,12 +673,17 @@ class CudaBackend final : public Backend {
   absl::Status FlashAttention(const Tensor& q, int64_t heads, const PagedKv& cache,
                               const StepData& step, float scale, const Tensor& out) {
     const int64_t group = heads / cache.kv_heads;
+    const bool fixed = static_cast<const CudaStepData&>(step).fixed();
     int64_t row_tiles = 0, work = 0, longest = 0;
     for (const StepLayout::Sequence& s : step.layout().sequences) {
       const int64_t tiles = (s.num_tokens * group + kFlashRows - 1) / kFlashRows;
       row_tiles = std::max(row_tiles, tiles);
       work += tiles * cache.kv_heads;
-      longest = std::max(longest, s.start_position + s.num_tokens);
+      // A fixed step's splits follow what its block tables can hold, not
+      // today's positions: a replay keeps the recorded launch.
+      longest =
+          std::max(longest, fixed ? static_cast<int64_t>(s.block_table.size()) * cache.block_size
+                                  : s.start_position + s.num_tokens);
     }
     int64_t splits = 1;
     const int64_t target = 2 * static_cast<int64_t>(multiprocessors_);
@@ -649,6 +735,71 @@ class CudaBackend final : public Backend {
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   }
 
+  // One upload of the packed layout, staged through pinned memory (the
+  // step's own for a fixed step, else the backend's), without waiting.
+  absl::StatusOr<std::unique_ptr<StepData>> Prepare(StepLayout layout, bool fixed) {
+    SHIFT_RETURN_IF_ERROR(Use());
+    const PackedStep packed = Pack(layout);
+    const size_t bytes = packed.bytes(layout);
+    SHIFT_ASSIGN_OR_RETURN(void* data, Raw(bytes));
+    Buffer memory = Wrap(Tensor{data, DType::kF32, Device::kCuda, 1,
+                                static_cast<int64_t>(bytes / sizeof(float)), 0});
+    const DeviceStep view = ViewOf(packed, layout, data);
+    auto step = std::make_unique<CudaStepData>(std::move(layout), std::move(memory), view, fixed);
+    if (bytes > 0) {
+      Staging& staging = fixed ? step->staging() : staging_;
+      SHIFT_ASSIGN_OR_RETURN(char* host, staging.Get(bytes));
+      WritePacked(packed, step->layout(), host);
+      SHIFT_RETURN_IF_ERROR(staging.Upload(data, bytes, stream_));
+    }
+    return std::unique_ptr<StepData>(std::move(step));
+  }
+
+  absl::Status DoUpdateFixedStep(StepData& base) override {
+    auto& step = static_cast<CudaStepData&>(base);
+    if (!step.fixed()) return absl::InvalidArgumentError("not a fixed step");
+    SHIFT_RETURN_IF_ERROR(Use());
+    const PackedStep packed = Pack(step.layout());
+    const size_t bytes = packed.bytes(step.layout());
+    if (bytes != step.bytes()) {
+      return absl::InternalError("a fixed step's packed size changed");
+    }
+    if (bytes == 0) return absl::OkStatus();
+    SHIFT_ASSIGN_OR_RETURN(char* host, step.staging().Get(bytes));
+    WritePacked(packed, step.layout(), host);
+    return step.staging().Upload(step.memory(), bytes, stream_);
+  }
+
+  absl::Status DoBeginCapture() override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    if (capturing_) return absl::FailedPreconditionError("a capture is already under way");
+    // Relaxed: allocations (cudaMalloc) may happen while recording.
+    SHIFT_RETURN_IF_ERROR(CudaStatus(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed),
+                                     "cudaStreamBeginCapture"));
+    capturing_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<Graph>> DoEndCapture() override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    if (!capturing_) return absl::FailedPreconditionError("no capture is under way");
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    SHIFT_RETURN_IF_ERROR(
+        CudaStatus(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture"));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    SHIFT_RETURN_IF_ERROR(CudaStatus(made, "cudaGraphInstantiate"));
+    return std::unique_ptr<Graph>(std::make_unique<CudaGraph>(exec));
+  }
+
+  absl::Status DoReplay(const Graph& graph) override {
+    SHIFT_RETURN_IF_ERROR(Use());
+    return CudaStatus(cudaGraphLaunch(static_cast<const CudaGraph&>(graph).exec(), stream_),
+                      "cudaGraphLaunch");
+  }
+
   absl::Status Use() { return CudaStatus(cudaSetDevice(device_), "cudaSetDevice"); }
 
   // Runs a cudaMemcpy*Async and waits for it (host memory is pageable and
@@ -687,10 +838,13 @@ class CudaBackend final : public Backend {
   absl::StatusOr<void*> Raw(size_t bytes) {
     if (bytes == 0) return nullptr;
     bytes = (bytes + 255) / 256 * 256;
-    if (auto it = free_.find(bytes); it != free_.end()) {
+    // While recording, memory comes from the graphs' own pool: a replay
+    // writes it, so nothing outside a graph may ever hold it.
+    std::multimap<size_t, void*>& pool = capturing_ ? graph_free_ : free_;
+    if (auto it = pool.find(bytes); it != pool.end()) {
       void* p = it->second;
-      free_.erase(it);
-      sizes_[p] = bytes;
+      pool.erase(it);
+      sizes_[p] = {bytes, capturing_};
       return p;
     }
     void* p = nullptr;
@@ -703,7 +857,7 @@ class CudaBackend final : public Backend {
           absl::StrCat("cannot allocate ", bytes, " bytes on CUDA device ", device_, " (", free,
                        " of ", total, " bytes free): ", cudaGetErrorString(err)));
     }
-    sizes_[p] = bytes;
+    sizes_[p] = {bytes, capturing_};
     return p;
   }
 
@@ -711,7 +865,8 @@ class CudaBackend final : public Backend {
     return Buffer(tensor, [this](void* p) {
       auto it = sizes_.find(p);
       if (it == sizes_.end()) return;
-      free_.emplace(it->second, p);
+      const auto [bytes, graph] = it->second;
+      (graph ? graph_free_ : free_).emplace(bytes, p);
       sizes_.erase(it);
     });
   }
@@ -724,8 +879,10 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
   std::map<GemmKey, cublasLtMatmulAlgo_t> algos_;
-  std::multimap<size_t, void*> free_;
-  std::map<void*, size_t> sizes_;
+  std::multimap<size_t, void*> free_, graph_free_;
+  std::map<void*, std::pair<size_t, bool>> sizes_;  // bytes, and whether graphs own it
+  bool capturing_ = false;
+  Staging staging_;  // uploads of steps that are not fixed
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {

@@ -1,11 +1,13 @@
 // The CUDA backend: bf16 weights, activations and KV cache with fp32
 // arithmetic, on one device and one stream. GEMMs through cuBLASLt (an
 // algorithm chosen by heuristic per shape and cached, one persistent
-// workspace, the bias in the epilogue); the other operations are the
-// straightforward kernels of ops.cu. Correct first: speed (flash attention,
-// CUDA graphs, FP8) is later work. Sampling copies the sampled rows' logits
-// to the host and uses the CPU sampler, so tokens match the CPU exactly for
-// the same logits. Built only when nvcc is found (SHIFT_HAVE_CUDA).
+// workspace, the bias in the epilogue); a tensor-core flash attention over
+// the paged cache (attention.cu); the other operations are the kernels of
+// ops.cu. Greedy rows are sampled on the device; other sampling copies the
+// rows back and uses the CPU sampler, so tokens match the CPU exactly for
+// the same logits. Steps upload through pinned memory without waiting;
+// graphs (CUDA graphs) record a step's work on a fixed step and replay it.
+// FP8 GEMMs are later work. Built only when nvcc is found (SHIFT_HAVE_CUDA).
 #pragma once
 
 #include <memory>

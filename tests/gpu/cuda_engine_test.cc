@@ -6,7 +6,9 @@
 // At every fed position the CUDA engine's top-1 must be the CPU's for at
 // least 99% of positions, and the logits' normalised mean squared error must
 // stay under a stated bound; a second CUDA engine running the same steps
-// must give the same bits. Skips, saying why, without a GPU.
+// must give the same bits, and decode steps replayed from CUDA graphs the
+// bits of the same padded steps run eagerly. Skips, saying why, without a
+// GPU.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -184,6 +186,37 @@ TEST_P(CudaEngineTest, TeacherForcedLogitsFollowTheCpuEngine) {
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_EQ(repeated[i], got[i]) << "step " << i << " differs between two runs";
   }
+}
+
+// Decode steps replayed from CUDA graphs give the bits of the same padded
+// steps run eagerly (the same kernels, launches and GEMM algorithms), and
+// graphs are recorded once per bucket and table width.
+TEST_P(CudaEngineTest, DecodeGraphsReplayTheEagerPaddedBits) {
+  testing::TestTempDir tmp;
+  ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), GetParam().options).ok());
+  auto files = OpenModelFiles(tmp.Sub("model"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  EngineOptions options;
+  options.kv_cache_bytes = 64 << 20;
+  options.block_size = 16;
+  options.device = kernels::Device::kCuda;
+  auto graphs = Engine::Create(*files, options);
+  options.enforce_eager = true;
+  options.pad_decodes = true;
+  auto padded = Engine::Create(*files, options);
+  ASSERT_TRUE(graphs.ok()) << graphs.status();
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  std::mt19937 rng(7);
+  const int32_t vocab = static_cast<int32_t>(files->config.vocab_size);
+  std::vector<int32_t> prompt(300), other(100);
+  for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+  for (int32_t& t : other) t = static_cast<int32_t>(rng() % vocab);
+  const auto a = RunSchedule(**graphs, prompt, other), b = RunSchedule(**padded, prompt, other);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << "step " << i;
+  EXPECT_GT((*graphs)->num_decode_graphs(), 0);
+  // One bucket (a batch of one), at most two table widths.
+  EXPECT_LE((*graphs)->num_decode_graphs(), 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaEngineTest, ::testing::ValuesIn(Models()),
