@@ -42,19 +42,18 @@ std::vector<TensorSpec> ModelTensorSpecs(const ModelConfig& c) {
 
 std::string WeightScaleName(const std::string& weight_name) { return weight_name + "_scale"; }
 
-absl::Status ReadWeightAsF32(const Checkpoint& checkpoint, const ModelConfig& config,
-                             const std::string& name, int64_t rows, int64_t cols, float* out) {
-  const std::vector<int64_t> shape =
-      rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{rows, cols};
-  SHIFT_ASSIGN_OR_RETURN(const TensorView* view, checkpoint.Get(name, shape));
-  SHIFT_RETURN_IF_ERROR(checkpoint.ReadAsF32(name, shape, out));
-  if (view->dtype != DType::kF8E4M3) return absl::OkStatus();
+namespace {
+
+// The scale of each of an F8_E4M3 tensor's `rows` rows, from its
+// weight_scale (one per row, or one for the tensor).
+absl::StatusOr<std::vector<float>> RowScales(const Checkpoint& checkpoint,
+                                             const ModelConfig& config, const TensorView& view,
+                                             const std::string& name, int64_t rows) {
   if (!config.quantization) {
     return absl::InvalidArgumentError(absl::StrCat(
-        *view->file, ": tensor \"", name,
+        *view.file, ": tensor \"", name,
         "\" is F8_E4M3 but config.json has no quantization_config saying how it is scaled"));
   }
-  // One scale per output row, or one for the whole tensor.
   const std::string scale_name = WeightScaleName(name);
   std::vector<float> scale;
   for (const std::vector<int64_t>& scale_shape :
@@ -65,15 +64,41 @@ absl::Status ReadWeightAsF32(const Checkpoint& checkpoint, const ModelConfig& co
     break;
   }
   if (scale.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(*view->file, ": F8_E4M3 tensor \"", name,
+    return absl::InvalidArgumentError(absl::StrCat(*view.file, ": F8_E4M3 tensor \"", name,
                                                    "\" needs \"", scale_name, "\" of shape [", rows,
                                                    ", 1] (per channel) or [1] (per tensor)"));
   }
+  scale.resize(rows, scale[0]);  // one for the tensor: the same for every row
+  return scale;
+}
+
+}  // namespace
+
+absl::Status ReadWeightAsF32(const Checkpoint& checkpoint, const ModelConfig& config,
+                             const std::string& name, int64_t rows, int64_t cols, float* out) {
+  const std::vector<int64_t> shape =
+      rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{rows, cols};
+  SHIFT_ASSIGN_OR_RETURN(const TensorView* view, checkpoint.Get(name, shape));
+  SHIFT_RETURN_IF_ERROR(checkpoint.ReadAsF32(name, shape, out));
+  if (view->dtype != DType::kF8E4M3) return absl::OkStatus();
+  SHIFT_ASSIGN_OR_RETURN(const std::vector<float> scale,
+                         RowScales(checkpoint, config, *view, name, rows));
   for (int64_t r = 0; r < rows; ++r) {
-    const float s = scale.size() == 1 ? scale[0] : scale[r];
-    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] *= s;
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] *= scale[r];
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Fp8Weight>> ReadFp8Weight(const Checkpoint& checkpoint,
+                                                       const ModelConfig& config,
+                                                       const std::string& name, int64_t rows,
+                                                       int64_t cols) {
+  SHIFT_ASSIGN_OR_RETURN(const TensorView* view, checkpoint.Get(name, {rows, cols}));
+  if (view->dtype != DType::kF8E4M3) return std::nullopt;
+  Fp8Weight weight;
+  weight.codes = view->data;
+  SHIFT_ASSIGN_OR_RETURN(weight.row_scales, RowScales(checkpoint, config, *view, name, rows));
+  return weight;
 }
 
 absl::Status CheckCheckpointAgainstSchema(const Checkpoint& checkpoint, const ModelConfig& config) {

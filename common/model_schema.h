@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/model_config.h"
 #include "common/safetensors.h"
 
@@ -41,5 +43,18 @@ std::string WeightScaleName(const std::string& weight_name);
 // quantization_config refuses. Errors name the tensor.
 absl::Status ReadWeightAsF32(const Checkpoint& checkpoint, const ModelConfig& config,
                              const std::string& name, int64_t rows, int64_t cols, float* out);
+
+// An F8_E4M3 weight as stored: its codes (row-major, in the checkpoint's
+// mapped memory: valid while it is open) and the scale of each row.
+struct Fp8Weight {
+  const unsigned char* codes = nullptr;
+  std::vector<float> row_scales;
+};
+// Weight `name` of `rows` x `cols` as FP8 codes and scales; nullopt when it
+// is not F8_E4M3. Scales as ReadWeightAsF32 reads them.
+absl::StatusOr<std::optional<Fp8Weight>> ReadFp8Weight(const Checkpoint& checkpoint,
+                                                       const ModelConfig& config,
+                                                       const std::string& name, int64_t rows,
+                                                       int64_t cols);
 
 }  // namespace shift

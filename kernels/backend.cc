@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -257,6 +258,16 @@ absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
   return DoSample(logits, requests);
 }
 
+absl::StatusOr<std::unique_ptr<Weight>> Backend::UploadWeightFp8(const uint8_t* codes,
+                                                                 const float* row_scales, int64_t n,
+                                                                 int64_t k) {
+  std::vector<float> w(static_cast<size_t>(n * k));
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) w[r * k + c] = F8E4M3ToF32(codes[r * k + c]) * row_scales[r];
+  }
+  return UploadWeight(w.data(), n, k);
+}
+
 absl::Status Backend::UpdateFixedStep(StepData& step, StepLayout layout) {
   const StepLayout& old = step.layout();
   bool same = layout.num_tokens() == old.num_tokens() &&
@@ -359,7 +370,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Device device,
       return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>(options.threads));
     case Device::kCuda: {
 #ifdef SHIFT_HAVE_CUDA
-      auto backend = cuda::CreateCudaBackend(options.cuda_device);
+      auto backend = cuda::CreateCudaBackend(options.cuda_device, options.fp8_gemm);
       if (backend.ok()) return backend;
       return absl::Status(
           backend.status().code(),

@@ -179,6 +179,13 @@ class Backend {
   // W [n][k], row-major fp32 host memory, packed for GEMMs on this device.
   virtual absl::StatusOr<std::unique_ptr<Weight>> UploadWeight(const float* w, int64_t n,
                                                                int64_t k) = 0;
+  // W [n][k] as FP8 E4M3 codes (row-major) with one fp32 scale per row, w
+  // = code · scale (a checkpoint's compressed-tensors weight). A backend
+  // with FP8 GEMMs keeps the codes (activations are then quantized per
+  // token at run time); the others compute on the dequantized weights.
+  virtual absl::StatusOr<std::unique_ptr<Weight>> UploadWeightFp8(const uint8_t* codes,
+                                                                  const float* row_scales,
+                                                                  int64_t n, int64_t k);
   virtual absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) = 0;
   virtual absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) = 0;
   // A step whose device copy keeps its addresses, for a recorded graph:
@@ -300,6 +307,10 @@ struct BackendOptions {
   int threads = 1;
   // The CUDA device of the CUDA backend.
   int cuda_device = 0;
+  // FP8 weights: GEMMs in FP8 on GPUs that have them (sm_89 and later; a
+  // GPU without is refused), or, when false, in bf16 on the dequantized
+  // weights.
+  bool fp8_gemm = true;
 };
 
 // The device --device names ("cpu", or "cuda" in a build with the CUDA

@@ -72,6 +72,10 @@ ABSL_FLAG(std::string, device, shift::defaults::kDevice,
 ABSL_FLAG(bool, enforce_eager, false,
           "With --device=cuda: run every step as it comes; otherwise decode steps of a single "
           "rank are padded to a batch bucket and replayed from a CUDA graph recorded per bucket");
+ABSL_FLAG(bool, fp8_gemm, true,
+          "With --device=cuda and an FP8 checkpoint: FP8 GEMMs (activations quantized per token; "
+          "GPUs of compute capability 8.9 and later), or with false bf16 GEMMs on the "
+          "dequantized weights");
 ABSL_FLAG(int64_t, cuda_graph_max_batch, 256,
           "The largest decode batch replayed from a CUDA graph (larger ones run eagerly)");
 ABSL_FLAG(int32_t, emulate_world_size, 1,
@@ -237,6 +241,7 @@ int Main() {
   options.synchronous_op_timing = absl::GetFlag(FLAGS_op_stats);
   options.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
   options.max_graph_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
+  options.fp8_gemm = absl::GetFlag(FLAGS_fp8_gemm);
   auto device = kernels::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return ReportFailure(device.status());
   options.device = *device;
@@ -249,7 +254,10 @@ int Main() {
   }
   options.rank = rank;
   options.world_size = world;
-  auto backend = kernels::CreateBackend(options.device, kernels::BackendOptions{options.threads});
+  kernels::BackendOptions backend_options;
+  backend_options.threads = options.threads;
+  backend_options.fp8_gemm = options.fp8_gemm;
+  auto backend = kernels::CreateBackend(options.device, backend_options);
   if (!backend.ok()) return ReportFailure(backend.status());
   std::unique_ptr<EmulatedCommunicator> emulated;
   if (world > 1) emulated = std::make_unique<EmulatedCommunicator>(rank, world, backend->get());

@@ -34,6 +34,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
                                                        Communicator* comm) {
   kernels::BackendOptions backend_options;
   backend_options.threads = options.threads;
+  backend_options.fp8_gemm = options.fp8_gemm;
   if (options.device == kernels::Device::kCuda) {
     const int rank = comm != nullptr ? comm->rank() : options.rank;
     backend_options.cuda_device = options.cuda_device >= 0

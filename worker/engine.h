@@ -54,6 +54,9 @@ struct EngineOptions {
   // Without graphs, still pad decode batches to their buckets (tests the
   // padding on the CPU).
   bool pad_decodes = false;
+  // FP8 checkpoints on CUDA: FP8 GEMMs (sm_89+), or bf16 on the
+  // dequantized weights (kernels/backend.h, BackendOptions).
+  bool fp8_gemm = true;
 };
 
 // One sequence's part of a step.

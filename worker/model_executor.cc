@@ -134,6 +134,15 @@ absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
   };
   auto weight = [&](const std::string& name, int64_t n, int64_t k,
                     std::unique_ptr<kernels::Weight>* out) -> absl::Status {
+    // FP8 weights go to the backend as they are stored (it may keep them).
+    SHIFT_ASSIGN_OR_RETURN(std::optional<Fp8Weight> fp8,
+                           ReadFp8Weight(checkpoint, config_, name, n, k));
+    if (fp8) {
+      weight_bytes_ += n * k * sizeof(float);
+      SHIFT_ASSIGN_OR_RETURN(*out,
+                             backend_->UploadWeightFp8(fp8->codes, fp8->row_scales.data(), n, k));
+      return absl::OkStatus();
+    }
     SHIFT_RETURN_IF_ERROR(read(name, n, k));
     SHIFT_ASSIGN_OR_RETURN(*out, backend_->UploadWeight(host.data(), n, k));
     return absl::OkStatus();

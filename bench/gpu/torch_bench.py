@@ -117,6 +117,15 @@ def weights(args):
     g = torch.Generator(device="cuda").manual_seed(args.seed)
     start = time.time()
     shard, shard_bytes, files, index = {}, 0, [], {}
+    # With a quantization_config (shift-mkmodel --dtype=fp8 --config_only),
+    # the projections are FP8 with per-channel scales.
+    q = config.get("quantization_config")
+    fp8 = q is not None
+    ignore = set(q.get("ignore", [])) if q else set()
+
+    def quantized(name):
+        module = name.rsplit(".", 1)[0]
+        return name.endswith("_proj.weight") and module not in ignore
 
     def flush():
         nonlocal shard, shard_bytes
@@ -135,8 +144,15 @@ def weights(args):
                 shape, generator=g, device="cuda")
         else:  # scaled so activations stay O(1) through the layers
             t = torch.randn(shape, generator=g, device="cuda") / shape[1]**0.5
-        shard[name] = t.to(torch.bfloat16).cpu()
-        shard_bytes += shard[name].numel() * 2
+        if fp8 and quantized(name):
+            # compressed-tensors: E4M3 codes and a float scale per output row.
+            scale = t.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 448.0
+            shard[name] = (t / scale).to(torch.float8_e4m3fn).cpu()
+            shard[name + "_scale"] = scale.float().cpu()
+            shard_bytes += shard[name].numel() + scale.numel() * 4
+        else:
+            shard[name] = t.to(torch.bfloat16).cpu()
+            shard_bytes += shard[name].numel() * 2
         if shard_bytes >= 4 << 30:
             flush()
     flush()
@@ -233,6 +249,10 @@ class FastLlama:
         for name in files:
             w.update(load_file(os.path.join(model_dir, name), device="cuda"))
         bf = torch.bfloat16
+        # FP8 weights (compressed-tensors) are dequantized with their scale
+        # per row: this model computes in bf16.
+        for k in [k for k in w if k + "_scale" in w]:
+            w[k] = w[k].float() * w.pop(k + "_scale").float().reshape(-1, 1)
         w = {k: v.to(bf) for k, v in w.items()}
         self.heads, self.kv = c["num_attention_heads"], c["num_key_value_heads"]
         self.d = c.get("head_dim") or c["hidden_size"] // self.heads

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -96,10 +97,16 @@ class CudaWeight final : public Weight {
  public:
   CudaWeight(int64_t n, int64_t k, Buffer data)
       : Weight(n, k, DType::kBF16), data_(std::move(data)) {}
+  // FP8 codes and one fp32 scale per row.
+  CudaWeight(int64_t n, int64_t k, Buffer codes, Buffer scales)
+      : Weight(n, k, DType::kF8E4M3), data_(std::move(codes)), scales_(std::move(scales)) {}
   const Bf16* data() const { return data_.tensor().As<Bf16>(); }
+  const uint8_t* codes() const { return static_cast<const uint8_t*>(data_.tensor().data); }
+  const float* scales() const { return scales_.tensor().As<float>(); }
 
  private:
-  Buffer data_;  // [n][k] bf16, row-major as in the checkpoint
+  Buffer data_;    // [n][k] bf16 (or FP8 codes), row-major as in the checkpoint
+  Buffer scales_;  // FP8: [n] fp32
 };
 
 class CudaRope final : public RopeTable {
@@ -270,7 +277,7 @@ Bf16* Bf(const Tensor& t) { return t.As<Bf16>(); }
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device), host_(1) {}
+  CudaBackend(int device, bool fp8_gemm) : device_(device), fp8_gemm_(fp8_gemm), host_(1) {}
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
@@ -292,6 +299,9 @@ class CudaBackend final : public Backend {
         "cudaDeviceGetAttribute"));
     SHIFT_RETURN_IF_ERROR(CudaStatus(
         cudaDeviceGetAttribute(&compute_major_, cudaDevAttrComputeCapabilityMajor, device_),
+        "cudaDeviceGetAttribute"));
+    SHIFT_RETURN_IF_ERROR(CudaStatus(
+        cudaDeviceGetAttribute(&compute_minor_, cudaDevAttrComputeCapabilityMinor, device_),
         "cudaDeviceGetAttribute"));
     return CudaStatus(cudaMalloc(&workspace_, kWorkspaceBytes), "cudaMalloc (cuBLASLt workspace)");
   }
@@ -340,6 +350,31 @@ class CudaBackend final : public Backend {
     SHIFT_ASSIGN_OR_RETURN(Buffer data, Allocate(DType::kBF16, n, k, false));
     SHIFT_RETURN_IF_ERROR(CopyFromHost(w, data));
     return std::unique_ptr<Weight>(std::make_unique<CudaWeight>(n, k, std::move(data)));
+  }
+
+  absl::StatusOr<std::unique_ptr<Weight>> UploadWeightFp8(const uint8_t* codes,
+                                                          const float* row_scales, int64_t n,
+                                                          int64_t k) override {
+    if (!fp8_gemm_) return Backend::UploadWeightFp8(codes, row_scales, n, k);
+    if (compute_major_ * 10 + compute_minor_ < 89) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "FP8 GEMMs need a GPU of compute capability 8.9 or later; CUDA device ", device_, " is ",
+          compute_major_, ".", compute_minor_,
+          " (--fp8_gemm=false runs FP8 checkpoints in bf16 on the dequantized weights)"));
+    }
+    SHIFT_RETURN_IF_ERROR(Use());
+    SHIFT_ASSIGN_OR_RETURN(Buffer data, Allocate(DType::kF8E4M3, n, k, false));
+    SHIFT_ASSIGN_OR_RETURN(Buffer scales, Allocate(DType::kF32, 1, n, false));
+    SHIFT_RETURN_IF_ERROR(
+        Sync(cudaMemcpyAsync(data.tensor().data, codes, static_cast<size_t>(n * k),
+                             cudaMemcpyHostToDevice, stream_),
+             "copy FP8 weight"));
+    SHIFT_RETURN_IF_ERROR(Sync(
+        cudaMemcpyAsync(scales.tensor().data, row_scales, static_cast<size_t>(n) * sizeof(float),
+                        cudaMemcpyHostToDevice, stream_),
+        "copy FP8 weight scales"));
+    return std::unique_ptr<Weight>(
+        std::make_unique<CudaWeight>(n, k, std::move(data), std::move(scales)));
   }
 
   absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) override {
@@ -460,24 +495,63 @@ class CudaBackend final : public Backend {
       SHIFT_RETURN_IF_ERROR(DoGemm(x, w_base, range, bias, view));
       return DoCopy(view, y);
     }
+    const cudaDataType_t y_type = y.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+    if (w.dtype() == DType::kF8E4M3) return Fp8Gemm(x, w, range, bias, y, cols, kr);
     // In cuBLAS's column-major terms Yᵀ (cols × m, ld y.ld) = op(A) · B:
     // A is W's rows [n_begin, n_end) restricted to the range's K columns,
     // which column-major is kr × cols with ld w.k(), used transposed; B is
     // Xᵀ, kr × m with ld x.ld.
-    const Bf16* a = w.data() + range.n_begin * w.k() + group * range.group_begin;
-    const cudaDataType_t y_type = y.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
-    const GemmKey key{m,
-                      cols,
-                      kr,
-                      w.k(),
-                      x.ld,
-                      y.ld,
-                      y_type,
-                      bias != nullptr,
-                      Alignment(a),
-                      Alignment(x.data),
-                      Alignment(y.data),
-                      bias ? Alignment(bias->data) : 256u};
+    Matmul spec;
+    spec.a = w.data() + range.n_begin * w.k() + group * range.group_begin;
+    spec.lda = w.k();
+    spec.b = x.data;
+    spec.ldb = x.ld;
+    spec.d = y.data;
+    spec.d_type = y_type;
+    spec.ldd = y.ld;
+    spec.m = m;
+    spec.cols = cols;
+    spec.kr = kr;
+    spec.bias = bias != nullptr ? bias->data : nullptr;
+    return RunMatmul(spec);
+  }
+
+  // One cuBLASLt matmul, D (cols × m) = op(A)ᵀ-style as DoGemm describes,
+  // with optional bias and per-row (A) / per-column (B) fp32 scales.
+  struct Matmul {
+    const void* a = nullptr;
+    cudaDataType_t a_type = CUDA_R_16BF;
+    int64_t lda = 0;
+    const void* b = nullptr;
+    cudaDataType_t b_type = CUDA_R_16BF;
+    int64_t ldb = 0;
+    void* d = nullptr;
+    cudaDataType_t d_type = CUDA_R_16BF;
+    int64_t ldd = 0;
+    int64_t m = 0, cols = 0, kr = 0;
+    const void* bias = nullptr;  // bf16, cols
+    // Outer-vector scales (FP8): D[j][i] = a_scale[j] · b_scale[i] · dot.
+    const float* a_scale = nullptr;  // cols
+    const float* b_scale = nullptr;  // m
+  };
+
+  // UNIMPLEMENTED when cuBLASLt has no algorithm for the spec.
+  absl::Status RunMatmul(const Matmul& s) {
+    const bool scaled = s.a_scale != nullptr;
+    const GemmKey key{s.m,
+                      s.cols,
+                      s.kr,
+                      s.lda,
+                      s.ldb,
+                      s.ldd,
+                      s.a_type,
+                      s.d_type,
+                      s.bias != nullptr,
+                      scaled,
+                      Alignment(s.a),
+                      Alignment(s.b),
+                      Alignment(s.d),
+                      s.bias ? Alignment(s.bias) : 256u};
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ly = nullptr;
     auto cleanup = [&] {
@@ -486,40 +560,44 @@ class CudaBackend final : public Backend {
       if (lb) lt_api_->MatrixLayoutDestroy(lb);
       if (ly) lt_api_->MatrixLayoutDestroy(ly);
     };
+    auto set = [&](cublasLtMatmulDescAttributes_t attribute, const void* value, size_t size,
+                   const char* what) {
+      return CheckBlas(lt_api_->MatmulDescSetAttribute(op, attribute, value, size), what);
+    };
     absl::Status status = [&]() -> absl::Status {
       SHIFT_RETURN_IF_ERROR(CheckBlas(
           lt_api_->MatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor"));
       const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
       SHIFT_RETURN_IF_ERROR(
-          CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose,
-                                                    sizeof(transpose)),
-                    "transa"));
-      SHIFT_RETURN_IF_ERROR(CheckBlas(
-          lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)),
-          "transb"));
-      if (bias != nullptr) {
+          set(CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose), "transa"));
+      SHIFT_RETURN_IF_ERROR(set(CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none), "transb"));
+      if (s.bias != nullptr) {
         const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
         const cudaDataType_t bias_type = CUDA_R_16BF;
-        const void* bias_ptr = bias->data;
         SHIFT_RETURN_IF_ERROR(
-            CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                      sizeof(epilogue)),
-                      "epilogue"));
+            set(CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue), "epilogue"));
         SHIFT_RETURN_IF_ERROR(
-            CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                      &bias_ptr, sizeof(bias_ptr)),
-                      "bias pointer"));
+            set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, &s.bias, sizeof(s.bias), "bias pointer"));
         SHIFT_RETURN_IF_ERROR(
-            CheckBlas(lt_api_->MatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                      &bias_type, sizeof(bias_type)),
-                      "bias type"));
+            set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type), "bias type"));
+      }
+      if (scaled) {
+        const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+        SHIFT_RETURN_IF_ERROR(
+            set(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode), "A scale mode"));
+        SHIFT_RETURN_IF_ERROR(
+            set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode), "B scale mode"));
+        SHIFT_RETURN_IF_ERROR(
+            set(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &s.a_scale, sizeof(s.a_scale), "A scales"));
+        SHIFT_RETURN_IF_ERROR(
+            set(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &s.b_scale, sizeof(s.b_scale), "B scales"));
       }
       SHIFT_RETURN_IF_ERROR(
-          CheckBlas(lt_api_->MatrixLayoutCreate(&la, CUDA_R_16BF, kr, cols, w.k()), "layout A"));
+          CheckBlas(lt_api_->MatrixLayoutCreate(&la, s.a_type, s.kr, s.cols, s.lda), "layout A"));
       SHIFT_RETURN_IF_ERROR(
-          CheckBlas(lt_api_->MatrixLayoutCreate(&lb, CUDA_R_16BF, kr, m, x.ld), "layout B"));
+          CheckBlas(lt_api_->MatrixLayoutCreate(&lb, s.b_type, s.kr, s.m, s.ldb), "layout B"));
       SHIFT_RETURN_IF_ERROR(
-          CheckBlas(lt_api_->MatrixLayoutCreate(&ly, y_type, cols, m, y.ld), "layout Y"));
+          CheckBlas(lt_api_->MatrixLayoutCreate(&ly, s.d_type, s.cols, s.m, s.ldd), "layout Y"));
       cublasLtMatmulAlgo_t algo;
       if (auto cached = algos_.find(key); cached != algos_.end()) {
         algo = cached->second;
@@ -528,12 +606,103 @@ class CudaBackend final : public Backend {
         algos_.emplace(key, algo);
       }
       const float alpha = 1.0f, beta = 0.0f;
-      return CheckBlas(lt_api_->Matmul(lt_, op, &alpha, a, la, x.data, lb, &beta, y.data, ly,
-                                       y.data, ly, &algo, workspace_, kWorkspaceBytes, stream_),
+      return CheckBlas(lt_api_->Matmul(lt_, op, &alpha, s.a, la, s.b, lb, &beta, s.d, ly, s.d, ly,
+                                       &algo, workspace_, kWorkspaceBytes, stream_),
                        "cublasLtMatmul");
     }();
     cleanup();
     return status;
+  }
+
+  // An FP8 weight: the activations quantized per token, then one FP8
+  // matmul with per-channel × per-token scales (cuBLASLt's outer-vector
+  // scaling) or, where cuBLASLt has no such algorithm, an unscaled FP8
+  // matmul into fp32 rescaled by a kernel. Shapes the FP8 matmul does not
+  // take (K or the weight slice off 16-byte boundaries) run in bf16 on the
+  // dequantized slice.
+  absl::Status Fp8Gemm(const Tensor& x, const CudaWeight& w, const GemmRange& range,
+                       const Tensor* bias, const Tensor& y, int64_t cols, int64_t kr) {
+    const int64_t m = x.rows, group = w.k() / kReductionGroups;
+    const uint8_t* a = w.codes() + range.n_begin * w.k() + group * range.group_begin;
+    const float* a_scales = w.scales() + range.n_begin;
+    const bool y_f32 = y.dtype == DType::kF32;
+    const cudaDataType_t y_type = y_f32 ? CUDA_R_32F : CUDA_R_16BF;
+    if (kr % 16 != 0 || w.k() % 16 != 0 || Alignment(a) < 16) {
+      const int64_t ld = (kr + 7) / 8 * 8;
+      SHIFT_ASSIGN_OR_RETURN(Buffer slice, Allocate(DType::kBF16, cols, ld, false));
+      SHIFT_RETURN_IF_ERROR(
+          CudaStatus(LaunchDequantizeE4M3(a, w.k(), cols, kr, a_scales, Bf(slice), ld, stream_),
+                     "dequantize FP8"));
+      Matmul spec;
+      spec.a = slice.tensor().data;
+      spec.lda = ld;
+      spec.b = x.data;
+      spec.ldb = x.ld;
+      spec.d = y.data;
+      spec.d_type = y_type;
+      spec.ldd = y.ld;
+      spec.m = m;
+      spec.cols = cols;
+      spec.kr = kr;
+      spec.bias = bias != nullptr ? bias->data : nullptr;
+      return RunMatmul(spec);
+    }
+    const int64_t ldq = (kr + 15) / 16 * 16;
+    SHIFT_ASSIGN_OR_RETURN(Buffer xq, Allocate(DType::kF8E4M3, m, ldq, false));
+    SHIFT_ASSIGN_OR_RETURN(Buffer xs, Allocate(DType::kF32, 1, m, false));
+    auto* codes = static_cast<uint8_t*>(xq.tensor().data);
+    float* x_scales = xs.tensor().As<float>();
+    SHIFT_RETURN_IF_ERROR(
+        CudaStatus(LaunchQuantizeRowsE4M3(Bf(x), x.ld, m, kr, codes, ldq, x_scales, stream_),
+                   "quantize activations"));
+    Matmul spec;
+    spec.a = a;
+    spec.a_type = CUDA_R_8F_E4M3;
+    spec.lda = w.k();
+    spec.b = codes;
+    spec.b_type = CUDA_R_8F_E4M3;
+    spec.ldb = ldq;
+    spec.m = m;
+    spec.cols = cols;
+    spec.kr = kr;
+    if (Fp8OuterScales()) {
+      Matmul scaled = spec;
+      scaled.d = y.data;
+      scaled.d_type = y_type;
+      scaled.ldd = y.ld;
+      scaled.bias = bias != nullptr ? bias->data : nullptr;
+      scaled.a_scale = a_scales;
+      scaled.b_scale = x_scales;
+      const absl::Status status = RunMatmul(scaled);
+      if (status.ok()) return status;
+      // This cuBLASLt (or GPU) takes no such scales: rescale after the
+      // product from now on.
+      std::fprintf(stderr,
+                   "shift: cuBLASLt refused per-token x per-channel FP8 scales (%s); FP8 products "
+                   "are rescaled by a kernel instead\n",
+                   std::string(status.message()).c_str());
+      fp8_outer_ = false;
+    }
+    const int64_t ld_acc = (cols + 3) / 4 * 4;
+    SHIFT_ASSIGN_OR_RETURN(Buffer acc, Allocate(DType::kF32, m, ld_acc, false));
+    spec.d = acc.tensor().data;
+    spec.d_type = CUDA_R_32F;
+    spec.ldd = ld_acc;
+    SHIFT_RETURN_IF_ERROR(RunMatmul(spec));
+    return CudaStatus(
+        LaunchScaleRowsCols(acc.tensor().As<float>(), ld_acc, m, cols, x_scales, a_scales,
+                            bias != nullptr ? Bf(*bias) : nullptr, y.data, y.ld, y_f32, stream_),
+        "rescale FP8 product");
+  }
+
+  // Whether to ask cuBLASLt for outer-vector scales: until it turns out to
+  // have no algorithm for them; SHIFT_FP8_SCALING=epilogue (or outer)
+  // forces the choice, for comparisons.
+  bool Fp8OuterScales() {
+    static const char* env = std::getenv("SHIFT_FP8_SCALING");
+    if (env != nullptr && std::string_view(env) == "epilogue") return false;
+    if (env != nullptr && std::string_view(env) == "outer") return true;
+    return fp8_outer_;
   }
 
   absl::Status DoRope(const Tensor& x, int64_t heads, const RopeTable& rope, const StepData& step,
@@ -618,8 +787,10 @@ class CudaBackend final : public Backend {
   static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
   static constexpr int64_t kMinSplitPositions = 256, kMaxSplits = 32;
 
+  // m, cols, kr, lda, ldb, ldd, A/B type, D type, bias, scaled, and the
+  // alignments of A, B, D and the bias.
   using GemmKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, cudaDataType_t,
-                             bool, uint32_t, uint32_t, uint32_t, uint32_t>;
+                             cudaDataType_t, bool, bool, uint32_t, uint32_t, uint32_t, uint32_t>;
 
   absl::StatusOr<cublasLtMatmulAlgo_t> Heuristic(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
                                                  cublasLtMatrixLayout_t lb,
@@ -627,8 +798,8 @@ class CudaBackend final : public Backend {
     cublasLtMatmulPreference_t pref = nullptr;
     SHIFT_RETURN_IF_ERROR(CheckBlas(lt_api_->MatmulPreferenceCreate(&pref), "preference"));
     const size_t workspace = kWorkspaceBytes;
-    const uint32_t align_a = std::get<8>(key), align_b = std::get<9>(key),
-                   align_y = std::get<10>(key);
+    const uint32_t align_a = std::get<10>(key), align_b = std::get<11>(key),
+                   align_y = std::get<12>(key);
     lt_api_->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                           &workspace, sizeof(workspace));
     lt_api_->MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
@@ -872,8 +1043,10 @@ class CudaBackend final : public Backend {
   }
 
   int device_;
-  int multiprocessors_ = 1, compute_major_ = 0;
-  cpu::CpuBackend host_;  // samples the rows copied back (the CPU sampler)
+  int multiprocessors_ = 1, compute_major_ = 0, compute_minor_ = 0;
+  bool fp8_gemm_;
+  bool fp8_outer_ = true;  // cuBLASLt takes outer-vector FP8 scales (until shown otherwise)
+  cpu::CpuBackend host_;   // samples the rows copied back (the CPU sampler)
   cudaStream_t stream_ = nullptr;
   const LtApi* lt_api_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -885,7 +1058,7 @@ class CudaBackend final : public Backend {
   Staging staging_;  // uploads of steps that are not fixed
 };
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device, bool fp8_gemm) {
   std::string why;
   const int count = DeviceCount(&why);
   if (count == 0) return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", why));
@@ -893,7 +1066,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
     return absl::InvalidArgumentError(
         absl::StrCat("CUDA device ", device, " does not exist (this host has ", count, ")"));
   }
-  auto backend = std::make_unique<CudaBackend>(device);
+  auto backend = std::make_unique<CudaBackend>(device, fp8_gemm);
   SHIFT_RETURN_IF_ERROR(backend->Init());
   return std::unique_ptr<Backend>(std::move(backend));
 }

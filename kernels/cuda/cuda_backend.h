@@ -7,7 +7,10 @@
 // rows back and uses the CPU sampler, so tokens match the CPU exactly for
 // the same logits. Steps upload through pinned memory without waiting;
 // graphs (CUDA graphs) record a step's work on a fixed step and replay it.
-// FP8 GEMMs are later work. Built only when nvcc is found (SHIFT_HAVE_CUDA).
+// FP8 weights run FP8 GEMMs: activations quantized per token, per-token x
+// per-channel scales in cuBLASLt (or, where it has no such algorithm, an
+// unscaled product rescaled by a kernel). Built only when nvcc is found
+// (SHIFT_HAVE_CUDA).
 #pragma once
 
 #include <memory>
@@ -19,7 +22,8 @@ namespace shift::kernels::cuda {
 class CudaBackend;
 
 // The backend on CUDA device `device`: fails with a clear status when there
-// is no such device or its context cannot be made.
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device);
+// is no such device or its context cannot be made. With `fp8_gemm`, FP8
+// weights stay FP8 and their GEMMs run in FP8 (sm_89 and later).
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device, bool fp8_gemm = true);
 
 }  // namespace shift::kernels::cuda

@@ -77,6 +77,19 @@ cudaError_t LaunchFlashAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cach
 cudaError_t LaunchGreedySample(const float* logits, int64_t ld, int64_t rows, int64_t vocab,
                                int32_t* ids, float* logprobs, cudaStream_t stream);
 
+// FP8 (E4M3) GEMMs (fp8.cu). Per row of x (rows x cols): scale = max|x| /
+// 448 (1 for a row of zeros) and q = x / scale in E4M3, saturated.
+cudaError_t LaunchQuantizeRowsE4M3(const Bf16* x, int64_t ld_x, int64_t rows, int64_t cols,
+                                   uint8_t* q, int64_t ld_q, float* scales, cudaStream_t stream);
+// y = acc · row_scale[r] · col_scale[c] (+ bias[c]); y bf16, or fp32 with y_f32.
+cudaError_t LaunchScaleRowsCols(const float* acc, int64_t ld_acc, int64_t rows, int64_t cols,
+                                const float* row_scale, const float* col_scale, const Bf16* bias,
+                                void* y, int64_t ld_y, bool y_f32, cudaStream_t stream);
+// out = codes · row_scale[r], in bf16.
+cudaError_t LaunchDequantizeE4M3(const uint8_t* codes, int64_t ld, int64_t rows, int64_t cols,
+                                 const float* row_scale, Bf16* out, int64_t ld_out,
+                                 cudaStream_t stream);
+
 // out = silu(gate) * up (bf16).
 cudaError_t LaunchSiluMul(const Bf16* gate, int64_t ld_gate, const Bf16* up, int64_t ld_up,
                           Bf16* out, int64_t ld_out, int64_t rows, int64_t cols,
