@@ -31,6 +31,7 @@
 #include "core/shift_policy.h"
 #include "core/step_loop.h"
 #include "nlohmann/json.hpp"
+#include "worker/compute_profile.h"
 #include "worker/emulated_communicator.h"
 #include "worker/engine.h"
 #include "worker/local_executor.h"
@@ -373,15 +374,16 @@ int Main() {
         last_bytes = emulated->bytes_received();
       }
       const uint64_t gemm_flops = engine.backend().stats(kernels::Op::kGemm).flops;
-      absl::FPrintF(profile.get(),
-                    "{\"world_size\":%d,\"rank\":%d,\"mode\":\"%s\",\"tokens\":%d,"
-                    "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
-                    "\"step_s\":%.9g,\"collective_s\":%.9g,\"collective_bytes\":%d,"
-                    "\"compute_s\":%.9g,\"gemm_flops\":%d}\n",
-                    world, rank, StepModeName(record.decision.mode), shape.num_tokens,
-                    shape.num_sequences, shape.num_decodes, shape.max_context, shape.attention,
-                    record.seconds(), collective_s, collective_bytes,
-                    record.seconds() - collective_s, gemm_flops - last_gemm_flops);
+      ComputeProfileLine line;
+      line.world_size = world;
+      line.rank = rank;
+      line.mode = record.decision.mode;
+      line.shape = shape;
+      line.step_s = record.seconds();
+      line.collective_s = collective_s;
+      line.collective_bytes = collective_bytes;
+      line.gemm_flops = gemm_flops - last_gemm_flops;
+      std::fputs(FormatComputeProfileLine(line).c_str(), profile.get());
       last_gemm_flops = gemm_flops;
     }
     const bool decoding = started == num_requests;

@@ -12,6 +12,8 @@
 #include "absl/time/clock.h"
 #include "common/fingerprint.h"
 #include "common/status.h"
+#include "worker/compute_profile.h"
+#include "worker/emulated_communicator.h"
 #include "worker/gloo_communicator.h"
 #include "worker/plan_steps.h"
 #include "worker/rendezvous_store.h"
@@ -97,13 +99,18 @@ void Log(const RankOptions& options, const std::string& what) {
 // The rank's state between control messages.
 class RankLoop {
  public:
+  // `emulated` (not owned; may be null) is the communicator of an emulated
+  // rank; `profile` (may be null) receives a compute-profile line per step.
   RankLoop(const RankOptions& options, std::shared_ptr<grpc::Channel> channel, Engine* engine,
-           WorkerMetrics* metrics, grpc::HealthCheckServiceInterface* health)
+           WorkerMetrics* metrics, grpc::HealthCheckServiceInterface* health,
+           Communicator* emulated, std::FILE* profile)
       : options_(options),
         channel_(std::move(channel)),
         engine_(engine),
         metrics_(metrics),
-        health_(health) {}
+        health_(health),
+        emulated_(emulated),
+        profile_(profile) {}
 
   // A (new) generation: forget everything of the old one and meet the group.
   void Form(uint64_t generation) {
@@ -143,6 +150,7 @@ class RankLoop {
         formed_ = comm.status();
       }
     }
+    if (emulated_ != nullptr) formed_ = engine_->Attach(emulated_);
     if (formed_.ok()) {
       Log(options_, absl::StrCat("group formed under generation ", generation));
       health_->SetServingStatus("", true);
@@ -168,21 +176,38 @@ class RankLoop {
       return reply;
     }
     const std::vector<SequenceStep> batch = PlanSteps(plan, &sequences_);
-    const uint64_t sent_before = comm_ ? comm_->bytes_sent() : 0;
-    const uint64_t received_before = comm_ ? comm_->bytes_received() : 0;
-    const double comm_before = comm_ ? comm_->seconds() : 0.0;
+    // The group's collectives, or an emulated rank's stand-in copies.
+    const Communicator* comm = comm_ ? comm_.get() : emulated_;
+    const uint64_t sent_before = comm ? comm->bytes_sent() : 0;
+    const uint64_t received_before = comm ? comm->bytes_received() : 0;
+    const double comm_before = comm ? comm->seconds() : 0.0;
+    const uint64_t flops_before = engine_->gemm_flops();
+    const StepMode mode =
+        plan.mode() == v1::MODE_SP ? StepMode::kSequenceParallel : StepMode::kTensorParallel;
     const auto start = std::chrono::steady_clock::now();
-    auto out = engine_->Step(batch, plan.mode() == v1::MODE_SP ? StepMode::kSequenceParallel
-                                                               : StepMode::kTensorParallel);
+    auto out = engine_->Step(batch, mode);
     const double total =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double comm_seconds = comm_ ? comm_->seconds() - comm_before : 0.0;
+    const double comm_seconds = comm ? comm->seconds() - comm_before : 0.0;
     rpc::StepTimings* timings = result->mutable_timings();
     timings->set_compute_seconds(total - comm_seconds);
     timings->set_comm_seconds(comm_seconds);
-    if (comm_) {
-      timings->set_bytes_sent(comm_->bytes_sent() - sent_before);
-      timings->set_bytes_received(comm_->bytes_received() - received_before);
+    if (comm) {
+      timings->set_bytes_sent(comm->bytes_sent() - sent_before);
+      timings->set_bytes_received(comm->bytes_received() - received_before);
+    }
+    if (profile_ != nullptr && out.ok()) {
+      ComputeProfileLine line;
+      line.world_size = engine_->world_size();
+      line.rank = engine_->rank();
+      line.mode = mode;
+      line.shape = ShapeOfBatch(batch);
+      line.step_s = total;
+      line.collective_s = comm_seconds;
+      line.collective_bytes = timings->bytes_received();
+      line.gemm_flops = engine_->gemm_flops() - flops_before;
+      std::fputs(FormatComputeProfileLine(line).c_str(), profile_);
+      std::fflush(profile_);
     }
     double tokens = 0;
     for (const SequenceStep& s : batch) tokens += static_cast<double>(s.token_ids.size());
@@ -224,6 +249,8 @@ class RankLoop {
   uint64_t generation_ = 0;
   absl::Status formed_ = absl::FailedPreconditionError("the group has not formed yet");
   std::unique_ptr<Communicator> comm_;
+  Communicator* emulated_;
+  std::FILE* profile_;
   SequenceTable sequences_;
 };
 
@@ -233,7 +260,8 @@ class RankLoop {
 absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& hello,
                          std::shared_ptr<grpc::Channel> channel, rpc::Worker::Stub& stub,
                          Engine* engine, WorkerMetrics* metrics,
-                         grpc::HealthCheckServiceInterface* health) {
+                         grpc::HealthCheckServiceInterface* health, Communicator* emulated,
+                         std::FILE* profile) {
   grpc::ClientContext ctx;
   ControlStream stream(stub.Connect(&ctx));
   if (!stream.Write(hello)) {
@@ -241,7 +269,7 @@ absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& h
     return absl::UnavailableError("not connected");
   }
   stream.StartHeartbeats(absl::Seconds(1));
-  RankLoop loop(options, std::move(channel), engine, metrics, health);
+  RankLoop loop(options, std::move(channel), engine, metrics, health, emulated, profile);
   rpc::RouterMessage message;
   bool welcomed = false;
   while (stream.Read(&message)) {
@@ -325,7 +353,29 @@ absl::Status RunRank(const RankOptions& options) {
   EngineOptions engine_options = options.engine;
   engine_options.rank = static_cast<int>(options.rank);
   engine_options.world_size = static_cast<int>(options.world_size);
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(files, engine_options));
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<EmulatedCommunicator> emulated;
+  if (options.emulate_world_size > 1) {
+    // One rank of a larger group, alone: its engine is that rank's.
+    kernels::BackendOptions backend_options;
+    backend_options.threads = options.engine.threads;
+    backend_options.cuda_device = std::max(0, options.engine.cuda_device);
+    backend_options.fp8_gemm = options.engine.fp8_gemm;
+    SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend,
+                           kernels::CreateBackend(options.engine.device, backend_options));
+    emulated = std::make_unique<EmulatedCommunicator>(0, options.emulate_world_size, backend.get());
+    SHIFT_ASSIGN_OR_RETURN(
+        engine, Engine::Create(files, engine_options, emulated.get(), std::move(backend)));
+  } else {
+    SHIFT_ASSIGN_OR_RETURN(engine, Engine::Create(files, engine_options));
+  }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> profile(nullptr, &std::fclose);
+  if (!options.compute_profile.empty()) {
+    profile.reset(std::fopen(options.compute_profile.c_str(), "a"));
+    if (profile == nullptr) {
+      return absl::UnavailableError(absl::StrCat("cannot open ", options.compute_profile));
+    }
+  }
   metrics->SetModel(static_cast<double>(engine->weight_bytes()),
                     static_cast<double>(engine->num_blocks()));
 
@@ -357,8 +407,8 @@ absl::Status RunRank(const RankOptions& options) {
   auto stub = rpc::Worker::NewStub(channel);
   absl::Time lost = absl::Now();
   for (int attempt = 0;; ++attempt) {
-    absl::Status served =
-        ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(), health);
+    absl::Status served = ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(),
+                                      health, emulated.get(), profile.get());
     if (served.ok() || absl::IsFailedPrecondition(served)) return served;
     if (served.message() != "not connected") lost = absl::Now();
     if (absl::Now() - lost > options.reconnect_timeout) {

@@ -34,6 +34,13 @@ struct RankOptions {
   int64_t rendezvous_timeout_ms = defaults::kRendezvousTimeoutMs;
   // How long to keep trying to (re)connect while no router answers.
   absl::Duration reconnect_timeout = absl::Seconds(defaults::kReconnectTimeoutSeconds);
+  // Emulate rank 0 of a group of `emulate_world_size` alone
+  // (worker/emulated_communicator.h): the router sees a group of one
+  // (world_size must be 1), the engine runs that rank's share of each step
+  // with collectives as timed device copies. Tokens are stand-ins.
+  int emulate_world_size = 1;
+  // Where to append a compute-profile line per step (worker/compute_profile.h).
+  std::string compute_profile;
   // How a group of CUDA ranks exchanges device buffers
   // (worker/device_collectives.h): NCCL unless ranks share a GPU.
   DeviceCollectives collectives = DeviceCollectives::kAuto;

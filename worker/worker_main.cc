@@ -52,6 +52,15 @@ ABSL_FLAG(std::string, collectives, "auto",
           "With --device=cuda and several ranks: how the group exchanges device buffers: nccl, "
           "staged (through host memory and Gloo, for ranks sharing a GPU), or auto (nccl unless "
           "two ranks share a GPU); every rank of a group must say the same");
+ABSL_FLAG(int32_t, emulate_world_size, 1,
+          "Run rank 0's share of each step of a group of this many ranks alone, collectives "
+          "replaced by device copies of their size timed apart: what one rank of a larger group "
+          "computes, on one GPU (the router sees a group of one: --world_size=1; tokens are "
+          "stand-ins). shift-generate --emulate_rank measures the other ranks");
+ABSL_FLAG(std::string, compute_profile, "",
+          "Append a JSON line per step here: its mode and shape, the rank's step seconds, the "
+          "collectives' seconds and bytes, compute = step - collectives, GEMM FLOPs (shift-sim "
+          "reads it)");
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address this rank binds and advertises (health, /metrics, collectives)");
 ABSL_FLAG(int32_t, port, 0, "gRPC health port (0: any free port, reported at registration)");
@@ -95,6 +104,14 @@ int main(int argc, char** argv) {
   }
   if (options.rank >= options.world_size) {
     return shift::ReportFailure(absl::InvalidArgumentError("--rank must be below --world_size"));
+  }
+  options.emulate_world_size = absl::GetFlag(FLAGS_emulate_world_size);
+  options.compute_profile = absl::GetFlag(FLAGS_compute_profile);
+  if (options.emulate_world_size < 1 ||
+      (options.emulate_world_size > 1 && options.world_size != 1)) {
+    return shift::ReportFailure(absl::InvalidArgumentError(
+        "--emulate_world_size emulates a whole group in one rank: it needs --world_size=1 (and "
+        "is at least 1)"));
   }
   absl::Status status = shift::RunRank(options);
   if (!status.ok()) return shift::ReportFailure(status);
