@@ -45,6 +45,9 @@ class Communicator {
   // Whether the calls take device (non-CPU) buffers: NCCL's, a host-staged
   // communicator's and the emulation's do; Gloo's take host memory only.
   virtual bool takes_device_buffers() const { return false; }
+  // Whether the calls, made while the backend's stream is being captured,
+  // record into the graph (NCCL's do); host-staged and Gloo ones cannot.
+  virtual bool records_into_graphs() const { return false; }
 
   // The deterministic all-reduce (docs/architecture.md, Determinism): `data`
   // holds this rank's subtree value of each of its elements; afterwards

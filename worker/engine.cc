@@ -25,6 +25,9 @@ absl::Status Engine::Attach(Communicator* comm) {
         absl::StrCat("a group on --device=", kernels::DeviceName(backend_->device()),
                      " needs a communicator of device buffers (host-staged, NCCL or emulated)"));
   }
+  // Graphs recorded with the old communicator's collectives inside are
+  // stale with a new one.
+  if (executor_ != nullptr && comm != comm_) executor_->ResetDecodeGraphs();
   comm_ = comm;
   return absl::OkStatus();
 }
@@ -71,6 +74,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
   std::unique_ptr<Engine> engine(new Engine(files.config, options, comm_in, std::move(backend)));
   DecodeGraphs graphs;
   graphs.max_batch = options.max_graph_batch;
+  graphs.with_collectives = options.graphs_with_collectives;
   if (!options.enforce_eager && !options.synchronous_op_timing &&
       engine->backend_->SupportsGraphs()) {
     graphs.mode = DecodeGraphs::kCaptured;

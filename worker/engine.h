@@ -51,6 +51,9 @@ struct EngineOptions {
   // every step as it comes.
   bool enforce_eager = false;
   int64_t max_graph_batch = 256;
+  // Groups whose collectives record into graphs (NCCL) replay whole decode
+  // steps, collectives inside (untested on several GPUs).
+  bool graphs_with_collectives = false;
   // Without graphs, still pad decode batches to their buckets (tests the
   // padding on the CPU).
   bool pad_decodes = false;

@@ -69,8 +69,11 @@ ModelExecutor::ModelExecutor(ModelConfig config, kernels::Backend* backend, int 
       graphs_(graphs) {
   shard_ = ShardOf(rank_);
   // Groups of several ranks run every step as usual (their collectives
-  // sit between the pieces a graph would hold).
-  if (world_size_ > 1 || graphs_.max_batch < 1) graphs_.mode = DecodeGraphs::kOff;
+  // sit between the pieces a graph would hold), unless their collectives
+  // record into graphs and that was asked for.
+  if ((world_size_ > 1 && !graphs_.with_collectives) || graphs_.max_batch < 1) {
+    graphs_.mode = DecodeGraphs::kOff;
+  }
   if (graphs_.mode != DecodeGraphs::kOff) buckets_ = DecodeBuckets(graphs_.max_batch);
 }
 
@@ -482,8 +485,13 @@ absl::StatusOr<Buffer> ModelExecutor::Forward(const kernels::StepData& step,
 }
 
 bool ModelExecutor::IsGraphDecode(const kernels::StepLayout& layout,
-                                  absl::Span<const int64_t> sample_tokens) const {
+                                  absl::Span<const int64_t> sample_tokens,
+                                  const Communicator* comm) const {
   const int64_t n = layout.num_tokens();
+  if (world_size_ > 1 && graphs_.mode == DecodeGraphs::kCaptured &&
+      (comm == nullptr || !comm->records_into_graphs())) {
+    return false;
+  }
   if (graphs_.mode == DecodeGraphs::kOff || n < 1 || n > buckets_.back() ||
       static_cast<int64_t>(layout.sequences.size()) != n ||
       static_cast<int64_t>(sample_tokens.size()) != n) {
@@ -496,7 +504,9 @@ bool ModelExecutor::IsGraphDecode(const kernels::StepLayout& layout,
 }
 
 absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
-    kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests) {
+    kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests, StepMode mode,
+    Communicator* comm) {
+  if (world_size_ == 1) mode = StepMode::kTensorParallel;  // one rank: the same step
   const int64_t n = layout.num_tokens();
   const int64_t bucket = *std::lower_bound(buckets_.begin(), buckets_.end(), n);
   // Block tables as wide as a power of two times the smallest width, the
@@ -518,7 +528,7 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
   std::vector<int64_t> rows(bucket);
   for (int64_t i = 0; i < bucket; ++i) rows[i] = i;
   const bool captured = graphs_.mode == DecodeGraphs::kCaptured;
-  auto [it, made] = decode_.try_emplace({bucket, width});
+  auto [it, made] = decode_.try_emplace({mode, bucket, width});
   DecodeGraph& g = it->second;
   Buffer fresh;  // the logits of a step run uncaptured
   if (made) {
@@ -533,8 +543,7 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
       // Recorded, not run: the replay below runs it.
       absl::Status status = backend_->BeginCapture();
       absl::StatusOr<Buffer> logits =
-          status.ok() ? Forward(*g.step, rows, StepMode::kTensorParallel, nullptr)
-                      : absl::StatusOr<Buffer>(status);
+          status.ok() ? Forward(*g.step, rows, mode, comm) : absl::StatusOr<Buffer>(status);
       absl::StatusOr<std::unique_ptr<kernels::Graph>> graph =
           status.ok() ? backend_->EndCapture() : absl::StatusOr<std::unique_ptr<kernels::Graph>>();
       if (status.ok()) status = logits.ok() ? graph.status() : logits.status();
@@ -554,9 +563,10 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
     SHIFT_RETURN_IF_ERROR(backend_->Replay(*g.graph));
     logits = g.logits;
   } else {
-    SHIFT_ASSIGN_OR_RETURN(fresh, Forward(*g.step, rows, StepMode::kTensorParallel, nullptr));
+    SHIFT_ASSIGN_OR_RETURN(fresh, Forward(*g.step, rows, mode, comm));
     logits = fresh.tensor();
   }
+  if (rank_ != 0) return std::vector<kernels::SampleResult>{};
   return backend_->Sample(logits.Rows(0, n), requests);
 }
 
@@ -568,7 +578,9 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::Step(
     return absl::FailedPreconditionError(
         absl::StrCat("rank ", r, " of ", p, " has no communicator: its group is not formed"));
   }
-  if (IsGraphDecode(layout, sample_tokens)) return DecodeStep(std::move(layout), requests);
+  if (IsGraphDecode(layout, sample_tokens, comm)) {
+    return DecodeStep(std::move(layout), requests, mode, comm);
+  }
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<kernels::StepData> step,
                          backend_->PrepareStep(std::move(layout)));
   SHIFT_ASSIGN_OR_RETURN(Buffer logits, Forward(*step, sample_tokens, mode, comm));

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,6 +42,10 @@ struct DecodeGraphs {
   Mode mode = kOff;
   // The largest batch run this way; larger decode batches run as usual.
   int64_t max_batch = 256;
+  // Groups of several ranks too, when their communicator records into
+  // graphs (NCCL): the whole step, collectives inside, one graph per mode,
+  // bucket and width. Not yet run on several GPUs.
+  bool with_collectives = false;
 };
 
 // The batch buckets decodes are padded to: 1, 2, 4, then steps of a
@@ -71,6 +76,9 @@ class ModelExecutor {
   int64_t num_blocks() const { return num_blocks_; }
   // Decode graphs recorded (or, padded, fixed steps prepared) so far.
   int64_t num_decode_graphs() const { return static_cast<int64_t>(decode_.size()); }
+  // Forgets every decode graph (they hold the old group's communicator when
+  // a group re-forms).
+  void ResetDecodeGraphs() { decode_.clear(); }
   // fp32 bytes of the weights this rank holds: the whole model in every
   // mode (TP reads slices of the same copy).
   uint64_t weight_bytes() const { return weight_bytes_; }
@@ -108,12 +116,13 @@ class ModelExecutor {
                                           absl::Span<const int64_t> sample_tokens, StepMode mode,
                                           Communicator* comm);
   // Whether a step runs through DecodeStep.
-  bool IsGraphDecode(const kernels::StepLayout& layout,
-                     absl::Span<const int64_t> sample_tokens) const;
+  bool IsGraphDecode(const kernels::StepLayout& layout, absl::Span<const int64_t> sample_tokens,
+                     const Communicator* comm) const;
   // A decode step padded to its bucket on a fixed step, recorded as a
   // graph the first time (kCaptured) and replayed.
   absl::StatusOr<std::vector<kernels::SampleResult>> DecodeStep(
-      kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests);
+      kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests, StepMode mode,
+      Communicator* comm);
   absl::Status Load(const Checkpoint& checkpoint);
   absl::Status AllocateKv(int64_t kv_cache_bytes, int64_t block_size);
   absl::StatusOr<kernels::Buffer> Allocate(int64_t rows, int64_t cols, bool zero = false);
@@ -151,8 +160,9 @@ class ModelExecutor {
   uint64_t weight_bytes_ = 0;
   DecodeGraphs graphs_;
   std::vector<int64_t> buckets_;
-  int32_t scratch_block_ = -1;                                 // where padding rows write their K/V
-  std::map<std::pair<int64_t, int64_t>, DecodeGraph> decode_;  // (bucket, table width)
+  int32_t scratch_block_ = -1;  // where padding rows write their K/V
+  // By (mode, bucket, table width).
+  std::map<std::tuple<StepMode, int64_t, int64_t>, DecodeGraph> decode_;
 };
 
 }  // namespace shift

@@ -127,6 +127,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return options_.rank; }
   int size() const override { return options_.size; }
   bool takes_device_buffers() const override { return true; }
+  bool records_into_graphs() const override { return true; }
 
   absl::Status AllGather(const kernels::Tensor& in, const kernels::Tensor& out) override {
     SHIFT_RETURN_IF_ERROR(CheckDevice({&in, &out}));

@@ -42,6 +42,10 @@ ABSL_FLAG(int32_t, cuda_device, -1,
 ABSL_FLAG(bool, enforce_eager, false,
           "With --device=cuda: run every step as it comes; otherwise decode steps of a single "
           "rank are padded to a batch bucket and replayed from a CUDA graph recorded per bucket");
+ABSL_FLAG(bool, cuda_graphs_with_collectives, false,
+          "With --device=cuda in a group using NCCL: replay whole decode steps from CUDA graphs "
+          "with the collectives recorded inside (not yet run on several GPUs; off: groups of "
+          "several ranks run every step eagerly)");
 ABSL_FLAG(bool, fp8_gemm, true,
           "With --device=cuda and an FP8 checkpoint: FP8 GEMMs (activations quantized per token; "
           "GPUs of compute capability 8.9 and later), or with false bf16 GEMMs on the "
@@ -93,6 +97,7 @@ int main(int argc, char** argv) {
   options.engine.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
   options.engine.max_graph_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
   options.engine.fp8_gemm = absl::GetFlag(FLAGS_fp8_gemm);
+  options.engine.graphs_with_collectives = absl::GetFlag(FLAGS_cuda_graphs_with_collectives);
   auto collectives = shift::ParseDeviceCollectives(absl::GetFlag(FLAGS_collectives));
   if (!collectives.ok()) return shift::ReportFailure(collectives.status());
   options.collectives = *collectives;

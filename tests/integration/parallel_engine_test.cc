@@ -57,7 +57,8 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
   // stages even host buffers (the path ranks sharing a GPU take).
   std::vector<std::vector<EngineSample>> RunGroup(
       const std::vector<StepMode>& modes,
-      std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr, bool staged = false) {
+      std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr, bool staged = false,
+      const EngineOptions& options = Options()) {
     const int p = GetParam().ranks;
     gloo::rendezvous::HashStore store;
     std::vector<std::vector<EngineSample>> leader;
@@ -81,8 +82,8 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
         auto recorder = std::make_unique<RecordingBackend>();
         const RecordingBackend* record = recorder.get();
         auto engine = calls == nullptr
-                          ? Engine::Create(*files, Options(), comm->get())
-                          : Engine::Create(*files, Options(), comm->get(), std::move(recorder));
+                          ? Engine::Create(*files, options, comm->get())
+                          : Engine::Create(*files, options, comm->get(), std::move(recorder));
         ASSERT_TRUE(engine.ok()) << engine.status();
         for (size_t i = 0; i < recording_.steps.size(); ++i) {
           auto out = (*engine)->Step(recording_.steps[i], modes[i]);
@@ -103,8 +104,8 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
 
   void ExpectSameAsSingleRank(const std::vector<StepMode>& modes, const std::string& name,
                               std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr,
-                              bool staged = false) {
-    const auto got = RunGroup(modes, calls, staged);
+                              bool staged = false, const EngineOptions& options = Options()) {
+    const auto got = RunGroup(modes, calls, staged, options);
     ASSERT_EQ(got.size(), recording_.outputs.size()) << name;
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_EQ(got[i].size(), recording_.outputs[i].size()) << name << " step " << i;
@@ -155,6 +156,26 @@ TEST_P(ParallelEngineTest, HostStagedCollectivesGiveTheSameBits) {
     alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
   }
   ExpectSameAsSingleRank(alternating, "staged, alternating", nullptr, /*staged=*/true);
+}
+
+// Decode steps padded to batch buckets with the group's collectives inside
+// (what a CUDA group records into graphs with NCCL) change nothing either:
+// padding rows join the TP all-reduces and SP's token slices.
+TEST_P(ParallelEngineTest, PaddedDecodesWithCollectivesGiveTheSameBits) {
+  EngineOptions options = Options();
+  options.pad_decodes = true;
+  options.graphs_with_collectives = true;
+  options.kv_cache_bytes += options.kv_cache_bytes / 8;  // room for the scratch block
+  const size_t steps = recording_.steps.size();
+  std::vector<StepMode> alternating;
+  for (size_t i = 0; i < steps; ++i) {
+    alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+  }
+  ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kTensorParallel), "padded TP",
+                         nullptr, false, options);
+  ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kSequenceParallel), "padded SP",
+                         nullptr, false, options);
+  ExpectSameAsSingleRank(alternating, "padded, alternating", nullptr, false, options);
 }
 
 TEST_P(ParallelEngineTest, ExecutorGivesTheSameBitsThroughARecordingBackend) {
