@@ -64,18 +64,25 @@ const char* OpName(Op op) {
   return "?";
 }
 
-// Adds one call's work and wall time to its operation's counters.
+// Adds one call's work and time to its operation's counters: wall time,
+// or device time between two markers, collected later.
 class Backend::Timer {
  public:
   Timer(Backend& backend, OpStats& stats, uint64_t flops, uint64_t bytes)
       : backend_(backend), stats_(stats) {
     if (backend_.synchronous_timing_) backend_.WaitForDevice();
+    if (backend_.marker_timing_) marker_ = backend_.RecordMarker();
     start_ = std::chrono::steady_clock::now();
     ++stats_.calls;
     stats_.flops += flops;
     stats_.bytes += bytes;
   }
   ~Timer() {
+    if (marker_ >= 0) {
+      const int op = static_cast<int>(&stats_ - backend_.stats_.data());
+      backend_.timed_.push_back({op, marker_, backend_.RecordMarker()});
+      return;
+    }
     if (backend_.synchronous_timing_) backend_.WaitForDevice();
     stats_.seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -85,7 +92,33 @@ class Backend::Timer {
   Backend& backend_;
   OpStats& stats_;
   std::chrono::steady_clock::time_point start_;
+  int64_t marker_ = -1;
 };
+
+void Backend::set_op_timing(bool on) {
+  FlushOpTimes();
+  synchronous_timing_ = marker_timing_ = false;
+  if (!on) return;
+  // Markers where the backend has them, else waiting.
+  const int64_t probe = RecordMarker();
+  if (probe >= 0) {
+    MarkerSeconds(probe, probe);
+    marker_timing_ = true;
+  } else {
+    synchronous_timing_ = true;
+  }
+}
+
+void Backend::FlushOpTimes() {
+  for (const Timed& t : timed_) {
+    if (t.end >= 0) {
+      stats_[t.op].seconds += MarkerSeconds(t.start, t.end);
+    } else {
+      MarkerSeconds(t.start, t.start);  // releases it
+    }
+  }
+  timed_.clear();
+}
 
 absl::Status Backend::CopyFromHost(const float* host, const Tensor& dst) {
   SHIFT_RETURN_IF_ERROR(Require(dst.device == device(), Op::kCopyFromHost,
@@ -254,8 +287,14 @@ absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
       logits.dtype == DType::kF32 && logits.cols > 0 &&
           logits.rows == static_cast<int64_t>(requests.size()),
       op, absl::StrCat("logits ", Describe(logits), " for ", requests.size(), " requests")));
-  Timer timer(*this, stats_[static_cast<int>(op)], 3 * Size(logits), Bytes(logits));
-  return DoSample(logits, requests);
+  absl::StatusOr<std::vector<SampleResult>> sampled;
+  {
+    Timer timer(*this, stats_[static_cast<int>(op)], 3 * Size(logits), Bytes(logits));
+    sampled = DoSample(logits, requests);
+  }
+  // The step's end: its operations' device times are in.
+  if (marker_timing_) FlushOpTimes();
+  return sampled;
 }
 
 absl::StatusOr<std::unique_ptr<Weight>> Backend::UploadWeightFp8(const uint8_t* codes,
@@ -286,7 +325,7 @@ absl::Status Backend::UpdateFixedStep(StepData& step, StepLayout layout) {
 }
 
 absl::Status Backend::BeginCapture() {
-  if (synchronous_timing_) {
+  if (op_timing()) {
     return absl::FailedPreconditionError(
         "graphs cannot be recorded while every operation waits for the device (op timing)");
   }

@@ -246,15 +246,26 @@ class Backend {
                                                    absl::Span<const SampleRequest> requests);
 
   const OpStats& stats(Op op) const { return stats_[static_cast<int>(op)]; }
-  // With `on`, every operation waits for the device before its time is
-  // counted, so an asynchronous backend's seconds are device time rather
-  // than enqueue time (and the run is slower: a per-operation breakdown).
-  void set_synchronous_timing(bool on) { synchronous_timing_ = on; }
+  // With `on`, operations count device time rather than the time to enqueue
+  // them (a per-operation breakdown): between markers the device records
+  // around each one (CUDA events) where the backend has them, collected
+  // when a step samples or at FlushOpTimes; otherwise every operation waits
+  // for the device (slower, and each small operation then also counts a
+  // wait). No graphs are recorded meanwhile.
+  void set_op_timing(bool on);
+  bool op_timing() const { return synchronous_timing_ || marker_timing_; }
+  // Adds the device time of the operations timed by markers so far.
+  void FlushOpTimes();
 
  protected:
   // Waits until the device has done all work enqueued so far (a
   // synchronous backend has nothing to wait for).
   virtual void WaitForDevice() {}
+  // Device timing markers (CUDA events): one recorded in the device's queue
+  // (-1: this backend has none), and the seconds from marker a to b once
+  // the device has passed b (both released).
+  virtual int64_t RecordMarker() { return -1; }
+  virtual double MarkerSeconds(int64_t a, int64_t b) { return 0; }
 
   // A fixed step's device copy refilled from `step`'s (new) layout.
   virtual absl::Status DoUpdateFixedStep(StepData& step) { return absl::OkStatus(); }
@@ -294,7 +305,12 @@ class Backend {
   class Timer;
   std::array<OpStats, kNumOps> stats_{};
   std::array<OpStats, kNumOps> capture_start_{};  // the counters when capture began
-  bool synchronous_timing_ = false;
+  bool synchronous_timing_ = false, marker_timing_ = false;
+  struct Timed {
+    int op;
+    int64_t start, end;  // markers
+  };
+  std::vector<Timed> timed_;  // operations whose device time is still to collect
 };
 
 // A table of the operations a backend has run: calls, GFLOP, GB moved,

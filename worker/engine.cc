@@ -70,13 +70,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
         absl::StrCat("a group on --device=", kernels::DeviceName(options.device),
                      " needs a communicator of device buffers (host-staged, NCCL or emulated)"));
   }
-  backend->set_synchronous_timing(options.synchronous_op_timing);
+  backend->set_op_timing(options.op_timing);
   std::unique_ptr<Engine> engine(new Engine(files.config, options, comm_in, std::move(backend)));
   DecodeGraphs graphs;
   graphs.max_batch = options.max_graph_batch;
   graphs.with_collectives = options.graphs_with_collectives;
-  if (!options.enforce_eager && !options.synchronous_op_timing &&
-      engine->backend_->SupportsGraphs()) {
+  if (!options.enforce_eager && !options.op_timing && engine->backend_->SupportsGraphs()) {
     graphs.mode = DecodeGraphs::kCaptured;
   } else if (options.pad_decodes) {
     graphs.mode = DecodeGraphs::kPadded;

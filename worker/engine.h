@@ -41,10 +41,9 @@ struct EngineOptions {
   // larger than one.
   int rank = 0;
   int world_size = 1;
-  // Count each operation's device time (the backend waits for the device
-  // around every operation: slower, for a per-operation breakdown; no
-  // graphs then).
-  bool synchronous_op_timing = false;
+  // Count each operation's device time (kernels/backend.h, set_op_timing:
+  // a per-operation breakdown; no graphs then).
+  bool op_timing = false;
   // Decode steps of one rank on a backend with graphs (CUDA) are padded to
   // a batch bucket and replayed from a graph recorded per bucket, up to
   // this batch (worker/model_executor.h, DecodeGraphs); enforce_eager runs

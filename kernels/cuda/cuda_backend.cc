@@ -283,6 +283,7 @@ class CudaBackend final : public Backend {
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     for (auto& [bytes, p] : free_) cudaFree(p);
     for (auto& [bytes, p] : graph_free_) cudaFree(p);
+    for (cudaEvent_t event : events_) cudaEventDestroy(event);
     if (workspace_ != nullptr) cudaFree(workspace_);
     if (lt_ != nullptr) lt_api_->Destroy(lt_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -906,6 +907,42 @@ class CudaBackend final : public Backend {
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   }
 
+  // Markers are CUDA events, reused.
+  int64_t RecordMarker() override {
+    if (!Use().ok()) return -1;
+    int64_t index;
+    if (!free_events_.empty()) {
+      index = free_events_.back();
+      free_events_.pop_back();
+    } else {
+      cudaEvent_t event = nullptr;
+      if (cudaEventCreate(&event) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+      }
+      index = static_cast<int64_t>(events_.size());
+      events_.push_back(event);
+    }
+    if (cudaEventRecord(events_[index], stream_) != cudaSuccess) {
+      cudaGetLastError();
+      free_events_.push_back(index);
+      return -1;
+    }
+    return index;
+  }
+
+  double MarkerSeconds(int64_t a, int64_t b) override {
+    float ms = 0.0f;
+    if (cudaEventSynchronize(events_[b]) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, events_[a], events_[b]) != cudaSuccess) {
+      cudaGetLastError();
+      ms = 0.0f;
+    }
+    free_events_.push_back(a);
+    if (b != a) free_events_.push_back(b);
+    return ms / 1e3;
+  }
+
   // One upload of the packed layout, staged through pinned memory (the
   // step's own for a fixed step, else the backend's), without waiting.
   absl::StatusOr<std::unique_ptr<StepData>> Prepare(StepLayout layout, bool fixed) {
@@ -1055,7 +1092,9 @@ class CudaBackend final : public Backend {
   std::multimap<size_t, void*> free_, graph_free_;
   std::map<void*, std::pair<size_t, bool>> sizes_;  // bytes, and whether graphs own it
   bool capturing_ = false;
-  Staging staging_;  // uploads of steps that are not fixed
+  Staging staging_;                  // uploads of steps that are not fixed
+  std::vector<cudaEvent_t> events_;  // timing markers, by index
+  std::vector<int64_t> free_events_;
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device, bool fp8_gemm) {
