@@ -34,6 +34,7 @@
 #include "worker/compute_profile.h"
 #include "worker/emulated_communicator.h"
 #include "worker/engine.h"
+#include "worker/engine_flags.h"
 #include "worker/local_executor.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
@@ -70,15 +71,6 @@ ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
 ABSL_FLAG(std::string, device, shift::defaults::kDevice,
           "Compute device: cpu (the deterministic fp32 reference) or cuda (bf16 on a GPU)");
-ABSL_FLAG(bool, enforce_eager, false,
-          "With --device=cuda: run every step as it comes; otherwise decode steps of a single "
-          "rank are padded to a batch bucket and replayed from a CUDA graph recorded per bucket");
-ABSL_FLAG(bool, fp8_gemm, true,
-          "With --device=cuda and an FP8 checkpoint: FP8 GEMMs (activations quantized per token; "
-          "GPUs of compute capability 8.9 and later), or with false bf16 GEMMs on the "
-          "dequantized weights");
-ABSL_FLAG(int64_t, cuda_graph_max_batch, 256,
-          "The largest decode batch replayed from a CUDA graph (larger ones run eagerly)");
 ABSL_FLAG(int32_t, emulate_world_size, 1,
           "Run rank --emulate_rank's share of every step of a group of this many ranks, alone: "
           "each collective becomes a copy of the same size, timed apart (tokens are then "
@@ -240,9 +232,7 @@ int Main() {
   options.block_size = absl::GetFlag(FLAGS_block_size);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.op_timing = absl::GetFlag(FLAGS_op_stats);
-  options.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
-  options.max_graph_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
-  options.fp8_gemm = absl::GetFlag(FLAGS_fp8_gemm);
+  ApplyEngineFlags(&options);
   auto device = kernels::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return ReportFailure(device.status());
   options.device = *device;

@@ -7,6 +7,7 @@
 #include "common/cli.h"
 #include "common/defaults.h"
 #include "kernels/backend.h"
+#include "worker/engine_flags.h"
 #include "worker/rank.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:50052",
@@ -39,19 +40,10 @@ ABSL_FLAG(std::optional<bool>, deterministic, std::nullopt,
           "--device=cuda (unset: the device's only mode)");
 ABSL_FLAG(int32_t, cuda_device, -1,
           "With --device=cuda: the GPU this rank uses (-1: the rank index modulo the GPUs)");
-ABSL_FLAG(bool, enforce_eager, false,
-          "With --device=cuda: run every step as it comes; otherwise decode steps of a single "
-          "rank are padded to a batch bucket and replayed from a CUDA graph recorded per bucket");
 ABSL_FLAG(bool, cuda_graphs_with_collectives, false,
           "With --device=cuda in a group using NCCL: replay whole decode steps from CUDA graphs "
           "with the collectives recorded inside (not yet run on several GPUs; off: groups of "
           "several ranks run every step eagerly)");
-ABSL_FLAG(bool, fp8_gemm, true,
-          "With --device=cuda and an FP8 checkpoint: FP8 GEMMs (activations quantized per token; "
-          "GPUs of compute capability 8.9 and later), or with false bf16 GEMMs on the "
-          "dequantized weights");
-ABSL_FLAG(int64_t, cuda_graph_max_batch, 256,
-          "The largest decode batch replayed from a CUDA graph (larger ones run eagerly)");
 ABSL_FLAG(std::string, collectives, "auto",
           "With --device=cuda and several ranks: how the group exchanges device buffers: nccl, "
           "staged (through host memory and Gloo, for ranks sharing a GPU), or auto (nccl unless "
@@ -94,9 +86,7 @@ int main(int argc, char** argv) {
   options.deterministic = absl::GetFlag(FLAGS_deterministic)
                               .value_or(options.engine.device == shift::kernels::Device::kCpu);
   options.engine.cuda_device = absl::GetFlag(FLAGS_cuda_device);
-  options.engine.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
-  options.engine.max_graph_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
-  options.engine.fp8_gemm = absl::GetFlag(FLAGS_fp8_gemm);
+  ApplyEngineFlags(&options.engine);
   options.engine.graphs_with_collectives = absl::GetFlag(FLAGS_cuda_graphs_with_collectives);
   auto collectives = shift::ParseDeviceCollectives(absl::GetFlag(FLAGS_collectives));
   if (!collectives.ok()) return shift::ReportFailure(collectives.status());

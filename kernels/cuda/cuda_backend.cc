@@ -496,25 +496,13 @@ class CudaBackend final : public Backend {
       SHIFT_RETURN_IF_ERROR(DoGemm(x, w_base, range, bias, view));
       return DoCopy(view, y);
     }
-    const cudaDataType_t y_type = y.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
     if (w.dtype() == DType::kF8E4M3) return Fp8Gemm(x, w, range, bias, y, cols, kr);
     // In cuBLAS's column-major terms Yᵀ (cols × m, ld y.ld) = op(A) · B:
     // A is W's rows [n_begin, n_end) restricted to the range's K columns,
     // which column-major is kr × cols with ld w.k(), used transposed; B is
     // Xᵀ, kr × m with ld x.ld.
-    Matmul spec;
-    spec.a = w.data() + range.n_begin * w.k() + group * range.group_begin;
-    spec.lda = w.k();
-    spec.b = x.data;
-    spec.ldb = x.ld;
-    spec.d = y.data;
-    spec.d_type = y_type;
-    spec.ldd = y.ld;
-    spec.m = m;
-    spec.cols = cols;
-    spec.kr = kr;
-    spec.bias = bias != nullptr ? bias->data : nullptr;
-    return RunMatmul(spec);
+    return RunMatmul(Bf16Matmul(w.data() + range.n_begin * w.k() + group * range.group_begin, w.k(),
+                                x, bias, y, cols, kr));
   }
 
   // One cuBLASLt matmul, D (cols × m) = op(A)ᵀ-style as DoGemm describes,
@@ -535,6 +523,25 @@ class CudaBackend final : public Backend {
     const float* a_scale = nullptr;  // cols
     const float* b_scale = nullptr;  // m
   };
+
+  // y (+ bias) = x · Aᵀ for a bf16 weight slice `a` (cols rows of kr, ld
+  // `lda`).
+  static Matmul Bf16Matmul(const void* a, int64_t lda, const Tensor& x, const Tensor* bias,
+                           const Tensor& y, int64_t cols, int64_t kr) {
+    Matmul spec;
+    spec.a = a;
+    spec.lda = lda;
+    spec.b = x.data;
+    spec.ldb = x.ld;
+    spec.d = y.data;
+    spec.d_type = y.dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+    spec.ldd = y.ld;
+    spec.m = x.rows;
+    spec.cols = cols;
+    spec.kr = kr;
+    spec.bias = bias != nullptr ? bias->data : nullptr;
+    return spec;
+  }
 
   // UNIMPLEMENTED when cuBLASLt has no algorithm for the spec.
   absl::Status RunMatmul(const Matmul& s) {
@@ -634,19 +641,7 @@ class CudaBackend final : public Backend {
       SHIFT_RETURN_IF_ERROR(
           CudaStatus(LaunchDequantizeE4M3(a, w.k(), cols, kr, a_scales, Bf(slice), ld, stream_),
                      "dequantize FP8"));
-      Matmul spec;
-      spec.a = slice.tensor().data;
-      spec.lda = ld;
-      spec.b = x.data;
-      spec.ldb = x.ld;
-      spec.d = y.data;
-      spec.d_type = y_type;
-      spec.ldd = y.ld;
-      spec.m = m;
-      spec.cols = cols;
-      spec.kr = kr;
-      spec.bias = bias != nullptr ? bias->data : nullptr;
-      return RunMatmul(spec);
+      return RunMatmul(Bf16Matmul(slice.tensor().data, ld, x, bias, y, cols, kr));
     }
     const int64_t ldq = (kr + 15) / 16 * 16;
     SHIFT_ASSIGN_OR_RETURN(Buffer xq, Allocate(DType::kF8E4M3, m, ldq, false));

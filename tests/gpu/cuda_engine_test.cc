@@ -126,17 +126,22 @@ class CudaEngineTest : public ::testing::TestWithParam<Model> {
   void SetUp() override {
     std::string why;
     if (kernels::CudaDeviceCount(&why) == 0) GTEST_SKIP() << "no GPU present: " << why;
+    ASSERT_TRUE(WriteRandomModel(tmp_.Sub("model"), GetParam().options).ok());
   }
+  static EngineOptions Options() {
+    EngineOptions options;
+    options.kv_cache_bytes = 64 << 20;
+    options.block_size = 16;
+    return options;
+  }
+
+  testing::TestTempDir tmp_;
 };
 
 TEST_P(CudaEngineTest, TeacherForcedLogitsFollowTheCpuEngine) {
-  testing::TestTempDir tmp;
-  ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), GetParam().options).ok());
-  auto files = OpenModelFiles(tmp.Sub("model"));
+  auto files = OpenModelFiles(tmp_.Sub("model"));
   ASSERT_TRUE(files.ok()) << files.status();
-  EngineOptions options;
-  options.kv_cache_bytes = 64 << 20;
-  options.block_size = 16;
+  const EngineOptions options = Options();
   auto cpu = Engine::Create(*files, options);
   auto gpu = CudaEngine(*files, options);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -207,13 +212,9 @@ TEST_P(CudaEngineTest, TeacherForcedLogitsFollowTheCpuEngine) {
 // steps run eagerly (the same kernels, launches and GEMM algorithms), and
 // graphs are recorded once per bucket and table width.
 TEST_P(CudaEngineTest, DecodeGraphsReplayTheEagerPaddedBits) {
-  testing::TestTempDir tmp;
-  ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), GetParam().options).ok());
-  auto files = OpenModelFiles(tmp.Sub("model"));
+  auto files = OpenModelFiles(tmp_.Sub("model"));
   ASSERT_TRUE(files.ok()) << files.status();
-  EngineOptions options;
-  options.kv_cache_bytes = 64 << 20;
-  options.block_size = 16;
+  EngineOptions options = Options();
   auto graphs = CudaEngine(*files, options);
   options.enforce_eager = true;
   options.pad_decodes = true;

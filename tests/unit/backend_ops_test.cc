@@ -141,6 +141,31 @@ class BackendOpsTest : public ::testing::TestWithParam<std::string> {
     }
   }
 
+  // y (+ bias) = x · w over `range` for random x on both backends; with
+  // `strided`, y is a column window of a wider buffer.
+  Twin GemmOnBoth(std::unique_ptr<Weight> (&w)[2], const GemmRange& range, int64_t m,
+                  bool with_bias, bool strided) {
+    const int64_t n = w[0]->n(), k = w[0]->k();
+    const int64_t cols = (range.n_end < 0 ? n : range.n_end) - range.n_begin;
+    const int64_t kr = k / kReductionGroups * range.group_count, at = strided ? 1 : 0;
+    Twin x = Upload(Random(rng_, m * kr), m, kr);
+    Twin bias = Upload(Random(rng_, cols), 1, cols);
+    Twin y = Zeros(m, cols + (strided ? 3 : 0));
+    for (int i : {0, 1}) {
+      EXPECT_TRUE(on(i)
+                      .Gemm(x.on[i], *w[i], range, with_bias ? &bias.on[i].tensor() : nullptr,
+                            y.on[i].Cols(at, at + cols))
+                      .ok());
+    }
+    return y;
+  }
+  static std::string GemmCase(int64_t m, int64_t n, int64_t k, const GemmRange& range,
+                              bool with_bias) {
+    return absl::StrCat(m, " x ", n, " x ", k, " columns [", range.n_begin, ", ", range.n_end,
+                        ") groups ", range.group_begin, "+", range.group_count,
+                        with_bias ? " + bias" : "");
+  }
+
   std::unique_ptr<StepData> Prepare(int i, const StepLayout& layout) {
     auto step = on(i).PrepareStep(layout);
     EXPECT_TRUE(step.ok()) << step.status();
@@ -230,23 +255,9 @@ TEST_P(BackendOpsTest, GemmOnColumnAndReductionRangesWithBias) {
         if (n > 32) ranges.push_back(GemmRange{32, n, 2, 2});
         for (const GemmRange& range : ranges) {
           for (bool with_bias : {false, true}) {
-            const int64_t cols = (range.n_end < 0 ? n : range.n_end) - range.n_begin;
-            const int64_t kr = k / kReductionGroups * range.group_count;
-            Twin x = Upload(Random(rng_, m * kr), m, kr);
-            Twin bias = Upload(Random(rng_, cols), 1, cols);
             // A strided output: y is a column window of a wider buffer.
-            Twin y = Zeros(m, cols + 3);
-            for (int i : {0, 1}) {
-              ASSERT_TRUE(on(i)
-                              .Gemm(x.on[i], *w[i], range,
-                                    with_bias ? &bias.on[i].tensor() : nullptr,
-                                    y.on[i].Cols(1, cols + 1))
-                              .ok());
-            }
-            ExpectClose(y, Op::kGemm,
-                        absl::StrCat(m, " x ", n, " x ", k, " columns [", range.n_begin, ", ",
-                                     range.n_end, ") groups ", range.group_begin, "+",
-                                     range.group_count, with_bias ? " + bias" : ""));
+            const Twin y = GemmOnBoth(w, range, m, with_bias, /*strided=*/true);
+            ExpectClose(y, Op::kGemm, GemmCase(m, n, k, range, with_bias));
           }
         }
       }
@@ -429,21 +440,8 @@ TEST_P(BackendOpsTest, GemmOnFp8WeightsWithScalesPerRow) {
         if (n > 16) ranges.push_back(GemmRange{16, n, 2, 2});
         for (const GemmRange& range : ranges) {
           for (bool with_bias : {false, true}) {
-            const int64_t cols = (range.n_end < 0 ? n : range.n_end) - range.n_begin;
-            const int64_t kr = k / kReductionGroups * range.group_count;
-            Twin x = Upload(Random(rng_, m * kr), m, kr);
-            Twin bias = Upload(Random(rng_, cols), 1, cols);
-            Twin y = Zeros(m, cols);
-            for (int i : {0, 1}) {
-              ASSERT_TRUE(on(i)
-                              .Gemm(x.on[i], *w[i], range,
-                                    with_bias ? &bias.on[i].tensor() : nullptr, y.on[i])
-                              .ok());
-            }
-            ExpectWithin(y, 5e-3,
-                         absl::StrCat("FP8 ", m, " x ", n, " x ", k, " columns [", range.n_begin,
-                                      ", ", range.n_end, ") groups ", range.group_begin, "+",
-                                      range.group_count, with_bias ? " + bias" : ""));
+            const Twin y = GemmOnBoth(w, range, m, with_bias, /*strided=*/false);
+            ExpectWithin(y, 5e-3, "FP8 " + GemmCase(m, n, k, range, with_bias));
           }
         }
       }
