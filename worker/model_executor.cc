@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "common/model_schema.h"
@@ -527,7 +528,7 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
   }
   std::vector<int64_t> rows(bucket);
   for (int64_t i = 0; i < bucket; ++i) rows[i] = i;
-  const bool captured = graphs_.mode == DecodeGraphs::kCaptured;
+  bool captured = graphs_.mode == DecodeGraphs::kCaptured;
   auto [it, made] = decode_.try_emplace({mode, bucket, width});
   DecodeGraph& g = it->second;
   Buffer fresh;  // the logits of a step run uncaptured
@@ -547,13 +548,20 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
       absl::StatusOr<std::unique_ptr<kernels::Graph>> graph =
           status.ok() ? backend_->EndCapture() : absl::StatusOr<std::unique_ptr<kernels::Graph>>();
       if (status.ok()) status = logits.ok() ? graph.status() : logits.status();
-      if (!status.ok()) {
-        decode_.erase(it);
-        return status;
+      if (status.ok()) {
+        g.graph = *std::move(graph);
+        // The graphs' own memory: valid while any graph is kept.
+        g.logits = logits->tensor();
+      } else {
+        // A graph that cannot be recorded must not stop serving: this and
+        // every later decode step runs padded and eager.
+        std::fprintf(stderr,
+                     "shift: recording a decode step as a CUDA graph failed (%s); decode steps "
+                     "run eagerly from now on\n",
+                     std::string(status.message()).c_str());
+        graphs_.mode = DecodeGraphs::kPadded;
+        captured = false;
       }
-      g.graph = *std::move(graph);
-      // The graphs' own memory: valid while any graph is kept.
-      g.logits = logits->tensor();
     }
   } else {
     SHIFT_RETURN_IF_ERROR(backend_->UpdateFixedStep(*g.step, std::move(layout)));

@@ -20,11 +20,13 @@ stages, on the GPU host, with the host's torch and transformers).
         against transformers' on one prompt.
     torch_bench.py fast-prefill MODEL_DIR --tokens N[,N...]
         The same model, eager: one prompt of N tokens, milliseconds.
-    torch_bench.py check MODEL_DIR DUMP.json [DUMP.json...]
+    torch_bench.py check MODEL_DIR DUMP.json [DUMP.json...] [--fp8]
         Teacher-forced check of shift's timed runs (shift-generate
         --dump_logits: the first request's prompt, tokens and logits): the
-        same model in PyTorch (bf16) fed shift's tokens; top-1 agreement on
-        decisive positions and logit NMSE against stated bounds, per dump.
+        same model in PyTorch (bf16; with --fp8, an FP8 checkpoint's
+        projections through torch._scaled_mm) fed shift's tokens; top-1
+        agreement on decisive positions and logit NMSE against stated
+        bounds, per dump. fast-decode and fast-prefill take --fp8 too.
 
 Each result is one line 'key=value ...' that the stage's table reads.
 """
@@ -232,7 +234,7 @@ class FastLlama:
     transformers computes them, attention by scaled_dot_product_attention
     over the whole cache with a mask of the positions written so far."""
 
-    def __init__(self, model_dir, max_batch, max_seq):
+    def __init__(self, model_dir, max_batch, max_seq, fp8=False):
         import torch
         from safetensors.torch import load_file
 
@@ -249,11 +251,27 @@ class FastLlama:
         for name in files:
             w.update(load_file(os.path.join(model_dir, name), device="cuda"))
         bf = torch.bfloat16
-        # FP8 weights (compressed-tensors) are dequantized with their scale
-        # per row: this model computes in bf16.
+        # FP8 weights (compressed-tensors): with fp8, kept as E4M3 codes and a
+        # float32 scale per row for torch._scaled_mm; otherwise dequantized
+        # with their scale per row, and this model computes in bf16.
+        quantized = {}
         for k in [k for k in w if k + "_scale" in w]:
-            w[k] = w[k].float() * w.pop(k + "_scale").float().reshape(-1, 1)
+            scale = w.pop(k + "_scale").float().reshape(-1)
+            if fp8:
+                rows = w[k].shape[0]
+                quantized[k] = (w.pop(k), scale.expand(rows).contiguous())
+            else:
+                w[k] = w[k].float() * scale.reshape(-1, 1)
         w = {k: v.to(bf) for k, v in w.items()}
+        w.update(quantized)
+
+        def cat(names):
+            parts = [w[n] for n in names]
+            if not isinstance(parts[0], tuple):
+                return torch.cat(parts)
+            codes = torch.cat([c.view(torch.uint8) for c, _ in parts]).view(torch.float8_e4m3fn)
+            return (codes, torch.cat([s for _, s in parts]))
+
         self.heads, self.kv = c["num_attention_heads"], c["num_key_value_heads"]
         self.d = c.get("head_dim") or c["hidden_size"] // self.heads
         self.eps = c["rms_norm_eps"]
@@ -266,9 +284,9 @@ class FastLlama:
             layer = {
                 "in_norm": w[p + "input_layernorm.weight"],
                 "post_norm": w[p + "post_attention_layernorm.weight"],
-                "wqkv": torch.cat([w[p + "self_attn.%s_proj.weight" % x] for x in "qkv"]),
+                "wqkv": cat([p + "self_attn.%s_proj.weight" % x for x in "qkv"]),
                 "wo": w[p + "self_attn.o_proj.weight"],
-                "w13": torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
+                "w13": cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
                 "w2": w[p + "mlp.down_proj.weight"],
                 "bqkv": None,
             }
@@ -288,8 +306,33 @@ class FastLlama:
             torch._dynamo.mark_static_address(t)
         for layer in self.layers:
             for t in layer.values():
-                if t is not None:
-                    torch._dynamo.mark_static_address(t)
+                for part in (t if isinstance(t, tuple) else (t,)):
+                    if part is not None:
+                        torch._dynamo.mark_static_address(part)
+
+    @staticmethod
+    def linear(x, w, bias=None):
+        """x · wᵀ (+ bias); an FP8 weight (codes, row scales) through
+        torch._scaled_mm with the activations quantized per token (rows
+        padded to 16, as _scaled_mm wants)."""
+        import torch
+        import torch.nn.functional as F
+
+        if not isinstance(w, tuple):
+            return F.linear(x, w, bias)
+        codes, scales = w
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        m = x2.shape[0]
+        if m % 16:
+            x2 = F.pad(x2, (0, 0, 0, 16 - m % 16))
+        x_scale = x2.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / 448.0
+        xq = (x2.float() / x_scale).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(xq, codes.t(), scale_a=x_scale, scale_b=scales.reshape(1, -1),
+                             out_dtype=torch.bfloat16)[:m]
+        if bias is not None:
+            y = y + bias
+        return y.reshape(*shape[:-1], -1)
 
     def rms(self, x, weight):
         import torch
@@ -321,7 +364,7 @@ class FastLlama:
         qn, kn = self.heads * self.d, self.kv * self.d
         for i, l in enumerate(self.layers):
             h = self.rms(x, l["in_norm"])
-            qkv = F.linear(h, l["wqkv"], l["bqkv"])
+            qkv = self.linear(h, l["wqkv"], l["bqkv"])
             q = qkv[..., :qn].view(b, t, self.heads, self.d)
             k = qkv[..., qn:qn + kn].view(b, t, self.kv, self.d)
             v = qkv[..., qn + kn:].view(b, t, self.kv, self.d)
@@ -331,11 +374,11 @@ class FastLlama:
             kc.index_copy_(2, pos, k)
             vc.index_copy_(2, pos, v)
             y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, enable_gqa=True)
-            x = x + F.linear(y.transpose(1, 2).reshape(b, t, qn), l["wo"])
+            x = x + self.linear(y.transpose(1, 2).reshape(b, t, qn), l["wo"])
             h = self.rms(x, l["post_norm"])
-            gu = F.linear(h, l["w13"])
+            gu = self.linear(h, l["w13"])
             inter = gu.shape[-1] // 2
-            x = x + F.linear(F.silu(gu[..., :inter]) * gu[..., inter:], l["w2"])
+            x = x + self.linear(F.silu(gu[..., :inter]) * gu[..., inter:], l["w2"])
         if last_only:
             x = x[:, -1:]
         return F.linear(self.rms(x, self.norm), self.head).float()
@@ -365,7 +408,7 @@ def check(args):
             d = json.load(f)
         dumps.append((path, d))
         longest = max(longest, len(d["prompt_ids"]) + len(d["generated_ids"]))
-    model = FastLlama(args.model, 1, longest)
+    model = FastLlama(args.model, 1, longest, fp8=args.fp8)
     ok = True
     for path, d in dumps:
         prompt, generated = d["prompt_ids"], d["generated_ids"]
@@ -412,8 +455,8 @@ def fast_decode(args):
 
     batches = [int(b) for b in args.batch.split(",")]
     total = args.context + args.steps + 8
-    model = FastLlama(args.model, max(batches), total)
-    ok = fast_against_transformers(args.model, model)
+    model = FastLlama(args.model, max(batches), total, fp8=args.fp8)
+    ok = args.fp8 or fast_against_transformers(args.model, model)
 
     def step(ids, pos):
         logits = model.forward(ids, pos)
@@ -441,8 +484,9 @@ def fast_decode(args):
                 torch.cuda.synchronize()
                 if i >= 3:  # compilation and graph capture first
                     times.append(time.perf_counter() - t)
-        print("torch-compile decode batch=%d context=%d steps=%d median_ms=%.3f min_ms=%.3f" %
-              (batch, args.context, len(times), median(times) * 1e3, min(times) * 1e3))
+        print("torch-compile%s decode batch=%d context=%d steps=%d median_ms=%.3f min_ms=%.3f" %
+              (" fp8" if args.fp8 else "", batch, args.context, len(times),
+               median(times) * 1e3, min(times) * 1e3))
         sys.stdout.flush()
     return 0 if ok else 1
 
@@ -451,7 +495,7 @@ def fast_prefill(args):
     import torch
 
     sizes = [int(n) for n in args.tokens.split(",")]
-    model = FastLlama(args.model, 1, max(sizes))
+    model = FastLlama(args.model, 1, max(sizes), fp8=args.fp8)
     vocab = min(model.c["vocab_size"], 2000)
     for n in sizes:
         ids = torch.randint(3, vocab, (1, n), generator=torch.Generator().manual_seed(n)).cuda()
@@ -465,7 +509,8 @@ def fast_prefill(args):
                 torch.cuda.synchronize()
                 if i >= 1:
                     times.append(time.perf_counter() - t)
-        print("torch-eager prefill tokens=%d median_ms=%.2f" % (n, median(times) * 1e3))
+        print("torch-eager%s prefill tokens=%d median_ms=%.2f" %
+              (" fp8" if args.fp8 else "", n, median(times) * 1e3))
         sys.stdout.flush()
     return 0
 
@@ -483,17 +528,21 @@ def main():
     d.add_argument("--context", type=int, default=1024)
     d.add_argument("--steps", type=int, default=32)
     d.add_argument("--compile", action="store_true")
+    fp8_help = "an FP8 checkpoint's projections through torch._scaled_mm (else dequantized)"
     f = sub.add_parser("fast-decode")
     f.add_argument("model")
     f.add_argument("--batch", default="1")
     f.add_argument("--context", type=int, default=1024)
     f.add_argument("--steps", type=int, default=32)
+    f.add_argument("--fp8", action="store_true", help=fp8_help)
     f = sub.add_parser("fast-prefill")
     f.add_argument("model")
     f.add_argument("--tokens", default="512,2048,8192")
+    f.add_argument("--fp8", action="store_true", help=fp8_help)
     c = sub.add_parser("check")
     c.add_argument("model")
     c.add_argument("dumps", nargs="+")
+    c.add_argument("--fp8", action="store_true", help=fp8_help)
     args = p.parse_args()
     commands = {"ceilings": ceilings, "weights": weights, "hf-decode": hf_decode,
                 "fast-decode": fast_decode, "fast-prefill": fast_prefill, "check": check}

@@ -635,14 +635,16 @@ class CudaBackend final : public Backend {
     const float* a_scales = w.scales() + range.n_begin;
     const bool y_f32 = y.dtype == DType::kF32;
     const cudaDataType_t y_type = y_f32 ? CUDA_R_32F : CUDA_R_16BF;
-    if (kr % 16 != 0 || w.k() % 16 != 0 || Alignment(a) < 16) {
+    // bf16 on the dequantized slice: shapes the FP8 matmul does not take.
+    auto dequantized = [&]() -> absl::Status {
       const int64_t ld = (kr + 7) / 8 * 8;
       SHIFT_ASSIGN_OR_RETURN(Buffer slice, Allocate(DType::kBF16, cols, ld, false));
       SHIFT_RETURN_IF_ERROR(
           CudaStatus(LaunchDequantizeE4M3(a, w.k(), cols, kr, a_scales, Bf(slice), ld, stream_),
                      "dequantize FP8"));
       return RunMatmul(Bf16Matmul(slice.tensor().data, ld, x, bias, y, cols, kr));
-    }
+    };
+    if (kr % 16 != 0 || w.k() % 16 != 0 || Alignment(a) < 16) return dequantized();
     const int64_t ldq = (kr + 15) / 16 * 16;
     SHIFT_ASSIGN_OR_RETURN(Buffer xq, Allocate(DType::kF8E4M3, m, ldq, false));
     SHIFT_ASSIGN_OR_RETURN(Buffer xs, Allocate(DType::kF32, 1, m, false));
@@ -684,7 +686,9 @@ class CudaBackend final : public Backend {
     spec.d = acc.tensor().data;
     spec.d_type = CUDA_R_32F;
     spec.ldd = ld_acc;
-    SHIFT_RETURN_IF_ERROR(RunMatmul(spec));
+    if (const absl::Status status = RunMatmul(spec); !status.ok()) {
+      return absl::IsUnimplemented(status) ? dequantized() : status;
+    }
     return CudaStatus(
         LaunchScaleRowsCols(acc.tensor().As<float>(), ld_acc, m, cols, x_scales, a_scales,
                             bias != nullptr ? Bf(*bias) : nullptr, y.data, y.ld, y_f32, stream_),
@@ -811,8 +815,10 @@ class CudaBackend final : public Backend {
     const cublasStatus_t status =
         lt_api_->MatmulAlgoGetHeuristic(lt_, op, la, lb, ly, ly, pref, 1, &result, &found);
     lt_api_->MatmulPreferenceDestroy(pref);
-    SHIFT_RETURN_IF_ERROR(CheckBlas(status, "cublasLtMatmulAlgoGetHeuristic"));
-    if (found == 0) {
+    if (status != CUBLAS_STATUS_NOT_SUPPORTED) {
+      SHIFT_RETURN_IF_ERROR(CheckBlas(status, "cublasLtMatmulAlgoGetHeuristic"));
+    }
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED || found == 0) {
       return absl::UnimplementedError(absl::StrCat("cuBLASLt has no algorithm for a GEMM of ",
                                                    std::get<0>(key), " x ", std::get<1>(key), " x ",
                                                    std::get<2>(key)));
