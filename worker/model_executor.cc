@@ -69,12 +69,7 @@ ModelExecutor::ModelExecutor(ModelConfig config, kernels::Backend* backend, int 
       world_size_(world_size),
       graphs_(graphs) {
   shard_ = ShardOf(rank_);
-  // Groups of several ranks run every step as usual (their collectives
-  // sit between the pieces a graph would hold), unless their collectives
-  // record into graphs and that was asked for.
-  if ((world_size_ > 1 && !graphs_.with_collectives) || graphs_.max_batch < 1) {
-    graphs_.mode = DecodeGraphs::kOff;
-  }
+  if (graphs_.max_batch < 1) graphs_.mode = DecodeGraphs::kOff;
   if (graphs_.mode != DecodeGraphs::kOff) buckets_ = DecodeBuckets(graphs_.max_batch);
 }
 
@@ -486,13 +481,8 @@ absl::StatusOr<Buffer> ModelExecutor::Forward(const kernels::StepData& step,
 }
 
 bool ModelExecutor::IsGraphDecode(const kernels::StepLayout& layout,
-                                  absl::Span<const int64_t> sample_tokens,
-                                  const Communicator* comm) const {
+                                  absl::Span<const int64_t> sample_tokens) const {
   const int64_t n = layout.num_tokens();
-  if (world_size_ > 1 && graphs_.mode == DecodeGraphs::kCaptured &&
-      (comm == nullptr || !comm->records_into_graphs())) {
-    return false;
-  }
   if (graphs_.mode == DecodeGraphs::kOff || n < 1 || n > buckets_.back() ||
       static_cast<int64_t>(layout.sequences.size()) != n ||
       static_cast<int64_t>(sample_tokens.size()) != n) {
@@ -541,17 +531,10 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
     }
     g.step = *std::move(step);
     if (captured) {
-      // Recorded, not run: the replay below runs it.
-      absl::Status status = backend_->BeginCapture();
-      absl::StatusOr<Buffer> logits =
-          status.ok() ? Forward(*g.step, rows, mode, comm) : absl::StatusOr<Buffer>(status);
-      absl::StatusOr<std::unique_ptr<kernels::Graph>> graph =
-          status.ok() ? backend_->EndCapture() : absl::StatusOr<std::unique_ptr<kernels::Graph>>();
-      if (status.ok()) status = logits.ok() ? graph.status() : logits.status();
+      absl::Status status = Record(g, rows, mode, comm);
       if (status.ok()) {
-        g.graph = *std::move(graph);
-        // The graphs' own memory: valid while any graph is kept.
-        g.logits = logits->tensor();
+        // Recorded in pieces: the step has run already.
+        if (!g.pieces.empty()) return Sample(g.logits, n, requests);
       } else {
         // A graph that cannot be recorded must not stop serving: this and
         // every later decode step runs padded and eager.
@@ -568,14 +551,43 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
   }
   Tensor logits;
   if (captured) {
-    SHIFT_RETURN_IF_ERROR(backend_->Replay(*g.graph));
+    SHIFT_RETURN_IF_ERROR(g.graph ? backend_->Replay(*g.graph) : ReplayPieces(*backend_, g.pieces));
     logits = g.logits;
   } else {
     SHIFT_ASSIGN_OR_RETURN(fresh, Forward(*g.step, rows, mode, comm));
     logits = fresh.tensor();
   }
+  return Sample(logits, n, requests);
+}
+
+absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::Sample(
+    const Tensor& logits, int64_t n, absl::Span<const kernels::SampleRequest> requests) {
   if (rank_ != 0) return std::vector<kernels::SampleResult>{};
   return backend_->Sample(logits.Rows(0, n), requests);
+}
+
+absl::Status ModelExecutor::Record(DecodeGraph& g, absl::Span<const int64_t> rows, StepMode mode,
+                                   Communicator* comm) {
+  // One rank, or a group whose collectives record into graphs (and asked
+  // to): the whole step, recorded, not run (the caller replays it).
+  if (world_size_ == 1 || (graphs_.with_collectives && comm->records_into_graphs())) {
+    SHIFT_RETURN_IF_ERROR(backend_->BeginCapture());
+    absl::StatusOr<Buffer> logits = Forward(*g.step, rows, mode, comm);
+    absl::StatusOr<std::unique_ptr<kernels::Graph>> graph = backend_->EndCapture();
+    SHIFT_RETURN_IF_ERROR(logits.status());
+    SHIFT_RETURN_IF_ERROR(graph.status());
+    g.graph = *std::move(graph);
+    // The graphs' own memory: valid while any graph is kept.
+    g.logits = logits->tensor();
+    return absl::OkStatus();
+  }
+  // Pieces between collectives, each run as it is recorded.
+  PiecewiseCapture pieces(comm, backend_);
+  SHIFT_RETURN_IF_ERROR(pieces.Begin());
+  SHIFT_ASSIGN_OR_RETURN(Buffer logits, Forward(*g.step, rows, mode, &pieces));
+  SHIFT_ASSIGN_OR_RETURN(g.pieces, pieces.Finish());
+  g.logits = logits.tensor();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::Step(
@@ -586,7 +598,7 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::Step(
     return absl::FailedPreconditionError(
         absl::StrCat("rank ", r, " of ", p, " has no communicator: its group is not formed"));
   }
-  if (IsGraphDecode(layout, sample_tokens, comm)) {
+  if (IsGraphDecode(layout, sample_tokens)) {
     return DecodeStep(std::move(layout), requests, mode, comm);
   }
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<kernels::StepData> step,

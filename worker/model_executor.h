@@ -22,6 +22,7 @@
 #include "common/step_mode.h"
 #include "kernels/backend.h"
 #include "worker/communicator.h"
+#include "worker/piecewise_graph.h"
 
 namespace shift {
 
@@ -42,9 +43,11 @@ struct DecodeGraphs {
   Mode mode = kOff;
   // The largest batch run this way; larger decode batches run as usual.
   int64_t max_batch = 256;
-  // Groups of several ranks too, when their communicator records into
-  // graphs (NCCL): the whole step, collectives inside, one graph per mode,
-  // bucket and width. Not yet run on several GPUs.
+  // Groups of several ranks record a step in pieces between collectives,
+  // which run eagerly between the pieces' replays
+  // (worker/piecewise_graph.h). With `with_collectives`, a group whose
+  // communicator records into graphs (NCCL) records the whole step,
+  // collectives inside, instead (not yet run on several GPUs).
   bool with_collectives = false;
 };
 
@@ -104,7 +107,8 @@ class ModelExecutor {
   // graph leaves the logits.
   struct DecodeGraph {
     std::unique_ptr<kernels::StepData> step;
-    std::unique_ptr<kernels::Graph> graph;
+    std::unique_ptr<kernels::Graph> graph;  // the whole step, or
+    std::vector<GraphPiece> pieces;         // its pieces between collectives
     kernels::Tensor logits;
   };
 
@@ -116,13 +120,20 @@ class ModelExecutor {
                                           absl::Span<const int64_t> sample_tokens, StepMode mode,
                                           Communicator* comm);
   // Whether a step runs through DecodeStep.
-  bool IsGraphDecode(const kernels::StepLayout& layout, absl::Span<const int64_t> sample_tokens,
-                     const Communicator* comm) const;
+  bool IsGraphDecode(const kernels::StepLayout& layout,
+                     absl::Span<const int64_t> sample_tokens) const;
   // A decode step padded to its bucket on a fixed step, recorded as a
   // graph the first time (kCaptured) and replayed.
   absl::StatusOr<std::vector<kernels::SampleResult>> DecodeStep(
       kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests, StepMode mode,
       Communicator* comm);
+  // Records g's step: a whole graph (not run), or pieces between
+  // collectives (run as they are recorded).
+  absl::Status Record(DecodeGraph& g, absl::Span<const int64_t> rows, StepMode mode,
+                      Communicator* comm);
+  // The leader's tokens from the first n rows of `logits`.
+  absl::StatusOr<std::vector<kernels::SampleResult>> Sample(
+      const kernels::Tensor& logits, int64_t n, absl::Span<const kernels::SampleRequest> requests);
   absl::Status Load(const Checkpoint& checkpoint);
   absl::Status AllocateKv(int64_t kv_cache_bytes, int64_t block_size);
   absl::StatusOr<kernels::Buffer> Allocate(int64_t rows, int64_t cols, bool zero = false);

@@ -58,7 +58,7 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
   std::vector<std::vector<EngineSample>> RunGroup(
       const std::vector<StepMode>& modes,
       std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr, bool staged = false,
-      const EngineOptions& options = Options()) {
+      const EngineOptions& options = Options(), bool graphs = false) {
     const int p = GetParam().ranks;
     gloo::rendezvous::HashStore store;
     std::vector<std::vector<EngineSample>> leader;
@@ -79,9 +79,9 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
                                                             /*always_stage=*/true);
         }
         std::unique_ptr<Communicator>* comm = &comm_owned;
-        auto recorder = std::make_unique<RecordingBackend>();
+        auto recorder = std::make_unique<RecordingBackend>(graphs);
         const RecordingBackend* record = recorder.get();
-        auto engine = calls == nullptr
+        auto engine = calls == nullptr && !graphs
                           ? Engine::Create(*files, options, comm->get())
                           : Engine::Create(*files, options, comm->get(), std::move(recorder));
         ASSERT_TRUE(engine.ok()) << engine.status();
@@ -95,6 +95,9 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
           }
         }
         if (calls != nullptr) (*calls)[r] = record->calls();
+        if (graphs) {
+          EXPECT_GT(record->replayed(), 0) << "rank " << r << " replayed no graph";
+        }
         EXPECT_TRUE((*comm)->Barrier().ok());  // no teardown under a peer's feet
       });
     }
@@ -104,8 +107,9 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
 
   void ExpectSameAsSingleRank(const std::vector<StepMode>& modes, const std::string& name,
                               std::vector<std::vector<RecordingBackend::Call>>* calls = nullptr,
-                              bool staged = false, const EngineOptions& options = Options()) {
-    const auto got = RunGroup(modes, calls, staged, options);
+                              bool staged = false, const EngineOptions& options = Options(),
+                              bool graphs = false) {
+    const auto got = RunGroup(modes, calls, staged, options, graphs);
     ASSERT_EQ(got.size(), recording_.outputs.size()) << name;
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_EQ(got[i].size(), recording_.outputs[i].size()) << name << " step " << i;
@@ -118,6 +122,15 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
             << name << " step " << i << " seq " << a.seq_id;
       }
     }
+  }
+
+  // TP and SP, one step each in turn.
+  std::vector<StepMode> Alternating() const {
+    std::vector<StepMode> modes;
+    for (size_t i = 0; i < recording_.steps.size(); ++i) {
+      modes.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
+    }
+    return modes;
   }
 
   testing::TestTempDir tmp_;
@@ -150,12 +163,7 @@ TEST_P(ParallelEngineTest, EveryModeScheduleGivesTheSingleRankBits) {
 // Collectives staged through host copies (StagedCommunicator, as ranks
 // sharing one GPU run them) change nothing: same bits, both modes.
 TEST_P(ParallelEngineTest, HostStagedCollectivesGiveTheSameBits) {
-  const size_t steps = recording_.steps.size();
-  std::vector<StepMode> alternating;
-  for (size_t i = 0; i < steps; ++i) {
-    alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
-  }
-  ExpectSameAsSingleRank(alternating, "staged, alternating", nullptr, /*staged=*/true);
+  ExpectSameAsSingleRank(Alternating(), "staged, alternating", nullptr, /*staged=*/true);
 }
 
 // Decode steps padded to batch buckets with the group's collectives inside
@@ -167,30 +175,38 @@ TEST_P(ParallelEngineTest, PaddedDecodesWithCollectivesGiveTheSameBits) {
   options.graphs_with_collectives = true;
   options.kv_cache_bytes += options.kv_cache_bytes / 8;  // room for the scratch block
   const size_t steps = recording_.steps.size();
-  std::vector<StepMode> alternating;
-  for (size_t i = 0; i < steps; ++i) {
-    alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
-  }
   ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kTensorParallel), "padded TP",
                          nullptr, false, options);
   ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kSequenceParallel), "padded SP",
                          nullptr, false, options);
-  ExpectSameAsSingleRank(alternating, "padded, alternating", nullptr, false, options);
+  ExpectSameAsSingleRank(Alternating(), "padded, alternating", nullptr, false, options);
+}
+
+// Decode steps recorded as graphs in pieces between the collectives (what a
+// CUDA group sharing a GPU does), on a backend that records graphs as a GPU
+// does, replayed piece by piece with the collectives run between: the
+// single-rank bits, in TP, SP and alternating, staged collectives too.
+TEST_P(ParallelEngineTest, DecodesRecordedInPiecesGiveTheSameBits) {
+  EngineOptions options = Options();
+  options.kv_cache_bytes += options.kv_cache_bytes / 8;  // room for the scratch block
+  const size_t steps = recording_.steps.size();
+  ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kTensorParallel), "pieces TP",
+                         nullptr, false, options, /*graphs=*/true);
+  ExpectSameAsSingleRank(std::vector<StepMode>(steps, StepMode::kSequenceParallel), "pieces SP",
+                         nullptr, false, options, /*graphs=*/true);
+  ExpectSameAsSingleRank(Alternating(), "pieces, alternating, staged", nullptr, /*staged=*/true,
+                         options, /*graphs=*/true);
 }
 
 TEST_P(ParallelEngineTest, ExecutorGivesTheSameBitsThroughARecordingBackend) {
   // Steps alternate TP and SP, each rank on a backend that records every
   // operation and forwards it to the CPU backend.
-  std::vector<StepMode> alternating;
-  for (size_t i = 0; i < recording_.steps.size(); ++i) {
-    alternating.push_back(i % 2 ? StepMode::kSequenceParallel : StepMode::kTensorParallel);
-  }
   std::vector<std::vector<RecordingBackend::Call>> calls;
-  ExpectSameAsSingleRank(alternating, "alternating, recorded", &calls);
+  ExpectSameAsSingleRank(Alternating(), "alternating, recorded", &calls);
   // Every operation went through the interface: each kind the model needs
   // was asked for, the weights were uploaded, and only the leader samples.
   const ModelConfig& c = files_->config;
-  const int64_t steps = static_cast<int64_t>(alternating.size()), layers = c.num_hidden_layers;
+  const int64_t steps = static_cast<int64_t>(recording_.steps.size()), layers = c.num_hidden_layers;
   for (int r = 0; r < GetParam().ranks; ++r) {
     auto count = [&](kernels::Op op) {
       return std::count_if(calls[r].begin(), calls[r].end(),

@@ -4,14 +4,16 @@
 // batches that fill a bucket and batches that do not, across table widths
 // (contexts past 64 blocks), with sampling of every kind, and the padding
 // rows' scratch block never shows: one block fewer for the scheduler, and
-// the real sequences' cache untouched. The buckets themselves are checked
-// too. GPU replays against the same padded steps run eagerly:
-// tests/gpu/cuda_engine_test.cc.
+// the real sequences' cache untouched. The same holds when the decodes are
+// recorded as graphs and replayed, on a test backend that records them as a
+// GPU does. The buckets themselves are checked too. GPU replays against the
+// same padded steps run eagerly: tests/gpu/cuda_engine_test.cc.
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/testing/recording_backend.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
 #include "worker/engine.h"
@@ -49,23 +51,31 @@ class DecodeGraphsTest : public ::testing::Test {
     files_ = std::make_unique<ModelFiles>(*std::move(files));
   }
 
-  std::unique_ptr<Engine> Make(bool padded) {
+  enum class Kind { kPlain, kPadded, kRecorded };
+  // kRecorded: on a backend that records graphs as a GPU does
+  // (tests/testing/recording_backend.h), so decodes are recorded and
+  // replayed.
+  std::unique_ptr<Engine> Make(Kind kind) {
     EngineOptions options;
     options.kv_cache_bytes = 8 << 20;
     options.block_size = 4;
-    options.pad_decodes = padded;
+    options.pad_decodes = kind == Kind::kPadded;
     options.max_graph_batch = 6;
-    auto engine = Engine::Create(*files_, options);
+    auto engine = kind == Kind::kRecorded
+                      ? Engine::Create(*files_, options, nullptr,
+                                       std::make_unique<testing::RecordingBackend>(true))
+                      : Engine::Create(*files_, options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     return engine.ok() ? *std::move(engine) : nullptr;
   }
+  void ExpectPlainBits(Kind kind);
 
   testing::TestTempDir tmp_;
   std::unique_ptr<ModelFiles> files_;
 };
 
-TEST_F(DecodeGraphsTest, PaddedDecodesGiveThePlainBits) {
-  auto plain = Make(false), padded = Make(true);
+void DecodeGraphsTest::ExpectPlainBits(Kind kind) {
+  auto plain = Make(Kind::kPlain), padded = Make(kind);
   ASSERT_NE(plain, nullptr);
   ASSERT_NE(padded, nullptr);
   EXPECT_EQ(padded->num_blocks(), plain->num_blocks() - 1);  // the scratch block
@@ -131,6 +141,10 @@ TEST_F(DecodeGraphsTest, PaddedDecodesGiveThePlainBits) {
   }
   EXPECT_GT(padded->num_decode_graphs(), 0);
   EXPECT_EQ(plain->num_decode_graphs(), 0);
+  if (kind == Kind::kRecorded) {
+    // Replayed, not fallen back to running eagerly.
+    EXPECT_GT(dynamic_cast<const testing::RecordingBackend&>(padded->backend()).replayed(), 0);
+  }
   // Sequence 6 grows past 64 blocks (256 positions): a wider table.
   const int64_t graphs = padded->num_decode_graphs();
   seqs[6].next.clear();
@@ -138,6 +152,11 @@ TEST_F(DecodeGraphsTest, PaddedDecodesGiveThePlainBits) {
   for (int i = 0; i < 3; ++i) step({6}, 1);
   EXPECT_GT(padded->num_decode_graphs(), graphs);
 }
+
+TEST_F(DecodeGraphsTest, PaddedDecodesGiveThePlainBits) { ExpectPlainBits(Kind::kPadded); }
+
+// Recorded once per bucket and width, replayed after: still the plain bits.
+TEST_F(DecodeGraphsTest, RecordedDecodesGiveThePlainBits) { ExpectPlainBits(Kind::kRecorded); }
 
 }  // namespace
 }  // namespace shift
