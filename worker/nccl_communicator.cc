@@ -4,18 +4,16 @@
 
 #if SHIFT_HAVE_CUDA
 #include <cuda_runtime.h>
-#include <dlfcn.h>
 #include <nccl.h>
 
 #include <chrono>
 #include <cstring>
-#include <initializer_list>
 #include <thread>
-#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "common/status.h"
+#include "kernels/cuda/runtime.h"
 #endif
 
 namespace shift {
@@ -59,35 +57,29 @@ struct NcclApi {
 absl::StatusOr<const NcclApi*> LoadNccl() {
   static NcclApi api;
   static absl::Status status = [] {
-    void* lib = nullptr;
-    for (const char* name : {"libnccl.so.2", "libnccl.so"}) {
-      if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
-    }
-    if (lib == nullptr) {
+    kernels::cuda::RuntimeLibrary lib({"libnccl.so.2", "libnccl.so"});
+    if (!lib.loaded()) {
       return absl::UnavailableError(
-          absl::StrCat("cannot load NCCL (libnccl.so.2): ", dlerror(),
+          absl::StrCat("cannot load NCCL (libnccl.so.2): ", lib.why(),
                        "; install NCCL or put its directory on LD_LIBRARY_PATH"));
     }
-    bool missing = false;
-    auto symbol = [&](auto* fn, const char* name) {
-      *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(dlsym(lib, name));
-      missing = missing || *fn == nullptr;
-    };
-    symbol(&api.GetVersion, "ncclGetVersion");
-    symbol(&api.GetUniqueId, "ncclGetUniqueId");
-    symbol(&api.CommInitRankConfig, "ncclCommInitRankConfig");
-    symbol(&api.CommFinalize, "ncclCommFinalize");
-    symbol(&api.CommDestroy, "ncclCommDestroy");
-    symbol(&api.CommAbort, "ncclCommAbort");
-    symbol(&api.CommGetAsyncError, "ncclCommGetAsyncError");
-    symbol(&api.GetErrorString, "ncclGetErrorString");
-    symbol(&api.AllGather, "ncclAllGather");
-    symbol(&api.AllReduce, "ncclAllReduce");
-    symbol(&api.Send, "ncclSend");
-    symbol(&api.Recv, "ncclRecv");
-    symbol(&api.GroupStart, "ncclGroupStart");
-    symbol(&api.GroupEnd, "ncclGroupEnd");
-    if (missing) return absl::UnavailableError("NCCL lacks an entry point shift needs (2.14+)");
+    lib.Get(&api.GetVersion, "ncclGetVersion");
+    lib.Get(&api.GetUniqueId, "ncclGetUniqueId");
+    lib.Get(&api.CommInitRankConfig, "ncclCommInitRankConfig");
+    lib.Get(&api.CommFinalize, "ncclCommFinalize");
+    lib.Get(&api.CommDestroy, "ncclCommDestroy");
+    lib.Get(&api.CommAbort, "ncclCommAbort");
+    lib.Get(&api.CommGetAsyncError, "ncclCommGetAsyncError");
+    lib.Get(&api.GetErrorString, "ncclGetErrorString");
+    lib.Get(&api.AllGather, "ncclAllGather");
+    lib.Get(&api.AllReduce, "ncclAllReduce");
+    lib.Get(&api.Send, "ncclSend");
+    lib.Get(&api.Recv, "ncclRecv");
+    lib.Get(&api.GroupStart, "ncclGroupStart");
+    lib.Get(&api.GroupEnd, "ncclGroupEnd");
+    if (!lib.complete()) {
+      return absl::UnavailableError("NCCL lacks an entry point shift needs (2.14+)");
+    }
     return absl::OkStatus();
   }();
   if (!status.ok()) return status;

@@ -2,7 +2,6 @@
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -11,7 +10,6 @@
 #include <map>
 #include <string_view>
 #include <tuple>
-#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -61,33 +59,26 @@ struct LtApi {
 absl::StatusOr<const LtApi*> LoadLt() {
   static LtApi api;
   static absl::Status status = [] {
-    void* lib = nullptr;
-    for (const char* name : {"libcublasLt.so.13", "libcublasLt.so"}) {
-      if ((lib = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
-    }
-    if (lib == nullptr) {
+    RuntimeLibrary lib({"libcublasLt.so.13", "libcublasLt.so"});
+    if (!lib.loaded()) {
       return absl::FailedPreconditionError(
-          absl::StrCat("cannot load cuBLASLt (libcublasLt.so.13): ", dlerror()));
+          absl::StrCat("cannot load cuBLASLt (libcublasLt.so.13): ", lib.why()));
     }
-    bool ok = true;
-    auto get = [&](auto* fn, const char* symbol) {
-      *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(dlsym(lib, symbol));
-      ok = ok && *fn != nullptr;
-    };
-    get(&api.Create, "cublasLtCreate");
-    get(&api.Destroy, "cublasLtDestroy");
-    get(&api.MatmulDescCreate, "cublasLtMatmulDescCreate");
-    get(&api.MatmulDescDestroy, "cublasLtMatmulDescDestroy");
-    get(&api.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute");
-    get(&api.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate");
-    get(&api.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy");
-    get(&api.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate");
-    get(&api.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy");
-    get(&api.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute");
-    get(&api.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic");
-    get(&api.Matmul, "cublasLtMatmul");
-    return ok ? absl::OkStatus()
-              : absl::FailedPreconditionError("libcublasLt.so.13 lacks a function shift uses");
+    lib.Get(&api.Create, "cublasLtCreate");
+    lib.Get(&api.Destroy, "cublasLtDestroy");
+    lib.Get(&api.MatmulDescCreate, "cublasLtMatmulDescCreate");
+    lib.Get(&api.MatmulDescDestroy, "cublasLtMatmulDescDestroy");
+    lib.Get(&api.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute");
+    lib.Get(&api.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate");
+    lib.Get(&api.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy");
+    lib.Get(&api.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate");
+    lib.Get(&api.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy");
+    lib.Get(&api.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute");
+    lib.Get(&api.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic");
+    lib.Get(&api.Matmul, "cublasLtMatmul");
+    return lib.complete()
+               ? absl::OkStatus()
+               : absl::FailedPreconditionError("libcublasLt.so.13 lacks a function shift uses");
   }();
   if (!status.ok()) return status;
   return &api;

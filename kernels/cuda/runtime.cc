@@ -1,6 +1,7 @@
 #include "kernels/cuda/runtime.h"
 
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <memory>
 
@@ -8,6 +9,18 @@
 #include "kernels/cuda/convert.cuh"
 
 namespace shift::kernels::cuda {
+
+RuntimeLibrary::RuntimeLibrary(std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    if ((handle_ = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) return;
+    const char* error = dlerror();
+    why_ = error != nullptr ? error : name;
+  }
+}
+
+void* RuntimeLibrary::Symbol(const char* name) const {
+  return handle_ != nullptr ? dlsym(handle_, name) : nullptr;
+}
 
 absl::Status CudaStatus(int code, const char* what) {
   const auto err = static_cast<cudaError_t>(code);

@@ -5,11 +5,37 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "absl/status/status.h"
 
 namespace shift::kernels::cuda {
+
+// A library loaded at run time rather than linked (cuBLASLt, NCCL): the
+// first of its names dlopen finds, and its entry points by name.
+class RuntimeLibrary {
+ public:
+  explicit RuntimeLibrary(std::initializer_list<const char*> names);
+  // Whether one of the names loaded; if not, dlerror()'s reason.
+  bool loaded() const { return handle_ != nullptr; }
+  const std::string& why() const { return why_; }
+  // *fn = the entry point `name` (null when the library lacks it).
+  template <typename F>
+  void Get(F** fn, const char* name) {
+    *fn = reinterpret_cast<F*>(Symbol(name));
+    complete_ = complete_ && *fn != nullptr;
+  }
+  // Whether every Get found its entry point.
+  bool complete() const { return complete_; }
+
+ private:
+  void* Symbol(const char* name) const;
+
+  void* handle_ = nullptr;
+  std::string why_;
+  bool complete_ = true;
+};
 
 // OK, or INTERNAL naming `what` and the runtime's error; clears a launch
 // error so it does not stick to later calls.

@@ -19,6 +19,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "tests/testing/logit_agreement.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
 #include "worker/engine.h"
@@ -162,41 +163,15 @@ TEST_P(CudaEngineTest, TeacherForcedLogitsFollowTheCpuEngine) {
   }
   const auto want = RunSchedule(**cpu, fed, other), got = RunSchedule(**gpu, fed, other);
   ASSERT_EQ(want.size(), got.size());
-  double err = 0, ref = 0;
-  size_t count = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    ASSERT_EQ(want[i].size(), got[i].size());
-    for (size_t v = 0; v < want[i].size(); ++v) {
-      err += (got[i][v] - want[i][v]) * (got[i][v] - want[i][v]);
-      ref += want[i][v] * want[i][v];
-    }
-    count += want[i].size();
-  }
-  // A random model's logits are nearly flat, so some positions' top two lie
-  // closer than bf16's error: a differing top-1 there is a tie, not a fault.
-  // Agreement is counted over all positions and over the decisive ones
-  // (top two further apart than 4x the RMS logit error).
-  const double rms = std::sqrt(err / static_cast<double>(count));
-  int agree = 0, decisive = 0, decisive_agree = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const auto cpu_top = std::max_element(want[i].begin(), want[i].end()) - want[i].begin();
-    const auto gpu_top = std::max_element(got[i].begin(), got[i].end()) - got[i].begin();
-    std::vector<float> sorted = want[i];
-    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-    const bool is_decisive = sorted[0] - sorted[1] > 4 * rms;
-    agree += cpu_top == gpu_top;
-    decisive += is_decisive;
-    decisive_agree += is_decisive && cpu_top == gpu_top;
-  }
-  const double top1 = static_cast<double>(agree) / want.size(), nmse = err / ref;
-  const double decisive_top1 = decisive > 0 ? static_cast<double>(decisive_agree) / decisive : 1;
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(want[i].size(), got[i].size());
+  const testing::LogitAgreement a = testing::CompareLogits(want, got);
   std::printf(
       "%s: top-1 agreement %.4f over %zu positions (%.4f over the %d decisive ones), logit NMSE "
       "%.3g\n",
-      GetParam().name.c_str(), top1, want.size(), decisive_top1, decisive, nmse);
-  EXPECT_GE(decisive_top1, kMinTop1);
-  EXPECT_GE(top1, kMinTop1AllPositions);
-  EXPECT_LT(nmse, kMaxNmse);
+      GetParam().name.c_str(), a.top1, a.rows, a.decisive_top1, a.decisive, a.nmse);
+  EXPECT_GE(a.decisive_top1, kMinTop1);
+  EXPECT_GE(a.top1, kMinTop1AllPositions);
+  EXPECT_LT(a.nmse, kMaxNmse);
 
   // Run to run on the GPU: a second engine, the same steps, the same bits.
   auto again = CudaEngine(*files, options);

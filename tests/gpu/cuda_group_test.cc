@@ -16,6 +16,7 @@
 
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
+#include "tests/testing/logit_agreement.h"
 #include "tests/testing/recorded_run.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
@@ -106,32 +107,13 @@ class CudaGroupTest : public ::testing::TestWithParam<Case> {
 
   void ExpectClose(const Logits& want, const Logits& got, const std::string& name) {
     ASSERT_EQ(want.size(), got.size()) << name;
-    double err = 0, ref = 0;
-    size_t count = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      ASSERT_EQ(want[i].size(), got[i].size()) << name;
-      for (size_t v = 0; v < want[i].size(); ++v) {
-        err += (got[i][v] - want[i][v]) * (got[i][v] - want[i][v]);
-        ref += want[i][v] * want[i][v];
-      }
-      count += want[i].size();
-    }
-    const double rms = std::sqrt(err / static_cast<double>(count)), nmse = err / ref;
-    int decisive = 0, agree = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      std::vector<float> sorted = want[i];
-      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-      if (sorted[0] - sorted[1] <= 4 * rms) continue;  // a tie at bf16's precision
-      ++decisive;
-      agree += std::max_element(want[i].begin(), want[i].end()) - want[i].begin() ==
-               std::max_element(got[i].begin(), got[i].end()) - got[i].begin();
-    }
-    const double top1 = decisive > 0 ? static_cast<double>(agree) / decisive : 1.0;
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(want[i].size(), got[i].size()) << name;
+    const testing::LogitAgreement a = testing::CompareLogits(want, got);
     std::printf("%d ranks, %lld kv heads, %s: top-1 %.4f over %d decisive of %zu rows, NMSE %.3g\n",
-                GetParam().ranks, static_cast<long long>(GetParam().kv_heads), name.c_str(), top1,
-                decisive, want.size(), nmse);
-    EXPECT_GE(top1, kMinTop1) << name;
-    EXPECT_LT(nmse, kMaxNmse) << name;
+                GetParam().ranks, static_cast<long long>(GetParam().kv_heads), name.c_str(),
+                a.decisive_top1, a.decisive, a.rows, a.nmse);
+    EXPECT_GE(a.decisive_top1, kMinTop1) << name;
+    EXPECT_LT(a.nmse, kMaxNmse) << name;
   }
 
   testing::TestTempDir tmp_;
