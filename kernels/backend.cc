@@ -168,16 +168,23 @@ absl::Status Backend::RmsNorm(const Tensor& residual, const Tensor* add, const T
 absl::Status Backend::Gemm(const Tensor& x, const Weight& w, const GemmRange& range,
                            const Tensor* bias, const Tensor& y) {
   const Op op = Op::kGemm;
-  const int64_t n_end = range.n_end < 0 ? w.n() : range.n_end;
+  const WeightPart& part = w.part();
+  const int64_t n_end = range.n_end < 0 ? part.n : range.n_end;
   const bool groups_ok = (range.group_count == 1 || range.group_count == 2 ||
                           range.group_count == 4 || range.group_count == 8) &&
                          range.group_begin % range.group_count == 0 &&
                          range.group_begin + range.group_count <= kReductionGroups;
+  // Inside the part this weight holds.
+  const bool held = range.n_begin >= part.row_begin && n_end <= part.row_end &&
+                    range.group_begin >= part.group_begin &&
+                    range.group_begin + range.group_count <= part.group_begin + part.group_count;
   SHIFT_RETURN_IF_ERROR(Require(
-      groups_ok && range.n_begin % kPanelWidth == 0 && range.n_begin <= n_end && n_end <= w.n(), op,
-      absl::StrCat("columns [", range.n_begin, ", ", n_end, ") of ", w.n(), ", groups ",
-                   range.group_begin, " + ", range.group_count)));
-  const int64_t k = w.k() / kReductionGroups * range.group_count, cols = n_end - range.n_begin;
+      groups_ok && held && range.n_begin % kPanelWidth == 0 && range.n_begin <= n_end, op,
+      absl::StrCat("columns [", range.n_begin, ", ", n_end, ") of ", part.n, ", groups ",
+                   range.group_begin, " + ", range.group_count, "; the weight holds rows [",
+                   part.row_begin, ", ", part.row_end, "), groups ", part.group_begin, " + ",
+                   part.group_count)));
+  const int64_t k = part.k / kReductionGroups * range.group_count, cols = n_end - range.n_begin;
   SHIFT_RETURN_IF_ERROR(
       Require(x.cols == k && y.rows == x.rows && y.cols == cols &&
                   (bias == nullptr || bias->size() == cols),
@@ -297,14 +304,55 @@ absl::StatusOr<std::vector<SampleResult>> Backend::Sample(
   return sampled;
 }
 
+namespace {
+
+// Why `part` is not a part a backend can hold; empty when it is.
+std::string WeightPartProblem(const WeightPart& part) {
+  const int c = part.group_count;
+  if (part.n < 1 || part.k < 1 || part.k % kReductionGroups != 0) {
+    return absl::StrCat("a GEMM weight needs rows and a K (", part.k, ") that is a multiple of ",
+                        kReductionGroups);
+  }
+  if (part.row_begin < 0 || part.row_begin >= part.row_end || part.row_end > part.n ||
+      part.row_begin % kPanelWidth != 0) {
+    return absl::StrCat("rows [", part.row_begin, ", ", part.row_end, ") of ", part.n,
+                        " are not a range that starts on a ", kPanelWidth, "-row panel");
+  }
+  if ((c != 1 && c != 2 && c != 4 && c != 8) || part.group_begin % c != 0 ||
+      part.group_begin + c > kReductionGroups) {
+    return absl::StrCat("groups ", part.group_begin, " + ", c, " are not an aligned subtree");
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Weight>> Backend::UploadWeight(const float* w,
+                                                              const WeightPart& part) {
+  if (std::string why = WeightPartProblem(part); !why.empty()) {
+    return absl::InvalidArgumentError(why);
+  }
+  return DoUploadWeight(w, part);
+}
+
 absl::StatusOr<std::unique_ptr<Weight>> Backend::UploadWeightFp8(const uint8_t* codes,
-                                                                 const float* row_scales, int64_t n,
-                                                                 int64_t k) {
+                                                                 const float* row_scales,
+                                                                 const WeightPart& part) {
+  if (std::string why = WeightPartProblem(part); !why.empty()) {
+    return absl::InvalidArgumentError(why);
+  }
+  return DoUploadWeightFp8(codes, row_scales, part);
+}
+
+absl::StatusOr<std::unique_ptr<Weight>> Backend::DoUploadWeightFp8(const uint8_t* codes,
+                                                                   const float* row_scales,
+                                                                   const WeightPart& part) {
+  const int64_t n = part.rows(), k = part.cols();
   std::vector<float> w(static_cast<size_t>(n * k));
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t c = 0; c < k; ++c) w[r * k + c] = F8E4M3ToF32(codes[r * k + c]) * row_scales[r];
   }
-  return UploadWeight(w.data(), n, k);
+  return DoUploadWeight(w.data(), part);
 }
 
 absl::Status Backend::UpdateFixedStep(StepData& step, StepLayout layout) {

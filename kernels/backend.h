@@ -56,18 +56,52 @@ class StepData {
   StepLayout layout_;
 };
 
+// Which part of a GEMM weight W [n][k] a backend holds: the output rows
+// [row_begin, row_end) (row_begin on a panel boundary) and the K columns of
+// the reduction groups [group_begin, group_begin + group_count) (the whole
+// tree or one aligned subtree, as in GemmRange). A rank of a hybrid layout
+// holds its TP shard of each sharded weight this way (docs/architecture.md,
+// The hybrid layout); GEMM ranges always name the columns and groups of
+// the whole weight, so TP over every rank reads views into the shard.
+struct WeightPart {
+  int64_t n = 0, k = 0;  // the whole weight
+  int64_t row_begin = 0, row_end = 0;
+  int group_begin = 0, group_count = kReductionGroups;
+
+  static WeightPart Whole(int64_t n, int64_t k) { return {n, k, 0, n, 0, kReductionGroups}; }
+  // Rows and K columns held.
+  int64_t rows() const { return row_end - row_begin; }
+  int64_t cols() const { return k / kReductionGroups * group_count; }
+  // Whether this is all of W.
+  bool whole() const { return rows() == n && group_count == kReductionGroups; }
+};
+
 // A GEMM weight W [n][k] (the Hugging Face [out_features][in_features]
-// layout) as the backend packs it: how is the backend's business.
+// layout), or a part of it, as the backend packs it: how is the backend's
+// business.
 class Weight {
  public:
-  Weight(int64_t n, int64_t k, DType dtype) : n_(n), k_(k), dtype_(dtype) {}
+  Weight(const WeightPart& part, DType dtype) : part_(part), dtype_(dtype) {}
   virtual ~Weight() = default;
-  int64_t n() const { return n_; }
-  int64_t k() const { return k_; }
+  // The rows and K columns held (all of W unless it is a part).
+  int64_t n() const { return part_.rows(); }
+  int64_t k() const { return part_.cols(); }
+  // Reduction groups held: K columns per group are k() / groups().
+  int groups() const { return part_.group_count; }
+  const WeightPart& part() const { return part_; }
   DType dtype() const { return dtype_; }
+  // `range` (columns and groups of the whole weight, inside what is held)
+  // relative to what is held; n_end resolved.
+  GemmRange Local(const GemmRange& range) const {
+    GemmRange local = range;
+    local.n_begin = range.n_begin - part_.row_begin;
+    local.n_end = (range.n_end < 0 ? part_.n : range.n_end) - part_.row_begin;
+    local.group_begin = range.group_begin - part_.group_begin;
+    return local;
+  }
 
  private:
-  int64_t n_, k_;
+  WeightPart part_;
   DType dtype_;
 };
 
@@ -176,16 +210,17 @@ class Backend {
   // device cannot hold is RESOURCE_EXHAUSTED with the numbers.
   virtual absl::StatusOr<Buffer> Allocate(DType dtype, int64_t rows, int64_t cols,
                                           bool zero = false) = 0;
-  // W [n][k], row-major fp32 host memory, packed for GEMMs on this device.
-  virtual absl::StatusOr<std::unique_ptr<Weight>> UploadWeight(const float* w, int64_t n,
-                                                               int64_t k) = 0;
-  // W [n][k] as FP8 E4M3 codes (row-major) with one fp32 scale per row, w
+  // `part` of a weight W (WeightPart::Whole for all of it): its
+  // part.rows() × part.cols() values, row-major fp32 host memory, packed
+  // for GEMMs on this device.
+  absl::StatusOr<std::unique_ptr<Weight>> UploadWeight(const float* w, const WeightPart& part);
+  // The same as FP8 E4M3 codes (row-major) with one fp32 scale per row, w
   // = code · scale (a checkpoint's compressed-tensors weight). A backend
   // with FP8 GEMMs keeps the codes (activations are then quantized per
   // token at run time); the others compute on the dequantized weights.
-  virtual absl::StatusOr<std::unique_ptr<Weight>> UploadWeightFp8(const uint8_t* codes,
-                                                                  const float* row_scales,
-                                                                  int64_t n, int64_t k);
+  absl::StatusOr<std::unique_ptr<Weight>> UploadWeightFp8(const uint8_t* codes,
+                                                          const float* row_scales,
+                                                          const WeightPart& part);
   virtual absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) = 0;
   virtual absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) = 0;
   // A step whose device copy keeps its addresses, for a recorded graph:
@@ -219,7 +254,9 @@ class Backend {
   absl::Status RmsNorm(const Tensor& residual, const Tensor* add, const Tensor& weight, float eps,
                        const Tensor& out);
   // y = x · Wᵀ over `range` (+ bias, 1 × y.cols, already at the range's
-  // first column). x holds the K columns of the range's groups.
+  // first column). x holds the K columns of the range's groups. The range
+  // names columns and groups of the whole weight and must lie inside the
+  // part `w` holds.
   absl::Status Gemm(const Tensor& x, const Weight& w, const GemmRange& range, const Tensor* bias,
                     const Tensor& y);
   // Rotates x (rows × heads·head_dim) in place for the positions of the
@@ -267,6 +304,13 @@ class Backend {
   virtual int64_t RecordMarker() { return -1; }
   virtual double MarkerSeconds(int64_t a, int64_t b) { return 0; }
 
+  // The uploads, `part` checked.
+  virtual absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeight(const float* w,
+                                                                 const WeightPart& part) = 0;
+  // By default: dequantized, then DoUploadWeight.
+  virtual absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeightFp8(const uint8_t* codes,
+                                                                    const float* row_scales,
+                                                                    const WeightPart& part);
   // A fixed step's device copy refilled from `step`'s (new) layout.
   virtual absl::Status DoUpdateFixedStep(StepData& step) { return absl::OkStatus(); }
   virtual absl::Status DoBeginCapture() {

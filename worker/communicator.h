@@ -59,6 +59,28 @@ class Communicator {
   // overrides it.
   virtual absl::Status DeterministicAllReduce(const kernels::Tensor& data);
 
+  // The deterministic all-reduce among `members` only (ranks of this
+  // communicator; the subgroup's rank j is members[j], whose value is
+  // subtree j), called by every rank of this communicator at the same time,
+  // each with its own subgroup (the subgroups partition the ranks). With
+  // every rank as members it is DeterministicAllReduce; otherwise the
+  // default is an all-to-all and its reverse among the members (ring
+  // traffic) on fp32 host memory, joined on the host. Communicators of
+  // device buffers override it.
+  virtual absl::Status SubgroupAllReduce(const kernels::Tensor& data,
+                                         absl::Span<const int> members);
+
+  // A communicator among `members` (ranks of this one, numbered in that
+  // order; this rank among them): the hybrid layout's Ulysses groups and TP
+  // subgroups (docs/architecture.md, The hybrid layout). It is a view:
+  // every rank of this communicator runs the same collective at the same
+  // time, each in its own subgroup, as one AllToAllV of this communicator
+  // with nothing sent outside the subgroup (its all-reduce is
+  // SubgroupAllReduce). It runs all-to-alls, all-reduces and barriers;
+  // counts its own bytes and seconds (this communicator counts them too);
+  // and must not outlive this communicator.
+  std::unique_ptr<Communicator> Subgroup(std::vector<int> members);
+
   // The deterministic all-reduce's split of n elements over p ranks: slice
   // s is [n·s/p, n·(s+1)/p); element counts, in rank order.
   static std::vector<int64_t> ReduceSlices(int64_t n, int p);

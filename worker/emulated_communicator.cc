@@ -105,6 +105,37 @@ absl::Status EmulatedCommunicator::DeterministicAllReduce(const kernels::Tensor&
   return AllGatherV(Flat(received, 0, mine), slice, data);
 }
 
+absl::Status EmulatedCommunicator::SubgroupAllReduce(const kernels::Tensor& data,
+                                                    absl::Span<const int> members) {
+  const int q = static_cast<int>(members.size());
+  if (data.device == kernels::Device::kCpu || q == size_ || q == 1) {
+    return Communicator::SubgroupAllReduce(data, members);
+  }
+  if (!data.contiguous()) {
+    return absl::InvalidArgumentError("the all-reduce takes a contiguous buffer");
+  }
+  const int me = static_cast<int>(std::find(members.begin(), members.end(), rank_) -
+                                  members.begin());
+  if (me == q) return absl::InvalidArgumentError("this rank is not among the members");
+  // An all-to-all among the members and its reverse, the rank's own slice
+  // standing in for the join.
+  const std::vector<int64_t> slice = ReduceSlices(data.size(), q);
+  const int64_t mine = slice[me];
+  std::vector<int64_t> send(size_, 0), recv(size_, 0);
+  for (int j = 0; j < q; ++j) {
+    send[members[j]] = slice[j];
+    recv[members[j]] = mine;
+  }
+  SHIFT_ASSIGN_OR_RETURN(kernels::Buffer received,
+                         backend_->Allocate(data.dtype, 1, std::max<int64_t>(1, mine * q)));
+  SHIFT_RETURN_IF_ERROR(AllToAllV(data, send, Flat(received, 0, mine * q), recv));
+  for (int j = 0; j < q; ++j) {
+    send[members[j]] = mine;
+    recv[members[j]] = slice[j];
+  }
+  return AllToAllV(Flat(received, 0, mine * q), send, data, recv);
+}
+
 absl::Status EmulatedCommunicator::AllToAllV(const kernels::Tensor& in,
                                              absl::Span<const int64_t> send_counts,
                                              const kernels::Tensor& out,

@@ -28,6 +28,9 @@ class EmulatedCommunicator final : public Communicator {
   // on the host); on a device, the same all-to-all and all-gather as
   // copies on the device, the rank's own slice standing in for the join.
   absl::Status DeterministicAllReduce(const kernels::Tensor& data) override;
+  // The same among `members`.
+  absl::Status SubgroupAllReduce(const kernels::Tensor& data,
+                                 absl::Span<const int> members) override;
 
   absl::Status AllGather(const kernels::Tensor& in, const kernels::Tensor& out) override;
   absl::Status AllGatherV(const kernels::Tensor& in, absl::Span<const int64_t> counts,

@@ -83,7 +83,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelFiles& files,
   SHIFT_ASSIGN_OR_RETURN(
       engine->executor_,
       ModelExecutor::Create(files.dir, files.config, *files.checkpoint, engine->backend_.get(),
-                            options.rank, options.world_size, options.kv_cache_bytes,
+                            options.rank, options.layout(), options.kv_cache_bytes,
                             options.block_size, graphs));
   return engine;
 }

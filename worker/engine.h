@@ -41,6 +41,11 @@ struct EngineOptions {
   // larger than one.
   int rank = 0;
   int world_size = 1;
+  // The base mode's Ulysses degree (docs/architecture.md, The hybrid
+  // layout): 0 for world_size (pure SP: every rank holds the whole model);
+  // a rank holds 1/(world_size / sp_degree) of the sharded weights.
+  int sp_degree = 0;
+  GroupLayout layout() const { return {world_size, sp_degree > 0 ? sp_degree : world_size}; }
   // Count each operation's device time (kernels/backend.h, set_op_timing:
   // a per-operation breakdown; no graphs then).
   bool op_timing = false;
@@ -117,8 +122,8 @@ class Engine {
   // Decode graphs recorded so far (padded fixed steps, without graphs).
   int64_t num_decode_graphs() const { return executor_->num_decode_graphs(); }
   int64_t block_size() const { return options_.block_size; }
-  // fp32 bytes of the weights this rank holds: the whole model in every
-  // mode (TP reads slices of the same copy).
+  // fp32 bytes of the weights this rank holds: its TP shard, read by both
+  // modes (worker/model_executor.h).
   uint64_t weight_bytes() const { return executor_->weight_bytes(); }
   // FLOPs of every GEMM this engine has run (2·M·N·K each, plus M·N for a
   // bias): an exact counter that shows how a mode splits the work.

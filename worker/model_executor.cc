@@ -23,9 +23,12 @@ std::optional<kernels::Llama3Scaling> Scaling(const ModelConfig& c) {
                                 c.rope_scaling->original_max_position_embeddings};
 }
 
-// Why a group of p ranks cannot split this model; empty when it can.
-std::string SplitProblem(const ModelConfig& c, int64_t p) {
-  const int64_t kv = c.num_key_value_heads, panel = kernels::kPanelWidth;
+// Why a group of p ranks cannot split this model; empty when it can. Any
+// layout of the group then splits it too: each TP shard is a union of
+// ranks' slices (docs/architecture.md, The hybrid layout).
+std::string SplitProblem(const ModelConfig& c, const GroupLayout& layout) {
+  const int64_t kv = c.num_key_value_heads, panel = kernels::kPanelWidth, p = layout.world_size;
+  if (std::string why = layout.Problem(); !why.empty()) return why;
   if (p == 1) return "";
   if (p != 2 && p != 4 && p != 8) return "deterministic TP needs 1, 2, 4 or 8 ranks";
   if (c.num_attention_heads % p != 0) {
@@ -47,6 +50,19 @@ std::string SplitProblem(const ModelConfig& c, int64_t p) {
 // times it: a few widths serve every context.
 constexpr int64_t kMinTableWidth = 64;
 
+// The rows and groups `part` names of W [n][k], row-major.
+template <typename T>
+std::vector<T> PartOf(const T* w, const kernels::WeightPart& part) {
+  std::vector<T> out;
+  out.reserve(static_cast<size_t>(part.rows() * part.cols()));
+  const int64_t first = part.k / kernels::kReductionGroups * part.group_begin;
+  for (int64_t r = part.row_begin; r < part.row_end; ++r) {
+    const T* row = w + r * part.k + first;
+    out.insert(out.end(), row, row + part.cols());
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<int64_t> DecodeBuckets(int64_t max_batch) {
@@ -62,36 +78,44 @@ std::vector<int64_t> DecodeBuckets(int64_t max_batch) {
 }
 
 ModelExecutor::ModelExecutor(ModelConfig config, kernels::Backend* backend, int rank,
-                             int world_size, DecodeGraphs graphs)
+                             GroupLayout layout, DecodeGraphs graphs)
     : config_(std::move(config)),
       backend_(backend),
       rank_(rank),
-      world_size_(world_size),
+      world_size_(layout.world_size),
+      layout_(layout),
       graphs_(graphs) {
   shard_ = ShardOf(rank_);
+  weight_heads_ = HeadsOf(layout_.tp_index(rank_), layout_.tp());
   if (graphs_.max_batch < 1) graphs_.mode = DecodeGraphs::kOff;
   if (graphs_.mode != DecodeGraphs::kOff) buckets_ = DecodeBuckets(graphs_.max_batch);
 }
 
-HeadShard ModelExecutor::ShardOf(int r) const {
-  const int64_t p = world_size_, heads = config_.num_attention_heads,
-                kv = config_.num_key_value_heads;
+HeadShard ModelExecutor::HeadsOf(int64_t index, int64_t parts) const {
+  const int64_t heads = config_.num_attention_heads, kv = config_.num_key_value_heads;
   HeadShard shard;
-  shard.q_begin = r * heads / p;
-  shard.q_count = heads / p;
-  // With fewer kv heads than ranks, a kv head is replicated on p / kv ranks.
-  shard.kv_begin = r * kv / p;
-  shard.kv_count = kv >= p ? kv / p : 1;
+  shard.q_begin = index * heads / parts;
+  shard.q_count = heads / parts;
+  // With fewer kv heads than parts, a kv head is replicated on parts / kv.
+  shard.kv_begin = index * kv / parts;
+  shard.kv_count = kv >= parts ? kv / parts : 1;
   return shard;
+}
+
+std::pair<int64_t, int64_t> ModelExecutor::VocabOf(int64_t index, int64_t parts) const {
+  const int64_t vocab = config_.vocab_size, width = kernels::kPanelWidth;
+  const int64_t panels = (vocab + width - 1) / width;
+  return {std::min(index * panels / parts * width, vocab),
+          std::min((index + 1) * panels / parts * width, vocab)};
 }
 
 absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(
     const std::string& dir, const ModelConfig& c, const Checkpoint& checkpoint,
-    kernels::Backend* backend, int rank, int world_size, int64_t kv_cache_bytes, int64_t block_size,
-    DecodeGraphs graphs) {
-  if (std::string why = SplitProblem(c, world_size); !why.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir, ": this model cannot run on a group of ", world_size, " ranks: ", why));
+    kernels::Backend* backend, int rank, GroupLayout layout, int64_t kv_cache_bytes,
+    int64_t block_size, DecodeGraphs graphs) {
+  if (std::string why = SplitProblem(c, layout); !why.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": this model cannot run on a group of ",
+                                                   layout.world_size, " ranks: ", why));
   }
   for (int64_t k : {c.hidden_size, c.intermediate_size, c.head_dim}) {
     if (k % kernels::kReductionGroups != 0) {
@@ -107,7 +131,7 @@ absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("the ", kernels::DeviceName(backend->device()), " backend records no graphs"));
   }
-  std::unique_ptr<ModelExecutor> executor(new ModelExecutor(c, backend, rank, world_size, graphs));
+  std::unique_ptr<ModelExecutor> executor(new ModelExecutor(c, backend, rank, layout, graphs));
   SHIFT_RETURN_IF_ERROR(executor->Load(checkpoint));
   SHIFT_RETURN_IF_ERROR(executor->AllocateKv(kv_cache_bytes, block_size));
   return executor;
@@ -118,12 +142,8 @@ absl::StatusOr<Buffer> ModelExecutor::Allocate(int64_t rows, int64_t cols, bool 
 }
 
 absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
+  using kernels::WeightPart;
   std::vector<float> host;
-  auto read = [&](const std::string& name, int64_t rows, int64_t cols) -> absl::Status {
-    host.resize(rows * cols);
-    weight_bytes_ += rows * cols * sizeof(float);
-    return ReadWeightAsF32(checkpoint, config_, name, rows, cols, host.data());
-  };
   auto vector = [&](const std::string& name, int64_t n, Buffer* out) -> absl::Status {
     host.resize(n);
     weight_bytes_ += n * sizeof(float);
@@ -131,47 +151,78 @@ absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
     SHIFT_ASSIGN_OR_RETURN(*out, Allocate(1, n));
     return backend_->CopyFromHost(host.data(), *out);
   };
-  auto weight = [&](const std::string& name, int64_t n, int64_t k,
+  // This rank's part of a GEMM weight W [n][k] (all of it unless sharded).
+  auto weight = [&](const std::string& name, const WeightPart& part,
                     std::unique_ptr<kernels::Weight>* out) -> absl::Status {
+    weight_bytes_ += part.rows() * part.cols() * sizeof(float);
     // FP8 weights go to the backend as they are stored (it may keep them).
     SHIFT_ASSIGN_OR_RETURN(std::optional<Fp8Weight> fp8,
-                           ReadFp8Weight(checkpoint, config_, name, n, k));
+                           ReadFp8Weight(checkpoint, config_, name, part.n, part.k));
     if (fp8) {
-      weight_bytes_ += n * k * sizeof(float);
-      SHIFT_ASSIGN_OR_RETURN(*out,
-                             backend_->UploadWeightFp8(fp8->codes, fp8->row_scales.data(), n, k));
+      const std::vector<unsigned char> codes = PartOf(fp8->codes, part);
+      const std::vector<float> scales(fp8->row_scales.begin() + part.row_begin,
+                                      fp8->row_scales.begin() + part.row_end);
+      SHIFT_ASSIGN_OR_RETURN(*out, backend_->UploadWeightFp8(codes.data(), scales.data(), part));
       return absl::OkStatus();
     }
-    SHIFT_RETURN_IF_ERROR(read(name, n, k));
-    SHIFT_ASSIGN_OR_RETURN(*out, backend_->UploadWeight(host.data(), n, k));
+    host.resize(part.n * part.k);
+    SHIFT_RETURN_IF_ERROR(ReadWeightAsF32(checkpoint, config_, name, part.n, part.k, host.data()));
+    if (part.whole()) {
+      SHIFT_ASSIGN_OR_RETURN(*out, backend_->UploadWeight(host.data(), part));
+    } else {
+      SHIFT_ASSIGN_OR_RETURN(*out, backend_->UploadWeight(PartOf(host.data(), part).data(), part));
+    }
     return absl::OkStatus();
   };
   const ModelConfig& c = config_;
   const int64_t d = c.hidden_size, q = c.num_attention_heads * c.head_dim,
-                kv = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
+                kv = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size,
+                hd = c.head_dim;
+  // The TP shard this rank holds (docs/architecture.md, The hybrid layout):
+  // column-parallel weights by rows, row-parallel ones by reduction groups.
+  const int64_t j = layout_.tp_index(rank_), tp = layout_.tp();
+  const HeadShard& heads = weight_heads_;
+  auto rows = [](int64_t n, int64_t k, int64_t begin, int64_t end) {
+    return WeightPart{n, k, begin, end, 0, kernels::kReductionGroups};
+  };
+  auto groups = [&](int64_t n, int64_t k) {
+    const int count = static_cast<int>(kernels::kReductionGroups / tp);
+    return WeightPart{n, k, 0, n, static_cast<int>(j) * count, count};
+  };
+  const auto [vocab_begin, vocab_end] = VocabOf(j, tp);
+  const WeightPart lm_part = rows(c.vocab_size, d, vocab_begin, vocab_end);
   SHIFT_ASSIGN_OR_RETURN(rope_, backend_->UploadRope({c.head_dim, c.rope_theta, Scaling(c)}));
-  SHIFT_RETURN_IF_ERROR(read("model.embed_tokens.weight", c.vocab_size, d));
+  host.resize(c.vocab_size * d);
+  weight_bytes_ += c.vocab_size * d * sizeof(float);
+  SHIFT_RETURN_IF_ERROR(
+      ReadWeightAsF32(checkpoint, config_, "model.embed_tokens.weight", c.vocab_size, d, host.data()));
   SHIFT_ASSIGN_OR_RETURN(embedding_, Allocate(c.vocab_size, d));
   SHIFT_RETURN_IF_ERROR(backend_->CopyFromHost(host.data(), embedding_));
   if (c.tie_word_embeddings) {
-    SHIFT_ASSIGN_OR_RETURN(lm_head_, backend_->UploadWeight(host.data(), c.vocab_size, d));
+    weight_bytes_ += lm_part.rows() * d * sizeof(float);
+    SHIFT_ASSIGN_OR_RETURN(lm_head_,
+                           backend_->UploadWeight(PartOf(host.data(), lm_part).data(), lm_part));
   } else {
-    SHIFT_RETURN_IF_ERROR(weight("lm_head.weight", c.vocab_size, d, &lm_head_));
+    SHIFT_RETURN_IF_ERROR(weight("lm_head.weight", lm_part, &lm_head_));
   }
   SHIFT_RETURN_IF_ERROR(vector("model.norm.weight", d, &final_norm_));
   layers_.resize(c.num_hidden_layers);
+  const WeightPart q_part = rows(q, d, heads.q_begin * hd, (heads.q_begin + heads.q_count) * hd);
+  const WeightPart kv_part =
+      rows(kv, d, heads.kv_begin * hd, (heads.kv_begin + heads.kv_count) * hd);
+  const WeightPart mlp_part = rows(inter, d, j * inter / tp, (j + 1) * inter / tp);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     Layer& l = layers_[i];
     const std::string p = absl::StrCat("model.layers.", i, ".");
     SHIFT_RETURN_IF_ERROR(vector(p + "input_layernorm.weight", d, &l.input_norm));
     SHIFT_RETURN_IF_ERROR(vector(p + "post_attention_layernorm.weight", d, &l.post_norm));
-    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.q_proj.weight", q, d, &l.q));
-    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.k_proj.weight", kv, d, &l.k));
-    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.v_proj.weight", kv, d, &l.v));
-    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.o_proj.weight", d, q, &l.o));
-    SHIFT_RETURN_IF_ERROR(weight(p + "mlp.gate_proj.weight", inter, d, &l.gate));
-    SHIFT_RETURN_IF_ERROR(weight(p + "mlp.up_proj.weight", inter, d, &l.up));
-    SHIFT_RETURN_IF_ERROR(weight(p + "mlp.down_proj.weight", d, inter, &l.down));
+    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.q_proj.weight", q_part, &l.q));
+    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.k_proj.weight", kv_part, &l.k));
+    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.v_proj.weight", kv_part, &l.v));
+    SHIFT_RETURN_IF_ERROR(weight(p + "self_attn.o_proj.weight", groups(d, q), &l.o));
+    SHIFT_RETURN_IF_ERROR(weight(p + "mlp.gate_proj.weight", mlp_part, &l.gate));
+    SHIFT_RETURN_IF_ERROR(weight(p + "mlp.up_proj.weight", mlp_part, &l.up));
+    SHIFT_RETURN_IF_ERROR(weight(p + "mlp.down_proj.weight", groups(d, inter), &l.down));
     if (c.attention_bias) {
       SHIFT_RETURN_IF_ERROR(vector(p + "self_attn.q_proj.bias", q, &l.q_bias));
       SHIFT_RETURN_IF_ERROR(vector(p + "self_attn.k_proj.bias", kv, &l.k_bias));
@@ -277,85 +328,97 @@ absl::Status ModelExecutor::LayersTp(const StepContext& ctx, const Tensor& h, co
 absl::Status ModelExecutor::LayersSp(const StepContext& ctx, const Tensor& h, const Tensor& delta) {
   const ModelConfig& c = config_;
   const int64_t n = ctx.step->layout().num_tokens(), local = ctx.end - ctx.begin, d = c.hidden_size,
-                hd = c.head_dim, p = world_size_;
-  const int64_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
-  const int64_t inter = c.intermediate_size;
+                hd = c.head_dim, sp = layout_.sp, tp = layout_.tp(), j = layout_.tp_index(rank_);
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const HeadShard all{0, kv_heads, 0, heads};
+  // This Ulysses group's heads: its TP shard's (all of them in pure SP).
+  const HeadShard& all = weight_heads_;
   const HeadShard& mine = shard_;
-  const int64_t slice = (n + p - 1) / p;  // tokens per rank, the last ones padded
-  auto tokens_of = [&](int64_t rank) {
-    const int64_t b = std::min(rank * slice, n);
+  const int64_t inter = c.intermediate_size / tp;
+  const GemmRange mlp_cols{j * inter, (j + 1) * inter};
+  // Row-parallel layers: this shard's subtree (the whole tree when tp = 1),
+  // joined across the TP subgroup.
+  GemmRange subtree;
+  subtree.group_count = static_cast<int>(kernels::kReductionGroups / tp);
+  subtree.group_begin = static_cast<int>(j) * subtree.group_count;
+  auto all_reduce = [&]() -> absl::Status {
+    return ctx.tp != nullptr ? ctx.tp->DeterministicAllReduce(delta) : absl::OkStatus();
+  };
+  const int64_t slice = (n + sp - 1) / sp;  // tokens per Ulysses rank, the last ones padded
+  auto tokens_of = [&](int64_t i) {
+    const int64_t b = std::min(i * slice, n);
     return std::min(b + slice, n) - b;
   };
-  // Per token, what rank s receives of it after all-to-all 1: its query
+  // Ulysses member s is the group's rank j·sp + s.
+  auto member = [&](int64_t s) { return ShardOf(static_cast<int>(j * sp + s)); };
+  // Per token, what member s receives of it after all-to-all 1: its query
   // heads, then its K and V heads.
   auto width_of = [&](const HeadShard& s) { return (s.q_count + 2 * s.kv_count) * hd; };
   int64_t send_total = 0;
-  for (int64_t s = 0; s < p; ++s) send_total += local * width_of(ShardOf(static_cast<int>(s)));
+  for (int64_t s = 0; s < sp; ++s) send_total += local * width_of(member(s));
   SHIFT_ASSIGN_OR_RETURN(Buffer x, Allocate(local, d));
-  SHIFT_ASSIGN_OR_RETURN(Buffer q, Allocate(local, heads * hd));
-  SHIFT_ASSIGN_OR_RETURN(Buffer k, Allocate(local, kv_heads * hd));
-  SHIFT_ASSIGN_OR_RETURN(Buffer v, Allocate(local, kv_heads * hd));
+  SHIFT_ASSIGN_OR_RETURN(Buffer q, Allocate(local, all.q_count * hd));
+  SHIFT_ASSIGN_OR_RETURN(Buffer k, Allocate(local, all.kv_count * hd));
+  SHIFT_ASSIGN_OR_RETURN(Buffer v, Allocate(local, all.kv_count * hd));
   SHIFT_ASSIGN_OR_RETURN(Buffer send, Allocate(1, send_total));
   SHIFT_ASSIGN_OR_RETURN(Buffer received, Allocate(n, width_of(mine)));
   SHIFT_ASSIGN_OR_RETURN(Buffer q_mine, Allocate(n, mine.q_count * hd));
   SHIFT_ASSIGN_OR_RETURN(Buffer k_mine, Allocate(n, mine.kv_count * hd));
   SHIFT_ASSIGN_OR_RETURN(Buffer v_mine, Allocate(n, mine.kv_count * hd));
   SHIFT_ASSIGN_OR_RETURN(Buffer attn_mine, Allocate(n, mine.q_count * hd));
-  SHIFT_ASSIGN_OR_RETURN(Buffer attn_back, Allocate(1, local * heads * hd));
-  SHIFT_ASSIGN_OR_RETURN(Buffer attn, Allocate(local, heads * hd));
+  SHIFT_ASSIGN_OR_RETURN(Buffer attn_back, Allocate(1, local * all.q_count * hd));
+  SHIFT_ASSIGN_OR_RETURN(Buffer attn, Allocate(local, all.q_count * hd));
   SHIFT_ASSIGN_OR_RETURN(Buffer gate, Allocate(local, inter));
   SHIFT_ASSIGN_OR_RETURN(Buffer up, Allocate(local, inter));
   SHIFT_ASSIGN_OR_RETURN(Buffer act, Allocate(local, inter));
-  std::vector<int64_t> send_counts(p), recv_counts(p);
+  std::vector<int64_t> send_counts(sp), recv_counts(sp);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(h, i == 0 ? nullptr : &delta, l.input_norm, eps, x));
     SHIFT_RETURN_IF_ERROR(Project(l, x, all, *ctx.step, ctx.begin, q, k, v));
-    // All-to-all 1: "my tokens, all heads" -> "all tokens, my heads". A kv
-    // head held by several ranks is sent to each of them.
-    for (int64_t s = 0, at = 0; s < p; ++s) {
-      const HeadShard to = ShardOf(static_cast<int>(s));
+    // All-to-all 1 within the Ulysses group: "my tokens, the shard's heads"
+    // -> "all tokens, my heads". A kv head held by several ranks is sent to
+    // each of them.
+    for (int64_t s = 0, at = 0; s < sp; ++s) {
+      const HeadShard to = member(s);
       const int64_t w = width_of(to), qw = to.q_count * hd, kw = to.kv_count * hd;
+      const int64_t q_at = (to.q_begin - all.q_begin) * hd, kv_at = (to.kv_begin - all.kv_begin) * hd;
       const Tensor part = send.tensor().Cols(at, at + local * w).Reshape(local, w);
-      SHIFT_RETURN_IF_ERROR(
-          backend_->Copy(q.Cols(to.q_begin * hd, to.q_begin * hd + qw), part.Cols(0, qw)));
-      SHIFT_RETURN_IF_ERROR(
-          backend_->Copy(k.Cols(to.kv_begin * hd, to.kv_begin * hd + kw), part.Cols(qw, qw + kw)));
-      SHIFT_RETURN_IF_ERROR(
-          backend_->Copy(v.Cols(to.kv_begin * hd, to.kv_begin * hd + kw), part.Cols(qw + kw, w)));
+      SHIFT_RETURN_IF_ERROR(backend_->Copy(q.Cols(q_at, q_at + qw), part.Cols(0, qw)));
+      SHIFT_RETURN_IF_ERROR(backend_->Copy(k.Cols(kv_at, kv_at + kw), part.Cols(qw, qw + kw)));
+      SHIFT_RETURN_IF_ERROR(backend_->Copy(v.Cols(kv_at, kv_at + kw), part.Cols(qw + kw, w)));
       send_counts[s] = local * w;
       recv_counts[s] = tokens_of(s) * width_of(mine);
       at += local * w;
     }
-    SHIFT_RETURN_IF_ERROR(ctx.comm->AllToAllV(send, send_counts, received, recv_counts));
+    SHIFT_RETURN_IF_ERROR(ctx.ulysses->AllToAllV(send, send_counts, received, recv_counts));
     // Sources come in token order.
     const int64_t qw = mine.q_count * hd, kw = mine.kv_count * hd;
     SHIFT_RETURN_IF_ERROR(backend_->Copy(received.Cols(0, qw), q_mine));
     SHIFT_RETURN_IF_ERROR(backend_->Copy(received.Cols(qw, qw + kw), k_mine));
     SHIFT_RETURN_IF_ERROR(backend_->Copy(received.Cols(qw + kw, qw + 2 * kw), v_mine));
     SHIFT_RETURN_IF_ERROR(Attend(l, *ctx.step, q_mine, k_mine, v_mine, attn_mine));
-    // All-to-all 2: back to "my tokens, all heads".
-    for (int64_t s = 0; s < p; ++s) {
+    // All-to-all 2: back to "my tokens, the shard's heads".
+    for (int64_t s = 0; s < sp; ++s) {
       send_counts[s] = tokens_of(s) * qw;
-      recv_counts[s] = local * ShardOf(static_cast<int>(s)).q_count * hd;
+      recv_counts[s] = local * member(s).q_count * hd;
     }
-    SHIFT_RETURN_IF_ERROR(ctx.comm->AllToAllV(attn_mine, send_counts, attn_back, recv_counts));
-    for (int64_t s = 0, at = 0; s < p; ++s) {
-      const HeadShard from = ShardOf(static_cast<int>(s));
-      const int64_t w = from.q_count * hd;
+    SHIFT_RETURN_IF_ERROR(ctx.ulysses->AllToAllV(attn_mine, send_counts, attn_back, recv_counts));
+    for (int64_t s = 0, at = 0; s < sp; ++s) {
+      const HeadShard from = member(s);
+      const int64_t w = from.q_count * hd, q_at = (from.q_begin - all.q_begin) * hd;
       SHIFT_RETURN_IF_ERROR(
           backend_->Copy(attn_back.tensor().Cols(at, at + local * w).Reshape(local, w),
-                         attn.Cols(from.q_begin * hd, from.q_begin * hd + w)));
+                         attn.Cols(q_at, q_at + w)));
       at += local * w;
     }
-    SHIFT_RETURN_IF_ERROR(backend_->Gemm(attn, *l.o, {}, nullptr, delta));
+    SHIFT_RETURN_IF_ERROR(backend_->Gemm(attn, *l.o, subtree, nullptr, delta));
+    SHIFT_RETURN_IF_ERROR(all_reduce());
     SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(h, &delta, l.post_norm, eps, x));
-    SHIFT_RETURN_IF_ERROR(backend_->Gemm(x, *l.gate, {}, nullptr, gate));
-    SHIFT_RETURN_IF_ERROR(backend_->Gemm(x, *l.up, {}, nullptr, up));
+    SHIFT_RETURN_IF_ERROR(backend_->Gemm(x, *l.gate, mlp_cols, nullptr, gate));
+    SHIFT_RETURN_IF_ERROR(backend_->Gemm(x, *l.up, mlp_cols, nullptr, up));
     SHIFT_RETURN_IF_ERROR(backend_->SiluMul(gate, up, act));
-    SHIFT_RETURN_IF_ERROR(backend_->Gemm(act, *l.down, {}, nullptr, delta));
+    SHIFT_RETURN_IF_ERROR(backend_->Gemm(act, *l.down, subtree, nullptr, delta));
+    SHIFT_RETURN_IF_ERROR(all_reduce());
   }
   return absl::OkStatus();
 }
@@ -367,8 +430,9 @@ absl::StatusOr<Buffer> ModelExecutor::Logits(const StepContext& ctx, const Tenso
   const int64_t d = c.hidden_size, vocab = c.vocab_size, p = world_size_, r = rank_;
   const int64_t n = ctx.step->layout().num_tokens(), total = sample_tokens.size();
   // Logits only for the rows that sample. TP: each rank computes its slice
-  // of the vocabulary (a panel range) for every row; SP: the rank holding a
-  // row computes all of it. Either way the leader gathers them.
+  // of the vocabulary (a panel range) for every row; the base mode: the
+  // ranks holding a row compute their TP shard's slice of it (all of it in
+  // pure SP). Either way the leader gathers them.
   std::vector<int64_t> rows;  // local rows this rank computes
   for (int64_t g : sample_tokens) {
     if (g >= ctx.begin && g < ctx.end) rows.push_back(g - ctx.begin);
@@ -398,65 +462,57 @@ absl::StatusOr<Buffer> ModelExecutor::Logits(const StepContext& ctx, const Tenso
     }
     SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(picked, &picked_delta, final_norm_, eps, normed));
   }
-  const int64_t panels = (vocab + kernels::kPanelWidth - 1) / kernels::kPanelWidth;
-  auto vocab_of = [&](int64_t rank) {
-    return std::make_pair(std::min(rank * panels / p * kernels::kPanelWidth, vocab),
-                          std::min((rank + 1) * panels / p * kernels::kPanelWidth, vocab));
-  };
   const DType f32 = DType::kF32;
   if (p == 1) {
     SHIFT_ASSIGN_OR_RETURN(Buffer all, backend_->Allocate(f32, total, vocab));
     SHIFT_RETURN_IF_ERROR(backend_->Gemm(normed, *lm_head_, {}, nullptr, all));
     return all;
   }
-  Buffer all;
+  // Group rank s computes the rows of token slice s % row_parts (all rows
+  // in TP) for vocabulary part s / row_parts of vocab_parts (TP over P: its
+  // own; the base mode: its TP shard's), padded to the most rows a slice
+  // holds and the widest part; the leader gathers them.
+  const int64_t row_parts = ctx.sp ? layout_.sp : 1, vocab_parts = ctx.sp ? layout_.tp() : p;
+  const int64_t panels = (vocab + kernels::kPanelWidth - 1) / kernels::kPanelWidth;
+  const int64_t width =
+      vocab_parts == 1 ? vocab : (panels + vocab_parts - 1) / vocab_parts * kernels::kPanelWidth;
+  const int64_t slice = (n + row_parts - 1) / row_parts;
+  auto slice_of = [&](int64_t g) { return row_parts == 1 ? 0 : g / slice; };
+  int64_t most = 0;
+  for (int64_t a = 0; a < row_parts; ++a) {
+    most = std::max<int64_t>(most, std::count_if(sample_tokens.begin(), sample_tokens.end(),
+                                                 [&](int64_t g) { return slice_of(g) == a; }));
+  }
+  const auto [cb, ce] = VocabOf(r / row_parts, vocab_parts);
+  SHIFT_ASSIGN_OR_RETURN(Buffer padded, backend_->Allocate(f32, most, width, /*zero=*/true));
+  SHIFT_RETURN_IF_ERROR(
+      backend_->Gemm(normed, *lm_head_, {cb, ce}, nullptr, padded.Rows(0, m).Cols(0, ce - cb)));
+  Buffer all, gathered;
   if (r == 0) {
     SHIFT_ASSIGN_OR_RETURN(all, backend_->Allocate(f32, total, vocab));
-  }
-  if (!ctx.sp) {
-    // Each rank sends [rows][its columns], padded to the widest slice.
-    const int64_t width = (panels + p - 1) / p * kernels::kPanelWidth;
-    const auto [cb, ce] = vocab_of(r);
-    SHIFT_ASSIGN_OR_RETURN(Buffer padded, backend_->Allocate(f32, total, width, /*zero=*/true));
-    SHIFT_RETURN_IF_ERROR(
-        backend_->Gemm(normed, *lm_head_, {cb, ce}, nullptr, padded.Cols(0, ce - cb)));
-    Buffer gathered;
-    if (r == 0) {
-      SHIFT_ASSIGN_OR_RETURN(gathered, backend_->Allocate(f32, p * total, width));
-    }
-    SHIFT_RETURN_IF_ERROR(ctx.comm->Gather(padded, gathered, 0));
-    for (int64_t s = 0; r == 0 && s < p; ++s) {
-      const auto [sb, se] = vocab_of(s);
-      SHIFT_RETURN_IF_ERROR(backend_->Copy(
-          gathered.Rows(s * total, (s + 1) * total).Cols(0, se - sb), all.Cols(sb, se)));
-    }
-    return all;
-  }
-  // Each rank sends its rows' full logits, padded to the most rows any rank
-  // holds; rows arrive in token order.
-  const int64_t slice = (n + p - 1) / p;
-  int64_t most = 0;
-  for (int64_t s = 0; s < p; ++s) {
-    const int64_t b = std::min(s * slice, n), e = std::min(b + slice, n);
-    most = std::max<int64_t>(most, std::count_if(sample_tokens.begin(), sample_tokens.end(),
-                                                 [&](int64_t g) { return g >= b && g < e; }));
-  }
-  SHIFT_ASSIGN_OR_RETURN(Buffer padded, backend_->Allocate(f32, most, vocab, /*zero=*/true));
-  SHIFT_RETURN_IF_ERROR(backend_->Gemm(normed, *lm_head_, {}, nullptr, padded.Rows(0, m)));
-  Buffer gathered;
-  if (r == 0) {
-    SHIFT_ASSIGN_OR_RETURN(gathered, backend_->Allocate(f32, p * most, vocab));
+    SHIFT_ASSIGN_OR_RETURN(gathered, backend_->Allocate(f32, p * most, width));
   }
   SHIFT_RETURN_IF_ERROR(ctx.comm->Gather(padded, gathered, 0));
   if (r != 0) return all;
-  std::vector<int64_t> from(total);  // each sampled row's row in `gathered`
+  // Each sampled row's place among its slice's rows.
+  std::vector<int64_t> index(total);
   for (int64_t i = 0; i < total; ++i) {
-    const int64_t owner = sample_tokens[i] / slice;
-    int64_t index = 0;  // position of this row among its owner's rows
-    for (int64_t j = 0; j < i; ++j) index += sample_tokens[j] / slice == owner;
-    from[i] = owner * most + index;
+    for (int64_t k = 0; k < i; ++k) index[i] += slice_of(sample_tokens[k]) == slice_of(sample_tokens[i]);
   }
-  SHIFT_RETURN_IF_ERROR(backend_->GatherRows(gathered, from, all));
+  for (int64_t b = 0; b < vocab_parts; ++b) {
+    const auto [sb, se] = VocabOf(b, vocab_parts);
+    if (row_parts == 1) {  // every rank holds every row, in order
+      SHIFT_RETURN_IF_ERROR(backend_->Copy(
+          gathered.Rows(b * most, b * most + total).Cols(0, se - sb), all.Cols(sb, se)));
+      continue;
+    }
+    std::vector<int64_t> from(total);  // each sampled row's row in `gathered`
+    for (int64_t i = 0; i < total; ++i) {
+      from[i] = (b * row_parts + slice_of(sample_tokens[i])) * most + index[i];
+    }
+    SHIFT_RETURN_IF_ERROR(
+        backend_->GatherRows(gathered.tensor().Cols(0, se - sb), from, all.Cols(sb, se)));
+  }
   return all;
 }
 
@@ -464,12 +520,24 @@ absl::StatusOr<Buffer> ModelExecutor::Forward(const kernels::StepData& step,
                                               absl::Span<const int64_t> sample_tokens,
                                               StepMode mode, Communicator* comm) {
   const int64_t n = step.layout().num_tokens(), p = world_size_, r = rank_, d = config_.hidden_size;
-  const bool sp = mode == StepMode::kSequenceParallel && p > 1;
-  const int64_t slice = (n + p - 1) / p;
+  // The base mode with sp = 1 is TP over all ranks.
+  const bool sp = mode == StepMode::kSequenceParallel && p > 1 && layout_.sp > 1;
   StepContext ctx;
   ctx.comm = comm;
+  ctx.ulysses = comm;
+  ctx.tp = nullptr;
   ctx.sp = sp;
-  ctx.begin = sp ? std::min(r * slice, n) : 0;
+  // The base mode's subgroups: views that run their collectives as the
+  // group's (and so inside a piecewise capture's stand-in too).
+  std::unique_ptr<Communicator> ulysses, tp;
+  if (sp && layout_.tp() > 1) {
+    ulysses = comm->Subgroup(layout_.UlyssesGroupOf(rank_));
+    tp = comm->Subgroup(layout_.TpGroupOf(rank_));
+    ctx.ulysses = ulysses.get();
+    ctx.tp = tp.get();
+  }
+  const int64_t slice = sp ? (n + layout_.sp - 1) / layout_.sp : n;
+  ctx.begin = sp ? std::min(layout_.ulysses_index(r) * slice, n) : 0;
   ctx.end = sp ? std::min(ctx.begin + slice, n) : n;
   ctx.step = &step;
   const int64_t local = ctx.end - ctx.begin;
@@ -497,7 +565,8 @@ bool ModelExecutor::IsGraphDecode(const kernels::StepLayout& layout,
 absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
     kernels::StepLayout layout, absl::Span<const kernels::SampleRequest> requests, StepMode mode,
     Communicator* comm) {
-  if (world_size_ == 1) mode = StepMode::kTensorParallel;  // one rank: the same step
+  // One rank, or a base mode that is TP over all ranks: the same step.
+  if (world_size_ == 1 || layout_.sp == 1) mode = StepMode::kTensorParallel;
   const int64_t n = layout.num_tokens();
   const int64_t bucket = *std::lower_bound(buckets_.begin(), buckets_.end(), n);
   // Block tables as wide as a power of two times the smallest width, the

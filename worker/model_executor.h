@@ -63,9 +63,11 @@ class ModelExecutor {
   // owned; outlives the executor) and allocates the KV blocks that fit in
   // `kv_cache_bytes` (one of them, with decode graphs, kept apart for the
   // padding rows).
+  // `layout` (its world size the group's) says which shard of the
+  // weights this rank holds (docs/architecture.md, The hybrid layout).
   static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(
       const std::string& dir, const ModelConfig& config, const Checkpoint& checkpoint,
-      kernels::Backend* backend, int rank, int world_size, int64_t kv_cache_bytes,
+      kernels::Backend* backend, int rank, GroupLayout layout, int64_t kv_cache_bytes,
       int64_t block_size, DecodeGraphs graphs = {});
 
   // Runs one step of the tokens in `layout` (already validated) in `mode`
@@ -82,11 +84,16 @@ class ModelExecutor {
   // Forgets every decode graph (they hold the old group's communicator when
   // a group re-forms).
   void ResetDecodeGraphs() { decode_.clear(); }
-  // fp32 bytes of the weights this rank holds: the whole model in every
-  // mode (TP reads slices of the same copy).
+  // fp32 bytes of the weights this rank holds: its TP shard (1/tp) of the
+  // projections and the LM head, and the embedding, norms and biases whole;
+  // both modes read the same copy.
   uint64_t weight_bytes() const { return weight_bytes_; }
-  // The heads rank `r` of this group owns.
-  HeadShard ShardOf(int r) const;
+  // The heads rank `r` of this group owns (TP over all ranks; the KV
+  // cache's shard in every mode).
+  HeadShard ShardOf(int r) const { return HeadsOf(r, world_size_); }
+  // The heads of part `index` of the model split `parts` ways: a rank's
+  // own heads (parts = P), or the heads of TP shard j (parts = tp).
+  HeadShard HeadsOf(int64_t index, int64_t parts) const;
 
  private:
   struct Layer {
@@ -98,9 +105,11 @@ class ModelExecutor {
   // What the layers of one step share.
   struct StepContext {
     const kernels::StepData* step;
-    Communicator* comm;
-    bool sp;             // sequence parallel (else tensor parallel)
-    int64_t begin, end;  // the tokens whose residual stream this rank holds
+    Communicator* comm;     // the whole group
+    Communicator* ulysses;  // the base mode's Ulysses group (the same shard)
+    Communicator* tp;       // the base mode's TP subgroup (the same tokens); null when tp = 1
+    bool sp;                // the base mode (else TP over all ranks)
+    int64_t begin, end;     // the tokens whose residual stream this rank holds
   };
 
   // A decode bucket's fixed step, its graph (when recorded) and where the
@@ -112,8 +121,11 @@ class ModelExecutor {
     kernels::Tensor logits;
   };
 
-  ModelExecutor(ModelConfig config, kernels::Backend* backend, int rank, int world_size,
+  ModelExecutor(ModelConfig config, kernels::Backend* backend, int rank, GroupLayout layout,
                 DecodeGraphs graphs);
+  // The vocabulary rows [begin, end) of LM-head part `index` of `parts`
+  // (whole panels; TP over P ranks views into the shards of parts = tp).
+  std::pair<int64_t, int64_t> VocabOf(int64_t index, int64_t parts) const;
   // The layers and the logits of a prepared step (the leader's logits; an
   // empty buffer elsewhere).
   absl::StatusOr<kernels::Buffer> Forward(const kernels::StepData& step,
@@ -162,7 +174,9 @@ class ModelExecutor {
   ModelConfig config_;
   kernels::Backend* backend_;
   int rank_, world_size_;
-  HeadShard shard_;
+  GroupLayout layout_;
+  HeadShard shard_;          // this rank's heads
+  HeadShard weight_heads_;   // the heads of its TP shard of the weights
   std::unique_ptr<kernels::RopeTable> rope_;
   kernels::Buffer embedding_, final_norm_;
   std::unique_ptr<kernels::Weight> lm_head_;

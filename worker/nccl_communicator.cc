@@ -180,6 +180,17 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
+  // A hybrid layout's TP subgroups would need a communicator of their own
+  // (ncclCommSplit), which is not built yet.
+  absl::Status SubgroupAllReduce(const kernels::Tensor& data,
+                                 absl::Span<const int> members) override {
+    if (static_cast<int>(members.size()) == size()) return DeterministicAllReduce(data);
+    if (members.size() <= 1) return absl::OkStatus();
+    return absl::UnimplementedError(
+        "NCCL groups run the (P, 1) and (1, P) layouts only: a hybrid --sp_degree needs "
+        "host-staged collectives (--collectives=staged) for now");
+  }
+
   absl::Status Barrier() override {
     return Run("barrier", sizeof(float), sizeof(float), [&] {
       return api_->AllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, Stream());

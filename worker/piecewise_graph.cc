@@ -71,6 +71,13 @@ absl::Status PiecewiseCapture::DeterministicAllReduce(const kernels::Tensor& dat
   return Cut([inner = inner_, data] { return inner->DeterministicAllReduce(data); });
 }
 
+absl::Status PiecewiseCapture::SubgroupAllReduce(const kernels::Tensor& data,
+                                                 absl::Span<const int> members) {
+  return Cut([inner = inner_, data, members = std::vector<int>(members.begin(), members.end())] {
+    return inner->SubgroupAllReduce(data, members);
+  });
+}
+
 absl::Status ReplayPieces(kernels::Backend& backend, const std::vector<GraphPiece>& pieces) {
   for (const GraphPiece& piece : pieces) {
     SHIFT_RETURN_IF_ERROR(backend.Replay(*piece.graph));

@@ -49,6 +49,8 @@ class PiecewiseCapture final : public Communicator {
                          absl::Span<const int64_t> recv_counts) override;
   absl::Status Barrier() override;
   absl::Status DeterministicAllReduce(const kernels::Tensor& data) override;
+  absl::Status SubgroupAllReduce(const kernels::Tensor& data,
+                                 absl::Span<const int> members) override;
 
  private:
   // Ends the piece, runs it and then `collective`, keeps both, and starts

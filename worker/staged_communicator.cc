@@ -80,4 +80,15 @@ absl::Status StagedCommunicator::DeterministicAllReduce(const kernels::Tensor& d
   });
 }
 
+absl::Status StagedCommunicator::SubgroupAllReduce(const kernels::Tensor& data,
+                                                   absl::Span<const int> members) {
+  if (members.size() <= 1) return absl::OkStatus();
+  return Run(data, &data, [&](const kernels::Tensor& i, const kernels::Tensor& o) {
+    if (o.data != i.data && !o.empty()) {
+      std::copy(i.As<float>(), i.As<float>() + i.size(), o.As<float>());
+    }
+    return inner_->SubgroupAllReduce(o.empty() ? i : o, members);
+  });
+}
+
 }  // namespace shift

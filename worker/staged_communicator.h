@@ -36,6 +36,8 @@ class StagedCommunicator final : public Communicator {
                          absl::Span<const int64_t> recv_counts) override;
   absl::Status Barrier() override;
   absl::Status DeterministicAllReduce(const kernels::Tensor& data) override;
+  absl::Status SubgroupAllReduce(const kernels::Tensor& data,
+                                 absl::Span<const int> members) override;
 
   const Communicator& inner() const { return *inner_; }
 

@@ -17,8 +17,8 @@ namespace {
 
 class CpuWeight final : public Weight {
  public:
-  explicit CpuWeight(PackedWeight packed)
-      : Weight(packed.n(), packed.k(), DType::kF32), packed_(std::move(packed)) {}
+  CpuWeight(const WeightPart& part, PackedWeight packed)
+      : Weight(part, DType::kF32), packed_(std::move(packed)) {}
   const PackedWeight& packed() const { return packed_; }
 
  private:
@@ -72,13 +72,10 @@ absl::StatusOr<Buffer> CpuBackend::Allocate(DType dtype, int64_t rows, int64_t c
                 [](void* p) { delete[] static_cast<float*>(p); });
 }
 
-absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::UploadWeight(const float* w, int64_t n,
-                                                                 int64_t k) {
-  if (k % kReductionGroups != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a GEMM weight's K (", k, ") must be a multiple of ", kReductionGroups));
-  }
-  return std::unique_ptr<Weight>(std::make_unique<CpuWeight>(PackedWeight::Pack(w, n, k)));
+absl::StatusOr<std::unique_ptr<Weight>> CpuBackend::DoUploadWeight(const float* w,
+                                                                   const WeightPart& part) {
+  return std::unique_ptr<Weight>(std::make_unique<CpuWeight>(
+      part, PackedWeight::Pack(w, part.rows(), part.cols(), part.group_count)));
 }
 
 absl::StatusOr<std::unique_ptr<RopeTable>> CpuBackend::UploadRope(const RopeSpec& spec) {
@@ -142,7 +139,7 @@ absl::Status CpuBackend::DoRmsNorm(const Tensor& residual, const Tensor* add, co
 absl::Status CpuBackend::DoGemm(const Tensor& x, const Weight& w, const GemmRange& range,
                                 const Tensor* bias, const Tensor& y) {
   SHIFT_RETURN_IF_ERROR(RequireHostF32({&x, bias, &y}));
-  cpu::Gemm(x.As<float>(), x.rows, x.ld, static_cast<const CpuWeight&>(w).packed(), range,
+  cpu::Gemm(x.As<float>(), x.rows, x.ld, static_cast<const CpuWeight&>(w).packed(), w.Local(range),
             y.As<float>(), y.ld, threads_);
   if (bias != nullptr) {
     for (int64_t t = 0; t < y.rows; ++t) cpu::AddBias(Row(y, t), 1, y.cols, bias->As<float>());

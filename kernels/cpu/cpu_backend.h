@@ -15,12 +15,12 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::kCpu; }
   DType activation_dtype() const override { return DType::kF32; }
   absl::StatusOr<Buffer> Allocate(DType dtype, int64_t rows, int64_t cols, bool zero) override;
-  absl::StatusOr<std::unique_ptr<Weight>> UploadWeight(const float* w, int64_t n,
-                                                       int64_t k) override;
   absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) override;
   absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) override;
 
  protected:
+  absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeight(const float* w,
+                                                         const WeightPart& part) override;
   absl::Status DoCopyFromHost(const float* host, const Tensor& dst) override;
   absl::Status DoCopyToHost(const Tensor& src, float* host) override;
   absl::Status DoEmbedding(const Tensor& table, const StepData& step, int64_t first,

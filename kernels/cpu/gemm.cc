@@ -98,7 +98,7 @@ __attribute__((target_clones("avx2", "default"))) void Tile1(const float* x, int
 void GemmPanels(const float* x, int64_t m, int64_t ldx, const PackedWeight& w,
                 const GemmRange& range, int64_t n_end, int64_t p_begin, int64_t p_end, float* y,
                 int64_t ldy) {
-  const int64_t len = w.k() / kReductionGroups;
+  const int64_t len = w.k() / w.groups();
   float tile[4 * kPanelWidth];
   for (int64_t p = p_begin; p < p_end; ++p) {
     const float* panel = w.panel(p) + range.group_begin * len * kPanelWidth;
@@ -122,11 +122,12 @@ void GemmPanels(const float* x, int64_t m, int64_t ldx, const PackedWeight& w,
 
 }  // namespace
 
-PackedWeight PackedWeight::Pack(const float* w, int64_t n, int64_t k) {
-  SHIFT_CHECK(k % kReductionGroups == 0, "K = ", k, " is not a multiple of ", kReductionGroups);
+PackedWeight PackedWeight::Pack(const float* w, int64_t n, int64_t k, int groups) {
+  SHIFT_CHECK(groups >= 1 && k % groups == 0, "K = ", k, " is not a multiple of ", groups);
   PackedWeight packed;
   packed.n_ = n;
   packed.k_ = k;
+  packed.groups_ = groups;
   packed.data_.assign(packed.num_panels() * k * kPanelWidth, 0.0f);
   for (int64_t row = 0; row < n; ++row) {
     float* panel = packed.data_.data() + (row / kPanelWidth) * k * kPanelWidth;
@@ -144,14 +145,14 @@ void Gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const G
   SHIFT_CHECK((range.group_count == 1 || range.group_count == 2 || range.group_count == 4 ||
                range.group_count == 8) &&
                   range.group_begin % range.group_count == 0 &&
-                  range.group_begin + range.group_count <= kReductionGroups,
-              "groups ", range.group_begin, " + ", range.group_count);
+                  range.group_begin + range.group_count <= w.groups(),
+              "groups ", range.group_begin, " + ", range.group_count, " of ", w.groups());
   if (m == 0 || n_end == range.n_begin) return;
   const int64_t p_begin = range.n_begin / kPanelWidth;
   const int64_t p_end = (n_end + kPanelWidth - 1) / kPanelWidth;
   const int64_t panels = p_end - p_begin;
   // Threads only pay off for enough work (a thread start costs ~20 µs).
-  const int64_t flops = 2 * m * (n_end - range.n_begin) * w.k() * range.group_count / 8;
+  const int64_t flops = 2 * m * (n_end - range.n_begin) * w.k() / w.groups() * range.group_count;
   const int64_t workers = std::min<int64_t>({threads, panels, std::max<int64_t>(1, flops >> 21)});
   ParallelFor(panels, workers, [&](int64_t a, int64_t b) {
     GemmPanels(x, m, ldx, w, range, n_end, p_begin + a, p_begin + b, y, ldy);

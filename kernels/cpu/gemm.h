@@ -15,25 +15,29 @@
 namespace shift::kernels::cpu {
 
 // W [n][k] packed as panels of kPanelWidth columns, each stored [k][16]
-// (the last panel zero-padded). Owns its memory.
+// (the last panel zero-padded). Owns its memory. Its K columns hold
+// `groups` reduction groups: all 8, or the subtree a TP shard holds.
 class PackedWeight {
  public:
   PackedWeight() = default;
-  // `w` is row-major [n][k]; k must be a multiple of kReductionGroups.
-  static PackedWeight Pack(const float* w, int64_t n, int64_t k);
+  // `w` is row-major [n][k]; k must be a multiple of `groups`.
+  static PackedWeight Pack(const float* w, int64_t n, int64_t k, int groups = kReductionGroups);
 
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
+  int groups() const { return groups_; }
   int64_t num_panels() const { return (n_ + kPanelWidth - 1) / kPanelWidth; }
   const float* panel(int64_t p) const { return data_.data() + p * k_ * kPanelWidth; }
 
  private:
   int64_t n_ = 0, k_ = 0;
+  int groups_ = kReductionGroups;
   std::vector<float> data_;
 };
 
 // y[m][n - n_begin] = Σ_k x[m][k] · W[n][k] over the range, in canonical
 // order. x is [m][ldx] (K columns of the range's groups), y is [m][ldy].
+// Groups count within those `w` holds.
 // `threads` splits panels over that many threads (1: the caller's only).
 void Gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const GemmRange& range,
           float* y, int64_t ldy, int threads = 1);

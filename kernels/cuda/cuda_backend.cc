@@ -86,17 +86,17 @@ absl::StatusOr<const LtApi*> LoadLt() {
 
 class CudaWeight final : public Weight {
  public:
-  CudaWeight(int64_t n, int64_t k, Buffer data)
-      : Weight(n, k, DType::kBF16), data_(std::move(data)) {}
+  CudaWeight(const WeightPart& part, Buffer data)
+      : Weight(part, DType::kBF16), data_(std::move(data)) {}
   // FP8 codes and one fp32 scale per row.
-  CudaWeight(int64_t n, int64_t k, Buffer codes, Buffer scales)
-      : Weight(n, k, DType::kF8E4M3), data_(std::move(codes)), scales_(std::move(scales)) {}
+  CudaWeight(const WeightPart& part, Buffer codes, Buffer scales)
+      : Weight(part, DType::kF8E4M3), data_(std::move(codes)), scales_(std::move(scales)) {}
   const Bf16* data() const { return data_.tensor().As<Bf16>(); }
   const uint8_t* codes() const { return static_cast<const uint8_t*>(data_.tensor().data); }
   const float* scales() const { return scales_.tensor().As<float>(); }
 
  private:
-  Buffer data_;    // [n][k] bf16 (or FP8 codes), row-major as in the checkpoint
+  Buffer data_;    // [n][k] bf16 (or FP8 codes), row-major as in the checkpoint (the part held)
   Buffer scales_;  // FP8: [n] fp32
 };
 
@@ -337,17 +337,18 @@ class CudaBackend final : public Backend {
     return Wrap(Tensor{data, dtype, Device::kCuda, rows, cols, cols});
   }
 
-  absl::StatusOr<std::unique_ptr<Weight>> UploadWeight(const float* w, int64_t n,
-                                                       int64_t k) override {
-    SHIFT_ASSIGN_OR_RETURN(Buffer data, Allocate(DType::kBF16, n, k, false));
+  absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeight(const float* w,
+                                                         const WeightPart& part) override {
+    SHIFT_ASSIGN_OR_RETURN(Buffer data, Allocate(DType::kBF16, part.rows(), part.cols(), false));
     SHIFT_RETURN_IF_ERROR(CopyFromHost(w, data));
-    return std::unique_ptr<Weight>(std::make_unique<CudaWeight>(n, k, std::move(data)));
+    return std::unique_ptr<Weight>(std::make_unique<CudaWeight>(part, std::move(data)));
   }
 
-  absl::StatusOr<std::unique_ptr<Weight>> UploadWeightFp8(const uint8_t* codes,
-                                                          const float* row_scales, int64_t n,
-                                                          int64_t k) override {
-    if (!fp8_gemm_) return Backend::UploadWeightFp8(codes, row_scales, n, k);
+  absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeightFp8(const uint8_t* codes,
+                                                            const float* row_scales,
+                                                            const WeightPart& part) override {
+    if (!fp8_gemm_) return Backend::DoUploadWeightFp8(codes, row_scales, part);
+    const int64_t n = part.rows(), k = part.cols();
     if (compute_major_ * 10 + compute_minor_ < 89) {
       return absl::FailedPreconditionError(absl::StrCat(
           "FP8 GEMMs need a GPU of compute capability 8.9 or later; CUDA device ", device_, " is ",
@@ -366,7 +367,7 @@ class CudaBackend final : public Backend {
                         cudaMemcpyHostToDevice, stream_),
         "copy FP8 weight scales"));
     return std::unique_ptr<Weight>(
-        std::make_unique<CudaWeight>(n, k, std::move(data), std::move(scales)));
+        std::make_unique<CudaWeight>(part, std::move(data), std::move(scales)));
   }
 
   absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) override {
@@ -453,15 +454,17 @@ class CudaBackend final : public Backend {
         "rms_norm");
   }
 
-  absl::Status DoGemm(const Tensor& x, const Weight& w_base, const GemmRange& range,
+  absl::Status DoGemm(const Tensor& x, const Weight& w_base, const GemmRange& whole_range,
                       const Tensor* bias, const Tensor& y) override {
+    // The range within the part of the weight held.
+    const GemmRange range = w_base.Local(whole_range);
     SHIFT_RETURN_IF_ERROR(RequireBf16({&x, bias}));
     if (y.device != Device::kCuda || (y.dtype != DType::kBF16 && y.dtype != DType::kF32)) {
       return absl::InvalidArgumentError("gemm: y must be bf16 or fp32 on the device");
     }
     const auto& w = static_cast<const CudaWeight&>(w_base);
-    const int64_t n_end = range.n_end < 0 ? w.n() : range.n_end, cols = n_end - range.n_begin;
-    const int64_t group = w.k() / kReductionGroups, kr = group * range.group_count;
+    const int64_t n_end = range.n_end, cols = n_end - range.n_begin;
+    const int64_t group = w.k() / w.groups(), kr = group * range.group_count;
     const int64_t m = x.rows;
     if (m == 0 || cols == 0) return absl::OkStatus();
     SHIFT_RETURN_IF_ERROR(Use());
@@ -479,12 +482,12 @@ class CudaBackend final : public Backend {
       SHIFT_ASSIGN_OR_RETURN(Buffer copy, padded(x));
       const Tensor view = copy.Cols(0, x.cols);
       SHIFT_RETURN_IF_ERROR(DoCopy(x, view));
-      return DoGemm(view, w_base, range, bias, y);
+      return DoGemm(view, w_base, whole_range, bias, y);
     }
     if (!aligned(y)) {
       SHIFT_ASSIGN_OR_RETURN(Buffer dense, padded(y));
       const Tensor view = dense.Cols(0, y.cols);
-      SHIFT_RETURN_IF_ERROR(DoGemm(x, w_base, range, bias, view));
+      SHIFT_RETURN_IF_ERROR(DoGemm(x, w_base, whole_range, bias, view));
       return DoCopy(view, y);
     }
     if (w.dtype() == DType::kF8E4M3) return Fp8Gemm(x, w, range, bias, y, cols, kr);
@@ -621,7 +624,7 @@ class CudaBackend final : public Backend {
   // dequantized slice.
   absl::Status Fp8Gemm(const Tensor& x, const CudaWeight& w, const GemmRange& range,
                        const Tensor* bias, const Tensor& y, int64_t cols, int64_t kr) {
-    const int64_t m = x.rows, group = w.k() / kReductionGroups;
+    const int64_t m = x.rows, group = w.k() / w.groups();
     const uint8_t* a = w.codes() + range.n_begin * w.k() + group * range.group_begin;
     const float* a_scales = w.scales() + range.n_begin;
     const bool y_f32 = y.dtype == DType::kF32;

@@ -49,10 +49,6 @@ class RecordingBackend final : public kernels::Backend {
     return kernels::Buffer(tensor, [](void*) {});
   }
   bool SupportsGraphs() const override { return graphs_; }
-  absl::StatusOr<std::unique_ptr<kernels::Weight>> UploadWeight(const float* w, int64_t n,
-                                                                int64_t k) override {
-    return inner_->UploadWeight(w, n, k);
-  }
   absl::StatusOr<std::unique_ptr<kernels::RopeTable>> UploadRope(
       const kernels::RopeSpec& spec) override {
     return inner_->UploadRope(spec);
@@ -64,6 +60,11 @@ class RecordingBackend final : public kernels::Backend {
 
  protected:
   using Tensor = kernels::Tensor;
+
+  absl::StatusOr<std::unique_ptr<kernels::Weight>> DoUploadWeight(
+      const float* w, const kernels::WeightPart& part) override {
+    return inner_->UploadWeight(w, part);
+  }
 
   absl::Status DoCopyFromHost(const float* host, const Tensor& dst) override {
     Record(kernels::Op::kCopyFromHost, {&dst});

@@ -8,6 +8,7 @@
 // parameter (e.g. '*/cuda').
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <random>
@@ -245,7 +246,7 @@ TEST_P(BackendOpsTest, GemmOnColumnAndReductionRangesWithBias) {
         const std::vector<float> w_host = Random(rng_, n * k);
         std::unique_ptr<Weight> w[2];
         for (int i : {0, 1}) {
-          auto uploaded = on(i).UploadWeight(w_host.data(), n, k);
+          auto uploaded = on(i).UploadWeight(w_host.data(), WeightPart::Whole(n, k));
           ASSERT_TRUE(uploaded.ok()) << uploaded.status();
           w[i] = *std::move(uploaded);
         }
@@ -263,6 +264,68 @@ TEST_P(BackendOpsTest, GemmOnColumnAndReductionRangesWithBias) {
       }
     }
   }
+}
+
+// The rows [row_begin, row_end) and groups [g, g + c) of W [n][k], row-major.
+std::vector<float> PartOf(const std::vector<float>& w, int64_t k, const WeightPart& part) {
+  std::vector<float> out;
+  const int64_t len = k / kReductionGroups;
+  for (int64_t r = part.row_begin; r < part.row_end; ++r) {
+    const float* row = w.data() + r * k + part.group_begin * len;
+    out.insert(out.end(), row, row + part.cols());
+  }
+  return out;
+}
+
+// A TP shard holds rows and reduction groups of a weight (the hybrid
+// layout); GEMM ranges still name the whole weight's columns and groups.
+// On the tested backend the shard's GEMMs match the CPU's on the whole
+// weight, and on the CPU the shard gives the whole weight's bits.
+TEST_P(BackendOpsTest, GemmOnAShardOfTheWeightNamesTheWholeWeightsRanges) {
+  const int64_t n = 96, k = 64, m = 5;
+  const std::vector<float> w_host = Random(rng_, n * k);
+  struct Case {
+    WeightPart part;
+    GemmRange range;
+  };
+  const std::vector<Case> cases = {
+      {{n, k, 32, 64, 0, 8}, {32, 64}},           // column-parallel shard 1 of 3 panels' worth
+      {{n, k, 48, 96, 0, 8}, {64, 96}},           // a view inside a shard (TP over more ranks)
+      {{n, k, 0, n, 4, 4}, {0, -1, 4, 4}},        // row-parallel shard 1 of 2
+      {{n, k, 0, n, 4, 4}, {0, -1, 6, 2}},        // its second quarter (TP over 4)
+      {{n, k, 0, n, 2, 2}, {16, 48, 3, 1}},       // a subtree and columns inside both
+  };
+  for (const Case& c : cases) {
+    auto whole = on(0).UploadWeight(w_host.data(), WeightPart::Whole(n, k));
+    const std::vector<float> part_host = PartOf(w_host, k, c.part);
+    auto part = on(1).UploadWeight(part_host.data(), c.part);
+    ASSERT_TRUE(whole.ok() && part.ok()) << part.status();
+    EXPECT_EQ((*part)->n(), c.part.rows());
+    EXPECT_EQ((*part)->k(), c.part.cols());
+    const int64_t cols = (c.range.n_end < 0 ? n : c.range.n_end) - c.range.n_begin;
+    const int64_t kr = k / kReductionGroups * c.range.group_count;
+    Twin x = Upload(Random(rng_, m * kr), m, kr);
+    Twin y = Zeros(m, cols);
+    ASSERT_TRUE(on(0).Gemm(x.on[0], **whole, c.range, nullptr, y.on[0]).ok());
+    ASSERT_TRUE(on(1).Gemm(x.on[1], **part, c.range, nullptr, y.on[1]).ok());
+    const std::string what = GemmCase(m, n, k, c.range, false) + " on a shard";
+    ExpectClose(y, Op::kGemm, what);
+    if (on(1).device() == Device::kCpu) {
+      const std::vector<float> a = Download(0, y.on[0]), b = Download(1, y.on[1]);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what;
+    }
+  }
+  // A range outside the shard, and shards that are not a panel or subtree.
+  const WeightPart shard{n, k, 32, 64, 4, 4};
+  const std::vector<float> part_host = PartOf(w_host, k, shard);
+  auto part = on(1).UploadWeight(part_host.data(), shard);
+  ASSERT_TRUE(part.ok());
+  Twin x = Upload(Random(rng_, m * 16), m, 16), y = Zeros(m, 32);
+  const absl::Status outside = on(1).Gemm(x.on[1], **part, {16, 48, 4, 2}, nullptr, y.on[1]);
+  EXPECT_EQ(outside.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(outside.message().find("holds rows [32, 64)"), std::string_view::npos) << outside;
+  EXPECT_FALSE(on(1).UploadWeight(part_host.data(), {n, k, 8, 40, 4, 4}).ok());
+  EXPECT_FALSE(on(1).UploadWeight(part_host.data(), {n, k, 32, 64, 2, 4}).ok());
 }
 
 TEST_P(BackendOpsTest, RopeWithAndWithoutLlama3Scaling) {
@@ -432,7 +495,7 @@ TEST_P(BackendOpsTest, GemmOnFp8WeightsWithScalesPerRow) {
         for (uint8_t& c : codes) c = F32ToF8E4M3(Random(rng_, 1, 60.0f)[0]);
         std::unique_ptr<Weight> w[2];
         for (int i : {0, 1}) {
-          auto uploaded = on(i).UploadWeightFp8(codes.data(), scales.data(), n, k);
+          auto uploaded = on(i).UploadWeightFp8(codes.data(), scales.data(), WeightPart::Whole(n, k));
           ASSERT_TRUE(uploaded.ok()) << uploaded.status();
           w[i] = *std::move(uploaded);
         }
@@ -455,7 +518,7 @@ TEST_P(BackendOpsTest, ShapeMismatchesAreErrorsThatNameTheOperation) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("rms_norm"), std::string_view::npos) << status;
   const std::vector<float> w_host(32 * 16, 0.5f);
-  auto weight = on(1).UploadWeight(w_host.data(), 32, 16);
+  auto weight = on(1).UploadWeight(w_host.data(), WeightPart::Whole(32, 16));
   ASSERT_TRUE(weight.ok());
   Twin y = Zeros(3, 32);
   EXPECT_EQ(on(1).Gemm(b.on[1], **weight, {}, nullptr, y.on[1]).code(),
@@ -470,7 +533,7 @@ TEST(BackendCountersTest, GemmAndAttentionCountTheirWork) {
   cpu::CpuBackend backend(1);
   const int64_t m = 4, n = 48, k = 64;
   const std::vector<float> w_host(n * k, 0.25f);
-  auto w = backend.UploadWeight(w_host.data(), n, k);
+  auto w = backend.UploadWeight(w_host.data(), WeightPart::Whole(n, k));
   ASSERT_TRUE(w.ok());
   auto x = backend.Allocate(DType::kF32, m, k, true);
   auto y = backend.Allocate(DType::kF32, m, n, true);
