@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
+#include "common/step_mode.h"
 #include "common/unicode.h"
 #include "core/group_choice.h"
 #include "router/step_plan.h"
@@ -57,6 +58,10 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
   if (options.num_groups < 1 || options.world_size < 1) {
     return absl::InvalidArgumentError("--groups and --world_size must be at least 1");
   }
+  if (options.sp_degree == 0) options.sp_degree = options.world_size;
+  const GroupLayout layout{static_cast<int>(options.world_size),
+                           static_cast<int>(options.sp_degree)};
+  if (std::string why = layout.Problem(); !why.empty()) return absl::InvalidArgumentError(why);
   std::unique_ptr<StepTrace> step_trace;
   if (!options.step_trace.empty()) {
     SHIFT_ASSIGN_OR_RETURN(step_trace, StepTrace::Open(options.step_trace));
@@ -77,6 +82,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
                       policy_name == "tp"   ? std::numeric_limits<double>::infinity()
                       : policy_name == "sp" ? 0.0
                                             : static_cast<double>(r->options_.shift_threshold));
+  metrics->SetLayout(layout.sp, layout.tp());
   for (uint32_t g = 0; g < r->options_.num_groups; ++g) metrics->GroupInService(g, false);
   absl::MutexLock lock(&router->mu_);
   router->step_trace_ = std::move(step_trace);
@@ -589,6 +595,7 @@ v1::ModelInfo Router::ModelInfo() const {
   info.set_head_dim(static_cast<uint32_t>(config_.head_dim));
   for (int64_t eos : config_.eos_token_ids) info.add_eos_token_ids(static_cast<int32_t>(eos));
   info.set_world_size(options_.world_size);
+  info.set_sp_degree(options_.sp_degree);
   info.set_num_groups(options_.num_groups);
   info.set_shift_policy(options_.shift_policy);
   return info;

@@ -45,6 +45,9 @@ struct RouterOptions {
   std::string model_fingerprint;               // ranks must register with the same one
   uint32_t num_groups = 1;                     // data-parallel worker groups 0..num_groups-1
   uint32_t world_size = 1;                     // ranks per group
+  // The base mode's Ulysses degree (common/step_mode.h, GroupLayout);
+  // 0: world_size (pure SP).
+  uint32_t sp_degree = 0;
   int max_requeues = defaults::kRequeueLimit;  // moves to another group before UNAVAILABLE
   // Limits; num_blocks is taken from the ranks (the smallest) when the group
   // forms, and block_size must match theirs.

@@ -53,6 +53,12 @@ ABSL_FLAG(std::string, model, "",
           "Model directory (config.json and tokenizer.json are read; required)");
 ABSL_FLAG(std::string, model_name, "", "Name reported by GetModelInfo (default: directory name)");
 ABSL_FLAG(uint32_t, world_size, 1, "Ranks per worker group (1, 2, 4 or 8)");
+ABSL_FLAG(uint32_t, sp_degree, 0,
+          "The base (sp) mode's Ulysses degree k: k Ulysses groups, each over the TP shards of "
+          "world_size / k ranks, so each rank holds 1/(world_size / k) of the weights; the "
+          "shifted (tp) mode is TP over all ranks. Must divide --world_size; 0 means "
+          "--world_size (pure SP: every rank holds the whole model), 1 TP only. Every rank "
+          "must be started with the same value");
 ABSL_FLAG(uint32_t, groups, 1,
           "Data-parallel worker groups (workers pass --group=0..G-1); requests go to the group "
           "with the least outstanding work");
@@ -126,6 +132,7 @@ absl::Status Serve() {
   }
   SHIFT_ASSIGN_OR_RETURN(options.model_fingerprint, ModelFingerprint(model_dir));
   options.world_size = absl::GetFlag(FLAGS_world_size);
+  options.sp_degree = absl::GetFlag(FLAGS_sp_degree);
   options.num_groups = absl::GetFlag(FLAGS_groups);
   options.max_requeues = absl::GetFlag(FLAGS_requeue_limit);
   options.scheduler.block_size = absl::GetFlag(FLAGS_block_size);
@@ -161,6 +168,7 @@ absl::Status Serve() {
   hub_options.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
   hub_options.num_groups = options.num_groups;
   hub_options.world_size = options.world_size;
+  hub_options.sp_degree = options.sp_degree != 0 ? options.sp_degree : options.world_size;
   hub_options.block_size = static_cast<uint32_t>(options.scheduler.block_size);
   hub_options.model_fingerprint = options.model_fingerprint;
   hub_options.vocab_size = config.vocab_size;

@@ -44,6 +44,10 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
   build_info_ = gauge("shift_build_info",
                       "Always 1; the labels say which shift version serves which model, and the "
                       "shift policy");
+  layout_info_ = gauge("shift_group_layout_info",
+                       "Always 1; the labels give the groups' layout: the base (sp) mode runs sp "
+                       "Ulysses groups over TP shards of tp ranks (tp = 1: pure SP); the tp mode "
+                       "is TP over all sp x tp ranks");
   threshold_ = &gauge("shift_shift_threshold_tokens",
                       "Step tokens above which the policy picks SP (the cost policy's starting "
                       "rule; +Inf: never SP, 0: always)")
@@ -170,6 +174,10 @@ void RouterMetrics::SetServing(const std::string& model, const std::string& poli
                                double threshold_tokens) {
   build_info_->Add({{"version", SHIFT_VERSION}, {"model", model}, {"policy", policy}}).Set(1);
   threshold_->Set(threshold_tokens);
+}
+
+void RouterMetrics::SetLayout(int sp, int tp) {
+  layout_info_->Add({{"sp", absl::StrCat(sp)}, {"tp", absl::StrCat(tp)}}).Set(1);
 }
 
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }

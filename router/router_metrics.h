@@ -53,6 +53,9 @@ class RouterMetrics {
   // (1, with the labels) and the step-token threshold in force (+Inf when
   // the policy never picks SP, 0 when it always does).
   void SetServing(const std::string &model, const std::string &policy, double threshold_tokens);
+  // The groups' layout: shift_group_layout_info{sp, tp} = 1 (the base
+  // mode's Ulysses degree and the TP degree inside it).
+  void SetLayout(int sp, int tp);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -62,7 +65,7 @@ class RouterMetrics {
   // Per group (label group="g"), created on first use.
   prometheus::Family<prometheus::Gauge> *queue_depth_, *running_, *blocks_used_, *blocks_total_,
       *blocks_cached_, *mode_, *in_service_;
-  prometheus::Family<prometheus::Gauge> *build_info_;
+  prometheus::Family<prometheus::Gauge> *build_info_, *layout_info_;
   prometheus::Gauge *threshold_;
   prometheus::Family<prometheus::Counter> *steps_, *switches_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;

@@ -106,6 +106,9 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   // else what its first rank registered with.
   const uint32_t world_size = options_.world_size != 0 ? options_.world_size : group.world_size;
   const uint32_t block_size = options_.block_size != 0 ? options_.block_size : group.block_size;
+  // A rank that names no layout (0) runs pure SP.
+  const uint32_t rank_sp = reg.sp_degree() != 0 ? reg.sp_degree() : reg.world_size();
+  const uint32_t sp_degree = options_.sp_degree != 0 ? options_.sp_degree : group.sp_degree;
   const std::string& fingerprint =
       options_.model_fingerprint.empty() ? group.fingerprint : options_.model_fingerprint;
   std::string refusal;
@@ -121,6 +124,11 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   } else if (block_size != 0 && reg.block_size() != block_size) {
     refusal =
         absl::StrCat("block size ", reg.block_size(), " differs from the group's ", block_size);
+  } else if (sp_degree != 0 && rank_sp != sp_degree) {
+    // Its shard of the weights is another layout's: every rank of a group
+    // must be started with the router's --sp_degree.
+    refusal = absl::StrCat("--sp_degree ", rank_sp, " differs from the group's ", sp_degree,
+                           " (start every rank with the router's --sp_degree)");
   }
   if (!refusal.empty()) {
     stream->Close(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -141,6 +149,7 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   group.world_size = reg.world_size();
   group.fingerprint = reg.model_fingerprint();
   group.block_size = reg.block_size();
+  group.sp_degree = rank_sp;
   if (old != group.ranks.end()) {
     // Registered but silent past the heartbeat timeout (the watchdog has not
     // come round yet): the newcomer takes its place.

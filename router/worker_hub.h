@@ -39,6 +39,8 @@ struct WorkerHubOptions {
   // is refused, so no registration can redefine a group.
   uint32_t num_groups = 0;
   uint32_t world_size = 0;
+  // The base mode's Ulysses degree (0: learnt, as world_size).
+  uint32_t sp_degree = 0;
   uint32_t block_size = 0;
   std::string model_fingerprint;
   // When set, every token id (and alternative) a leader returns must lie in
@@ -89,6 +91,7 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   class Stream;
   struct Group {
     uint32_t world_size = 0;  // from the first registration
+    uint32_t sp_degree = 0;
     std::string fingerprint;
     uint32_t block_size = 0;
     uint64_t generation = 0;

@@ -238,9 +238,12 @@ int Model(v1::Generation::Stub& stub) {
               info.name().c_str(), info.architecture().c_str(), info.num_layers(),
               info.hidden_size(), info.num_heads(), info.num_kv_heads(), info.head_dim(),
               info.vocab_size(), info.max_model_len());
-  std::printf("%u group(s) of %u rank(s); shift policy %s; eos %s\n", info.num_groups(),
-              info.world_size(), info.shift_policy().c_str(),
-              absl::StrJoin(info.eos_token_ids(), ",").c_str());
+  const uint32_t sp = info.sp_degree() != 0 ? info.sp_degree() : info.world_size();
+  std::printf(
+      "%u group(s) of %u rank(s), base mode %u Ulysses x %u TP (each rank holds 1/%u of the "
+      "weights); shift policy %s; eos %s\n",
+      info.num_groups(), info.world_size(), sp, info.world_size() / sp, info.world_size() / sp,
+      info.shift_policy().c_str(), absl::StrJoin(info.eos_token_ids(), ",").c_str());
   return 0;
 }
 

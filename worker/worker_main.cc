@@ -20,6 +20,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(uint32_t, group, 0, "Worker group index");
 ABSL_FLAG(uint32_t, rank, 0, "Rank in the group, 0 .. world_size-1");
 ABSL_FLAG(uint32_t, world_size, 1, "Ranks in the group (1, 2, 4 or 8)");
+ABSL_FLAG(uint32_t, sp_degree, 0,
+          "The group's base-mode Ulysses degree k, as the router's --sp_degree: this rank loads "
+          "its 1/(world_size / k) shard of the weights (0: world_size, the whole model)");
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
 ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
           "Bytes for this rank's KV cache (all layers)");
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
   options.group = absl::GetFlag(FLAGS_group);
   options.rank = absl::GetFlag(FLAGS_rank);
   options.world_size = absl::GetFlag(FLAGS_world_size);
+  options.engine.sp_degree = static_cast<int>(absl::GetFlag(FLAGS_sp_degree));
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.engine.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.engine.block_size = absl::GetFlag(FLAGS_block_size);

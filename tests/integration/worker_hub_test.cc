@@ -26,7 +26,7 @@ using ::testing::Not;
 class FakeRank {
  public:
   FakeRank(const std::shared_ptr<grpc::Channel>& channel, uint32_t group, uint32_t rank,
-           const std::string& fingerprint)
+           const std::string& fingerprint, uint32_t sp_degree = 0)
       : stub_(rpc::Worker::NewStub(channel)) {
     ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     stream_ = stub_->Connect(&ctx_);
@@ -38,6 +38,7 @@ class FakeRank {
     reg->set_kv_blocks(64);
     reg->set_block_size(16);
     reg->set_model_fingerprint(fingerprint);
+    reg->set_sp_degree(sp_degree);
     stream_->Write(hello);
   }
   // The first message from the hub (a welcome), or the stream's end status.
@@ -82,6 +83,7 @@ class WorkerHubTest : public ::testing::Test {
     WorkerHubOptions options;
     options.num_groups = 1;
     options.world_size = 1;
+    options.sp_degree = 1;
     options.block_size = 16;
     options.model_fingerprint = "the-real-model";
     options.vocab_size = 1000;
@@ -118,6 +120,19 @@ TEST_F(WorkerHubTest, UnknownGroupsAndOtherModelsAreRefusedWithoutTheRightFinger
   EXPECT_TRUE(real.Welcomed());
   EXPECT_TRUE(hub_->Registration(0, 0).ok());
   real.Finish();
+}
+
+// A rank started with another --sp_degree holds another shard of the
+// weights: refused, saying which value the group has; one that names none
+// (an older rank) runs pure SP, which a group of one is.
+TEST_F(WorkerHubTest, RanksOfAnotherLayoutAreRefused) {
+  FakeRank other(channel_, 0, 0, "the-real-model", /*sp_degree=*/2);
+  const grpc::Status refused = other.Refusal();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(refused.error_message(), HasSubstr("--sp_degree 2 differs from the group's 1"));
+  FakeRank unnamed(channel_, 0, 0, "the-real-model");
+  EXPECT_TRUE(unnamed.Welcomed());
+  unnamed.Finish();
 }
 
 TEST_F(WorkerHubTest, ALiveRankIsNeverReplacedButARestartedOneGetsIn) {
