@@ -198,7 +198,8 @@ def decode_model_info(buf):
     return {"name": _str(_one(f, 1, b"")), "architecture": _str(_one(f, 2, b"")),
             "vocab_size": _one(f, 3, 0), "max_model_len": _one(f, 4, 0),
             "num_layers": _one(f, 5, 0), "eos_token_ids": _ints(f.get(10, [])),
-            "world_size": _one(f, 11, 0), "shift_policy": _str(_one(f, 13, b""))}
+            "world_size": _one(f, 11, 0), "shift_policy": _str(_one(f, 13, b"")),
+            "sp_degree": _one(f, 14, 0)}
 
 
 # ---- calls ----------------------------------------------------------------------
