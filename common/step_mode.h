@@ -3,7 +3,10 @@
 // one, the engine runs it, and the router maps it to the wire.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace shift {
@@ -57,5 +60,16 @@ struct GroupLayout {
     return "";
   }
 };
+
+// The rows [begin, end) of a `vocab`-row LM head that part `index` of
+// `parts` computes: whole panels of `panel` rows, the last part clamped.
+// TP over P ranks (parts = P) views into the base mode's shards (parts =
+// tp): floor(j·sp·panels / P) = floor(j·panels / tp).
+inline std::pair<int64_t, int64_t> VocabPart(int64_t vocab, int64_t index, int64_t parts,
+                                             int64_t panel) {
+  const int64_t panels = (vocab + panel - 1) / panel;
+  return {std::min(index * panels / parts * panel, vocab),
+          std::min((index + 1) * panels / parts * panel, vocab)};
+}
 
 }  // namespace shift

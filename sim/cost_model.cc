@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/op_params.h"  // the panel width TP slices align to: constants only
 #include "nlohmann/json.hpp"
 #include "sim/fit.h"
 
@@ -113,15 +114,29 @@ absl::StatusOr<CostModel> CostModel::Make(const ModelConfig& model, const Hardwa
     return absl::InvalidArgumentError(
         absl::StrCat(hardware.name, " needs peak_flops.bf16 or .f32 for attention"));
   }
-  // Layers: QKV, O, gate/up and down, split by the weight-holding tp.
-  const double d = model.hidden_size, hd = model.head_dim;
-  const double layer = d * (model.num_attention_heads + 2.0 * model.num_key_value_heads) * hd +
-                       model.num_attention_heads * hd * d + 3.0 * d * model.intermediate_size;
-  const int shards = replicated_weights ? world_size / sp_degree : world_size;
-  const double embeddings =
-      (model.tie_word_embeddings ? 1.0 : 2.0) * model.vocab_size * d * c.head_bytes_;
-  c.weight_bytes_per_rank_ =
-      model.num_hidden_layers * layer * c.weight_bytes_ / shards + embeddings / shards;
+  const double d = model.hidden_size, hd = model.head_dim, layers = model.num_hidden_layers;
+  const double hq = model.num_attention_heads, hkv = model.num_key_value_heads;
+  if (!replicated_weights) {
+    // A TP-only server (vLLM): 1/P of every weight, embedding included.
+    const double layer = d * (hq + 2.0 * hkv) * hd + hq * hd * d + 3.0 * d * model.intermediate_size;
+    const double embeddings =
+        (model.tie_word_embeddings ? 1.0 : 2.0) * model.vocab_size * d * c.head_bytes_;
+    c.weight_bytes_per_rank_ = (layers * layer * c.weight_bytes_ + embeddings) / world_size;
+    return c;
+  }
+  // What rank 0 of shift's layout loads (worker/model_executor.h): its TP
+  // shard of the projections (a kv head on every shard when there are
+  // fewer than tp) and of the LM head (whole panels), and the embedding,
+  // norms and biases whole.
+  const GroupLayout layout{world_size, sp_degree};
+  const double tp = layout.tp(), kv_rows = std::max(1.0, hkv / tp) * hd;
+  const double layer = d * hq * hd / tp + 2 * d * kv_rows + hq * hd * d / tp +
+                       3.0 * d * model.intermediate_size / tp;
+  const auto [lm_begin, lm_end] = VocabPart(model.vocab_size, 0, layout.tp(), kernels::kPanelWidth);
+  const double whole = model.vocab_size * d + static_cast<double>(lm_end - lm_begin) * d +
+                       (2 * layers + 1) * d +
+                       (model.attention_bias ? layers * (hq + 2 * hkv) * hd : 0.0);
+  c.weight_bytes_per_rank_ = layers * layer * c.weight_bytes_ + whole * c.head_bytes_;
   return c;
 }
 
@@ -176,7 +191,9 @@ CostModel::Work CostModel::WorkOf(absl::Span<const Chunk> chunks, StepMode step_
   }
   if (sp > 1) {
     w.all_to_alls = 2 * layers;
-    w.all_to_all_bytes = layers * rows * ((hq + 2 * hkv) * hd / tp + hq * hd / tp) * ab;
+    // Q out and back, and each Ulysses member's kv heads (replicated ones
+    // sent to each rank that holds them), as the executor sends them.
+    w.all_to_all_bytes = layers * rows * (2 * hq / tp + 2 * sp * std::max(1.0, hkv / n)) * hd * ab;
     w.all_to_all_bus = (sp - 1) / sp * w.all_to_all_bytes;
   }
   if (n > 1 && samples > 0) {

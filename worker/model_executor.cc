@@ -103,10 +103,7 @@ HeadShard ModelExecutor::HeadsOf(int64_t index, int64_t parts) const {
 }
 
 std::pair<int64_t, int64_t> ModelExecutor::VocabOf(int64_t index, int64_t parts) const {
-  const int64_t vocab = config_.vocab_size, width = kernels::kPanelWidth;
-  const int64_t panels = (vocab + width - 1) / width;
-  return {std::min(index * panels / parts * width, vocab),
-          std::min((index + 1) * panels / parts * width, vocab)};
+  return VocabPart(config_.vocab_size, index, parts, kernels::kPanelWidth);
 }
 
 absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(

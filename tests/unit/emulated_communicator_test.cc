@@ -4,12 +4,15 @@
 // receive, and the stand-in copies keep every buffer filled.
 #include "worker/emulated_communicator.h"
 
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "sim/cost_model.h"
+#include "sim/hardware_profile.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
 #include "worker/engine.h"
@@ -110,6 +113,61 @@ TEST_F(EmulatedRankTest, EachRankDoesExactlyItsShareOfTheGemms) {
     }
     // SP: each rank its token slice; together, the single rank's work.
     EXPECT_EQ(sp_total, sp) << world << " ranks";
+  }
+}
+
+// shift-sim prices what ranks do (docs/architecture.md, The simulator): in
+// every layout of 4 and 8 ranks, rank 0's weight bytes and the bytes its
+// layers' collectives send in a step, in both modes, are the cost model's.
+// The model has 2 kv heads, so groups of 4 and 8 replicate them.
+TEST(SimulatorMatchesRanksTest, WeightAndCollectiveBytesOfEveryLayout) {
+  testing::TestTempDir tmp;
+  MkModelOptions model;
+  model.config = *PresetConfig("tiny");
+  model.config.num_attention_heads = 8;
+  model.config.hidden_size = 128;
+  model.config.intermediate_size = 256;
+  model.dtype = DType::kF32;
+  ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), model).ok());
+  auto files = OpenModelFiles(tmp.Sub("model"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  const char* source = std::getenv("SHIFT_SOURCE_DIR");
+  auto hardware = sim::LoadHardwareProfile(std::string(source ? source : ".") +
+                                           "/bench/sim/hardware/h200-8x.json");
+  ASSERT_TRUE(hardware.ok()) << hardware.status();
+  hardware->weight_bytes = 4;  // as the CPU backend holds them
+  hardware->activation_bytes = 4;
+  hardware->peak_flops["f32"] = hardware->peak_flops["bf16"];  // priced, not compared
+  const int64_t tokens = 32;  // a multiple of every sp: no padding
+  for (int p : {4, 8}) {
+    for (int sp = p; sp >= 1; sp /= 2) {
+      SCOPED_TRACE(::testing::Message() << "P " << p << ", sp " << sp);
+      auto backend = std::make_unique<kernels::cpu::CpuBackend>(1);
+      EmulatedCommunicator comm(0, p, backend.get());
+      EngineOptions options;
+      options.kv_cache_bytes = 4 << 20;
+      options.block_size = 16;
+      options.sp_degree = sp;
+      auto engine = Engine::Create(*files, options, &comm, std::move(backend));
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      auto cost = sim::CostModel::Make(files->config, *hardware, p, sp, /*replicated_weights=*/true);
+      ASSERT_TRUE(cost.ok()) << cost.status();
+      EXPECT_EQ((*engine)->weight_bytes(), static_cast<uint64_t>(cost->weight_bytes_per_rank()));
+      for (StepMode mode : {StepMode::kSequenceParallel, StepMode::kTensorParallel}) {
+        SequenceStep step;  // a prefill chunk that samples nothing: layers only
+        step.seq_id = mode == StepMode::kTensorParallel ? 1 : 2;
+        step.token_ids.resize(tokens);
+        std::iota(step.token_ids.begin(), step.token_ids.end(), 3);
+        step.block_table = mode == StepMode::kTensorParallel ? std::vector<int32_t>{0, 1}
+                                                             : std::vector<int32_t>{2, 3};
+        const uint64_t before = comm.bytes_sent();
+        ASSERT_TRUE((*engine)->Step({step}, mode).ok());
+        const sim::Features f = cost->FeaturesOf({sim::Chunk{0, tokens, false}}, mode);
+        EXPECT_EQ(comm.bytes_sent() - before,
+                  static_cast<uint64_t>(f[sim::kAllReduceBytes] + f[sim::kAllToAllBytes]))
+            << StepModeName(mode);
+      }
+    }
   }
 }
 
