@@ -76,6 +76,9 @@ ABSL_FLAG(int32_t, emulate_world_size, 1,
           "each collective becomes a copy of the same size, timed apart (tokens are then "
           "stand-ins; step times are that rank's)");
 ABSL_FLAG(int32_t, emulate_rank, 0, "The rank --emulate_world_size runs");
+ABSL_FLAG(int32_t, emulate_sp_degree, 0,
+          "The emulated group's base-mode Ulysses degree (shift-router --sp_degree): the rank "
+          "holds its 1/(world / sp) shard; 0: --emulate_world_size (pure SP)");
 ABSL_FLAG(std::string, compute_profile, "",
           "Append a JSON line per step here: its mode and shape, the step's seconds, the "
           "collectives' seconds and bytes, and compute = step - collectives (for shift-sim)");
@@ -245,6 +248,7 @@ int Main() {
   }
   options.rank = rank;
   options.world_size = world;
+  options.sp_degree = absl::GetFlag(FLAGS_emulate_sp_degree);
   kernels::BackendOptions backend_options;
   backend_options.threads = options.threads;
   backend_options.fp8_gemm = options.fp8_gemm;
