@@ -1,6 +1,9 @@
 // shift-inspect: opens a model directory the way a worker does, prints its
-// shape, weights and tokenizer, and tokenizes a prompt.
+// shape, weights and tokenizer, and tokenizes a prompt; renders chat
+// templates for lines of variables (--render_jsonl).
 #include <cstdio>
+#include <ctime>
+#include <filesystem>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -12,6 +15,8 @@
 #include "common/file_util.h"
 #include "common/tokenizer.h"
 #include "common/unicode.h"
+#include "jinja/chat_template.h"
+#include "jinja/template.h"
 #include "nlohmann/json.hpp"
 #include "worker/model_files.h"
 
@@ -24,6 +29,17 @@ ABSL_FLAG(std::string, tokenizer, "",
 ABSL_FLAG(std::string, encode_jsonl, "",
           "Tokenize every line of this file (each a JSON string) and print one line of "
           "space-separated ids per input line; special tokens are not parsed");
+ABSL_FLAG(std::string, chat_template, "",
+          "A chat template (Jinja) file to use instead of the model's (with --render_jsonl)");
+ABSL_FLAG(std::string, render_jsonl, "",
+          "Render the chat template for every line of this file ({\"id\", \"vars\"} objects, "
+          "as ../shared/data/chat_templates/cases-in.jsonl) and print one JSON object per line: "
+          "{\"id\", \"expected\": rendering} or {\"id\", \"error\": message}. The template "
+          "is --chat_template, else the --model's, else the line's \"template\" file (relative "
+          "to the input file)");
+ABSL_FLAG(std::string, strftime_now, "",
+          "A fixed time for the templates' strftime_now, \"YYYY-MM-DD[ HH:MM:SS]\" (default: "
+          "now, local time)");
 
 namespace shift {
 namespace {
@@ -64,6 +80,67 @@ int EncodeLines(const Tokenizer& tok, const std::string& path) {
   return 0;
 }
 
+// The template for one line of --render_jsonl (see the flag's help).
+absl::StatusOr<std::string> TemplateFor(const nlohmann::ordered_json& line, bool has_tools,
+                                        const std::string& cases_path) {
+  const std::string override_file = absl::GetFlag(FLAGS_chat_template);
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (!override_file.empty() || !model.empty()) {
+    return jinja::LoadChatTemplate(model, override_file, has_tools);
+  }
+  if (!line.contains("template") || !line["template"].is_string()) {
+    return absl::InvalidArgumentError(
+        "no template: give --chat_template or --model, or a \"template\" in each line");
+  }
+  const auto dir = std::filesystem::absolute(cases_path).parent_path();
+  return ReadFileToString((dir / line["template"].get<std::string>()).string());
+}
+
+// --render_jsonl: one JSON object per input line, the rendering or the error.
+int RenderLines(const std::string& path) {
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return ReportFailure(text.status());
+  jinja::RenderOptions options;
+  if (const std::string now = absl::GetFlag(FLAGS_strftime_now); !now.empty()) {
+    std::tm tm{};
+    const char* end = strptime(now.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
+    if (end == nullptr) end = strptime(now.c_str(), "%Y-%m-%d", &tm);
+    if (end == nullptr || *end != '\0') {
+      return ReportFailure(
+          absl::InvalidArgumentError("--strftime_now: want YYYY-MM-DD[ HH:MM:SS]"));
+    }
+    std::tm normalized = tm;
+    timegm(&normalized);  // fills in the weekday and the day of the year
+    options.now = [normalized] { return normalized; };
+  }
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    ++line_number;
+    const auto input = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!input.is_object() || !input.contains("vars") || !input["vars"].is_object()) {
+      return ReportFailure(absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_number, ": not a JSON object with \"vars\"")));
+    }
+    const auto& vars = input["vars"];
+    const bool has_tools = vars.contains("tools") && !vars["tools"].is_null();
+    nlohmann::ordered_json out;
+    out["id"] = input.contains("id") ? input["id"] : nlohmann::ordered_json(line_number);
+    absl::StatusOr<std::string> rendered = TemplateFor(input, has_tools, path);
+    if (rendered.ok()) {
+      auto parsed = jinja::Template::Parse(*rendered);
+      rendered = parsed.ok() ? parsed->Render(vars, options) : parsed.status();
+    }
+    if (rendered.ok()) {
+      out["expected"] = *rendered;
+    } else {
+      out["error"] = std::string(rendered.status().message());
+    }
+    std::printf("%s\n",
+                out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+  }
+  return 0;
+}
+
 int TokenizerOnly(const std::string& path) {
   auto tok = Tokenizer::FromFile(path);
   if (!tok.ok()) return ReportFailure(tok.status());
@@ -78,6 +155,9 @@ int TokenizerOnly(const std::string& path) {
 
 int Main() {
   const std::string dir = absl::GetFlag(FLAGS_model);
+  if (const std::string cases = absl::GetFlag(FLAGS_render_jsonl); !cases.empty()) {
+    return RenderLines(cases);
+  }
   if (const std::string tokenizer = absl::GetFlag(FLAGS_tokenizer); !tokenizer.empty()) {
     if (!dir.empty()) {
       return ReportFailure(absl::InvalidArgumentError("give --model or --tokenizer, not both"));
@@ -150,8 +230,10 @@ int main(int argc, char** argv) {
   shift::InitProgram(
       argc, argv,
       "Opens a model directory as a worker does (config, every tensor, tokenizer) "
-      "and tokenizes a prompt.",
+      "and tokenizes a prompt, or renders a chat template for lines of variables.",
       "shift-inspect --model=DIR [--prompt=TEXT] [--tensors] [--encode_jsonl=FILE]\n"
-      "       shift-inspect --tokenizer=tokenizer.json (--prompt=TEXT | --encode_jsonl=FILE)");
+      "       shift-inspect --tokenizer=tokenizer.json (--prompt=TEXT | --encode_jsonl=FILE)\n"
+      "       shift-inspect [--chat_template=FILE | --model=DIR] --render_jsonl=CASES "
+      "[--strftime_now=DATE]");
   return shift::Main();
 }
