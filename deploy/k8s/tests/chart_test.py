@@ -140,6 +140,12 @@ class ChartTest(unittest.TestCase):
             limits = container["resources"].get("limits", {})
             self.assertEqual(limits.get("nvidia.com/gpu"), gpus, name)
             self.assertIn("--device=%s" % ("cuda" if gpus else "cpu"), container["args"])
+            # Ranks load the router's layout.
+            (router,) = self.objects(name, "Deployment")[0]["spec"]["template"]["spec"][
+                "containers"]
+            sp = [a for a in router["args"] if a.startswith("--sp_degree=")]
+            self.assertEqual(len(sp), 1, name)
+            self.assertIn(sp[0], container["args"], name)
             metrics_ports = [p for p in container["ports"] if p["name"].startswith("metrics-")]
             self.assertEqual(len(metrics_ports), world, name)
             shm = [v for v in pod["volumes"] if v["name"] == "dshm"]
@@ -156,6 +162,7 @@ class ChartTest(unittest.TestCase):
         self.assertIn("--shift_policy=cost", args)
         self.assertIn("--groups=2", args)
         self.assertIn("--world_size=8", args)
+        self.assertIn("--sp_degree=0", args)  # pure SP, the default
         self.assertIn("--tls_ca=/etc/shift/tls/ca.crt", args)
         self.assertIn("--api_key_file=/etc/shift/api-keys/api-keys", args)
         self.assertIn("--max_num_seqs=256", args)
