@@ -49,6 +49,9 @@ ABSL_FLAG(std::string, compare, "",
           "router's --step_trace as CONFIG/steps.jsonl there");
 ABSL_FLAG(std::string, model, "", "--compare: the model directory the clusters serve");
 ABSL_FLAG(int32_t, world_size, 2, "--compare: ranks (P) per configuration");
+ABSL_FLAG(int32_t, sp_degree, 0,
+          "--compare: the groups' --sp_degree (the hybrid layout: the sp mode runs this many "
+          "Ulysses groups over TP shards; 0: --world_size, pure SP)");
 ABSL_FLAG(std::string, shift_policy, "threshold", "--compare: the policy of `shift`");
 ABSL_FLAG(int64_t, shift_threshold, shift::defaults::kShiftThreshold,
           "--compare: --shift_threshold of the routers");
@@ -323,6 +326,8 @@ class LocalCluster {
     const int p = absl::GetFlag(FLAGS_world_size);
     std::string policy, bin = BinDir();
     int groups = 1, world = p;
+    // dp groups are one rank each.
+    int sp_degree = absl::GetFlag(FLAGS_sp_degree);
     if (config == "tp" || config == "sp" || config == "threshold" || config == "cost") {
       policy = config;
     } else if (config == "shift") {
@@ -331,6 +336,7 @@ class LocalCluster {
       policy = "tp";  // one rank per group: the mode does not matter
       groups = p;
       world = 1;
+      sp_degree = 0;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown --compare configuration \"", config,
@@ -345,7 +351,7 @@ class LocalCluster {
         c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
                   "--internal_port=0", "--metrics_port=0", "--ports_file=" + ports,
                   absl::StrCat("--world_size=", world), absl::StrCat("--groups=", groups),
-                  "--shift_policy=" + policy, "--step_trace=" + dir + "/steps.jsonl",
+                  absl::StrCat("--sp_degree=", sp_degree), "--shift_policy=" + policy, "--step_trace=" + dir + "/steps.jsonl",
                   absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
                  dir + "/router.log"));
     std::string text;
@@ -367,8 +373,8 @@ class LocalCluster {
         SHIFT_RETURN_IF_ERROR(c->Spawn(
             {bin + "/worker/shift-worker", absl::StrCat("--router=127.0.0.1:", internal_port),
              absl::StrCat("--group=", g), absl::StrCat("--rank=", r),
-             absl::StrCat("--world_size=", world), "--model=" + model,
-             absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
+             absl::StrCat("--world_size=", world), absl::StrCat("--sp_degree=", sp_degree),
+             "--model=" + model, absl::StrCat("--threads=", absl::GetFlag(FLAGS_worker_threads)),
              "--device=" + absl::GetFlag(FLAGS_worker_device),
              absl::StrCat("--kv_cache_bytes=", absl::GetFlag(FLAGS_kv_cache_bytes))},
             absl::StrCat(dir, "/worker-g", g, "-r", r, ".log")));
@@ -482,6 +488,7 @@ absl::Status Compare() {
       absl::GetFlag(FLAGS_json_out).empty() ? dir + "/compare.json" : absl::GetFlag(FLAGS_json_out);
   std::ofstream(path) << nlohmann::json{{"workload", wl::WorkloadName()},
                                         {"world_size", absl::GetFlag(FLAGS_world_size)},
+                                        {"sp_degree", absl::GetFlag(FLAGS_sp_degree)},
                                         {"configs", all}}
                              .dump(1)
                       << "\n";

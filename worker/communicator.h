@@ -16,6 +16,12 @@
 
 namespace shift {
 
+// What collectives moved: bytes this rank sent and received, and seconds.
+struct CollectiveTraffic {
+  uint64_t bytes_sent = 0, bytes_received = 0;
+  double seconds = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -85,6 +91,7 @@ class Communicator {
   // s is [n·s/p, n·(s+1)/p); element counts, in rank order.
   static std::vector<int64_t> ReduceSlices(int64_t n, int p);
 
+  CollectiveTraffic traffic() const { return {bytes_sent_, bytes_received_, seconds_}; }
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
   // Wall seconds spent inside collectives.

@@ -125,6 +125,11 @@ class Engine {
   // fp32 bytes of the weights this rank holds: its TP shard, read by both
   // modes (worker/model_executor.h).
   uint64_t weight_bytes() const { return executor_->weight_bytes(); }
+  // What the collectives of each group have moved (eager steps: a decode
+  // step replayed from a graph is not attributed).
+  const CollectiveTraffic& traffic(ModelExecutor::CollectiveGroup group) const {
+    return executor_->traffic(group);
+  }
   // FLOPs of every GEMM this engine has run (2·M·N·K each, plus M·N for a
   // bias): an exact counter that shows how a mode splits the work.
   uint64_t gemm_flops() const { return backend_->stats(kernels::Op::kGemm).flops; }

@@ -541,8 +541,39 @@ absl::StatusOr<Buffer> ModelExecutor::Forward(const kernels::StepData& step,
   SHIFT_ASSIGN_OR_RETURN(Buffer h, Allocate(local, d));
   SHIFT_ASSIGN_OR_RETURN(Buffer delta, Allocate(local, d));
   SHIFT_RETURN_IF_ERROR(backend_->Embedding(embedding_, step, ctx.begin, h));
+  // Each collective group's traffic: a view counts only its own; the
+  // group's communicator, around the calls that are its alone.
+  const CollectiveTraffic before = comm != nullptr ? comm->traffic() : CollectiveTraffic{};
+  auto add = [](CollectiveTraffic& total, const CollectiveTraffic& now,
+                const CollectiveTraffic& then) {
+    total.bytes_sent += now.bytes_sent - then.bytes_sent;
+    total.bytes_received += now.bytes_received - then.bytes_received;
+    total.seconds += now.seconds - then.seconds;
+  };
   SHIFT_RETURN_IF_ERROR(sp ? LayersSp(ctx, h, delta) : LayersTp(ctx, h, delta));
-  return Logits(ctx, h, delta, sample_tokens);
+  if (comm != nullptr) {
+    if (tp != nullptr) {
+      add(traffic_[kUlyssesGroup], ulysses->traffic(), {});
+      add(traffic_[kTpGroup], tp->traffic(), {});
+    } else {
+      add(traffic_[sp ? kUlyssesGroup : kTpGroup], comm->traffic(), before);
+    }
+  }
+  const CollectiveTraffic gather_before = comm != nullptr ? comm->traffic() : CollectiveTraffic{};
+  absl::StatusOr<Buffer> logits = Logits(ctx, h, delta, sample_tokens);
+  if (comm != nullptr) add(traffic_[kGatherGroup], comm->traffic(), gather_before);
+  return logits;
+}
+
+const char* ModelExecutor::CollectiveGroupName(CollectiveGroup group) {
+  switch (group) {
+    case kUlyssesGroup:
+      return "ulysses";
+    case kTpGroup:
+      return "tp";
+    default:
+      return "gather";
+  }
 }
 
 bool ModelExecutor::IsGraphDecode(const kernels::StepLayout& layout,

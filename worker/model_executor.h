@@ -88,6 +88,13 @@ class ModelExecutor {
   // projections and the LM head, and the embedding, norms and biases whole;
   // both modes read the same copy.
   uint64_t weight_bytes() const { return weight_bytes_; }
+  // What this rank's collectives have moved since it was made, by the
+  // group they run in: the base mode's all-to-alls (its Ulysses group), the
+  // all-reduces (TP over all ranks, or the base mode's TP subgroup), and
+  // the logits' gather to the leader (the whole group).
+  enum CollectiveGroup { kUlyssesGroup, kTpGroup, kGatherGroup, kNumCollectiveGroups };
+  static const char* CollectiveGroupName(CollectiveGroup group);
+  const CollectiveTraffic& traffic(CollectiveGroup group) const { return traffic_[group]; }
   // The heads rank `r` of this group owns (TP over all ranks; the KV
   // cache's shard in every mode).
   HeadShard ShardOf(int r) const { return HeadsOf(r, world_size_); }
@@ -186,6 +193,7 @@ class ModelExecutor {
   DecodeGraphs graphs_;
   std::vector<int64_t> buckets_;
   int32_t scratch_block_ = -1;  // where padding rows write their K/V
+  CollectiveTraffic traffic_[kNumCollectiveGroups];
   // By (mode, bucket, table width).
   std::map<std::tuple<StepMode, int64_t, int64_t>, DecodeGraph> decode_;
 };

@@ -214,6 +214,7 @@ class RankLoop {
     metrics_->RecordStep(plan.mode() == v1::MODE_SP, tokens, timings->compute_seconds(),
                          comm_seconds, static_cast<double>(timings->bytes_sent()));
     metrics_->RecordOps(engine_->backend());
+    metrics_->RecordCollectives(*engine_);
     if (!out.ok()) {
       // The communicator is broken after a failure; the router re-forms the
       // group, and until then every plan is answered with this error.

@@ -70,7 +70,34 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
     const prometheus::Labels op = {{"op", kernels::OpName(static_cast<kernels::Op>(i))}};
     ops_[i] = {&op_calls.Add(op), &op_flops.Add(op), &op_bytes.Add(op), &op_seconds.Add(op), {}};
   }
+  auto& group_bytes =
+      prometheus::BuildCounter()
+          .Name("shift_worker_collective_bytes_total")
+          .Help("Bytes this rank sent in collectives, by the group they ran in: ulysses (the sp "
+                "mode's all-to-alls), tp (all-reduces: TP over all ranks or the sp mode's TP "
+                "subgroup), gather (logits to the leader); eager steps")
+          .Register(*registry_);
+  auto& group_seconds = prometheus::BuildCounter()
+                            .Name("shift_worker_collective_seconds_total")
+                            .Help("Seconds in collectives, by the group they ran in (as "
+                                  "shift_worker_collective_bytes_total)")
+                            .Register(*registry_);
+  for (int g = 0; g < ModelExecutor::kNumCollectiveGroups; ++g) {
+    const prometheus::Labels group = {
+        {"group", ModelExecutor::CollectiveGroupName(static_cast<ModelExecutor::CollectiveGroup>(g))}};
+    groups_[g] = {&group_bytes.Add(group), &group_seconds.Add(group), {}};
+  }
   exposer_->RegisterCollectable(registry_);
+}
+
+void WorkerMetrics::RecordCollectives(const Engine& engine) {
+  for (int g = 0; g < ModelExecutor::kNumCollectiveGroups; ++g) {
+    PerGroup& group = groups_[g];
+    const CollectiveTraffic& now = engine.traffic(static_cast<ModelExecutor::CollectiveGroup>(g));
+    group.bytes->Increment(static_cast<double>(now.bytes_sent - group.seen.bytes_sent));
+    group.seconds->Increment(now.seconds - group.seen.seconds);
+    group.seen = now;
+  }
 }
 
 void WorkerMetrics::RecordOps(const kernels::Backend& backend) {

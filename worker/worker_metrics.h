@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "worker/engine.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -26,6 +27,8 @@ class WorkerMetrics {
                   double bytes);
   // Brings the per-operation counters up to the backend's totals.
   void RecordOps(const kernels::Backend& backend);
+  // Brings the per-group collective counters up to the engine's totals.
+  void RecordCollectives(const Engine& engine);
 
  private:
   explicit WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer);
@@ -41,6 +44,10 @@ class WorkerMetrics {
     prometheus::Counter *calls, *flops, *bytes, *seconds;
     kernels::OpStats seen;
   } ops_[kernels::kNumOps];
+  struct PerGroup {
+    prometheus::Counter *bytes, *seconds;
+    CollectiveTraffic seen;
+  } groups_[ModelExecutor::kNumCollectiveGroups];
 };
 
 }  // namespace shift

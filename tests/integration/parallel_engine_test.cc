@@ -262,6 +262,7 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   options.sp_degree = GetParam().sp;
   gloo::rendezvous::HashStore store;
   std::vector<uint64_t> tp_flops(p), sp_flops(p), tp_bytes(p), sp_bytes(p), weights(p);
+  std::vector<CollectiveTraffic> ulysses(p), reduced(p);
   std::vector<std::thread> threads;
   for (int r = 0; r < p; ++r) {
     threads.emplace_back([&, r] {
@@ -280,6 +281,8 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
       ASSERT_TRUE((*engine)->Step({step}, StepMode::kSequenceParallel).ok());
       sp_bytes[r] = (*comm)->bytes_sent() - bytes;
       sp_flops[r] = (*engine)->gemm_flops() - flops;
+      ulysses[r] = (*engine)->traffic(ModelExecutor::kUlyssesGroup);
+      reduced[r] = (*engine)->traffic(ModelExecutor::kTpGroup);
       EXPECT_TRUE((*comm)->Barrier().ok());  // no teardown under a peer's feet
     });
   }
@@ -320,6 +323,12 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   } else {
     EXPECT_EQ(sp_bytes[0], tp_bytes[0]);  // the base mode is TP over all ranks
   }
+  // The same bytes by the group they ran in: the all-to-alls in the
+  // Ulysses group, the all-reduces of both steps in TP over all ranks and
+  // the TP subgroup.
+  EXPECT_EQ(ulysses[0].bytes_sent, (sp > 1 ? all_to_alls * layers * sizeof(float) : 0));
+  EXPECT_EQ(reduced[0].bytes_sent,
+            tp_bytes[0] + (sp > 1 ? all_reduces * layers * sizeof(float) : tp_bytes[0]));
   // TP splits every GEMM over the ranks (K and V too when each rank has its
   // own kv heads); the base mode splits the tokens over the Ulysses group
   // and each projection over the TP subgroup, K and V too when each shard
