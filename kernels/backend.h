@@ -204,6 +204,9 @@ class Backend {
   // The native stream the backend's work is ordered on (a cudaStream_t on
   // CUDA), for a communicator that enqueues on it; null on the CPU.
   virtual void* device_stream() const { return nullptr; }
+  // Bytes the device can still allocate (a GPU's free memory); -1 where
+  // there is no such bound (host memory).
+  virtual int64_t free_memory() const { return -1; }
 
   // --- Memory. None of these is counted but the copies.
   // rows × cols uninitialised elements (zeros with `zero`); an allocation the

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/model_schema.h"
 #include "common/status.h"
 
@@ -44,6 +45,55 @@ std::string SplitProblem(const ModelConfig& c, const GroupLayout& layout) {
                         panel);
   }
   return "";
+}
+
+// Device bytes of the weights rank `rank` of `layout` loads (as Load
+// does): its shard of the projections (FP8 codes in an FP8 checkpoint) and
+// of the LM head, and the embedding, norms and biases whole; `element` is
+// the backend's bytes per value.
+double ShardBytes(const ModelConfig& c, const GroupLayout& layout, int rank, double element) {
+  const double d = c.hidden_size, hd = c.head_dim, hq = c.num_attention_heads,
+               hkv = c.num_key_value_heads, layers = c.num_hidden_layers, tp = layout.tp();
+  const double layer = d * hq * hd / tp + 2 * d * std::max(1.0, hkv / tp) * hd + hq * hd * d / tp +
+                       3 * d * c.intermediate_size / tp;
+  const auto [lm_begin, lm_end] =
+      VocabPart(c.vocab_size, layout.tp_index(rank), layout.tp(), kernels::kPanelWidth);
+  const double rest = c.vocab_size * d + static_cast<double>(lm_end - lm_begin) * d +
+                      (2 * layers + 1) * d + (c.attention_bias ? layers * (hq + 2 * hkv) * hd : 0);
+  return layers * layer * (c.quantization ? 1.0 : element) + rest * element;
+}
+
+// Why this rank's weights and KV cache do not fit in the device's free
+// memory, naming the layout that would; empty when they fit or the device
+// has no bound.
+std::string MemoryProblem(const ModelConfig& c, const GroupLayout& layout, int rank,
+                          int64_t kv_cache_bytes, const kernels::Backend& backend) {
+  const int64_t free = backend.free_memory();
+  if (free < 0) return "";
+  const double element = static_cast<double>(DTypeSize(backend.activation_dtype()));
+  auto need = [&](const GroupLayout& l) {
+    return ShardBytes(c, l, rank, element) + static_cast<double>(kv_cache_bytes);
+  };
+  if (need(layout) <= static_cast<double>(free)) return "";
+  const double gib = 1024.0 * 1024 * 1024;
+  std::string advice = absl::StrCat(
+      "no layout of ", layout.world_size,
+      " ranks fits: use more ranks per group or a smaller --kv_cache_bytes");
+  // The most Ulysses ranks (the least sharding) that fits.
+  for (int sp = layout.sp / 2; sp >= 1; sp /= 2) {
+    const GroupLayout smaller{layout.world_size, sp};
+    if (smaller.Problem().empty() && need(smaller) <= static_cast<double>(free)) {
+      advice = absl::StrFormat(
+          "--sp_degree=%d fits (each rank then holds 1/%d of the weights: %.2f GiB)", sp,
+          smaller.tp(), ShardBytes(c, smaller, rank, element) / gib);
+      break;
+    }
+  }
+  return absl::StrFormat(
+      "rank %d of (sp %d, tp %d) needs %.2f GiB for its weights (1/%d of them) and %.2f GiB for "
+      "its KV cache, but the %s has %.2f GiB free; %s",
+      rank, layout.sp, layout.tp(), ShardBytes(c, layout, rank, element) / gib, layout.tp(),
+      kv_cache_bytes / gib, backend.description(), free / gib, advice);
 }
 
 // Block tables of a decode graph hold this many blocks, or a power of two
@@ -127,6 +177,9 @@ absl::StatusOr<std::unique_ptr<ModelExecutor>> ModelExecutor::Create(
   if (graphs.mode == DecodeGraphs::kCaptured && !backend->SupportsGraphs()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the ", kernels::DeviceName(backend->device()), " backend records no graphs"));
+  }
+  if (std::string why = MemoryProblem(c, layout, rank, kv_cache_bytes, *backend); !why.empty()) {
+    return absl::ResourceExhaustedError(absl::StrCat(dir, ": ", why));
   }
   std::unique_ptr<ModelExecutor> executor(new ModelExecutor(c, backend, rank, layout, graphs));
   SHIFT_RETURN_IF_ERROR(executor->Load(checkpoint));

@@ -323,6 +323,14 @@ class CudaBackend final : public Backend {
   }
   DType activation_dtype() const override { return DType::kBF16; }
   void* device_stream() const override { return stream_; }
+  int64_t free_memory() const override {
+    size_t free = 0, total = 0;
+    if (cudaSetDevice(device_) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    return static_cast<int64_t>(free);
+  }
 
   absl::StatusOr<Buffer> Allocate(DType dtype, int64_t rows, int64_t cols, bool zero) override {
     SHIFT_RETURN_IF_ERROR(Use());

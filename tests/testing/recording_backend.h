@@ -34,6 +34,9 @@ class RecordingBackend final : public kernels::Backend {
       : inner_(std::make_unique<kernels::cpu::CpuBackend>(1)), graphs_(graphs) {}
 
   const std::vector<Call>& calls() const { return calls_; }
+  // Stands in for a GPU's free memory (-1: none, as the CPU).
+  void set_free_memory(int64_t bytes) { free_memory_ = bytes; }
+  int64_t free_memory() const override { return free_memory_; }
   // Operations run by replays.
   int64_t replayed() const { return replayed_; }
 
@@ -176,6 +179,7 @@ class RecordingBackend final : public kernels::Backend {
   std::unique_ptr<kernels::Backend> inner_;
   std::vector<Call> calls_;
   bool graphs_;
+  int64_t free_memory_ = -1;
   bool capturing_ = false;
   std::vector<std::function<absl::Status()>> recording_;
   std::vector<kernels::Buffer> graph_memory_;

@@ -13,6 +13,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "sim/cost_model.h"
 #include "sim/hardware_profile.h"
+#include "tests/testing/recording_backend.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"
 #include "worker/engine.h"
@@ -169,6 +170,46 @@ TEST(SimulatorMatchesRanksTest, WeightAndCollectiveBytesOfEveryLayout) {
       }
     }
   }
+}
+
+// A rank whose shard and KV cache do not fit its device's free memory is
+// refused at start, saying what it needs and which --sp_degree fits; the
+// layout it names does fit.
+TEST(ShardMemoryTest, ARankThatDoesNotFitNamesTheLayoutThatWould) {
+  testing::TestTempDir tmp;
+  MkModelOptions model;
+  model.config = *PresetConfig("tiny");
+  ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), model).ok());
+  auto files = OpenModelFiles(tmp.Sub("model"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  EngineOptions options;
+  options.kv_cache_bytes = 1 << 20;
+  options.block_size = 16;
+  auto create = [&](int sp, int64_t free_memory) {
+    auto backend = std::make_unique<testing::RecordingBackend>();
+    backend->set_free_memory(free_memory);
+    EmulatedCommunicator comm(0, 4, backend.get());
+    EngineOptions o = options;
+    o.sp_degree = sp;
+    auto engine = Engine::Create(*files, o, &comm, std::move(backend));
+    return engine.ok() ? absl::StatusOr<uint64_t>((*engine)->weight_bytes())
+                       : absl::StatusOr<uint64_t>(engine.status());
+  };
+  // What a (2, 2) rank holds (the recording backend's values are fp32).
+  auto half = create(2, -1);
+  ASSERT_TRUE(half.ok()) << half.status();
+  const int64_t room = static_cast<int64_t>(*half) + options.kv_cache_bytes;
+  const absl::StatusOr<uint64_t> whole = create(4, room);
+  ASSERT_FALSE(whole.ok());
+  EXPECT_EQ(whole.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(whole.status().message().find("--sp_degree=2 fits"), std::string_view::npos)
+      << whole.status();
+  EXPECT_NE(whole.status().message().find("(sp 4, tp 1)"), std::string_view::npos);
+  EXPECT_TRUE(create(2, room).ok());
+  const absl::StatusOr<uint64_t> none = create(1, options.kv_cache_bytes);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("no layout of 4 ranks fits"), std::string_view::npos)
+      << none.status();
 }
 
 }  // namespace
