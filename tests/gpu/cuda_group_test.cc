@@ -33,6 +33,7 @@ constexpr double kMinTop1 = 0.99;
 struct Case {
   int ranks;
   int64_t kv_heads;
+  int sp = 0;  // the base mode's Ulysses degree: 0 is pure SP, 2 of 4 the hybrid (2, 2)
 };
 
 using Logits = std::vector<std::vector<float>>;  // every sampled row, in order
@@ -91,7 +92,9 @@ class CudaGroupTest : public ::testing::TestWithParam<Case> {
                                               std::chrono::milliseconds(20000));
         ASSERT_TRUE(gloo.ok()) << gloo.status();
         auto comm = std::make_unique<StagedCommunicator>(*std::move(gloo), device);
-        auto engine = Engine::Create(*files_, Cuda(), comm.get(), *std::move(backend));
+        EngineOptions options = Cuda();
+        options.sp_degree = GetParam().sp;
+        auto engine = Engine::Create(*files_, options, comm.get(), *std::move(backend));
         ASSERT_TRUE(engine.ok()) << engine.status();
         for (size_t i = 0; i < recording_.steps.size(); ++i) {
           auto out = (*engine)->Step(recording_.steps[i], modes[i]);
@@ -109,8 +112,10 @@ class CudaGroupTest : public ::testing::TestWithParam<Case> {
     ASSERT_EQ(want.size(), got.size()) << name;
     for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(want[i].size(), got[i].size()) << name;
     const testing::LogitAgreement a = testing::CompareLogits(want, got);
-    std::printf("%d ranks, %lld kv heads, %s: top-1 %.4f over %d decisive of %zu rows, NMSE %.3g\n",
-                GetParam().ranks, static_cast<long long>(GetParam().kv_heads), name.c_str(),
+    std::printf("%d ranks (sp %d), %lld kv heads, %s: top-1 %.4f over %d decisive of %zu rows, "
+                "NMSE %.3g\n",
+                GetParam().ranks, GetParam().sp > 0 ? GetParam().sp : GetParam().ranks,
+                static_cast<long long>(GetParam().kv_heads), name.c_str(),
                 a.decisive_top1, a.decisive, a.rows, a.nmse);
     EXPECT_GE(a.decisive_top1, kMinTop1) << name;
     EXPECT_LT(a.nmse, kMaxNmse) << name;
@@ -135,10 +140,11 @@ TEST_P(CudaGroupTest, TpSpAndSwitchingFollowOneRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Groups, CudaGroupTest,
-                         ::testing::Values(Case{2, 2}, Case{2, 1}, Case{4, 2}),
+                         ::testing::Values(Case{2, 2}, Case{2, 1}, Case{4, 2}, Case{4, 2, 2}),
                          [](const auto& info) {
                            return "P" + std::to_string(info.param.ranks) + "_kv" +
-                                  std::to_string(info.param.kv_heads);
+                                  std::to_string(info.param.kv_heads) +
+                                  (info.param.sp > 0 ? "_sp" + std::to_string(info.param.sp) : "");
                          });
 
 }  // namespace
