@@ -16,6 +16,7 @@
 #include "gloo/transport/tcp/address.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/step_mode.h"
 #include "kernels/cpu/gemm.h"
 #include "worker/gloo_communicator.h"
 
@@ -119,6 +120,60 @@ TEST_P(CommunicatorTest, DeterministicAllReduceEqualsTheTree) {
     const double ring = 2.0 * (p - 1) / p * n * sizeof(float);
     EXPECT_NEAR(static_cast<double>(comm.bytes_sent()), ring, 2 * p * sizeof(float));
   });
+}
+
+// The hybrid layout's subgroups (GroupLayout, common/step_mode.h) as views
+// of the group's communicator: every TP subgroup (same Ulysses index) runs
+// its all-reduce at once, member j holding subtree j, and gets the tree's
+// join of its own members only, bit for bit; every Ulysses group (same TP
+// index) exchanges within itself only; each view counts its own bytes.
+TEST_P(CommunicatorTest, SubgroupsReduceAndExchangeAmongTheirMembersOnly) {
+  const int p = GetParam();
+  const int64_t n = 29;
+  std::vector<std::vector<float>> inputs(p, std::vector<float>(n));
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1e4f, 1e4f);
+  for (auto& in : inputs) {
+    for (float& f : in) f = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
+  }
+  for (int sp = p / 2; sp >= 1; sp /= 2) {
+    const GroupLayout layout{p, sp};
+    const int tp = layout.tp();
+    RunGroup(p, [&](Communicator& comm) {
+      const int r = comm.rank();
+      std::unique_ptr<Communicator> reduce = comm.Subgroup(layout.TpGroupOf(r));
+      std::unique_ptr<Communicator> exchange = comm.Subgroup(layout.UlyssesGroupOf(r));
+      ASSERT_EQ(reduce->rank(), layout.tp_index(r));
+      ASSERT_EQ(reduce->size(), tp);
+      ASSERT_EQ(exchange->rank(), layout.ulysses_index(r));
+      std::vector<float> data = inputs[r];
+      ASSERT_TRUE(reduce->DeterministicAllReduce(Host(data)).ok());
+      std::vector<float> expected(n), values(tp);
+      const std::vector<int> members = layout.TpGroupOf(r);
+      for (int64_t e = 0; e < n; ++e) {
+        for (int j = 0; j < tp; ++j) values[j] = inputs[members[j]][e];
+        expected[e] = kernels::cpu::JoinSubtrees(values.data(), tp);
+      }
+      EXPECT_EQ(std::memcmp(data.data(), expected.data(), n * sizeof(float)), 0) << "sp " << sp;
+      if (tp > 1) {
+        const double ring = 2.0 * (tp - 1) / tp * n * sizeof(float);
+        EXPECT_NEAR(static_cast<double>(reduce->bytes_sent()), ring, 2 * tp * sizeof(float));
+      }
+      // All-to-all within the Ulysses group: one value from each member.
+      std::vector<float> send(sp), got(sp, -1);
+      for (int i = 0; i < sp; ++i) send[i] = static_cast<float>(r * 100 + i);
+      ASSERT_TRUE(exchange
+                      ->AllToAllV(Host(send), std::vector<int64_t>(sp, 1), Host(got),
+                                  std::vector<int64_t>(sp, 1))
+                      .ok());
+      const std::vector<int> group = layout.UlyssesGroupOf(r);
+      for (int i = 0; i < sp; ++i) {
+        EXPECT_EQ(got[i], static_cast<float>(group[i] * 100 + layout.ulysses_index(r)));
+      }
+      EXPECT_EQ(exchange->bytes_sent(), (sp - 1) * sizeof(float));
+      EXPECT_FALSE(exchange->AllGather(Host(send), Host(got)).ok());  // views exchange only
+    });
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, CommunicatorTest, ::testing::Values(2, 4, 8),

@@ -337,6 +337,17 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   for (int r = 0; r < p; ++r) sp_total += sp_flops[r];
   if (c.num_key_value_heads >= tp) {
     EXPECT_EQ(sp_total, single_flops);
+    // Per rank: exactly 1/P of the layers' GEMMs (16 tokens split evenly),
+    // and the sampling row's logits (the last token, slice sp - 1) on its
+    // TP subgroup, each rank its shard's vocabulary panels.
+    const uint64_t head = 2 * static_cast<uint64_t>(d) * c.vocab_size;
+    for (int r = 0; r < p; ++r) {
+      const int64_t j = r / sp, panels = c.vocab_size / kernels::kPanelWidth;
+      const uint64_t rows = ((j + 1) * panels / tp - j * panels / tp) * kernels::kPanelWidth;
+      const bool samples = r % sp == sp - 1;
+      EXPECT_EQ(sp_flops[r], (single_flops - head) / p + (samples ? 2 * d * rows : 0))
+          << "rank " << r;
+    }
   } else {
     EXPECT_GT(sp_total, single_flops);
   }
