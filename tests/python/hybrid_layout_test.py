@@ -5,6 +5,7 @@ rank and re-forms with the same layout; a group of 8 as (4, 2) does the
 same on a model that splits over 8; a layout that does not divide the
 group is refused at start with the rule."""
 
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -32,12 +33,12 @@ class HybridLayoutTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def serve(self, name, world_size, sp_degree):
+    def serve(self, name, world_size, sp_degree, router_flags=(), worker_flags=()):
         # Prompts in the base mode (more than 8 step tokens), decodes in TP.
         return Cluster(self.tmp, name, self.model, world_size=world_size,
                        router_flags=["--sp_degree=%d" % sp_degree, "--shift_threshold=8",
-                                     "--heartbeat_timeout_s=3"],
-                       worker_flags=["--sp_degree=%d" % sp_degree])
+                                     "--heartbeat_timeout_s=3"] + list(router_flags),
+                       worker_flags=["--sp_degree=%d" % sp_degree] + list(worker_flags))
 
     def expect_reference(self, c):
         ids = c.client.generate(text=PROMPT, max_tokens=24, ignore_eos=True)[0]
@@ -66,6 +67,27 @@ class HybridLayoutTest(unittest.TestCase):
             c.wait_ready([0], timeout=60)
             self.assertGreater(c.client.status()["groups"][0]["generation"], generation)
             self.expect_reference(c)
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+    def test_preempted_requests_recompute_the_same_tokens(self):
+        # 14 blocks of 16 tokens per rank (4096 bytes each: one kv head of
+        # 16 over 2 layers): two prompts of about 20 tokens with 120 out
+        # cannot both fit, so one is preempted and recomputed.
+        want = reference_ids(self.model, PROMPT, 120, ignore_eos=True)
+        c = self.serve("preempt", 4, 2, ["--max_num_seqs=4", "--max_model_len=512"],
+                       ["--kv_cache_bytes=%d" % (14 * 4096)])
+        try:
+            for _ in range(5):  # until two overlap on a loaded machine
+                with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                    results = list(pool.map(lambda _: c.client.generate(
+                        text=PROMPT, max_tokens=120, ignore_eos=True)[0], range(3)))
+                for ids in results:
+                    self.assertEqual(ids, want)
+                if (metric(c.metrics(), "shift_preemptions_total") or 0) > 0:
+                    break
+            self.assertGreater(metric(c.metrics(), "shift_preemptions_total") or 0, 0)
         finally:
             codes = c.stop()
         self.assertEqual(codes, [0] * len(codes), c.all_logs())
