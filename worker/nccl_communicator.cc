@@ -6,8 +6,10 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -52,6 +54,8 @@ struct NcclApi {
   decltype(&ncclRecv) Recv;
   decltype(&ncclGroupStart) GroupStart;
   decltype(&ncclGroupEnd) GroupEnd;
+  // 2.18+; null before (hybrid layouts then need host-staged collectives).
+  decltype(&ncclCommSplit) CommSplit;
 };
 
 absl::StatusOr<const NcclApi*> LoadNccl() {
@@ -80,6 +84,7 @@ absl::StatusOr<const NcclApi*> LoadNccl() {
     if (!lib.complete()) {
       return absl::UnavailableError("NCCL lacks an entry point shift needs (2.14+)");
     }
+    lib.Get(&api.CommSplit, "ncclCommSplit");
     return absl::OkStatus();
   }();
   if (!status.ok()) return status;
@@ -106,6 +111,7 @@ class NcclCommunicator final : public Communicator {
       : api_(api), options_(options), comm_(comm), scratch_(scratch) {}
 
   ~NcclCommunicator() override {
+    subgroups_.clear();  // split from this one: gone first
     // An aborted communicator is gone already; a healthy one finalizes
     // (non-blocking: Settle waits, and aborts it if that fails) and is
     // destroyed.
@@ -180,15 +186,29 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  // A hybrid layout's TP subgroups would need a communicator of their own
-  // (ncclCommSplit), which is not built yet.
+  // A hybrid layout's TP subgroup all-reduce: NCCL's sum on a communicator
+  // of the members only, split from this one the first time (every rank
+  // splits at once, each into its own subgroup: the subgroups partition
+  // the ranks) and kept. Its traffic is counted here too.
   absl::Status SubgroupAllReduce(const kernels::Tensor& data,
                                  absl::Span<const int> members) override {
     if (static_cast<int>(members.size()) == size()) return DeterministicAllReduce(data);
     if (members.size() <= 1) return absl::OkStatus();
-    return absl::UnimplementedError(
-        "NCCL groups run the (P, 1) and (1, P) layouts only: a hybrid --sp_degree needs "
-        "host-staged collectives (--collectives=staged) for now");
+    SHIFT_RETURN_IF_ERROR(CheckDevice({&data}));
+    const std::vector<int> key(members.begin(), members.end());
+    auto it = subgroups_.find(key);
+    if (it == subgroups_.end()) {
+      SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<NcclCommunicator> sub, Split(key));
+      it = subgroups_.emplace(key, std::move(sub)).first;
+    }
+    NcclCommunicator& sub = *it->second;
+    const CollectiveTraffic before = sub.traffic();
+    const absl::Status status = sub.DeterministicAllReduce(data);
+    const CollectiveTraffic after = sub.traffic();
+    CountBytes(after.bytes_sent - before.bytes_sent, after.bytes_received - before.bytes_received);
+    CountSeconds(after.seconds - before.seconds);
+    if (!status.ok()) return Abort("subgroup all-reduce", std::string(status.message()));
+    return status;
   }
 
   absl::Status Barrier() override {
@@ -199,6 +219,44 @@ class NcclCommunicator final : public Communicator {
 
  private:
   cudaStream_t Stream() const { return static_cast<cudaStream_t>(options_.stream); }
+
+  // A communicator of `members` (this rank among them), split from this one.
+  absl::StatusOr<std::unique_ptr<NcclCommunicator>> Split(const std::vector<int>& members) {
+    if (api_->CommSplit == nullptr) {
+      return absl::UnimplementedError(
+          "this NCCL has no ncclCommSplit (2.18+), which a hybrid --sp_degree needs: upgrade "
+          "NCCL or use host-staged collectives (--collectives=staged)");
+    }
+    const int me = static_cast<int>(std::find(members.begin(), members.end(), rank()) -
+                                    members.begin());
+    if (me == static_cast<int>(members.size())) {
+      return absl::InvalidArgumentError("this rank is not among the subgroup's members");
+    }
+    float* scratch = nullptr;
+    if (const cudaError_t e = cudaMalloc(&scratch, sizeof(float)); e != cudaSuccess) {
+      return absl::ResourceExhaustedError(absl::StrCat("NCCL scratch: ", cudaGetErrorString(e)));
+    }
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclComm_t comm = nullptr;
+    // The subgroup's smallest rank names it; its order numbers the members.
+    const int color = *std::min_element(members.begin(), members.end());
+    ncclResult_t r = api_->CommSplit(comm_, color, me, &comm, &config);
+    const auto deadline = Deadline();
+    while (r == ncclInProgress && comm != nullptr && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+      api_->CommGetAsyncError(comm, &r);
+    }
+    if (r != ncclSuccess) {
+      if (comm != nullptr) api_->CommAbort(comm);
+      cudaFree(scratch);
+      return Abort("split", r == ncclInProgress ? "timed out" : api_->GetErrorString(r));
+    }
+    NcclOptions options = options_;
+    options.rank = me;
+    options.size = static_cast<int>(members.size());
+    return std::make_unique<NcclCommunicator>(api_, options, comm, scratch);
+  }
 
   absl::Status CheckDevice(std::initializer_list<const kernels::Tensor*> tensors) {
     if (broken_) {
@@ -343,6 +401,8 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_;
   float* scratch_;  // one device float for the barrier
   bool broken_ = false;
+  // Subgroup communicators by their members (hybrid layouts).
+  std::map<std::vector<int>, std::unique_ptr<NcclCommunicator>> subgroups_;
 };
 
 }  // namespace
