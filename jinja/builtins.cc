@@ -208,8 +208,13 @@ absl::StatusOr<Value> DoIndent(Interpreter& in, const Value& input, CallArgs& ca
     if (width > 1024) return TemplateError("ValueError", "indent width too large");
     for (int64_t i = 0; i < width; ++i) indention.push_back(' ');
   }
-  JINJA_ASSIGN_OR_RETURN(std::string s, in.Str(input));
-  s += "\n";
+  // Jinja2 appends "\n" to the value itself: only a string will do.
+  if (input.is_undefined()) return absl::InvalidArgumentError(input.undefined_message());
+  if (!input.is_string()) {
+    return TemplateError(
+        "TypeError", Cat("unsupported operand type(s) for +=: '", input.TypeName(), "' and 'str'"));
+  }
+  std::string s = input.as_string() + "\n";
   const std::vector<std::string> lines = pystr::SplitLines(s);
   std::string rv;
   if (IsTrue(a[2])) {
@@ -439,7 +444,10 @@ absl::StatusOr<Value> DoInt(Interpreter& in, const Value& input, CallArgs& call)
       const long long v = std::strtoll(s.c_str(), &end, static_cast<int>(base));
       if (!s.empty() && end == s.c_str() + s.size() && errno == 0) return Value::Int(v);
     }
-    if (auto f = ParsePyFloat(input.as_string()); f && std::isfinite(*f) && std::fabs(*f) < 9e18) {
+    if (auto f = ParsePyFloat(input.as_string()); f && std::isfinite(*f)) {
+      if (std::fabs(*f) >= 9.2e18) {
+        return TemplateError("OverflowError", "integer result does not fit in 64 bits");
+      }
       return Value::Int(static_cast<int64_t>(*f));
     }
     return fallback;
@@ -447,7 +455,10 @@ absl::StatusOr<Value> DoInt(Interpreter& in, const Value& input, CallArgs& call)
   if (input.is_int() || input.is_bool()) return Value::Int(input.as_int());
   if (input.is_float()) {
     const double f = input.as_float();
-    if (!std::isfinite(f) || std::fabs(f) >= 9.2e18) return fallback;
+    if (!std::isfinite(f)) return fallback;
+    if (std::fabs(f) >= 9.2e18) {
+      return TemplateError("OverflowError", "integer result does not fit in 64 bits");
+    }
     return Value::Int(static_cast<int64_t>(f));
   }
   if (input.is_undefined()) {
@@ -959,12 +970,18 @@ bool IsKnownTest(std::string_view name) {
 absl::StatusOr<Value> ApplyFilter(Interpreter& in, std::string_view name, const Value& input,
                                   CallArgs& args) {
   JINJA_RETURN_IF_ERROR(in.Charge(1));
+  if (!IsKnownFilter(name)) {
+    return TemplateError("TemplateRuntimeError", Cat("No filter named '", name, "' found."));
+  }
   return DoFilter(in, name, input, args);
 }
 
 absl::StatusOr<bool> ApplyTest(Interpreter& in, std::string_view name, const Value& input,
                                CallArgs& args) {
   JINJA_RETURN_IF_ERROR(in.Charge(1));
+  if (!IsKnownTest(name)) {
+    return TemplateError("TemplateRuntimeError", Cat("No test named '", name, "' found."));
+  }
   return DoTest(in, name, input, args);
 }
 

@@ -25,6 +25,28 @@ Value UndefinedNamed(std::string_view name) {
   return Value::Undefined(Cat("UndefinedError: '", name, "' is undefined"));
 }
 
+// Whether Jinja2's optimizer folds e (literals and operators over them).
+bool IsConstant(const Expr& e) {
+  switch (e.kind) {
+    case Expr::Kind::kConst:
+      return true;
+    case Expr::Kind::kList:
+    case Expr::Kind::kTuple:
+    case Expr::Kind::kDict:
+    case Expr::Kind::kUnary:
+    case Expr::Kind::kBinary:
+    case Expr::Kind::kAnd:
+    case Expr::Kind::kOr:
+    case Expr::Kind::kCompare:
+      for (const auto& c : e.children) {
+        if (c && !IsConstant(*c)) return false;
+      }
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Python's floor division and modulo for floats (floatobject.c).
 void FloatDivMod(double a, double b, double* div, double* mod) {
   double m = std::fmod(a, b);
@@ -599,9 +621,16 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Sco
               "TypeError", "slice indices must be integers or None or have an __index__ method");
         }
       }
-      if (!obj.is_string() && !obj.is_sequence()) {
+      // Jinja2 slices with Python's own obj[a:b:c], not the sandbox's getitem,
+      // except where it folded a constant expression at compile time.
+      if (!obj.is_string() && !obj.is_sequence() && IsConstant(*e.children[0])) {
         return Value::Undefined(
             Cat("UndefinedError: ", obj.ObjectTypeRepr(), " has no element slice"));
+      }
+      if (obj.is_dict()) return TemplateError("TypeError", "unhashable type: 'slice'");
+      if (!obj.is_string() && !obj.is_sequence()) {
+        return TemplateError("TypeError",
+                             Cat("'", obj.TypeName(), "' object is not subscriptable"));
       }
       const int64_t step = parts[2].is_none() ? 1 : parts[2].as_int();
       if (step == 0) return TemplateError("ValueError", "slice step cannot be zero");
@@ -819,6 +848,7 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecFor(const Stmt& s,
     items = std::move(kept);
   }
   const int64_t n = static_cast<int64_t>(items.size());
+  bool completed_one = false;
   for (int64_t i = 0; i < n; ++i) {
     if (++iterations_ > options_.limits.max_loop_iterations) {
       return absl::ResourceExhaustedError(
@@ -854,9 +884,12 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecFor(const Stmt& s,
     };
     local->vars["loop"] = Value::MakeObject(std::move(loop));
     JINJA_ASSIGN_OR_RETURN(Flow flow, Exec(s.bodies[0], local, out));
+    if (flow == Flow::kNormal) completed_one = true;
     if (flow == Flow::kBreak) break;
   }
-  if (n == 0 && !s.else_body.empty()) {
+  // Jinja2 runs `else` unless an iteration reached the end of the body: one
+  // that ended in break or continue does not count.
+  if (!completed_one && !s.else_body.empty()) {
     auto local = std::make_shared<Scope>();
     local->parent = scope;
     JINJA_ASSIGN_OR_RETURN(Flow flow, Exec(s.else_body, local, out));
@@ -905,8 +938,11 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecStmt(const Stmt& s,
       return Flow::kNormal;
     }
     case Stmt::Kind::kSetBlock: {
+      // The body is a frame of its own (what it assigns stays inside).
+      auto inner = std::make_shared<Scope>();
+      inner->parent = scope;
       std::string captured;
-      JINJA_ASSIGN_OR_RETURN(Flow flow, Exec(s.bodies[0], scope, &captured));
+      JINJA_ASSIGN_OR_RETURN(Flow flow, Exec(s.bodies[0], inner, &captured));
       (void)flow;
       Value v = Value::String(std::move(captured));
       if (s.filter) {
@@ -926,8 +962,10 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecStmt(const Stmt& s,
       scope->vars[s.text] = MakeMacro(s, scope);
       return Flow::kNormal;
     case Stmt::Kind::kFilterBlock: {
+      auto inner = std::make_shared<Scope>();
+      inner->parent = scope;
       std::string captured;
-      JINJA_ASSIGN_OR_RETURN(Flow flow, Exec(s.bodies[0], scope, &captured));
+      JINJA_ASSIGN_OR_RETURN(Flow flow, Exec(s.bodies[0], inner, &captured));
       Value v = Value::String(std::move(captured));
       std::vector<const Expr*> chain;
       for (const Expr* f = s.expr.get(); f != nullptr; f = f->children[0].get()) {

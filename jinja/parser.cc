@@ -697,6 +697,9 @@ class Parser {
       if (cur().type == Token::Type::kName && peek().type == Token::Type::kOperator &&
           peek().text == "=") {
         std::string key = cur().text;
+        for (const auto& [k, v] : e->kwargs) {
+          if (k == key) return Fail(Cat("keyword argument repeated: ", key));
+        }
         Next();
         Next();
         JINJA_ASSIGN_OR_RETURN(ExprPtr v, ParseExpression(true));
@@ -732,10 +735,6 @@ class Parser {
       start_inline = false;
       const int line = cur().line;
       JINJA_ASSIGN_OR_RETURN(std::string name, ParseDottedName());
-      if (!IsKnownFilter(name)) {
-        return absl::InvalidArgumentError(
-            Cat("TemplateAssertionError: No filter named '", name, "'. (line ", line, ")"));
-      }
       ExprPtr e = NewExpr(Expr::Kind::kFilter, line);
       e->name = std::move(name);
       e->children.push_back(std::move(node));
@@ -750,10 +749,6 @@ class Parser {
     Next();  // is
     const bool negated = SkipName("not");
     JINJA_ASSIGN_OR_RETURN(std::string name, ParseDottedName());
-    if (!IsKnownTest(name)) {
-      return absl::InvalidArgumentError(
-          Cat("TemplateAssertionError: No test named '", name, "'. (line ", line, ")"));
-    }
     ExprPtr e = NewExpr(Expr::Kind::kTest, line);
     e->name = std::move(name);
     e->children.push_back(std::move(node));
@@ -783,10 +778,69 @@ class Parser {
   int loop_depth_ = 0;
 };
 
+// Jinja2 (3.0+) fails at compile time on an unknown filter or test, except
+// inside an `if` statement or an inline if-expression (a "soft" frame), where
+// it fails only if evaluated; loops, macros and set and filter blocks start a
+// new frame that is not soft.
+absl::Status CheckNames(const Expr* e, bool soft) {
+  if (e == nullptr) return absl::OkStatus();
+  if (e->kind == Expr::Kind::kCondExpr) soft = true;
+  if (!soft && e->kind == Expr::Kind::kFilter && !IsKnownFilter(e->name)) {
+    return absl::InvalidArgumentError(
+        Cat("TemplateAssertionError: No filter named '", e->name, "'. (line ", e->line, ")"));
+  }
+  if (!soft && e->kind == Expr::Kind::kTest && !IsKnownTest(e->name)) {
+    return absl::InvalidArgumentError(
+        Cat("TemplateAssertionError: No test named '", e->name, "'. (line ", e->line, ")"));
+  }
+  for (const auto& c : e->children) JINJA_RETURN_IF_ERROR(CheckNames(c.get(), soft));
+  for (const auto& [k, c] : e->kwargs) JINJA_RETURN_IF_ERROR(CheckNames(c.get(), soft));
+  return absl::OkStatus();
+}
+
+absl::Status CheckNames(const Body& body, bool soft) {
+  for (const StmtPtr& s : body) {
+    switch (s->kind) {
+      case Stmt::Kind::kIf:
+        for (const auto& c : s->conditions) JINJA_RETURN_IF_ERROR(CheckNames(c.get(), true));
+        for (const Body& b : s->bodies) JINJA_RETURN_IF_ERROR(CheckNames(b, true));
+        JINJA_RETURN_IF_ERROR(CheckNames(s->else_body, true));
+        break;
+      case Stmt::Kind::kFor:
+        JINJA_RETURN_IF_ERROR(CheckNames(s->expr.get(), soft));
+        JINJA_RETURN_IF_ERROR(CheckNames(s->filter.get(), false));
+        JINJA_RETURN_IF_ERROR(CheckNames(s->bodies[0], false));
+        JINJA_RETURN_IF_ERROR(CheckNames(s->else_body, false));
+        break;
+      case Stmt::Kind::kPrint:
+      case Stmt::Kind::kSet:
+        JINJA_RETURN_IF_ERROR(CheckNames(s->expr.get(), soft));
+        break;
+      case Stmt::Kind::kSetBlock:
+        JINJA_RETURN_IF_ERROR(CheckNames(s->filter.get(), false));
+        JINJA_RETURN_IF_ERROR(CheckNames(s->bodies[0], false));
+        break;
+      case Stmt::Kind::kFilterBlock:
+        JINJA_RETURN_IF_ERROR(CheckNames(s->expr.get(), false));
+        JINJA_RETURN_IF_ERROR(CheckNames(s->bodies[0], false));
+        break;
+      case Stmt::Kind::kMacro:
+        for (const auto& d : s->defaults) JINJA_RETURN_IF_ERROR(CheckNames(d.get(), false));
+        JINJA_RETURN_IF_ERROR(CheckNames(s->bodies[0], false));
+        break;
+      default:
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Body> Parse(const std::vector<Token>& tokens) {
-  return Parser(tokens).ParseTemplate();
+  JINJA_ASSIGN_OR_RETURN(Body body, Parser(tokens).ParseTemplate());
+  JINJA_RETURN_IF_ERROR(CheckNames(body, false));
+  return body;
 }
 
 }  // namespace jinja

@@ -14,10 +14,21 @@ struct CaseRange {
 };
 // Lowercase ranges whose uppercase is at a fixed offset.
 constexpr CaseRange kOffsetRanges[] = {
-    {U'a', U'z', U'A'},    {0xE0, 0xF6, 0xC0},    {0xF8, 0xFE, 0xD8},
-    {0x3B1, 0x3C1, 0x391}, {0x3C3, 0x3CB, 0x3A3}, {0x430, 0x44F, 0x410},
-    {0x450, 0x45F, 0x400}, {0x561, 0x586, 0x531}, {0xFF41, 0xFF5A, 0xFF21},
+    {U'a', U'z', U'A'},       {0xE0, 0xF6, 0xC0},       {0xF8, 0xFE, 0xD8},
+    {0x3B1, 0x3C1, 0x391},    {0x3C3, 0x3CB, 0x3A3},    {0x430, 0x44F, 0x410},
+    {0x450, 0x45F, 0x400},    {0x561, 0x586, 0x531},    {0xFF41, 0xFF5A, 0xFF21},
+    {0x2170, 0x217F, 0x2160}, {0x24D0, 0x24E9, 0x24B6},
 };
+
+// Digraphs with three cases (upper, title, lower): Ǆ ǅ ǆ and the like.
+constexpr char32_t kTriples[][3] = {
+    {0x1C4, 0x1C5, 0x1C6}, {0x1C7, 0x1C8, 0x1C9}, {0x1CA, 0x1CB, 0x1CC}, {0x1F1, 0x1F2, 0x1F3}};
+const char32_t* Triple(char32_t cp) {
+  for (const auto& t : kTriples) {
+    if (cp == t[0] || cp == t[1] || cp == t[2]) return t;
+  }
+  return nullptr;
+}
 
 // Latin Extended-A and Cyrillic pairs: even upper, odd lower.
 bool InPairBlock(char32_t cp) {
@@ -31,6 +42,7 @@ bool InOddPairBlock(char32_t cp) {  // odd upper, even lower
 }
 
 char32_t ToUpperSimple(char32_t cp) {
+  if (const char32_t* t = Triple(cp)) return t[0];
   for (const CaseRange& r : kOffsetRanges) {
     if (cp >= r.lower_first && cp <= r.lower_last) return cp - r.lower_first + r.upper_first;
   }
@@ -43,6 +55,7 @@ char32_t ToUpperSimple(char32_t cp) {
 }
 
 char32_t ToLowerSimple(char32_t cp) {
+  if (const char32_t* t = Triple(cp)) return t[2];
   for (const CaseRange& r : kOffsetRanges) {
     const char32_t last = r.upper_first + (r.lower_last - r.lower_first);
     if (cp >= r.upper_first && cp <= last) return cp - r.upper_first + r.lower_first;
@@ -63,6 +76,10 @@ void AppendUpper(char32_t cp, std::u32string* out) {
 }
 
 void AppendTitle(char32_t cp, std::u32string* out) {
+  if (const char32_t* t = Triple(cp)) {
+    out->push_back(t[1]);
+    return;
+  }
   if (cp == 0xDF) {
     out->append(U"Ss");
     return;
@@ -173,9 +190,15 @@ bool IsPrintable(char32_t cp) {
   return true;
 }
 
-bool IsLower(char32_t cp) { return ToUpperSimple(cp) != cp || cp == 0xDF; }
-bool IsUpper(char32_t cp) { return ToLowerSimple(cp) != cp; }
-bool IsCased(char32_t cp) { return IsLower(cp) || IsUpper(cp); }
+bool IsLower(char32_t cp) {
+  if (const char32_t* t = Triple(cp)) return cp == t[2];
+  return ToUpperSimple(cp) != cp || cp == 0xDF;
+}
+bool IsUpper(char32_t cp) {
+  if (const char32_t* t = Triple(cp)) return cp == t[0];
+  return ToLowerSimple(cp) != cp;
+}
+bool IsCased(char32_t cp) { return Triple(cp) != nullptr || IsLower(cp) || IsUpper(cp); }
 
 std::string Upper(std::string_view s) {
   std::u32string out;
@@ -251,9 +274,7 @@ std::vector<std::string> Split(std::string_view s, const std::optional<std::stri
     while (i < cps.size() && IsSpace(cps[i])) ++i;
     if (i == cps.size()) break;
     if (maxsplit >= 0 && static_cast<int64_t>(parts.size()) == maxsplit) {
-      size_t end = cps.size();
-      while (end > i && IsSpace(cps[end - 1])) --end;
-      parts.push_back(Encode(std::u32string_view(cps).substr(i, end - i)));
+      parts.push_back(Encode(std::u32string_view(cps).substr(i)));  // keeps trailing space
       break;
     }
     const size_t start = i;

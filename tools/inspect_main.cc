@@ -35,8 +35,8 @@ ABSL_FLAG(std::string, render_jsonl, "",
           "Render the chat template for every line of this file ({\"id\", \"vars\"} objects, "
           "as ../shared/data/chat_templates/cases-in.jsonl) and print one JSON object per line: "
           "{\"id\", \"expected\": rendering} or {\"id\", \"error\": message}. The template "
-          "is --chat_template, else the --model's, else the line's \"template\" file (relative "
-          "to the input file)");
+          "is --chat_template, else the --model's, else the line's \"chat_template\" (the "
+          "source), else its \"template\" file (relative to the input file)");
 ABSL_FLAG(std::string, strftime_now, "",
           "A fixed time for the templates' strftime_now, \"YYYY-MM-DD[ HH:MM:SS]\" (default: "
           "now, local time)");
@@ -87,6 +87,9 @@ absl::StatusOr<std::string> TemplateFor(const nlohmann::ordered_json& line, bool
   const std::string model = absl::GetFlag(FLAGS_model);
   if (!override_file.empty() || !model.empty()) {
     return jinja::LoadChatTemplate(model, override_file, has_tools);
+  }
+  if (line.contains("chat_template") && line["chat_template"].is_string()) {
+    return line["chat_template"].get<std::string>();
   }
   if (!line.contains("template") || !line["template"].is_string()) {
     return absl::InvalidArgumentError(

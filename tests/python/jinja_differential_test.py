@@ -11,7 +11,7 @@ error on both sides, with the same message where the template raised it
 
   jinja_differential_test.py [--cases N] [--seed S] [--keep FILE]
 
-The quick run (CTest) is 3000 cases; --cases 100000 is the long run.
+The quick run (CTest) is 5000 cases, about 10 s; --cases 100000 is the long run.
 """
 
 import argparse
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import warnings
 from datetime import datetime
 
 try:
@@ -31,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - reported as a skip
     jinja2 = None
 
-ARGS = argparse.Namespace(cases=3000, seed=1, keep=None)
+ARGS = argparse.Namespace(cases=5000, seed=1, keep=None)
 BINARY_DIR = os.environ.get("SHIFT_BINARY_DIR",
                             os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                          "build"))
@@ -202,7 +203,8 @@ class Gen:
                 lambda: "(%s %% %s)" % (self.e_int(d - 1), r.choice([-3, -2, 1, 2, 3, 7])),
                 lambda: "%s|length" % self.pick([lambda: self.e_str(d - 1),
                                                  lambda: self.e_list(d - 1)]),
-                lambda: "(%s|int)" % self.pick([lambda: self.e_float(d - 1),
+                # (Small floats only: |int of 1e32 is a Python big int.)
+                lambda: "(%s|int)" % self.pick([lambda: self.e_float(0),
                                                 lambda: self.e_str(d - 1)]),
                 lambda: "(%s if %s else %s)" % (self.e_int(d - 1), self.e_bool(d - 1),
                                                 self.e_int(d - 1)),
@@ -633,8 +635,10 @@ class JinjaDifferentialTest(unittest.TestCase):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=3000, help="cases to generate (default 3000)")
+    parser.add_argument("--cases", type=int, default=5000, help="cases to generate (default 5000)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--keep", help="write the generated cases to this file")
     ARGS, rest = parser.parse_known_args()
+    # Jinja2 compiles `true[1:]` to Python that warns; the warning is not a result.
+    warnings.filterwarnings("ignore", category=SyntaxWarning)
     unittest.main(argv=[sys.argv[0]] + rest)
