@@ -55,7 +55,8 @@ struct GroupLayout {
   std::string Problem() const {
     if (world_size < 1 || sp < 1 || sp > world_size || world_size % sp != 0) {
       return "--sp_degree must divide the group's world size (sp_degree x tp = ranks); got "
-             "sp_degree " + std::to_string(sp) + " for " + std::to_string(world_size) + " ranks";
+             "sp_degree " +
+             std::to_string(sp) + " for " + std::to_string(world_size) + " ranks";
     }
     return "";
   }

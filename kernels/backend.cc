@@ -178,12 +178,12 @@ absl::Status Backend::Gemm(const Tensor& x, const Weight& w, const GemmRange& ra
   const bool held = range.n_begin >= part.row_begin && n_end <= part.row_end &&
                     range.group_begin >= part.group_begin &&
                     range.group_begin + range.group_count <= part.group_begin + part.group_count;
-  SHIFT_RETURN_IF_ERROR(Require(
-      groups_ok && held && range.n_begin % kPanelWidth == 0 && range.n_begin <= n_end, op,
-      absl::StrCat("columns [", range.n_begin, ", ", n_end, ") of ", part.n, ", groups ",
-                   range.group_begin, " + ", range.group_count, "; the weight holds rows [",
-                   part.row_begin, ", ", part.row_end, "), groups ", part.group_begin, " + ",
-                   part.group_count)));
+  SHIFT_RETURN_IF_ERROR(
+      Require(groups_ok && held && range.n_begin % kPanelWidth == 0 && range.n_begin <= n_end, op,
+              absl::StrCat("columns [", range.n_begin, ", ", n_end, ") of ", part.n, ", groups ",
+                           range.group_begin, " + ", range.group_count, "; the weight holds rows [",
+                           part.row_begin, ", ", part.row_end, "), groups ", part.group_begin,
+                           " + ", part.group_count)));
   const int64_t k = part.k / kReductionGroups * range.group_count, cols = n_end - range.n_begin;
   SHIFT_RETURN_IF_ERROR(
       Require(x.cols == k && y.rows == x.rows && y.cols == cols &&

@@ -118,7 +118,8 @@ absl::StatusOr<CostModel> CostModel::Make(const ModelConfig& model, const Hardwa
   const double hq = model.num_attention_heads, hkv = model.num_key_value_heads;
   if (!replicated_weights) {
     // A TP-only server (vLLM): 1/P of every weight, embedding included.
-    const double layer = d * (hq + 2.0 * hkv) * hd + hq * hd * d + 3.0 * d * model.intermediate_size;
+    const double layer =
+        d * (hq + 2.0 * hkv) * hd + hq * hd * d + 3.0 * d * model.intermediate_size;
     const double embeddings =
         (model.tie_word_embeddings ? 1.0 : 2.0) * model.vocab_size * d * c.head_bytes_;
     c.weight_bytes_per_rank_ = (layers * layer * c.weight_bytes_ + embeddings) / world_size;

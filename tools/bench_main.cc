@@ -351,7 +351,8 @@ class LocalCluster {
         c->Spawn({bin + "/router/shift-router", "--model=" + model, "--host=127.0.0.1", "--port=0",
                   "--internal_port=0", "--metrics_port=0", "--ports_file=" + ports,
                   absl::StrCat("--world_size=", world), absl::StrCat("--groups=", groups),
-                  absl::StrCat("--sp_degree=", sp_degree), "--shift_policy=" + policy, "--step_trace=" + dir + "/steps.jsonl",
+                  absl::StrCat("--sp_degree=", sp_degree), "--shift_policy=" + policy,
+                  "--step_trace=" + dir + "/steps.jsonl",
                   absl::StrCat("--shift_threshold=", absl::GetFlag(FLAGS_shift_threshold))},
                  dir + "/router.log"));
     std::string text;

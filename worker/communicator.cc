@@ -59,8 +59,8 @@ class SubgroupView final : public Communicator {
                          const kernels::Tensor& out,
                          absl::Span<const int64_t> recv_counts) override {
     if (send_counts.size() != members_.size() || recv_counts.size() != members_.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a subgroup of ", members_.size(), " ranks got ", send_counts.size(), " counts"));
+      return absl::InvalidArgumentError(absl::StrCat("a subgroup of ", members_.size(),
+                                                     " ranks got ", send_counts.size(), " counts"));
     }
     std::vector<int64_t> send(parent_->size(), 0), recv(parent_->size(), 0);
     for (size_t j = 0; j < members_.size(); ++j) {
@@ -103,8 +103,8 @@ class SubgroupView final : public Communicator {
 }  // namespace
 
 std::unique_ptr<Communicator> Communicator::Subgroup(std::vector<int> members) {
-  const int me = static_cast<int>(std::find(members.begin(), members.end(), rank()) -
-                                  members.begin());
+  const int me =
+      static_cast<int>(std::find(members.begin(), members.end(), rank()) - members.begin());
   SHIFT_CHECK(me < static_cast<int>(members.size()), "rank ", rank(),
               " is not a member of its subgroup");
   return std::make_unique<SubgroupView>(this, std::move(members), me);
@@ -136,8 +136,8 @@ absl::Status Communicator::SubgroupAllReduce(const kernels::Tensor& tensor,
   SHIFT_RETURN_IF_ERROR(RequireTreeSize(q));
   if (q == 1) return absl::OkStatus();
   SHIFT_RETURN_IF_ERROR(RequireHostF32(tensor));
-  const int me = static_cast<int>(std::find(members.begin(), members.end(), rank()) -
-                                  members.begin());
+  const int me =
+      static_cast<int>(std::find(members.begin(), members.end(), rank()) - members.begin());
   if (me == q) return absl::InvalidArgumentError("this rank is not among the members");
   // Slices as DeterministicAllReduce's, over the members.
   const std::vector<int64_t> slice = ReduceSlices(tensor.size(), q);
@@ -157,7 +157,8 @@ absl::Status Communicator::SubgroupAllReduce(const kernels::Tensor& tensor,
     for (int j = 0; j < q; ++j) values[j] = received[j * mine + e];
     joined[e] = kernels::cpu::JoinSubtrees(values.data(), q);
   }
-  for (int j = 1; j < q; ++j) std::copy(joined.begin(), joined.begin() + mine, joined.begin() + j * mine);
+  for (int j = 1; j < q; ++j)
+    std::copy(joined.begin(), joined.begin() + mine, joined.begin() + j * mine);
   for (int j = 0; j < q; ++j) {
     send[members[j]] = mine;
     recv[members[j]] = slice[j];

@@ -106,7 +106,7 @@ absl::Status EmulatedCommunicator::DeterministicAllReduce(const kernels::Tensor&
 }
 
 absl::Status EmulatedCommunicator::SubgroupAllReduce(const kernels::Tensor& data,
-                                                    absl::Span<const int> members) {
+                                                     absl::Span<const int> members) {
   const int q = static_cast<int>(members.size());
   if (data.device == kernels::Device::kCpu || q == size_ || q == 1) {
     return Communicator::SubgroupAllReduce(data, members);
@@ -114,8 +114,8 @@ absl::Status EmulatedCommunicator::SubgroupAllReduce(const kernels::Tensor& data
   if (!data.contiguous()) {
     return absl::InvalidArgumentError("the all-reduce takes a contiguous buffer");
   }
-  const int me = static_cast<int>(std::find(members.begin(), members.end(), rank_) -
-                                  members.begin());
+  const int me =
+      static_cast<int>(std::find(members.begin(), members.end(), rank_) - members.begin());
   if (me == q) return absl::InvalidArgumentError("this rank is not among the members");
   // An all-to-all among the members and its reverse, the rank's own slice
   // standing in for the join.

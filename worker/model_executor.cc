@@ -76,9 +76,9 @@ std::string MemoryProblem(const ModelConfig& c, const GroupLayout& layout, int r
   };
   if (need(layout) <= static_cast<double>(free)) return "";
   const double gib = 1024.0 * 1024 * 1024;
-  std::string advice = absl::StrCat(
-      "no layout of ", layout.world_size,
-      " ranks fits: use more ranks per group or a smaller --kv_cache_bytes");
+  std::string advice =
+      absl::StrCat("no layout of ", layout.world_size,
+                   " ranks fits: use more ranks per group or a smaller --kv_cache_bytes");
   // The most Ulysses ranks (the least sharding) that fits.
   for (int sp = layout.sp / 2; sp >= 1; sp /= 2) {
     const GroupLayout smaller{layout.world_size, sp};
@@ -244,8 +244,8 @@ absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
   SHIFT_ASSIGN_OR_RETURN(rope_, backend_->UploadRope({c.head_dim, c.rope_theta, Scaling(c)}));
   host.resize(c.vocab_size * d);
   weight_bytes_ += c.vocab_size * d * sizeof(float);
-  SHIFT_RETURN_IF_ERROR(
-      ReadWeightAsF32(checkpoint, config_, "model.embed_tokens.weight", c.vocab_size, d, host.data()));
+  SHIFT_RETURN_IF_ERROR(ReadWeightAsF32(checkpoint, config_, "model.embed_tokens.weight",
+                                        c.vocab_size, d, host.data()));
   SHIFT_ASSIGN_OR_RETURN(embedding_, Allocate(c.vocab_size, d));
   SHIFT_RETURN_IF_ERROR(backend_->CopyFromHost(host.data(), embedding_));
   if (c.tie_word_embeddings) {
@@ -431,7 +431,8 @@ absl::Status ModelExecutor::LayersSp(const StepContext& ctx, const Tensor& h, co
     for (int64_t s = 0, at = 0; s < sp; ++s) {
       const HeadShard to = member(s);
       const int64_t w = width_of(to), qw = to.q_count * hd, kw = to.kv_count * hd;
-      const int64_t q_at = (to.q_begin - all.q_begin) * hd, kv_at = (to.kv_begin - all.kv_begin) * hd;
+      const int64_t q_at = (to.q_begin - all.q_begin) * hd,
+                    kv_at = (to.kv_begin - all.kv_begin) * hd;
       const Tensor part = send.tensor().Cols(at, at + local * w).Reshape(local, w);
       SHIFT_RETURN_IF_ERROR(backend_->Copy(q.Cols(q_at, q_at + qw), part.Cols(0, qw)));
       SHIFT_RETURN_IF_ERROR(backend_->Copy(k.Cols(kv_at, kv_at + kw), part.Cols(qw, qw + kw)));
@@ -547,7 +548,8 @@ absl::StatusOr<Buffer> ModelExecutor::Logits(const StepContext& ctx, const Tenso
   // Each sampled row's place among its slice's rows.
   std::vector<int64_t> index(total);
   for (int64_t i = 0; i < total; ++i) {
-    for (int64_t k = 0; k < i; ++k) index[i] += slice_of(sample_tokens[k]) == slice_of(sample_tokens[i]);
+    for (int64_t k = 0; k < i; ++k)
+      index[i] += slice_of(sample_tokens[k]) == slice_of(sample_tokens[i]);
   }
   for (int64_t b = 0; b < vocab_parts; ++b) {
     const auto [sb, se] = VocabOf(b, vocab_parts);

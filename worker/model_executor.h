@@ -182,8 +182,8 @@ class ModelExecutor {
   kernels::Backend* backend_;
   int rank_, world_size_;
   GroupLayout layout_;
-  HeadShard shard_;          // this rank's heads
-  HeadShard weight_heads_;   // the heads of its TP shard of the weights
+  HeadShard shard_;         // this rank's heads
+  HeadShard weight_heads_;  // the heads of its TP shard of the weights
   std::unique_ptr<kernels::RopeTable> rope_;
   kernels::Buffer embedding_, final_norm_;
   std::unique_ptr<kernels::Weight> lm_head_;

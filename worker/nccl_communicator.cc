@@ -227,8 +227,8 @@ class NcclCommunicator final : public Communicator {
           "this NCCL has no ncclCommSplit (2.18+), which a hybrid --sp_degree needs: upgrade "
           "NCCL or use host-staged collectives (--collectives=staged)");
     }
-    const int me = static_cast<int>(std::find(members.begin(), members.end(), rank()) -
-                                    members.begin());
+    const int me =
+        static_cast<int>(std::find(members.begin(), members.end(), rank()) - members.begin());
     if (me == static_cast<int>(members.size())) {
       return absl::InvalidArgumentError("this rank is not among the subgroup's members");
     }

@@ -386,9 +386,8 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_rank(options.rank);
   reg->set_world_size(options.world_size);
   // An emulated rank is a group of one to the router.
-  reg->set_sp_degree(options.emulate_world_size > 1
-                         ? 1
-                         : static_cast<uint32_t>(engine_options.layout().sp));
+  reg->set_sp_degree(
+      options.emulate_world_size > 1 ? 1 : static_cast<uint32_t>(engine_options.layout().sp));
   reg->set_kv_blocks(static_cast<uint32_t>(engine->num_blocks()));
   reg->set_block_size(static_cast<uint32_t>(options.engine.block_size));
   reg->set_device(engine->backend().description());

@@ -73,18 +73,21 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
   auto& group_bytes =
       prometheus::BuildCounter()
           .Name("shift_worker_collective_bytes_total")
-          .Help("Bytes this rank sent in collectives, by the group they ran in: ulysses (the sp "
-                "mode's all-to-alls), tp (all-reduces: TP over all ranks or the sp mode's TP "
-                "subgroup), gather (logits to the leader); eager steps")
+          .Help(
+              "Bytes this rank sent in collectives, by the group they ran in: ulysses (the sp "
+              "mode's all-to-alls), tp (all-reduces: TP over all ranks or the sp mode's TP "
+              "subgroup), gather (logits to the leader); eager steps")
           .Register(*registry_);
   auto& group_seconds = prometheus::BuildCounter()
                             .Name("shift_worker_collective_seconds_total")
-                            .Help("Seconds in collectives, by the group they ran in (as "
-                                  "shift_worker_collective_bytes_total)")
+                            .Help(
+                                "Seconds in collectives, by the group they ran in (as "
+                                "shift_worker_collective_bytes_total)")
                             .Register(*registry_);
   for (int g = 0; g < ModelExecutor::kNumCollectiveGroups; ++g) {
     const prometheus::Labels group = {
-        {"group", ModelExecutor::CollectiveGroupName(static_cast<ModelExecutor::CollectiveGroup>(g))}};
+        {"group",
+         ModelExecutor::CollectiveGroupName(static_cast<ModelExecutor::CollectiveGroup>(g))}};
     groups_[g] = {&group_bytes.Add(group), &group_seconds.Add(group), {}};
   }
   exposer_->RegisterCollectable(registry_);

@@ -8,11 +8,11 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
-#include "worker/engine.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
+#include "worker/engine.h"
 
 namespace shift {
 

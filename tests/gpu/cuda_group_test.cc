@@ -112,11 +112,12 @@ class CudaGroupTest : public ::testing::TestWithParam<Case> {
     ASSERT_EQ(want.size(), got.size()) << name;
     for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(want[i].size(), got[i].size()) << name;
     const testing::LogitAgreement a = testing::CompareLogits(want, got);
-    std::printf("%d ranks (sp %d), %lld kv heads, %s: top-1 %.4f over %d decisive of %zu rows, "
-                "NMSE %.3g\n",
-                GetParam().ranks, GetParam().sp > 0 ? GetParam().sp : GetParam().ranks,
-                static_cast<long long>(GetParam().kv_heads), name.c_str(),
-                a.decisive_top1, a.decisive, a.rows, a.nmse);
+    std::printf(
+        "%d ranks (sp %d), %lld kv heads, %s: top-1 %.4f over %d decisive of %zu rows, "
+        "NMSE %.3g\n",
+        GetParam().ranks, GetParam().sp > 0 ? GetParam().sp : GetParam().ranks,
+        static_cast<long long>(GetParam().kv_heads), name.c_str(), a.decisive_top1, a.decisive,
+        a.rows, a.nmse);
     EXPECT_GE(a.decisive_top1, kMinTop1) << name;
     EXPECT_LT(a.nmse, kMaxNmse) << name;
   }

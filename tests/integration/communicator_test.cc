@@ -12,11 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/step_mode.h"
 #include "gloo/rendezvous/hash_store.h"
 #include "gloo/transport/tcp/address.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/step_mode.h"
 #include "kernels/cpu/gemm.h"
 #include "worker/gloo_communicator.h"
 

@@ -26,8 +26,8 @@ struct Case {
   int ranks;
   int64_t kv_heads;
   bool qwen2;
-  int sp = 0;          // the base mode's Ulysses degree (0: P, pure SP)
-  bool wide = false;   // 8 query heads and a 256-wide MLP: splits over 8 ranks
+  int sp = 0;         // the base mode's Ulysses degree (0: P, pure SP)
+  bool wide = false;  // 8 query heads and a 256-wide MLP: splits over 8 ranks
   int layout_sp() const { return sp > 0 ? sp : ranks; }
 };
 
@@ -294,8 +294,8 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   const int64_t sp = GetParam().layout_sp(), tp = p / sp, vocab = c.vocab_size;
   const int64_t q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;
   const int64_t kv_shard = std::max<int64_t>(c.num_key_value_heads / tp, 1) * hd;
-  const int64_t replicated = vocab * d + (2 * layers + 1) * d +
-                             (c.attention_bias ? layers * (q + 2 * kv) : 0);
+  const int64_t replicated =
+      vocab * d + (2 * layers + 1) * d + (c.attention_bias ? layers * (q + 2 * kv) : 0);
   for (int r = 0; r < p; ++r) {
     const int64_t j = r / sp, panels = vocab / kernels::kPanelWidth;  // 1024: whole panels
     const int64_t lm_rows = ((j + 1) * panels / tp - j * panels / tp) * kernels::kPanelWidth;
@@ -360,21 +360,20 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Groups, ParallelEngineTest,
-                         ::testing::Values(
-                             Case{2, 2, false}, Case{4, 2, false}, Case{2, 4, false},
-                             Case{4, 4, false}, Case{2, 2, true}, Case{4, 1, false},
-                             // Hybrid layouts (sp, tp) and TP over all ranks as the base.
-                             Case{4, 2, false, 2}, Case{4, 4, false, 2}, Case{4, 1, false, 2},
-                             Case{4, 2, true, 2}, Case{4, 2, false, 1}, Case{8, 2, false, 2, true},
-                             Case{8, 8, false, 4, true}, Case{8, 1, true, 4, true}),
-                         [](const auto& info) {
-                           const Case& c = info.param;
-                           return "P" + std::to_string(c.ranks) + "Hkv" +
-                                  std::to_string(c.kv_heads) + (c.qwen2 ? "Qwen2" : "") +
-                                  (c.sp > 0 ? "Sp" + std::to_string(c.sp) : "") +
-                                  (c.wide ? "Wide" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Groups, ParallelEngineTest,
+    ::testing::Values(Case{2, 2, false}, Case{4, 2, false}, Case{2, 4, false}, Case{4, 4, false},
+                      Case{2, 2, true}, Case{4, 1, false},
+                      // Hybrid layouts (sp, tp) and TP over all ranks as the base.
+                      Case{4, 2, false, 2}, Case{4, 4, false, 2}, Case{4, 1, false, 2},
+                      Case{4, 2, true, 2}, Case{4, 2, false, 1}, Case{8, 2, false, 2, true},
+                      Case{8, 8, false, 4, true}, Case{8, 1, true, 4, true}),
+    [](const auto& info) {
+      const Case& c = info.param;
+      return "P" + std::to_string(c.ranks) + "Hkv" + std::to_string(c.kv_heads) +
+             (c.qwen2 ? "Qwen2" : "") + (c.sp > 0 ? "Sp" + std::to_string(c.sp) : "") +
+             (c.wide ? "Wide" : "");
+    });
 
 TEST(ParallelEngineErrorsTest, UnsplittableHeadsAreRefusedAtStartUp) {
   testing::TestTempDir tmp;

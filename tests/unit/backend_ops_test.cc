@@ -289,11 +289,11 @@ TEST_P(BackendOpsTest, GemmOnAShardOfTheWeightNamesTheWholeWeightsRanges) {
     GemmRange range;
   };
   const std::vector<Case> cases = {
-      {{n, k, 32, 64, 0, 8}, {32, 64}},           // column-parallel shard 1 of 3 panels' worth
-      {{n, k, 48, 96, 0, 8}, {64, 96}},           // a view inside a shard (TP over more ranks)
-      {{n, k, 0, n, 4, 4}, {0, -1, 4, 4}},        // row-parallel shard 1 of 2
-      {{n, k, 0, n, 4, 4}, {0, -1, 6, 2}},        // its second quarter (TP over 4)
-      {{n, k, 0, n, 2, 2}, {16, 48, 3, 1}},       // a subtree and columns inside both
+      {{n, k, 32, 64, 0, 8}, {32, 64}},      // column-parallel shard 1 of 3 panels' worth
+      {{n, k, 48, 96, 0, 8}, {64, 96}},      // a view inside a shard (TP over more ranks)
+      {{n, k, 0, n, 4, 4}, {0, -1, 4, 4}},   // row-parallel shard 1 of 2
+      {{n, k, 0, n, 4, 4}, {0, -1, 6, 2}},   // its second quarter (TP over 4)
+      {{n, k, 0, n, 2, 2}, {16, 48, 3, 1}},  // a subtree and columns inside both
   };
   for (const Case& c : cases) {
     auto whole = on(0).UploadWeight(w_host.data(), WeightPart::Whole(n, k));
@@ -495,7 +495,8 @@ TEST_P(BackendOpsTest, GemmOnFp8WeightsWithScalesPerRow) {
         for (uint8_t& c : codes) c = F32ToF8E4M3(Random(rng_, 1, 60.0f)[0]);
         std::unique_ptr<Weight> w[2];
         for (int i : {0, 1}) {
-          auto uploaded = on(i).UploadWeightFp8(codes.data(), scales.data(), WeightPart::Whole(n, k));
+          auto uploaded =
+              on(i).UploadWeightFp8(codes.data(), scales.data(), WeightPart::Whole(n, k));
           ASSERT_TRUE(uploaded.ok()) << uploaded.status();
           w[i] = *std::move(uploaded);
         }

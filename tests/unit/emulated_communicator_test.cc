@@ -139,7 +139,7 @@ TEST(SimulatorMatchesRanksTest, WeightAndCollectiveBytesOfEveryLayout) {
   hardware->weight_bytes = 4;  // as the CPU backend holds them
   hardware->activation_bytes = 4;
   hardware->peak_flops["f32"] = hardware->peak_flops["bf16"];  // priced, not compared
-  const int64_t tokens = 32;  // a multiple of every sp: no padding
+  const int64_t tokens = 32;                                   // a multiple of every sp: no padding
   for (int p : {4, 8}) {
     for (int sp = p; sp >= 1; sp /= 2) {
       SCOPED_TRACE(::testing::Message() << "P " << p << ", sp " << sp);
@@ -151,7 +151,8 @@ TEST(SimulatorMatchesRanksTest, WeightAndCollectiveBytesOfEveryLayout) {
       options.sp_degree = sp;
       auto engine = Engine::Create(*files, options, &comm, std::move(backend));
       ASSERT_TRUE(engine.ok()) << engine.status();
-      auto cost = sim::CostModel::Make(files->config, *hardware, p, sp, /*replicated_weights=*/true);
+      auto cost =
+          sim::CostModel::Make(files->config, *hardware, p, sp, /*replicated_weights=*/true);
       ASSERT_TRUE(cost.ok()) << cost.status();
       EXPECT_EQ((*engine)->weight_bytes(), static_cast<uint64_t>(cost->weight_bytes_per_rank()));
       for (StepMode mode : {StepMode::kSequenceParallel, StepMode::kTensorParallel}) {
