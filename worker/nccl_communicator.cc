@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <thread>
 #include <vector>
@@ -103,6 +104,42 @@ absl::StatusOr<ncclDataType_t> NcclType(DType dtype) {
       return ncclUint8;  // moved, never reduced
   }
   return absl::InvalidArgumentError("no NCCL type for this dtype");
+}
+
+// A new communicator, made by `create` (ncclCommInitRankConfig or
+// ncclCommSplit, non-blocking), and its one-float scratch buffer: waits up
+// to `timeout_s` for the other ranks; on failure the communicator is
+// aborted and UNAVAILABLE names `what`.
+struct NewComm {
+  ncclComm_t comm = nullptr;
+  float* scratch = nullptr;
+};
+absl::StatusOr<NewComm> CreateComm(
+    const NcclApi* api, double timeout_s, const std::string& what,
+    const std::function<ncclResult_t(ncclComm_t*, ncclConfig_t*)>& create) {
+  NewComm made;
+  if (const cudaError_t e = cudaMalloc(&made.scratch, sizeof(float)); e != cudaSuccess) {
+    return absl::ResourceExhaustedError(absl::StrCat("NCCL scratch: ", cudaGetErrorString(e)));
+  }
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclResult_t r = create(&made.comm, &config);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(timeout_s));
+  while (r == ncclInProgress && made.comm != nullptr) {
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::yield();
+    api->CommGetAsyncError(made.comm, &r);
+  }
+  if (r != ncclSuccess) {
+    if (made.comm != nullptr) api->CommAbort(made.comm);
+    cudaFree(made.scratch);
+    return absl::UnavailableError(absl::StrCat(
+        what, " failed: ",
+        r == ncclInProgress ? "timed out waiting for the other ranks" : api->GetErrorString(r)));
+  }
+  return made;
 }
 
 class NcclCommunicator final : public Communicator {
@@ -232,30 +269,18 @@ class NcclCommunicator final : public Communicator {
     if (me == static_cast<int>(members.size())) {
       return absl::InvalidArgumentError("this rank is not among the subgroup's members");
     }
-    float* scratch = nullptr;
-    if (const cudaError_t e = cudaMalloc(&scratch, sizeof(float)); e != cudaSuccess) {
-      return absl::ResourceExhaustedError(absl::StrCat("NCCL scratch: ", cudaGetErrorString(e)));
-    }
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;
-    ncclComm_t comm = nullptr;
     // The subgroup's smallest rank names it; its order numbers the members.
     const int color = *std::min_element(members.begin(), members.end());
-    ncclResult_t r = api_->CommSplit(comm_, color, me, &comm, &config);
-    const auto deadline = Deadline();
-    while (r == ncclInProgress && comm != nullptr && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::yield();
-      api_->CommGetAsyncError(comm, &r);
-    }
-    if (r != ncclSuccess) {
-      if (comm != nullptr) api_->CommAbort(comm);
-      cudaFree(scratch);
-      return Abort("split", r == ncclInProgress ? "timed out" : api_->GetErrorString(r));
-    }
+    SHIFT_ASSIGN_OR_RETURN(
+        NewComm made,
+        CreateComm(api_, options_.timeout_s, absl::StrCat("NCCL split of rank ", rank()),
+                   [&](ncclComm_t* comm, ncclConfig_t* config) {
+                     return api_->CommSplit(comm_, color, me, comm, config);
+                   }));
     NcclOptions options = options_;
     options.rank = me;
     options.size = static_cast<int>(members.size());
-    return std::make_unique<NcclCommunicator>(api_, options, comm, scratch);
+    return std::make_unique<NcclCommunicator>(api_, options, made.comm, made.scratch);
   }
 
   absl::Status CheckDevice(std::initializer_list<const kernels::Tensor*> tensors) {
@@ -439,30 +464,14 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const NcclO
     return absl::UnavailableError(
         absl::StrCat("NCCL: CUDA device ", options.device, ": ", cudaGetErrorString(e)));
   }
-  float* scratch = nullptr;
-  if (const cudaError_t e = cudaMalloc(&scratch, sizeof(float)); e != cudaSuccess) {
-    return absl::ResourceExhaustedError(absl::StrCat("NCCL scratch: ", cudaGetErrorString(e)));
-  }
-  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-  config.blocking = 0;
-  ncclComm_t comm = nullptr;
-  ncclResult_t r = api->CommInitRankConfig(&comm, options.size, id, options.rank, &config);
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                            std::chrono::duration<double>(options.timeout_s));
-  while (r == ncclInProgress && comm != nullptr) {
-    if (std::chrono::steady_clock::now() > deadline) break;
-    std::this_thread::yield();
-    api->CommGetAsyncError(comm, &r);
-  }
-  if (r != ncclSuccess) {
-    if (comm != nullptr) api->CommAbort(comm);
-    cudaFree(scratch);
-    return absl::UnavailableError(absl::StrCat(
-        "NCCL init of rank ", options.rank, " of ", options.size, " failed: ",
-        r == ncclInProgress ? "timed out waiting for the other ranks" : api->GetErrorString(r)));
-  }
-  return std::unique_ptr<Communicator>(new NcclCommunicator(api, options, comm, scratch));
+  SHIFT_ASSIGN_OR_RETURN(
+      NewComm made,
+      CreateComm(api, options.timeout_s,
+                 absl::StrCat("NCCL init of rank ", options.rank, " of ", options.size),
+                 [&](ncclComm_t* comm, ncclConfig_t* config) {
+                   return api->CommInitRankConfig(comm, options.size, id, options.rank, config);
+                 }));
+  return std::unique_ptr<Communicator>(new NcclCommunicator(api, options, made.comm, made.scratch));
 }
 
 #endif  // SHIFT_HAVE_CUDA
