@@ -66,6 +66,10 @@ absl::StatusOr<int64_t> IntArg(const std::optional<Value>& v, int64_t fallback,
 }
 
 Value Str(std::string s) { return Value::String(std::move(s)); }
+// A string result that stays Markup when the input was (markupsafe's methods).
+Value SameKind(const Value& input, std::string s) {
+  return input.is_markup() ? Value::Markup(std::move(s)) : Value::String(std::move(s));
+}
 
 // Python's int(str): whitespace, a sign, digits with single underscores.
 std::optional<int64_t> ParsePyInt(std::string_view text) {
@@ -234,7 +238,7 @@ absl::StatusOr<Value> DoIndent(Interpreter& in, const Value& input, CallArgs& ca
   }
   if (IsTrue(a[1])) rv = indention + rv;
   JINJA_RETURN_IF_ERROR(in.ChargeString(rv.size()));
-  return Str(std::move(rv));
+  return SameKind(input, std::move(rv));
 }
 
 // Jinja2's title filter: words begin after runs of -, whitespace, (, {, [, <.
@@ -489,9 +493,9 @@ absl::StatusOr<Value> DoFilter(Interpreter& in, std::string_view name, const Val
   }
   if (name == "string" || name == "safe") {
     JINJA_RETURN_IF_ERROR(Bind(name, call, {}).status());
-    if (input.is_string()) return input;
+    if (input.is_string() && (name == "string" || input.is_markup())) return input;
     JINJA_ASSIGN_OR_RETURN(std::string s, in.Str(input));
-    return Str(std::move(s));
+    return name == "safe" ? Value::Markup(std::move(s)) : Str(std::move(s));
   }
   if (name == "trim") {
     JINJA_ASSIGN_OR_RETURN(Args a, Bind("trim", call, {"chars"}));
@@ -500,14 +504,14 @@ absl::StatusOr<Value> DoFilter(Interpreter& in, std::string_view name, const Val
     if (a[0] && !a[0]->is_none()) {
       JINJA_ASSIGN_OR_RETURN(chars, in.Str(*a[0]));
     }
-    return Str(pystr::Strip(s, chars, true, true));
+    return SameKind(input, pystr::Strip(s, chars, true, true));
   }
   if (name == "upper" || name == "lower" || name == "capitalize" || name == "title") {
     JINJA_RETURN_IF_ERROR(Bind(name, call, {}).status());
     JINJA_ASSIGN_OR_RETURN(std::string s, in.Str(input));
-    if (name == "upper") return Str(pystr::Upper(s));
-    if (name == "lower") return Str(pystr::Lower(s));
-    if (name == "capitalize") return Str(pystr::Capitalize(s));
+    if (name == "upper") return SameKind(input, pystr::Upper(s));
+    if (name == "lower") return SameKind(input, pystr::Lower(s));
+    if (name == "capitalize") return SameKind(input, pystr::Capitalize(s));
     return Str(JinjaTitle(s));
   }
   if (name == "replace") {
@@ -676,7 +680,10 @@ absl::StatusOr<bool> DoTest(Interpreter& in, std::string_view name, const Value&
     JINJA_ASSIGN_OR_RETURN(std::string s, in.Str(v));
     bool cased = false;
     for (char32_t cp : pystr::Decode(s)) {
-      if (name == "lower" ? pystr::IsUpper(cp) : pystr::IsLower(cp)) return false;
+      // str.islower/isupper: every cased character (titlecase ǅ too) agrees.
+      if (pystr::IsCased(cp) && !(name == "lower" ? pystr::IsLower(cp) : pystr::IsUpper(cp))) {
+        return false;
+      }
       cased = cased || pystr::IsCased(cp);
     }
     return cased;
@@ -722,8 +729,13 @@ absl::StatusOr<bool> DoTest(Interpreter& in, std::string_view name, const Value&
 
 // ---- methods ----
 
-absl::StatusOr<Value> StrMethod(Interpreter& in, const std::string& self, const std::string& name,
+absl::StatusOr<Value> StrMethod(Interpreter& in, const Value& self_value, const std::string& name,
                                 CallArgs& call) {
+  const std::string& self = self_value.as_string();
+  // Markup's methods escape their string arguments and return Markup.
+  const bool markup = self_value.is_markup();
+  auto arg = [&](const std::string& s) { return markup ? HtmlEscape(s) : s; };
+  auto result = [&](std::string s) { return SameKind(self_value, std::move(s)); };
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     JINJA_ASSIGN_OR_RETURN(Args a, Bind(name, call, {"chars"}));
     std::optional<std::string> chars;
@@ -731,9 +743,9 @@ absl::StatusOr<Value> StrMethod(Interpreter& in, const std::string& self, const 
       if (!a[0]->is_string()) {
         return TemplateError("TypeError", Cat(name, " arg must be None or str"));
       }
-      chars = a[0]->as_string();
+      chars = arg(a[0]->as_string());
     }
-    return Str(pystr::Strip(self, chars, name != "rstrip", name != "lstrip"));
+    return result(pystr::Strip(self, chars, name != "rstrip", name != "lstrip"));
   }
   if (name == "split" || name == "rsplit") {
     JINJA_ASSIGN_OR_RETURN(Args a, Bind(name, call, {"sep", "maxsplit"}));
@@ -768,7 +780,7 @@ absl::StatusOr<Value> StrMethod(Interpreter& in, const std::string& self, const 
       parts = pystr::Split(self, sep, maxsplit);
     }
     Value::List out;
-    for (std::string& p : parts) out.push_back(Str(std::move(p)));
+    for (std::string& p : parts) out.push_back(result(std::move(p)));
     return Value::MakeList(std::move(out));
   }
   if (name == "startswith" || name == "endswith") {
@@ -793,10 +805,10 @@ absl::StatusOr<Value> StrMethod(Interpreter& in, const std::string& self, const 
   }
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
     JINJA_RETURN_IF_ERROR(Bind(name, call, {}).status());
-    if (name == "upper") return Str(pystr::Upper(self));
-    if (name == "lower") return Str(pystr::Lower(self));
-    if (name == "title") return Str(pystr::Title(self));
-    return Str(pystr::Capitalize(self));
+    if (name == "upper") return result(pystr::Upper(self));
+    if (name == "lower") return result(pystr::Lower(self));
+    if (name == "title") return result(pystr::Title(self));
+    return result(pystr::Capitalize(self));
   }
   if (name == "replace") {
     JINJA_ASSIGN_OR_RETURN(Args a, Bind(name, call, {"old", "new", "count"}));
@@ -805,8 +817,10 @@ absl::StatusOr<Value> StrMethod(Interpreter& in, const std::string& self, const 
     }
     JINJA_ASSIGN_OR_RETURN(int64_t count, IntArg(a[2], -1, "count"));
     CallArgs filter_args;
-    filter_args.positional = {*a[0], *a[1], Value::Int(count)};
-    return ApplyFilter(in, "replace", Str(self), filter_args);
+    filter_args.positional = {Str(arg(a[0]->as_string())), Str(arg(a[1]->as_string())),
+                              Value::Int(count)};
+    JINJA_ASSIGN_OR_RETURN(Value replaced, ApplyFilter(in, "replace", Str(self), filter_args));
+    return result(replaced.as_string());
   }
   if (name == "find" || name == "rfind" || name == "count") {
     JINJA_ASSIGN_OR_RETURN(Args a, Bind(name, call, {"sub"}));
@@ -858,20 +872,24 @@ absl::StatusOr<Value> StrMethod(Interpreter& in, const std::string& self, const 
     JINJA_ASSIGN_OR_RETURN(std::vector<Value> items, in.Iterate(*a[0]));
     std::string out;
     for (size_t i = 0; i < items.size(); ++i) {
-      if (!items[i].is_string()) {
+      if (i > 0) out += self;
+      if (markup) {  // Markup.join escapes what it joins
+        JINJA_ASSIGN_OR_RETURN(std::string item, in.Str(items[i]));
+        out += items[i].is_markup() ? item : HtmlEscape(item);
+      } else if (items[i].is_string()) {
+        out += items[i].as_string();
+      } else {
         return TemplateError("TypeError", Cat("sequence item ", i, ": expected str instance, ",
                                               items[i].TypeName(), " found"));
       }
-      if (i > 0) out += self;
-      out += items[i].as_string();
       JINJA_RETURN_IF_ERROR(in.ChargeString(out.size()));
     }
-    return Str(std::move(out));
+    return result(std::move(out));
   }
   if (name == "splitlines") {
     JINJA_RETURN_IF_ERROR(Bind(name, call, {}).status());
     Value::List out;
-    for (std::string& line : pystr::SplitLines(self)) out.push_back(Str(std::move(line)));
+    for (std::string& line : pystr::SplitLines(self)) out.push_back(result(std::move(line)));
     return Value::MakeList(std::move(out));
   }
   return TemplateError("TypeError", Cat("str.", name, " is not supported"));
@@ -989,9 +1007,8 @@ std::optional<Value> BoundMethod(const Value& self, std::string_view name) {
   const std::string method(name);
   if (self.is_string()) {
     if (!StrMethods().contains(name)) return std::nullopt;
-    const std::string text = self.as_string();
-    return Value::MakeFunction(method, [text, method](Interpreter& in, CallArgs& args) {
-      return StrMethod(in, text, method, args);
+    return Value::MakeFunction(method, [self, method](Interpreter& in, CallArgs& args) {
+      return StrMethod(in, self, method, args);
     });
   }
   if (self.is_dict()) {

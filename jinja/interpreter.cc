@@ -25,28 +25,6 @@ Value UndefinedNamed(std::string_view name) {
   return Value::Undefined(Cat("UndefinedError: '", name, "' is undefined"));
 }
 
-// Whether Jinja2's optimizer folds e (literals and operators over them).
-bool IsConstant(const Expr& e) {
-  switch (e.kind) {
-    case Expr::Kind::kConst:
-      return true;
-    case Expr::Kind::kList:
-    case Expr::Kind::kTuple:
-    case Expr::Kind::kDict:
-    case Expr::Kind::kUnary:
-    case Expr::Kind::kBinary:
-    case Expr::Kind::kAnd:
-    case Expr::Kind::kOr:
-    case Expr::Kind::kCompare:
-      for (const auto& c : e.children) {
-        if (c && !IsConstant(*c)) return false;
-      }
-      return true;
-    default:
-      return false;
-  }
-}
-
 // Python's floor division and modulo for floats (floatobject.c).
 void FloatDivMod(double a, double b, double* div, double* mod) {
   double m = std::fmod(a, b);
@@ -81,7 +59,7 @@ absl::StatusOr<Value> Repeat(Interpreter& in, const Value& seq, int64_t n) {
     std::string out;
     out.reserve(size * n);
     for (int64_t i = 0; i < n; ++i) out += seq.as_string();
-    return Value::String(std::move(out));
+    return seq.is_markup() ? Value::Markup(std::move(out)) : Value::String(std::move(out));
   }
   const size_t size = seq.as_list().size();
   if (size != 0 && static_cast<uint64_t>(n) >
@@ -229,7 +207,10 @@ absl::StatusOr<Value> Interpreter::GetItem(const Value& obj, const Value& key) {
       const std::u32string cps = pystr::Decode(obj.as_string());
       const int64_t n = static_cast<int64_t>(cps.size());
       if (i < 0) i += n;
-      if (i >= 0 && i < n) return Value::String(pystr::Encode(std::u32string(1, cps[i])));
+      if (i >= 0 && i < n) {
+        std::string c = pystr::Encode(std::u32string(1, cps[i]));
+        return obj.is_markup() ? Value::Markup(std::move(c)) : Value::String(std::move(c));
+      }
     } else {
       const int64_t n = static_cast<int64_t>(obj.as_list().size());
       if (i < 0) i += n;
@@ -393,8 +374,13 @@ absl::StatusOr<Value> Interpreter::EvalBinary(const std::string& op, const Value
     if (numbers) return Value::Float(a.as_float() + b.as_float());
     if (a.is_string() && b.is_string()) {
       JINJA_RETURN_IF_ERROR(ChargeString(a.as_string().size() + b.as_string().size()));
+      if (a.is_markup() || b.is_markup()) {  // Markup escapes the plain side
+        return Value::Markup((a.is_markup() ? a.as_string() : HtmlEscape(a.as_string())) +
+                             (b.is_markup() ? b.as_string() : HtmlEscape(b.as_string())));
+      }
       return Value::String(a.as_string() + b.as_string());
     }
+    if (a.is_markup() || b.is_markup()) return Unsupported("+", a, b);
     if ((a.is_list() && b.is_list()) || (a.is_tuple() && b.is_tuple())) {
       const size_t n = a.as_list().size() + b.as_list().size();
       if (n > static_cast<size_t>(options_.limits.max_loop_iterations)) {
@@ -623,7 +609,7 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Sco
       }
       // Jinja2 slices with Python's own obj[a:b:c], not the sandbox's getitem,
       // except where it folded a constant expression at compile time.
-      if (!obj.is_string() && !obj.is_sequence() && IsConstant(*e.children[0])) {
+      if (!obj.is_string() && !obj.is_sequence() && e.value.is_bool()) {
         return Value::Undefined(
             Cat("UndefinedError: ", obj.ObjectTypeRepr(), " has no element slice"));
       }
@@ -662,7 +648,8 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Sco
       if (obj.is_string()) {
         std::u32string out;
         for (int64_t i : indices) out.push_back(cps[i]);
-        return Value::String(pystr::Encode(out));
+        return obj.is_markup() ? Value::Markup(pystr::Encode(out))
+                               : Value::String(pystr::Encode(out));
       }
       Value::List out;
       for (int64_t i : indices) out.push_back(obj.as_list()[i]);

@@ -778,6 +778,63 @@ class Parser {
   int loop_depth_ = 0;
 };
 
+// Whether Jinja2's optimizer can fold e at compile time (literals and the
+// operators, subscripts and inline ifs over them).
+bool IsConstant(const Expr& e) {
+  switch (e.kind) {
+    case Expr::Kind::kConst:
+      return true;
+    case Expr::Kind::kList:
+    case Expr::Kind::kTuple:
+    case Expr::Kind::kDict:
+    case Expr::Kind::kUnary:
+    case Expr::Kind::kBinary:
+    case Expr::Kind::kAnd:
+    case Expr::Kind::kOr:
+    case Expr::Kind::kCompare:
+    case Expr::Kind::kGetattr:
+    case Expr::Kind::kGetitem:
+    case Expr::Kind::kSlice:
+    case Expr::Kind::kCondExpr:
+      for (const auto& c : e.children) {
+        if (c && !IsConstant(*c)) return false;
+      }
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Jinja2 slices with Python's obj[a:b:c], which fails on a number, None or a
+// dict, except where the optimizer folded a constant expression with the
+// sandbox's getitem (an undefined value instead): the whole of a `{{ }}`, or
+// a constant part whose value is a string or a bool (`~`, comparisons, not).
+// Marks such slices (value = true) for the interpreter.
+void MarkFoldedSlices(Expr* e, bool folded) {
+  if (e == nullptr) return;
+  if (!folded && IsConstant(*e) &&
+      ((e->kind == Expr::Kind::kBinary && e->name == "~") || e->kind == Expr::Kind::kCompare ||
+       (e->kind == Expr::Kind::kUnary && e->name == "not"))) {
+    folded = true;
+  }
+  if (folded && e->kind == Expr::Kind::kSlice) e->value = Value::Bool(true);
+  for (auto& c : e->children) MarkFoldedSlices(c.get(), folded);
+  for (auto& [k, c] : e->kwargs) MarkFoldedSlices(c.get(), folded);
+}
+
+void MarkFoldedSlices(Body& body) {
+  for (StmtPtr& s : body) {
+    const bool print_root = s->kind == Stmt::Kind::kPrint && s->expr && IsConstant(*s->expr);
+    MarkFoldedSlices(s->expr.get(), print_root);
+    MarkFoldedSlices(s->target.get(), false);
+    MarkFoldedSlices(s->filter.get(), false);
+    for (auto& c : s->conditions) MarkFoldedSlices(c.get(), false);
+    for (auto& d : s->defaults) MarkFoldedSlices(d.get(), false);
+    for (Body& b : s->bodies) MarkFoldedSlices(b);
+    MarkFoldedSlices(s->else_body);
+  }
+}
+
 // Jinja2 (3.0+) fails at compile time on an unknown filter or test, except
 // inside an `if` statement or an inline if-expression (a "soft" frame), where
 // it fails only if evaluated; loops, macros and set and filter blocks start a
@@ -840,6 +897,7 @@ absl::Status CheckNames(const Body& body, bool soft) {
 absl::StatusOr<Body> Parse(const std::vector<Token>& tokens) {
   JINJA_ASSIGN_OR_RETURN(Body body, Parser(tokens).ParseTemplate());
   JINJA_RETURN_IF_ERROR(CheckNames(body, false));
+  MarkFoldedSlices(body);
   return body;
 }
 

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "jinja/pystr.h"
+#include "jinja/status_macros.h"
 
 namespace jinja {
 namespace {
@@ -233,7 +234,7 @@ std::string Value::TypeName() const {
     case Kind::kFloat:
       return "float";
     case Kind::kString:
-      return "str";
+      return markup_ ? "Markup" : "str";
     case Kind::kList:
       return "list";
     case Kind::kTuple:
@@ -250,6 +251,7 @@ std::string Value::TypeName() const {
 
 std::string Value::ObjectTypeRepr() const {
   if (kind_ == Kind::kNone) return "None";
+  if (is_markup()) return "markupsafe.Markup object";
   if (kind_ == Kind::kObject) {
     return absl::StrCat(object_->type_name == "Namespace" ? "jinja2.utils." : "jinja2.runtime.",
                         object_->type_name, " object");
@@ -289,6 +291,32 @@ std::string FloatRepr(double f) {
     absl::StrAppend(&out, digits, std::string(decpt - n, '0'), ".0");
   } else {
     absl::StrAppend(&out, digits.substr(0, decpt), ".", digits.substr(decpt));
+  }
+  return out;
+}
+
+std::string HtmlEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
+    }
   }
   return out;
 }
@@ -393,7 +421,11 @@ absl::Status AppendRepr(const Value& v, size_t max_bytes, std::string* out, int 
       out->append(FloatRepr(v.as_float()));
       break;
     case Value::Kind::kString:
-      out->append(StringRepr(v.as_string()));
+      if (v.is_markup()) {
+        CatTo(out, "Markup(", StringRepr(v.as_string()), ")");
+      } else {
+        out->append(StringRepr(v.as_string()));
+      }
       break;
     case Value::Kind::kList:
     case Value::Kind::kTuple: {

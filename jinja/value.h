@@ -90,6 +90,13 @@ class Value {
     v.str_ = std::move(s);
     return v;
   }
+  // markupsafe.Markup, what |safe returns: a string that `+` does not escape
+  // but whose other operand it escapes, and that repr() writes as Markup('...').
+  static Value Markup(std::string s) {
+    Value v = String(std::move(s));
+    v.markup_ = true;
+    return v;
+  }
   static Value MakeList(List items, bool tuple = false) {
     Value v(tuple ? Kind::kTuple : Kind::kList);
     for (const Value& item : items) v.depth_ = std::max(v.depth_, item.depth() + 1);
@@ -127,6 +134,7 @@ class Value {
   // int, float or bool: what Python's arithmetic accepts.
   bool is_number() const { return is_int() || is_float() || is_bool(); }
   bool is_string() const { return kind_ == Kind::kString; }
+  bool is_markup() const { return kind_ == Kind::kString && markup_; }
   bool is_list() const { return kind_ == Kind::kList; }
   bool is_tuple() const { return kind_ == Kind::kTuple; }
   bool is_sequence() const { return is_list() || is_tuple(); }
@@ -160,6 +168,7 @@ class Value {
 
   Kind kind_ = Kind::kUndefined;
   int depth_ = 0;
+  bool markup_ = false;
   int64_t int_ = 0;
   double float_ = 0;
   std::string str_;  // a string, or an undefined value's error message
@@ -171,6 +180,8 @@ class Value {
 
 // Python's float repr: 1.0, 0.1, 1e+20, 1e-05, inf, nan.
 std::string FloatRepr(double f);
+// markupsafe's escape: & < > " ' as HTML entities.
+std::string HtmlEscape(std::string_view s);
 // Python's repr() of a string: quotes chosen as Python does, escapes.
 std::string StringRepr(std::string_view s);
 // Python's ==, for values (numbers across int/float/bool, lists, dicts).
