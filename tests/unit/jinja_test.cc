@@ -1,5 +1,7 @@
 // shift_jinja: the 95 reference renderings of ../shared/data/chat_templates
 // byte for byte, Python/Jinja2 semantics case by case, and the sandbox's limits.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -143,6 +145,38 @@ TEST(JinjaStatementTest, LoopsScopesMacros) {
   EXPECT_EQ(Render("{% filter upper %}abc{% endfilter %}"), "ABC");
   EXPECT_EQ(Render("{% for a in [1,2,3] %}{{ loop.previtem }}-{{ loop.nextitem }};{% endfor %}"),
             "-2;1-3;2-;");
+}
+
+// What the differential test (tests/python/jinja_differential_test.py) found.
+TEST(JinjaQuirkTest, Jinja2QuirksKept) {
+  // `else` runs unless an iteration reached the end of the body.
+  EXPECT_EQ(Render("{% for x in [1, 2] %}{{ x }}{% break %}{% else %}E{% endfor %}"), "1E");
+  EXPECT_EQ(Render("{% for x in [1, 2] %}{{ x }}{% continue %}{% else %}E{% endfor %}"), "12E");
+  EXPECT_EQ(Render("{% for x in [1, 2] %}{% if x == 2 %}{% continue %}{% endif %}{{ x }}"
+                   "{% else %}E{% endfor %}"),
+            "1");
+  // Set and filter blocks are frames of their own.
+  EXPECT_EQ(Render("{% set b %}{% set x = 1 %}{% endset %}[{{ x }}]"), "[]");
+  EXPECT_EQ(
+      Render("{% filter upper %}{% macro m() %}{% endmacro %}{% endfilter %}{{ m is defined }}"),
+      "False");
+  // Unknown filters inside `if` fail only when evaluated.
+  EXPECT_EQ(Render("{% if false %}{{ 1|nosuch }}{% endif %}ok"), "ok");
+  EXPECT_THAT(Render("{% if true %}{{ 1|nosuch }}{% endif %}"),
+              HasSubstr("TemplateRuntimeError: No filter named 'nosuch' found."));
+  EXPECT_THAT(Render("{% for x in [] %}{{ 1|nosuch }}{% endfor %}"),
+              HasSubstr("TemplateAssertionError"));
+  // Slices: Python's own, except where the optimizer folded a constant.
+  EXPECT_EQ(Render("{{ true[1:] }}|{{ none ~ 5[1:] }}"), "|None");
+  EXPECT_THAT(Render("{% set v = true[1:] %}"), HasSubstr("'bool' object is not subscriptable"));
+  EXPECT_THAT(Render("{{ d[1:] }}", R"({"d": {}})"), HasSubstr("unhashable type: 'slice'"));
+  // |safe is Markup: + escapes the other side, repr says so; ~ does not escape.
+  EXPECT_EQ(Render("{{ ('a<'|safe) + '<' }}|{{ ('a<'|safe) ~ '<' }}|{{ ['x'|safe] }}"),
+            "a<&lt;|a<<|[Markup('x')]");
+  EXPECT_THAT(Render("{{ 2.5|indent }}"), HasSubstr("unsupported operand type(s) for +="));
+  EXPECT_EQ(Render("{{ ' a b  '.split(None, 1) }}|{{ ' a b '.rsplit(None, 1) }}"),
+            "['a', 'b  ']|[' a', 'b']");
+  EXPECT_EQ(Render("{{ 'ǅx' is lower }}{{ 'Ⅻ'|lower }}"), "Falseⅻ");
 }
 
 TEST(JinjaFilterTest, FiltersAsJinja2) {
