@@ -14,7 +14,7 @@
 namespace jinja {
 namespace {
 
-constexpr int kMaxEvalDepth = 1500;
+constexpr int kMaxEvalDepth = 1000;
 constexpr int kMaxValueDepth = 300;
 
 absl::Status UndefinedError(const Value& v) {
@@ -50,6 +50,13 @@ void FloatDivMod(double a, double b, double* div, double* mod) {
 
 absl::StatusOr<Value> Repeat(Interpreter& in, const Value& seq, int64_t n) {
   if (n < 0) n = 0;
+  // Nothing times a billion is nothing, at once (found by fuzzing).
+  if (seq.is_string() && (seq.as_string().empty() || n == 0)) {
+    return seq.is_markup() ? Value::Markup("") : Value::String("");
+  }
+  if (seq.is_sequence() && (seq.as_list().empty() || n == 0)) {
+    return Value::MakeList({}, seq.is_tuple());
+  }
   if (seq.is_string()) {
     const size_t size = seq.as_string().size();
     if (size != 0 && static_cast<uint64_t>(n) > in.options().limits.max_output_bytes / size) {
@@ -189,6 +196,8 @@ absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, std::string_view na
   if (obj.is_undefined()) return UndefinedError(obj);
   if (std::optional<Value> method = BoundMethod(obj, name)) return *method;
   if (obj.is_dict()) {
+    // Lookups scan the dict (insertion order is the point): they count as work.
+    JINJA_RETURN_IF_ERROR(Charge(static_cast<int64_t>(obj.as_dict().items.size() / 16)));
     if (const Value* v = obj.as_dict().Find(Value::String(std::string(name)))) return *v;
   } else if (obj.is_object()) {
     if (const Value* v = obj.as_object().Find(name)) return *v;
@@ -200,6 +209,7 @@ absl::StatusOr<Value> Interpreter::GetAttr(const Value& obj, std::string_view na
 absl::StatusOr<Value> Interpreter::GetItem(const Value& obj, const Value& key) {
   if (obj.is_undefined()) return UndefinedError(obj);
   if (obj.is_dict() && !key.is_list() && !key.is_dict()) {
+    JINJA_RETURN_IF_ERROR(Charge(static_cast<int64_t>(obj.as_dict().items.size() / 16)));
     if (const Value* v = obj.as_dict().Find(key)) return *v;
   } else if ((obj.is_sequence() || obj.is_string()) && (key.is_int() || key.is_bool())) {
     int64_t i = key.as_int();
@@ -321,6 +331,7 @@ absl::StatusOr<bool> Interpreter::Contains(const Value& container, const Value& 
       if (item.is_list() || item.is_dict()) {
         return TemplateError("TypeError", Cat("unhashable type: '", item.TypeName(), "'"));
       }
+      JINJA_RETURN_IF_ERROR(Charge(static_cast<int64_t>(container.as_dict().items.size() / 16)));
       return container.as_dict().Find(item) != nullptr;
     default:
       return TemplateError("TypeError",
@@ -503,10 +514,12 @@ absl::StatusOr<Value> Interpreter::EvalCompare(const Expr& e, const std::shared_
     JINJA_ASSIGN_OR_RETURN(Value right, Eval(*e.children[i + 1], scope));
     const std::string& op = e.ops[i];
     bool result;
-    if (op == "==") {
-      result = PyEquals(left, right);
-    } else if (op == "!=") {
-      result = !PyEquals(left, right);
+    if (op == "==" || op == "!=") {
+      if ((left.is_sequence() && right.is_sequence()) || (left.is_dict() && right.is_dict())) {
+        JINJA_RETURN_IF_ERROR(Charge(static_cast<int64_t>(
+            left.is_dict() ? left.as_dict().items.size() : left.as_list().size())));
+      }
+      result = PyEquals(left, right) == (op == "==");
     } else if (op == "in" || op == "notin") {
       JINJA_ASSIGN_OR_RETURN(result, Contains(right, left));
       if (op == "notin") result = !result;
@@ -530,6 +543,176 @@ absl::StatusOr<Value> Interpreter::EvalCompare(const Expr& e, const std::shared_
   return Value::Bool(true);
 }
 
+absl::StatusOr<Value> Interpreter::EvalSequence(const Expr& e,
+                                                const std::shared_ptr<Scope>& scope) {
+  Value::List items;
+  for (const auto& c : e.children) {
+    JINJA_ASSIGN_OR_RETURN(Value v, Eval(*c, scope));
+    items.push_back(std::move(v));
+  }
+  Value v = Value::MakeList(std::move(items), e.kind == Expr::Kind::kTuple);
+  JINJA_RETURN_IF_ERROR(CheckDepth(v));
+  return v;
+}
+
+absl::StatusOr<Value> Interpreter::EvalDict(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  Value::Dict dict;
+  for (size_t i = 0; i + 1 < e.children.size(); i += 2) {
+    JINJA_ASSIGN_OR_RETURN(Value key, Eval(*e.children[i], scope));
+    JINJA_ASSIGN_OR_RETURN(Value v, Eval(*e.children[i + 1], scope));
+    if (key.is_list() || key.is_dict() || key.is_undefined()) {
+      return TemplateError("TypeError", Cat("unhashable type: '", key.TypeName(), "'"));
+    }
+    bool replaced = false;
+    for (auto& [k, old] : dict.items) {
+      if (PyEquals(k, key)) {
+        old = v;
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) dict.items.emplace_back(std::move(key), std::move(v));
+  }
+  Value v = Value::MakeDict(std::move(dict));
+  JINJA_RETURN_IF_ERROR(CheckDepth(v));
+  return v;
+}
+
+absl::StatusOr<Value> Interpreter::EvalGetattr(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value obj, Eval(*e.children[0], scope));
+  return GetAttr(obj, e.name);
+}
+
+absl::StatusOr<Value> Interpreter::EvalGetitem(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value obj, Eval(*e.children[0], scope));
+  JINJA_ASSIGN_OR_RETURN(Value key, Eval(*e.children[1], scope));
+  return GetItem(obj, key);
+}
+
+absl::StatusOr<Value> Interpreter::EvalSlice(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value obj, Eval(*e.children[0], scope));
+  Value parts[3];
+  for (int i = 0; i < 3; ++i) {
+    if (e.children[i + 1]) {
+      JINJA_ASSIGN_OR_RETURN(parts[i], Eval(*e.children[i + 1], scope));
+    } else {
+      parts[i] = Value::None();
+    }
+  }
+  if (obj.is_undefined()) return UndefinedError(obj);
+  for (const Value& p : parts) {
+    if (!p.is_none() && !p.is_int() && !p.is_bool()) {
+      return TemplateError("TypeError",
+                           "slice indices must be integers or None or have an __index__ method");
+    }
+  }
+  // Jinja2 slices with Python's own obj[a:b:c], not the sandbox's getitem,
+  // except where it folded a constant expression at compile time.
+  if (!obj.is_string() && !obj.is_sequence() && e.value.is_bool()) {
+    return Value::Undefined(Cat("UndefinedError: ", obj.ObjectTypeRepr(), " has no element slice"));
+  }
+  if (obj.is_dict()) return TemplateError("TypeError", "unhashable type: 'slice'");
+  if (!obj.is_string() && !obj.is_sequence()) {
+    return TemplateError("TypeError", Cat("'", obj.TypeName(), "' object is not subscriptable"));
+  }
+  const int64_t step = parts[2].is_none() ? 1 : parts[2].as_int();
+  if (step == 0) return TemplateError("ValueError", "slice step cannot be zero");
+  std::u32string cps;
+  int64_t n;
+  if (obj.is_string()) {
+    cps = pystr::Decode(obj.as_string());
+    n = static_cast<int64_t>(cps.size());
+  } else {
+    n = static_cast<int64_t>(obj.as_list().size());
+  }
+  // Python's PySlice_AdjustIndices.
+  auto adjust = [&](const Value& p, int64_t fallback) {
+    if (p.is_none()) return fallback;
+    int64_t i = p.as_int();
+    if (i < 0) {
+      i += n;
+      if (i < 0) i = step < 0 ? -1 : 0;
+    } else if (i >= n) {
+      i = step < 0 ? n - 1 : n;
+    }
+    return i;
+  };
+  const int64_t start = adjust(parts[0], step < 0 ? n - 1 : 0);
+  const int64_t stop = adjust(parts[1], step < 0 ? -1 : n);
+  std::vector<int64_t> indices;
+  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) indices.push_back(i);
+  JINJA_RETURN_IF_ERROR(Charge(static_cast<int64_t>(indices.size())));
+  if (obj.is_string()) {
+    std::u32string out;
+    for (int64_t i : indices) out.push_back(cps[i]);
+    return obj.is_markup() ? Value::Markup(pystr::Encode(out)) : Value::String(pystr::Encode(out));
+  }
+  Value::List out;
+  for (int64_t i : indices) out.push_back(obj.as_list()[i]);
+  return Value::MakeList(std::move(out), obj.is_tuple());
+}
+
+absl::StatusOr<Value> Interpreter::EvalCall(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value callee, Eval(*e.children[0], scope));
+  JINJA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e, 1, scope));
+  return Call(callee, args);
+}
+
+absl::StatusOr<Value> Interpreter::EvalFilter(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value input, Eval(*e.children[0], scope));
+  return ApplyFilterExpr(e, std::move(input), scope);
+}
+
+absl::StatusOr<Value> Interpreter::EvalTest(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value input, Eval(*e.children[0], scope));
+  JINJA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e, 1, scope));
+  JINJA_ASSIGN_OR_RETURN(bool result, ApplyTest(*this, e.name, input, args));
+  return Value::Bool(result);
+}
+
+absl::StatusOr<Value> Interpreter::EvalUnary(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value v, Eval(*e.children[0], scope));
+  if (e.name == "not") return Value::Bool(!v.Truthy());
+  if (v.is_undefined()) return UndefinedError(v);
+  if (!v.is_number()) {
+    return TemplateError("TypeError",
+                         Cat("bad operand type for unary ", e.name, ": '", v.TypeName(), "'"));
+  }
+  if (e.name == "+") return v.is_float() ? v : Value::Int(v.as_int());
+  if (v.is_float()) return Value::Float(-v.as_float());
+  if (v.as_int() == std::numeric_limits<int64_t>::min()) {
+    return TemplateError("OverflowError", "integer result does not fit in 64 bits");
+  }
+  return Value::Int(-v.as_int());
+}
+
+absl::StatusOr<Value> Interpreter::EvalBinary(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value a, Eval(*e.children[0], scope));
+  JINJA_ASSIGN_OR_RETURN(Value b, Eval(*e.children[1], scope));
+  return EvalBinary(e.name, a, b);
+}
+
+absl::StatusOr<Value> Interpreter::EvalAnd(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value a, Eval(*e.children[0], scope));
+  if (!a.Truthy()) return a;
+  return Eval(*e.children[1], scope);
+}
+
+absl::StatusOr<Value> Interpreter::EvalOr(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value a, Eval(*e.children[0], scope));
+  if (a.Truthy()) return a;
+  return Eval(*e.children[1], scope);
+}
+
+absl::StatusOr<Value> Interpreter::EvalCondExpr(const Expr& e,
+                                                const std::shared_ptr<Scope>& scope) {
+  JINJA_ASSIGN_OR_RETURN(Value test, Eval(*e.children[0], scope));
+  if (test.Truthy()) return Eval(*e.children[1], scope);
+  if (e.children[2]) return Eval(*e.children[2], scope);
+  return Value::Undefined(Cat("UndefinedError: the inline if-expression on line ", e.line,
+                              " evaluated to false and no else section was defined."));
+}
+
 absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
   struct DepthGuard {
     int& d;
@@ -540,6 +723,8 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Sco
     return absl::ResourceExhaustedError("LimitError: evaluation nested too deeply");
   }
   JINJA_RETURN_IF_ERROR(Charge(1));
+  // One small frame per level of nesting: each kind with locals of its own
+  // evaluates in a function of its own (an ASan build's frames are large).
   switch (e.kind) {
     case Expr::Kind::kConst:
       return e.value;
@@ -549,166 +734,34 @@ absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Sco
       }
       return UndefinedNamed(e.name);
     case Expr::Kind::kList:
-    case Expr::Kind::kTuple: {
-      Value::List items;
-      for (const auto& c : e.children) {
-        JINJA_ASSIGN_OR_RETURN(Value v, Eval(*c, scope));
-        items.push_back(std::move(v));
-      }
-      Value v = Value::MakeList(std::move(items), e.kind == Expr::Kind::kTuple);
-      JINJA_RETURN_IF_ERROR(CheckDepth(v));
-      return v;
-    }
-    case Expr::Kind::kDict: {
-      Value::Dict dict;
-      for (size_t i = 0; i + 1 < e.children.size(); i += 2) {
-        JINJA_ASSIGN_OR_RETURN(Value key, Eval(*e.children[i], scope));
-        JINJA_ASSIGN_OR_RETURN(Value v, Eval(*e.children[i + 1], scope));
-        if (key.is_list() || key.is_dict() || key.is_undefined()) {
-          return TemplateError("TypeError", Cat("unhashable type: '", key.TypeName(), "'"));
-        }
-        bool replaced = false;
-        for (auto& [k, old] : dict.items) {
-          if (PyEquals(k, key)) {
-            old = v;
-            replaced = true;
-            break;
-          }
-        }
-        if (!replaced) dict.items.emplace_back(std::move(key), std::move(v));
-      }
-      Value v = Value::MakeDict(std::move(dict));
-      JINJA_RETURN_IF_ERROR(CheckDepth(v));
-      return v;
-    }
-    case Expr::Kind::kGetattr: {
-      JINJA_ASSIGN_OR_RETURN(Value obj, Eval(*e.children[0], scope));
-      return GetAttr(obj, e.name);
-    }
-    case Expr::Kind::kGetitem: {
-      JINJA_ASSIGN_OR_RETURN(Value obj, Eval(*e.children[0], scope));
-      JINJA_ASSIGN_OR_RETURN(Value key, Eval(*e.children[1], scope));
-      return GetItem(obj, key);
-    }
-    case Expr::Kind::kSlice: {
-      JINJA_ASSIGN_OR_RETURN(Value obj, Eval(*e.children[0], scope));
-      Value parts[3];
-      for (int i = 0; i < 3; ++i) {
-        if (e.children[i + 1]) {
-          JINJA_ASSIGN_OR_RETURN(parts[i], Eval(*e.children[i + 1], scope));
-        } else {
-          parts[i] = Value::None();
-        }
-      }
-      if (obj.is_undefined()) return UndefinedError(obj);
-      for (const Value& p : parts) {
-        if (!p.is_none() && !p.is_int() && !p.is_bool()) {
-          return TemplateError(
-              "TypeError", "slice indices must be integers or None or have an __index__ method");
-        }
-      }
-      // Jinja2 slices with Python's own obj[a:b:c], not the sandbox's getitem,
-      // except where it folded a constant expression at compile time.
-      if (!obj.is_string() && !obj.is_sequence() && e.value.is_bool()) {
-        return Value::Undefined(
-            Cat("UndefinedError: ", obj.ObjectTypeRepr(), " has no element slice"));
-      }
-      if (obj.is_dict()) return TemplateError("TypeError", "unhashable type: 'slice'");
-      if (!obj.is_string() && !obj.is_sequence()) {
-        return TemplateError("TypeError",
-                             Cat("'", obj.TypeName(), "' object is not subscriptable"));
-      }
-      const int64_t step = parts[2].is_none() ? 1 : parts[2].as_int();
-      if (step == 0) return TemplateError("ValueError", "slice step cannot be zero");
-      std::u32string cps;
-      int64_t n;
-      if (obj.is_string()) {
-        cps = pystr::Decode(obj.as_string());
-        n = static_cast<int64_t>(cps.size());
-      } else {
-        n = static_cast<int64_t>(obj.as_list().size());
-      }
-      // Python's PySlice_AdjustIndices.
-      auto adjust = [&](const Value& p, int64_t fallback) {
-        if (p.is_none()) return fallback;
-        int64_t i = p.as_int();
-        if (i < 0) {
-          i += n;
-          if (i < 0) i = step < 0 ? -1 : 0;
-        } else if (i >= n) {
-          i = step < 0 ? n - 1 : n;
-        }
-        return i;
-      };
-      const int64_t start = adjust(parts[0], step < 0 ? n - 1 : 0);
-      const int64_t stop = adjust(parts[1], step < 0 ? -1 : n);
-      std::vector<int64_t> indices;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) indices.push_back(i);
-      JINJA_RETURN_IF_ERROR(Charge(static_cast<int64_t>(indices.size())));
-      if (obj.is_string()) {
-        std::u32string out;
-        for (int64_t i : indices) out.push_back(cps[i]);
-        return obj.is_markup() ? Value::Markup(pystr::Encode(out))
-                               : Value::String(pystr::Encode(out));
-      }
-      Value::List out;
-      for (int64_t i : indices) out.push_back(obj.as_list()[i]);
-      return Value::MakeList(std::move(out), obj.is_tuple());
-    }
-    case Expr::Kind::kCall: {
-      JINJA_ASSIGN_OR_RETURN(Value callee, Eval(*e.children[0], scope));
-      JINJA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e, 1, scope));
-      return Call(callee, args);
-    }
-    case Expr::Kind::kFilter: {
-      JINJA_ASSIGN_OR_RETURN(Value input, Eval(*e.children[0], scope));
-      return ApplyFilterExpr(e, std::move(input), scope);
-    }
-    case Expr::Kind::kTest: {
-      JINJA_ASSIGN_OR_RETURN(Value input, Eval(*e.children[0], scope));
-      JINJA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e, 1, scope));
-      JINJA_ASSIGN_OR_RETURN(bool result, ApplyTest(*this, e.name, input, args));
-      return Value::Bool(result);
-    }
-    case Expr::Kind::kUnary: {
-      JINJA_ASSIGN_OR_RETURN(Value v, Eval(*e.children[0], scope));
-      if (e.name == "not") return Value::Bool(!v.Truthy());
-      if (v.is_undefined()) return UndefinedError(v);
-      if (!v.is_number()) {
-        return TemplateError("TypeError",
-                             Cat("bad operand type for unary ", e.name, ": '", v.TypeName(), "'"));
-      }
-      if (e.name == "+") return v.is_float() ? v : Value::Int(v.as_int());
-      if (v.is_float()) return Value::Float(-v.as_float());
-      if (v.as_int() == std::numeric_limits<int64_t>::min()) {
-        return TemplateError("OverflowError", "integer result does not fit in 64 bits");
-      }
-      return Value::Int(-v.as_int());
-    }
-    case Expr::Kind::kBinary: {
-      JINJA_ASSIGN_OR_RETURN(Value a, Eval(*e.children[0], scope));
-      JINJA_ASSIGN_OR_RETURN(Value b, Eval(*e.children[1], scope));
-      return EvalBinary(e.name, a, b);
-    }
-    case Expr::Kind::kAnd: {
-      JINJA_ASSIGN_OR_RETURN(Value a, Eval(*e.children[0], scope));
-      if (!a.Truthy()) return a;
-      return Eval(*e.children[1], scope);
-    }
-    case Expr::Kind::kOr: {
-      JINJA_ASSIGN_OR_RETURN(Value a, Eval(*e.children[0], scope));
-      if (a.Truthy()) return a;
-      return Eval(*e.children[1], scope);
-    }
+    case Expr::Kind::kTuple:
+      return EvalSequence(e, scope);
+    case Expr::Kind::kDict:
+      return EvalDict(e, scope);
+    case Expr::Kind::kGetattr:
+      return EvalGetattr(e, scope);
+    case Expr::Kind::kGetitem:
+      return EvalGetitem(e, scope);
+    case Expr::Kind::kSlice:
+      return EvalSlice(e, scope);
+    case Expr::Kind::kCall:
+      return EvalCall(e, scope);
+    case Expr::Kind::kFilter:
+      return EvalFilter(e, scope);
+    case Expr::Kind::kTest:
+      return EvalTest(e, scope);
+    case Expr::Kind::kUnary:
+      return EvalUnary(e, scope);
+    case Expr::Kind::kBinary:
+      return EvalBinary(e, scope);
+    case Expr::Kind::kAnd:
+      return EvalAnd(e, scope);
+    case Expr::Kind::kOr:
+      return EvalOr(e, scope);
     case Expr::Kind::kCompare:
       return EvalCompare(e, scope);
-    case Expr::Kind::kCondExpr: {
-      JINJA_ASSIGN_OR_RETURN(Value test, Eval(*e.children[0], scope));
-      if (test.Truthy()) return Eval(*e.children[1], scope);
-      if (e.children[2]) return Eval(*e.children[2], scope);
-      return Value::Undefined(Cat("UndefinedError: the inline if-expression on line ", e.line,
-                                  " evaluated to false and no else section was defined."));
-    }
+    case Expr::Kind::kCondExpr:
+      return EvalCondExpr(e, scope);
   }
   return absl::InternalError("unknown expression kind");
 }

@@ -66,7 +66,35 @@ class Interpreter {
                                 std::string* out);
   absl::StatusOr<Flow> ExecFor(const Stmt& s, const std::shared_ptr<Scope>& scope,
                                std::string* out);
+  // Eval dispatches to one function per kind of expression, each kept out
+  // of line so that the frame each level of nesting costs stays small.
   absl::StatusOr<Value> Eval(const Expr& e, const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalSequence(const Expr& e,
+                                                       const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalDict(const Expr& e,
+                                                   const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalGetattr(const Expr& e,
+                                                      const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalGetitem(const Expr& e,
+                                                      const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalSlice(const Expr& e,
+                                                    const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalCall(const Expr& e,
+                                                   const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalFilter(const Expr& e,
+                                                     const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalTest(const Expr& e,
+                                                   const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalUnary(const Expr& e,
+                                                    const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalBinary(const Expr& e,
+                                                     const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalAnd(const Expr& e,
+                                                  const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalOr(const Expr& e,
+                                                 const std::shared_ptr<Scope>& scope);
+  [[gnu::noinline]] absl::StatusOr<Value> EvalCondExpr(const Expr& e,
+                                                       const std::shared_ptr<Scope>& scope);
   absl::StatusOr<Value> EvalBinary(const std::string& op, const Value& a, const Value& b);
   absl::StatusOr<Value> EvalCompare(const Expr& e, const std::shared_ptr<Scope>& scope);
   absl::StatusOr<Value> ApplyFilterExpr(const Expr& e, Value input,

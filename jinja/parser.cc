@@ -13,7 +13,7 @@
 namespace jinja {
 namespace {
 
-constexpr int kMaxNesting = 100;    // statement and parenthesis nesting
+constexpr int kMaxNesting = 300;  // parser recursion (about 3 levels per parenthesis)
 constexpr int kMaxExprDepth = 400;  // of one expression tree (chains too)
 
 std::string Describe(const Token& t) {

@@ -253,8 +253,24 @@ TEST(JinjaSandboxTest, LimitsStopHostileTemplates) {
   // Recursion without end.
   EXPECT_THAT(Render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "{}", small),
               HasSubstr("LimitError: macro calls nested deeper than 50"));
+  // At the default limits, with deep expressions on every level: a clear
+  // error, not a stack overflow (also under ASan).
+  const std::string deep = std::string(90, '[') + "f(n + 1)" + std::string(90, ']');
+  EXPECT_THAT(Render("{% macro f(n) %}{{ " + deep + " }}{% endmacro %}{{ f(0) }}"),
+              HasSubstr("LimitError"));
+  EXPECT_EQ(Render("{{ " + std::string(90, '(') + "1" + std::string(90, ')') + " }}"), "1");
+  std::string ifs, endifs;
+  for (int i = 0; i < 12; ++i) {
+    ifs += "{% if true %}{% for x in [1] %}{% set y %}";
+    endifs += "{% endset %}{{ y }}{% endfor %}{% endif %}";
+  }
+  EXPECT_THAT(Render("{% macro f() %}" + ifs + "{{ f() }}" + endifs + "{% endmacro %}{{ f() }}"),
+              HasSubstr("LimitError"));
   // A gigabyte of output, three ways.
   EXPECT_THAT(Render("{{ 'x' * 1000000000 }}", "{}", small), HasSubstr("LimitError"));
+  EXPECT_EQ(
+      Render("{{ '' * 1000000000 }}{{ [] * 1000000000 }}{{ 'y' * 0 * 1000000000 }}", "{}", small),
+      "[]");
   EXPECT_THAT(Render("{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}", "{}", small),
               HasSubstr("LimitError"));
   EXPECT_THAT(Render("{% set ns = namespace(s='ab') %}{% for i in range(60) %}"
