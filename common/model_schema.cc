@@ -1,5 +1,7 @@
 #include "common/model_schema.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
@@ -106,6 +108,21 @@ absl::Status CheckCheckpointAgainstSchema(const Checkpoint& checkpoint, const Mo
     SHIFT_RETURN_IF_ERROR(checkpoint.Get(spec.name, spec.shape).status());
   }
   return absl::OkStatus();
+}
+
+RankWeights WeightsOfRank(const ModelConfig& c, const GroupLayout& layout, int rank,
+                          int64_t panel) {
+  const double d = c.hidden_size, hd = c.head_dim, hq = c.num_attention_heads,
+               hkv = c.num_key_value_heads, layers = c.num_hidden_layers, tp = layout.tp();
+  const double layer = d * hq * hd / tp + 2 * d * std::max(1.0, hkv / tp) * hd + hq * hd * d / tp +
+                       3 * d * c.intermediate_size / tp;
+  const auto [lm_begin, lm_end] =
+      VocabPart(c.vocab_size, layout.tp_index(rank), layout.tp(), panel);
+  RankWeights w;
+  w.projections = layers * layer;
+  w.other = c.vocab_size * d + static_cast<double>(lm_end - lm_begin) * d + (2 * layers + 1) * d +
+            (c.attention_bias ? layers * (hq + 2 * hkv) * hd : 0);
+  return w;
 }
 
 }  // namespace shift

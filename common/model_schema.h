@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
 #include "common/safetensors.h"
+#include "common/step_mode.h"
 
 namespace shift {
 
@@ -33,6 +34,18 @@ std::vector<TensorSpec> ModelTensorSpecs(const ModelConfig& config);
 // Every expected tensor exists with its shape; extra tensors (for example
 // rotary_emb.inv_freq buffers) are ignored. Errors name the file and tensor.
 absl::Status CheckCheckpointAgainstSchema(const Checkpoint& checkpoint, const ModelConfig& config);
+
+// The values rank `rank` of `layout` holds (docs/architecture.md, The
+// hybrid layout): its TP shard of the layers' projections (a kv head on
+// every shard when there are fewer than tp), and the rest: its shard of the
+// LM head in whole panels of `panel` rows, and the embedding, norms and
+// biases whole. The executor loads exactly these; shift-sim prices them.
+struct RankWeights {
+  double projections = 0;
+  double other = 0;
+};
+RankWeights WeightsOfRank(const ModelConfig& config, const GroupLayout& layout, int rank,
+                          int64_t panel);
 
 // The name of a quantized weight's scale: "x.weight" -> "x.weight_scale".
 std::string WeightScaleName(const std::string& weight_name);

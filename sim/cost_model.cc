@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/model_schema.h"
 #include "kernels/op_params.h"  // the panel width TP slices align to: constants only
 #include "nlohmann/json.hpp"
 #include "sim/fit.h"
@@ -125,19 +126,10 @@ absl::StatusOr<CostModel> CostModel::Make(const ModelConfig& model, const Hardwa
     c.weight_bytes_per_rank_ = (layers * layer * c.weight_bytes_ + embeddings) / world_size;
     return c;
   }
-  // What rank 0 of shift's layout loads (worker/model_executor.h): its TP
-  // shard of the projections (a kv head on every shard when there are
-  // fewer than tp) and of the LM head (whole panels), and the embedding,
-  // norms and biases whole.
-  const GroupLayout layout{world_size, sp_degree};
-  const double tp = layout.tp(), kv_rows = std::max(1.0, hkv / tp) * hd;
-  const double layer = d * hq * hd / tp + 2 * d * kv_rows + hq * hd * d / tp +
-                       3.0 * d * model.intermediate_size / tp;
-  const auto [lm_begin, lm_end] = VocabPart(model.vocab_size, 0, layout.tp(), kernels::kPanelWidth);
-  const double whole = model.vocab_size * d + static_cast<double>(lm_end - lm_begin) * d +
-                       (2 * layers + 1) * d +
-                       (model.attention_bias ? layers * (hq + 2 * hkv) * hd : 0.0);
-  c.weight_bytes_per_rank_ = layers * layer * c.weight_bytes_ + whole * c.head_bytes_;
+  // What rank 0 of shift's layout loads (worker/model_executor.h).
+  const RankWeights w =
+      WeightsOfRank(model, GroupLayout{world_size, sp_degree}, 0, kernels::kPanelWidth);
+  c.weight_bytes_per_rank_ = w.projections * c.weight_bytes_ + w.other * c.head_bytes_;
   return c;
 }
 

@@ -47,20 +47,12 @@ std::string SplitProblem(const ModelConfig& c, const GroupLayout& layout) {
   return "";
 }
 
-// Device bytes of the weights rank `rank` of `layout` loads (as Load
-// does): its shard of the projections (FP8 codes in an FP8 checkpoint) and
-// of the LM head, and the embedding, norms and biases whole; `element` is
-// the backend's bytes per value.
+// Device bytes of the weights rank `rank` of `layout` loads: its
+// projections as FP8 codes in an FP8 checkpoint, every other value
+// `element` bytes (the backend's).
 double ShardBytes(const ModelConfig& c, const GroupLayout& layout, int rank, double element) {
-  const double d = c.hidden_size, hd = c.head_dim, hq = c.num_attention_heads,
-               hkv = c.num_key_value_heads, layers = c.num_hidden_layers, tp = layout.tp();
-  const double layer = d * hq * hd / tp + 2 * d * std::max(1.0, hkv / tp) * hd + hq * hd * d / tp +
-                       3 * d * c.intermediate_size / tp;
-  const auto [lm_begin, lm_end] =
-      VocabPart(c.vocab_size, layout.tp_index(rank), layout.tp(), kernels::kPanelWidth);
-  const double rest = c.vocab_size * d + static_cast<double>(lm_end - lm_begin) * d +
-                      (2 * layers + 1) * d + (c.attention_bias ? layers * (hq + 2 * hkv) * hd : 0);
-  return layers * layer * (c.quantization ? 1.0 : element) + rest * element;
+  const RankWeights w = WeightsOfRank(c, layout, rank, kernels::kPanelWidth);
+  return w.projections * (c.quantization ? 1.0 : element) + w.other * element;
 }
 
 // Why this rank's weights and KV cache do not fit in the device's free
