@@ -15,6 +15,14 @@ namespace jinja {
 namespace {
 
 constexpr int kMaxEvalDepth = 1000;
+
+// One level of evaluation nesting, for as long as it lives.
+struct DepthGuard {
+  int& d;
+  explicit DepthGuard(int& depth) : d(depth) { ++d; }
+  ~DepthGuard() { --d; }
+};
+
 constexpr int kMaxValueDepth = 300;
 
 absl::Status UndefinedError(const Value& v) {
@@ -713,16 +721,16 @@ absl::StatusOr<Value> Interpreter::EvalCondExpr(const Expr& e,
                               " evaluated to false and no else section was defined."));
 }
 
-absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
-  struct DepthGuard {
-    int& d;
-    explicit DepthGuard(int& depth) : d(depth) { ++d; }
-    ~DepthGuard() { --d; }
-  } guard(depth_);
+absl::Status Interpreter::EnterLevel() {
   if (depth_ > kMaxEvalDepth) {
     return absl::ResourceExhaustedError("LimitError: evaluation nested too deeply");
   }
-  JINJA_RETURN_IF_ERROR(Charge(1));
+  return Charge(1);
+}
+
+absl::StatusOr<Value> Interpreter::Eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  const DepthGuard guard(depth_);
+  JINJA_RETURN_IF_ERROR(EnterLevel());
   // One small frame per level of nesting: each kind with locals of its own
   // evaluates in a function of its own (an ASan build's frames are large).
   switch (e.kind) {
@@ -941,15 +949,8 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecFor(const Stmt& s,
 absl::StatusOr<Interpreter::Flow> Interpreter::ExecStmt(const Stmt& s,
                                                         const std::shared_ptr<Scope>& scope,
                                                         std::string* out) {
-  struct DepthGuard {
-    int& d;
-    explicit DepthGuard(int& depth) : d(depth) { ++d; }
-    ~DepthGuard() { --d; }
-  } guard(depth_);
-  if (depth_ > kMaxEvalDepth) {
-    return absl::ResourceExhaustedError("LimitError: evaluation nested too deeply");
-  }
-  JINJA_RETURN_IF_ERROR(Charge(1));
+  const DepthGuard guard(depth_);
+  JINJA_RETURN_IF_ERROR(EnterLevel());
   switch (s.kind) {
     case Stmt::Kind::kText:
       JINJA_RETURN_IF_ERROR(Append(s.text, out));

@@ -52,6 +52,8 @@ class Interpreter {
   absl::Status ChargeString(size_t n);
   // One unit of work (a loop iteration, an element sorted...).
   absl::Status Charge(int64_t units);
+  // Within the nesting limit (the caller counts the level) and charged.
+  absl::Status EnterLevel();
   // A value built from the template: an error if it nests too deeply.
   absl::Status CheckDepth(const Value& v);
   // A namespace created during this render (emptied at the end, so cycles
