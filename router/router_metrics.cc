@@ -153,7 +153,8 @@ void RouterMetrics::Step(uint32_t group, StepMode mode, bool switched, double to
   step_duration_->Add(labels, LatencyBuckets()).Observe(seconds);
   auto& switches = switches_->Add({{"group", g}});
   if (switched) switches.Increment();
-  mode_->Add({{"group", g}}).Set(static_cast<double>(mode));
+  // As documented and as the dashboard maps it: shift.v1.Mode's numbers.
+  mode_->Add({{"group", g}}).Set(mode == StepMode::kSequenceParallel ? 2 : 1);
 }
 
 void RouterMetrics::RouterOverhead(double seconds) { overhead_->Observe(seconds); }

@@ -54,6 +54,8 @@ class HybridLayoutTest(unittest.TestCase):
             for mode in ("tp", "sp"):
                 self.assertGreater(
                     metric(text, 'shift_steps_total{group="0",mode="%s"}' % mode) or 0, 0, mode)
+            # The last step decoded in TP: shift.v1.Mode's MODE_TP, 1.
+            self.assertEqual(metric(text, 'shift_mode{group="0"}'), 1)
             # A rank lost and restarted: the group re-forms with the same
             # layout under a new generation and gives the same tokens.
             generation = c.client.status()["groups"][0]["generation"]
@@ -93,9 +95,12 @@ class HybridLayoutTest(unittest.TestCase):
         self.assertEqual(codes, [0] * len(codes), c.all_logs())
 
     def test_a_4x2_group_of_8_streams_the_single_ranks_tokens(self):
-        c = self.serve("sp4tp2", 8, 4)
+        # Every step in the base mode.
+        c = self.serve("sp4tp2", 8, 4, ["--shift_policy=sp"])
         try:
             self.expect_reference(c)
+            # shift.v1.Mode's MODE_SP, 2.
+            self.assertEqual(metric(c.metrics(), 'shift_mode{group="0"}'), 2)
         finally:
             codes = c.stop()
         self.assertEqual(codes, [0] * len(codes), c.all_logs())
