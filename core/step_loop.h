@@ -91,6 +91,9 @@ class StepLoop {
   // request goes back to the queue to recompute (the ranks lost them) and
   // the executor's error is returned.
   absl::StatusOr<StepRecord> Finish(const PlannedStep& step, absl::StatusOr<ExecutedStep> executed);
+  // The caller waits for work without planning (nothing queued or
+  // running): the next step's start is not the loop's overhead.
+  void Idle() { last_completed_.reset(); }
   // Plan, Execute and Finish in one call; nullopt when nothing could run.
   absl::StatusOr<std::optional<StepRecord>> RunStep();
 

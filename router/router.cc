@@ -504,6 +504,7 @@ void Router::Loop(Group* g) {
     {
       absl::MutexLock lock(&mu_);
       if (!g->scheduler->HasWork()) {
+        g->loop->Idle();  // the wait is not step overhead
         StreamOutput(g);
         auto wake = [this, g]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return stopping_ || g->scheduler->HasWork();

@@ -194,6 +194,19 @@ class RouterE2ETest(unittest.TestCase):
         self.assertEqual(g["running_sequences"], 0)
         self.assertEqual(g["kv_blocks_used"], 0, "KV blocks leaked")
 
+    def test_idle_time_is_not_step_overhead(self):
+        # shift_router_step_overhead_seconds counts the loop's own work
+        # between back-to-back steps, never a wait for requests.
+        c = self.small
+        def overhead():
+            return metric(http_get(c.metrics_address), "shift_router_step_overhead_seconds_sum")
+        c.client.generate(text=PROMPTS[0], max_tokens=4, ignore_eos=True)
+        self.wait_idle(c)
+        before = overhead()
+        time.sleep(1.5)
+        c.client.generate(text=PROMPTS[0], max_tokens=4, ignore_eos=True)
+        self.assertLess(overhead() - before, 0.5)
+
     def test_cancellation_and_deadline_leave_others_unharmed(self):
         c = self.shifting.client
         prompt = PROMPTS[0]

@@ -212,6 +212,14 @@ TEST_F(StepLoopTest, OverheadCountsOnlyBetweenBackToBackSteps) {
   auto after_idle = loop.RunStep();
   ASSERT_TRUE(after_idle.ok() && after_idle->has_value());
   EXPECT_LT((*after_idle)->overhead_seconds, 0);
+  // A caller that waits for work without planning says so (the router).
+  RunAll(loop);
+  loop.Idle();
+  clock_.Advance(absl::Seconds(2));
+  Add(3, 4, 1);
+  auto after_wait = loop.RunStep();
+  ASSERT_TRUE(after_wait.ok() && after_wait->has_value());
+  EXPECT_LT((*after_wait)->overhead_seconds, 0);
 }
 
 }  // namespace
