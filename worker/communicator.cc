@@ -136,20 +136,11 @@ absl::Status Communicator::SubgroupAllReduce(const kernels::Tensor& tensor,
   SHIFT_RETURN_IF_ERROR(RequireTreeSize(q));
   if (q == 1) return absl::OkStatus();
   SHIFT_RETURN_IF_ERROR(RequireHostF32(tensor));
-  const int me =
-      static_cast<int>(std::find(members.begin(), members.end(), rank()) - members.begin());
-  if (me == q) return absl::InvalidArgumentError("this rank is not among the members");
-  // Slices as DeterministicAllReduce's, over the members.
-  const std::vector<int64_t> slice = ReduceSlices(tensor.size(), q);
-  const int64_t mine = slice[me];
-  std::vector<int64_t> send(size(), 0), recv(size(), 0);
-  for (int j = 0; j < q; ++j) {
-    send[members[j]] = slice[j];
-    recv[members[j]] = mine;
-  }
+  SHIFT_ASSIGN_OR_RETURN(const SubgroupExchange x, PlanSubgroupExchange(tensor.size(), members));
+  const int64_t mine = x.mine;
   std::vector<float> received(mine * q);
   SHIFT_RETURN_IF_ERROR(
-      AllToAllV(tensor, send, kernels::HostTensor(received.data(), mine * q), recv));
+      AllToAllV(tensor, x.out_send, kernels::HostTensor(received.data(), mine * q), x.out_recv));
   // Each member's joined slice goes back to every member (an all-gather's
   // bytes, as an all-to-all of the slice repeated).
   std::vector<float> joined(mine * q), values(q);
@@ -159,11 +150,30 @@ absl::Status Communicator::SubgroupAllReduce(const kernels::Tensor& tensor,
   }
   for (int j = 1; j < q; ++j)
     std::copy(joined.begin(), joined.begin() + mine, joined.begin() + j * mine);
+  return AllToAllV(kernels::HostTensor(joined.data(), mine * q), x.back_send, tensor, x.back_recv);
+}
+
+absl::StatusOr<Communicator::SubgroupExchange> Communicator::PlanSubgroupExchange(
+    int64_t n, absl::Span<const int> members) const {
+  const int q = static_cast<int>(members.size());
+  const int me =
+      static_cast<int>(std::find(members.begin(), members.end(), rank()) - members.begin());
+  if (me == q) return absl::InvalidArgumentError("this rank is not among the members");
+  // Slices as DeterministicAllReduce's, over the members.
+  const std::vector<int64_t> slice = ReduceSlices(n, q);
+  SubgroupExchange x;
+  x.mine = slice[me];
+  x.out_send.assign(size(), 0);
+  x.out_recv.assign(size(), 0);
+  x.back_send.assign(size(), 0);
+  x.back_recv.assign(size(), 0);
   for (int j = 0; j < q; ++j) {
-    send[members[j]] = mine;
-    recv[members[j]] = slice[j];
+    x.out_send[members[j]] = slice[j];
+    x.out_recv[members[j]] = x.mine;
+    x.back_send[members[j]] = x.mine;
+    x.back_recv[members[j]] = slice[j];
   }
-  return AllToAllV(kernels::HostTensor(joined.data(), mine * q), send, tensor, recv);
+  return x;
 }
 
 }  // namespace shift

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/tensor.h"
 
@@ -86,6 +87,19 @@ class Communicator {
   // counts its own bytes and seconds (this communicator counts them too);
   // and must not outlive this communicator.
   std::unique_ptr<Communicator> Subgroup(std::vector<int> members);
+
+  // The two all-to-alls of a subgroup all-reduce of n elements among
+  // `members`, as counts over this communicator's ranks: `out` sends each
+  // member its slice (ReduceSlices over the members) and receives ours,
+  // `mine` elements, from each; `back` returns our slice, joined, to every
+  // member and receives each member's. INVALID_ARGUMENT when this rank is
+  // not a member.
+  struct SubgroupExchange {
+    int64_t mine = 0;
+    std::vector<int64_t> out_send, out_recv, back_send, back_recv;
+  };
+  absl::StatusOr<SubgroupExchange> PlanSubgroupExchange(int64_t n,
+                                                        absl::Span<const int> members) const;
 
   // The deterministic all-reduce's split of n elements over p ranks: slice
   // s is [n·s/p, n·(s+1)/p); element counts, in rank order.

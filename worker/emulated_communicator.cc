@@ -114,26 +114,14 @@ absl::Status EmulatedCommunicator::SubgroupAllReduce(const kernels::Tensor& data
   if (!data.contiguous()) {
     return absl::InvalidArgumentError("the all-reduce takes a contiguous buffer");
   }
-  const int me =
-      static_cast<int>(std::find(members.begin(), members.end(), rank_) - members.begin());
-  if (me == q) return absl::InvalidArgumentError("this rank is not among the members");
   // An all-to-all among the members and its reverse, the rank's own slice
   // standing in for the join.
-  const std::vector<int64_t> slice = ReduceSlices(data.size(), q);
-  const int64_t mine = slice[me];
-  std::vector<int64_t> send(size_, 0), recv(size_, 0);
-  for (int j = 0; j < q; ++j) {
-    send[members[j]] = slice[j];
-    recv[members[j]] = mine;
-  }
+  SHIFT_ASSIGN_OR_RETURN(const SubgroupExchange x, PlanSubgroupExchange(data.size(), members));
+  const int64_t mine = x.mine;
   SHIFT_ASSIGN_OR_RETURN(kernels::Buffer received,
                          backend_->Allocate(data.dtype, 1, std::max<int64_t>(1, mine * q)));
-  SHIFT_RETURN_IF_ERROR(AllToAllV(data, send, Flat(received, 0, mine * q), recv));
-  for (int j = 0; j < q; ++j) {
-    send[members[j]] = mine;
-    recv[members[j]] = slice[j];
-  }
-  return AllToAllV(Flat(received, 0, mine * q), send, data, recv);
+  SHIFT_RETURN_IF_ERROR(AllToAllV(data, x.out_send, Flat(received, 0, mine * q), x.out_recv));
+  return AllToAllV(Flat(received, 0, mine * q), x.back_send, data, x.back_recv);
 }
 
 absl::Status EmulatedCommunicator::AllToAllV(const kernels::Tensor& in,

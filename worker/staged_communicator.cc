@@ -1,6 +1,8 @@
 #include "worker/staged_communicator.h"
 
+#include <algorithm>
 #include <chrono>
+#include <numeric>
 #include <vector>
 
 #include "common/status.h"
@@ -70,19 +72,15 @@ absl::Status StagedCommunicator::AllToAllV(const kernels::Tensor& in,
 absl::Status StagedCommunicator::Barrier() { return inner_->Barrier(); }
 
 absl::Status StagedCommunicator::DeterministicAllReduce(const kernels::Tensor& data) {
-  if (size() == 1) return absl::OkStatus();
-  // In place: the data goes to the host, is joined there, and comes back.
-  return Run(data, &data, [&](const kernels::Tensor& i, const kernels::Tensor& o) {
-    if (o.data != i.data && !o.empty()) {
-      std::copy(i.As<float>(), i.As<float>() + i.size(), o.As<float>());
-    }
-    return inner_->DeterministicAllReduce(o.empty() ? i : o);
-  });
+  std::vector<int> everyone(size());
+  std::iota(everyone.begin(), everyone.end(), 0);
+  return SubgroupAllReduce(data, everyone);
 }
 
 absl::Status StagedCommunicator::SubgroupAllReduce(const kernels::Tensor& data,
                                                    absl::Span<const int> members) {
   if (members.size() <= 1) return absl::OkStatus();
+  // In place: the data goes to the host, is joined there, and comes back.
   return Run(data, &data, [&](const kernels::Tensor& i, const kernels::Tensor& o) {
     if (o.data != i.data && !o.empty()) {
       std::copy(i.As<float>(), i.As<float>() + i.size(), o.As<float>());
