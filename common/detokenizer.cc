@@ -13,6 +13,10 @@ absl::StatusOr<std::string> IncrementalDetokenizer::Append(int32_t id) {
   }
   if (skip_special_ && tokenizer_.IsSpecial(id)) return std::string();
   pending_.append(*bytes);
+  if (drop_space_ && !pending_.empty()) {
+    if (pending_[0] == ' ') pending_.erase(0, 1);
+    drop_space_ = false;
+  }
   std::string out;
   std::string_view rest = pending_;
   while (!rest.empty()) {
@@ -33,6 +37,7 @@ std::string IncrementalDetokenizer::Finish() {
   // Append leaves at most one incomplete sequence behind.
   std::string out = pending_.empty() ? std::string() : std::string(kReplacementUtf8);
   pending_.clear();
+  drop_space_ = false;
   return out;
 }
 

@@ -1,6 +1,8 @@
-// Byte-level BPE tokenizer loaded from a Hugging Face tokenizer.json (GPT-2,
-// Llama 3, Qwen 2, DeepSeek): added/special tokens, pre-tokenization, the
-// merge loop, and decoding ids back to the exact bytes.
+// The tokenizer of a model directory, whichever kind it ships: byte-level BPE
+// from a Hugging Face tokenizer.json (bpe_tokenizer.h) or a SentencePiece
+// tokenizer.model (sentencepiece_tokenizer.h), with the prompt conventions
+// of the model's own files (BOS/EOS from tokenizer_config.json and
+// tokenizer.json's post_processor).
 #pragma once
 
 #include <cstdint>
@@ -10,111 +12,90 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
-#include "common/pretokenizer.h"
 
 namespace shift {
 
-// What is supported from tokenizer.json:
-// - model: BPE with a byte-level vocabulary (a ByteLevel pre-tokenizer or
-//   decoder must be present), merges as "a b" strings or ["a", "b"] arrays,
-//   ignore_merges. Other model types, byte_fallback, continuing_subword_prefix
-//   and end_of_word_suffix are Unimplemented; dropout is ignored (inference).
-// - normalizer: null only; any other type is Unimplemented (naming it) rather
-//   than silently tokenizing differently.
-// - added_tokens: matched in the raw text before pre-tokenization, leftmost
-//   longest. Non-special ones always; special ones only with parse_special.
-//   lstrip/rstrip absorb adjacent ASCII whitespace; single_word requires no
-//   letter, number or '_' right before or after. `normalized` has no effect
-//   since no normalizer is supported. An added token decodes to its content.
-// - post_processor is not applied: Encode never adds BOS/EOS.
-// Encode is const and safe to call from several threads at once.
-// Token ids a tokenizer.json may use: 0 .. kMaxTokenId-1 (16.7M, the
-// vocab_size limit of config.json).
+// Token ids a tokenizer may use: 0 .. kMaxTokenId-1 (16.7M, the vocab_size
+// limit of config.json).
 inline constexpr int32_t kMaxTokenId = int32_t{1} << 24;
+
+// What a text prompt gets around its tokens when special tokens are added
+// (add_special_tokens): the `single` template of transformers' encode.
+struct PromptTemplate {
+  std::vector<int32_t> prefix;  // e.g. {BOS}
+  std::vector<int32_t> suffix;  // e.g. {EOS} when add_eos_token
+};
 
 class Tokenizer {
  public:
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& path);
+  virtual ~Tokenizer() = default;
+
+  // A byte-level BPE tokenizer.json's text (no prompt template).
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(std::string_view json_text);
+  // One tokenizer file alone: a tokenizer.json, or a SentencePiece model (any
+  // other name, e.g. tokenizer.model). No prompt template; errors name `path`.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& path);
 
-  // Token ids of `text`. Invalid UTF-8 is rejected with InvalidArgument whose
-  // message gives the byte offset of the first bad byte ("... at byte N").
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
-                                              bool parse_special = false) const;
+  // Token ids of `text`, without BOS/EOS. With parse_special, special tokens
+  // written in the text (like <|begin_of_text|> or [INST]) are recognised.
+  // Invalid UTF-8 is InvalidArgument whose message gives the byte offset of
+  // the first bad byte ("... at byte N").
+  virtual absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
+                                                      bool parse_special = false) const = 0;
 
-  // The exact bytes of `ids` concatenated (not necessarily valid UTF-8 when
-  // the ids split a character). An id outside the vocabulary is
-  // InvalidArgument naming it.
+  // Encode, then with add_special_tokens the prompt template around it, as
+  // transformers' encode(text) does by default.
+  absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view text, bool parse_special,
+                                                    bool add_special_tokens) const;
+
+  // The bytes of `ids` concatenated (not necessarily valid UTF-8 when the ids
+  // split a character); for SentencePiece, less the one space its encoder
+  // put in front of the text (see drops_leading_space). An id outside the
+  // vocabulary is InvalidArgument naming it.
   absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
                                      bool skip_special = false) const;
 
-  // Max id + 1 over the vocabulary and the added tokens.
-  int32_t vocab_size() const { return static_cast<int32_t>(bytes_.size()); }
+  // Max id + 1 over every token.
+  virtual int32_t vocab_size() const = 0;
+  // The id of a token as the tokenizer file spells it; nullopt if none.
+  virtual std::optional<int32_t> TokenToId(std::string_view token) const = 0;
+  // Raw bytes a token decodes to; nullopt for an id with no token. Special
+  // tokens decode to their text.
+  virtual std::optional<std::string_view> TokenBytes(int32_t id) const = 0;
+  virtual bool IsSpecial(int32_t id) const = 0;
+  virtual const std::vector<int32_t>& special_ids() const = 0;
+  // "byte-level BPE" or "SentencePiece", for messages and ModelInfo.
+  virtual const char* kind() const = 0;
+  // SentencePiece writes a space ("▁") in front of the text it encodes, and
+  // its decoders drop one space at the start of the decoded text again.
+  virtual bool drops_leading_space() const { return false; }
+  // The BOS and EOS a SentencePiece model defines itself (nullopt for
+  // byte-level BPE, whose tokenizer.json names none).
+  virtual std::optional<int32_t> model_bos_id() const { return std::nullopt; }
+  virtual std::optional<int32_t> model_eos_id() const { return std::nullopt; }
 
-  // The id of a token as spelled in tokenizer.json: an added token's content
-  // or a vocabulary key in the byte-level alphabet (e.g. "Ġhello").
-  std::optional<int32_t> TokenToId(std::string_view token) const;
-
-  // Raw bytes a token decodes to; nullopt for an id with no token.
-  std::optional<std::string_view> TokenBytes(int32_t id) const;
-
-  bool IsSpecial(int32_t id) const {
-    return id >= 0 && id < vocab_size() && kinds_[id] == Kind::kSpecial;
-  }
-  const std::vector<int32_t>& special_ids() const { return special_ids_; }
-
-  const PreTokenizer& pre_tokenizer() const { return pre_tokenizer_; }
+  const PromptTemplate& prompt_template() const { return prompt_template_; }
+  void set_prompt_template(PromptTemplate t) { prompt_template_ = std::move(t); }
 
  private:
-  enum class Kind : uint8_t { kNone, kModel, kAdded, kSpecial };
-
-  struct AddedToken {
-    int32_t id;
-    bool special, lstrip, rstrip, single_word;
-  };
-  struct Merge {
-    int32_t rank;
-    int32_t id;
-  };
-
-  Tokenizer() = default;
-  absl::Status Load(std::string_view json_text);
-  absl::Status LoadModel(const nlohmann::json& model);
-  absl::Status LoadAddedTokens(const nlohmann::json& added);
-
-  // Longest enabled added token starting at `pos`: (index into added_, byte
-  // length), or nullopt.
-  std::optional<std::pair<int, size_t>> MatchAdded(std::string_view text, size_t pos,
-                                                   bool parse_special) const;
-  absl::Status EncodeText(std::string_view text, std::vector<int32_t>* ids) const;
-  void EncodePiece(std::string_view piece, std::vector<int32_t>* ids) const;
-  void Bpe(std::string_view piece, std::vector<int32_t>* ids) const;
-
-  PreTokenizer pre_tokenizer_;
-  bool ignore_merges_ = false;
-
-  std::vector<std::string> bytes_;  // by id: raw bytes
-  std::vector<Kind> kinds_;         // by id
-  std::vector<int32_t> special_ids_;
-  absl::flat_hash_map<std::string, int32_t> model_ids_;  // raw bytes -> id (model vocab)
-  int32_t byte_ids_[256];                                // single-byte tokens
-  absl::flat_hash_map<uint64_t, Merge> merges_;          // (left << 32 | right) -> merge
-
-  std::vector<AddedToken> added_;
-  absl::flat_hash_map<std::string, int32_t> added_ids_;  // content -> id
-  // Byte trie over added token contents: edges keyed (node << 8 | byte).
-  absl::flat_hash_map<uint64_t, int32_t> trie_edges_;
-  std::vector<int32_t> trie_terminal_;  // by node: index into added_, or -1
-  bool added_first_byte_[256] = {};
-
-  // Per-piece BPE results; cleared when full so memory stays bounded.
-  mutable absl::Mutex cache_mu_;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);
+  PromptTemplate prompt_template_;
 };
+
+// The tokenizer of a model directory, ready to serve:
+// - tokenizer.json of the byte-level BPE kind loads as BpeTokenizer;
+//   otherwise tokenizer.model loads through SentencePiece; a tokenizer.json
+//   of the SentencePiece kind alone is refused, naming tokenizer.model.
+// - The prompt template, as transformers builds it: tokenizer_config.json's
+//   add_bos_token / add_eos_token, when either is given, put its bos_token /
+//   eos_token around the text (the rule of transformers' Llama, Gemma and
+//   SentencePiece tokenizers); otherwise tokenizer.json's post_processor
+//   (TemplateProcessing's `single`, BertProcessing, RobertaProcessing,
+//   possibly in a Sequence; ByteLevel adds nothing); otherwise, for
+//   SentencePiece, its BOS piece (add_bos_token's default there); otherwise
+//   nothing.
+// Every error names the file and the field.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& dir);
 
 }  // namespace shift

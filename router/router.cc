@@ -33,6 +33,17 @@ uint64_t RandomSeed() {
   return rng();
 }
 
+// config.json's EOS ids, then generation_config.json's that it lacks.
+ModelConfig WithGenerationEos(ModelConfig config, const GenerationDefaults& generation) {
+  for (const int64_t eos : generation.eos_token_ids) {
+    if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), eos) ==
+        config.eos_token_ids.end()) {
+      config.eos_token_ids.push_back(eos);
+    }
+  }
+  return config;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
@@ -57,6 +68,13 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
   }
   if (options.num_groups < 1 || options.world_size < 1) {
     return absl::InvalidArgumentError("--groups and --world_size must be at least 1");
+  }
+  for (const int64_t eos : options.generation.eos_token_ids) {
+    if (eos >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("generation_config.json: field \"eos_token_id\" has ", eos,
+                       ", not a token id of this model (0..", config.vocab_size - 1, ")"));
+    }
   }
   if (options.sp_degree == 0) options.sp_degree = options.world_size;
   const GroupLayout layout{static_cast<int>(options.world_size),
@@ -103,7 +121,7 @@ Router::Router(RouterOptions options, const ModelConfig& config, const Tokenizer
                WorkerHub* hub, RouterMetrics* metrics, const Clock* clock,
                std::unique_ptr<ShiftPolicy> policy)
     : options_(std::move(options)),
-      config_(config),
+      config_(WithGenerationEos(config, options_.generation)),
       tokenizer_(tokenizer),
       hub_(hub),
       metrics_(metrics),
@@ -312,7 +330,9 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
   auto r = std::make_unique<Request>();
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
-      auto ids = tokenizer_.Encode(request.text(), request.parse_special());
+      auto ids = tokenizer_.EncodePrompt(
+          request.text(), request.parse_special(),
+          !request.has_add_special_tokens() || request.add_special_tokens());
       if (!ids.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat("the prompt text: ", ids.status().message()));
@@ -339,11 +359,11 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
     return absl::InvalidArgumentError("sampling.max_tokens must be at least 1");
   if (!std::isfinite(s.temperature()) || s.temperature() < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("sampling.temperature must be >= 0, got ", s.temperature()));
+        absl::StrFormat("sampling.temperature must be >= 0, got %.9g", s.temperature()));
   }
   if (!std::isfinite(s.top_p()) || s.top_p() < 0 || s.top_p() > 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("sampling.top_p must be in (0, 1] (0 means 1), got ", s.top_p()));
+        absl::StrFormat("sampling.top_p must be in (0, 1] (0 means 1), got %.9g", s.top_p()));
   }
   if (s.top_logprobs() > defaults::kMaxTopLogprobs) {
     return absl::InvalidArgumentError(absl::StrCat("sampling.top_logprobs is at most ",
@@ -357,9 +377,13 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
     }
   }
   p.max_tokens = s.max_tokens();
-  p.temperature = s.temperature();
-  p.top_p = s.top_p() == 0 ? 1.0f : s.top_p();
-  p.top_k = static_cast<int32_t>(std::min<uint32_t>(s.top_k(), 1u << 30));
+  // Unset fields take the model's defaults (generation_config.json).
+  const GenerationDefaults& model = options_.generation;
+  p.temperature = s.has_temperature() ? s.temperature() : model.temperature.value_or(0.0f);
+  const float top_p = s.has_top_p() ? s.top_p() : model.top_p.value_or(1.0f);
+  p.top_p = top_p == 0 ? 1.0f : top_p;
+  p.top_k = s.has_top_k() ? static_cast<int32_t>(std::min<uint32_t>(s.top_k(), 1u << 30))
+                          : model.top_k.value_or(0);
   p.seed = s.has_seed() ? s.seed() : RandomSeed();
   p.stop_token_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
   for (int64_t eos : config_.eos_token_ids) p.eos_token_ids.push_back(static_cast<int32_t>(eos));
@@ -599,6 +623,13 @@ v1::ModelInfo Router::ModelInfo() const {
   info.set_sp_degree(options_.sp_degree);
   info.set_num_groups(options_.num_groups);
   info.set_shift_policy(options_.shift_policy);
+  const GenerationDefaults& model = options_.generation;
+  if (model.temperature) info.set_default_temperature(*model.temperature);
+  if (model.top_p) info.set_default_top_p(*model.top_p);
+  if (model.top_k) info.set_default_top_k(static_cast<uint32_t>(*model.top_k));
+  info.set_tokenizer(std::string(tokenizer_.kind()));
+  for (const int32_t id : tokenizer_.prompt_template().prefix) info.add_prompt_prefix_ids(id);
+  for (const int32_t id : tokenizer_.prompt_template().suffix) info.add_prompt_suffix_ids(id);
   return info;
 }
 

@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/defaults.h"
+#include "common/generation_config.h"
 #include "common/model_config.h"
 #include "common/tokenizer.h"
 #include "core/clock.h"
@@ -65,6 +66,9 @@ struct RouterOptions {
   // What one request may carry.
   int64_t max_stop_strings = defaults::kMaxStopStrings;
   int64_t max_stop_bytes = defaults::kMaxStopBytes;
+  // The model's generation_config.json: its EOS ids stop generation beside
+  // config.json's, its sampling values fill fields a request leaves unset.
+  GenerationDefaults generation;
   // Appends one JSON line per step here (core/step_loop.h, StepTrace); ""
   // writes none.
   std::string step_trace;
@@ -161,7 +165,7 @@ class Router {
   void OnStreamStalled(uint64_t id);
 
   const RouterOptions options_;
-  const ModelConfig& config_;
+  const ModelConfig config_;  // with generation_config.json's EOS ids
   const Tokenizer& tokenizer_;
   WorkerHub* hub_;
   RouterMetrics* metrics_;

@@ -50,7 +50,8 @@ ABSL_FLAG(std::string, api_key_file, "",
           "it changes); health and reflection stay open");
 ABSL_FLAG(int32_t, metrics_port, 9400, "Prometheus /metrics port (0: any)");
 ABSL_FLAG(std::string, model, "",
-          "Model directory (config.json and tokenizer.json are read; required)");
+          "Model directory (config.json, generation_config.json and the tokenizer files are read; "
+          "required)");
 ABSL_FLAG(std::string, model_name, "", "Name reported by GetModelInfo (default: directory name)");
 ABSL_FLAG(uint32_t, world_size, 1, "Ranks per worker group (1, 2, 4 or 8)");
 ABSL_FLAG(uint32_t, sp_degree, 0,
@@ -121,9 +122,9 @@ absl::Status Serve() {
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   SHIFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                         Tokenizer::FromFile(model_dir + "/tokenizer.json"));
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadModelTokenizer(model_dir));
   RouterOptions options;
+  SHIFT_ASSIGN_OR_RETURN(options.generation, LoadGenerationConfig(model_dir));
   options.model_name = absl::GetFlag(FLAGS_model_name);
   if (options.model_name.empty()) {
     std::string dir = model_dir;

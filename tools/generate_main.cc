@@ -38,7 +38,8 @@
 #include "worker/local_executor.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
-ABSL_FLAG(std::string, prompt, "Once upon a time", "Prompt text");
+ABSL_FLAG(std::string, prompt, "Once upon a time",
+          "Prompt text (with the special tokens the model's files say a text prompt gets)");
 ABSL_FLAG(int64_t, prompt_tokens, 0,
           "Use this many random token ids as the prompt instead of --prompt (benchmarks)");
 ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids (overrides --prompt)");
@@ -173,8 +174,10 @@ absl::StatusOr<std::vector<Planned>> LoadRequests(const Tokenizer& tokenizer,
         if (j.contains("prompt_ids")) {
           p.request->prompt = j["prompt_ids"].get<std::vector<int32_t>>();
         } else if (j.contains("prompt")) {
-          SHIFT_ASSIGN_OR_RETURN(p.request->prompt,
-                                 tokenizer.Encode(j["prompt"].get<std::string>()));
+          SHIFT_ASSIGN_OR_RETURN(
+              p.request->prompt,
+              tokenizer.EncodePrompt(j["prompt"].get<std::string>(), /*parse_special=*/false,
+                                     /*add_special_tokens=*/true));
         } else {
           return absl::InvalidArgumentError(where + "needs \"prompt\" or \"prompt_ids\"");
         }
@@ -211,7 +214,9 @@ absl::StatusOr<std::vector<Planned>> LoadRequests(const Tokenizer& tokenizer,
       prompt.push_back(static_cast<int32_t>(rng() % tokenizer.vocab_size()));
     }
   } else {
-    SHIFT_ASSIGN_OR_RETURN(prompt, tokenizer.Encode(absl::GetFlag(FLAGS_prompt)));
+    SHIFT_ASSIGN_OR_RETURN(
+        prompt, tokenizer.EncodePrompt(absl::GetFlag(FLAGS_prompt), /*parse_special=*/false,
+                                       /*add_special_tokens=*/true));
   }
   for (int64_t b = 0; b < absl::GetFlag(FLAGS_batch); ++b) {
     Planned p;

@@ -23,9 +23,13 @@
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
 ABSL_FLAG(std::string, prompt, "", "Text to tokenize with the model's tokenizer");
 ABSL_FLAG(bool, parse_special, false, "Recognise special tokens written in --prompt");
+ABSL_FLAG(bool, add_special_tokens, true,
+          "Give --prompt (with --model) the special tokens the model's files say a text prompt "
+          "gets (BOS ...), as the server does");
 ABSL_FLAG(bool, tensors, false, "List every tensor with its dtype, shape and file");
 ABSL_FLAG(std::string, tokenizer, "",
-          "A tokenizer.json to use alone, without --model (with --prompt or --encode_jsonl)");
+          "A tokenizer file to use alone, without --model (with --prompt or --encode_jsonl): a "
+          "byte-level BPE tokenizer.json or a SentencePiece model (tokenizer.model)");
 ABSL_FLAG(std::string, encode_jsonl, "",
           "Tokenize every line of this file (each a JSON string) and print one line of "
           "space-separated ids per input line; special tokens are not parsed");
@@ -198,22 +202,28 @@ int Main() {
     }
   }
   const Tokenizer& tok = *files->tokenizer;
-  std::printf("tokenizer: %d tokens, %zu special\n", tok.vocab_size(), tok.special_ids().size());
+  std::printf(
+      "tokenizer: %s, %d tokens, %zu special; a text prompt gets %zu before and %zu after\n",
+      std::string(tok.kind()).c_str(), tok.vocab_size(), tok.special_ids().size(),
+      tok.prompt_template().prefix.size(), tok.prompt_template().suffix.size());
   if (const std::string lines = absl::GetFlag(FLAGS_encode_jsonl); !lines.empty()) {
     return EncodeLines(tok, lines);
   }
 
   const std::string prompt = absl::GetFlag(FLAGS_prompt);
   if (prompt.empty()) return 0;
-  auto ids = tok.Encode(prompt, absl::GetFlag(FLAGS_parse_special));
+  auto ids = tok.EncodePrompt(prompt, absl::GetFlag(FLAGS_parse_special),
+                              absl::GetFlag(FLAGS_add_special_tokens));
   if (!ids.ok()) return ReportFailure(ids.status());
   std::printf("prompt: %s\n%zu tokens: [%s]\n", prompt.c_str(), ids->size(),
               absl::StrJoin(*ids, ", ").c_str());
   std::vector<std::string> pieces;
   for (int32_t id : *ids) pieces.push_back(Printable(*tok.TokenBytes(id)));
   std::printf("pieces: |%s|\n", absl::StrJoin(pieces, "|").c_str());
-  // Stream it back the way a server would, one token at a time.
-  IncrementalDetokenizer detokenizer(tok);
+  // Stream it back the way a server would, one token at a time (the
+  // template's special tokens left out, unless the prompt wrote them).
+  const bool skip = absl::GetFlag(FLAGS_add_special_tokens) && !absl::GetFlag(FLAGS_parse_special);
+  IncrementalDetokenizer detokenizer(tok, skip, /*at_text_start=*/true);
   std::string streamed;
   for (int32_t id : *ids) {
     auto delta = detokenizer.Append(id);
@@ -235,7 +245,8 @@ int main(int argc, char** argv) {
       "Opens a model directory as a worker does (config, every tensor, tokenizer) "
       "and tokenizes a prompt, or renders a chat template for lines of variables.",
       "shift-inspect --model=DIR [--prompt=TEXT] [--tensors] [--encode_jsonl=FILE]\n"
-      "       shift-inspect --tokenizer=tokenizer.json (--prompt=TEXT | --encode_jsonl=FILE)\n"
+      "       shift-inspect --tokenizer=tokenizer.json|tokenizer.model (--prompt=TEXT | "
+      "--encode_jsonl=FILE)\n"
       "       shift-inspect [--chat_template=FILE | --model=DIR] --render_jsonl=CASES "
       "[--strftime_now=DATE]");
   return shift::Main();

@@ -10,6 +10,7 @@
 #include "common/bpe_trainer.h"
 #include "common/file_util.h"
 #include "common/safetensors.h"
+#include "common/sentencepiece_tokenizer.h"
 #include "common/status.h"
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -177,6 +178,35 @@ std::vector<TensorToWrite> SpecTensors(uint64_t seed, const TensorSpec& spec, bo
 
 }  // namespace
 
+namespace {
+
+// The byte-level BPE tokenizer trained on the corpus: tokenizer.json and
+// tokenizer_config.json; sets the config's BOS/EOS ids.
+absl::Status WriteTrainedTokenizer(const std::string& dir, const MkModelOptions& options,
+                                   MkModelResult* result) {
+  ModelConfig& config = result->config;
+  BpeTrainerOptions trainer;
+  trainer.vocab_size =
+      static_cast<int32_t>(std::min<int64_t>(options.tokenizer_vocab, config.vocab_size));
+  const std::string_view corpus =
+      options.corpus.empty() ? BuiltinCorpus() : std::string_view(options.corpus);
+  SHIFT_ASSIGN_OR_RETURN(std::string tokenizer_json, TrainByteLevelBpe(corpus, trainer));
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromJson(tokenizer_json));
+  result->tokenizer_size = tokenizer->vocab_size();
+  config.bos_token_id = *tokenizer->TokenToId(trainer.special_tokens[0]);
+  config.eos_token_ids = {*tokenizer->TokenToId(trainer.special_tokens[1])};
+
+  SHIFT_RETURN_IF_ERROR(WriteStringToFile(dir + "/tokenizer.json", tokenizer_json));
+  nlohmann::json tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                                     {"bos_token", trainer.special_tokens[0]},
+                                     {"eos_token", trainer.special_tokens[1]},
+                                     {"model_max_length", config.max_position_embeddings},
+                                     {"clean_up_tokenization_spaces", false}};
+  return WriteStringToFile(dir + "/tokenizer_config.json", tokenizer_config.dump(2) + "\n");
+}
+
+}  // namespace
+
 absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
                                                const MkModelOptions& options) {
   if (options.dtype == DType::kF16) {
@@ -190,6 +220,15 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
   const DType dtype = fp8 ? DType::kBF16 : options.dtype;
   config.torch_dtype = dtype == DType::kF32 ? "float32" : "bfloat16";
   if (fp8) config.quantization = Fp8Quantization{true, {"lm_head"}};
+  std::unique_ptr<SentencePieceTokenizer> sentencepiece;
+  if (!options.sentencepiece_model.empty()) {
+    SHIFT_ASSIGN_OR_RETURN(sentencepiece,
+                           SentencePieceTokenizer::FromModel(options.sentencepiece_model));
+    if (!sentencepiece->model_bos_id() || !sentencepiece->model_eos_id()) {
+      return absl::InvalidArgumentError("the SentencePiece model has no BOS or no EOS piece");
+    }
+    config.vocab_size = std::max<int64_t>(config.vocab_size, sentencepiece->vocab_size());
+  }
   SHIFT_RETURN_IF_ERROR(ValidateModelConfig(config, "model options"));
 
   std::error_code ec;
@@ -199,32 +238,32 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
   // with) the new one.
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("model", 0) == 0 &&
-        (name.ends_with(".safetensors") || name == "model.safetensors.index.json")) {
+    if ((name.rfind("model", 0) == 0 &&
+         (name.ends_with(".safetensors") || name == "model.safetensors.index.json")) ||
+        name == "tokenizer.json" || name == "tokenizer.model") {
       std::filesystem::remove(entry.path(), ec);
     }
   }
 
   // Tokenizer first: its special tokens give the config's bos/eos ids.
-  BpeTrainerOptions trainer;
-  trainer.vocab_size =
-      static_cast<int32_t>(std::min<int64_t>(options.tokenizer_vocab, config.vocab_size));
-  const std::string_view corpus =
-      options.corpus.empty() ? BuiltinCorpus() : std::string_view(options.corpus);
-  SHIFT_ASSIGN_OR_RETURN(std::string tokenizer_json, TrainByteLevelBpe(corpus, trainer));
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::FromJson(tokenizer_json));
-  result.tokenizer_size = tokenizer->vocab_size();
-  config.bos_token_id = *tokenizer->TokenToId(trainer.special_tokens[0]);
-  config.eos_token_ids = {*tokenizer->TokenToId(trainer.special_tokens[1])};
-
-  SHIFT_RETURN_IF_ERROR(WriteStringToFile(dir + "/tokenizer.json", tokenizer_json));
-  nlohmann::json tokenizer_config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
-                                     {"bos_token", trainer.special_tokens[0]},
-                                     {"eos_token", trainer.special_tokens[1]},
-                                     {"model_max_length", config.max_position_embeddings},
-                                     {"clean_up_tokenization_spaces", false}};
-  SHIFT_RETURN_IF_ERROR(
-      WriteStringToFile(dir + "/tokenizer_config.json", tokenizer_config.dump(2) + "\n"));
+  if (sentencepiece) {
+    result.tokenizer_size = sentencepiece->vocab_size();
+    config.bos_token_id = *sentencepiece->model_bos_id();
+    config.eos_token_ids = {*sentencepiece->model_eos_id()};
+    SHIFT_RETURN_IF_ERROR(WriteStringToFile(dir + "/tokenizer.model", options.sentencepiece_model));
+    const nlohmann::json tokenizer_config = {
+        {"tokenizer_class", "LlamaTokenizer"},
+        {"add_bos_token", true},
+        {"add_eos_token", false},
+        {"bos_token", *sentencepiece->TokenBytes(*config.bos_token_id)},
+        {"eos_token", *sentencepiece->TokenBytes(config.eos_token_ids[0])},
+        {"model_max_length", config.max_position_embeddings},
+        {"clean_up_tokenization_spaces", false}};
+    SHIFT_RETURN_IF_ERROR(
+        WriteStringToFile(dir + "/tokenizer_config.json", tokenizer_config.dump(2) + "\n"));
+  } else {
+    SHIFT_RETURN_IF_ERROR(WriteTrainedTokenizer(dir, options, &result));
+  }
   nlohmann::json generation_config = {{"bos_token_id", *config.bos_token_id},
                                       {"eos_token_id", config.eos_token_ids[0]}};
   SHIFT_RETURN_IF_ERROR(

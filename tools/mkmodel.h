@@ -1,5 +1,6 @@
 // Writes random-weight Llama-family models in the Hugging Face layout
-// (config.json, safetensors, tokenizer.json trained on a given text) for tests
+// (config.json, safetensors, tokenizer.json trained on a given text or a
+// given SentencePiece tokenizer.model) for tests
 // and benchmarks. Weights are a pure function of (seed, tensor name, element
 // index), so output does not depend on sharding or threads.
 #pragma once
@@ -25,6 +26,11 @@ struct MkModelOptions {
   std::string corpus;
   // Tokenizer size to aim for (capped by config.vocab_size).
   int32_t tokenizer_vocab = 2048;
+  // The bytes of a SentencePiece model to ship as tokenizer.model instead of
+  // training a byte-level BPE tokenizer.json (vocab_size grows to its size
+  // when smaller; BOS/EOS are its own, and a text prompt gets BOS as in
+  // Llama 2 and Mistral).
+  std::string sentencepiece_model;
   // Write config.json and tokenizer files only (shapes too large to write).
   bool config_only = false;
   // Start a new shard (and write an index) past this many bytes; 0: one file.

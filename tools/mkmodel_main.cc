@@ -28,6 +28,9 @@ ABSL_FLAG(std::string, dtype, "bf16",
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the weights; the same seed gives the same bytes");
 ABSL_FLAG(std::string, corpus, "", "Text file to train the tokenizer on (default: built-in text)");
 ABSL_FLAG(int32_t, tokenizer_vocab, 2048, "Tokenizer size to aim for (capped by vocab_size)");
+ABSL_FLAG(std::string, sentencepiece_model, "",
+          "A SentencePiece model file to ship as tokenizer.model instead of training a "
+          "byte-level BPE tokenizer.json (vocab_size grows to its size if smaller)");
 ABSL_FLAG(bool, config_only, false, "Write config.json and tokenizer files only, no weights");
 ABSL_FLAG(uint64_t, max_shard_bytes, 0,
           "Split weights into shards of at most this many bytes, with an index (0: one file)");
@@ -96,6 +99,11 @@ int Main() {
     options.corpus = *std::move(text);
   }
   options.tokenizer_vocab = absl::GetFlag(FLAGS_tokenizer_vocab);
+  if (const std::string path = absl::GetFlag(FLAGS_sentencepiece_model); !path.empty()) {
+    auto model = ReadFileToString(path);
+    if (!model.ok()) return ReportFailure(model.status());
+    options.sentencepiece_model = *std::move(model);
+  }
   options.config_only = absl::GetFlag(FLAGS_config_only);
   options.max_shard_bytes = absl::GetFlag(FLAGS_max_shard_bytes);
 

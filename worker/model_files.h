@@ -1,6 +1,6 @@
 // A model directory as a worker opens it: config.json, the safetensors
 // checkpoint (every expected tensor checked for presence and shape) and
-// tokenizer.json. The mapped weights stay valid while this object lives.
+// the tokenizer (LoadModelTokenizer). The mapped weights stay valid while this object lives.
 #pragma once
 
 #include <memory>
