@@ -191,6 +191,7 @@ absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Parse(
         if (number == 3) return ForEachField(body, "NormalizerSpec", normalizer(&charsmap));
         return ForEachField(body, "denormalizer_spec", normalizer(&denormalizer_charsmap));
       }));
+  if (m->pieces_.empty()) return absl::InvalidArgumentError("no pieces");
   if (model_type != 2) {
     return absl::UnimplementedError(absl::StrCat(
         "only BPE SentencePiece models are supported (Llama 2, Mistral, Gemma); this one's "

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,9 +31,16 @@ ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
 ABSL_FLAG(std::string, prompt_ids, "", "generate: the prompt as comma-separated token ids");
 ABSL_FLAG(bool, parse_special, false, "generate: recognise special tokens in --prompt");
 ABSL_FLAG(uint32_t, max_tokens, 64, "generate: most tokens to generate");
-ABSL_FLAG(double, temperature, 0, "generate: sampling temperature (0: greedy)");
-ABSL_FLAG(double, top_p, 1, "generate: nucleus sampling threshold");
-ABSL_FLAG(uint32_t, top_k, 0, "generate: keep the k most likely tokens (0: all)");
+ABSL_FLAG(bool, add_special_tokens, true,
+          "generate: give --prompt the special tokens the model's files say a text prompt gets "
+          "(BOS ...)");
+ABSL_FLAG(std::optional<double>, temperature, std::nullopt,
+          "generate: sampling temperature, 0 greedy (not given: the model's default, else greedy)");
+ABSL_FLAG(std::optional<double>, top_p, std::nullopt,
+          "generate: nucleus sampling threshold (not given: the model's default, else 1)");
+ABSL_FLAG(std::optional<uint32_t>, top_k, std::nullopt,
+          "generate: keep the k most likely tokens, 0 all (not given: the model's default, else "
+          "all)");
 ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (-1: the server picks one)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop strings");
 ABSL_FLAG(std::string, stop_token_ids, "", "generate: comma-separated stop token ids");
@@ -131,11 +139,13 @@ int Generate(v1::Generation::Stub& stub) {
     request.set_text(absl::GetFlag(FLAGS_prompt));
   }
   request.set_parse_special(absl::GetFlag(FLAGS_parse_special));
+  request.set_add_special_tokens(absl::GetFlag(FLAGS_add_special_tokens));
   v1::SamplingParams* s = request.mutable_sampling();
   s->set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
-  s->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
-  s->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
-  s->set_top_k(absl::GetFlag(FLAGS_top_k));
+  // Sampling flags not given leave the fields unset: the model's defaults.
+  if (const auto t = absl::GetFlag(FLAGS_temperature)) s->set_temperature(static_cast<float>(*t));
+  if (const auto p = absl::GetFlag(FLAGS_top_p)) s->set_top_p(static_cast<float>(*p));
+  if (const auto k = absl::GetFlag(FLAGS_top_k)) s->set_top_k(*k);
   if (absl::GetFlag(FLAGS_seed) >= 0) s->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
   for (const std::string& stop : absl::GetFlag(FLAGS_stop)) s->add_stop(stop);
   std::vector<int32_t> stop_ids;

@@ -5,10 +5,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "common/file_util.h"
+#include "common/generation_config.h"
 #include "common/model_config.h"
 #include "common/safetensors.h"
 #include "common/tokenizer.h"
@@ -133,6 +135,136 @@ TEST(HostileFilesTest, OversizedFilesAreRefusedByTheirSize) {
   auto loaded = LoadModelConfig(dir.path().string());
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(loaded.status().message(), HasSubstr("bytes, more than the"));
+}
+
+// ---- SentencePiece models and the prompt-convention files ----------------
+
+// Protocol buffers' wire format, enough to write ModelProtos by hand.
+std::string Varint(uint64_t v) {
+  std::string out;
+  do {
+    out.push_back(static_cast<char>((v & 0x7F) | (v >= 0x80 ? 0x80 : 0)));
+    v >>= 7;
+  } while (v != 0);
+  return out;
+}
+std::string Field(int number, const std::string& bytes) {
+  return Varint(static_cast<uint64_t>(number) << 3 | 2) + Varint(bytes.size()) + bytes;
+}
+std::string VarintField(int number, uint64_t v) {
+  return Varint(static_cast<uint64_t>(number) << 3) + Varint(v);
+}
+std::string Piece(const std::string& text, int type) {
+  return Field(1, Field(1, text) + VarintField(3, static_cast<uint64_t>(type)));
+}
+// A BPE model with <unk>, <s>, </s> and the pieces given.
+std::string SentencePieceModelBytes(const std::string& more_pieces, int model_type = 2,
+                                    bool byte_fallback = false) {
+  return Piece("<unk>", 2) + Piece("<s>", 3) + Piece("</s>", 3) +
+         Piece(
+             "\xE2\x96\x81"
+             "a",
+             1) +
+         more_pieces +
+         Field(2, VarintField(3, model_type) + VarintField(35, byte_fallback ? 1 : 0));
+}
+
+absl::Status LoadTokenizerModel(const testing::TestTempDir& dir, const std::string& bytes) {
+  std::ofstream(dir.Sub("tokenizer.model"), std::ios::binary) << bytes;
+  return LoadModelTokenizer(dir.path().string()).status();
+}
+
+TEST(HostileFilesTest, ATokenizerModelThatIsNoSentencePieceModelIsAClearError) {
+  testing::TestTempDir dir;
+  ASSERT_TRUE(LoadTokenizerModel(dir, SentencePieceModelBytes("")).ok());
+  const std::string json = MinimalTokenizer().dump();
+  struct Case {
+    std::string bytes, why;
+  } cases[] = {
+      {"", "no pieces"},
+      {"this is not a model at all", "malformed"},
+      {json, "malformed"},
+      {SentencePieceModelBytes("").substr(0, 15), "malformed"},  // cut inside a piece
+      {Field(1, "\x0A\xFF\xFF\xFF\xFF\x0F"), "malformed"},       // a piece longer than the file
+      {Varint(1 << 3 | 2) + Varint(uint64_t{1} << 62), "malformed"},
+      {SentencePieceModelBytes(Piece("x", 9)), "type 9"},
+      {SentencePieceModelBytes(Piece("<s>", 3)), "defined twice"},
+      {SentencePieceModelBytes(Piece("", 1)), "is empty"},
+      {SentencePieceModelBytes(Piece("<0x41>", 6)), "byte_fallback is false"},
+      {SentencePieceModelBytes(Piece("<0xZZ>", 6), 2, true), "<0xAB>"},
+      {SentencePieceModelBytes(Piece("<unk>", 2)), "defined twice"},
+      {SentencePieceModelBytes("", /*model_type=*/1), "UNIGRAM"},
+      {SentencePieceModelBytes(Field(3, Field(2, "charsmap"))), "precompiled_charsmap"},
+  };
+  for (const Case& c : cases) {
+    const absl::Status status = LoadTokenizerModel(dir, c.bytes);
+    ASSERT_FALSE(status.ok()) << c.why;
+    EXPECT_THAT(status.message(), HasSubstr("tokenizer.model")) << c.why;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(c.why));
+  }
+}
+
+TEST(HostileFilesTest, TokenizerConfigNamingTokensTheVocabularyLacksIsAClearError) {
+  testing::TestTempDir dir;
+  std::ofstream(dir.Sub("tokenizer.json")) << MinimalTokenizer().dump();
+  struct Case {
+    std::string config, why;
+  } cases[] = {
+      {R"({"bos_token": "<|no such token|>"})", "bos_token \"<|no such token|>\""},
+      {R"({"eos_token": {"content": "</nope>"}})", "eos_token \"</nope>\""},
+      {R"({"bos_token": 7})", "bos_token must be a string"},
+      {R"({"add_bos_token": "yes"})", "add_bos_token must be true or false"},
+      {R"({"add_bos_token": true})", "no bos_token"},
+      {R"({"model_max_length": "long"})", "model_max_length"},
+      {R"([1, 2])", "JSON object"},
+      {R"({"bos_token": )", "not valid JSON"},
+  };
+  for (const Case& c : cases) {
+    std::ofstream(dir.Sub("tokenizer_config.json")) << c.config;
+    auto loaded = LoadModelTokenizer(dir.path().string());
+    ASSERT_FALSE(loaded.ok()) << c.config;
+    EXPECT_THAT(loaded.status().message(), HasSubstr("tokenizer_config.json")) << c.config;
+    EXPECT_THAT(loaded.status().message(), HasSubstr(c.why));
+  }
+  // A post_processor naming an id beyond the vocabulary.
+  std::filesystem::remove(dir.Sub("tokenizer_config.json"));
+  nlohmann::json t = MinimalTokenizer();
+  t["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", {{{"SpecialToken", {{"id", "<bos>"}}}}, {{"Sequence", {{"id", "A"}}}}}},
+      {"special_tokens", {{"<bos>", {{"ids", {99999}}}}}}};
+  std::ofstream(dir.Sub("tokenizer.json")) << t.dump();
+  auto loaded = LoadModelTokenizer(dir.path().string());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(), HasSubstr("post_processor"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("99999"));
+  t["post_processor"] = {{"type", "MysteryProcessing"}};
+  std::ofstream(dir.Sub("tokenizer.json")) << t.dump();
+  loaded = LoadModelTokenizer(dir.path().string());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(), HasSubstr("MysteryProcessing"));
+}
+
+TEST(HostileFilesTest, GenerationConfigOfWrongTypesIsAClearError) {
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"temperature": "hot"})", "\"temperature\""},
+      {R"({"temperature": -1})", "\"temperature\""},
+      {R"({"top_p": 0})", "\"top_p\""},
+      {R"({"top_p": 1.5})", "\"top_p\""},
+      {R"({"top_k": -1})", "\"top_k\""},
+      {R"({"top_k": 2.5})", "\"top_k\""},
+      {R"({"eos_token_id": "2"})", "\"eos_token_id\""},
+      {R"({"eos_token_id": [2, null]})", "\"eos_token_id\""},
+      {R"({"eos_token_id": 99999999999})", "\"eos_token_id\""},
+      {R"(["not", "an object"])", "not a JSON object"},
+  };
+  for (const auto& [text, why] : cases) {
+    auto parsed = ParseGenerationConfig(text, "dir/generation_config.json");
+    ASSERT_FALSE(parsed.ok()) << text;
+    EXPECT_THAT(parsed.status().message(), HasSubstr("dir/generation_config.json")) << text;
+    EXPECT_THAT(parsed.status().message(), HasSubstr(why)) << text;
+  }
+  EXPECT_TRUE(ParseGenerationConfig(R"({"temperature": null, "top_k": 0})", "g").ok());
 }
 
 }  // namespace

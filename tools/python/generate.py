@@ -18,7 +18,8 @@ def main():
     parser.add_argument("--address", default="127.0.0.1:50051", help="router host:port")
     parser.add_argument("--prompt", default="Once upon a time", help="prompt text")
     parser.add_argument("--max_tokens", type=int, default=32, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="0 is greedy (default: the model's, else greedy)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
     parser.add_argument("--ignore_eos", action="store_true", help="generate past EOS")
     parser.add_argument("--tls_ca", help="PEM CA of the router's certificate (connect with TLS)")

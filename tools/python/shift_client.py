@@ -103,18 +103,20 @@ def _str(raw):
 FINISH_REASONS = {0: "unspecified", 1: "length", 2: "stop", 3: "eos", 4: "cancelled"}
 
 
-def encode_generate_request(text=None, token_ids=None, max_tokens=16, temperature=0.0,
-                            top_p=0.0, top_k=0, seed=None, stop=(), stop_token_ids=(),
+def encode_generate_request(text=None, token_ids=None, max_tokens=16, temperature=None,
+                            top_p=None, top_k=None, seed=None, stop=(), stop_token_ids=(),
                             ignore_eos=False, top_logprobs=0, return_logprob=False,
-                            request_id=""):
+                            request_id="", parse_special=False, add_special_tokens=None):
+    """temperature, top_p, top_k and add_special_tokens left None are unset
+    (the model's defaults); any value, 0 included, is sent."""
     sampling = b""
     if max_tokens:
         sampling += _key(1, 0) + _varint(max_tokens)
-    if temperature:
+    if temperature is not None:
         sampling += _key(2, 5) + struct.pack("<f", temperature)
-    if top_p:
+    if top_p is not None:
         sampling += _key(3, 5) + struct.pack("<f", top_p)
-    if top_k:
+    if top_k is not None:
         sampling += _key(4, 0) + _varint(top_k)
     if seed is not None:
         sampling += _key(5, 0) + _varint(seed)
@@ -136,6 +138,10 @@ def encode_generate_request(text=None, token_ids=None, max_tokens=16, temperatur
     if token_ids is not None:
         msg += _len(3, _len(1, b"".join(_varint(t) for t in token_ids)) if token_ids else b"")
     msg += _len(4, sampling)
+    if parse_special:
+        msg += _key(5, 0) + _varint(1)
+    if add_special_tokens is not None:
+        msg += _key(6, 0) + _varint(1 if add_special_tokens else 0)
     return msg
 
 
@@ -199,7 +205,13 @@ def decode_model_info(buf):
             "vocab_size": _one(f, 3, 0), "max_model_len": _one(f, 4, 0),
             "num_layers": _one(f, 5, 0), "eos_token_ids": _ints(f.get(10, [])),
             "world_size": _one(f, 11, 0), "shift_policy": _str(_one(f, 13, b"")),
-            "sp_degree": _one(f, 14, 0)}
+            "sp_degree": _one(f, 14, 0),
+            "default_temperature": _float(f[15][-1]) if 15 in f else None,
+            "default_top_p": _float(f[16][-1]) if 16 in f else None,
+            "default_top_k": _one(f, 17, None),
+            "tokenizer": _str(_one(f, 18, b"")),
+            "prompt_prefix_ids": _ints(f.get(19, [])),
+            "prompt_suffix_ids": _ints(f.get(20, []))}
 
 
 # ---- calls ----------------------------------------------------------------------
