@@ -318,7 +318,8 @@ std::vector<int32_t> SentencePieceModel::Encode(std::string_view text) const {
 // bpe::Model::Encode: characters (user-defined pieces whole and frozen),
 // then the adjacent pair whose union is the highest-scoring piece merges
 // first (leftmost on ties); unused pieces are split back into what formed
-// them; what is left unknown falls back to byte pieces.
+// them; what is left unknown falls back to byte pieces, or without byte
+// fallback becomes one unknown token per run.
 void SentencePieceModel::EncodeNormalized(std::string_view normalized,
                                           std::vector<int32_t>* ids) const {
   struct Symbol {
@@ -375,6 +376,7 @@ void SentencePieceModel::EncodeNormalized(std::string_view normalized,
     add_pair(left.prev, top.left);
     add_pair(top.left, left.next);
   }
+  const size_t first = ids->size();
   std::function<void(std::string_view)> emit = [&](std::string_view piece) {
     const auto found = mergeable_.find(View(piece));
     if (found != mergeable_.end() && pieces_[found->second].type == PieceType::kUnused) {
@@ -386,7 +388,8 @@ void SentencePieceModel::EncodeNormalized(std::string_view normalized,
     }
     const int32_t id = PieceToId(piece);
     if (id != unk_id_ || !byte_fallback_) {
-      ids->push_back(id);
+      // A run of unknown pieces is one unknown token.
+      if (id != unk_id_ || ids->size() == first || ids->back() != unk_id_) ids->push_back(id);
       return;
     }
     for (const char c : piece) {
