@@ -3,9 +3,11 @@
 // sharded checkpoints, and its tokenizer round-trips text.
 #include "tools/mkmodel.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
+#include "common/file_util.h"
 #include "common/model_schema.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -188,6 +190,33 @@ TEST_F(MkModelTest, TokenizerRoundTripsText) {
   auto the = tok.Encode(" the");
   ASSERT_TRUE(the.ok());
   EXPECT_EQ(the->size(), 1u);
+}
+
+TEST_F(MkModelTest, ShipsAGivenSentencePieceModel) {
+  const char* data = std::getenv("SHIFT_SHARED_DATA");
+  const std::string path = std::string(data != nullptr ? data : "../shared/data") +
+                           "/tokenizers/mistral-v1.tokenizer.model";
+  auto model = ReadFileToString(path);
+  if (!model.ok()) GTEST_SKIP() << "shared data not found: " << path;
+  MkModelOptions options = Tiny(1);
+  options.sentencepiece_model = *model;
+  // A BPE tokenizer.json left by an earlier run would win: it is removed.
+  ASSERT_TRUE(WriteRandomModel(Dir("sp"), Tiny(1)).ok());
+  auto written = WriteRandomModel(Dir("sp"), options);
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_FALSE(std::filesystem::exists(Dir("sp") + "/tokenizer.json"));
+  EXPECT_EQ(written->tokenizer_size, 32000);
+  EXPECT_EQ(written->config.vocab_size, 32000);  // grown from the preset's
+  EXPECT_EQ(written->config.bos_token_id, 1);
+  EXPECT_EQ(written->config.eos_token_ids, std::vector<int64_t>{2});
+  auto files = OpenModelFiles(Dir("sp"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_STREQ(files->tokenizer->kind(), "SentencePiece");
+  auto ids = files->tokenizer->EncodePrompt("Hello", false, true);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<int32_t>{1, 22557}));
+  options.sentencepiece_model = "not a model";
+  EXPECT_FALSE(WriteRandomModel(Dir("bad_sp"), options).ok());
 }
 
 TEST_F(MkModelTest, ConfigOnlyWritesNoWeights) {
