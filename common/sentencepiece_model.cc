@@ -239,8 +239,8 @@ absl::Status SentencePieceModel::Index() {
         return absl::InvalidArgumentError(
             absl::StrCat("byte piece ", id, " is found although byte_fallback is false"));
       }
-      unsigned value = 0;
-      if (p.text.size() != 6 || std::sscanf(p.text.c_str(), "<0x%2X>", &value) != 1) {
+      const int value = FallbackByte(p.text);
+      if (value < 0) {
         return absl::InvalidArgumentError(
             absl::StrCat("byte piece ", id, " \"", p.text, "\" is not of the form <0xAB>"));
       }
@@ -253,6 +253,20 @@ absl::Status SentencePieceModel::Index() {
       std::unique(user_defined_lengths_.begin(), user_defined_lengths_.end()),
       user_defined_lengths_.end());
   return absl::OkStatus();
+}
+
+int SentencePieceModel::FallbackByte(std::string_view piece) {
+  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
+  int value = 0;
+  for (const char c : piece.substr(3, 2)) {
+    const int digit = c >= '0' && c <= '9'   ? c - '0'
+                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                             : -1;
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
 }
 
 size_t SentencePieceModel::MatchUserDefined(std::string_view text) const {

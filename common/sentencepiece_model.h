@@ -48,6 +48,10 @@ class SentencePieceModel {
   int32_t eos_id() const { return eos_id_; }  // -1: none
   bool add_dummy_prefix() const { return add_dummy_prefix_; }
 
+  // The byte of a byte-fallback piece "<0xAB>" (two hex digits, either
+  // case); -1 if `piece` is not one.
+  static int FallbackByte(std::string_view piece);
+
  private:
   struct Entry {
     std::string text;

@@ -17,21 +17,6 @@ constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
 
 absl::string_view View(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-// The byte of a byte-fallback piece "<0xAB>"; -1 if `piece` is not one.
-int FallbackByte(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  int value = 0;
-  for (const char c : piece.substr(3, 2)) {
-    const int digit = c >= '0' && c <= '9'   ? c - '0'
-                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                             : -1;
-    if (digit < 0) return -1;
-    value = value * 16 + digit;
-  }
-  return value;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::FromModel(
@@ -60,7 +45,7 @@ absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::
           t->special_lengths_.push_back(piece.size());
         }
       }
-    } else if (const int byte = FallbackByte(piece);
+    } else if (const int byte = SentencePieceModel::FallbackByte(piece);
                type == SentencePieceModel::PieceType::kByte && byte >= 0) {
       t->bytes_[id] = std::string(1, static_cast<char>(byte));
     } else {
