@@ -2,6 +2,7 @@
 // --help listing the program's own flags with defaults, then flag parsing.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,11 @@ namespace shift {
 // unknown flag or a bad value is explained on stderr and exits 1.
 std::vector<char*> InitProgram(int argc, char** argv, const std::string& description,
                                const std::string& usage);
+
+// Raises the soft limit on open files to the hard one (servers: every client
+// connection is a descriptor, and the common default of 1,024 is reached by
+// idle connections alone). Returns the limit now in force.
+int64_t RaiseOpenFileLimit();
 
 // Prints "program: status" to stderr and returns the exit code for a failure.
 int ReportFailure(const absl::Status& status);

@@ -16,6 +16,7 @@
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_context.h"
+#include "openssl/sha.h"
 
 namespace shift {
 namespace {
@@ -99,6 +100,14 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
   return grpc::experimental::TlsCredentials(options);
 }
 
+std::string UnnamedTenant(absl::string_view token) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest);
+  std::string hex = "key-";
+  for (int i = 0; i < 8; ++i) absl::StrAppend(&hex, absl::Hex(digest[i], absl::kZeroPad2));
+  return hex;
+}
+
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseApiKeys(
     absl::string_view text) {
   std::vector<std::pair<std::string, std::string>> keys;
@@ -117,10 +126,10 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseApiKeys(
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_number, ": a token has at least 16 characters"));
     }
-    // A key without a tenant name is a tenant of its own.
-    keys.emplace_back(std::string(fields[0]), fields.size() > 1
-                                                  ? std::string(fields[1])
-                                                  : absl::StrCat("line ", line_number));
+    // A key without a tenant name is a tenant of its own, named by a digest
+    // of the key (not by its line, which another key's line would move).
+    keys.emplace_back(std::string(fields[0]),
+                      fields.size() > 1 ? std::string(fields[1]) : UnnamedTenant(fields[0]));
   }
   return keys;
 }

@@ -82,6 +82,11 @@ class ApiKeys {
   absl::Time checked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
+// The tenant of a key listed without one: "key-" and the first 8 bytes of
+// the key's SHA-256 in hex, so it stays the same whatever lines are added
+// around it and names no part of the key.
+std::string UnnamedTenant(absl::string_view token);
+
 // Parses an API key file's lines (exposed for tests).
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseApiKeys(
     absl::string_view text);

@@ -87,8 +87,9 @@ absl::Status ApplyPostProcessor(const json& node, const Tokenizer& tokenizer,
       const auto special = item.is_object() ? item.find("SpecialToken") : item.end();
       if (special == item.end() || !special->is_object() || !special->contains("id") ||
           !(*special)["id"].is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "TemplateProcessing's `single` has ", item.dump(), ", neither Sequence nor SpecialToken"));
+        return absl::InvalidArgumentError(absl::StrCat("TemplateProcessing's `single` has ",
+                                                       item.dump(),
+                                                       ", neither Sequence nor SpecialToken"));
       }
       const std::string name = (*special)["id"].get<std::string>();
       if (specials == node.end() || !specials->is_object() || !specials->contains(name) ||
@@ -232,7 +233,8 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& dir,
+                                                              int64_t embedding_rows) {
   const std::string json_path = dir + "/tokenizer.json";
   const std::string model_path = dir + "/tokenizer.model";
   std::error_code ec;
@@ -273,6 +275,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string&
     auto applied = ApplyTokenizerConfig(config, *tokenizer, std::move(base));
     if (!applied.ok()) return Prefixed(applied.status(), config_path);
     base = *std::move(applied);
+  }
+  if (tokenizer->vocab_size() > embedding_rows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, "'s ", tokenizer->kind(), " tokenizer has ", tokenizer->vocab_size(),
+                     " tokens but config.json's vocab_size is ", embedding_rows,
+                     ": some token ids would have no embedding"));
   }
   tokenizer->set_prompt_template(std::move(base));
   return tokenizer;

@@ -95,7 +95,10 @@ class Tokenizer {
 //   possibly in a Sequence; ByteLevel adds nothing); otherwise, for
 //   SentencePiece, its BOS piece (add_bos_token's default there); otherwise
 //   nothing.
+// - A tokenizer with more tokens than `embedding_rows` (config.json's
+//   vocab_size) is refused: some ids would have no embedding.
 // Every error names the file and the field.
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& dir);
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string& dir,
+                                                              int64_t embedding_rows);
 
 }  // namespace shift

@@ -122,7 +122,8 @@ absl::Status Serve() {
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   SHIFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadModelTokenizer(model_dir));
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                         LoadModelTokenizer(model_dir, config.vocab_size));
   RouterOptions options;
   SHIFT_ASSIGN_OR_RETURN(options.generation, LoadGenerationConfig(model_dir));
   options.model_name = absl::GetFlag(FLAGS_model_name);
@@ -305,6 +306,7 @@ int main(int argc, char** argv) {
                      "Serves shift.v1.Generation: schedules every step of a worker group and "
                      "runs each in TP or SP.",
                      "shift-router --model=DIR --world_size=P [--port=50051]");
+  shift::RaiseOpenFileLimit();
   const absl::Status status = shift::Serve();
   if (!status.ok()) return shift::ReportFailure(status);
   return 0;

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
                      "Runs one rank of a worker group: loads the model, registers with the "
                      "router and executes its step plans in TP or SP mode.",
                      "shift-worker --router=HOST:PORT --rank=R --world_size=P --model=DIR");
+  shift::RaiseOpenFileLimit();
   shift::RankOptions options;
   options.router = absl::GetFlag(FLAGS_router);
   options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),

@@ -22,7 +22,10 @@ TEST(ApiKeysTest, ParsesTokensAndTenantsAndRefusesBadLines) {
   ASSERT_TRUE(keys.ok()) << keys.status();
   ASSERT_EQ(keys->size(), 2u);
   EXPECT_EQ((*keys)[0], std::make_pair(std::string("aaaaaaaaaaaaaaaa"), std::string("tenant-a")));
-  EXPECT_EQ((*keys)[1], std::make_pair(std::string("bbbbbbbbbbbbbbbb"), std::string("line 4")));
+  EXPECT_EQ((*keys)[1],
+            std::make_pair(std::string("bbbbbbbbbbbbbbbb"), UnnamedTenant("bbbbbbbbbbbbbbbb")));
+  // The first 8 bytes of sha256("bbbbbbbbbbbbbbbb"), from sha256sum.
+  EXPECT_EQ(UnnamedTenant("bbbbbbbbbbbbbbbb"), "key-2e61afd25d3ca76a");
   EXPECT_THAT(ParseApiKeys("short\n").status().message(), HasSubstr("line 1: a token has"));
   EXPECT_THAT(ParseApiKeys("\naaaaaaaaaaaaaaaa b c\n").status().message(),
               HasSubstr("line 2: expected TOKEN [TENANT]"));
@@ -34,7 +37,15 @@ TEST(ApiKeysTest, FindsTenantsOfWholeKeysOnly) {
   auto keys = ApiKeys::FromFile(dir.Sub("keys"));
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_THAT((*keys)->Tenant(kKeyA), Optional(std::string("a")));
-  EXPECT_THAT((*keys)->Tenant(kKeyB), Optional(std::string("line 2")));
+  EXPECT_THAT((*keys)->Tenant(kKeyB), Optional(UnnamedTenant(kKeyB)));
+  // A line inserted above moves no key into another tenant.
+  ASSERT_TRUE(WriteStringToFile(dir.Sub("keys2"), absl::StrCat("cccccccccccccccc-key-c\n", kKeyA,
+                                                               " a\n", kKeyB, "\n"))
+                  .ok());
+  auto moved = ApiKeys::FromFile(dir.Sub("keys2"));
+  ASSERT_TRUE(moved.ok());
+  EXPECT_EQ((*moved)->Tenant(kKeyB), (*keys)->Tenant(kKeyB));
+  EXPECT_NE((*moved)->Tenant("cccccccccccccccc-key-c"), (*keys)->Tenant(kKeyB));
   const std::string a = kKeyA;
   EXPECT_EQ((*keys)->Tenant(a.substr(0, a.size() - 1)), std::nullopt);
   EXPECT_EQ((*keys)->Tenant(a + "x"), std::nullopt);

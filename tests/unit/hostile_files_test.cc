@@ -171,7 +171,7 @@ std::string SentencePieceModelBytes(const std::string& more_pieces, int model_ty
 
 absl::Status LoadTokenizerModel(const testing::TestTempDir& dir, const std::string& bytes) {
   std::ofstream(dir.Sub("tokenizer.model"), std::ios::binary) << bytes;
-  return LoadModelTokenizer(dir.path().string()).status();
+  return LoadModelTokenizer(dir.path().string(), kMaxTokenId).status();
 }
 
 TEST(HostileFilesTest, ATokenizerModelThatIsNoSentencePieceModelIsAClearError) {
@@ -221,7 +221,7 @@ TEST(HostileFilesTest, TokenizerConfigNamingTokensTheVocabularyLacksIsAClearErro
   };
   for (const Case& c : cases) {
     std::ofstream(dir.Sub("tokenizer_config.json")) << c.config;
-    auto loaded = LoadModelTokenizer(dir.path().string());
+    auto loaded = LoadModelTokenizer(dir.path().string(), kMaxTokenId);
     ASSERT_FALSE(loaded.ok()) << c.config;
     EXPECT_THAT(loaded.status().message(), HasSubstr("tokenizer_config.json")) << c.config;
     EXPECT_THAT(loaded.status().message(), HasSubstr(c.why));
@@ -234,13 +234,13 @@ TEST(HostileFilesTest, TokenizerConfigNamingTokensTheVocabularyLacksIsAClearErro
       {"single", {{{"SpecialToken", {{"id", "<bos>"}}}}, {{"Sequence", {{"id", "A"}}}}}},
       {"special_tokens", {{"<bos>", {{"ids", {99999}}}}}}};
   std::ofstream(dir.Sub("tokenizer.json")) << t.dump();
-  auto loaded = LoadModelTokenizer(dir.path().string());
+  auto loaded = LoadModelTokenizer(dir.path().string(), kMaxTokenId);
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(loaded.status().message(), HasSubstr("post_processor"));
   EXPECT_THAT(loaded.status().message(), HasSubstr("99999"));
   t["post_processor"] = {{"type", "MysteryProcessing"}};
   std::ofstream(dir.Sub("tokenizer.json")) << t.dump();
-  loaded = LoadModelTokenizer(dir.path().string());
+  loaded = LoadModelTokenizer(dir.path().string(), kMaxTokenId);
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(loaded.status().message(), HasSubstr("MysteryProcessing"));
 }

@@ -68,7 +68,8 @@ TEST_P(SentencePieceTest, RoundTripsAndStreamsEveryPrefixAsTheFullDecode) {
   auto strings = testdata::TestStrings();
   ASSERT_TRUE(strings.has_value());
   strings->push_back(
-      "🦙🚀👨‍👩‍👧‍👦 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𠜎𠜱 龘靐齉 한국어  two  "
+      "🦙🚀👨‍👩‍👧‍👦 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𠜎𠜱 龘靐齉 한국어  two "
+      " "
       "spaces ");
   int held_back = 0;
   for (const std::string& text : *strings) {
@@ -177,7 +178,7 @@ TEST_F(ModelTokenizerTest, Llama3sRealPostProcessorGivesBos) {
             R"({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
                 "model_max_length": 1000000000000000019884624838656,
                 "tokenizer_class": "PreTrainedTokenizerFast"})");
-  auto t = LoadModelTokenizer(Dir());
+  auto t = LoadModelTokenizer(Dir(), kMaxTokenId);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_THAT(*(*t)->EncodePrompt("Hello", false, /*add_special_tokens=*/true),
               ElementsAre(128000, 9906));
@@ -185,7 +186,7 @@ TEST_F(ModelTokenizerTest, Llama3sRealPostProcessorGivesBos) {
   // Without the post_processor (the shared file as it is): nothing added.
   CopyShared("llama-bpe.tokenizer.json", "plain.json");
   std::filesystem::rename(tmp_.Sub("plain.json"), tmp_.Sub("tokenizer.json"));
-  t = LoadModelTokenizer(Dir());
+  t = LoadModelTokenizer(Dir(), kMaxTokenId);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_THAT(*(*t)->EncodePrompt("Hello", false, true), ElementsAre(9906));
 }
@@ -193,14 +194,14 @@ TEST_F(ModelTokenizerTest, Llama3sRealPostProcessorGivesBos) {
 TEST_F(ModelTokenizerTest, TokenizerConfigFlagsOverrideEitherSide) {
   SHIFT_SKIP_WITHOUT_TOKENIZER_DATA();
   CopyShared("mistral-v1.tokenizer.model", "tokenizer.model");
-  auto t = LoadModelTokenizer(Dir());
+  auto t = LoadModelTokenizer(Dir(), kMaxTokenId);
   ASSERT_TRUE(t.ok()) << t.status();
   // SentencePiece without tokenizer_config.json: BOS, as transformers.
   EXPECT_THAT(*(*t)->EncodePrompt("Hello", false, true), ElementsAre(1, 22557));
   WriteFile(tmp_.Sub("tokenizer_config.json"),
             R"({"add_bos_token": false, "add_eos_token": true,
                 "bos_token": {"__type": "AddedToken", "content": "<s>"}, "eos_token": "</s>"})");
-  t = LoadModelTokenizer(Dir());
+  t = LoadModelTokenizer(Dir(), kMaxTokenId);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_THAT(*(*t)->EncodePrompt("Hello", false, true), ElementsAre(22557, 2));
   EXPECT_THAT(*(*t)->EncodePrompt("Hello", false, false), ElementsAre(22557));
@@ -210,7 +211,7 @@ TEST_F(ModelTokenizerTest, TheByteLevelTokenizerJsonWinsOverATokenizerModel) {
   SHIFT_SKIP_WITHOUT_TOKENIZER_DATA();
   CopyShared("gpt-2.tokenizer.json", "tokenizer.json");
   CopyShared("mistral-v1.tokenizer.model", "tokenizer.model");
-  auto t = LoadModelTokenizer(Dir());
+  auto t = LoadModelTokenizer(Dir(), kMaxTokenId);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_STREQ((*t)->kind(), "byte-level BPE");
 }
@@ -222,7 +223,7 @@ TEST_F(ModelTokenizerTest, ASentencePieceKindTokenizerJsonAloneIsRefusedNamingTh
        "content": "\u2581"}]},
     "pre_tokenizer": null, "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}]},
     "model": {"type": "BPE", "byte_fallback": true, "vocab": {}, "merges": []}})");
-  auto t = LoadModelTokenizer(Dir());
+  auto t = LoadModelTokenizer(Dir(), kMaxTokenId);
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(t.status().message(), HasSubstr("tokenizer.json"));
   EXPECT_THAT(t.status().message(), HasSubstr("SentencePiece"));
@@ -230,14 +231,14 @@ TEST_F(ModelTokenizerTest, ASentencePieceKindTokenizerJsonAloneIsRefusedNamingTh
   // With the model beside it, the model loads.
   if (testdata::ReadFile(testdata::TokenizerDir() + "/test-strings.txt")) {
     CopyShared("mistral-v1.tokenizer.model", "tokenizer.model");
-    t = LoadModelTokenizer(Dir());
+    t = LoadModelTokenizer(Dir(), kMaxTokenId);
     ASSERT_TRUE(t.ok()) << t.status();
     EXPECT_STREQ((*t)->kind(), "SentencePiece");
   }
 }
 
 TEST_F(ModelTokenizerTest, NoTokenizerAtAllIsNotFoundNamingBothKinds) {
-  auto t = LoadModelTokenizer(Dir());
+  auto t = LoadModelTokenizer(Dir(), kMaxTokenId);
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(t.status().message(), HasSubstr("tokenizer.json"));
   EXPECT_THAT(t.status().message(), HasSubstr("tokenizer.model"));
