@@ -52,9 +52,12 @@ absl::StatusOr<int32_t> TokenId(const nlohmann::json& value, std::string_view to
 // Whether a node names a SentencePiece-style step anywhere inside it (a
 // Sequence's parts included): Metaspace, ByteFallback, a Replace or Prepend
 // of the metaspace "▁".
-bool HasSentencePieceStep(const nlohmann::json& node) {
+bool HasSentencePieceStep(const nlohmann::json& node, int depth = 0) {
+  if (depth > 32) return false;  // not real; the loaders refuse such nesting
   if (node.is_array()) {
-    return std::any_of(node.begin(), node.end(), HasSentencePieceStep);
+    return std::any_of(node.begin(), node.end(), [depth](const nlohmann::json& n) {
+      return HasSentencePieceStep(n, depth + 1);
+    });
   }
   if (!node.is_object()) return false;
   const auto type = node.find("type");
@@ -67,7 +70,9 @@ bool HasSentencePieceStep(const nlohmann::json& node) {
     }
   }
   for (const char* list : {"pretokenizers", "normalizers", "decoders"}) {
-    if (const auto it = node.find(list); it != node.end() && HasSentencePieceStep(*it)) return true;
+    if (const auto it = node.find(list); it != node.end() && HasSentencePieceStep(*it, depth + 1)) {
+      return true;
+    }
   }
   return false;
 }

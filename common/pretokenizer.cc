@@ -10,6 +10,8 @@
 namespace shift {
 namespace {
 
+constexpr int kMaxSequenceDepth = 32;
+
 // The pattern ByteLevel applies when use_regex is true (GPT-2's).
 constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -34,12 +36,18 @@ absl::StatusOr<PreTokenizer> PreTokenizer::FromJson(const nlohmann::json& node) 
 
 // Flattens `node` into steps. May throw nlohmann::json::exception on a
 // malformed node; FromJson turns that into a status.
-absl::Status PreTokenizer::AddSteps(const nlohmann::json& node, std::vector<Step>* steps) {
+absl::Status PreTokenizer::AddSteps(const nlohmann::json& node, std::vector<Step>* steps,
+                                    int depth) {
   if (node.is_null()) return absl::OkStatus();
   const std::string type = node.at("type").get<std::string>();
   if (type == "Sequence") {
+    // Real files nest one or two; a hostile one deep enough overflows the stack.
+    if (depth >= kMaxSequenceDepth) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pre_tokenizer Sequences nested deeper than ", kMaxSequenceDepth));
+    }
     for (const auto& child : node.at("pretokenizers"))
-      SHIFT_RETURN_IF_ERROR(AddSteps(child, steps));
+      SHIFT_RETURN_IF_ERROR(AddSteps(child, steps, depth + 1));
     return absl::OkStatus();
   }
   if (type == "ByteLevel") {

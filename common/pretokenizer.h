@@ -51,7 +51,7 @@ class PreTokenizer {
     bool add_prefix_space = false;
   };
 
-  static absl::Status AddSteps(const nlohmann::json& node, std::vector<Step>* steps);
+  static absl::Status AddSteps(const nlohmann::json& node, std::vector<Step>* steps, int depth = 0);
   static absl::Status ApplyStep(const Step& step, std::string_view piece,
                                 std::vector<std::string>* out);
 

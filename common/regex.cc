@@ -19,6 +19,7 @@ constexpr uint32_t kMaxCount = 1000;
 // Recursion frames for one match attempt; only repetitions of multi-codepoint
 // groups grow with the input, and those are cut off here.
 constexpr int kMaxDepth = 10000;
+constexpr int kMaxGroupDepth = 256;
 
 uint32_t Bit(UnicodeProperty p) { return 1u << static_cast<int>(p); }
 
@@ -238,6 +239,15 @@ class RegexCompiler {
   }
 
   absl::StatusOr<Ast> ParseGroup() {
+    // Parsing, emitting and freeing recurse per level: a bound keeps a
+    // hostile pattern from overflowing the stack.
+    if (++group_depth_ > kMaxGroupDepth) {
+      return Error(absl::StrCat("groups nested deeper than ", kMaxGroupDepth));
+    }
+    struct Leave {
+      int* depth;
+      ~Leave() { --*depth; }
+    } leave{&group_depth_};
     const bool saved_ci = case_insensitive_;
     std::optional<bool> look_negate;
     if (Consume('?')) {
@@ -568,6 +578,7 @@ class RegexCompiler {
   std::u32string pattern_;
   size_t pos_ = 0;
   bool case_insensitive_ = false;
+  int group_depth_ = 0;
 };
 
 absl::StatusOr<Regex> Regex::Compile(std::string_view pattern) {

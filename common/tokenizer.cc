@@ -18,6 +18,8 @@ using nlohmann::json;
 
 constexpr size_t kMaxTokenizerBytes = size_t{256} << 20;
 constexpr size_t kMaxConfigBytes = size_t{64} << 20;
+// Sequences of post-processors nest one deep in real files.
+constexpr int kMaxNesting = 32;
 
 absl::Status Prefixed(const absl::Status& status, const std::string& prefix) {
   return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
@@ -44,9 +46,12 @@ absl::StatusOr<int32_t> PairId(const json& node, const char* field, const Tokeni
 }
 
 // Wraps `inner` in the template of one post_processor node.
-absl::Status ApplyPostProcessor(const json& node, const Tokenizer& tokenizer,
-                                PromptTemplate* inner) {
+absl::Status ApplyPostProcessor(const json& node, const Tokenizer& tokenizer, PromptTemplate* inner,
+                                int depth = 0) {
   if (node.is_null()) return absl::OkStatus();
+  if (depth > kMaxNesting) {
+    return absl::InvalidArgumentError(absl::StrCat("nested deeper than ", kMaxNesting));
+  }
   if (!node.is_object() || !node.contains("type") || !node["type"].is_string()) {
     return absl::InvalidArgumentError("must be an object with a type");
   }
@@ -60,7 +65,7 @@ absl::Status ApplyPostProcessor(const json& node, const Tokenizer& tokenizer,
       return absl::InvalidArgumentError("Sequence needs a processors list");
     }
     for (const json& processor : *processors) {
-      SHIFT_RETURN_IF_ERROR(ApplyPostProcessor(processor, tokenizer, inner));
+      SHIFT_RETURN_IF_ERROR(ApplyPostProcessor(processor, tokenizer, inner, depth + 1));
     }
     return absl::OkStatus();
   } else if (type == "BertProcessing" || type == "RobertaProcessing") {

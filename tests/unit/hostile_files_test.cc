@@ -267,5 +267,38 @@ TEST(HostileFilesTest, GenerationConfigOfWrongTypesIsAClearError) {
   EXPECT_TRUE(ParseGenerationConfig(R"({"temperature": null, "top_k": 0})", "g").ok());
 }
 
+TEST(HostileFilesTest, DeepNestingIsRefusedNotAStackOverflow) {
+  // 15,000 levels crashed the router and the ranks (stack overflow).
+  constexpr int kDepth = 15000;
+  nlohmann::json t = MinimalTokenizer();
+  std::string pre = R"({"type": "ByteLevel", "add_prefix_space": false})";
+  for (int i = 0; i < kDepth; ++i) pre = R"({"type": "Sequence", "pretokenizers": [)" + pre + "]}";
+  t["pre_tokenizer"] = nlohmann::json::parse(pre);
+  auto loaded = Tokenizer::FromJson(t.dump());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(), HasSubstr("nested deeper than"));
+
+  t = MinimalTokenizer();
+  const std::string groups = std::string(kDepth, '(') + "a" + std::string(kDepth, ')');
+  t["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", groups}}}, {"behavior", "Isolated"}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}}}}};
+  loaded = Tokenizer::FromJson(t.dump());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(), HasSubstr("groups nested deeper than"));
+
+  testing::TestTempDir dir;
+  t = MinimalTokenizer();
+  std::string post = R"({"type": "ByteLevel"})";
+  for (int i = 0; i < kDepth; ++i) post = R"({"type": "Sequence", "processors": [)" + post + "]}";
+  t["post_processor"] = nlohmann::json::parse(post);
+  std::ofstream(dir.Sub("tokenizer.json")) << t.dump();
+  auto model = LoadModelTokenizer(dir.path().string(), kMaxTokenId);
+  ASSERT_FALSE(model.ok());
+  EXPECT_THAT(model.status().message(), HasSubstr("post_processor: nested deeper than"));
+}
+
 }  // namespace
 }  // namespace shift
