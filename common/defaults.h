@@ -46,6 +46,9 @@ inline constexpr int64_t kMaxRequestIdBytes = 256;
 inline constexpr uint32_t kMaxTopLogprobs = 20;  // alternatives per token
 // The rendezvous store, per group: keys, bytes of one key, bytes of one
 // value (a Gloo address list is 136 bytes a rank).
+// KV blocks a rank may register: the router keeps about 4·block_size + 80
+// bytes per block (README's memory formula), 600 MiB at this bound.
+inline constexpr int64_t kMaxKvBlocks = int64_t{1} << 22;
 inline constexpr int64_t kMaxRendezvousKeys = 256;
 inline constexpr int64_t kMaxRendezvousKeyBytes = 256;
 inline constexpr int64_t kMaxRendezvousValueBytes = 64 << 10;

@@ -4,6 +4,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/defaults.h"
+#include "common/defaults.h"
 #include "common/status.h"
 
 namespace shift {
@@ -124,6 +126,10 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   } else if (block_size != 0 && reg.block_size() != block_size) {
     refusal =
         absl::StrCat("block size ", reg.block_size(), " differs from the group's ", block_size);
+  } else if (reg.kv_blocks() < 1 || reg.kv_blocks() > defaults::kMaxKvBlocks) {
+    // The router holds state per block: an absurd count would exhaust it.
+    refusal =
+        absl::StrCat("kv_blocks ", reg.kv_blocks(), " is outside 1..", defaults::kMaxKvBlocks);
   } else if (sp_degree != 0 && rank_sp != sp_degree) {
     // Its shard of the weights is another layout's: every rank of a group
     // must be started with the router's --sp_degree.

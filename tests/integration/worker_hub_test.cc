@@ -26,7 +26,7 @@ using ::testing::Not;
 class FakeRank {
  public:
   FakeRank(const std::shared_ptr<grpc::Channel>& channel, uint32_t group, uint32_t rank,
-           const std::string& fingerprint, uint32_t sp_degree = 0)
+           const std::string& fingerprint, uint32_t sp_degree = 0, uint32_t kv_blocks = 64)
       : stub_(rpc::Worker::NewStub(channel)) {
     ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     stream_ = stub_->Connect(&ctx_);
@@ -35,7 +35,7 @@ class FakeRank {
     reg->set_group(group);
     reg->set_rank(rank);
     reg->set_world_size(1);
-    reg->set_kv_blocks(64);
+    reg->set_kv_blocks(kv_blocks);
     reg->set_block_size(16);
     reg->set_model_fingerprint(fingerprint);
     reg->set_sp_degree(sp_degree);
@@ -133,6 +133,19 @@ TEST_F(WorkerHubTest, RanksOfAnotherLayoutAreRefused) {
   FakeRank unnamed(channel_, 0, 0, "the-real-model");
   EXPECT_TRUE(unnamed.Welcomed());
   unnamed.Finish();
+}
+
+// 2^32 - 1 blocks made the router allocate until std::bad_alloc aborted it.
+TEST_F(WorkerHubTest, AbsurdKvBlockCountsAreRefusedAtRegistration) {
+  for (const uint32_t blocks : {0u, 4294967295u, (1u << 22) + 1}) {
+    FakeRank absurd(channel_, 0, 0, "the-real-model", 0, blocks);
+    const grpc::Status refused = absurd.Refusal();
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << blocks;
+    EXPECT_THAT(refused.error_message(), HasSubstr("kv_blocks")) << blocks;
+  }
+  FakeRank most(channel_, 0, 0, "the-real-model", 0, 1u << 22);
+  EXPECT_TRUE(most.Welcomed());
+  most.Finish();
 }
 
 TEST_F(WorkerHubTest, ALiveRankIsNeverReplacedButARestartedOneGetsIn) {
