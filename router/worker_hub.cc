@@ -5,7 +5,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/defaults.h"
-#include "common/defaults.h"
 #include "common/status.h"
 
 namespace shift {
