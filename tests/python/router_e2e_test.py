@@ -16,6 +16,7 @@ import concurrent.futures
 import json
 import os
 import random
+import resource
 import re
 import shutil
 import signal
@@ -267,6 +268,10 @@ class RouterE2ETest(unittest.TestCase):
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, request)
                 self.assertTrue(e.exception.details(), request)
             self.assertEqual(good.result()[0], want)
+        # The refused value as sent, not rounded to the value allowed.
+        with self.assertRaises(grpc.RpcError) as e:
+            c.generate(text=prompt, max_tokens=4, top_p=1.0000001)
+        self.assertIn("got 1.00000012", e.exception.details())
         # A message over --max_request_bytes (4 MiB) is refused whole.
         with self.assertRaises(grpc.RpcError) as e:
             c.generate(text="a" * (5 << 20), max_tokens=4)
@@ -374,12 +379,20 @@ class RouterE2ETest(unittest.TestCase):
             [ROUTER, "--model=" + self.model, "--host=127.0.0.1", "--port=0", "--metrics_port=0",
              "--internal_port=0",
              "--ports_file=" + ports, "--world_size=2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            # Started with a low soft limit on open files, as many systems set it.
+            preexec_fn=lambda: resource.setrlimit(
+                resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
         try:
             deadline = time.time() + 30
             while not (os.path.exists(ports) and read(ports).endswith("\n")):
                 self.assertLess(time.time(), deadline, "the router did not start")
                 time.sleep(0.05)
+            # Idle connections alone reach 1,024: the router raises its soft
+            # limit to the hard one.
+            limits = read("/proc/%d/limits" % router.pid)
+            soft, hard = re.search(r"^Max open files\s+(\S+)\s+(\S+)", limits, re.M).groups()
+            self.assertEqual(soft, hard)
             fields = dict(kv.split("=") for kv in read(ports).split())
             c = shift_client.Client("127.0.0.1:" + fields["grpc"])
             self.assertEqual(c.health(), 2)  # NOT_SERVING
