@@ -127,7 +127,15 @@ Router::Router(RouterOptions options, const ModelConfig& config, const Tokenizer
       metrics_(metrics),
       clock_(clock),
       started_(clock->Now()),
-      policy_(std::move(policy)) {}
+      policy_(std::move(policy)) {
+  int64_t longest = 1;
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
+    if (const auto bytes = tokenizer.TokenBytes(id)) {
+      longest = std::max<int64_t>(longest, static_cast<int64_t>(bytes->size()));
+    }
+  }
+  max_prompt_bytes_ = options_.scheduler.max_model_len * longest;
+}
 
 Router::~Router() {
   Stop();
@@ -328,6 +336,15 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
                      " tokens, over --max_model_len (", options_.scheduler.max_model_len, ")"));
   }
   auto r = std::make_unique<Request>();
+  // Refused by its length before the slow part, tokenizing: no token is
+  // longer than the vocabulary's longest, so more bytes than that many
+  // tokens of it cannot fit in --max_model_len.
+  if (request.has_text() && static_cast<int64_t>(request.text().size()) > max_prompt_bytes_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the prompt has ", request.text().size(), " bytes, more than ", max_prompt_bytes_,
+        " (--max_model_len ", options_.scheduler.max_model_len, " tokens of at most ",
+        max_prompt_bytes_ / options_.scheduler.max_model_len, " bytes)"));
+  }
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
       auto ids = tokenizer_.EncodePrompt(

@@ -165,7 +165,8 @@ class Router {
   void OnStreamStalled(uint64_t id);
 
   const RouterOptions options_;
-  const ModelConfig config_;  // with generation_config.json's EOS ids
+  const ModelConfig config_;      // with generation_config.json's EOS ids
+  int64_t max_prompt_bytes_ = 0;  // longer text cannot fit in max_model_len tokens
   const Tokenizer& tokenizer_;
   WorkerHub* hub_;
   RouterMetrics* metrics_;

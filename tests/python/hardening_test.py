@@ -1,0 +1,87 @@
+"""Attacks of a hostile client on the loopback, with real processes: each
+used to hurt the service (see the README's "Security").
+
+- The probe's heartbeat starvation: concurrent prompts of MiBs of spaces,
+  each once tokenized for seconds on gRPC's threads before being refused,
+  are refused by their length before any tokenizing, so the ranks'
+  heartbeats are not delayed, the group is not re-formed and other requests
+  are served."""
+
+import concurrent.futures
+import os
+import shutil
+import sys
+import tempfile
+import time
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, make_model  # noqa: E402
+
+PROMPT = "Once upon a time, in a data center far away"
+
+
+class LargePromptTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="shift-hardening-")
+        cls.model = make_model(os.path.join(cls.tmp, "model"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_megabytes_of_spaces_do_not_starve_heartbeats(self):
+        c = Cluster(self.tmp, "slow", self.model, world_size=2,
+                    router_flags=["--heartbeat_timeout_s=2"])
+        try:
+            generation = c.client.status()["groups"][0]["generation"]
+            spaces = " " * ((4 << 20) - 64)  # under the 4 MiB message limit
+
+            def attack():
+                try:
+                    c.client.generate(text=spaces, max_tokens=1, timeout=60)
+                except grpc.RpcError as e:
+                    return e.code()
+                return None
+
+            started = time.time()
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                attacks = [pool.submit(attack) for _ in range(18)]  # three rounds of six
+                served = 0
+                while not all(a.done() for a in attacks):
+                    ids = c.client.generate(text=PROMPT, max_tokens=4, temperature=0.0,
+                                            timeout=60)[0]
+                    self.assertEqual(len(ids), 4)
+                    served += 1
+                    self.assertLess(time.time() - started, 120, "the attack did not end")
+                codes = [a.result() for a in attacks]
+            self.assertEqual(codes, [grpc.StatusCode.INVALID_ARGUMENT] * 18)
+            self.assertGreater(served, 0)
+            status = c.client.status()["groups"][0]
+            self.assertTrue(status["ready"])
+            self.assertEqual(status["generation"], generation, c.all_logs())
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+    def test_text_longer_than_the_context_can_hold_is_refused_by_its_length(self):
+        c = Cluster(self.tmp, "short", self.model, world_size=1,
+                    router_flags=["--max_model_len=64"])
+        try:
+            started = time.time()
+            with self.assertRaises(grpc.RpcError) as e:
+                c.client.generate(text=" " * (3 << 20), max_tokens=1)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("bytes, more than", e.exception.details())
+            self.assertLess(time.time() - started, 2)
+            self.assertEqual(len(c.client.generate(text=PROMPT, max_tokens=4)[0]), 4)
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+
+if __name__ == "__main__":
+    unittest.main()
