@@ -80,7 +80,7 @@ TEST_F(MkModelTest, Fp8ProjectionsLoadDequantized) {
     EXPECT_EQ(view->dtype, projection ? DType::kF8E4M3 : DType::kBF16) << spec.name;
     if (!projection) continue;
     const int64_t rows = spec.shape[0], cols = spec.shape[1];
-    const TensorView* scale = files->checkpoint->Find(WeightScaleName(spec.name));
+    const TensorView* scale = files->checkpoint->Find(WeightScaleName(files->config, spec.name));
     ASSERT_NE(scale, nullptr) << spec.name;
     EXPECT_EQ(scale->shape, (std::vector<int64_t>{rows, 1}));
     std::vector<float> got(rows * cols), scales(rows);
