@@ -113,11 +113,16 @@ bool BoolOr(const json& o, const char* key, bool otherwise) {
 }
 
 // A block size list ([128, 128]: weight_block_size or block_structure);
-// shift runs 128 × 128 blocks only.
+// shift runs 128 × 128 blocks only. Absent, it is 128 × 128 where
+// `defaults` (transformers' FineGrainedFP8Config), else an error.
 absl::Status ParseBlock(const json& q, absl::string_view source, const char* field,
-                        const std::string& path, int64_t* block) {
+                        const std::string& path, bool defaults, int64_t* block) {
   auto it = q.find(field);
-  if (it == q.end() || it->is_null()) return FieldError(source, path, "is missing");
+  if (it == q.end() || it->is_null()) {
+    if (!defaults) return FieldError(source, path, "is missing");
+    *block = 128;
+    return absl::OkStatus();
+  }
   if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() ||
       !(*it)[1].is_number_integer()) {
     return FieldError(source, path, "must be a list of two integers, [128, 128]");
@@ -161,7 +166,8 @@ absl::Status ParseFp8Method(const json& q, absl::string_view source, ModelConfig
                      "\" is not supported (dynamic: activations are quantized at run time)"));
   }
   SHIFT_RETURN_IF_ERROR(ParseBlock(q, source, "weight_block_size",
-                                   "quantization_config.weight_block_size", &fp8.block));
+                                   "quantization_config.weight_block_size", /*defaults=*/true,
+                                   &fp8.block));
   SHIFT_RETURN_IF_ERROR(ParseIgnore(q, source, "modules_to_not_convert", &fp8));
   config->quantization = std::move(fp8);
   return absl::OkStatus();
@@ -205,7 +211,8 @@ absl::Status ParseQuantization(const json& j, absl::string_view source, ModelCon
   }
   if (strategy == "block") {
     SHIFT_RETURN_IF_ERROR(ParseBlock(*weights, source, "block_structure",
-                                     "quantization_config weights.block_structure", &fp8.block));
+                                     "quantization_config weights.block_structure",
+                                     /*defaults=*/false, &fp8.block));
   } else if (strategy != "channel" && strategy != "tensor") {
     return FieldError(source, "quantization_config weights.strategy",
                       absl::StrCat("is \"", strategy, "\" (channel, tensor or block)"));
@@ -301,6 +308,8 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   // a remainder would silently drop part of every projection.
   if (auto it = j.find("head_dim"); it != j.end() && !it->is_null()) {
     SHIFT_RETURN_IF_ERROR(GetInt(j, source, "head_dim", &c.head_dim));
+  } else if (c.architecture == "Qwen3ForCausalLM") {
+    c.head_dim = 128;  // Qwen3Config's default, whatever the width
   } else if (c.num_attention_heads > 0) {
     if (c.hidden_size % c.num_attention_heads != 0) {
       return FieldError(

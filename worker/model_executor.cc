@@ -48,11 +48,13 @@ std::string SplitProblem(const ModelConfig& c, const GroupLayout& layout) {
 }
 
 // Device bytes of the weights rank `rank` of `layout` loads: its
-// projections as FP8 codes in an FP8 checkpoint, every other value
-// `element` bytes (the backend's).
+// projections as FP8 codes in an FP8 checkpoint with per-row scales, every
+// other value `element` bytes (the backend's; block-scaled FP8 weights are
+// dequantized on load).
 double ShardBytes(const ModelConfig& c, const GroupLayout& layout, int rank, double element) {
   const RankWeights w = WeightsOfRank(c, layout, rank, kernels::kPanelWidth);
-  return w.projections * (c.quantization ? 1.0 : element) + w.other * element;
+  const bool fp8_codes = c.quantization && c.quantization->block == 0;
+  return w.projections * (fp8_codes ? 1.0 : element) + w.other * element;
 }
 
 // Why this rank's weights and KV cache do not fit in the device's free

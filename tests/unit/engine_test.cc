@@ -1,6 +1,8 @@
 // The single-rank engine against a naive full-sequence forward (no paging, no
 // batching, double accumulation), and bit-for-bit invariance of a sequence's
-// logits and tokens to batching and to how its prefill is chunked.
+// logits and tokens to batching and to how its prefill is chunked: Llama,
+// Qwen 2 and 3, FP8 with per-channel and 128x128 block scales, and
+// Mistral's sliding window.
 #include "worker/engine.h"
 
 #include <algorithm>
@@ -236,52 +238,71 @@ enum class TestModel {
   kMistralWindow
 };
 
-class EngineTest : public ::testing::TestWithParam<TestModel> {
- protected:
-  void SetUp() override {
-    MkModelOptions options;
-    options.config = *PresetConfig("tiny");
-    options.seed = 17;
-    options.dtype = GetParam() == TestModel::kLlamaFp8 ? DType::kF8E4M3 : DType::kF32;
-    switch (GetParam()) {
-      case TestModel::kQwen2:
-        options.config.architecture = "Qwen2ForCausalLM";
-        options.config.attention_bias = true;
-        options.config.tie_word_embeddings = true;
-        break;
-      case TestModel::kQwen3:
-        options.config = *PresetConfig("tiny-qwen3");
-        break;
-      case TestModel::kQwen3Fp8BlockWide:
-        options.config = *PresetConfig("tiny-qwen3");
+// Writes `model` into `dir` and opens it.
+std::unique_ptr<ModelFiles> WriteModel(TestModel model, const std::string& dir) {
+  MkModelOptions options;
+  options.config = *PresetConfig("tiny");
+  options.seed = 17;
+  options.dtype = model == TestModel::kLlamaFp8 ? DType::kF8E4M3 : DType::kF32;
+  switch (model) {
+    case TestModel::kQwen2:
+      options.config.architecture = "Qwen2ForCausalLM";
+      options.config.attention_bias = true;
+      options.config.tie_word_embeddings = true;
+      break;
+    case TestModel::kQwen3:
+      options.config = *PresetConfig("tiny-qwen3");
+      break;
+    case TestModel::kQwen3Fp8Block:
+    case TestModel::kQwen3Fp8BlockWide:
+      options.config = *PresetConfig("tiny-qwen3");
+      if (model == TestModel::kQwen3Fp8BlockWide) {
         options.config.num_attention_heads = 8;
         options.config.hidden_size = 128;
         options.config.intermediate_size = 320;  // two whole blocks and a partial one
-        [[fallthrough]];
-      case TestModel::kQwen3Fp8Block:
-        if (GetParam() == TestModel::kQwen3Fp8Block) options.config = *PresetConfig("tiny-qwen3");
-        options.dtype = DType::kF8E4M3;
-        options.fp8_block = 128;
-        break;
-      case TestModel::kMistralWindow:
-        options.config = *PresetConfig("tiny-mistral");
-        break;
-      default:
-        break;
-    }
-    ASSERT_TRUE(WriteRandomModel(tmp_.Sub("model"), options).ok());
-    auto files = OpenModelFiles(tmp_.Sub("model"));
-    ASSERT_TRUE(files.ok()) << files.status();
-    files_ = std::make_unique<ModelFiles>(*std::move(files));
+      }
+      options.dtype = DType::kF8E4M3;
+      options.fp8_block = 128;
+      break;
+    case TestModel::kMistralWindow:
+      options.config = *PresetConfig("tiny-mistral");
+      break;
+    default:
+      break;
   }
+  EXPECT_TRUE(WriteRandomModel(dir, options).ok());
+  auto files = OpenModelFiles(dir);
+  EXPECT_TRUE(files.ok()) << files.status();
+  return files.ok() ? std::make_unique<ModelFiles>(*std::move(files)) : nullptr;
+}
 
-  std::unique_ptr<Engine> NewEngine() {
-    EngineOptions options;
-    options.kv_cache_bytes = 8 << 20;
-    options.block_size = 4;
-    auto engine = Engine::Create(*files_, options);
-    EXPECT_TRUE(engine.ok()) << engine.status();
-    return *std::move(engine);
+std::unique_ptr<Engine> NewEngine(const ModelFiles& files) {
+  EngineOptions options;
+  options.kv_cache_bytes = 8 << 20;
+  options.block_size = 4;
+  auto engine = Engine::Create(files, options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? *std::move(engine) : nullptr;
+}
+
+class EngineTest : public ::testing::TestWithParam<TestModel> {
+ protected:
+  void SetUp() override {
+    files_ = WriteModel(GetParam(), tmp_.Sub("model"));
+    ASSERT_NE(files_, nullptr);
+  }
+  std::unique_ptr<Engine> NewEngine() { return shift::NewEngine(*files_); }
+
+  testing::TestTempDir tmp_;
+  std::unique_ptr<ModelFiles> files_;
+};
+
+// Mistral's 16-token sliding window.
+class SlidingWindowTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    files_ = WriteModel(TestModel::kMistralWindow, tmp_.Sub("model"));
+    ASSERT_NE(files_, nullptr);
   }
 
   testing::TestTempDir tmp_;
@@ -422,12 +443,10 @@ TEST_P(EngineTest, BadStepsAreRefusedWithoutDamage) {
 
 // Mistral's window over long prompts: 100-token prompts prefilled in chunks
 // of several sizes (a chunk's queries straddle the window's edge, and most
-// of each prompt falls out of it), then decodes, against the naive forward;
-// and a window reaching past the context changes no bit.
-TEST_P(EngineTest, SlidingWindowOverLongPromptsInChunksMatchesNaiveForward) {
-  if (GetParam() != TestModel::kMistralWindow) GTEST_SKIP() << "a sliding-window model only";
+// of each prompt falls out of it), then decodes, against the naive forward.
+TEST_F(SlidingWindowTest, LongPromptsInChunksMatchTheNaiveForward) {
   ASSERT_EQ(files_->config.sliding_window, 16);
-  auto engine = NewEngine();
+  auto engine = NewEngine(*files_);
   Driver driver(engine.get());
   const int32_t vocab = 900;
   driver.Add(1, Prompt(100, 11, vocab));
@@ -452,19 +471,17 @@ TEST_P(EngineTest, SlidingWindowOverLongPromptsInChunksMatchesNaiveForward) {
   EXPECT_GT(MaxRelativeError(s.logits[0], NaiveModel(full).LastLogits(s.history[0])), 1e-3);
 }
 
-TEST_P(EngineTest, WindowAsLongAsTheContextChangesNothing) {
-  if (GetParam() != TestModel::kMistralWindow) GTEST_SKIP() << "a sliding-window model only";
+// A window as long as any context can be (max_position_embeddings) gives
+// the bits of no window at all.
+TEST_F(SlidingWindowTest, AWindowAsLongAsTheContextChangesNothing) {
   const auto prompt = Prompt(40, 21, 900);
   std::vector<std::vector<std::vector<float>>> logits;
   for (int64_t window : {int64_t{0}, files_->config.max_position_embeddings}) {
     ModelFiles files = *OpenModelFiles(tmp_.Sub("model"));
     files.config.sliding_window = window;
-    EngineOptions options;
-    options.kv_cache_bytes = 8 << 20;
-    options.block_size = 4;
-    auto engine = Engine::Create(files, options);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    Driver d(engine->get());
+    auto engine = NewEngine(files);
+    ASSERT_NE(engine, nullptr);
+    Driver d(engine.get());
     d.Add(1, prompt);
     d.Step({{1, 40}});
     for (int i = 0; i < 4; ++i) d.Decode({1});

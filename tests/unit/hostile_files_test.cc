@@ -165,12 +165,15 @@ TEST(HostileFilesTest, FP8BlocksOtherThan128AreRefused) {
   EXPECT_TRUE(ParseModelConfig(c.dump(), "config.json").ok());
   for (const nlohmann::json& block :
        {nlohmann::json{64, 64}, nlohmann::json{128, 64}, nlohmann::json{128}, nlohmann::json("128"),
-        nlohmann::json{}}) {
+        nlohmann::json::array()}) {
     c["quantization_config"]["weight_block_size"] = block;
     ExpectRefused(c, "weight_block_size");
   }
+  // Absent, transformers reads 128 x 128.
   c["quantization_config"].erase("weight_block_size");
-  ExpectRefused(c, "weight_block_size");
+  auto defaulted = ParseModelConfig(c.dump(), "config.json");
+  ASSERT_TRUE(defaulted.ok()) << defaulted.status();
+  EXPECT_EQ(defaulted->quantization->block, 128);
   // compressed-tensors' strategy "block" says the same in block_structure.
   const nlohmann::json fp8 = {{"num_bits", 8}, {"type", "float"}};
   nlohmann::json weights = fp8;

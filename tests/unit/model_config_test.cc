@@ -152,6 +152,7 @@ TEST(ModelConfigTest, ReadsSlidingWindowsAsTransformersDoes) {
   auto off = ParseModelConfig("{" + qwen + "}", "c");
   ASSERT_TRUE(off.ok()) << off.status();
   EXPECT_EQ(off->AttentionWindow(2), 0);
+  EXPECT_EQ(off->head_dim, 128);  // Qwen3Config's default, not 64 / 4
   auto on = ParseModelConfig("{" + qwen + R"(, "use_sliding_window": true})", "c");
   ASSERT_TRUE(on.ok()) << on.status();
   EXPECT_EQ(on->AttentionWindow(0), 0);

@@ -36,7 +36,9 @@ ModelConfig Llama70b() {
   absl::StatusOr<ModelConfig> c = PresetConfig("llama3-70b");
   EXPECT_TRUE(c.ok()) << c.status();
   ModelConfig config = c.ok() ? *c : ModelConfig();
-  config.quantization = Fp8Quantization{true, {"lm_head"}};
+  Fp8Quantization per_channel;  // compressed-tensors, one scale per output channel
+  per_channel.ignore = {"lm_head"};
+  config.quantization = per_channel;
   return config;
 }
 
