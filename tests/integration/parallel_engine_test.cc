@@ -85,7 +85,9 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
     auto files = OpenModelFiles(tmp_.Sub("model"));
     ASSERT_TRUE(files.ok()) << files.status();
     files_ = std::make_unique<ModelFiles>(*std::move(files));
-    recording_ = RecordSingleRank(*files_);
+    // A 16-token window over 100-token prompts in chunks.
+    recording_ = RecordSingleRank(
+        *files_, family == kMistralWindow ? testing::LongPrompts() : testing::ShortPrompts());
   }
 
   // Replays the recording on a group with `modes[i]` for step i; returns the
