@@ -93,6 +93,10 @@ int Main() {
     c.qk_norm = arch == "Qwen3ForCausalLM";
   }
   if (const int64_t window = absl::GetFlag(FLAGS_sliding_window); window >= 0) {
+    if (window > 0 && c.architecture == "LlamaForCausalLM") {
+      return ReportFailure(absl::InvalidArgumentError(
+          "--sliding_window needs MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM"));
+    }
     c.sliding_window = window;
     c.max_window_layers = 0;
   }
