@@ -112,7 +112,69 @@ bool BoolOr(const json& o, const char* key, bool otherwise) {
   return it != o.end() && it->is_boolean() ? it->get<bool>() : otherwise;
 }
 
-// quantization_config: FP8 in the compressed-tensors layout, or nothing.
+// A block size list ([128, 128]: weight_block_size or block_structure);
+// shift runs 128 × 128 blocks only. Absent, it is 128 × 128 where
+// `defaults` (transformers' FineGrainedFP8Config), else an error.
+absl::Status ParseBlock(const json& q, absl::string_view source, const char* field,
+                        const std::string& path, bool defaults, int64_t* block) {
+  auto it = q.find(field);
+  if (it == q.end() || it->is_null()) {
+    if (!defaults) return FieldError(source, path, "is missing");
+    *block = 128;
+    return absl::OkStatus();
+  }
+  if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() ||
+      !(*it)[1].is_number_integer()) {
+    return FieldError(source, path, "must be a list of two integers, [128, 128]");
+  }
+  const int64_t rows = (*it)[0].get<int64_t>(), cols = (*it)[1].get<int64_t>();
+  if (rows != 128 || cols != 128) {
+    return FieldError(
+        source, path,
+        absl::StrCat("is [", rows, ", ", cols, "]; only 128 x 128 block scales are supported"));
+  }
+  *block = 128;
+  return absl::OkStatus();
+}
+
+absl::Status ParseIgnore(const json& q, absl::string_view source, const char* field,
+                         Fp8Quantization* fp8) {
+  auto ignore = q.find(field);
+  if (ignore == q.end() || ignore->is_null()) return absl::OkStatus();
+  const std::string path = absl::StrCat("quantization_config.", field);
+  if (!ignore->is_array()) return FieldError(source, path, "must be a list");
+  for (const json& name : *ignore) {
+    if (!name.is_string()) return FieldError(source, path, "must be a list of strings");
+    fp8->ignore.push_back(name.get<std::string>());
+  }
+  return absl::OkStatus();
+}
+
+// quantization_config of quant_method "fp8" (transformers' FP8 layout:
+// E4M3 weights with 128 × 128 block scales, dynamic activations).
+absl::Status ParseFp8Method(const json& q, absl::string_view source, ModelConfig* config) {
+  Fp8Quantization fp8;
+  fp8.per_channel = false;
+  fp8.scale_suffix = "_scale_inv";
+  if (const std::string fmt = StringOr(q, "fmt", "e4m3"); fmt != "e4m3") {
+    return FieldError(source, "quantization_config.fmt",
+                      absl::StrCat("is \"", fmt, "\" (only e4m3 is supported)"));
+  }
+  if (const std::string scheme = StringOr(q, "activation_scheme", "dynamic"); scheme != "dynamic") {
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": quantization_config.activation_scheme \"", scheme,
+                     "\" is not supported (dynamic: activations are quantized at run time)"));
+  }
+  SHIFT_RETURN_IF_ERROR(ParseBlock(q, source, "weight_block_size",
+                                   "quantization_config.weight_block_size", /*defaults=*/true,
+                                   &fp8.block));
+  SHIFT_RETURN_IF_ERROR(ParseIgnore(q, source, "modules_to_not_convert", &fp8));
+  config->quantization = std::move(fp8);
+  return absl::OkStatus();
+}
+
+// quantization_config: FP8 in the compressed-tensors or transformers' fp8
+// layout, or nothing.
 absl::Status ParseQuantization(const json& j, absl::string_view source, ModelConfig* config) {
   auto it = j.find("quantization_config");
   if (it == j.end() || it->is_null()) return absl::OkStatus();
@@ -120,10 +182,11 @@ absl::Status ParseQuantization(const json& j, absl::string_view source, ModelCon
   if (!it->is_object()) return FieldError(source, field, "must be an object or null");
   const json& q = *it;
   const std::string method = StringOr(q, "quant_method", "");
+  if (method == "fp8") return ParseFp8Method(q, source, config);
   if (method != "compressed-tensors") {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": quantization_config.quant_method \"", method,
-        "\" is not supported (shift reads FP8 weights in the compressed-tensors layout)"));
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": quantization_config.quant_method \"", method,
+                     "\" is not supported (shift reads FP8 weights: compressed-tensors or fp8)"));
   }
   if (const std::string format = StringOr(q, "format", "float-quantized");
       format != "float-quantized") {
@@ -146,15 +209,13 @@ absl::Status ParseQuantization(const json& j, absl::string_view source, ModelCon
     return absl::UnimplementedError(absl::StrCat(
         source, ": quantized weights must be 8-bit floats (num_bits 8, type \"float\": FP8 E4M3)"));
   }
-  if (strategy == "block" || weights->contains("block_structure")) {
-    return absl::UnimplementedError(
-        absl::StrCat(source,
-                     ": block-wise FP8 weight scales (strategy \"block\") are not supported; "
-                     "use per-channel (strategy \"channel\") or per-tensor scales"));
-  }
-  if (strategy != "channel" && strategy != "tensor") {
+  if (strategy == "block") {
+    SHIFT_RETURN_IF_ERROR(ParseBlock(*weights, source, "block_structure",
+                                     "quantization_config weights.block_structure",
+                                     /*defaults=*/false, &fp8.block));
+  } else if (strategy != "channel" && strategy != "tensor") {
     return FieldError(source, "quantization_config weights.strategy",
-                      absl::StrCat("is \"", strategy, "\" (channel or tensor)"));
+                      absl::StrCat("is \"", strategy, "\" (channel, tensor or block)"));
   }
   fp8.per_channel = strategy == "channel";
   if (auto act = group.find("input_activations"); act != group.end() && !act->is_null()) {
@@ -166,17 +227,55 @@ absl::Status ParseQuantization(const json& j, absl::string_view source, ModelCon
                        "static activation scales are not supported"));
     }
   }
-  if (auto ignore = q.find("ignore"); ignore != q.end() && !ignore->is_null()) {
-    if (!ignore->is_array())
-      return FieldError(source, "quantization_config.ignore", "must be a list");
-    for (const json& name : *ignore) {
-      if (!name.is_string()) {
-        return FieldError(source, "quantization_config.ignore", "must be a list of strings");
-      }
-      fp8.ignore.push_back(name.get<std::string>());
+  SHIFT_RETURN_IF_ERROR(ParseIgnore(q, source, "ignore", &fp8));
+  config->quantization = std::move(fp8);
+  return absl::OkStatus();
+}
+
+// Sliding-window attention as transformers reads each family's config.
+absl::Status ParseSlidingWindow(const json& j, absl::string_view source, ModelConfig* c) {
+  const bool mistral = c->architecture == "MistralForCausalLM";
+  const bool qwen = c->architecture == "Qwen2ForCausalLM" || c->architecture == "Qwen3ForCausalLM";
+  if (!mistral && !qwen) return absl::OkStatus();  // Llama has no window
+  // transformers' defaults when a field is absent: Mistral 4096; Qwen a
+  // window of 4096 from layer 28 on, used only with use_sliding_window.
+  int64_t window = 4096;
+  auto it = j.find("sliding_window");
+  if (it != j.end() && it->is_null()) {
+    window = 0;
+  } else if (it != j.end()) {
+    if (!it->is_number_integer()) {
+      return FieldError(source, "sliding_window", "must be an integer or null");
+    }
+    window = it->get<int64_t>();
+    if (window <= 0) {
+      return FieldError(source, "sliding_window",
+                        absl::StrCat("must be positive (or null for none), got ", window));
     }
   }
-  config->quantization = std::move(fp8);
+  if (qwen) {
+    bool use = false;
+    SHIFT_RETURN_IF_ERROR(GetBool(j, source, "use_sliding_window", &use));
+    c->max_window_layers = 28;
+    SHIFT_RETURN_IF_ERROR(GetInt(j, source, "max_window_layers", &c->max_window_layers));
+    if (c->max_window_layers < 0) {
+      return FieldError(source, "max_window_layers",
+                        absl::StrCat("must not be negative, got ", c->max_window_layers));
+    }
+    if (!use) window = 0;
+  }
+  c->sliding_window = window;
+  if (auto types = j.find("layer_types"); types != j.end() && !types->is_null()) {
+    if (!types->is_array()) return FieldError(source, "layer_types", "must be a list");
+    for (const json& type : *types) {
+      const std::string name = type.is_string() ? type.get<std::string>() : "";
+      if (name != "full_attention" && name != "sliding_attention") {
+        return FieldError(source, "layer_types",
+                          "must list \"full_attention\" or \"sliding_attention\" per layer");
+      }
+      c->sliding_layers.push_back(name == "sliding_attention" && window > 0);
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -192,10 +291,11 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   }
   SHIFT_RETURN_IF_ERROR(GetString(j, source, "model_type", &c.model_type));
   if (c.architecture != "LlamaForCausalLM" && c.architecture != "Qwen2ForCausalLM" &&
-      c.architecture != "MistralForCausalLM") {
-    return absl::UnimplementedError(
-        absl::StrCat(source, ": architecture ", c.architecture,
-                     " is not supported (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)"));
+      c.architecture != "Qwen3ForCausalLM" && c.architecture != "MistralForCausalLM") {
+    return absl::UnimplementedError(absl::StrCat(source, ": architecture ", c.architecture,
+                                                 " is not supported (LlamaForCausalLM, "
+                                                 "Qwen2ForCausalLM, Qwen3ForCausalLM, "
+                                                 "MistralForCausalLM)"));
   }
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "hidden_size", &c.hidden_size, true));
   SHIFT_RETURN_IF_ERROR(GetInt(j, source, "intermediate_size", &c.intermediate_size, true));
@@ -208,6 +308,8 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   // a remainder would silently drop part of every projection.
   if (auto it = j.find("head_dim"); it != j.end() && !it->is_null()) {
     SHIFT_RETURN_IF_ERROR(GetInt(j, source, "head_dim", &c.head_dim));
+  } else if (c.architecture == "Qwen3ForCausalLM") {
+    c.head_dim = 128;  // Qwen3Config's default, whatever the width
   } else if (c.num_attention_heads > 0) {
     if (c.hidden_size % c.num_attention_heads != 0) {
       return FieldError(
@@ -222,9 +324,12 @@ absl::StatusOr<ModelConfig> ParseObject(const json& j, absl::string_view source)
   SHIFT_RETURN_IF_ERROR(ParseRopeScaling(j, source, &c));
   SHIFT_RETURN_IF_ERROR(GetDouble(j, source, "rms_norm_eps", &c.rms_norm_eps));
   SHIFT_RETURN_IF_ERROR(GetBool(j, source, "tie_word_embeddings", &c.tie_word_embeddings));
-  // Qwen 2 always has q/k/v biases; Llama has them only with attention_bias.
+  // Qwen 2 always has q/k/v biases; Llama and Qwen 3 only with
+  // attention_bias. Qwen 3 always normalizes each head of q and k.
   c.attention_bias = c.architecture == "Qwen2ForCausalLM";
   SHIFT_RETURN_IF_ERROR(GetBool(j, source, "attention_bias", &c.attention_bias));
+  c.qk_norm = c.architecture == "Qwen3ForCausalLM";
+  SHIFT_RETURN_IF_ERROR(ParseSlidingWindow(j, source, &c));
   if (auto it = j.find("mlp_bias"); it != j.end() && it->is_boolean() && it->get<bool>()) {
     return absl::UnimplementedError(absl::StrCat(source, ": mlp_bias is not supported"));
   }
@@ -246,8 +351,15 @@ int64_t ModelConfig::NumParameters() const {
                       + hidden_size * (q + 2 * kv) + q * hidden_size  // q, k, v, o
                       + 3 * hidden_size * intermediate_size;          // gate, up, down
   if (attention_bias) per_layer += q + 2 * kv;
+  if (qk_norm) per_layer += 2 * head_dim;
   int64_t embeddings = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
   return embeddings + num_hidden_layers * per_layer + hidden_size;
+}
+
+int64_t ModelConfig::AttentionWindow(int64_t layer) const {
+  if (sliding_window <= 0) return 0;
+  if (!sliding_layers.empty()) return sliding_layers[layer] ? sliding_window : 0;
+  return layer >= max_window_layers ? sliding_window : 0;
 }
 
 absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source) {
@@ -285,6 +397,16 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
     return FieldError(source, "head_dim", absl::StrCat("must be even for RoPE, got ", c.head_dim));
   }
   if (!(c.rms_norm_eps > 0)) return FieldError(source, "rms_norm_eps", "must be positive");
+  if (c.sliding_window < 0) {
+    return FieldError(source, "sliding_window",
+                      absl::StrCat("must be positive (or null for none), got ", c.sliding_window));
+  }
+  if (!c.sliding_layers.empty() &&
+      static_cast<int64_t>(c.sliding_layers.size()) != c.num_hidden_layers) {
+    return FieldError(source, "layer_types",
+                      absl::StrCat("lists ", c.sliding_layers.size(), " layers, not ",
+                                   c.num_hidden_layers, " (num_hidden_layers)"));
+  }
   if (!(c.rope_theta > 0)) return FieldError(source, "rope_theta", "must be positive");
   for (int64_t id : c.eos_token_ids) {
     if (id < 0 || id >= c.vocab_size) {
@@ -341,10 +463,35 @@ std::string ModelConfigToJson(const ModelConfig& c) {
   } else {
     j["rope_scaling"] = nullptr;
   }
-  if (c.quantization) {
+  if (c.architecture == "MistralForCausalLM") {
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  } else if (c.architecture == "Qwen2ForCausalLM" || c.architecture == "Qwen3ForCausalLM") {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    j["max_window_layers"] = c.max_window_layers;
+  }
+  if (!c.sliding_layers.empty()) {
+    json types = json::array();
+    for (bool sliding : c.sliding_layers) {
+      types.push_back(sliding ? "sliding_attention" : "full_attention");
+    }
+    j["layer_types"] = types;
+  }
+  if (c.quantization && c.quantization->scale_suffix == "_scale_inv") {
+    j["quantization_config"] = {
+        {"quant_method", "fp8"},
+        {"fmt", "e4m3"},
+        {"activation_scheme", "dynamic"},
+        {"weight_block_size", {c.quantization->block, c.quantization->block}},
+        {"modules_to_not_convert", c.quantization->ignore}};
+  } else if (c.quantization) {
     const json fp8 = {{"num_bits", 8}, {"type", "float"}, {"symmetric", true}};
     json weights = fp8, activations = fp8;
-    weights["strategy"] = c.quantization->per_channel ? "channel" : "tensor";
+    weights["strategy"] =
+        c.quantization->block > 0 ? "block" : (c.quantization->per_channel ? "channel" : "tensor");
+    if (c.quantization->block > 0) {
+      weights["block_structure"] = {c.quantization->block, c.quantization->block};
+    }
     weights["dynamic"] = false;
     activations["strategy"] = "token";
     activations["dynamic"] = true;

@@ -47,21 +47,27 @@ struct RankWeights {
 RankWeights WeightsOfRank(const ModelConfig& config, const GroupLayout& layout, int rank,
                           int64_t panel);
 
-// The name of a quantized weight's scale: "x.weight" -> "x.weight_scale".
-std::string WeightScaleName(const std::string& weight_name);
+// The name of a quantized weight's scale in `config`'s layout: "x.weight"
+// -> "x.weight_scale" (compressed-tensors) or "x.weight_scale_inv" (fp8).
+std::string WeightScaleName(const ModelConfig& config, const std::string& weight_name);
 
 // Reads tensor `name` of `rows` x `cols` (a vector: rows 1) as fp32. An
-// F8_E4M3 tensor is dequantized with its weight_scale (one per row, [rows,
-// 1] or [rows], or one for the tensor, [] or [1]), which a config without
-// quantization_config refuses. Errors name the tensor.
+// F8_E4M3 tensor is dequantized with its scale (one per row, [rows, 1] or
+// [rows]; one for the tensor, [] or [1]; or, with block scales, one fp32
+// per block x block tile, [ceil(rows / block), ceil(cols / block)]): w =
+// code · scale, one multiply, the same bits every time. A config without
+// quantization_config refuses F8_E4M3. Errors name the file and tensor.
 absl::Status ReadWeightAsF32(const Checkpoint& checkpoint, const ModelConfig& config,
                              const std::string& name, int64_t rows, int64_t cols, float* out);
 
 // An F8_E4M3 weight as stored: its codes (row-major, in the checkpoint's
-// mapped memory: valid while it is open) and the scale of each row.
+// mapped memory: valid while it is open) and its scales: one per row, or
+// (block > 0) one per block x block tile of the whole weight, row-major.
 struct Fp8Weight {
   const unsigned char* codes = nullptr;
   std::vector<float> row_scales;
+  int64_t block = 0;
+  std::vector<float> block_scales;
 };
 // Weight `name` of `rows` x `cols` as FP8 codes and scales; nullopt when it
 // is not F8_E4M3. Scales as ReadWeightAsF32 reads them.

@@ -238,7 +238,7 @@ absl::Status Backend::Attention(const Tensor& q, int64_t heads, const PagedKv& c
   const StepLayout& layout = step.layout();
   const int64_t hd = cache.head_dim;
   SHIFT_RETURN_IF_ERROR(Require(
-      heads > 0 && cache.kv_heads > 0 && heads % cache.kv_heads == 0 &&
+      heads > 0 && cache.kv_heads > 0 && heads % cache.kv_heads == 0 && cache.window >= 0 &&
           q.rows == layout.num_tokens() && q.cols == heads * hd && out.rows == q.rows &&
           out.cols == q.cols,
       op,
@@ -246,9 +246,14 @@ absl::Status Backend::Attention(const Tensor& q, int64_t heads, const PagedKv& c
                    " tokens of ", heads, " heads over ", cache.kv_heads, " kv heads of ", hd)));
   uint64_t flops = 0, bytes = Bytes(q) + Bytes(out);
   const uint64_t per_position = static_cast<uint64_t>(heads * (4 * hd + 3));
-  for (int64_t p : layout.positions) flops += per_position * static_cast<uint64_t>(p + 1);
+  // A sliding window bounds the positions each query reads.
+  auto seen = [&](int64_t positions) {
+    return cache.window > 0 ? std::min(positions, cache.window) : positions;
+  };
+  for (int64_t p : layout.positions) flops += per_position * static_cast<uint64_t>(seen(p + 1));
   for (const StepLayout::Sequence& s : layout.sequences) {
-    const int64_t context = s.start_position + s.num_tokens;
+    const int64_t context =
+        std::min(s.start_position + s.num_tokens, seen(s.start_position + 1) + s.num_tokens - 1);
     bytes += static_cast<uint64_t>(2 * context * cache.kv_heads * hd) * DTypeSize(cache.k.dtype);
   }
   Timer timer(*this, stats_[static_cast<int>(op)], flops, bytes);
@@ -351,6 +356,33 @@ absl::StatusOr<std::unique_ptr<Weight>> Backend::DoUploadWeightFp8(const uint8_t
   std::vector<float> w(static_cast<size_t>(n * k));
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t c = 0; c < k; ++c) w[r * k + c] = F8E4M3ToF32(codes[r * k + c]) * row_scales[r];
+  }
+  return DoUploadWeight(w.data(), part);
+}
+
+absl::StatusOr<std::unique_ptr<Weight>> Backend::UploadWeightFp8Blocks(const uint8_t* codes,
+                                                                       const float* block_scales,
+                                                                       int64_t block,
+                                                                       const WeightPart& part) {
+  if (std::string why = WeightPartProblem(part); !why.empty()) {
+    return absl::InvalidArgumentError(why);
+  }
+  if (block <= 0) return absl::InvalidArgumentError("FP8 block scales need a positive block size");
+  return DoUploadWeightFp8Blocks(codes, block_scales, block, part);
+}
+
+absl::StatusOr<std::unique_ptr<Weight>> Backend::DoUploadWeightFp8Blocks(const uint8_t* codes,
+                                                                         const float* block_scales,
+                                                                         int64_t block,
+                                                                         const WeightPart& part) {
+  const int64_t n = part.rows(), k = part.cols(), tiles = (part.k + block - 1) / block;
+  const int64_t first_col = part.k / kReductionGroups * part.group_begin;
+  std::vector<float> w(static_cast<size_t>(n * k));
+  for (int64_t r = 0; r < n; ++r) {
+    const float* tile_row = block_scales + (part.row_begin + r) / block * tiles;
+    for (int64_t c = 0; c < k; ++c) {
+      w[r * k + c] = F8E4M3ToF32(codes[r * k + c]) * tile_row[(first_col + c) / block];
+    }
   }
   return DoUploadWeight(w.data(), part);
 }

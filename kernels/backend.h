@@ -125,9 +125,12 @@ class RopeTable {
 // One layer's paged K and V for the kv heads a rank holds, each
 // [num_blocks · block_size][kv_heads · head_dim]: the unified layout
 // [blocks][block_size][kv-head shard][head_dim] both modes read and write.
+// `window` > 0 makes the layer's attention a sliding window: a query at
+// position q sees the keys at positions k with 0 <= q - k < window.
 struct PagedKv {
   Tensor k, v;
   int64_t block_size = 0, kv_heads = 0, head_dim = 0;
+  int64_t window = 0;
 };
 
 // One row to sample from, and what to return with the token.
@@ -224,6 +227,15 @@ class Backend {
   absl::StatusOr<std::unique_ptr<Weight>> UploadWeightFp8(const uint8_t* codes,
                                                           const float* row_scales,
                                                           const WeightPart& part);
+  // The same with block scales: `block_scales` holds one fp32 scale per
+  // block × block tile of the whole weight W [n][k] (⌈n/block⌉ × ⌈k/block⌉,
+  // row-major), and the code of W[i][j] is multiplied by the scale of tile
+  // (i / block, j / block), wherever the part's rows and groups cut the
+  // tiles. By default (the CPU) the part is dequantized on the host.
+  absl::StatusOr<std::unique_ptr<Weight>> UploadWeightFp8Blocks(const uint8_t* codes,
+                                                                const float* block_scales,
+                                                                int64_t block,
+                                                                const WeightPart& part);
   virtual absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) = 0;
   virtual absl::StatusOr<std::unique_ptr<StepData>> PrepareStep(StepLayout layout) = 0;
   // A step whose device copy keeps its addresses, for a recorded graph:
@@ -253,7 +265,8 @@ class Backend {
   absl::Status Embedding(const Tensor& table, const StepData& step, int64_t first,
                          const Tensor& out);
   // With `add`, residual += add first (written back); then
-  // out = residual / sqrt(mean(residual²) + eps) · weight, per row.
+  // out = residual / sqrt(mean(residual²) + eps) · weight, per row. `out`
+  // may be `residual` itself (normalized in place).
   absl::Status RmsNorm(const Tensor& residual, const Tensor* add, const Tensor& weight, float eps,
                        const Tensor& out);
   // y = x · Wᵀ over `range` (+ bias, 1 × y.cols, already at the range's
@@ -272,7 +285,8 @@ class Backend {
                        const StepData& step);
   // Causal attention of every token's query heads (q: tokens × heads·head_dim;
   // query head h reads kv head h / (heads / kv_heads)) over its sequence's
-  // cached positions 0 .. its own, K/V already written.
+  // cached positions 0 .. its own (the last cache.window of them with a
+  // sliding window), K/V already written.
   absl::Status Attention(const Tensor& q, int64_t heads, const PagedKv& cache, const StepData& step,
                          float scale, const Tensor& out);
   // out = silu(gate) · up, elementwise.
@@ -314,6 +328,10 @@ class Backend {
   virtual absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeightFp8(const uint8_t* codes,
                                                                     const float* row_scales,
                                                                     const WeightPart& part);
+  virtual absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeightFp8Blocks(const uint8_t* codes,
+                                                                          const float* block_scales,
+                                                                          int64_t block,
+                                                                          const WeightPart& part);
   // A fixed step's device copy refilled from `step`'s (new) layout.
   virtual absl::Status DoUpdateFixedStep(StepData& step) { return absl::OkStatus(); }
   virtual absl::Status DoBeginCapture() {

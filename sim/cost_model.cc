@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/model_schema.h"
@@ -146,13 +147,35 @@ CostModel::Work CostModel::WorkOf(absl::Span<const Chunk> chunks, StepMode step_
   const double d = m.hidden_size, hd = m.head_dim, inter = m.intermediate_size;
   const double hq = m.num_attention_heads, hkv = m.num_key_value_heads;
   const double layers = m.num_hidden_layers, ab = hw_.activation_bytes;
-  double tokens = 0, samples = 0, attention = 0, context = 0;
+  double tokens = 0, samples = 0;
   for (const Chunk& c : chunks) {
     tokens += c.tokens;
     samples += c.sample ? 1 : 0;
-    // Each new token attends every position up to its own.
-    attention += c.tokens * (2.0 * c.start + c.tokens + 1) / 2;
-    context += c.start + c.tokens;
+  }
+  // Each new token attends every position up to its own, or, in a layer
+  // with a sliding window, the last `window` of them; a sequence's KV is
+  // read once per layer, its window's part of it. Per layer, on average
+  // over the layers (the layers of each window at once).
+  std::map<int64_t, int64_t> layers_of_window;
+  for (int64_t l = 0; l < m.num_hidden_layers; ++l) {
+    const int64_t window = m.AttentionWindow(l);
+    ++layers_of_window[window >= m.max_position_embeddings ? 0 : window];  // as the executor
+  }
+  double attention = 0, context = 0;
+  for (const auto& [window, count] : layers_of_window) {
+    const double share = static_cast<double>(count) / static_cast<double>(m.num_hidden_layers);
+    double positions = 0, read = 0;
+    for (const Chunk& c : chunks) {
+      // Σ min(p + 1, window) over the chunk's positions p: an arithmetic
+      // series up to the window, then `window` a token.
+      const double first = c.start + 1.0, last = static_cast<double>(c.start + c.tokens);
+      const double below = window > 0 ? std::clamp(window - first + 1, 0.0, 1.0 * c.tokens)
+                                      : static_cast<double>(c.tokens);
+      positions += below * (2 * first + below - 1) / 2 + (c.tokens - below) * window;
+      read += window > 0 ? std::min(last, window + c.tokens - 1.0) : last;
+    }
+    attention += share * positions;
+    context += share * read;
   }
   w.tokens = tokens;
   w.attention = attention;

@@ -178,16 +178,35 @@ int Main() {
   auto files = OpenModelFiles(dir);
   if (!files.ok()) return ReportFailure(files.status());
   const ModelConfig& c = files->config;
+  std::string features;
+  if (c.rope_scaling) absl::StrAppend(&features, ", llama3 rope scaling x", c.rope_scaling->factor);
+  if (c.attention_bias) absl::StrAppend(&features, ", q/k/v biases");
+  if (c.qk_norm) absl::StrAppend(&features, ", q/k norms per head");
+  if (c.tie_word_embeddings) absl::StrAppend(&features, ", tied embeddings");
+  int64_t windowed = 0;
+  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+    windowed += c.AttentionWindow(layer) > 0 ? 1 : 0;
+  }
+  if (windowed > 0) {
+    absl::StrAppend(&features, ", sliding window ", c.sliding_window, " on ", windowed, " of ",
+                    c.num_hidden_layers, " layers");
+  }
+  if (c.quantization) {
+    absl::StrAppend(
+        &features, ", FP8 weights with ",
+        c.quantization->block > 0
+            ? absl::StrCat(c.quantization->block, "x", c.quantization->block, " block scales")
+            : std::string(c.quantization->per_channel ? "per-channel scales"
+                                                      : "per-tensor scales"));
+  }
   std::printf(
       "model %s: %s, %lld layers, hidden %lld, heads %lld (kv %lld) x %lld, "
-      "intermediate %lld, vocab %lld, context %lld, rope_theta %g%s%s%s\n",
+      "intermediate %lld, vocab %lld, context %lld, rope_theta %g%s\n",
       dir.c_str(), c.architecture.c_str(), static_cast<long long>(c.num_hidden_layers),
       static_cast<long long>(c.hidden_size), static_cast<long long>(c.num_attention_heads),
       static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim),
       static_cast<long long>(c.intermediate_size), static_cast<long long>(c.vocab_size),
-      static_cast<long long>(c.max_position_embeddings), c.rope_theta,
-      c.rope_scaling ? absl::StrCat(", llama3 rope scaling x", c.rope_scaling->factor).c_str() : "",
-      c.attention_bias ? ", q/k/v biases" : "", c.tie_word_embeddings ? ", tied embeddings" : "");
+      static_cast<long long>(c.max_position_embeddings), c.rope_theta, features.c_str());
   const Checkpoint& ckpt = *files->checkpoint;
   std::printf(
       "weights: %zu tensors, %.2f MB in %zu file(s), %.2fM parameters; every tensor "

@@ -74,6 +74,55 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     c.rms_norm_eps = 1e-5;
     return c;
   }
+  if (name == "tiny-qwen3") {
+    ModelConfig c = *PresetConfig("tiny");
+    c.architecture = "Qwen3ForCausalLM";
+    c.model_type = "qwen3";
+    c.qk_norm = true;
+    return c;
+  }
+  if (name == "tiny-mistral") {
+    ModelConfig c = *PresetConfig("tiny");
+    c.architecture = "MistralForCausalLM";
+    c.model_type = "mistral";
+    c.sliding_window = 16;
+    return c;
+  }
+  if (name == "qwen3-32b") {
+    ModelConfig c;
+    c.architecture = "Qwen3ForCausalLM";
+    c.model_type = "qwen3";
+    c.hidden_size = 5120;
+    c.intermediate_size = 25600;
+    c.num_hidden_layers = 64;
+    c.num_attention_heads = 64;
+    c.num_key_value_heads = 8;
+    c.head_dim = 128;
+    c.vocab_size = 151936;
+    c.max_position_embeddings = 40960;
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-6;
+    c.qk_norm = true;
+    c.max_window_layers = 64;
+    return c;
+  }
+  if (name == "mistral-7b") {
+    ModelConfig c;
+    c.architecture = "MistralForCausalLM";
+    c.model_type = "mistral";
+    c.hidden_size = 4096;
+    c.intermediate_size = 14336;
+    c.num_hidden_layers = 32;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.head_dim = 128;
+    c.vocab_size = 32000;
+    c.max_position_embeddings = 32768;
+    c.rope_theta = 10000.0;
+    c.rms_norm_eps = 1e-5;
+    c.sliding_window = 4096;
+    return c;
+  }
   if (name == "llama3-8b") return Llama31(4096, 14336, 32, 32);
   if (name == "llama3-70b") return Llama31(8192, 28672, 80, 64);
   if (name == "qwen2-32b") {
@@ -94,7 +143,9 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     return c;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown preset \"", name, "\" (tiny, llama3-8b, llama3-70b, qwen2-32b)"));
+      absl::StrCat("unknown preset \"", name,
+                   "\" (tiny, tiny-qwen3, tiny-mistral, llama3-8b, llama3-70b, qwen2-32b, "
+                   "qwen3-32b, mistral-7b)"));
 }
 
 std::string_view BuiltinCorpus() {
@@ -152,10 +203,33 @@ Fp8Quantized QuantizeFp8PerRow(const std::vector<float>& values, int64_t rows, i
   return out;
 }
 
+Fp8Quantized QuantizeFp8Blocks(const std::vector<float>& values, int64_t rows, int64_t cols,
+                               int64_t block) {
+  const int64_t tile_rows = (rows + block - 1) / block, tile_cols = (cols + block - 1) / block;
+  Fp8Quantized out;
+  out.bytes.resize(static_cast<size_t>(rows * cols));
+  out.scales.assign(static_cast<size_t>(tile_rows * tile_cols), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      float& top = out.scales[r / block * tile_cols + c / block];
+      top = std::max(top, std::fabs(values[r * cols + c]));
+    }
+  }
+  for (float& scale : out.scales) scale = scale > 0.0f ? scale / 448.0f : 1.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float scale = out.scales[r / block * tile_cols + c / block];
+      out.bytes[r * cols + c] = static_cast<char>(F32ToF8E4M3(values[r * cols + c] / scale));
+    }
+  }
+  return out;
+}
+
 namespace {
 
 // The tensors one spec becomes: itself, and for an FP8 projection its scale.
-std::vector<TensorToWrite> SpecTensors(uint64_t seed, const TensorSpec& spec, bool fp8, DType dtype,
+std::vector<TensorToWrite> SpecTensors(uint64_t seed, const ModelConfig& config,
+                                       const TensorSpec& spec, bool fp8, DType dtype,
                                        std::vector<std::string>* data) {
   if (!fp8 || spec.role != TensorRole::kProjection) {
     data->push_back(RandomTensorBytes(seed, spec, dtype));
@@ -163,6 +237,18 @@ std::vector<TensorToWrite> SpecTensors(uint64_t seed, const TensorSpec& spec, bo
   }
   std::vector<float> values(static_cast<size_t>(spec.NumElements()));
   for (size_t i = 0; i < values.size(); ++i) values[i] = RandomWeight(seed, spec, i);
+  if (const int64_t block = config.quantization->block; block > 0) {
+    Fp8Quantized q = QuantizeFp8Blocks(values, spec.shape[0], spec.shape[1], block);
+    std::string scales(q.scales.size() * sizeof(float), '\0');
+    std::memcpy(scales.data(), q.scales.data(), scales.size());
+    data->push_back(std::move(q.bytes));
+    const std::string& weight = data->back();
+    data->push_back(std::move(scales));
+    const std::vector<int64_t> grid = {(spec.shape[0] + block - 1) / block,
+                                       (spec.shape[1] + block - 1) / block};
+    return {{spec.name, DType::kF8E4M3, spec.shape, weight},
+            {WeightScaleName(config, spec.name), DType::kF32, grid, data->back()}};
+  }
   Fp8Quantized q = QuantizeFp8PerRow(values, spec.shape[0], spec.shape[1]);
   std::string scales(q.scales.size() * 2, '\0');
   for (size_t i = 0; i < q.scales.size(); ++i) {
@@ -173,7 +259,7 @@ std::vector<TensorToWrite> SpecTensors(uint64_t seed, const TensorSpec& spec, bo
   const std::string& weight = data->back();
   data->push_back(std::move(scales));
   return {{spec.name, DType::kF8E4M3, spec.shape, weight},
-          {WeightScaleName(spec.name), DType::kBF16, {spec.shape[0], 1}, data->back()}};
+          {WeightScaleName(config, spec.name), DType::kBF16, {spec.shape[0], 1}, data->back()}};
 }
 
 }  // namespace
@@ -219,7 +305,24 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
   // FP8 checkpoints keep embeddings, norms and lm_head in bf16.
   const DType dtype = fp8 ? DType::kBF16 : options.dtype;
   config.torch_dtype = dtype == DType::kF32 ? "float32" : "bfloat16";
-  if (fp8) config.quantization = Fp8Quantization{true, {"lm_head"}};
+  if (fp8 && options.fp8_block > 0) {
+    if (options.fp8_block != 128) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FP8 block scales are 128 x 128, not ", options.fp8_block));
+    }
+    Fp8Quantization blocks;
+    blocks.per_channel = false;
+    blocks.block = options.fp8_block;
+    blocks.scale_suffix = "_scale_inv";
+    blocks.ignore = {"lm_head"};
+    config.quantization = std::move(blocks);
+  } else if (fp8) {
+    Fp8Quantization channels;
+    channels.ignore = {"lm_head"};
+    config.quantization = std::move(channels);
+  } else if (options.fp8_block > 0) {
+    return absl::InvalidArgumentError("FP8 block scales need FP8 weights (--dtype=fp8)");
+  }
   std::unique_ptr<SentencePieceTokenizer> sentencepiece;
   if (!options.sentencepiece_model.empty()) {
     SHIFT_ASSIGN_OR_RETURN(sentencepiece,
@@ -277,7 +380,11 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
   uint64_t shard_bytes = 0;
   for (const TensorSpec& spec : specs) {
     const bool quantized = fp8 && spec.role == TensorRole::kProjection;
-    const uint64_t bytes = quantized ? static_cast<uint64_t>(spec.NumElements() + 2 * spec.shape[0])
+    const int64_t block = options.fp8_block;
+    const int64_t scale_bytes = block > 0 ? 4 * ((spec.shape[0] + block - 1) / block) *
+                                                ((spec.shape.back() + block - 1) / block)
+                                          : 2 * spec.shape[0];
+    const uint64_t bytes = quantized ? static_cast<uint64_t>(spec.NumElements() + scale_bytes)
                                      : static_cast<uint64_t>(spec.NumElements()) * DTypeSize(dtype);
     if (options.max_shard_bytes > 0 && shard_bytes > 0 &&
         shard_bytes + bytes > options.max_shard_bytes) {
@@ -298,7 +405,7 @@ absl::StatusOr<MkModelResult> WriteRandomModel(const std::string& dir,
     std::vector<TensorToWrite> tensors;
     data.reserve(2 * shards[s].size());  // no reallocation: tensors point into it
     for (const TensorSpec* spec : shards[s]) {
-      for (TensorToWrite& t : SpecTensors(options.seed, *spec, fp8, dtype, &data)) {
+      for (TensorToWrite& t : SpecTensors(options.seed, config, *spec, fp8, dtype, &data)) {
         weight_map[t.name] = file;
         tensors.push_back(std::move(t));
       }

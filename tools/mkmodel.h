@@ -19,8 +19,13 @@ namespace shift {
 struct MkModelOptions {
   ModelConfig config;
   // kBF16 or kF32 for every tensor; kF8E4M3 for FP8 projections (per-channel
-  // scales, compressed-tensors layout) with everything else in bf16.
+  // scales, compressed-tensors layout, or block scales below) with
+  // everything else in bf16.
   DType dtype = DType::kBF16;
+  // With kF8E4M3: 128 writes 128 x 128 block scales (quant_method "fp8",
+  // fp32 weight_scale_inv, the last blocks partial where a dimension is not
+  // a multiple of 128); 0 per-channel scales.
+  int64_t fp8_block = 0;
   uint64_t seed = 0;
   // Training text for the tokenizer; empty means the built-in corpus.
   std::string corpus;
@@ -37,9 +42,11 @@ struct MkModelOptions {
   uint64_t max_shard_bytes = 0;
 };
 
-// The shapes of the presets: tiny (a few MB, for tests), llama3-8b and
-// llama3-70b (Llama 3.1 shapes, llama3 RoPE scaling), qwen2-32b (Qwen2.5-32B
-// shape, q/k/v biases).
+// The shapes of the presets: tiny (a few MB, for tests), tiny-qwen3 (tiny
+// with Qwen 3's per-head q/k norms), tiny-mistral (tiny with a 16-token
+// sliding window), llama3-8b and llama3-70b (Llama 3.1 shapes, llama3 RoPE
+// scaling), qwen2-32b (Qwen2.5-32B shape, q/k/v biases), qwen3-32b
+// (Qwen3-32B), mistral-7b (Mistral-7B-v0.1, a 4096-token window).
 absl::StatusOr<ModelConfig> PresetConfig(const std::string& name);
 
 // The training text compiled into the binary.
@@ -58,6 +65,10 @@ struct Fp8Quantized {
   std::vector<float> scales;
 };
 Fp8Quantized QuantizeFp8PerRow(const std::vector<float>& values, int64_t rows, int64_t cols);
+// The same with one fp32 scale per block x block tile (its largest
+// magnitude over 448), [ceil(rows / block)][ceil(cols / block)] row-major.
+Fp8Quantized QuantizeFp8Blocks(const std::vector<float>& values, int64_t rows, int64_t cols,
+                               int64_t block);
 
 struct MkModelResult {
   ModelConfig config;  // as written (bos/eos set from the tokenizer)

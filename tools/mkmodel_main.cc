@@ -1,6 +1,7 @@
 // shift-mkmodel: writes a random-weight Llama-family model in the Hugging Face
 // layout, with a byte-level BPE tokenizer trained on a text.
 #include <cstdio>
+#include <map>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -9,8 +10,11 @@
 #include "tools/mkmodel.h"
 
 ABSL_FLAG(std::string, out, "", "Directory to write the model into (required; created if missing)");
-ABSL_FLAG(std::string, preset, "tiny", "Shape preset: tiny, llama3-8b, llama3-70b, qwen2-32b");
-ABSL_FLAG(std::string, architecture, "", "Override: LlamaForCausalLM or Qwen2ForCausalLM");
+ABSL_FLAG(std::string, preset, "tiny",
+          "Shape preset: tiny, tiny-qwen3, tiny-mistral, llama3-8b, llama3-70b, qwen2-32b, "
+          "qwen3-32b, mistral-7b");
+ABSL_FLAG(std::string, architecture, "",
+          "Override: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM or MistralForCausalLM");
 ABSL_FLAG(int64_t, hidden_size, 0, "Override: model width (0 keeps the preset's)");
 ABSL_FLAG(int64_t, intermediate_size, 0, "Override: MLP width");
 ABSL_FLAG(int64_t, num_layers, 0, "Override: transformer layers");
@@ -22,9 +26,16 @@ ABSL_FLAG(int64_t, max_position_embeddings, 0, "Override: context length");
 ABSL_FLAG(double, rope_theta, 0, "Override: RoPE base");
 ABSL_FLAG(std::string, tie_word_embeddings, "", "Override: true or false");
 ABSL_FLAG(std::string, attention_bias, "", "Override: true or false (q/k/v biases)");
+ABSL_FLAG(int64_t, sliding_window, -1,
+          "Override: sliding-window attention over this many positions, every layer (Mistral) "
+          "or from the first layer on (Qwen); 0 for none (-1 keeps the preset's)");
 ABSL_FLAG(std::string, dtype, "bf16",
           "Weight dtype: bf16, fp32, or fp8 (FP8 E4M3 projections with per-channel scales in the "
-          "compressed-tensors layout; embeddings, norms and lm_head in bf16)");
+          "compressed-tensors layout, or block scales with --fp8_block; embeddings, norms and "
+          "lm_head in bf16)");
+ABSL_FLAG(int64_t, fp8_block, 0,
+          "With --dtype=fp8: 128 writes 128x128 block scales (quant_method fp8, "
+          "weight_scale_inv); 0 per-channel scales");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the weights; the same seed gives the same bytes");
 ABSL_FLAG(std::string, corpus, "", "Text file to train the tokenizer on (default: built-in text)");
 ABSL_FLAG(int32_t, tokenizer_vocab, 2048, "Tokenizer size to aim for (capped by vocab_size)");
@@ -69,14 +80,28 @@ int Main() {
   set(absl::GetFlag(FLAGS_max_position_embeddings), &c.max_position_embeddings);
   if (absl::GetFlag(FLAGS_rope_theta) != 0) c.rope_theta = absl::GetFlag(FLAGS_rope_theta);
   if (const std::string arch = absl::GetFlag(FLAGS_architecture); !arch.empty()) {
-    if (arch != "LlamaForCausalLM" && arch != "Qwen2ForCausalLM") {
-      return ReportFailure(
-          absl::InvalidArgumentError("--architecture must be LlamaForCausalLM or "
-                                     "Qwen2ForCausalLM"));
+    const std::map<std::string, std::string> model_types = {{"LlamaForCausalLM", "llama"},
+                                                            {"Qwen2ForCausalLM", "qwen2"},
+                                                            {"Qwen3ForCausalLM", "qwen3"},
+                                                            {"MistralForCausalLM", "mistral"}};
+    auto type = model_types.find(arch);
+    if (type == model_types.end()) {
+      return ReportFailure(absl::InvalidArgumentError(
+          "--architecture must be LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM or "
+          "MistralForCausalLM"));
     }
     c.architecture = arch;
-    c.model_type = arch == "Qwen2ForCausalLM" ? "qwen2" : "llama";
+    c.model_type = type->second;
     c.attention_bias = arch == "Qwen2ForCausalLM";
+    c.qk_norm = arch == "Qwen3ForCausalLM";
+  }
+  if (const int64_t window = absl::GetFlag(FLAGS_sliding_window); window >= 0) {
+    if (window > 0 && c.architecture == "LlamaForCausalLM") {
+      return ReportFailure(absl::InvalidArgumentError(
+          "--sliding_window needs MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM"));
+    }
+    c.sliding_window = window;
+    c.max_window_layers = 0;
   }
   if (auto s = ApplyBool("tie_word_embeddings", absl::GetFlag(FLAGS_tie_word_embeddings),
                          &c.tie_word_embeddings);
@@ -92,6 +117,7 @@ int Main() {
     return ReportFailure(absl::InvalidArgumentError("--dtype must be bf16, fp32 or fp8"));
   }
   options.dtype = dtype == "fp32" ? DType::kF32 : dtype == "fp8" ? DType::kF8E4M3 : DType::kBF16;
+  options.fp8_block = absl::GetFlag(FLAGS_fp8_block);
   options.seed = absl::GetFlag(FLAGS_seed);
   if (const std::string path = absl::GetFlag(FLAGS_corpus); !path.empty()) {
     auto text = ReadFileToString(path);

@@ -125,6 +125,8 @@ class Engine {
   // fp32 bytes of the weights this rank holds: its TP shard, read by both
   // modes (worker/model_executor.h).
   uint64_t weight_bytes() const { return executor_->weight_bytes(); }
+  // Of an FP8 checkpoint: its codes and the scales covering them.
+  uint64_t fp8_weight_bytes() const { return executor_->fp8_weight_bytes(); }
   // What the collectives of each group have moved (eager steps: a decode
   // step replayed from a graph is not attributed).
   const CollectiveTraffic& traffic(ModelExecutor::CollectiveGroup group) const {

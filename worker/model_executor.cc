@@ -48,11 +48,13 @@ std::string SplitProblem(const ModelConfig& c, const GroupLayout& layout) {
 }
 
 // Device bytes of the weights rank `rank` of `layout` loads: its
-// projections as FP8 codes in an FP8 checkpoint, every other value
-// `element` bytes (the backend's).
+// projections as FP8 codes in an FP8 checkpoint with per-row scales, every
+// other value `element` bytes (the backend's; block-scaled FP8 weights are
+// dequantized on load).
 double ShardBytes(const ModelConfig& c, const GroupLayout& layout, int rank, double element) {
   const RankWeights w = WeightsOfRank(c, layout, rank, kernels::kPanelWidth);
-  return w.projections * (c.quantization ? 1.0 : element) + w.other * element;
+  const bool fp8_codes = c.quantization && c.quantization->block == 0;
+  return w.projections * (fp8_codes ? 1.0 : element) + w.other * element;
 }
 
 // Why this rank's weights and KV cache do not fit in the device's free
@@ -202,8 +204,20 @@ absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
                            ReadFp8Weight(checkpoint, config_, name, part.n, part.k));
     if (fp8) {
       const std::vector<unsigned char> codes = PartOf(fp8->codes, part);
+      fp8_weight_bytes_ += codes.size();
+      if (fp8->block > 0) {
+        // The tiles the part's rows and K columns touch, cut or whole.
+        const int64_t b = fp8->block, first = part.k / kernels::kReductionGroups * part.group_begin;
+        const int64_t tile_rows = (part.row_end + b - 1) / b - part.row_begin / b;
+        const int64_t tile_cols = (first + part.cols() + b - 1) / b - first / b;
+        fp8_weight_bytes_ += tile_rows * tile_cols * sizeof(float);
+        SHIFT_ASSIGN_OR_RETURN(
+            *out, backend_->UploadWeightFp8Blocks(codes.data(), fp8->block_scales.data(), b, part));
+        return absl::OkStatus();
+      }
       const std::vector<float> scales(fp8->row_scales.begin() + part.row_begin,
                                       fp8->row_scales.begin() + part.row_end);
+      fp8_weight_bytes_ += scales.size() * sizeof(float);
       SHIFT_ASSIGN_OR_RETURN(*out, backend_->UploadWeightFp8(codes.data(), scales.data(), part));
       return absl::OkStatus();
     }
@@ -265,6 +279,10 @@ absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
     SHIFT_RETURN_IF_ERROR(weight(p + "mlp.gate_proj.weight", mlp_part, &l.gate));
     SHIFT_RETURN_IF_ERROR(weight(p + "mlp.up_proj.weight", mlp_part, &l.up));
     SHIFT_RETURN_IF_ERROR(weight(p + "mlp.down_proj.weight", groups(d, inter), &l.down));
+    if (c.qk_norm) {
+      SHIFT_RETURN_IF_ERROR(vector(p + "self_attn.q_norm.weight", hd, &l.q_norm));
+      SHIFT_RETURN_IF_ERROR(vector(p + "self_attn.k_norm.weight", hd, &l.k_norm));
+    }
     if (c.attention_bias) {
       SHIFT_RETURN_IF_ERROR(vector(p + "self_attn.q_proj.bias", q, &l.q_bias));
       SHIFT_RETURN_IF_ERROR(vector(p + "self_attn.k_proj.bias", kv, &l.k_bias));
@@ -291,10 +309,17 @@ absl::Status ModelExecutor::AllocateKv(int64_t kv_cache_bytes, int64_t block_siz
         block_bytes, " bytes", scratch ? " each)" : ")"));
   }
   if (scratch) scratch_block_ = static_cast<int32_t>(num_blocks_);
-  for (Layer& l : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& l = layers_[i];
     SHIFT_ASSIGN_OR_RETURN(l.k_cache, Allocate(blocks * block_size, width, /*zero=*/true));
     SHIFT_ASSIGN_OR_RETURN(l.v_cache, Allocate(blocks * block_size, width, /*zero=*/true));
-    l.kv = {l.k_cache, l.v_cache, block_size, shard_.kv_count, c.head_dim};
+    // A window no shorter than the context a sequence can reach changes
+    // nothing: the layer attends as if it had none. Blocks that fall out of
+    // every layer's window stay allocated (the router frees a sequence's
+    // blocks when it ends).
+    int64_t window = c.AttentionWindow(static_cast<int64_t>(i));
+    if (window >= c.max_position_embeddings) window = 0;
+    l.kv = {l.k_cache, l.v_cache, block_size, shard_.kv_count, c.head_dim, window};
   }
   return absl::OkStatus();
 }
@@ -314,6 +339,14 @@ absl::Status ModelExecutor::Project(const Layer& l, const Tensor& x, const HeadS
   SHIFT_RETURN_IF_ERROR(backend_->Gemm(x, *l.q, q_cols, bias ? &q_bias : nullptr, q));
   SHIFT_RETURN_IF_ERROR(backend_->Gemm(x, *l.k, kv_cols, bias ? &k_bias : nullptr, k));
   SHIFT_RETURN_IF_ERROR(backend_->Gemm(x, *l.v, kv_cols, bias ? &v_bias : nullptr, v));
+  if (config_.qk_norm) {
+    // Qwen 3: an RMSNorm over each head of q and of k, in place, before RoPE.
+    const float eps = static_cast<float>(config_.rms_norm_eps);
+    const Tensor q_heads = q.Reshape(q.rows * shard.q_count, hd);
+    const Tensor k_heads = k.Reshape(k.rows * shard.kv_count, hd);
+    SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(q_heads, nullptr, l.q_norm, eps, q_heads));
+    SHIFT_RETURN_IF_ERROR(backend_->RmsNorm(k_heads, nullptr, l.k_norm, eps, k_heads));
+  }
   SHIFT_RETURN_IF_ERROR(backend_->Rope(q, shard.q_count, *rope_, step, first));
   return backend_->Rope(k, shard.kv_count, *rope_, step, first);
 }

@@ -88,6 +88,11 @@ class ModelExecutor {
   // projections and the LM head, and the embedding, norms and biases whole;
   // both modes read the same copy.
   uint64_t weight_bytes() const { return weight_bytes_; }
+  // Of an FP8 checkpoint, the bytes of the quantized weights this rank
+  // holds as stored: its E4M3 codes, and the fp32 scales that cover them
+  // (one per row held, or each block x block tile its rows and columns
+  // touch, cut or whole). 0 for other checkpoints.
+  uint64_t fp8_weight_bytes() const { return fp8_weight_bytes_; }
   // What this rank's collectives have moved since it was made, by the
   // group they run in: the base mode's all-to-alls (its Ulysses group), the
   // all-reduces (TP over all ranks, or the base mode's TP subgroup), and
@@ -104,7 +109,7 @@ class ModelExecutor {
 
  private:
   struct Layer {
-    kernels::Buffer input_norm, post_norm, q_bias, k_bias, v_bias;
+    kernels::Buffer input_norm, post_norm, q_bias, k_bias, v_bias, q_norm, k_norm;
     std::unique_ptr<kernels::Weight> q, k, v, o, gate, up, down;
     kernels::PagedKv kv;
     kernels::Buffer k_cache, v_cache;
@@ -163,7 +168,7 @@ class ModelExecutor {
   absl::Status LayersSp(const StepContext& ctx, const kernels::Tensor& h,
                         const kernels::Tensor& delta);
   // Q (the shard's query heads) and K, V (its kv heads) of x's tokens, the
-  // step's tokens from `first` on, with biases and RoPE.
+  // step's tokens from `first` on, with biases, per-head norms and RoPE.
   absl::Status Project(const Layer& l, const kernels::Tensor& x, const HeadShard& shard,
                        const kernels::StepData& step, int64_t first, const kernels::Tensor& q,
                        const kernels::Tensor& k, const kernels::Tensor& v);
@@ -190,6 +195,7 @@ class ModelExecutor {
   std::vector<Layer> layers_;
   int64_t num_blocks_ = 0;
   uint64_t weight_bytes_ = 0;
+  uint64_t fp8_weight_bytes_ = 0;
   DecodeGraphs graphs_;
   std::vector<int64_t> buckets_;
   int32_t scratch_block_ = -1;  // where padding rows write their K/V

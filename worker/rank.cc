@@ -378,6 +378,7 @@ absl::Status RunRank(const RankOptions& options) {
     }
   }
   metrics->SetModel(static_cast<double>(engine->weight_bytes()),
+                    static_cast<double>(engine->fp8_weight_bytes()),
                     static_cast<double>(engine->num_blocks()));
 
   rpc::WorkerMessage hello;

@@ -18,6 +18,13 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
                        .Help("Bytes of weights this rank holds")
                        .Register(*registry_)
                        .Add({});
+  fp8_weight_bytes_ = &prometheus::BuildGauge()
+                           .Name("shift_worker_fp8_weight_bytes")
+                           .Help(
+                               "Bytes of this rank's FP8 weights as stored: E4M3 codes and the "
+                               "fp32 scales (per row or per 128x128 block) that cover them")
+                           .Register(*registry_)
+                           .Add({});
   kv_blocks_ = &prometheus::BuildGauge()
                     .Name("shift_worker_kv_blocks")
                     .Help("KV cache blocks this rank allocated")
@@ -117,8 +124,9 @@ void WorkerMetrics::RecordOps(const kernels::Backend& backend) {
 
 int WorkerMetrics::port() const { return exposer_->GetListeningPorts().front(); }
 
-void WorkerMetrics::SetModel(double weight_bytes, double kv_blocks) {
+void WorkerMetrics::SetModel(double weight_bytes, double fp8_weight_bytes, double kv_blocks) {
   weight_bytes_->Set(weight_bytes);
+  fp8_weight_bytes_->Set(fp8_weight_bytes);
   kv_blocks_->Set(kv_blocks);
 }
 

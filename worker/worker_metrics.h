@@ -22,7 +22,7 @@ class WorkerMetrics {
   static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Serve(const std::string& bind);
 
   int port() const;
-  void SetModel(double weight_bytes, double kv_blocks);
+  void SetModel(double weight_bytes, double fp8_weight_bytes, double kv_blocks);
   void RecordStep(bool sp, double tokens, double compute_seconds, double comm_seconds,
                   double bytes);
   // Brings the per-operation counters up to the backend's totals.
@@ -36,6 +36,7 @@ class WorkerMetrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Gauge* weight_bytes_;
+  prometheus::Gauge* fp8_weight_bytes_;
   prometheus::Gauge* kv_blocks_;
   struct PerMode {
     prometheus::Counter *steps, *tokens, *compute, *comm, *bytes;

@@ -175,8 +175,8 @@ absl::Status CpuBackend::DoAttention(const Tensor& q, int64_t heads, const Paged
                                      const StepData& step, float scale, const Tensor& out) {
   SHIFT_RETURN_IF_ERROR(RequireHostF32({&cache.k, &cache.v, &q, &out}));
   const StepLayout& layout = step.layout();
-  const KvView view{cache.k.As<float>(), cache.v.As<float>(), cache.block_size, cache.kv_heads,
-                    cache.head_dim};
+  const KvView view{cache.k.As<float>(), cache.v.As<float>(), cache.block_size,
+                    cache.kv_heads,      cache.head_dim,      cache.window};
   int64_t max_pos = 0, work = 0;
   for (int64_t p : layout.positions) {
     max_pos = std::max(max_pos, p);

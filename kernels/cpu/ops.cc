@@ -102,26 +102,28 @@ void AttendOne(const KvView& cache, absl::Span<const int32_t> block_table, int64
   SHIFT_CHECK(d % 8 == 0, "head_dim ", d, " is not a multiple of 8");
   SHIFT_CHECK(static_cast<size_t>(position / cache.block_size) < block_table.size(), "position ",
               position, " is past the block table (", block_table.size(), " blocks)");
+  // The first position the window keeps (transformers' rule: 0 <= q - k < window).
+  const int64_t first = cache.window > 0 ? std::max<int64_t>(0, position - cache.window + 1) : 0;
   for (int64_t h = 0; h < heads; ++h) {
     const int64_t kv = h / group;
     const float* qh = q + h * d;
     float max = -INFINITY;
-    for (int64_t j = 0; j <= position; ++j) {
+    for (int64_t j = first; j <= position; ++j) {
       const float* key = cache.KeyAt(block_table[j / cache.block_size], j % cache.block_size, kv);
       scratch[j] = CanonicalDot(qh, key, d) * scale;
       max = std::max(max, scratch[j]);
     }
     float total = 0.0f;
-    for (int64_t j = 0; j <= position; ++j) {
+    for (int64_t j = first; j <= position; ++j) {
       scratch[j] = std::exp(scratch[j] - max);
       total = total + scratch[j];
     }
     // oh[i] = Σ_j p_j · v_j[i] in position order, eight i at a time (SIMD
     // across i only, so each element's sum is the scalar one).
-    for (int64_t j = 0; j <= position; ++j) scratch[j] = scratch[j] / total;
+    for (int64_t j = first; j <= position; ++j) scratch[j] = scratch[j] / total;
     float* oh = out + h * d;
     std::fill(oh, oh + d, 0.0f);
-    for (int64_t j = 0; j <= position; ++j) {
+    for (int64_t j = first; j <= position; ++j) {
       const float* value =
           cache.ValueAt(block_table[j / cache.block_size], j % cache.block_size, kv);
       const V8 p = {scratch[j], scratch[j], scratch[j], scratch[j],

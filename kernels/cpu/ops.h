@@ -43,11 +43,13 @@ class Rope {
 };
 
 // One layer's paged K/V for the kv heads a rank holds:
-// [num_blocks][block_size][kv_heads][head_dim] each.
+// [num_blocks][block_size][kv_heads][head_dim] each; `window` > 0: the
+// layer's sliding window (a query at q sees keys at q - window + 1 .. q).
 struct KvView {
   float* k;
   float* v;
   int64_t block_size, kv_heads, head_dim;
+  int64_t window = 0;
 
   float* KeyAt(int32_t block, int64_t offset, int64_t head) const {
     return k + ((static_cast<int64_t>(block) * block_size + offset) * kv_heads + head) * head_dim;
@@ -64,7 +66,8 @@ void WriteKv(const KvView& cache, absl::Span<const int32_t> block_table, int64_t
 
 // Attention of one query token at `position` for `heads` query heads
 // (q: [heads][head_dim]; query head h reads kv head h / (heads / kv_heads)),
-// over cached positions 0..position in order: scores in the canonical dot
+// over cached positions 0..position (with a window, its last `window`) in
+// order: scores in the canonical dot
 // order, softmax with the max subtracted, values summed in position order.
 // The same function serves prefill chunks and decodes, so the result depends
 // only on the position, q and the cached K/V. `scratch` holds position + 1

@@ -42,7 +42,7 @@ template <int D>
 __global__ void __launch_bounds__(32 * kWarps)
     FlashAttentionKernel(const Bf16* __restrict__ q, int64_t ld_q, const Bf16* __restrict__ k_cache,
                          const Bf16* __restrict__ v_cache, int block_size, int kv_heads, int group,
-                         float scale_log2, DeviceStep step, int splits, float* partial,
+                         int window, float scale_log2, DeviceStep step, int splits, float* partial,
                          Bf16* __restrict__ out, int64_t ld_out) {
   static_assert(D % 16 == 0 && D <= 128);
   __shared__ __align__(16) Bf16 ks[kTile][D + 8];
@@ -58,6 +58,9 @@ __global__ void __launch_bounds__(32 * kWarps)
   const int kv_begin = split * per_split;
   const int last_row = min(rows, row0 + kRows) - 1;
   const int kv_stop = min(min(kv_len, kv_begin + per_split), start + last_row / group + 1);
+  // With a sliding window, no row of the block sees a position before its
+  // first row's window: tiles wholly before it are skipped.
+  const int kv_lo = window > 0 ? max(0, start + row0 / group - window + 1) / kTile * kTile : 0;
   const int32_t* table = step.tables + step.table_offset[seq];
   const int64_t width = static_cast<int64_t>(kv_heads) * D;
   const int heads = kv_heads * group;
@@ -90,7 +93,7 @@ __global__ void __launch_bounds__(32 * kWarps)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   constexpr int kChunks = D / 8;  // 16-byte pieces of a row
-  for (int base = kv_begin; base < kv_stop; base += kTile) {
+  for (int base = max(kv_begin, kv_lo); base < kv_stop; base += kTile) {
     for (int c = threadIdx.x; c < kTile * kChunks; c += 32 * kWarps) {
       const int row = c / kChunks, piece = c % kChunks, p = base + row;
       uint4 kval = make_uint4(0, 0, 0, 0), vval = kval;
@@ -115,13 +118,15 @@ __global__ void __launch_bounds__(32 * kWarps)
               *reinterpret_cast<const uint32_t*>(key + 8));
         }
       }
-      // Scale (to base 2), mask what lies past a row's own position or the
-      // split, and fold the tile into the running max and sum.
+      // Scale (to base 2), mask what lies past a row's own position, before
+      // its window or past the split, and fold the tile into the running
+      // max and sum.
       float tile_max[2] = {-INFINITY, -INFINITY};
       for (int nt = 0; nt < kTile / 8; ++nt) {
         for (int e = 0; e < 4; ++e) {
           const int i = e / 2, col = base + nt * 8 + 2 * t + (e & 1);
-          const bool keep = ok[i] && col <= pos[i] && col < kv_stop;
+          const bool keep =
+              ok[i] && col <= pos[i] && col < kv_stop && (window <= 0 || pos[i] - col < window);
           s[nt][e] = keep ? s[nt][e] * scale_log2 : -INFINITY;
           tile_max[i] = fmaxf(tile_max[i], s[nt][e]);
         }
@@ -218,7 +223,7 @@ __global__ void JoinSplitsKernel(const float* partial, int splits, int64_t rows,
 
 template <int D>
 cudaError_t Launch(const Bf16* q, int64_t ld_q, const Bf16* k_cache, const Bf16* v_cache,
-                   int64_t block_size, int64_t kv_heads, int64_t heads, float scale,
+                   int64_t block_size, int64_t kv_heads, int64_t heads, int64_t window, float scale,
                    const DeviceStep& step, int64_t row_tiles, int64_t splits, float* partial,
                    Bf16* out, int64_t ld_out, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(kv_heads * splits),
@@ -226,8 +231,8 @@ cudaError_t Launch(const Bf16* q, int64_t ld_q, const Bf16* k_cache, const Bf16*
   constexpr float kLog2e = 1.4426950408889634f;
   FlashAttentionKernel<D><<<grid, 32 * kWarps, 0, stream>>>(
       q, ld_q, k_cache, v_cache, static_cast<int>(block_size), static_cast<int>(kv_heads),
-      static_cast<int>(heads / kv_heads), scale * kLog2e, step, static_cast<int>(splits), partial,
-      out, ld_out);
+      static_cast<int>(heads / kv_heads), static_cast<int>(window), scale * kLog2e, step,
+      static_cast<int>(splits), partial, out, ld_out);
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess || splits == 1) return err;
   const int64_t rows = step.num_tokens * heads;
   constexpr int kThreads = 256;
@@ -245,15 +250,16 @@ bool FlashAttentionSupports(int64_t head_dim) {
 
 cudaError_t LaunchFlashAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cache,
                                  const Bf16* v_cache, int64_t block_size, int64_t kv_heads,
-                                 int64_t head_dim, int64_t heads, float scale, DeviceStep step,
-                                 int64_t row_tiles, int64_t splits, float* partial, Bf16* out,
-                                 int64_t ld_out, cudaStream_t stream) {
+                                 int64_t head_dim, int64_t heads, int64_t window, float scale,
+                                 DeviceStep step, int64_t row_tiles, int64_t splits, float* partial,
+                                 Bf16* out, int64_t ld_out, cudaStream_t stream) {
   if (step.num_tokens == 0 || row_tiles == 0) return cudaSuccess;
   if (splits < 1 || (splits > 1 && partial == nullptr)) return cudaErrorInvalidValue;
   // One instantiation per supported head size.
   auto launch = [&](auto d) {
-    return Launch<decltype(d)::value>(q, ld_q, k_cache, v_cache, block_size, kv_heads, heads, scale,
-                                      step, row_tiles, splits, partial, out, ld_out, stream);
+    return Launch<decltype(d)::value>(q, ld_q, k_cache, v_cache, block_size, kv_heads, heads,
+                                      window, scale, step, row_tiles, splits, partial, out, ld_out,
+                                      stream);
   };
   switch (head_dim) {
     case 16:

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <string_view>
 #include <tuple>
 #include <vector>
@@ -378,6 +379,23 @@ class CudaBackend final : public Backend {
         std::make_unique<CudaWeight>(part, std::move(data), std::move(scales)));
   }
 
+  // Block-scaled FP8 weights are dequantized to bf16 (the per-row path's
+  // "multiply unscaled, then rescale" cannot apply block scales; cuBLASLt's
+  // block-scaled FP8 matmul is not used yet), said once per process.
+  absl::StatusOr<std::unique_ptr<Weight>> DoUploadWeightFp8Blocks(const uint8_t* codes,
+                                                                  const float* block_scales,
+                                                                  int64_t block,
+                                                                  const WeightPart& part) override {
+    static std::once_flag said;
+    std::call_once(said, [&] {
+      std::fprintf(stderr,
+                   "shift: FP8 weights with %lldx%lld block scales are dequantized to bf16 on "
+                   "CUDA device %d (no block-scaled FP8 GEMM yet)\n",
+                   static_cast<long long>(block), static_cast<long long>(block), device_);
+    });
+    return Backend::DoUploadWeightFp8Blocks(codes, block_scales, block, part);
+  }
+
   absl::StatusOr<std::unique_ptr<RopeTable>> UploadRope(const RopeSpec& spec) override {
     if (spec.head_dim <= 0 || spec.head_dim % 2 != 0) {
       return absl::InvalidArgumentError(
@@ -735,10 +753,10 @@ class CudaBackend final : public Backend {
           absl::StrCat("CUDA attention handles head_dim up to 256, not ", cache.head_dim));
     }
     if (UseFlashAttention(q, cache, out)) return FlashAttention(q, heads, cache, step, scale, out);
-    return CudaStatus(
-        LaunchAttention(Bf(q), q.ld, Bf(cache.k), Bf(cache.v), cache.block_size, cache.kv_heads,
-                        cache.head_dim, heads, scale, View(step), Bf(out), out.ld, stream_),
-        "attention");
+    return CudaStatus(LaunchAttention(Bf(q), q.ld, Bf(cache.k), Bf(cache.v), cache.block_size,
+                                      cache.kv_heads, cache.head_dim, heads, cache.window, scale,
+                                      View(step), Bf(out), out.ld, stream_),
+                      "attention");
   }
 
   absl::Status DoSiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) override {
@@ -875,9 +893,9 @@ class CudaBackend final : public Backend {
     }
     return CudaStatus(
         LaunchFlashAttention(Bf(q), q.ld, Bf(cache.k), Bf(cache.v), cache.block_size,
-                             cache.kv_heads, cache.head_dim, heads, scale, View(step), row_tiles,
-                             splits, splits > 1 ? partial.tensor().As<float>() : nullptr, Bf(out),
-                             out.ld, stream_),
+                             cache.kv_heads, cache.head_dim, heads, cache.window, scale, View(step),
+                             row_tiles, splits, splits > 1 ? partial.tensor().As<float>() : nullptr,
+                             Bf(out), out.ld, stream_),
         "attention");
   }
 

@@ -94,11 +94,13 @@ constexpr int kMaxPerLane = 8;
 
 __global__ void AttentionKernel(const Bf16* q, int64_t ld_q, const Bf16* k_cache,
                                 const Bf16* v_cache, int64_t block_size, int64_t kv_heads,
-                                int64_t head_dim, int64_t heads, float scale, DeviceStep step,
-                                Bf16* out, int64_t ld_out) {
+                                int64_t head_dim, int64_t heads, int64_t window, float scale,
+                                DeviceStep step, Bf16* out, int64_t ld_out) {
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t kv = h / (heads / kv_heads), width = kv_heads * head_dim;
   const int64_t last = step.positions[t];
+  // A sliding window keeps positions last - window + 1 .. last.
+  const int64_t first = window > 0 && last >= window ? last - window + 1 : 0;
   const int32_t* table = step.tables + step.table_offset[step.sequence[t]];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   float qv[kMaxPerLane], acc[kMaxPerLane];
@@ -108,7 +110,7 @@ __global__ void AttentionKernel(const Bf16* q, int64_t ld_q, const Bf16* k_cache
     acc[e] = 0.0f;
   }
   float max = -FLT_MAX, sum = 0.0f;
-  for (int64_t j = warp; j <= last; j += warps) {
+  for (int64_t j = first + warp; j <= last; j += warps) {
     const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
     const Bf16* key = k_cache + slot * width + kv * head_dim;
     const Bf16* value = v_cache + slot * width + kv * head_dim;
@@ -252,15 +254,16 @@ cudaError_t LaunchWriteKv(const Bf16* k, int64_t ld_k, const Bf16* v, int64_t ld
 
 cudaError_t LaunchAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cache, const Bf16* v_cache,
                             int64_t block_size, int64_t kv_heads, int64_t head_dim, int64_t heads,
-                            float scale, DeviceStep step, Bf16* out, int64_t ld_out,
+                            int64_t window, float scale, DeviceStep step, Bf16* out, int64_t ld_out,
                             cudaStream_t stream) {
   if (step.num_tokens == 0) return cudaSuccess;
   if (head_dim > 32 * kMaxPerLane) return cudaErrorInvalidValue;
   constexpr int kWarps = 4;
   const dim3 grid(static_cast<unsigned>(step.num_tokens), static_cast<unsigned>(heads));
   const size_t shared = kWarps * (2 + head_dim) * sizeof(float);
-  AttentionKernel<<<grid, 32 * kWarps, shared, stream>>>(
-      q, ld_q, k_cache, v_cache, block_size, kv_heads, head_dim, heads, scale, step, out, ld_out);
+  AttentionKernel<<<grid, 32 * kWarps, shared, stream>>>(q, ld_q, k_cache, v_cache, block_size,
+                                                         kv_heads, head_dim, heads, window, scale,
+                                                         step, out, ld_out);
   return cudaGetLastError();
 }
 

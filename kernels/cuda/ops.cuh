@@ -49,10 +49,11 @@ cudaError_t LaunchWriteKv(const Bf16* k, int64_t ld_k, const Bf16* v, int64_t ld
                           cudaStream_t stream);
 
 // Causal attention of every token's `heads` query heads over its
-// sequence's cached positions 0..its own (online softmax, fp32).
+// sequence's cached positions 0..its own (online softmax, fp32); with
+// `window` > 0 over the last `window` of them only (sliding window).
 cudaError_t LaunchAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cache, const Bf16* v_cache,
                             int64_t block_size, int64_t kv_heads, int64_t head_dim, int64_t heads,
-                            float scale, DeviceStep step, Bf16* out, int64_t ld_out,
+                            int64_t window, float scale, DeviceStep step, Bf16* out, int64_t ld_out,
                             cudaStream_t stream);
 
 // The same attention on tensor cores (mma.sync m16n8k16, sm_80 and later),
@@ -63,14 +64,15 @@ cudaError_t LaunchAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cache, co
 // 1/splits of the sequence's positions (flash-decoding) and writes fp32
 // partial results to `partial` (splits * tokens * heads * (head_dim + 2)
 // floats), joined by a second kernel. `row_tiles` is the most row tiles any
-// sequence needs: ceil(tokens * heads / kv_heads / kFlashRows).
+// sequence needs: ceil(tokens * heads / kv_heads / kFlashRows). `window`
+// as for LaunchAttention.
 inline constexpr int64_t kFlashRows = 64;
 bool FlashAttentionSupports(int64_t head_dim);
 cudaError_t LaunchFlashAttention(const Bf16* q, int64_t ld_q, const Bf16* k_cache,
                                  const Bf16* v_cache, int64_t block_size, int64_t kv_heads,
-                                 int64_t head_dim, int64_t heads, float scale, DeviceStep step,
-                                 int64_t row_tiles, int64_t splits, float* partial, Bf16* out,
-                                 int64_t ld_out, cudaStream_t stream);
+                                 int64_t head_dim, int64_t heads, int64_t window, float scale,
+                                 DeviceStep step, int64_t row_tiles, int64_t splits, float* partial,
+                                 Bf16* out, int64_t ld_out, cudaStream_t stream);
 
 // Greedy sampling on the device: for each of `rows` fp32 logit rows, the
 // first index of its largest value and that value's log-softmax.

@@ -1,6 +1,7 @@
 // The whole model on the CUDA backend against the CPU engine, teacher-forced:
 // small generated models (Llama with GQA, llama3 RoPE scaling, Qwen 2 with
-// q/k/v biases and tied embeddings), a 300-token prompt whose first 64
+// q/k/v biases and tied embeddings, FP8, Qwen 3, block-scaled FP8, a
+// sliding window), a 300-token prompt whose first 64
 // tokens are one prefill chunk and whose other tokens, and 16 more the CPU
 // engine generated, are fed one per step beside another sequence's steps.
 // At every fed position the CUDA engine's top-1 must be the CPU's for at
@@ -60,6 +61,19 @@ std::vector<Model> Models() {
   MkModelOptions fp8 = llama;
   fp8.dtype = DType::kF8E4M3;
   models.push_back({"LlamaFp8", fp8});
+  // Qwen 3 (per-head q/k norms), in fp32 and with 128x128 block-scaled FP8
+  // projections (dequantized to bf16 on the GPU), and Mistral with a
+  // 16-token sliding window over the 300-token prompt.
+  MkModelOptions qwen3 = llama;
+  qwen3.config = *PresetConfig("tiny-qwen3");
+  models.push_back({"Qwen3", qwen3});
+  MkModelOptions qwen3_fp8 = qwen3;
+  qwen3_fp8.dtype = DType::kF8E4M3;
+  qwen3_fp8.fp8_block = 128;
+  models.push_back({"Qwen3Fp8Block", qwen3_fp8});
+  MkModelOptions mistral = llama;
+  mistral.config = *PresetConfig("tiny-mistral");
+  models.push_back({"MistralWindow", mistral});
   return models;
 }
 

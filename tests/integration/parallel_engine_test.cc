@@ -22,10 +22,31 @@
 namespace shift {
 namespace {
 
+// Llama; Qwen 2 (q/k/v biases); Qwen 3 (per-head q/k norms); Qwen 3 with
+// 128 x 128 block-scaled FP8 projections, whose shards cut blocks (the tiny
+// shapes make every block partial; `wide` ones have whole blocks too); and
+// Mistral with a 16-token sliding window.
+enum Family { kLlama, kQwen2, kQwen3, kQwen3Fp8Block, kMistralWindow };
+
+const char* FamilyName(Family family) {
+  switch (family) {
+    case kQwen2:
+      return "Qwen2";
+    case kQwen3:
+      return "Qwen3";
+    case kQwen3Fp8Block:
+      return "Qwen3Fp8Block";
+    case kMistralWindow:
+      return "MistralWindow";
+    default:
+      return "";
+  }
+}
+
 struct Case {
   int ranks;
   int64_t kv_heads;
-  bool qwen2;
+  Family family;
   int sp = 0;         // the base mode's Ulysses degree (0: P, pure SP)
   bool wide = false;  // 8 query heads and a 256-wide MLP: splits over 8 ranks
   int layout_sp() const { return sp > 0 ? sp : ranks; }
@@ -40,7 +61,10 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     MkModelOptions options;
-    options.config = *PresetConfig("tiny");
+    const Family family = GetParam().family;
+    options.config = *PresetConfig(family == kMistralWindow                       ? "tiny-mistral"
+                                   : family == kQwen3 || family == kQwen3Fp8Block ? "tiny-qwen3"
+                                                                                  : "tiny");
     options.config.num_key_value_heads = GetParam().kv_heads;
     if (GetParam().wide) {
       options.config.num_attention_heads = 8;
@@ -49,15 +73,21 @@ class ParallelEngineTest : public ::testing::TestWithParam<Case> {
     }
     options.seed = 23;
     options.dtype = DType::kF32;
-    if (GetParam().qwen2) {
+    if (family == kQwen2) {
       options.config.architecture = "Qwen2ForCausalLM";
       options.config.attention_bias = true;
+    }
+    if (family == kQwen3Fp8Block) {
+      options.dtype = DType::kF8E4M3;
+      options.fp8_block = 128;
     }
     ASSERT_TRUE(WriteRandomModel(tmp_.Sub("model"), options).ok());
     auto files = OpenModelFiles(tmp_.Sub("model"));
     ASSERT_TRUE(files.ok()) << files.status();
     files_ = std::make_unique<ModelFiles>(*std::move(files));
-    recording_ = RecordSingleRank(*files_);
+    // A 16-token window over 100-token prompts in chunks.
+    recording_ = RecordSingleRank(
+        *files_, family == kMistralWindow ? testing::LongPrompts() : testing::ShortPrompts());
   }
 
   // Replays the recording on a group with `modes[i]` for step i; returns the
@@ -261,7 +291,8 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   EngineOptions options = Options();
   options.sp_degree = GetParam().sp;
   gloo::rendezvous::HashStore store;
-  std::vector<uint64_t> tp_flops(p), sp_flops(p), tp_bytes(p), sp_bytes(p), weights(p);
+  std::vector<uint64_t> tp_flops(p), sp_flops(p), tp_bytes(p), sp_bytes(p), weights(p),
+      fp8_weights(p);
   std::vector<CollectiveTraffic> ulysses(p), reduced(p);
   std::vector<std::thread> threads;
   for (int r = 0; r < p; ++r) {
@@ -272,6 +303,7 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
       auto engine = Engine::Create(*files_, options, comm->get());
       ASSERT_TRUE(engine.ok());
       weights[r] = (*engine)->weight_bytes();
+      fp8_weights[r] = (*engine)->fp8_weight_bytes();
       uint64_t bytes = (*comm)->bytes_sent(), flops = (*engine)->gemm_flops();
       ASSERT_TRUE((*engine)->Step({step}, StepMode::kTensorParallel).ok());
       tp_bytes[r] = (*comm)->bytes_sent() - bytes;
@@ -294,8 +326,9 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   const int64_t sp = GetParam().layout_sp(), tp = p / sp, vocab = c.vocab_size;
   const int64_t q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd;
   const int64_t kv_shard = std::max<int64_t>(c.num_key_value_heads / tp, 1) * hd;
-  const int64_t replicated =
-      vocab * d + (2 * layers + 1) * d + (c.attention_bias ? layers * (q + 2 * kv) : 0);
+  const int64_t replicated = vocab * d + (2 * layers + 1) * d +
+                             (c.attention_bias ? layers * (q + 2 * kv) : 0) +
+                             (c.qk_norm ? layers * 2 * hd : 0);
   for (int r = 0; r < p; ++r) {
     const int64_t j = r / sp, panels = vocab / kernels::kPanelWidth;  // 1024: whole panels
     const int64_t lm_rows = ((j + 1) * panels / tp - j * panels / tp) * kernels::kPanelWidth;
@@ -306,6 +339,28 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
   }
   if (sp == p) {
     EXPECT_EQ(weights[0], static_cast<uint64_t>(c.NumParameters()) * sizeof(float));
+  }
+  // FP8 projections as stored: each rank's codes, and the fp32 block scales
+  // of the 128 x 128 tiles its rows and K columns touch (a tile cut by a
+  // shard boundary counts on each rank that holds part of it).
+  for (int r = 0; r < p; ++r) {
+    uint64_t want = 0;
+    if (c.quantization && c.quantization->block > 0) {
+      const int64_t j = r / sp, inter = c.intermediate_size;
+      auto tiles = [](int64_t begin, int64_t end) { return (end + 127) / 128 - begin / 128; };
+      // Rows [r0, r1) and K columns [k0, k1) of one projection.
+      auto part = [&](int64_t r0, int64_t r1, int64_t k0, int64_t k1) {
+        return static_cast<uint64_t>((r1 - r0) * (k1 - k0) + 4 * tiles(r0, r1) * tiles(k0, k1));
+      };
+      const int64_t kv0 = j * c.num_key_value_heads / tp * hd;
+      const uint64_t layer = part(j * q / tp, (j + 1) * q / tp, 0, d) +
+                             2 * part(kv0, kv0 + kv_shard, 0, d) +
+                             part(0, d, j * q / tp, (j + 1) * q / tp) +
+                             2 * part(j * inter / tp, (j + 1) * inter / tp, 0, d) +
+                             part(0, d, j * inter / tp, (j + 1) * inter / tp);
+      want = layer * layers;
+    }
+    EXPECT_EQ(fp8_weights[r], want) << "rank " << r;
   }
   // Bytes on the leader (the logits gather's root, so layers only) are the
   // per-layer traffic (docs/architecture.md, Modes and the KV layout and The
@@ -362,16 +417,23 @@ TEST_P(ParallelEngineTest, WorkIsReallySplitOnOneCopyOfTheWeights) {
 
 INSTANTIATE_TEST_SUITE_P(
     Groups, ParallelEngineTest,
-    ::testing::Values(Case{2, 2, false}, Case{4, 2, false}, Case{2, 4, false}, Case{4, 4, false},
-                      Case{2, 2, true}, Case{4, 1, false},
+    ::testing::Values(Case{2, 2, kLlama}, Case{4, 2, kLlama}, Case{2, 4, kLlama},
+                      Case{4, 4, kLlama}, Case{2, 2, kQwen2}, Case{4, 1, kLlama},
                       // Hybrid layouts (sp, tp) and TP over all ranks as the base.
-                      Case{4, 2, false, 2}, Case{4, 4, false, 2}, Case{4, 1, false, 2},
-                      Case{4, 2, true, 2}, Case{4, 2, false, 1}, Case{8, 2, false, 2, true},
-                      Case{8, 8, false, 4, true}, Case{8, 1, true, 4, true}),
+                      Case{4, 2, kLlama, 2}, Case{4, 4, kLlama, 2}, Case{4, 1, kLlama, 2},
+                      Case{4, 2, kQwen2, 2}, Case{4, 2, kLlama, 1}, Case{8, 2, kLlama, 2, true},
+                      Case{8, 8, kLlama, 4, true}, Case{8, 1, kQwen2, 4, true},
+                      // Qwen 3, block FP8 (shards cutting blocks) and a sliding
+                      // window, in TP and SP, SP x TP, and Hkv < P.
+                      Case{2, 2, kQwen3}, Case{4, 2, kQwen3, 2}, Case{4, 1, kQwen3},
+                      Case{2, 2, kQwen3Fp8Block}, Case{4, 2, kQwen3Fp8Block, 2},
+                      Case{4, 4, kQwen3Fp8Block, 0, true}, Case{4, 2, kQwen3Fp8Block, 2, true},
+                      Case{2, 2, kMistralWindow}, Case{4, 2, kMistralWindow, 2},
+                      Case{4, 1, kMistralWindow}),
     [](const auto& info) {
       const Case& c = info.param;
       return "P" + std::to_string(c.ranks) + "Hkv" + std::to_string(c.kv_heads) +
-             (c.qwen2 ? "Qwen2" : "") + (c.sp > 0 ? "Sp" + std::to_string(c.sp) : "") +
+             FamilyName(c.family) + (c.sp > 0 ? "Sp" + std::to_string(c.sp) : "") +
              (c.wide ? "Wide" : "");
     });
 

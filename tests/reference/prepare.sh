@@ -1,6 +1,6 @@
 #!/bin/bash
 # Makes the inputs of transformers_reference.py in OUT_DIR (default
-# .reference): models of three shapes with the logits shift computes for a
+# .reference): models of six shapes with the logits shift computes for a
 # 300-token prompt and 16 greedy tokens, and the token ids shift's tokenizer
 # gives for generated strings with the real tokenizers of ../shared/data.
 #   tests/reference/prepare.sh [OUT_DIR]   (after building into build/)
@@ -31,6 +31,19 @@ model llama3-rope-scaled --preset=llama3-8b --hidden_size=256 --intermediate_siz
 model qwen2-bias-tied --preset=qwen2-32b --hidden_size=128 --intermediate_size=384 \
   --num_layers=3 --num_heads=4 --num_kv_heads=2 --head_dim=32 --vocab_size=4096 \
   --tie_word_embeddings=true --dtype=fp32 --max_position_embeddings=4096
+# Qwen 3: per-head q/k norms before RoPE, no biases, fp32 weights.
+model qwen3-qk-norm --preset=qwen3-32b --hidden_size=128 --intermediate_size=384 \
+  --num_layers=3 --num_heads=4 --num_kv_heads=2 --head_dim=32 --vocab_size=4096 \
+  --dtype=fp32 --max_position_embeddings=4096
+# Qwen 3 with 128x128 block-scaled FP8 projections: whole blocks (256) and
+# partial ones (320 = 2.5 blocks, 64-wide kv projections).
+model qwen3-fp8-block --preset=qwen3-32b --hidden_size=256 --intermediate_size=320 \
+  --num_layers=2 --num_heads=4 --num_kv_heads=2 --head_dim=32 --vocab_size=4096 \
+  --dtype=fp8 --fp8_block=128 --max_position_embeddings=4096
+# Mistral with a 16-token sliding window over the 300-token prompt.
+model mistral-window --preset=mistral-7b --hidden_size=128 --intermediate_size=384 \
+  --num_layers=3 --num_heads=4 --num_kv_heads=2 --head_dim=32 --vocab_size=4096 \
+  --sliding_window=16 --dtype=fp32 --max_position_embeddings=4096
 
 if [ -d "$DATA" ]; then
   /usr/bin/python3 "$ROOT/tests/reference/fuzz_strings.py" "$DATA/test-strings.txt" \

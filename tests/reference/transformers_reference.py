@@ -9,6 +9,11 @@ are installed, on the files tests/reference/prepare.sh makes).
                                                    # logits shift computed with --device=cuda
     transformers_reference.py tokens DUMP_DIR      # every NAME.tokenizer.json with strings
 
+A checkpoint with 128x128 block-scaled FP8 weights (quant_method "fp8") is
+compared as the model its codes times weight_scale_inv make (transformers'
+own FP8 path needs a GPU and quantizes activations, so it is not the
+reference of shift's dequantized weights).
+
 Exits 1 when a check fails, printing one line per comparison.
 """
 
@@ -16,19 +21,61 @@ import glob
 import json
 import os
 import sys
+import tempfile
+
+
+def load_model(model_dir, dtype, keep):
+    """The model transformers reads from model_dir; FP8 block-scaled weights
+    dequantized first into a directory `keep` holds on to."""
+    from transformers import AutoModelForCausalLM
+
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    quant = config.get("quantization_config") or {}
+    if quant.get("quant_method") != "fp8":
+        return AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=dtype)
+    import shutil
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    block = quant["weight_block_size"]
+    tensors = {}
+    for path in glob.glob(os.path.join(model_dir, "*.safetensors")):
+        tensors.update(load_file(path))
+    plain = {}
+    for name, t in tensors.items():
+        if name.endswith(".weight_scale_inv"):
+            continue
+        scale = tensors.get(name + "_scale_inv")
+        if scale is not None:
+            # Despite its name, weight_scale_inv multiplies.
+            full = scale.float().repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)
+            t = t.float() * full[:t.shape[0], :t.shape[1]]
+        plain[name] = t.float().contiguous()
+    holder = tempfile.TemporaryDirectory()  # removed when `keep` lets it go
+    keep.append(holder)
+    out = holder.name
+    del config["quantization_config"]
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f)
+    for name in os.listdir(model_dir):
+        if name.startswith("tokenizer") or name == "generation_config.json":
+            shutil.copy(os.path.join(model_dir, name), out)
+    save_file(plain, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    return AutoModelForCausalLM.from_pretrained(out, torch_dtype=dtype)
 
 
 def check_logits(root):
     import torch
-    from transformers import AutoModelForCausalLM
 
     ok = True
+    keep = []
     for dump_path in sorted(glob.glob(os.path.join(root, "*", "logits.json"))):
         model_dir = os.path.dirname(dump_path)
         with open(dump_path) as f:
             dump = json.load(f)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+        model = load_model(model_dir, torch.float32, keep)
         model.to(device).eval()
         prompt, generated = dump["prompt_ids"], dump["generated_ids"]
         # Every generated token but the last is input; row i of ours is the
@@ -69,17 +116,17 @@ BF16_MAX_NMSE = 1e-2
 
 def check_logits_bf16(root):
     import torch
-    from transformers import AutoModelForCausalLM
 
     if not torch.cuda.is_available():
         print("FAIL: logits-bf16 compares on a GPU and torch sees none")
         return False
     ok = True
+    keep = []
     for dump_path in sorted(glob.glob(os.path.join(root, "*", "logits.json"))):
         model_dir = os.path.dirname(dump_path)
         with open(dump_path) as f:
             dump = json.load(f)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
+        model = load_model(model_dir, torch.bfloat16, keep)
         model.to("cuda").eval()
         prompt, generated = dump["prompt_ids"], dump["generated_ids"]
         # Teacher-forced: transformers is fed shift's tokens.

@@ -267,11 +267,12 @@ TEST_P(BackendOpsTest, GemmOnColumnAndReductionRangesWithBias) {
 }
 
 // The rows [row_begin, row_end) and groups [g, g + c) of W [n][k], row-major.
-std::vector<float> PartOf(const std::vector<float>& w, int64_t k, const WeightPart& part) {
-  std::vector<float> out;
+template <typename T>
+std::vector<T> PartOf(const std::vector<T>& w, int64_t k, const WeightPart& part) {
+  std::vector<T> out;
   const int64_t len = k / kReductionGroups;
   for (int64_t r = part.row_begin; r < part.row_end; ++r) {
-    const float* row = w.data() + r * k + part.group_begin * len;
+    const T* row = w.data() + r * k + part.group_begin * len;
     out.insert(out.end(), row, row + part.cols());
   }
   return out;
@@ -370,33 +371,36 @@ TEST_P(BackendOpsTest, WriteKvAndAttentionOverScatteredBlocks) {
   for (int i = 0; i < 48; ++i) many.push_back({i * 37 % 700, 1});
   for (const Shape& s : shapes) {
     for (const auto& seqs : {few, many}) {
-      int64_t num_blocks = 3;  // and a few never used
-      for (const auto& [start, count] : seqs) {
-        num_blocks += (start + count + s.block_size - 1) / s.block_size;
+      for (int64_t window : {int64_t{0}, int64_t{7}, int64_t{100}}) {  // 0: none
+        int64_t num_blocks = 3;                                        // and a few never used
+        for (const auto& [start, count] : seqs) {
+          num_blocks += (start + count + s.block_size - 1) / s.block_size;
+        }
+        const StepLayout layout = MakeLayout(seqs, s.block_size, num_blocks, 100, rng_);
+        const int64_t n = layout.num_tokens(), width = s.kv_heads * s.head_dim;
+        Twin k_cache = Upload(Random(rng_, num_blocks * s.block_size * width),
+                              num_blocks * s.block_size, width);
+        Twin v_cache = Upload(Random(rng_, num_blocks * s.block_size * width),
+                              num_blocks * s.block_size, width);
+        Twin k = Upload(Random(rng_, n * width), n, width);
+        Twin v = Upload(Random(rng_, n * width), n, width);
+        Twin q = Upload(Random(rng_, n * s.heads * s.head_dim), n, s.heads * s.head_dim);
+        Twin out = Zeros(n, s.heads * s.head_dim);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+        for (int i : {0, 1}) {
+          const PagedKv cache{k_cache.on[i], v_cache.on[i], s.block_size,
+                              s.kv_heads,    s.head_dim,    window};
+          const std::unique_ptr<StepData> step = Prepare(i, layout);
+          ASSERT_TRUE(on(i).WriteKv(cache, k.on[i], v.on[i], *step).ok());
+          ASSERT_TRUE(on(i).Attention(q.on[i], s.heads, cache, *step, scale, out.on[i]).ok());
+        }
+        const std::string what =
+            absl::StrCat(s.heads, "/", s.kv_heads, " heads of ", s.head_dim, ", blocks of ",
+                         s.block_size, ", ", seqs.size(), " sequences, window ", window);
+        ExpectClose(k_cache, Op::kWriteKv, what + " (K cache)");
+        ExpectClose(v_cache, Op::kWriteKv, what + " (V cache)");
+        ExpectClose(out, Op::kAttention, what);
       }
-      const StepLayout layout = MakeLayout(seqs, s.block_size, num_blocks, 100, rng_);
-      const int64_t n = layout.num_tokens(), width = s.kv_heads * s.head_dim;
-      Twin k_cache =
-          Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
-      Twin v_cache =
-          Upload(Random(rng_, num_blocks * s.block_size * width), num_blocks * s.block_size, width);
-      Twin k = Upload(Random(rng_, n * width), n, width);
-      Twin v = Upload(Random(rng_, n * width), n, width);
-      Twin q = Upload(Random(rng_, n * s.heads * s.head_dim), n, s.heads * s.head_dim);
-      Twin out = Zeros(n, s.heads * s.head_dim);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
-      for (int i : {0, 1}) {
-        const PagedKv cache{k_cache.on[i], v_cache.on[i], s.block_size, s.kv_heads, s.head_dim};
-        const std::unique_ptr<StepData> step = Prepare(i, layout);
-        ASSERT_TRUE(on(i).WriteKv(cache, k.on[i], v.on[i], *step).ok());
-        ASSERT_TRUE(on(i).Attention(q.on[i], s.heads, cache, *step, scale, out.on[i]).ok());
-      }
-      const std::string what =
-          absl::StrCat(s.heads, "/", s.kv_heads, " heads of ", s.head_dim, ", blocks of ",
-                       s.block_size, ", ", seqs.size(), " sequences");
-      ExpectClose(k_cache, Op::kWriteKv, what + " (K cache)");
-      ExpectClose(v_cache, Op::kWriteKv, what + " (V cache)");
-      ExpectClose(out, Op::kAttention, what);
     }
   }
 }
@@ -513,6 +517,54 @@ TEST_P(BackendOpsTest, GemmOnFp8WeightsWithScalesPerRow) {
   }
 }
 
+// Block-scaled FP8 (one scale per 128 x 128 tile, the last ones partial) on
+// parts whose rows and reduction groups cut the tiles, against the CPU
+// backend on the same values dequantized here: code · its tile's scale.
+TEST_P(BackendOpsTest, GemmOnFp8WeightsWithBlockScalesOnPartsThatCutBlocks) {
+  const int64_t n = 200, k = 320, block = 128, m = 9;
+  const int64_t tile_cols = (k + block - 1) / block;
+  std::vector<uint8_t> codes(n * k);
+  std::vector<float> scales(((n + block - 1) / block) * tile_cols);
+  for (float& s : scales) s = std::exp2(static_cast<float>(rng_() % 6) - 8.0f);
+  for (uint8_t& c : codes) c = F32ToF8E4M3(Random(rng_, 1, 60.0f)[0]);
+  std::vector<float> dequantized(n * k);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      dequantized[r * k + c] =
+          F8E4M3ToF32(codes[r * k + c]) * scales[r / block * tile_cols + c / block];
+    }
+  }
+  struct Case {
+    WeightPart part;
+    GemmRange range;
+  };
+  const std::vector<Case> cases = {
+      {WeightPart::Whole(n, k), {}},
+      {{n, k, 64, 192, 0, 8}, {64, 192}},         // rows cutting both row blocks
+      {{n, k, 0, n, 2, 2}, {0, -1, 2, 2}},        // K columns [80, 160): cut tiles 0 and 1
+      {{n, k, 0, n, 4, 4}, {0, -1, 6, 2}},        // [160, 320): a cut tile and a partial one
+      {{n, k, 96, 160, 4, 4}, {112, 160, 4, 2}},  // rows and columns cutting tiles
+  };
+  for (const Case& c : cases) {
+    const std::vector<uint8_t> part_codes = PartOf(codes, k, c.part);
+    const std::vector<float> part_values = PartOf(dequantized, k, c.part);
+    std::unique_ptr<Weight> w[2];
+    auto reference = on(0).UploadWeight(part_values.data(), c.part);
+    auto tested = on(1).UploadWeightFp8Blocks(part_codes.data(), scales.data(), block, c.part);
+    ASSERT_TRUE(reference.ok() && tested.ok()) << tested.status();
+    w[0] = *std::move(reference);
+    w[1] = *std::move(tested);
+    const int64_t cols = (c.range.n_end < 0 ? n : c.range.n_end) - c.range.n_begin;
+    const int64_t kr = k / kReductionGroups * c.range.group_count;
+    Twin x = Upload(Random(rng_, m * kr), m, kr);
+    Twin y = Zeros(m, cols);
+    for (int i : {0, 1}) ASSERT_TRUE(on(i).Gemm(x.on[i], *w[i], c.range, nullptr, y.on[i]).ok());
+    ExpectWithin(y, 5e-3, "FP8 blocks " + GemmCase(m, n, k, c.range, false));
+  }
+  EXPECT_FALSE(
+      on(1).UploadWeightFp8Blocks(codes.data(), scales.data(), 0, WeightPart::Whole(n, k)).ok());
+}
+
 TEST_P(BackendOpsTest, ShapeMismatchesAreErrorsThatNameTheOperation) {
   Twin a = Zeros(3, 16), b = Zeros(3, 8), w = Zeros(1, 16);
   const absl::Status status = on(1).RmsNorm(a.on[1], nullptr, w.on[1], 1e-5f, b.on[1]);
@@ -569,6 +621,15 @@ TEST(BackendCountersTest, GemmAndAttentionCountTheirWork) {
   // q and out, and the K and V of 3 and 10 positions once each.
   EXPECT_EQ(attention.bytes,
             static_cast<uint64_t>(2 * 4 * heads * hd + 2 * (3 + 10) * kv * hd) * sizeof(float));
+  // A window of 2: positions 0, 1, 2 and 9 attend to 1, 2, 2 and 2; the
+  // chunk reads its 3 positions, the decode 2 of its 10.
+  const PagedKv windowed{*k_cache, *v_cache, 4, kv, hd, 2};
+  const OpStats before = attention;
+  ASSERT_TRUE(backend.Attention(*q, heads, windowed, **step, 0.25f, *out).ok());
+  EXPECT_EQ(attention.flops - before.flops,
+            static_cast<uint64_t>(heads * (4 * hd + 3) * (1 + 2 + 2 + 2)));
+  EXPECT_EQ(attention.bytes - before.bytes,
+            static_cast<uint64_t>(2 * 4 * heads * hd + 2 * (3 + 2) * kv * hd) * sizeof(float));
 }
 
 TEST(BackendDeviceTest, DeviceNamesParseAndCudaNeedsItsBuildAndAGpu) {

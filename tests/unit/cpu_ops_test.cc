@@ -97,23 +97,24 @@ TEST(CpuOpsTest, RopeLlama3ScalingFollowsTransformers) {
   EXPECT_DOUBLE_EQ(f[63], p[63] / 8.0);
 }
 
-// Naive attention over contiguous K/V [positions][kv_heads][d], in double.
+// Naive attention over contiguous K/V [positions][kv_heads][d], in double,
+// over positions first..position.
 std::vector<double> NaiveAttention(const std::vector<float>& q, const std::vector<float>& k,
                                    const std::vector<float>& v, int64_t position, int64_t heads,
-                                   int64_t kv_heads, int64_t d, double scale) {
+                                   int64_t kv_heads, int64_t d, double scale, int64_t first = 0) {
   std::vector<double> out(heads * d, 0.0);
   for (int64_t h = 0; h < heads; ++h) {
     const int64_t kv = h / (heads / kv_heads);
-    std::vector<double> s(position + 1);
+    std::vector<double> s(position + 1, -INFINITY);
     double max = -INFINITY, total = 0;
-    for (int64_t j = 0; j <= position; ++j) {
+    for (int64_t j = first; j <= position; ++j) {
       double dot = 0;
       for (int64_t i = 0; i < d; ++i) dot += q[h * d + i] * k[(j * kv_heads + kv) * d + i];
       s[j] = dot * scale;
       max = std::max(max, s[j]);
     }
     for (double& x : s) total += (x = std::exp(x - max));
-    for (int64_t j = 0; j <= position; ++j) {
+    for (int64_t j = first; j <= position; ++j) {
       for (int64_t i = 0; i < d; ++i)
         out[h * d + i] += s[j] / total * v[(j * kv_heads + kv) * d + i];
     }
@@ -144,6 +145,30 @@ TEST(CpuOpsTest, PagedAttentionMatchesNaiveAndIgnoresLaterPositions) {
   AttendOne(cache, table, 10, q.data(), heads, scale, out.data(), scratch.data());
   naive = NaiveAttention(q, k, v, 10, heads, kv_heads, d, scale);
   for (int64_t i = 0; i < heads * d; ++i) EXPECT_NEAR(out[i], naive[i], 1e-5) << i;
+}
+
+// A sliding window of w: the query at p sees positions p - w + 1 .. p only
+// (and all of them while p < w), whatever the cache holds before.
+TEST(CpuOpsTest, PagedAttentionWithAWindowSeesItsLastPositionsOnly) {
+  const int64_t heads = 4, kv_heads = 2, d = 16, block_size = 4, positions = 11, window = 5;
+  const std::vector<int32_t> table = {5, 2, 7};
+  std::vector<float> k_cache(8 * block_size * kv_heads * d, 0.0f), v_cache = k_cache;
+  const auto k = Random(positions * kv_heads * d, 12), v = Random(positions * kv_heads * d, 13);
+  const auto q = Random(heads * d, 14);
+  const KvView full{k_cache.data(), v_cache.data(), block_size, kv_heads, d};
+  KvView windowed = full;
+  windowed.window = window;
+  WriteKv(full, table, 0, positions, k.data(), v.data());
+  std::vector<float> scratch(positions), out(heads * d), unwindowed(heads * d);
+  for (int64_t p : {int64_t{3}, int64_t{4}, int64_t{5}, int64_t{10}}) {
+    AttendOne(windowed, table, p, q.data(), heads, 0.25f, out.data(), scratch.data());
+    const auto naive =
+        NaiveAttention(q, k, v, p, heads, kv_heads, d, 0.25, std::max<int64_t>(0, p - window + 1));
+    for (int64_t i = 0; i < heads * d; ++i) EXPECT_NEAR(out[i], naive[i], 1e-5) << p << " " << i;
+    AttendOne(full, table, p, q.data(), heads, 0.25f, unwindowed.data(), scratch.data());
+    const bool same = std::memcmp(out.data(), unwindowed.data(), out.size() * sizeof(float)) == 0;
+    EXPECT_EQ(same, p < window) << "position " << p;
+  }
 }
 
 TEST(CpuOpsTest, PhiloxMatchesKnownAnswer) {

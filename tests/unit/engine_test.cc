@@ -1,6 +1,8 @@
 // The single-rank engine against a naive full-sequence forward (no paging, no
 // batching, double accumulation), and bit-for-bit invariance of a sequence's
-// logits and tokens to batching and to how its prefill is chunked.
+// logits and tokens to batching and to how its prefill is chunked: Llama,
+// Qwen 2 and 3, FP8 with per-channel and 128x128 block scales, and
+// Mistral's sliding window.
 #include "worker/engine.h"
 
 #include <algorithm>
@@ -42,15 +44,22 @@ class NaiveModel {
         AddBias(&k, W(p + "self_attn.k_proj.bias", {kvh * hd}));
         AddBias(&v, W(p + "self_attn.v_proj.bias", {kvh * hd}));
       }
+      if (c_.qk_norm) {  // Qwen 3: each head of q and k normalized on its own
+        q = Norm(q, n * heads, W(p + "self_attn.q_norm.weight", {hd}), hd);
+        k = Norm(k, n * kvh, W(p + "self_attn.k_norm.weight", {hd}), hd);
+      }
       Rope(&q, n, heads);
       Rope(&k, n, kvh);
+      // A key at j is visible to the query at t when 0 <= t - j < window.
+      const int64_t window = c_.AttentionWindow(l);
       std::vector<double> attn(n * heads * hd, 0.0);
       for (int64_t t = 0; t < n; ++t) {
+        const int64_t from = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
         for (int64_t hh = 0; hh < heads; ++hh) {
           const int64_t g = hh / (heads / kvh);
-          std::vector<double> s(t + 1);
+          std::vector<double> s(t + 1, -INFINITY);
           double mx = -INFINITY, total = 0;
-          for (int64_t j = 0; j <= t; ++j) {
+          for (int64_t j = from; j <= t; ++j) {
             double dot = 0;
             for (int64_t i = 0; i < hd; ++i)
               dot += q[(t * heads + hh) * hd + i] * k[(j * kvh + g) * hd + i];
@@ -58,7 +67,7 @@ class NaiveModel {
             mx = std::max(mx, s[j]);
           }
           for (double& e : s) total += (e = std::exp(e - mx));
-          for (int64_t j = 0; j <= t; ++j) {
+          for (int64_t j = from; j <= t; ++j) {
             for (int64_t i = 0; i < hd; ++i) {
               attn[(t * heads + hh) * hd + i] += s[j] / total * v[(j * kvh + g) * hd + i];
             }
@@ -107,9 +116,10 @@ class NaiveModel {
     }
     return y;
   }
-  std::vector<double> Norm(const std::vector<double>& x, int64_t rows,
-                           const std::vector<float>& w) const {
-    const int64_t d = c_.hidden_size;
+  // RMSNorm of `rows` rows of `width` (the model's width unless given).
+  std::vector<double> Norm(const std::vector<double>& x, int64_t rows, const std::vector<float>& w,
+                           int64_t width = 0) const {
+    const int64_t d = width > 0 ? width : c_.hidden_size;
     std::vector<double> y(rows * d);
     for (int64_t r = 0; r < rows; ++r) {
       double ss = 0;
@@ -213,35 +223,86 @@ std::vector<int32_t> Prompt(int64_t n, uint32_t seed, int32_t vocab) {
   return out;
 }
 
-// Llama with GQA (fp32 weights), Qwen 2 (biases, tied embeddings), and
-// Llama with FP8 projections (dequantized on load).
-enum class TestModel { kLlamaGqa, kQwen2, kLlamaFp8 };
+// Llama with GQA (fp32 weights), Qwen 2 (biases, tied embeddings), Llama
+// with FP8 projections (dequantized on load), Qwen 3 (per-head q/k norms),
+// Qwen 3 with 128 x 128 block-scaled FP8 projections (the tiny shapes cut
+// every block: all partial), the same 128 wide (whole blocks and partial
+// ones), and Mistral with a 16-token sliding window.
+enum class TestModel {
+  kLlamaGqa,
+  kQwen2,
+  kLlamaFp8,
+  kQwen3,
+  kQwen3Fp8Block,
+  kQwen3Fp8BlockWide,
+  kMistralWindow
+};
+
+// Writes `model` into `dir` and opens it.
+std::unique_ptr<ModelFiles> WriteModel(TestModel model, const std::string& dir) {
+  MkModelOptions options;
+  options.config = *PresetConfig("tiny");
+  options.seed = 17;
+  options.dtype = model == TestModel::kLlamaFp8 ? DType::kF8E4M3 : DType::kF32;
+  switch (model) {
+    case TestModel::kQwen2:
+      options.config.architecture = "Qwen2ForCausalLM";
+      options.config.attention_bias = true;
+      options.config.tie_word_embeddings = true;
+      break;
+    case TestModel::kQwen3:
+      options.config = *PresetConfig("tiny-qwen3");
+      break;
+    case TestModel::kQwen3Fp8Block:
+    case TestModel::kQwen3Fp8BlockWide:
+      options.config = *PresetConfig("tiny-qwen3");
+      if (model == TestModel::kQwen3Fp8BlockWide) {
+        options.config.num_attention_heads = 8;
+        options.config.hidden_size = 128;
+        options.config.intermediate_size = 320;  // two whole blocks and a partial one
+      }
+      options.dtype = DType::kF8E4M3;
+      options.fp8_block = 128;
+      break;
+    case TestModel::kMistralWindow:
+      options.config = *PresetConfig("tiny-mistral");
+      break;
+    default:
+      break;
+  }
+  EXPECT_TRUE(WriteRandomModel(dir, options).ok());
+  auto files = OpenModelFiles(dir);
+  EXPECT_TRUE(files.ok()) << files.status();
+  return files.ok() ? std::make_unique<ModelFiles>(*std::move(files)) : nullptr;
+}
+
+std::unique_ptr<Engine> NewEngine(const ModelFiles& files) {
+  EngineOptions options;
+  options.kv_cache_bytes = 8 << 20;
+  options.block_size = 4;
+  auto engine = Engine::Create(files, options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? *std::move(engine) : nullptr;
+}
 
 class EngineTest : public ::testing::TestWithParam<TestModel> {
  protected:
   void SetUp() override {
-    MkModelOptions options;
-    options.config = *PresetConfig("tiny");
-    options.seed = 17;
-    options.dtype = GetParam() == TestModel::kLlamaFp8 ? DType::kF8E4M3 : DType::kF32;
-    if (GetParam() == TestModel::kQwen2) {
-      options.config.architecture = "Qwen2ForCausalLM";
-      options.config.attention_bias = true;
-      options.config.tie_word_embeddings = true;
-    }
-    ASSERT_TRUE(WriteRandomModel(tmp_.Sub("model"), options).ok());
-    auto files = OpenModelFiles(tmp_.Sub("model"));
-    ASSERT_TRUE(files.ok()) << files.status();
-    files_ = std::make_unique<ModelFiles>(*std::move(files));
+    files_ = WriteModel(GetParam(), tmp_.Sub("model"));
+    ASSERT_NE(files_, nullptr);
   }
+  std::unique_ptr<Engine> NewEngine() { return shift::NewEngine(*files_); }
 
-  std::unique_ptr<Engine> NewEngine() {
-    EngineOptions options;
-    options.kv_cache_bytes = 8 << 20;
-    options.block_size = 4;
-    auto engine = Engine::Create(*files_, options);
-    EXPECT_TRUE(engine.ok()) << engine.status();
-    return *std::move(engine);
+  testing::TestTempDir tmp_;
+  std::unique_ptr<ModelFiles> files_;
+};
+
+// Mistral's 16-token sliding window.
+class SlidingWindowTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    files_ = WriteModel(TestModel::kMistralWindow, tmp_.Sub("model"));
+    ASSERT_NE(files_, nullptr);
   }
 
   testing::TestTempDir tmp_;
@@ -380,15 +441,80 @@ TEST_P(EngineTest, BadStepsAreRefusedWithoutDamage) {
   EXPECT_EQ(ok->size(), 1u);
 }
 
+// Mistral's window over long prompts: 100-token prompts prefilled in chunks
+// of several sizes (a chunk's queries straddle the window's edge, and most
+// of each prompt falls out of it), then decodes, against the naive forward.
+TEST_F(SlidingWindowTest, LongPromptsInChunksMatchTheNaiveForward) {
+  ASSERT_EQ(files_->config.sliding_window, 16);
+  auto engine = NewEngine(*files_);
+  Driver driver(engine.get());
+  const int32_t vocab = 900;
+  driver.Add(1, Prompt(100, 11, vocab));
+  driver.Add(2, Prompt(100, 12, vocab));
+  driver.Step({{1, 37}, {2, 5}});
+  driver.Step({{1, 16}, {2, 60}});
+  driver.Step({{1, 47}, {2, 35}});  // both sample
+  for (int step = 0; step < 6; ++step) driver.Decode({1, 2});
+  NaiveModel naive(*files_);
+  for (uint64_t id : {1, 2}) {
+    const auto& s = driver.seq(id);
+    ASSERT_EQ(s.logits.size(), 7u);
+    for (size_t i = 0; i < s.logits.size(); ++i) {
+      EXPECT_LE(MaxRelativeError(s.logits[i], naive.LastLogits(s.history[i])), 1e-4)
+          << "seq " << id << " step " << i;
+    }
+  }
+  // The window matters: without it the logits differ.
+  ModelFiles full = *OpenModelFiles(tmp_.Sub("model"));
+  full.config.sliding_window = 0;
+  const auto& s = driver.seq(1);
+  EXPECT_GT(MaxRelativeError(s.logits[0], NaiveModel(full).LastLogits(s.history[0])), 1e-3);
+}
+
+// A window as long as any context can be (max_position_embeddings) gives
+// the bits of no window at all.
+TEST_F(SlidingWindowTest, AWindowAsLongAsTheContextChangesNothing) {
+  const auto prompt = Prompt(40, 21, 900);
+  std::vector<std::vector<std::vector<float>>> logits;
+  for (int64_t window : {int64_t{0}, files_->config.max_position_embeddings}) {
+    ModelFiles files = *OpenModelFiles(tmp_.Sub("model"));
+    files.config.sliding_window = window;
+    auto engine = NewEngine(files);
+    ASSERT_NE(engine, nullptr);
+    Driver d(engine.get());
+    d.Add(1, prompt);
+    d.Step({{1, 40}});
+    for (int i = 0; i < 4; ++i) d.Decode({1});
+    logits.push_back(d.seq(1).logits);
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  for (size_t i = 0; i < logits[0].size(); ++i) {
+    EXPECT_EQ(
+        std::memcmp(logits[0][i].data(), logits[1][i].data(), logits[0][i].size() * sizeof(float)),
+        0)
+        << "step " << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, EngineTest,
                          ::testing::Values(TestModel::kLlamaGqa, TestModel::kQwen2,
-                                           TestModel::kLlamaFp8),
+                                           TestModel::kLlamaFp8, TestModel::kQwen3,
+                                           TestModel::kQwen3Fp8Block, TestModel::kQwen3Fp8BlockWide,
+                                           TestModel::kMistralWindow),
                          [](const auto& info) {
                            switch (info.param) {
                              case TestModel::kQwen2:
                                return "Qwen2";
                              case TestModel::kLlamaFp8:
                                return "LlamaFp8";
+                             case TestModel::kQwen3:
+                               return "Qwen3";
+                             case TestModel::kQwen3Fp8Block:
+                               return "Qwen3Fp8Block";
+                             case TestModel::kQwen3Fp8BlockWide:
+                               return "Qwen3Fp8BlockWide";
+                             case TestModel::kMistralWindow:
+                               return "MistralWindow";
                              default:
                                return "LlamaGqa";
                            }

@@ -1,6 +1,8 @@
 // Model files a hostile or broken source could hand the loaders: each is a
 // clear error, quickly, never a crash, a hang or a huge allocation. These
 // used to abort (std::length_error, std::bad_alloc after 17 s) or hang.
+// Quantization, sliding windows and Qwen 3's norms: a wrong value is an
+// error at load naming the file and the field or tensor.
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -12,12 +14,14 @@
 #include "common/file_util.h"
 #include "common/generation_config.h"
 #include "common/model_config.h"
+#include "common/model_schema.h"
 #include "common/safetensors.h"
 #include "common/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/temp_dir.h"
+#include "tools/mkmodel.h"
 
 namespace shift {
 namespace {
@@ -298,6 +302,169 @@ TEST(HostileFilesTest, DeepNestingIsRefusedNotAStackOverflow) {
   auto model = LoadModelTokenizer(dir.path().string(), kMaxTokenId);
   ASSERT_FALSE(model.ok());
   EXPECT_THAT(model.status().message(), HasSubstr("post_processor: nested deeper than"));
+}
+
+nlohmann::json TinyConfig(const std::string& architecture) {
+  return {{"architectures", {architecture}},
+          {"hidden_size", 64},
+          {"intermediate_size", 128},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},
+          {"num_key_value_heads", 2},
+          {"vocab_size", 1024},
+          {"max_position_embeddings", 2048}};
+}
+
+// Parses `config` and expects an error naming config.json and `field`.
+void ExpectRefused(const nlohmann::json& config, const std::string& field) {
+  auto parsed = ParseModelConfig(config.dump(), "dir/config.json");
+  ASSERT_FALSE(parsed.ok()) << config.dump();
+  EXPECT_THAT(parsed.status().message(), HasSubstr("dir/config.json"));
+  EXPECT_THAT(parsed.status().message(), HasSubstr(field));
+}
+
+TEST(HostileFilesTest, FP8BlocksOtherThan128AreRefused) {
+  nlohmann::json c = TinyConfig("Qwen3ForCausalLM");
+  c["quantization_config"] = {
+      {"quant_method", "fp8"}, {"activation_scheme", "dynamic"}, {"weight_block_size", {128, 128}}};
+  EXPECT_TRUE(ParseModelConfig(c.dump(), "config.json").ok());
+  for (const nlohmann::json& block :
+       {nlohmann::json{64, 64}, nlohmann::json{128, 64}, nlohmann::json{128}, nlohmann::json("128"),
+        nlohmann::json::array()}) {
+    c["quantization_config"]["weight_block_size"] = block;
+    ExpectRefused(c, "weight_block_size");
+  }
+  // Absent, transformers reads 128 x 128.
+  c["quantization_config"].erase("weight_block_size");
+  auto defaulted = ParseModelConfig(c.dump(), "config.json");
+  ASSERT_TRUE(defaulted.ok()) << defaulted.status();
+  EXPECT_EQ(defaulted->quantization->block, 128);
+  // compressed-tensors' strategy "block" says the same in block_structure.
+  const nlohmann::json fp8 = {{"num_bits", 8}, {"type", "float"}};
+  nlohmann::json weights = fp8;
+  weights["strategy"] = "block";
+  weights["block_structure"] = {256, 256};
+  c["quantization_config"] = {{"quant_method", "compressed-tensors"},
+                              {"format", "float-quantized"},
+                              {"config_groups", {{"group_0", {{"weights", weights}}}}}};
+  ExpectRefused(c, "block_structure");
+  c["quantization_config"]["config_groups"]["group_0"]["weights"]["block_structure"] = {128, 128};
+  auto parsed = ParseModelConfig(c.dump(), "config.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->quantization->block, 128);
+  EXPECT_EQ(WeightScaleName(*parsed, "x.weight"), "x.weight_scale");
+}
+
+TEST(HostileFilesTest, NegativeOrNonIntegerWindowsAreRefused) {
+  nlohmann::json c = TinyConfig("MistralForCausalLM");
+  for (const nlohmann::json& window :
+       {nlohmann::json(-16), nlohmann::json(0), nlohmann::json(16.5), nlohmann::json("16")}) {
+    c["sliding_window"] = window;
+    ExpectRefused(c, "sliding_window");
+  }
+  c = TinyConfig("Qwen2ForCausalLM");
+  c["use_sliding_window"] = true;
+  c["sliding_window"] = -1;
+  ExpectRefused(c, "sliding_window");
+  c["sliding_window"] = 16;
+  c["max_window_layers"] = -3;
+  ExpectRefused(c, "max_window_layers");
+  c["max_window_layers"] = 1;
+  c["layer_types"] = {"full_attention"};  // one entry for two layers
+  ExpectRefused(c, "layer_types");
+  c["layer_types"] = {"full_attention", "local"};
+  ExpectRefused(c, "layer_types");
+}
+
+// Rewrites DIR/model.safetensors with tensor `name` replaced by `replacement`
+// (or removed, when its name is empty).
+void ReplaceTensor(const std::string& dir, const std::string& name,
+                   const TensorToWrite& replacement) {
+  auto checkpoint = Checkpoint::Open(dir);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  std::vector<TensorToWrite> tensors;
+  for (const std::string& n : (*checkpoint)->Names()) {
+    const TensorView* t = (*checkpoint)->Find(n);
+    if (n == name) {
+      if (!replacement.name.empty()) tensors.push_back(replacement);
+      continue;
+    }
+    tensors.push_back({n, t->dtype, t->shape,
+                       absl::string_view(reinterpret_cast<const char*>(t->data), t->nbytes)});
+  }
+  const std::string path = dir + "/model.safetensors", rewritten = path + ".new";
+  ASSERT_TRUE(WriteSafetensors(rewritten, tensors).ok());
+  checkpoint->reset();  // unmapped before the file is replaced
+  ASSERT_EQ(std::rename(rewritten.c_str(), path.c_str()), 0);
+}
+
+// Opens DIR as a loader does and expects an error naming the safetensors
+// file and `what`.
+void ExpectLoadRefused(const std::string& dir, const std::string& what) {
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto checkpoint = Checkpoint::Open(dir);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const absl::Status status = CheckCheckpointAgainstSchema(**checkpoint, *config);
+  ASSERT_FALSE(status.ok()) << what;
+  EXPECT_THAT(status.message(), HasSubstr("model.safetensors"));
+  EXPECT_THAT(status.message(), HasSubstr(what));
+}
+
+class HostileCheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MkModelOptions options;
+    options.config = *PresetConfig("tiny-qwen3");
+    options.dtype = DType::kF8E4M3;
+    options.fp8_block = 128;
+    ASSERT_TRUE(WriteRandomModel(dir_.Sub("model"), options).ok());
+    auto config = LoadModelConfig(dir_.Sub("model"));
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto checkpoint = Checkpoint::Open(dir_.Sub("model"));
+    ASSERT_TRUE(checkpoint.ok());
+    ASSERT_TRUE(CheckCheckpointAgainstSchema(**checkpoint, *config).ok());
+  }
+  std::string model() { return dir_.Sub("model"); }
+
+  testing::TestTempDir dir_;
+};
+
+TEST_F(HostileCheckpointTest, BlockScalesOfTheWrongShapeAreRefused) {
+  // gate_proj is 192 x 64: 2 x 1 blocks (the second partial).
+  const std::string scale = "model.layers.1.mlp.gate_proj.weight_scale_inv";
+  const float values[2] = {0.01f, 0.02f};
+  const absl::string_view bytes(reinterpret_cast<const char*>(values), sizeof(values));
+  ReplaceTensor(model(), scale, {scale, DType::kF32, {1, 2}, bytes});
+  ExpectLoadRefused(model(), scale);
+  ExpectLoadRefused(model(), "[2, 1]");
+  ReplaceTensor(model(), scale, {scale, DType::kF32, {2}, bytes});
+  ExpectLoadRefused(model(), scale);
+  ReplaceTensor(model(), scale, {});
+  ExpectLoadRefused(model(), scale);
+}
+
+TEST_F(HostileCheckpointTest, BlockScalesOfTheWrongDtypeAreRefused) {
+  const std::string scale = "model.layers.0.self_attn.o_proj.weight_scale_inv";
+  const uint8_t fp8[1] = {0x38};
+  ReplaceTensor(model(), scale,
+                {scale, DType::kF8E4M3, {1, 1}, {reinterpret_cast<const char*>(fp8), 1}});
+  ExpectLoadRefused(model(), scale);
+  ExpectLoadRefused(model(), "F8_E4M3");
+  const uint16_t f16[1] = {0x3c00};
+  ReplaceTensor(model(), scale,
+                {scale, DType::kF16, {1, 1}, {reinterpret_cast<const char*>(f16), 2}});
+  ExpectLoadRefused(model(), "F16");
+}
+
+TEST_F(HostileCheckpointTest, QNormOfTheWrongSizeIsRefused) {
+  const std::string norm = "model.layers.0.self_attn.q_norm.weight";
+  const float values[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+  ReplaceTensor(model(), norm,
+                {norm, DType::kF32, {8}, {reinterpret_cast<const char*>(values), sizeof(values)}});
+  ExpectLoadRefused(model(), norm);
+  ReplaceTensor(model(), norm, {});
+  ExpectLoadRefused(model(), norm);
 }
 
 }  // namespace

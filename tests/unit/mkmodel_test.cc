@@ -82,7 +82,7 @@ TEST_F(MkModelTest, Fp8ProjectionsLoadDequantized) {
     EXPECT_EQ(view->dtype, projection ? DType::kF8E4M3 : DType::kBF16) << spec.name;
     if (!projection) continue;
     const int64_t rows = spec.shape[0], cols = spec.shape[1];
-    const TensorView* scale = files->checkpoint->Find(WeightScaleName(spec.name));
+    const TensorView* scale = files->checkpoint->Find(WeightScaleName(files->config, spec.name));
     ASSERT_NE(scale, nullptr) << spec.name;
     EXPECT_EQ(scale->shape, (std::vector<int64_t>{rows, 1}));
     std::vector<float> got(rows * cols), scales(rows);
@@ -239,9 +239,67 @@ TEST_F(MkModelTest, ConfigOnlyWritesNoWeights) {
 TEST_F(MkModelTest, PresetsMatchPublishedSizes) {
   EXPECT_EQ(PresetConfig("llama3-8b")->NumParameters(), 8030261248);
   EXPECT_NEAR(static_cast<double>(PresetConfig("qwen2-32b")->NumParameters()), 32.76e9, 0.01e9);
+  // Qwen3-32B (32.8B) and Mistral-7B-v0.1 (7.24B, a 4096-token window).
+  EXPECT_EQ(PresetConfig("qwen3-32b")->NumParameters(), 32762123264);
+  EXPECT_TRUE(PresetConfig("qwen3-32b")->qk_norm);
+  EXPECT_EQ(PresetConfig("mistral-7b")->NumParameters(), 7241732096);
+  EXPECT_EQ(PresetConfig("mistral-7b")->AttentionWindow(31), 4096);
+  EXPECT_EQ(PresetConfig("tiny-mistral")->AttentionWindow(0), 16);
   auto unknown = PresetConfig("gpt-5");
   ASSERT_FALSE(unknown.ok());
   EXPECT_THAT(unknown.status().message(), HasSubstr("unknown preset"));
+}
+
+// --dtype=fp8 --fp8_block=128: projections in F8_E4M3 with one fp32
+// weight_scale_inv per 128 x 128 block (the tiny shapes make every block
+// partial; a 320-wide MLP has whole ones too), which the loader multiplies
+// in: code x its block's scale, exactly, close to the unquantized weights.
+TEST_F(MkModelTest, Fp8BlockScalesLoadDequantized) {
+  MkModelOptions options = Tiny(6);
+  options.config.intermediate_size = 320;
+  options.dtype = DType::kF8E4M3;
+  options.fp8_block = 128;
+  auto written = WriteRandomModel(Dir("fp8-block"), options);
+  ASSERT_TRUE(written.ok()) << written.status();
+  auto files = OpenModelFiles(Dir("fp8-block"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_TRUE(files->config.quantization.has_value());
+  EXPECT_EQ(files->config.quantization->block, 128);
+  for (const TensorSpec& spec : ModelTensorSpecs(files->config)) {
+    if (spec.role != TensorRole::kProjection) continue;
+    const int64_t rows = spec.shape[0], cols = spec.shape[1];
+    const TensorView* view = files->checkpoint->Find(spec.name);
+    const std::string scale_name = WeightScaleName(files->config, spec.name);
+    EXPECT_EQ(scale_name, spec.name + "_scale_inv");
+    const TensorView* scale = files->checkpoint->Find(scale_name);
+    ASSERT_NE(scale, nullptr) << scale_name;
+    const std::vector<int64_t> grid = {(rows + 127) / 128, (cols + 127) / 128};
+    EXPECT_EQ(scale->shape, grid) << scale_name;
+    EXPECT_EQ(scale->dtype, DType::kF32);
+    std::vector<float> got(rows * cols), scales(grid[0] * grid[1]);
+    ASSERT_TRUE(
+        ReadWeightAsF32(*files->checkpoint, files->config, spec.name, rows, cols, got.data()).ok());
+    ASSERT_TRUE(files->checkpoint->ReadAsF32(scale_name, grid, scales.data()).ok());
+    double err = 0, ref = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t i = r * cols + c;
+        ASSERT_EQ(got[i], F8E4M3ToF32(view->data[i]) * scales[r / 128 * grid[1] + c / 128])
+            << spec.name << " " << i;
+        const double want = RandomWeight(6, spec, i);
+        err += (got[i] - want) * (got[i] - want);
+        ref += want * want;
+      }
+    }
+    EXPECT_LT(err / ref, 1.0 / 256) << spec.name;
+  }
+  // The writer makes 128 x 128 blocks only, and of FP8 weights only.
+  options.fp8_block = 64;
+  EXPECT_THAT(WriteRandomModel(Dir("fp8-64"), options).status().message(), HasSubstr("128 x 128"));
+  options.fp8_block = 128;
+  options.dtype = DType::kBF16;
+  EXPECT_THAT(WriteRandomModel(Dir("bf16-block"), options).status().message(),
+              HasSubstr("--dtype=fp8"));
 }
 
 TEST_F(MkModelTest, BadShapesAreRefused) {

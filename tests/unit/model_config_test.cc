@@ -1,5 +1,7 @@
-// config.json parsing: real Llama 3 and Qwen 2 configs, defaults, a round
-// trip through ModelConfigToJson, and a clear error for each bad field.
+// config.json parsing: real Llama 3, Qwen 2, Qwen 3 (bf16 and block FP8)
+// and Mistral configs, defaults, sliding windows as transformers reads them,
+// a round trip through ModelConfigToJson, and a clear error for each bad
+// field.
 #include "common/model_config.h"
 
 #include <string>
@@ -74,6 +76,113 @@ TEST(ModelConfigTest, ParsesQwen2WithImpliedBiasesAndTiedEmbeddings) {
   EXPECT_EQ(specs.size(), 1u + 24u * 12u + 1u);  // no lm_head when tied
   EXPECT_EQ(specs[5].name, "model.layers.0.self_attn.q_proj.bias");
   EXPECT_EQ(specs[5].shape, (std::vector<int64_t>{896}));
+}
+
+// Qwen3-32B's config.json, and the quantization_config of Qwen3-32B-FP8.
+#define QWEN3_32B \
+  R"("architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02, "intermediate_size": 25600, "max_position_embeddings": 40960, "max_window_layers": 64, "model_type": "qwen3", "num_attention_heads": 64, "num_hidden_layers": 64, "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": true, "use_sliding_window": false, "vocab_size": 151936)"
+#define QWEN3_FP8 \
+  R"("quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]})"
+
+TEST(ModelConfigTest, ParsesQwen3WithPerHeadNormsAndNoBiases) {
+  auto config = ParseModelConfig("{" QWEN3_32B "}", "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->qk_norm);
+  EXPECT_FALSE(config->attention_bias);
+  EXPECT_EQ(config->head_dim, 128);
+  EXPECT_EQ(config->sliding_window, 0);
+  for (int64_t layer : {0, 63}) EXPECT_EQ(config->AttentionWindow(layer), 0);
+  // 32.8B parameters, 31.2B of them outside the embeddings, as published.
+  EXPECT_EQ(config->NumParameters(), 32762123264);
+  auto specs = ModelTensorSpecs(*config);
+  EXPECT_EQ(specs.size(), 1u + 64u * 11u + 2u);
+  EXPECT_EQ(specs[6].name, "model.layers.0.self_attn.q_norm.weight");
+  EXPECT_EQ(specs[6].shape, (std::vector<int64_t>{128}));
+  EXPECT_EQ(specs[7].name, "model.layers.0.self_attn.k_norm.weight");
+  auto again = ParseModelConfig(ModelConfigToJson(*config), "written");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ModelConfigToJson(*again), ModelConfigToJson(*config));
+}
+
+TEST(ModelConfigTest, ParsesTransformersFp8WithBlockScales) {
+  auto config = ParseModelConfig("{" QWEN3_32B ", " QWEN3_FP8 "}", "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->quantization.has_value());
+  EXPECT_EQ(config->quantization->block, 128);
+  EXPECT_FALSE(config->quantization->per_channel);
+  // Despite its name, weight_scale_inv multiplies (w = code · scale).
+  EXPECT_EQ(WeightScaleName(*config, "model.layers.0.mlp.up_proj.weight"),
+            "model.layers.0.mlp.up_proj.weight_scale_inv");
+  auto again = ParseModelConfig(ModelConfigToJson(*config), "written");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ModelConfigToJson(*again), ModelConfigToJson(*config));
+  EXPECT_EQ(again->quantization->block, 128);
+}
+
+// Mistral-7B-v0.1's config.json: a 4096-token window on every layer.
+constexpr char kMistral7B[] = R"({
+  "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+  "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+  "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+  "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "transformers_version": "4.34.0.dev0", "use_cache": true, "vocab_size": 32000})";
+
+TEST(ModelConfigTest, ReadsSlidingWindowsAsTransformersDoes) {
+  auto mistral = ParseModelConfig(kMistral7B, "config.json");
+  ASSERT_TRUE(mistral.ok()) << mistral.status();
+  EXPECT_EQ(mistral->sliding_window, 4096);
+  for (int64_t layer : {0, 31}) EXPECT_EQ(mistral->AttentionWindow(layer), 4096);
+  EXPECT_EQ(mistral->NumParameters(), 7241732096);  // 7.24B
+  auto again = ParseModelConfig(ModelConfigToJson(*mistral), "written");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->sliding_window, 4096);
+  // MistralConfig's default is 4096 when the field is absent; null is none.
+  const std::string tiny =
+      R"("architectures": ["MistralForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+         "num_hidden_layers": 3, "num_attention_heads": 4, "vocab_size": 100)";
+  EXPECT_EQ(ParseModelConfig("{" + tiny + "}", "c")->sliding_window, 4096);
+  EXPECT_EQ(ParseModelConfig("{" + tiny + R"(, "sliding_window": null})", "c")->sliding_window, 0);
+  // Qwen: only with use_sliding_window, from max_window_layers on.
+  const std::string qwen =
+      R"("architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+         "num_hidden_layers": 3, "num_attention_heads": 4, "vocab_size": 100,
+         "sliding_window": 16, "max_window_layers": 1)";
+  auto off = ParseModelConfig("{" + qwen + "}", "c");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->AttentionWindow(2), 0);
+  EXPECT_EQ(off->head_dim, 128);  // Qwen3Config's default, not 64 / 4
+  auto on = ParseModelConfig("{" + qwen + R"(, "use_sliding_window": true})", "c");
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ(on->AttentionWindow(0), 0);
+  EXPECT_EQ(on->AttentionWindow(1), 16);
+  EXPECT_EQ(on->AttentionWindow(2), 16);
+  auto written = ParseModelConfig(ModelConfigToJson(*on), "written");
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(written->AttentionWindow(0), 0);
+  EXPECT_EQ(written->AttentionWindow(1), 16);
+  // layer_types, where given, says which layers slide.
+  auto typed = ParseModelConfig(
+      "{" + qwen +
+          R"(, "use_sliding_window": true, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]})",
+      "c");
+  ASSERT_TRUE(typed.ok()) << typed.status();
+  EXPECT_EQ(typed->AttentionWindow(0), 16);
+  EXPECT_EQ(typed->AttentionWindow(1), 0);
+  EXPECT_EQ(typed->AttentionWindow(2), 16);
+  auto typed_again = ParseModelConfig(ModelConfigToJson(*typed), "written");
+  ASSERT_TRUE(typed_again.ok()) << typed_again.status();
+  EXPECT_EQ(ModelConfigToJson(*typed_again), ModelConfigToJson(*typed));
+  // Llama has no window, whatever the file says.
+  EXPECT_EQ(
+      ParseModelConfig(
+          R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+                    "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100,
+                    "sliding_window": 16})",
+          "c")
+          ->sliding_window,
+      0);
 }
 
 TEST(ModelConfigTest, DefaultsFollowTransformers) {
@@ -170,9 +279,22 @@ INSTANTIATE_TEST_SUITE_P(
             "rope_scaling of type \"yarn\" is not supported"},
         BadConfig{
             "{" FP8_BASE ", " FP8_GROUP(
-                R"({"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]})",
+                R"({"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [64, 64]})",
                 FP8_TOKEN) "}",
-            "block-wise FP8 weight scales"},
+            "only 128 x 128 block scales are supported"},
+        BadConfig{
+            "{" QWEN3_32B
+            R"(, "quantization_config": {"quant_method": "fp8", "weight_block_size": [64, 128]})"
+            "}",
+            "\"quantization_config.weight_block_size\" is [64, 128]"},
+        BadConfig{
+            "{" QWEN3_32B
+            R"(, "quantization_config": {"quant_method": "fp8", "activation_scheme": "static", "weight_block_size": [128, 128]})"
+            "}",
+            "activation_scheme \"static\" is not supported"},
+        BadConfig{
+            R"({"architectures": ["MistralForCausalLM"], "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "sliding_window": -4096})",
+            "\"sliding_window\" must be positive"},
         BadConfig{
             "{" FP8_BASE ", " FP8_GROUP(
                 FP8_CHANNEL,

@@ -36,7 +36,9 @@ ModelConfig Llama70b() {
   absl::StatusOr<ModelConfig> c = PresetConfig("llama3-70b");
   EXPECT_TRUE(c.ok()) << c.status();
   ModelConfig config = c.ok() ? *c : ModelConfig();
-  config.quantization = Fp8Quantization{true, {"lm_head"}};
+  Fp8Quantization per_channel;  // compressed-tensors, one scale per output channel
+  per_channel.ignore = {"lm_head"};
+  config.quantization = per_channel;
   return config;
 }
 
@@ -102,6 +104,36 @@ TEST(CostModelTest, WithoutOverlapThePriceIsTheFeaturesTimesTheCoefficients) {
       EXPECT_NEAR(cost->Price(chunks, mode).total_s(), linear, 1e-12 + 1e-9 * linear);
     }
   }
+}
+
+// A sliding window bounds the positions each token attends: Mistral-7B's
+// 4096 over a 6000-token prefill and a decode at 9000, against the same
+// model without a window, per layer Σ min(p + 1, window).
+TEST(CostModelTest, ASlidingWindowBoundsTheAttendedPositions) {
+  ModelConfig windowed = *PresetConfig("mistral-7b");
+  ModelConfig full = windowed;
+  full.sliding_window = 0;
+  auto with = CostModel::Make(windowed, H200(), 8, 8, true);
+  auto without = CostModel::Make(full, H200(), 8, 8, true);
+  ASSERT_TRUE(with.ok() && without.ok());
+  auto flops = [](const CostModel& cost, std::vector<Chunk> chunks) {
+    return cost.FeaturesOf(chunks, StepMode::kTensorParallel)[kAttentionFlops];
+  };
+  const double prefill_full = 6000.0 * 6001 / 2, prefill_window = 4096.0 * 4097 / 2 + 1904.0 * 4096;
+  EXPECT_DOUBLE_EQ(flops(*with, {{0, 6000, true}}) / flops(*without, {{0, 6000, true}}),
+                   prefill_window / prefill_full);
+  EXPECT_DOUBLE_EQ(flops(*with, {{9000, 1, true}}) / flops(*without, {{9000, 1, true}}),
+                   4096.0 / 9001);
+  // Inside the window nothing changes.
+  EXPECT_EQ(flops(*with, {{100, 200, true}}), flops(*without, {{100, 200, true}}));
+  // Qwen's windows only from max_window_layers on: half the layers here.
+  ModelConfig half = windowed;
+  half.architecture = "Qwen2ForCausalLM";
+  half.max_window_layers = 16;
+  auto halved = CostModel::Make(half, H200(), 8, 8, true);
+  ASSERT_TRUE(halved.ok());
+  EXPECT_DOUBLE_EQ(flops(*halved, {{9000, 1, true}}) / flops(*without, {{9000, 1, true}}),
+                   (4096.0 / 9001 + 1) / 2);
 }
 
 TEST(CostModelTest, DecodeFavoursTpAndLongPrefillFavoursSp) {
