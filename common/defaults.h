@@ -39,9 +39,19 @@ inline constexpr double kStalledStreamTimeoutSeconds = 30;
 // What one request may carry (the router's memory is bounded by these
 // times the requests it holds; README "Memory bounds").
 inline constexpr int64_t kMaxRequestBytes = int64_t{4} << 20;  // a Generate message
-inline constexpr int64_t kMaxStopStrings = 16;                 // sampling.stop entries
-inline constexpr int64_t kMaxStopBytes = 4096;                 // their bytes together
-inline constexpr int64_t kMaxStopTokenIds = 64;                // sampling.stop_token_ids
+// Requests being validated and tokenized, off gRPC's threads, in two lanes
+// so that large prompts never delay small ones: the threads of each, and
+// how many may wait in all and per client (tenant, or peer address).
+inline constexpr int64_t kLargePromptBytes = 64 << 10;  // text from here takes the large lane
+inline constexpr int kAdmissionThreads = 2;
+inline constexpr int64_t kMaxAdmissionsWaiting = 1024;
+inline constexpr int64_t kMaxAdmissionsPerClient = 256;
+inline constexpr int kLargeAdmissionThreads = 1;
+inline constexpr int64_t kMaxLargeAdmissionsWaiting = 64;
+inline constexpr int64_t kMaxLargeAdmissionsPerClient = 4;
+inline constexpr int64_t kMaxStopStrings = 16;   // sampling.stop entries
+inline constexpr int64_t kMaxStopBytes = 4096;   // their bytes together
+inline constexpr int64_t kMaxStopTokenIds = 64;  // sampling.stop_token_ids
 inline constexpr int64_t kMaxRequestIdBytes = 256;
 inline constexpr uint32_t kMaxTopLogprobs = 20;  // alternatives per token
 // The rendezvous store, per group: keys, bytes of one key, bytes of one

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/defaults.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/slice.h"
 
@@ -75,19 +76,21 @@ grpc::ByteBuffer Serialize(const v1::GenerateResponse& response) {
 class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                               public RequestSink {
  public:
-  GenerateReactor(Router* router, grpc::CallbackServerContext* ctx,
-                  const v1::GenerateRequest& request, const std::string& tenant)
+  // The request is validated and tokenized on `admission`'s threads (see
+  // admission_pool.h), queued there under `client`.
+  GenerateReactor(Router* router, AdmissionPool* admission, grpc::CallbackServerContext* ctx,
+                  v1::GenerateRequest request, const std::string& tenant, const std::string& client)
       : router_(router),
         ctx_(ctx),
         max_outbox_(std::max<int64_t>(1, router->options().max_undelivered_deltas)) {
-    absl::StatusOr<uint64_t> id = router_->Submit(request, this, tenant);
     absl::MutexLock lock(&mu_);
-    if (!id.ok()) {
-      FinishOnce(ToGrpc(id.status()));
-      return;
+    admitting_ = true;
+    const absl::Status queued = admission->Add(
+        client, [this, request = std::move(request), tenant] { Admit(request, tenant); });
+    if (!queued.ok()) {
+      admitting_ = false;
+      FinishOnce(ToGrpc(queued));
     }
-    id_ = *id;
-    submitted_ = true;
   }
 
   bool OnDelta(v1::GenerateDelta delta) override {
@@ -139,8 +142,46 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     bool submitted;
     {
       absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      // Admit ends the call once it has run: the call must not finish (and
+      // this object go) while the admission thread may still use it.
+      if (admitting_) return;
       submitted = submitted_;
     }
+    EndCancelled(submitted);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // On an admission thread: the router's Submit, then the call goes on as
+  // if it had been submitted in the constructor.
+  void Admit(const v1::GenerateRequest& request, const std::string& tenant) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancelled_) {
+        admitting_ = false;
+        router_done_ = true;
+        FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+        return;
+      }
+    }
+    absl::StatusOr<uint64_t> id = router_->Submit(request, this, tenant);
+    {
+      absl::MutexLock lock(&mu_);
+      admitting_ = false;
+      if (!id.ok()) {
+        FinishOnce(ToGrpc(id.status()));
+        return;
+      }
+      id_ = *id;
+      submitted_ = true;
+      if (!cancelled_) return;
+    }
+    EndCancelled(/*submitted=*/true);
+  }
+
+  // The client went away: the router frees the request's blocks.
+  void EndCancelled(bool submitted) {
     if (submitted) {
       // The client cancels at its own deadline, which the server's (the
       // remaining timeout from when the call arrived) trails by the network
@@ -154,9 +195,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     router_done_ = true;
     FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
   }
-  void OnDone() override { delete this; }
 
- private:
   void Queue(v1::GenerateResponse response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     outbox_.push_back(Serialize(response));
@@ -178,6 +217,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   absl::Mutex mu_;
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
   bool submitted_ ABSL_GUARDED_BY(mu_) = false;
+  bool admitting_ ABSL_GUARDED_BY(mu_) = false;  // queued or running in the admission pool
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<grpc::ByteBuffer> outbox_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool router_done_ ABSL_GUARDED_BY(mu_) = false;
@@ -234,6 +275,18 @@ absl::Status ParseGenerateRequest(absl::string_view wire, int64_t max_stop_strin
   return absl::OkStatus();
 }
 
+GenerationService::GenerationService(Router* router, Authenticator authenticate)
+    : router_(router),
+      authenticate_(std::move(authenticate)),
+      admission_(std::make_unique<AdmissionPool>(defaults::kAdmissionThreads,
+                                                 defaults::kMaxAdmissionsWaiting,
+                                                 defaults::kMaxAdmissionsPerClient)),
+      large_admission_(std::make_unique<AdmissionPool>(defaults::kLargeAdmissionThreads,
+                                                       defaults::kMaxLargeAdmissionsWaiting,
+                                                       defaults::kMaxLargeAdmissionsPerClient)) {}
+
+GenerationService::~GenerationService() = default;
+
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
   absl::StatusOr<std::string> tenant = Authenticate(*ctx);
@@ -247,7 +300,17 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
   const absl::Status status = ParseGenerateRequest(wire, router_->options().max_stop_strings,
                                                    router_->options().max_stop_bytes, &parsed);
   if (!status.ok()) return new RefusedReactor(status);
-  return new GenerateReactor(router_, ctx, parsed, *tenant);
+  // Bounded per client: the tenant, else the peer's address without its port.
+  std::string client = *tenant;
+  if (client.empty()) {
+    client = ctx->peer();
+    if (const size_t colon = client.rfind(':'); colon != std::string::npos) client.resize(colon);
+  }
+  AdmissionPool* lane =
+      parsed.has_text() && static_cast<int64_t>(parsed.text().size()) >= defaults::kLargePromptBytes
+          ? large_admission_.get()
+          : admission_.get();
+  return new GenerateReactor(router_, lane, ctx, std::move(parsed), *tenant, client);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* ctx,

@@ -1,17 +1,18 @@
 // shift.v1.Generation over gRPC's callback API: one self-deleting write
 // reactor per Generate call (one write in flight, nothing blocking inside a
-// callback, OnCancel wired to the router so a departed client's blocks are
-// freed), and unary GetModelInfo / GetStatus. All the work is the Router's.
-// Every call passes the authenticator first (API keys, when configured).
-// Generate takes its request as raw bytes: ParseGenerateRequest counts the
-// stop strings on the wire before anything is parsed, since a message of
-// 4 MiB holding a million one-byte strings would otherwise parse into
-// hundreds of MiB before validation could refuse it.
+// callback: requests are tokenized on an AdmissionPool's threads, OnCancel wired to the router so a
+// departed client's blocks are freed), and unary GetModelInfo / GetStatus. All the work is the
+// Router's. Every call passes the authenticator first (API keys, when configured). Generate takes
+// its request as raw bytes: ParseGenerateRequest counts the stop strings on the wire before
+// anything is parsed, since a message of 4 MiB holding a million one-byte strings would otherwise
+// parse into hundreds of MiB before validation could refuse it.
 #pragma once
 
 #include <functional>
+#include <memory>
 
 #include "absl/strings/string_view.h"
+#include "router/admission_pool.h"
 #include "router/router.h"
 #include "shift/v1/generation.grpc.pb.h"
 
@@ -33,8 +34,8 @@ class GenerationService final
   // refused with (UNAUTHENTICATED).
   using Authenticator = std::function<absl::StatusOr<std::string>(const grpc::ServerContextBase&)>;
 
-  explicit GenerationService(Router* router, Authenticator authenticate = nullptr)
-      : router_(router), authenticate_(std::move(authenticate)) {}
+  explicit GenerationService(Router* router, Authenticator authenticate = nullptr);
+  ~GenerationService() override;
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
                                                        const grpc::ByteBuffer* request) override;
@@ -52,6 +53,10 @@ class GenerationService final
 
   Router* router_;
   Authenticator authenticate_;
+  // Generate requests are validated and tokenized here, off gRPC's threads;
+  // text prompts of kLargePromptBytes or more in a lane of their own.
+  std::unique_ptr<AdmissionPool> admission_;
+  std::unique_ptr<AdmissionPool> large_admission_;
 };
 
 }  // namespace shift

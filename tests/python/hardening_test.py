@@ -5,7 +5,10 @@ used to hurt the service (see the README's "Security").
   each once tokenized for seconds on gRPC's threads before being refused,
   are refused by their length before any tokenizing, so the ranks'
   heartbeats are not delayed, the group is not re-formed and other requests
-  are served."""
+  are served.
+- Prompts under that length that still take seconds to tokenize (and are
+  then refused) are tokenized off gRPC's threads, in a lane of their own:
+  heartbeats go on, the group stays, small requests are served meanwhile."""
 
 import concurrent.futures
 import os
@@ -60,6 +63,54 @@ class LargePromptTest(unittest.TestCase):
                 codes = [a.result() for a in attacks]
             self.assertEqual(codes, [grpc.StatusCode.INVALID_ARGUMENT] * 18)
             self.assertGreater(served, 0)
+            status = c.client.status()["groups"][0]
+            self.assertTrue(status["ready"])
+            self.assertEqual(status["generation"], generation, c.all_logs())
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+    def test_prompts_slow_to_tokenize_wait_in_their_own_lane(self):
+        # A context long enough that MiBs of spaces are tokenized in full.
+        model = make_model(os.path.join(self.tmp, "long"),
+                           extra=["--max_position_embeddings=1048576"])
+        c = Cluster(self.tmp, "lane", model, world_size=2,
+                    router_flags=["--max_model_len=1048576", "--heartbeat_timeout_s=2"])
+        try:
+            generation = c.client.status()["groups"][0]["generation"]
+            spaces = " " * (3 << 20)
+
+            def attack():
+                # Refused only after tokenizing: a stop token id outside
+                # the vocabulary is checked once the prompt is tokenized.
+                try:
+                    c.client.generate(text=spaces, max_tokens=1, stop_token_ids=[5000],
+                                      timeout=120)
+                except grpc.RpcError as e:
+                    return e.code()
+                return None
+
+            started = time.time()
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                attacks = [pool.submit(attack) for _ in range(6)]
+                served = []
+                while not all(a.done() for a in attacks):
+                    t = time.time()
+                    ids = c.client.generate(text=PROMPT, max_tokens=4, temperature=0.0,
+                                            timeout=60)[0]
+                    served.append(time.time() - t)
+                    self.assertEqual(len(ids), 4)
+                    self.assertLess(time.time() - started, 240, "the attack did not end")
+                codes = [a.result() for a in attacks]
+            took = time.time() - started
+            # Four per client wait in the large lane; the others are told to
+            # retry.
+            self.assertEqual(sorted(codes, key=str).count(grpc.StatusCode.INVALID_ARGUMENT), 4)
+            self.assertEqual(codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED), 2)
+            self.assertGreater(took, 2, "the prompts were not slow to tokenize")
+            # Small requests were served while the large lane worked.
+            self.assertGreaterEqual(len(served), 2)
+            self.assertLess(max(served), 2, served)
             status = c.client.status()["groups"][0]
             self.assertTrue(status["ready"])
             self.assertEqual(status["generation"], generation, c.all_logs())
