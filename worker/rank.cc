@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -255,9 +256,26 @@ class RankLoop {
   SequenceTable sequences_;
 };
 
+// How a status of ServeRouter begins when the rank never got through.
+constexpr absl::string_view kNotConnected = "not connected";
+
+// Why the router could not be reached, for the log: gRPC's reason, and with
+// TLS the likely cause, since a refused certificate shows on this side only
+// as a failed handshake or a closed connection.
+absl::Status NotConnected(const RankOptions& options, const grpc::Status& finish) {
+  std::string why = absl::StrCat(kNotConnected, ": cannot reach the router at ", options.router,
+                                 ": ", finish.error_message());
+  if (!options.tls.cert.empty() || !options.tls.ca.empty()) {
+    absl::StrAppend(&why,
+                    " (with TLS: the router must trust this rank's --tls_cert, which its --tls_ca "
+                    "must have signed, and this rank's --tls_ca must have signed the router's)");
+  }
+  return absl::UnavailableError(why);
+}
+
 // One connection to the router: register, then follow it until Shutdown
 // (OK), a refusal (FAILED_PRECONDITION) or the stream's loss (UNAVAILABLE;
-// "not connected" when it never got through).
+// starting with kNotConnected when it never got through).
 absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& hello,
                          std::shared_ptr<grpc::Channel> channel, rpc::Worker::Stub& stub,
                          Engine* engine, WorkerMetrics* metrics,
@@ -265,10 +283,7 @@ absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& h
                          std::FILE* profile) {
   grpc::ClientContext ctx;
   ControlStream stream(stub.Connect(&ctx));
-  if (!stream.Write(hello)) {
-    stream.Finish();
-    return absl::UnavailableError("not connected");
-  }
+  if (!stream.Write(hello)) return NotConnected(options, stream.Finish());
   stream.StartHeartbeats(absl::Seconds(1));
   RankLoop loop(options, std::move(channel), engine, metrics, health, emulated, profile);
   rpc::RouterMessage message;
@@ -303,7 +318,7 @@ absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& h
     return absl::FailedPreconditionError(absl::StrCat(
         "the router at ", options.router, " refused this rank: ", finish.error_message()));
   }
-  if (!welcomed) return absl::UnavailableError("not connected");
+  if (!welcomed) return NotConnected(options, finish);
   return absl::UnavailableError(
       absl::StrCat("lost the router at ", options.router, ": ", finish.error_message()));
 }
@@ -411,17 +426,21 @@ absl::Status RunRank(const RankOptions& options) {
   auto channel = grpc::CreateCustomChannel(options.router, credentials, args);
   auto stub = rpc::Worker::NewStub(channel);
   absl::Time lost = absl::Now();
-  for (int attempt = 0;; ++attempt) {
+  std::string last_reason;
+  while (true) {
     absl::Status served = ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(),
                                       health, emulated.get(), profile.get());
     if (served.ok() || absl::IsFailedPrecondition(served)) return served;
-    if (served.message() != "not connected") lost = absl::Now();
+    const bool connected = !absl::StartsWith(served.message(), kNotConnected);
+    if (connected) lost = absl::Now();
     if (absl::Now() - lost > options.reconnect_timeout) {
       return absl::UnavailableError(absl::StrCat(served.message(), "; no router for ",
                                                  absl::FormatDuration(options.reconnect_timeout)));
     }
-    if (attempt == 0 || served.message() != "not connected") {
+    // Said once, and again whenever the reason changes.
+    if (connected || served.message() != last_reason) {
       Log(options, absl::StrCat(served.message(), "; reconnecting"));
+      last_reason = std::string(served.message());
     }
     health->SetServingStatus(false);
     absl::SleepFor(absl::Milliseconds(500));

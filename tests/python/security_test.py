@@ -26,7 +26,8 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, http_get, make_model, metric, read, reference_ids  # noqa: E402
+from cluster import (WORKER, Cluster, http_get, make_model, metric, read,  # noqa: E402
+                     reference_ids)
 import shift_client  # noqa: E402  (on the path through cluster)
 
 BIN = os.environ.get("SHIFT_BINARY_DIR", "build")
@@ -269,6 +270,21 @@ class SecuredRouterTest(unittest.TestCase):
         # The real rank is still there and outputs are unchanged.
         self.assertEqual(self.cluster.client.generate(text=PROMPT, max_tokens=16,
                                                       ignore_eos=True)[0], self.want)
+
+    def test_a_rank_with_a_rogue_certificate_says_why_it_cannot_connect(self):
+        # It used to log only "not connected".
+        p = self.pki.path
+        rank = subprocess.run(
+            [WORKER, "--router=" + self.cluster.internal_address, "--group=0", "--rank=0",
+             "--world_size=1", "--model=" + self.model, "--threads=1",
+             "--tls_ca=" + p("ca.pem"), "--tls_cert=" + p("rogue.pem"),
+             "--tls_key=" + p("rogue.key"), "--reconnect_timeout_s=2"],
+            capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(rank.returncode, 0)
+        self.assertIn("cannot reach the router at " + self.cluster.internal_address,
+                      rank.stderr)
+        self.assertIn("with TLS: the router must trust this rank's --tls_cert", rank.stderr)
+        self.assertEqual(rank.stderr.count("reconnecting"), 1, rank.stderr)
 
     def test_shiftctl_and_shift_bench_speak_tls_and_keys(self):
         ca = self.pki.path("ca.pem")
