@@ -171,6 +171,12 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(router["readinessProbe"]["grpc"]["service"], "shift.v1.Generation")
         secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
         self.assertEqual(secrets, {"shift-tls", "shift-api-keys"})
+        # Workers present a certificate of their own, never the router's key.
+        for sts in self.objects("gpu-2-groups-p8-monitoring", "StatefulSet"):
+            worker = sts["spec"]["template"]["spec"]
+            secrets = {v["secret"]["secretName"] for v in worker["volumes"] if "secret" in v}
+            self.assertEqual(secrets, {"shift-worker-tls"})
+            self.assertIn("--tls_cert=/etc/shift/tls/tls.crt", worker["containers"][0]["args"])
         # The internal Service publishes the router before it is ready
         # (ranks must reach it for it to become ready).
         internal = [s for s in self.objects("gpu-2-groups-p8-monitoring", "Service")

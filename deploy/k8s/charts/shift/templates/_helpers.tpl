@@ -61,10 +61,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end -}}
 
+{{/* The TLS Secret a pod mounts: the router's, or with "worker" the workers'
+     own (they never get the router's serving key). */}}
 {{- define "shift.tlsVolume" -}}
-{{- if .Values.tls.secretName }}
+{{- if .root.Values.tls.secretName }}
 - name: tls
   secret:
-    secretName: {{ .Values.tls.secretName }}
+    {{- if .worker }}
+    secretName: {{ required "tls.workerSecretName: the workers' own certificate Secret is required with tls.secretName" .root.Values.tls.workerSecretName }}
+    {{- else }}
+    secretName: {{ .root.Values.tls.secretName }}
+    {{- end }}
 {{- end }}
 {{- end -}}
