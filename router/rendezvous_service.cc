@@ -1,5 +1,9 @@
 #include "router/rendezvous_service.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/defaults.h"
@@ -7,6 +11,21 @@
 namespace shift {
 
 using v1::internal::StoreScope;
+
+namespace {
+
+// The first keys of `keys`, for a status message: gRPC refuses trailing
+// metadata over 8 KiB, so 256 keys of 256 bytes named in full reached the
+// client as RESOURCE_EXHAUSTED instead of the status sent.
+std::string NameKeys(const std::vector<std::string>& keys) {
+  constexpr size_t kNamed = 8;
+  std::vector<std::string> named(keys.begin(), keys.begin() + std::min(keys.size(), kNamed));
+  std::string out = absl::StrJoin(named, ", ");
+  if (keys.size() > kNamed) absl::StrAppend(&out, " and ", keys.size() - kNamed, " more");
+  return out;
+}
+
+}  // namespace
 
 // A Get waiting for keys: parked in waiters_ until they exist, its deadline
 // passes, its scope goes stale, or the client cancels. Finished exactly once,
@@ -18,7 +37,9 @@ class RendezvousService::GetReactor final : public grpc::ServerUnaryReactor {
       : service_(service),
         request_(request),
         response_(response),
-        deadline_(absl::Now() + absl::Milliseconds(request->timeout_ms())) {}
+        deadline_(absl::Now() + absl::Milliseconds(request->timeout_ms())) {
+    for (const std::string& key : request->keys()) key_bytes_ += key.size();
+  }
 
   void OnCancel() override {
     absl::MutexLock lock(&service_->mu_);
@@ -29,6 +50,8 @@ class RendezvousService::GetReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
   const StoreScope& scope() const { return request_->scope(); }
+  // What this Get holds while it waits: its keys.
+  size_t key_bytes() const { return key_bytes_; }
   absl::Time deadline() const { return deadline_; }
 
   // Keys of the request not set in `scope`.
@@ -53,6 +76,7 @@ class RendezvousService::GetReactor final : public grpc::ServerUnaryReactor {
   const v1::internal::GetRequest* request_;
   v1::internal::GetResponse* response_;
   absl::Time deadline_;
+  size_t key_bytes_ = 0;
   bool finished_ = false;
 };
 
@@ -159,7 +183,7 @@ void RendezvousService::ExpireLoop() {
           grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                        absl::StrCat("rendezvous keys never set in group ", waiter->scope().group(),
                                     " generation ", waiter->scope().generation(), ": ",
-                                    absl::StrJoin(missing, ", "), " (a rank did not show up)")));
+                                    NameKeys(missing), " (a rank did not show up)")));
     }
     waiters_.swap(still);
   }
@@ -194,18 +218,32 @@ grpc::ServerUnaryReactor* RendezvousService::Get(grpc::CallbackServerContext*,
     reactor->Done(status);
     return reactor;
   }
+  // A key Set would refuse can never exist: such a Get is refused at once,
+  // as Set refuses it, before it could wait holding it.
+  for (const std::string& key : request->keys()) {
+    if (key.size() > static_cast<size_t>(defaults::kMaxRendezvousKeyBytes)) {
+      reactor->Done(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("keys hold at most ", defaults::kMaxRendezvousKeyBytes, " bytes")));
+      return reactor;
+    }
+  }
+  size_t waiting_bytes = reactor->key_bytes();
+  for (const GetReactor* waiter : waiters_) waiting_bytes += waiter->key_bytes();
   const Scope& scope = groups_[request->scope().group()];
   const auto missing = reactor->Missing(scope);
   if (missing.empty()) {
     reactor->Answer(scope);
   } else if (request->timeout_ms() == 0) {
     reactor->Done(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                               absl::StrCat("keys not set: ", absl::StrJoin(missing, ", "))));
+                               absl::StrCat("keys not set: ", NameKeys(missing))));
   } else if (waiters_.size() >= kMaxWaiters ||
-             request->keys_size() > defaults::kMaxRendezvousKeys) {
-    reactor->Done(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                               absl::StrCat("at most ", kMaxWaiters, " Gets of at most ",
-                                            defaults::kMaxRendezvousKeys, " keys wait at once")));
+             request->keys_size() > defaults::kMaxRendezvousKeys ||
+             waiting_bytes > kMaxWaitingKeyBytes) {
+    reactor->Done(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("at most ", kMaxWaiters, " Gets of at most ", defaults::kMaxRendezvousKeys,
+                     " keys, ", kMaxWaitingKeyBytes, " bytes of keys in all, wait at once")));
   } else {
     waiters_.push_back(reactor);
   }

@@ -28,6 +28,9 @@ class RendezvousService final : public v1::internal::Rendezvous::CallbackService
   // Groups 0 .. num_groups-1 exist (the router's --groups).
   explicit RendezvousService(uint32_t num_groups = 1);
   static constexpr size_t kMaxWaiters = 4096;
+  // The keys of all waiting Gets together (real groups wait on a few short
+  // keys per rank).
+  static constexpr size_t kMaxWaitingKeyBytes = size_t{4} << 20;
   ~RendezvousService() override;
 
   // Moves `group` to `generation` (must not go back): its keys and counters

@@ -3,8 +3,10 @@
 // generations, counters, and Gloo ranks meeting through it.
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/defaults.h"
@@ -151,6 +153,38 @@ TEST_F(RendezvousTest, WhatACallerCanStoreIsBounded) {
   internal::SetResponse response;
   grpc::ClientContext ctx;
   EXPECT_EQ(stub_->Set(&ctx, request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// 300 waiting Gets of 256 keys of 16 KB took the router from 24 MB to
+// 1.64 GB: a key no Set could store is refused at once, and waiting Gets
+// are bounded in bytes.
+TEST_F(RendezvousTest, WaitingGetsAreBoundedInBytes) {
+  const grpc::Status long_key =
+      Get(1, {std::string(defaults::kMaxRendezvousKeyBytes + 1, 'k')}, 10000, nullptr);
+  EXPECT_EQ(long_key.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(long_key.error_message(), HasSubstr("keys hold at most"));
+  // 256 keys of 256 bytes wait; the budget runs out after 64 such Gets.
+  std::vector<std::string> keys;
+  for (int i = 0; i < defaults::kMaxRendezvousKeys; ++i) {
+    keys.push_back(absl::StrCat(i, std::string(defaults::kMaxRendezvousKeyBytes - 4, 'k')));
+  }
+  std::vector<std::thread> waiting;
+  std::atomic<int> refused{0};
+  for (int i = 0; i < 80; ++i) {
+    waiting.emplace_back([&] {
+      const grpc::Status status = Get(1, keys, 3000, nullptr);
+      if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        ++refused;
+      } else {
+        // The wait ends naming some of its keys, not 64 KiB of them.
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+        EXPECT_THAT(status.error_message(), HasSubstr("and 248 more"));
+      }
+    });
+  }
+  for (std::thread& t : waiting) t.join();
+  EXPECT_GE(refused.load(), 80 - 64);
+  EXPECT_LT(refused.load(), 80);
 }
 
 TEST_F(RendezvousTest, CountersAddUp) {
