@@ -99,6 +99,9 @@ ABSL_FLAG(double, stalled_stream_timeout_s, shift::defaults::kStalledStreamTimeo
           "RESOURCE_EXHAUSTED and its KV blocks are freed");
 ABSL_FLAG(int64_t, max_request_bytes, shift::defaults::kMaxRequestBytes,
           "Largest Generate message accepted (bigger ones get RESOURCE_EXHAUSTED)");
+ABSL_FLAG(double, handshake_timeout_s, 10,
+          "A connection that has not finished its TLS and HTTP/2 handshake by then is closed "
+          "(gRPC's default, 120 s, lets idle connections hold descriptors)");
 ABSL_FLAG(int64_t, grpc_memory_bytes, int64_t{1} << 30,
           "Memory gRPC may use for buffers on each port (beyond it, new calls wait or fail)");
 ABSL_FLAG(int64_t, max_stop_strings, shift::defaults::kMaxStopStrings,
@@ -206,7 +209,11 @@ absl::Status Serve() {
   if (grpc_memory < (int64_t{16} << 20)) {
     return absl::InvalidArgumentError("--grpc_memory_bytes must be at least 16 MiB");
   }
-  auto serve = [&servers, max_request_bytes, grpc_memory](
+  const double handshake_timeout_s = absl::GetFlag(FLAGS_handshake_timeout_s);
+  if (!(handshake_timeout_s >= 0.1 && handshake_timeout_s <= 3600)) {
+    return absl::InvalidArgumentError("--handshake_timeout_s must be in [0.1, 3600]");
+  }
+  auto serve = [&servers, max_request_bytes, grpc_memory, handshake_timeout_s](
                    const std::string& host, int32_t port,
                    std::shared_ptr<grpc::ServerCredentials> credentials,
                    std::vector<grpc::Service*> services) -> absl::StatusOr<int> {
@@ -215,6 +222,8 @@ absl::Status Serve() {
     grpc::ResourceQuota quota(absl::StrCat("shift-router:", port));
     quota.Resize(static_cast<size_t>(grpc_memory));
     builder.SetResourceQuota(quota);
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                               static_cast<int>(handshake_timeout_s * 1000));
     int bound = 0;
     builder.AddListeningPort(absl::StrCat(host, ":", port), std::move(credentials), &bound);
     for (grpc::Service* service : services) builder.RegisterService(service);

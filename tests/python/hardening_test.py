@@ -8,11 +8,15 @@ used to hurt the service (see the README's "Security").
   are served.
 - Prompts under that length that still take seconds to tokenize (and are
   then refused) are tokenized off gRPC's threads, in a lane of their own:
-  heartbeats go on, the group stays, small requests are served meanwhile."""
+  heartbeats go on, the group stays, small requests are served meanwhile.
+- A connection that never finishes its handshake is closed after
+  --handshake_timeout_s (gRPC's default kept it 120 s, holding a
+  descriptor)."""
 
 import concurrent.futures
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -132,6 +136,27 @@ class LargePromptTest(unittest.TestCase):
         finally:
             codes = c.stop()
         self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+
+class IdleConnectionTest(unittest.TestCase):
+    def test_connections_that_never_handshake_are_closed(self):
+        tmp = tempfile.mkdtemp(prefix="shift-idle-")
+        model = make_model(os.path.join(tmp, "model"))
+        c = Cluster(tmp, "idle", model, world_size=1, router_flags=["--handshake_timeout_s=1"])
+        try:
+            for port in (c.port, c.internal_port):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+                    started = time.time()
+                    # The server's HTTP/2 settings may come first; then the
+                    # router closes the connection (recv gives b"").
+                    while idle.recv(4096):
+                        pass
+                    self.assertLess(time.time() - started, 5)
+            self.assertEqual(len(c.client.generate(text=PROMPT, max_tokens=4)[0]), 4)
+        finally:
+            codes = c.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.assertEqual(codes, [0] * len(codes))
 
 
 if __name__ == "__main__":
