@@ -137,10 +137,18 @@ absl::Status BpeTokenizer::Load(std::string_view json_text) {
     return absl::UnimplementedError(
         "only byte-level BPE is supported (no ByteLevel pre_tokenizer or decoder)");
   }
-  if (const auto it = root.find("post_processor"); it != root.end()) post_processor_ = *it;
   SHIFT_RETURN_IF_ERROR(LoadModel(root.at("model")));
   if (const auto it = root.find("added_tokens"); it != root.end()) {
     SHIFT_RETURN_IF_ERROR(LoadAddedTokens(*it));
+  }
+  // Read in place: a node nested deep is never copied (copies recurse).
+  if (const auto it = root.find("post_processor"); it != root.end()) {
+    auto post = PostProcessorTemplate(*it, *this);
+    if (!post.ok()) {
+      return absl::Status(post.status().code(),
+                          absl::StrCat("post_processor: ", post.status().message()));
+    }
+    post_template_ = *std::move(post);
   }
   return absl::OkStatus();
 }

@@ -32,8 +32,8 @@ namespace shift {
 //   lstrip/rstrip absorb adjacent ASCII whitespace; single_word requires no
 //   letter, number or '_' right before or after. `normalized` has no effect
 //   since no normalizer is supported. An added token decodes to its content.
-// - post_processor: read by LoadModelTokenizer (tokenizer.h) for the prompt
-//   template; Encode itself never adds BOS/EOS.
+// - post_processor: read into the prompt template (PostProcessorTemplate in
+//   tokenizer.h) that LoadModelTokenizer applies; Encode never adds BOS/EOS.
 // Encode is const and safe to call from several threads at once.
 class BpeTokenizer : public Tokenizer {
  public:
@@ -56,8 +56,9 @@ class BpeTokenizer : public Tokenizer {
   const char* kind() const override { return "byte-level BPE"; }
 
   const PreTokenizer& pre_tokenizer() const { return pre_tokenizer_; }
-  // tokenizer.json's post_processor node (null when absent).
-  const nlohmann::json& post_processor() const { return post_processor_; }
+  // What tokenizer.json's post_processor puts around a text (empty when
+  // there is none).
+  const PromptTemplate& post_processor_template() const { return post_template_; }
 
  private:
   enum class Kind : uint8_t { kNone, kModel, kAdded, kSpecial };
@@ -85,7 +86,7 @@ class BpeTokenizer : public Tokenizer {
   void Bpe(std::string_view piece, std::vector<int32_t>* ids) const;
 
   PreTokenizer pre_tokenizer_;
-  nlohmann::json post_processor_;
+  PromptTemplate post_template_;
   bool ignore_merges_ = false;
 
   std::vector<std::string> bytes_;  // by id: raw bytes

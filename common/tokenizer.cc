@@ -188,6 +188,13 @@ absl::StatusOr<PromptTemplate> ApplyTokenizerConfig(const json& config, const To
 
 }  // namespace
 
+absl::StatusOr<PromptTemplate> PostProcessorTemplate(const nlohmann::json& post_processor,
+                                                     const Tokenizer& tokenizer) {
+  PromptTemplate t;
+  SHIFT_RETURN_IF_ERROR(ApplyPostProcessor(post_processor, tokenizer, &t));
+  return t;
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json_text) {
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<BpeTokenizer> tokenizer,
                          BpeTokenizer::FromJson(json_text));
@@ -256,8 +263,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::string&
       return Prefixed(bpe.status(), json_path);
     }
     if (bpe.ok()) {
-      const absl::Status post = ApplyPostProcessor((*bpe)->post_processor(), **bpe, &base);
-      if (!post.ok()) return Prefixed(post, absl::StrCat(json_path, ": post_processor"));
+      base = (*bpe)->post_processor_template();
       tokenizer = *std::move(bpe);
     }
   }

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "nlohmann/json.hpp"
 
 namespace shift {
 
@@ -82,6 +83,11 @@ class Tokenizer {
  private:
   PromptTemplate prompt_template_;
 };
+
+// The template a tokenizer.json's `post_processor` node gives (see below);
+// ids are checked against `tokenizer`'s vocabulary, nesting is bounded.
+absl::StatusOr<PromptTemplate> PostProcessorTemplate(const nlohmann::json& post_processor,
+                                                     const Tokenizer& tokenizer);
 
 // The tokenizer of a model directory, ready to serve:
 // - tokenizer.json of the byte-level BPE kind loads as BpeTokenizer;
