@@ -30,6 +30,24 @@ from cluster import Cluster, make_model  # noqa: E402
 PROMPT = "Once upon a time, in a data center far away"
 
 
+def attack_while_serving(test, c, attack, count, limit_s):
+    """Runs `count` attacks on 6 threads while one client keeps generating
+    4 greedy tokens; returns the attacks' results, each small request's
+    seconds, and the seconds the whole took."""
+    started = time.time()
+    served = []
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        attacks = [pool.submit(attack) for _ in range(count)]
+        while not all(a.done() for a in attacks):
+            t = time.time()
+            ids = c.client.generate(text=PROMPT, max_tokens=4, temperature=0.0, timeout=60)[0]
+            served.append(time.time() - t)
+            test.assertEqual(len(ids), 4)
+            test.assertLess(time.time() - started, limit_s, "the attack did not end")
+        codes = [a.result() for a in attacks]
+    return codes, served, time.time() - started
+
+
 class LargePromptTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -54,19 +72,10 @@ class LargePromptTest(unittest.TestCase):
                     return e.code()
                 return None
 
-            started = time.time()
-            with concurrent.futures.ThreadPoolExecutor(6) as pool:
-                attacks = [pool.submit(attack) for _ in range(18)]  # three rounds of six
-                served = 0
-                while not all(a.done() for a in attacks):
-                    ids = c.client.generate(text=PROMPT, max_tokens=4, temperature=0.0,
-                                            timeout=60)[0]
-                    self.assertEqual(len(ids), 4)
-                    served += 1
-                    self.assertLess(time.time() - started, 120, "the attack did not end")
-                codes = [a.result() for a in attacks]
+            # Three rounds of six.
+            codes, served, _ = attack_while_serving(self, c, attack, 18, 120)
             self.assertEqual(codes, [grpc.StatusCode.INVALID_ARGUMENT] * 18)
-            self.assertGreater(served, 0)
+            self.assertGreater(len(served), 0)
             status = c.client.status()["groups"][0]
             self.assertTrue(status["ready"])
             self.assertEqual(status["generation"], generation, c.all_logs())
@@ -94,22 +103,10 @@ class LargePromptTest(unittest.TestCase):
                     return e.code()
                 return None
 
-            started = time.time()
-            with concurrent.futures.ThreadPoolExecutor(6) as pool:
-                attacks = [pool.submit(attack) for _ in range(6)]
-                served = []
-                while not all(a.done() for a in attacks):
-                    t = time.time()
-                    ids = c.client.generate(text=PROMPT, max_tokens=4, temperature=0.0,
-                                            timeout=60)[0]
-                    served.append(time.time() - t)
-                    self.assertEqual(len(ids), 4)
-                    self.assertLess(time.time() - started, 240, "the attack did not end")
-                codes = [a.result() for a in attacks]
-            took = time.time() - started
+            codes, served, took = attack_while_serving(self, c, attack, 6, 240)
             # Four per client wait in the large lane; the others are told to
             # retry.
-            self.assertEqual(sorted(codes, key=str).count(grpc.StatusCode.INVALID_ARGUMENT), 4)
+            self.assertEqual(codes.count(grpc.StatusCode.INVALID_ARGUMENT), 4)
             self.assertEqual(codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED), 2)
             self.assertGreater(took, 2, "the prompts were not slow to tokenize")
             # Small requests were served while the large lane worked.
