@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/defaults.h"
 
 namespace shift {
 
@@ -60,5 +61,14 @@ void AdmissionPool::Run() {
     if (--counts_[next.first] == 0) counts_.erase(next.first);
   }
 }
+
+AdmissionLanes::AdmissionLanes()
+    : large_bytes_(defaults::kLargePromptBytes),
+      small_(std::make_unique<AdmissionPool>(defaults::kAdmissionThreads,
+                                             defaults::kMaxAdmissionsWaiting,
+                                             defaults::kMaxAdmissionsPerClient)),
+      large_(std::make_unique<AdmissionPool>(defaults::kLargeAdmissionThreads,
+                                             defaults::kMaxLargeAdmissionsWaiting,
+                                             defaults::kMaxLargeAdmissionsPerClient)) {}
 
 }  // namespace shift

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -46,6 +47,22 @@ class AdmissionPool {
   int64_t total_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
+};
+
+// The router's two lanes, shared by its gRPC and HTTP fronts (their bounds
+// are the router's, whichever way requests come): text prompts of
+// defaults::kLargePromptBytes or more in a lane of their own, so that large
+// prompts never delay small ones.
+class AdmissionLanes {
+ public:
+  AdmissionLanes();
+  AdmissionPool* For(int64_t text_bytes) {
+    return text_bytes >= large_bytes_ ? large_.get() : small_.get();
+  }
+
+ private:
+  const int64_t large_bytes_;
+  std::unique_ptr<AdmissionPool> small_, large_;
 };
 
 }  // namespace shift

@@ -275,15 +275,9 @@ absl::Status ParseGenerateRequest(absl::string_view wire, int64_t max_stop_strin
   return absl::OkStatus();
 }
 
-GenerationService::GenerationService(Router* router, Authenticator authenticate)
-    : router_(router),
-      authenticate_(std::move(authenticate)),
-      admission_(std::make_unique<AdmissionPool>(defaults::kAdmissionThreads,
-                                                 defaults::kMaxAdmissionsWaiting,
-                                                 defaults::kMaxAdmissionsPerClient)),
-      large_admission_(std::make_unique<AdmissionPool>(defaults::kLargeAdmissionThreads,
-                                                       defaults::kMaxLargeAdmissionsWaiting,
-                                                       defaults::kMaxLargeAdmissionsPerClient)) {}
+GenerationService::GenerationService(Router* router, AdmissionLanes* lanes,
+                                     Authenticator authenticate)
+    : router_(router), lanes_(lanes), authenticate_(std::move(authenticate)) {}
 
 GenerationService::~GenerationService() = default;
 
@@ -307,9 +301,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     if (const size_t colon = client.rfind(':'); colon != std::string::npos) client.resize(colon);
   }
   AdmissionPool* lane =
-      parsed.has_text() && static_cast<int64_t>(parsed.text().size()) >= defaults::kLargePromptBytes
-          ? large_admission_.get()
-          : admission_.get();
+      lanes_->For(parsed.has_text() ? static_cast<int64_t>(parsed.text().size()) : 0);
   return new GenerateReactor(router_, lane, ctx, std::move(parsed), *tenant, client);
 }
 

@@ -34,7 +34,8 @@ class GenerationService final
   // refused with (UNAUTHENTICATED).
   using Authenticator = std::function<absl::StatusOr<std::string>(const grpc::ServerContextBase&)>;
 
-  explicit GenerationService(Router* router, Authenticator authenticate = nullptr);
+  // Requests are validated and tokenized on `lanes`' threads, off gRPC's.
+  GenerationService(Router* router, AdmissionLanes* lanes, Authenticator authenticate = nullptr);
   ~GenerationService() override;
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
@@ -52,11 +53,8 @@ class GenerationService final
   }
 
   Router* router_;
+  AdmissionLanes* lanes_;
   Authenticator authenticate_;
-  // Generate requests are validated and tokenized here, off gRPC's threads;
-  // text prompts of kLargePromptBytes or more in a lane of their own.
-  std::unique_ptr<AdmissionPool> admission_;
-  std::unique_ptr<AdmissionPool> large_admission_;
 };
 
 }  // namespace shift

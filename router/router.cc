@@ -336,25 +336,11 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
                      " tokens, over --max_model_len (", options_.scheduler.max_model_len, ")"));
   }
   auto r = std::make_unique<Request>();
-  // Refused by its length before the slow part, tokenizing: no token is
-  // longer than the vocabulary's longest, so more bytes than that many
-  // tokens of it cannot fit in --max_model_len.
-  if (request.has_text() && static_cast<int64_t>(request.text().size()) > max_prompt_bytes_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the prompt has ", request.text().size(), " bytes, more than ", max_prompt_bytes_,
-        " (--max_model_len ", options_.scheduler.max_model_len, " tokens of at most ",
-        max_prompt_bytes_ / options_.scheduler.max_model_len, " bytes)"));
-  }
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
-      auto ids = tokenizer_.EncodePrompt(
-          request.text(), request.parse_special(),
-          !request.has_add_special_tokens() || request.add_special_tokens());
-      if (!ids.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("the prompt text: ", ids.status().message()));
-      }
-      r->prompt = *std::move(ids);
+      SHIFT_ASSIGN_OR_RETURN(r->prompt, EncodePrompt(request.text(), request.parse_special(),
+                                                     !request.has_add_special_tokens() ||
+                                                         request.add_special_tokens()));
       break;
     }
     case v1::GenerateRequest::kTokenIds:
@@ -408,6 +394,25 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
   p.top_logprobs = s.top_logprobs();
   p.return_logprob = s.return_logprob() || s.top_logprobs() > 0;
   return r;
+}
+
+absl::StatusOr<std::vector<int32_t>> Router::EncodePrompt(const std::string& text,
+                                                          bool parse_special,
+                                                          bool add_special_tokens) const {
+  // Refused by its length before the slow part, tokenizing: no token is
+  // longer than the vocabulary's longest, so more bytes than that many
+  // tokens of it cannot fit in --max_model_len.
+  if (static_cast<int64_t>(text.size()) > max_prompt_bytes_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", text.size(), " bytes, more than ", max_prompt_bytes_,
+                     " (--max_model_len ", options_.scheduler.max_model_len, " tokens of at most ",
+                     max_prompt_bytes_ / options_.scheduler.max_model_len, " bytes)"));
+  }
+  auto ids = tokenizer_.EncodePrompt(text, parse_special, add_special_tokens);
+  if (!ids.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt text: ", ids.status().message()));
+  }
+  return ids;
 }
 
 absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, RequestSink* sink,

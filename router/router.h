@@ -89,6 +89,10 @@ class Router {
   // `tenant` (the API key's; "" without keys) bounds prefix-cache sharing.
   absl::StatusOr<uint64_t> Submit(const v1::GenerateRequest& request, RequestSink* sink,
                                   const std::string& tenant = "");
+  // A text prompt's token ids as Submit would make them (INVALID_ARGUMENT
+  // for text too long to fit --max_model_len, refused before tokenizing).
+  absl::StatusOr<std::vector<int32_t>> EncodePrompt(const std::string& text, bool parse_special,
+                                                    bool add_special_tokens) const;
   // Ends a request whose client went away (`code` CANCELLED or
   // DEADLINE_EXCEEDED): its blocks are freed now and its sink is never
   // called again once this returns.

@@ -23,7 +23,10 @@
 #include "common/security.h"
 #include "common/status.h"
 #include "common/tokenizer.h"
+#include "router/admission_pool.h"
 #include "router/generation_service.h"
+#include "router/http_server.h"
+#include "router/openai_service.h"
 #include "router/rendezvous_service.h"
 #include "router/router.h"
 #include "router/router_metrics.h"
@@ -49,6 +52,22 @@ ABSL_FLAG(std::string, api_key_file, "",
           "API keys the public services require, one \"TOKEN [TENANT]\" a line (re-read when "
           "it changes); health and reflection stay open");
 ABSL_FLAG(int32_t, metrics_port, 9400, "Prometheus /metrics port (0: any)");
+ABSL_FLAG(int32_t, http_port, -1,
+          "OpenAI-compatible HTTP API port on --host: /v1/completions, /v1/chat/completions, "
+          "/v1/models, /health; TLS and API keys as on --port (-1: none, 0: any)");
+ABSL_FLAG(int32_t, http_threads, 2,
+          "Threads that run every HTTP connection's I/O (event-driven: connections cost memory, "
+          "not threads)");
+ABSL_FLAG(int64_t, http_max_connections, 8192,
+          "Most open HTTP connections; more are closed as they arrive");
+ABSL_FLAG(double, http_timeout_s, 30,
+          "Seconds an HTTP client may take to send a complete request, counted from its "
+          "connection or its previous response: slow senders and idle keep-alive connections "
+          "are closed");
+ABSL_FLAG(int32_t, http_max_n, 16, "Most choices (n) one HTTP request may ask for");
+ABSL_FLAG(std::string, chat_template, "",
+          "Jinja chat template file for /v1/chat/completions (default: the model's "
+          "chat_template.jinja or tokenizer_config.json's chat_template)");
 ABSL_FLAG(std::string, model, "",
           "Model directory (config.json, generation_config.json and the tokenizer files are read; "
           "required)");
@@ -112,8 +131,8 @@ ABSL_FLAG(std::string, step_trace, "",
           "Append a JSON line per step here (its shape, mode, sequences, sampled tokens, "
           "predicted and measured seconds) for offline analysis; empty: none");
 ABSL_FLAG(std::string, ports_file, "",
-          "Write \"grpc=PORT metrics=PORT internal=PORT health=PORT\" here once serving (for "
-          "scripts using port 0; health=-1 without --health_port)");
+          "Write \"grpc=PORT metrics=PORT internal=PORT health=PORT http=PORT\" here once "
+          "serving (for scripts using port 0; -1 for a port not served)");
 
 namespace shift {
 namespace {
@@ -202,7 +221,12 @@ absl::Status Serve() {
       return tenant;
     };
   }
-  GenerationService generation(router.get(), std::move(authenticate));
+  // Declared before the lanes: tasks still queued there when the router
+  // stops run (and fail) while the HTTP front they answer exists.
+  std::unique_ptr<OpenAiService> openai;
+  std::unique_ptr<HttpServer> http;
+  AdmissionLanes lanes;
+  GenerationService generation(router.get(), &lanes, std::move(authenticate));
 
   std::vector<std::unique_ptr<grpc::Server>> servers;
   const int64_t grpc_memory = absl::GetFlag(FLAGS_grpc_memory_bytes);
@@ -241,6 +265,37 @@ absl::Status Serve() {
                                internal_credentials, {&hub, &store}));
   SHIFT_ASSIGN_OR_RETURN(const int port,
                          serve(host, absl::GetFlag(FLAGS_port), public_credentials, {&generation}));
+  // The OpenAI-compatible HTTP front, over the same router, lanes and keys.
+  if (const int32_t http_port = absl::GetFlag(FLAGS_http_port); http_port >= 0) {
+    OpenAiServiceOptions openai_options;
+    openai_options.model_dir = model_dir;
+    openai_options.chat_template_file = absl::GetFlag(FLAGS_chat_template);
+    openai_options.max_choices = absl::GetFlag(FLAGS_http_max_n);
+    SHIFT_ASSIGN_OR_RETURN(openai, OpenAiService::Create(router.get(), *tokenizer, &lanes,
+                                                         keys.get(), &metrics, openai_options));
+    HttpServerOptions http_options;
+    http_options.host = host;
+    http_options.port = http_port;
+    http_options.threads = absl::GetFlag(FLAGS_http_threads);
+    http_options.tls_cert = tls.cert;
+    http_options.tls_key = tls.key;
+    http_options.max_body_bytes = max_request_bytes;
+    http_options.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+    const double timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
+    if (!(timeout_s >= 0.1 && timeout_s <= 3600)) {
+      return absl::InvalidArgumentError("--http_timeout_s must be in [0.1, 3600]");
+    }
+    http_options.request_timeout = absl::Seconds(timeout_s);
+    if (http_options.max_connections < 1) {
+      return absl::InvalidArgumentError("--http_max_connections must be at least 1");
+    }
+    SHIFT_ASSIGN_OR_RETURN(
+        http, HttpServer::Start(http_options,
+                                [service = openai.get()](HttpRequest request,
+                                                         std::shared_ptr<HttpExchange> exchange) {
+                                  service->Handle(std::move(request), std::move(exchange));
+                                }));
+  }
   int health_port = -1;
   if (absl::GetFlag(FLAGS_health_port) >= 0) {
     SHIFT_ASSIGN_OR_RETURN(health_port, serve(host, absl::GetFlag(FLAGS_health_port),
@@ -259,15 +314,18 @@ absl::Status Serve() {
     server->GetHealthCheckService()->SetServingStatus(kLivenessService, true);
   }
   std::fprintf(stderr,
-               "shift-router: serving %s on %s:%d%s%s, ranks on %s:%d%s, /metrics on %s:%d; "
+               "shift-router: serving %s on %s:%d%s%s%s, ranks on %s:%d%s, /metrics on %s:%d; "
                "waiting for %u group(s) of %u rank(s)\n",
                options.model_name.c_str(), host.c_str(), port, tls.cert.empty() ? "" : " (TLS)",
-               keys ? " (API keys)" : "", internal_host.c_str(), internal_port,
+               keys ? " (API keys)" : "",
+               http ? absl::StrCat(", OpenAI HTTP API on ", host, ":", http->port()).c_str() : "",
+               internal_host.c_str(), internal_port,
                tls.ca.empty() ? (tls.cert.empty() ? "" : " (TLS)") : " (mutual TLS)", host.c_str(),
                metrics.port(), options.num_groups, options.world_size);
   if (const std::string file = absl::GetFlag(FLAGS_ports_file); !file.empty()) {
     std::ofstream(file) << "grpc=" << port << " metrics=" << metrics.port()
-                        << " internal=" << internal_port << " health=" << health_port << "\n";
+                        << " internal=" << internal_port << " health=" << health_port
+                        << " http=" << (http ? http->port() : -1) << "\n";
   }
 
   // Health follows the group's readiness until SIGTERM or SIGINT.
@@ -278,6 +336,7 @@ absl::Status Serve() {
   timespec tick{0, 200 * 1000 * 1000};
   for (;;) {
     set_health(router->ready());
+    if (http) metrics.SetHttpConnections(static_cast<double>(http->connections()));
     if (sigtimedwait(&signals, nullptr, &tick) > 0) break;
   }
   // Drain: no new requests, open ones finish (or a second signal cuts it short).
@@ -294,6 +353,7 @@ absl::Status Serve() {
   std::fprintf(stderr, "shift-router: %s; stopping\n",
                drained ? "every request finished" : "requests still open end with UNAVAILABLE");
   router->Stop();
+  http.reset();  // open HTTP requests ended with the router's Stop
   for (uint32_t g = 0; g < options.num_groups; ++g) hub.Shutdown(g, "the router is stopping");
   for (const std::unique_ptr<grpc::Server>& server : servers) {
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

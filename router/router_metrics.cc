@@ -62,6 +62,13 @@ RouterMetrics::RouterMetrics() : registry_(std::make_shared<prometheus::Registry
                    .Help("Steps whose mode differs from the group's previous step, by group")
                    .Register(r);
   preemptions_ = counter("shift_preemptions_total", "Sequences preempted (recomputed later)");
+  http_responses_ = &prometheus::BuildCounter()
+                         .Name("shift_http_responses_total")
+                         .Help(
+                             "Responses of the OpenAI-compatible HTTP API, by endpoint and "
+                             "HTTP status (a stream counts once, when it starts)")
+                         .Register(r);
+  http_connections_ = &gauge("shift_http_connections", "Open HTTP connections")->Add({});
   auth_failures_ = counter("shift_auth_failures_total",
                            "Public calls refused as UNAUTHENTICATED (missing or wrong API key)");
   predicted_seconds_ = counter("shift_cost_predicted_step_seconds_total",
@@ -184,6 +191,12 @@ void RouterMetrics::SetLayout(int sp, int tp) {
 void RouterMetrics::Preemptions(double count) { preemptions_->Increment(count); }
 
 void RouterMetrics::AuthFailure() { auth_failures_->Increment(); }
+
+void RouterMetrics::HttpResponse(const std::string& endpoint, int status) {
+  http_responses_->Add({{"endpoint", endpoint}, {"status", std::to_string(status)}}).Increment();
+}
+
+void RouterMetrics::SetHttpConnections(double count) { http_connections_->Set(count); }
 
 void RouterMetrics::PrefixCacheHits(double tokens) {
   if (tokens > 0) cache_hits_->Increment(tokens);

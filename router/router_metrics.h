@@ -45,6 +45,10 @@ class RouterMetrics {
   void SetLoad(uint32_t group, double queued, double running, double blocks_used,
                double blocks_total, double blocks_cached);
   void PrefixCacheHits(double tokens);
+  // An HTTP (OpenAI API) response: its endpoint and status.
+  void HttpResponse(const std::string &endpoint, int status);
+  // Open HTTP connections.
+  void SetHttpConnections(double count);
   // A public call refused for a missing or wrong API key.
   void AuthFailure();
   // Whether a worker group takes requests (formed and not lost a rank).
@@ -67,7 +71,8 @@ class RouterMetrics {
       *blocks_cached_, *mode_, *in_service_;
   prometheus::Family<prometheus::Gauge> *build_info_, *layout_info_;
   prometheus::Gauge *threshold_;
-  prometheus::Family<prometheus::Counter> *steps_, *switches_;
+  prometheus::Family<prometheus::Counter> *steps_, *switches_, *http_responses_;
+  prometheus::Gauge *http_connections_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
   prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_,
       *auth_failures_;
