@@ -211,8 +211,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closed_) return;
     if (reading_) {
       // The read that watched the last exchange's connection is pending;
-      // it goes on to this request when it completes.
+      // it goes on to this request when it completes, at once when a
+      // pipelined request is already here.
       waiting_request_ = true;
+      if (buffer_.size() > 0) {
+        boost::system::error_code ignored;
+        socket().cancel(ignored);
+      }
       return;
     }
     parser_.emplace();
@@ -346,6 +351,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
           buffer_.prepare(4096),
           [self = shared_from_this()](boost::system::error_code ec, size_t bytes) {
             self->reading_ = false;
+            if (ec == asio::error::operation_aborted && self->waiting_request_ && !self->closed_) {
+              self->waiting_request_ = false;
+              return self->ReadRequest();
+            }
             if (ec) return self->Close();
             self->buffer_.commit(bytes);
             if (self->waiting_request_) {
