@@ -103,6 +103,7 @@ class Cluster:
         self.internal_port = int(fields["internal"])
         self.internal_address = "127.0.0.1:%d" % self.internal_port
         self.metrics_address = "127.0.0.1:" + fields["metrics"]
+        self.http_port = int(fields.get("http", "-1"))  # with --http_port
         self.client = shift_client.Client(self.address, **self.client_options)
 
     def start_rank(self, group, rank):
