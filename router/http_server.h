@@ -51,7 +51,7 @@ struct HttpServerOptions {
   // One write to the client; a client that reads nothing that long is closed.
   absl::Duration write_timeout = absl::Seconds(60);
   // Unsent bytes of a streamed response before HttpExchange::Write says full.
-  int64_t max_stream_bytes = int64_t{1} << 20;
+  int64_t max_stream_bytes = int64_t{256} << 10;
 };
 
 struct HttpRequest {

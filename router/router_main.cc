@@ -58,7 +58,7 @@ ABSL_FLAG(int32_t, http_port, -1,
 ABSL_FLAG(int32_t, http_threads, 2,
           "Threads that run every HTTP connection's I/O (event-driven: connections cost memory, "
           "not threads)");
-ABSL_FLAG(int64_t, http_max_connections, 8192,
+ABSL_FLAG(int64_t, http_max_connections, 4096,
           "Most open HTTP connections; more are closed as they arrive");
 ABSL_FLAG(double, http_timeout_s, 30,
           "Seconds an HTTP client may take to send a complete request, counted from its "
