@@ -395,5 +395,18 @@ class SecuredTest(unittest.TestCase):
         self.assertGreater(cached(a), 0)
 
 
+    def test_a_rotated_certificate_is_picked_up(self):
+        port, ca = self.c.http_port, self.pki.path("ca.pem")
+        self.assertEqual(security_test.presented_common_name(port, ca), "shift-router")
+        self.pki.issue("router", "ca", "shift-router-rotated")
+        deadline = time.time() + 15
+        while security_test.presented_common_name(port, ca) != "shift-router-rotated":
+            self.assertLess(time.time(), deadline, "the HTTP port kept the old certificate")
+            time.sleep(0.2)
+        status, _ = Http(port, key=self.key_a, tls_ca=ca).post(
+            "/v1/completions", {"prompt": "hi", "max_tokens": 1})
+        self.assertEqual(status, 200)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
