@@ -256,7 +256,9 @@ class OpenAiClient::Call : public std::enable_shared_from_this<Call> {
         if (auto delta = choice.find("delta"); delta != choice.end() && delta->is_object()) {
           if (auto c = delta->find("content"); c != delta->end()) piece = &*c;
         }
-        text = text || (piece != nullptr && piece->is_string() && !piece->empty());
+        // (json::empty() is false for every string: the string's own.)
+        text = text || (piece != nullptr && piece->is_string() &&
+                        !piece->get_ref<const std::string&>().empty());
       }
     }
     if (text) {
