@@ -156,6 +156,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     boost::system::error_code ec;
     const tcp::endpoint peer = socket.remote_endpoint(ec);
     if (!ec) peer_ = peer.address().to_string();
+    // A streamed token is a small write that must leave at once, not wait
+    // (Nagle) for the client's delayed acknowledgement of the last one.
+    socket.set_option(tcp::no_delay(true), ec);
     if (tls_context_) {
       tls_stream_.emplace(std::move(socket), *tls_context_);
     } else {

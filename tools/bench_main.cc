@@ -3,6 +3,8 @@
 // and reports TTFT, TPOT, inter-token latency, end-to-end latency,
 // throughput and goodput, as a table and as JSON. Prompts are token ids of
 // exact lengths and generation ignores EOS, so every length is as asked.
+// It speaks shift's gRPC API or, with --api=openai, the OpenAI HTTP API of
+// shift's --http_port or of any compatible server (tools/openai_client.h).
 #include <grpcpp/grpcpp.h>
 #include <netdb.h>
 #include <signal.h>
@@ -31,11 +33,27 @@
 #include "common/subprocess.h"
 #include "shift/v1/generation.grpc.pb.h"
 #include "tools/client_options.h"
+#include "tools/openai_client.h"
 #include "tools/workload/plots.h"
 #include "tools/workload/workload.h"
 #include "tools/workload/workload_flags.h"
 
-ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
+ABSL_FLAG(std::string, address, "127.0.0.1:50051",
+          "Server address (host:port): the router's gRPC port, or with --api=openai an HTTP port "
+          "(plain HTTP; https is not supported)");
+ABSL_FLAG(std::string, api, "grpc",
+          "grpc (shift's Generate) or openai (streamed /v1/completions or /v1/chat/completions "
+          "of shift's --http_port or any OpenAI-compatible server; TTFT at the first chunk with "
+          "text, inter-token latency per chunk, token counts from the usage chunk)");
+ABSL_FLAG(std::string, endpoint, "completions",
+          "--api=openai: completions (the prompt as token ids) or chat (one user message of "
+          "one common English word per prompt token, about as many tokens; the report counts "
+          "the server's prompt tokens, chat template included)");
+ABSL_FLAG(std::string, served_model, "",
+          "--api=openai: the model to ask for (default: the first of GET /v1/models)");
+ABSL_FLAG(int32_t, vocab_size, 1000,
+          "--api=openai: prompt token ids are drawn below this (GET /v1/models does not tell the "
+          "vocabulary); ids from 10 up are ordinary tokens of any model with this many");
 ABSL_FLAG(std::string, json_out, "", "Also write the report (and every request) as JSON here");
 ABSL_FLAG(bool, progress, true, "Show progress on stderr when it is a terminal");
 ABSL_FLAG(std::string, plot_dir, "",
@@ -237,12 +255,32 @@ struct RunResult {
   std::optional<RouterOverhead> overhead;  // with the router's /metrics
 };
 
-// Offers `requests` to the router at `address` and waits for every answer.
-RunResult Drive(const std::string& address, const ClientSecurity& security,
-                const std::string& metrics, std::vector<wl::Request> requests,
-                const v1::ModelInfo& model) {
-  auto channel = Connect(address, security);
-  auto stub = v1::Generation::NewStub(channel);
+// Starts one request, times relative to the run's zero; `done` gets its
+// outcome (on any thread).
+using Send = std::function<void(const wl::Request& request, Clock::time_point zero,
+                                std::function<void(wl::Outcome)> done)>;
+
+// Sends over gRPC to the router at `address`.
+class GrpcSender {
+ public:
+  GrpcSender(const std::string& address, const ClientSecurity& security)
+      : security_(security), stub_(v1::Generation::NewStub(Connect(address, security))) {}
+  Send sender() {
+    return [this](const wl::Request& r, Clock::time_point zero,
+                  std::function<void(wl::Outcome)> done) {
+      new Call(stub_.get(), security_, r, zero, std::move(done));
+    };
+  }
+
+ private:
+  const ClientSecurity security_;
+  std::unique_ptr<v1::Generation::Stub> stub_;
+};
+
+// Offers `requests` through `send` and waits for every answer; closed-loop
+// prompts are ids below `vocab_size`.
+RunResult Drive(const Send& send, const std::string& metrics, std::vector<wl::Request> requests,
+                int32_t vocab_size) {
   const int32_t concurrency = wl::ClosedLoopConcurrency();
   const bool closed = concurrency > 0;
   const bool progress = absl::GetFlag(FLAGS_progress) && isatty(STDERR_FILENO);
@@ -278,7 +316,7 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
   }
   size_t sent = 0;
   for (wl::Request& r : requests) {
-    if (r.prompt.empty()) r.prompt = wl::ClosedLoopPrompt(model.vocab_size(), sent);
+    if (r.prompt.empty()) r.prompt = wl::ClosedLoopPrompt(vocab_size, sent);
     if (closed) {
       absl::MutexLock lock(&mu);
       auto room = [&]() { return in_flight < limit; };
@@ -296,7 +334,7 @@ RunResult Drive(const std::string& address, const ClientSecurity& security,
                      result.outcomes.size(), static_cast<long long>(in_flight));
       }
     }
-    new Call(stub.get(), security, r, zero, done);
+    send(r, zero, done);
     ++sent;
   }
   {
@@ -447,7 +485,9 @@ absl::Status Compare() {
       SHIFT_ASSIGN_OR_RETURN(requests,
                              wl::BuildWorkloadFromFlags(model.vocab_size(), model.max_model_len()));
     }
-    const RunResult run = Drive(cluster->address, plaintext, cluster->metrics, requests, model);
+    GrpcSender grpc_sender(cluster->address, plaintext);
+    const RunResult run =
+        Drive(grpc_sender.sender(), cluster->metrics, requests, model.vocab_size());
     const wl::Report r = wl::MakeReportFromFlags(run.outcomes);
     absl::StrAppendFormat(
         &table,
@@ -496,15 +536,73 @@ absl::Status Compare() {
   return absl::OkStatus();
 }
 
+// The workload over OpenAI's HTTP API at `address`.
+absl::StatusOr<RunResult> RunOpenAi(const std::string& address, const ClientSecurity& security) {
+  bench::Endpoint endpoint;
+  if (absl::GetFlag(FLAGS_endpoint) == "completions") {
+    endpoint = bench::Endpoint::kCompletions;
+  } else if (absl::GetFlag(FLAGS_endpoint) == "chat") {
+    endpoint = bench::Endpoint::kChat;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown --endpoint \"", absl::GetFlag(FLAGS_endpoint), "\": use completions or chat"));
+  }
+  if (security.tls) {
+    return absl::InvalidArgumentError(
+        "--api=openai speaks plain HTTP: --tls_ca and --tls_cert are not supported with it");
+  }
+  const int32_t vocab_size = absl::GetFlag(FLAGS_vocab_size);
+  if (vocab_size < 11) return absl::InvalidArgumentError("--vocab_size must be at least 11");
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<bench::OpenAiClient> client,
+                         bench::OpenAiClient::Create(address, security.api_key, endpoint));
+  SHIFT_ASSIGN_OR_RETURN(const std::vector<bench::ServedModel> models, client->ListModels());
+  std::string model = absl::GetFlag(FLAGS_served_model);
+  if (model.empty()) model = models.front().id;
+  // A server that does not say its context length gets prompts uncapped.
+  int64_t max_model_len = int64_t{1} << 30;
+  for (const bench::ServedModel& m : models) {
+    if (m.id == model && m.max_model_len > 0) max_model_len = m.max_model_len;
+  }
+  client->set_model(model);
+  SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests,
+                         wl::BuildWorkloadFromFlags(vocab_size, max_model_len));
+  bench::OpenAiClient* sender = client.get();
+  RunResult run = Drive(
+      [sender](const wl::Request& r, Clock::time_point zero,
+               std::function<void(wl::Outcome)> done) { sender->Send(r, zero, std::move(done)); },
+      absl::GetFlag(FLAGS_metrics_address), std::move(requests), vocab_size);
+  for (const auto& [code, message] : client->FailureMessages()) {
+    std::fprintf(stderr, "shift-bench: %s, first of them: %s\n", code.c_str(), message.c_str());
+  }
+  return run;
+}
+
 absl::Status Run() {
-  if (!absl::GetFlag(FLAGS_compare).empty()) return Compare();
+  const std::string api = absl::GetFlag(FLAGS_api);
+  if (api != "grpc" && api != "openai") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --api \"", api, "\": use grpc or openai"));
+  }
+  if (!absl::GetFlag(FLAGS_compare).empty()) {
+    if (api != "grpc") {
+      return absl::InvalidArgumentError(
+          "--compare drives the clusters it starts over gRPC: drop --api=openai");
+    }
+    return Compare();
+  }
   const std::string address = absl::GetFlag(FLAGS_address);
   SHIFT_ASSIGN_OR_RETURN(const ClientSecurity security, ClientSecurityFromFlags());
-  SHIFT_ASSIGN_OR_RETURN(v1::ModelInfo model, FetchModel(address, security));
-  SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests,
-                         wl::BuildWorkloadFromFlags(model.vocab_size(), model.max_model_len()));
-  const RunResult run =
-      Drive(address, security, absl::GetFlag(FLAGS_metrics_address), std::move(requests), model);
+  RunResult run;
+  if (api == "openai") {
+    SHIFT_ASSIGN_OR_RETURN(run, RunOpenAi(address, security));
+  } else {
+    SHIFT_ASSIGN_OR_RETURN(v1::ModelInfo model, FetchModel(address, security));
+    SHIFT_ASSIGN_OR_RETURN(std::vector<wl::Request> requests,
+                           wl::BuildWorkloadFromFlags(model.vocab_size(), model.max_model_len()));
+    GrpcSender grpc_sender(address, security);
+    run = Drive(grpc_sender.sender(), absl::GetFlag(FLAGS_metrics_address), std::move(requests),
+                model.vocab_size());
+  }
   const wl::Report report = wl::MakeReportFromFlags(run.outcomes);
   std::printf("%s", wl::ReportTable(report).c_str());
   if (run.overhead) {
@@ -520,6 +618,7 @@ absl::Status Run() {
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     nlohmann::json j = wl::ReportJson(report);
     j["workload"] = wl::WorkloadName();
+    j["api"] = api == "openai" ? "openai/" + absl::GetFlag(FLAGS_endpoint) : api;
     j["outcomes"] = wl::OutcomesJson(run.outcomes);
     if (run.overhead) j["router"] = run.overhead->Json();
     std::ofstream(path) << j.dump(1) << "\n";
@@ -532,9 +631,10 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   shift::InitProgram(argc, argv,
-                     "Drives a shift router with a workload and reports latency and throughput.",
-                     "shift-bench --address=HOST:PORT --workload=poisson|closed|burst|trace "
-                     "[flags]");
+                     "Drives a shift router (gRPC) or an OpenAI-compatible HTTP server with a "
+                     "workload and reports latency and throughput.",
+                     "shift-bench --address=HOST:PORT [--api=grpc|openai] "
+                     "--workload=poisson|closed|burst|trace [flags]");
   const absl::Status status = shift::Run();
   if (!status.ok()) return shift::ReportFailure(status);
   return 0;

@@ -1,7 +1,8 @@
 """shift-bench against a small live cluster on 127.0.0.1: its counts of
-requests and tokens agree with the router's metrics, each trace format
-replays with the right number of requests and lengths, and bad input is
-explained. Bounded in time; every process is stopped."""
+requests and tokens agree with the router's metrics, over gRPC and over the
+OpenAI HTTP API (both endpoints), each trace format replays with the right
+number of requests and lengths, and bad input is explained. Bounded in
+time; every process is stopped."""
 
 import json
 import math
@@ -24,22 +25,28 @@ class ShiftBenchTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="shift-bench-test-")
         cls.model = make_model(os.path.join(cls.tmp, "model"))
+        # The generated model has no chat template: one that lists the messages.
+        template = os.path.join(cls.tmp, "chat.jinja")
+        with open(template, "w") as f:
+            f.write("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                    "{% if add_generation_prompt %}assistant:{% endif %}")
         cls.cluster = Cluster(cls.tmp, "bench", cls.model, world_size=1,
-                              router_flags=["--max_model_len=1024"])
+                              router_flags=["--max_model_len=1024", "--http_port=0",
+                                            "--chat_template=" + template])
 
     @classmethod
     def tearDownClass(cls):
         cls.cluster.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def bench(self, *flags):
+    def bench(self, *flags, address=None, stderr=False):
         out = os.path.join(self.tmp, "report.json")
-        run = subprocess.run([BENCH, "--address=" + self.cluster.address, "--json_out=" + out,
-                              "--progress=false"] + list(flags),
+        run = subprocess.run([BENCH, "--address=" + (address or self.cluster.address),
+                              "--json_out=" + out, "--progress=false"] + list(flags),
                              capture_output=True, text=True, timeout=120)
         self.assertEqual(run.returncode, 0, run.stderr)
         with open(out) as f:
-            return json.load(f), run.stdout
+            return json.load(f), run.stderr if stderr else run.stdout
 
     def router_counts(self):
         text = self.cluster.metrics()
@@ -78,6 +85,51 @@ class ShiftBenchTest(unittest.TestCase):
         if shutil.which("gnuplot"):
             for png in ("latency_cdf.png", "throughput.png", "ttft_over_time.png", "modes.png"):
                 self.assertGreater(os.path.getsize(os.path.join(plots, png)), 1000, png)
+
+    def test_openai_api_streams_both_endpoints(self):
+        self.assertGreater(self.cluster.http_port, 0)
+        http = "127.0.0.1:%d" % self.cluster.http_port
+        for endpoint in ("completions", "chat"):
+            before = self.router_counts()
+            report, table = self.bench("--api=openai", "--endpoint=" + endpoint,
+                                       "--workload=closed", "--concurrency=4", "--requests=12",
+                                       "--input_tokens=24", "--output_tokens=6",
+                                       "--metrics_address=" + self.cluster.metrics_address,
+                                       address=http)
+            after = self.router_counts()
+            self.assertEqual(report["api"], "openai/" + endpoint)
+            self.assertEqual(report["completed"], 12, endpoint)
+            self.assertEqual(report["failures"], {}, endpoint)
+            self.assertEqual(after[0] - before[0], 12, endpoint)
+            # Token counts are the usage chunk's: as asked, and as the router counted.
+            self.assertEqual(report["output_tokens"], 12 * 6, endpoint)
+            self.assertEqual(after[2] - before[2], 12 * 6, endpoint)
+            self.assertEqual(report["prompt_tokens"], after[1] - before[1], endpoint)
+            for o in report["outcomes"]:
+                self.assertEqual((o["code"], o["output_tokens"]), ("OK", 6), endpoint)
+                self.assertTrue(0 < o["ttft"] <= o["e2e"], (endpoint, o))
+                if endpoint == "completions":
+                    self.assertEqual(o["prompt_tokens"], 24)
+                else:  # a word a token, and the template's own tokens
+                    self.assertTrue(24 <= o["prompt_tokens"] <= 96, o)
+            # TTFT from the first chunk with text, inter-token latency per chunk.
+            self.assertEqual(report["ttft_seconds"]["count"], 12, endpoint)
+            # A gap per chunk with text after the first: at most 5 a request
+            # (the last chunk, with the finish reason, and the role have none).
+            self.assertGreater(report["itl_seconds"]["count"], 12, endpoint)
+            self.assertLessEqual(report["itl_seconds"]["count"], 12 * 5, endpoint)
+            self.assertGreater(report["itl_seconds"]["p50"], 0, endpoint)
+            self.assertEqual(report["tpot_seconds"]["count"], 12, endpoint)
+            self.assertIn("| TTFT |", table)
+            self.assertGreater(report["router"]["steps"], 3, endpoint)
+        # A model the server does not serve: every request fails, by its status.
+        report, stderr = self.bench("--api=openai", "--served_model=nope", "--workload=closed",
+                                    "--concurrency=2", "--requests=4", "--input_tokens=8",
+                                    "--output_tokens=2", address=http,
+                                    stderr=True)
+        self.assertEqual((report["completed"], report["failures"]), (0, {"HTTP_404": 4}))
+        self.assertIn("HTTP_404", stderr)
+        self.assertIn("does not exist", stderr)
 
     def expected(self, rows, length_scale, max_out, max_prompt):
         def clamp(v, hi):  # lengths round half away from zero
@@ -166,6 +218,14 @@ class ShiftBenchTest(unittest.TestCase):
         run = subprocess.run([BENCH, "--address=" + self.cluster.address, "--workload=zigzag"],
                              capture_output=True, text=True, timeout=60)
         self.assertIn("unknown --workload", run.stderr)
+        run = subprocess.run([BENCH, "--api=openai", "--address=127.0.0.1:1", "--duration_s=1"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("cannot reach the server", run.stderr)
+        run = subprocess.run([BENCH, "--api=openai", "--compare=tp", "--model=" + self.model],
+                             capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("drop --api=openai", run.stderr)
 
 
 if __name__ == "__main__":

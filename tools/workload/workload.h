@@ -77,7 +77,8 @@ std::vector<Request> FromTrace(const std::vector<TraceRow>& rows, const PromptMa
 
 // What happened to one request.
 struct Outcome {
-  std::string code = "OK";          // gRPC status code name
+  std::string code = "OK";          // gRPC status code name, or HTTP_<status> and
+                                    // the like over HTTP (tools/openai_client.h)
   double start = 0;                 // seconds from the run's start
   double ttft = -1;                 // seconds to the first token (-1: none)
   double e2e = 0;                   // seconds to the end of the call
