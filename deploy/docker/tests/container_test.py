@@ -20,11 +20,11 @@
 
 podman runs with deploy/docker/tests/containers.conf (runc, cgroupfs,
 nofile and nproc limits the CI machines accept).
-SHIFT_CONTAINER_TEST_IMAGE=NAME runs an image built elsewhere instead (the
-whole multi-stage build, say). Without podman,
-mmdebstrap or root the test skips (ctest: Skipped), saying what is missing,
-unless SHIFT_CONTAINER_TEST=required (tools/test sets it where it installed
-them), where it fails instead.
+SHIFT_CONTAINER_TEST_IMAGE=NAME runs the checks on an image built elsewhere
+(the whole multi-stage build, say). Without podman, mmdebstrap or root the
+test skips (ctest: Skipped), saying what is missing, unless
+SHIFT_CONTAINER_TEST=required (tools/test sets it where it installs them):
+then it fails.
 """
 import glob
 import os
