@@ -206,6 +206,7 @@ class ChartTest(unittest.TestCase):
             pod = template["spec"]
             (init,) = pod["initContainers"]
             self.assertEqual(init["image"], init_values["image"])
+            self.assertEqual(init["imagePullPolicy"], "Always")
             self.assertEqual(init["command"], init_values["command"])
             self.assertEqual(init["args"], init_values["args"])
             self.assertEqual(init["env"][0], {"name": "SHIFT_MODEL_DIR", "value": "/model/llama/8b"})
