@@ -3,14 +3,16 @@
 
 - the chart's generated templates are in sync with the rules and dashboards;
 - the render harness (Go text/template + Sprig, as Helm) passes its toYaml
-  test and renders the chart for every file in values/;
-- values.schema.json accepts the defaults and values/, and rejects every
-  file in bad-values/;
+  test and renders the chart for every file in values/ and ../examples/;
+- values.schema.json accepts the defaults, values/ and ../examples/, and
+  rejects every file in bad-values/ with the error its "# rejected with:"
+  line names;
 - every rendered object validates against its Kubernetes (or Prometheus
   Operator) schema, and type-checks strictly (unknown fields rejected) with
   TypeScript against kubernetes-models' interfaces;
 - the rendered objects are the ones the values ask for (GPUs per group,
-  groups, probes, Secrets, monitoring objects on and off);
+  groups, probes, Secrets, monitoring objects on and off, each pod value
+  in its pods, model.init, the GPU node pool example);
 - the Grafana dashboards type-check against @grafana/schema's Dashboard;
 - promtool check rules and promtool test rules pass.
 
@@ -32,6 +34,10 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 K8S = os.path.dirname(HERE)
 CHART = os.path.join(K8S, "charts", "shift")
+# Values files that must render and validate: name -> path.
+VALUES = {os.path.basename(p)[:-5]: p for p in glob.glob(os.path.join(HERE, "values", "*.yaml"))}
+VALUES.update({"example-" + os.path.basename(p)[:-5]: p
+               for p in glob.glob(os.path.join(K8S, "examples", "*.yaml"))})
 GOENV = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode", GOFLAGS="")
 
 
@@ -59,14 +65,17 @@ class ChartTest(unittest.TestCase):
             npm = run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE)
             assert npm.returncode == 0, npm.stdout + npm.stderr
         cls.rendered = {}
-        for path in sorted(glob.glob(os.path.join(HERE, "values", "*.yaml"))):
-            name = os.path.basename(path)[:-5]
-            out = run([cls.render, CHART, "-f", path, "--release", "shift"])
-            assert out.returncode == 0, "%s: %s" % (name, out.stderr)
-            file = os.path.join(cls.tmp, name + ".yaml")
-            with open(file, "w") as f:
-                f.write(out.stdout)
-            cls.rendered[name] = [d for d in yaml.safe_load_all(out.stdout) if d]
+        for name, path in sorted(VALUES.items()):
+            cls.rendered[name] = cls.render_values(name, path)
+
+    @classmethod
+    def render_values(cls, name, path):
+        """Renders the chart with `path`, writes NAME.yaml, returns the objects."""
+        out = run([cls.render, CHART, "-f", path, "--release", "shift"])
+        assert out.returncode == 0, "%s: %s" % (name, out.stderr)
+        with open(os.path.join(cls.tmp, name + ".yaml"), "w") as f:
+            f.write(out.stdout)
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
 
     @classmethod
     def tearDownClass(cls):
@@ -97,16 +106,21 @@ class ChartTest(unittest.TestCase):
     def test_values_schema(self):
         schema, defaults = os.path.join(CHART, "values.schema.json"), os.path.join(CHART,
                                                                                    "values.yaml")
-        for path in [None] + sorted(glob.glob(os.path.join(HERE, "values", "*.yaml"))):
+        for path in [None] + sorted(VALUES.values()):
             out = run(["node", "validate.mjs", "values", schema, defaults] + ([path] if path else []),
                       cwd=HERE)
             self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         bad = sorted(glob.glob(os.path.join(HERE, "bad-values", "*.yaml")))
-        self.assertGreaterEqual(len(bad), 5)
+        self.assertGreaterEqual(len(bad), 25)
         for path in bad:
             out = run(["node", "validate.mjs", "values", schema, defaults, path], cwd=HERE)
             self.assertEqual(out.returncode, 1, "%s was accepted: %s" % (path, out.stdout))
             self.assertIn("invalid", out.stdout)
+            with open(path) as f:
+                expected = [l[len("# rejected with: "):].strip() for l in f
+                            if l.startswith("# rejected with: ")]
+            for message in expected:  # rejected for the reason the file is about
+                self.assertIn(message, out.stdout, path)
 
     def test_objects_validate_strictly(self):
         files = [os.path.join(self.tmp, n + ".yaml") for n in sorted(self.rendered)]
@@ -125,6 +139,130 @@ class ChartTest(unittest.TestCase):
         _, tsc = self.generate_and_type_check("objects", [broken])
         self.assertNotEqual(tsc.returncode, 0)
         self.assertIn("imagePullPolicyy", tsc.stdout)
+
+    def test_a_misspelt_field_in_an_extra_volume_fails_the_strict_check(self):
+        # extraVolumes are Kubernetes Volumes, open in the values schema: a
+        # misspelt field there passes the schema and fails on the object.
+        values = os.path.join(self.tmp, "misspelt-volume-values.yaml")
+        with open(values, "w") as f:
+            yaml.safe_dump({"workers": {"device": "cpu", "extraVolumes": [
+                {"name": "scratch", "emptyDir": {"sizeLimt": "1Gi"}}]}}, f)
+        out = run(["node", "validate.mjs", "values", os.path.join(CHART, "values.schema.json"),
+                   os.path.join(CHART, "values.yaml"), values], cwd=HERE)
+        self.assertEqual(out.returncode, 0, out.stdout)
+        self.render_values("misspelt-volume", values)
+        _, tsc = self.generate_and_type_check(
+            "objects", [os.path.join(self.tmp, "misspelt-volume.yaml")])
+        self.assertNotEqual(tsc.returncode, 0)
+        self.assertIn("sizeLimt", tsc.stdout)
+
+    def pods(self, name):
+        """{"router": pod spec with metadata, "worker": ...} of one rendering."""
+        (dep,) = self.objects(name, "Deployment")
+        (sts,) = self.objects(name, "StatefulSet")
+        return {"router": dep["spec"]["template"], "worker": sts["spec"]["template"]}
+
+    def test_pod_values_reach_their_pods(self):
+        with open(VALUES["cpu-1-group-pod-values"]) as f:
+            values = yaml.safe_load(f)
+        chart_env = ["POD_NAME", "POD_IP", "SHIFT_WORLD_SIZE", "SHIFT_HEALTH_PORT",
+                     "SHIFT_METRICS_PORT"]
+        for component, key in (("router", "router"), ("worker", "workers")):
+            given = values[key]
+            template = self.pods("cpu-1-group-pod-values")[component]
+            pod, meta = template["spec"], template["metadata"]
+            (container,) = pod["containers"]
+            env = container["env"]
+            if component == "worker":  # the chart's variables first, then the user's
+                self.assertEqual([e["name"] for e in env[:5]], chart_env)
+                env = env[5:]
+            self.assertEqual(env, given["env"], component)
+            self.assertEqual(container["envFrom"], given["envFrom"], component)
+            self.assertEqual(pod["affinity"], given["affinity"], component)
+            self.assertEqual(pod["runtimeClassName"], given["runtimeClassName"], component)
+            self.assertEqual(pod["priorityClassName"], given["priorityClassName"], component)
+            self.assertEqual(pod["volumes"][-len(given["extraVolumes"]):], given["extraVolumes"])
+            self.assertEqual(container["volumeMounts"][-len(given["extraVolumeMounts"]):],
+                             given["extraVolumeMounts"], component)
+            self.assertEqual(meta["annotations"], given["podAnnotations"], component)
+            for label, value in given["podLabels"].items():
+                self.assertEqual(meta["labels"][label], value, component)
+            self.assertEqual(meta["labels"]["app.kubernetes.io/component"], component)
+        # Unset, none of them appears.
+        for component, template in self.pods("cpu-1-group").items():
+            pod = template["spec"]
+            for field in ("affinity", "runtimeClassName", "priorityClassName", "initContainers"):
+                self.assertNotIn(field, pod, component)
+            self.assertNotIn("annotations", template["metadata"], component)
+            self.assertNotIn("envFrom", pod["containers"][0], component)
+            self.assertEqual(len(template["metadata"]["labels"]), 6, component)
+        self.assertNotIn("env", self.pods("cpu-1-group")["router"]["spec"]["containers"][0])
+
+    def test_model_init_places_the_model_before_shift_starts(self):
+        with open(VALUES["cpu-1-group-pod-values"]) as f:
+            values = yaml.safe_load(f)
+        init_values = values["model"]["init"]
+        for component, template in self.pods("cpu-1-group-pod-values").items():
+            pod = template["spec"]
+            (init,) = pod["initContainers"]
+            self.assertEqual(init["image"], init_values["image"])
+            self.assertEqual(init["imagePullPolicy"], "Always")
+            self.assertEqual(init["command"], init_values["command"])
+            self.assertEqual(init["args"], init_values["args"])
+            self.assertEqual(init["env"][0], {"name": "SHIFT_MODEL_DIR", "value": "/model/llama/8b"})
+            self.assertEqual(init["env"][1:], init_values["env"])
+            self.assertEqual(init["envFrom"], init_values["envFrom"])
+            self.assertEqual(init["resources"], init_values["resources"])
+            # The init container writes the volume; shift's containers only read it.
+            self.assertEqual(init["volumeMounts"][0], {"name": "model", "mountPath": "/model"})
+            self.assertTrue(pod["containers"][0]["volumeMounts"][0]["readOnly"])
+            (model,) = [v for v in pod["volumes"] if v["name"] == "model"]
+            self.assertFalse(model["persistentVolumeClaim"]["readOnly"], component)
+            extra = values["router" if component == "router" else "workers"]["extraVolumeMounts"]
+            self.assertEqual(init["volumeMounts"][1:], extra, component)
+        # Without it the pods cannot write the volume.
+        for component, template in self.pods("gpu-1-group-p2").items():
+            (model,) = [v for v in template["spec"]["volumes"] if v["name"] == "model"]
+            self.assertTrue(model["persistentVolumeClaim"]["readOnly"], component)
+        for component, template in self.pods("cpu-1-group").items():
+            (model,) = [v for v in template["spec"]["volumes"] if v["name"] == "model"]
+            self.assertEqual(model["hostPath"]["type"], "Directory", component)
+        # A node directory the init container fills may not exist yet.
+        values = os.path.join(self.tmp, "host-path-init-values.yaml")
+        with open(values, "w") as f:
+            yaml.safe_dump({"model": {"source": "hostPath", "init": {
+                "enabled": True, "image": "fetch:1"}}}, f)
+        for doc in self.render_values("host-path-init", values):
+            if doc["kind"] in ("Deployment", "StatefulSet"):
+                (model,) = [v for v in doc["spec"]["template"]["spec"]["volumes"]
+                            if v["name"] == "model"]
+                self.assertEqual(model["hostPath"]["type"], "DirectoryOrCreate")
+        for component, template in self.pods("cpu-1-group-emptydir-init").items():
+            pod = template["spec"]
+            (model,) = [v for v in pod["volumes"] if v["name"] == "model"]
+            self.assertEqual(model, {"name": "model", "emptyDir": {}}, component)
+            self.assertEqual(pod["initContainers"][0]["args"], ["--to=/model"])
+            self.assertEqual(pod["initContainers"][0]["env"],
+                             [{"name": "SHIFT_MODEL_DIR", "value": "/model"}])
+
+    def test_gpu_node_pool_example(self):
+        pods = self.pods("example-gpu-node-pool")
+        worker = pods["worker"]["spec"]
+        (container,) = worker["containers"]
+        self.assertEqual(container["resources"]["limits"]["nvidia.com/gpu"], 8)
+        self.assertEqual(worker["runtimeClassName"], "nvidia")
+        self.assertEqual(worker["nodeSelector"], {"cloud.example.com/node-pool": "gpu-h100"})
+        self.assertIn({"name": "NCCL_SOCKET_IFNAME", "value": "eth0"}, container["env"])
+        self.assertIn("--device=cuda", container["args"])
+        anti = worker["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        self.assertEqual(anti[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"],
+                         "worker")
+        (sts,) = self.objects("example-gpu-node-pool", "StatefulSet")
+        self.assertEqual(sts["spec"]["replicas"], 2)
+        router = pods["router"]["spec"]
+        term = router["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        self.assertEqual(term["nodeSelectorTerms"][0]["matchExpressions"][0]["operator"], "NotIn")
+        self.assertNotIn("nvidia.com/gpu", router["containers"][0]["resources"].get("limits", {}))
 
     def test_workers_follow_the_values(self):
         for name, groups, world, gpus in [("gpu-1-group-p2", 1, 2, 2), ("cpu-1-group", 1, 1, None),

@@ -27,17 +27,104 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* The model volume. */}}
+{{/* The model volume: writable by the pod only when model.init places the
+     model in it (shift's own containers always mount it read-only). */}}
 {{- define "shift.modelVolume" -}}
 - name: model
 {{- if eq .Values.model.source "pvc" }}
   persistentVolumeClaim:
     claimName: {{ .Values.model.claimName }}
-    readOnly: true
-{{- else }}
+    readOnly: {{ not .Values.model.init.enabled }}
+{{- else if eq .Values.model.source "hostPath" }}
   hostPath:
     path: {{ .Values.model.hostPath }}
-    type: Directory
+    type: {{ if .Values.model.init.enabled }}DirectoryOrCreate{{ else }}Directory{{ end }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end -}}
+
+{{/* model.init's container, which places the model before shift starts:
+     pass (dict "root" $ "component" .Values.router) (or .Values.workers). */}}
+{{- define "shift.modelInit" -}}
+{{- with .root.Values.model.init }}
+{{- if .enabled -}}
+- name: model-init
+  image: {{ .image }}
+  imagePullPolicy: {{ .pullPolicy }}
+  {{- with .command }}
+  command:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .args }}
+  args:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  env:
+    # Where shift reads the model (in the volume mounted at /model).
+    - name: SHIFT_MODEL_DIR
+      value: {{ include "shift.modelDir" $.root | quote }}
+    {{- with .env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- toYaml .resources | nindent 4 }}
+  securityContext:
+    allowPrivilegeEscalation: false
+    capabilities:
+      drop: ["ALL"]
+  volumeMounts:
+    - name: model
+      mountPath: /model
+    {{- with $.component.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* A pod's own metadata from a component's values (router or workers):
+     podLabels after the chart's labels, podAnnotations. Pass (list $ "router"
+     .Values.router). */}}
+{{- define "shift.podMetadata" -}}
+{{- $root := index . 0 }}
+{{- $values := index . 2 -}}
+labels:
+  {{- include "shift.labels" $root | nindent 2 }}
+  app.kubernetes.io/component: {{ index . 1 }}
+  {{- with $values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Scheduling of a component's pods: runtimeClassName, priorityClassName,
+     nodeSelector, affinity, tolerations. */}}
+{{- define "shift.podScheduling" -}}
+{{- with .runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
