@@ -332,6 +332,29 @@ class ChartTest(unittest.TestCase):
         self.assertNotIn(50052, open_ports)
         self.assertEqual(self.objects("cpu-1-group", "NetworkPolicy"), [])
 
+    def test_the_http_api_port_is_served_unless_zero(self):
+        for name, port in [("gpu-1-group-p2", 8000), ("cpu-1-group-no-http", None)]:
+            (dep,) = self.objects(name, "Deployment")
+            (router,) = dep["spec"]["template"]["spec"]["containers"]
+            flags = [a for a in router["args"] if a.startswith("--http_port")]
+            ports = {p["name"]: p["containerPort"] for p in router["ports"]}
+            service = [s for s in self.objects(name, "Service")
+                       if any(p["name"] == "grpc" for p in s["spec"]["ports"])][0]
+            service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+            if port is None:
+                self.assertEqual(flags, [], name)
+                self.assertNotIn("http", ports, name)
+                self.assertNotIn("http", service_ports, name)
+                continue
+            self.assertEqual(flags, ["--http_port=%d" % port], name)
+            self.assertEqual(ports["http"], port, name)
+            self.assertEqual(service_ports["http"]["port"], port, name)
+            self.assertEqual(service_ports["http"]["targetPort"], "http", name)
+            (policy,) = self.objects(name, "NetworkPolicy")
+            open_ports = [p["port"] for r in policy["spec"]["ingress"] if "from" not in r
+                          for p in r["ports"]]
+            self.assertIn(port, open_ports, name)
+
     def test_monitoring_objects_on_and_off(self):
         for name, on in [("gpu-1-group-p2", False), ("cpu-1-group", False),
                          ("cpu-2-groups-p2-monitoring", True), ("gpu-2-groups-p8-monitoring", True)]:
