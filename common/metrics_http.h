@@ -2,8 +2,9 @@
 // same way on the router and on every rank: enough threads that a few idle
 // or slow clients do not hold up a scrape, and a per-connection timeout so
 // that a connection which sends nothing is closed instead of holding a
-// thread for civetweb's default 30 s. Header-only: for targets that link
-// prometheus-cpp.
+// thread for civetweb's default 30 s. Every endpoint also serves the
+// process's own series (common/process_metrics.h). Header-only: for targets
+// that link prometheus-cpp.
 #pragma once
 
 #include <exception>
@@ -13,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/process_metrics.h"
 #include "prometheus/exposer.h"
 
 namespace shift {
@@ -22,10 +24,14 @@ inline constexpr int kMetricsRequestTimeoutMs = 2000;
 
 // Serves on `bind` ("127.0.0.1:0" picks a port).
 inline absl::StatusOr<std::unique_ptr<prometheus::Exposer>> ServeMetrics(const std::string& bind) {
+  // The exposer keeps a weak reference: the collector lives as long as the process.
+  static const auto* process = new std::shared_ptr<ProcessCollector>(new ProcessCollector());
   try {
-    return std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+    auto exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
         "listening_ports", bind, "num_threads", std::to_string(kMetricsThreads),
         "request_timeout_ms", std::to_string(kMetricsRequestTimeoutMs)});
+    exposer->RegisterCollectable(*process);
+    return exposer;
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", bind, ": ", e.what()));
   }

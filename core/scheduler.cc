@@ -197,6 +197,7 @@ SchedulerOutput Scheduler::Schedule() {
     r->num_computed = start;
     r->num_cached_tokens = start;
     cached_tokens_ += start;
+    if (config_.enable_prefix_caching) queried_tokens_ += r->num_tokens();
     running_.insert(std::upper_bound(running_.begin(), running_.end(), r, ArrivedBefore), r);
     add(r, n);
   }

@@ -141,6 +141,9 @@ class Scheduler {
   absl::Status CheckConsistency() const;
   // Prompt tokens whose KV came from the prefix cache, all requests so far.
   int64_t cached_tokens() const { return cached_tokens_; }
+  // Prompt tokens looked up in the prefix cache (every admitted prompt's,
+  // when caching is on), all requests so far: the hits' denominator.
+  int64_t queried_tokens() const { return queried_tokens_; }
 
  private:
   void Preempt(Request* request);
@@ -162,6 +165,7 @@ class Scheduler {
   uint64_t next_step_id_ = 1;
   int64_t num_preemptions_ = 0;
   int64_t cached_tokens_ = 0;
+  int64_t queried_tokens_ = 0;
 };
 
 }  // namespace shift

@@ -67,6 +67,7 @@ struct OutputProcessor::Stream {
   bool finished ABSL_GUARDED_BY(deliver_mu) = false;
   uint32_t completion_tokens ABSL_GUARDED_BY(deliver_mu) = 0;
   absl::Time first_token ABSL_GUARDED_BY(deliver_mu) = absl::InfiniteFuture();
+  absl::Time last_token ABSL_GUARDED_BY(deliver_mu) = absl::InfiniteFuture();
 };
 
 OutputProcessor::OutputProcessor(const Tokenizer& tokenizer, RouterMetrics* metrics,
@@ -253,7 +254,11 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
         s.first_token = item.at;
         metrics_->FirstToken(absl::ToDoubleSeconds(item.at - s.spec.arrival),
                              absl::ToDoubleSeconds(u.first_scheduled - s.spec.arrival));
+      } else {
+        // Tokens of one step after its first arrive together (0 s apart).
+        metrics_->InterTokenLatency(absl::ToDoubleSeconds(item.at - s.last_token));
       }
+      s.last_token = item.at;
       delta.add_token_ids(token);
       if (s.spec.logprobs && i < u.new_logprobs.size()) {
         v1::TokenLogprob* lp = delta.add_logprobs();
@@ -298,6 +303,11 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
     const double e2e = absl::ToDoubleSeconds(item.at - s.spec.arrival);
     usage->set_e2e_seconds(e2e);
     metrics_->RequestFinished(FinishReasonName(finish), e2e);
+    if (s.completion_tokens > 0) {
+      metrics_->RequestPhases(absl::ToDoubleSeconds(s.first_token - u.first_scheduled),
+                              absl::ToDoubleSeconds(item.at - s.first_token), s.spec.prompt_tokens,
+                              s.completion_tokens);
+    }
     metrics_->OutputTokens(
         s.completion_tokens,
         s.completion_tokens > 1

@@ -565,6 +565,9 @@ void Router::Loop(Group* g) {
       const int64_t cached = g->scheduler->cached_tokens();
       metrics_->PrefixCacheHits(static_cast<double>(cached - g->cached_tokens));
       g->cached_tokens = cached;
+      const int64_t queried = g->scheduler->queried_tokens();
+      metrics_->PrefixCacheQueries(static_cast<double>(queried - g->queried_tokens));
+      g->queried_tokens = queried;
       if (!step) {
         // Nothing fits this instant (or every request is paused).
         UpdateLoad(g);

@@ -126,9 +126,10 @@ class Router {
     std::unique_ptr<Scheduler> scheduler;
     std::unique_ptr<HubExecutor> executor;
     std::unique_ptr<StepLoop> loop;
-    bool complete = false;      // formed and in service
-    int64_t outstanding = 0;    // sum of its requests' work
-    int64_t cached_tokens = 0;  // the scheduler's count when last reported
+    bool complete = false;       // formed and in service
+    int64_t outstanding = 0;     // sum of its requests' work
+    int64_t cached_tokens = 0;   // the scheduler's count when last reported
+    int64_t queried_tokens = 0;  // likewise
     std::optional<StepMode> last_mode;
     v1::ModeCounters modes;
     // The last step's updates, handed to the output side once the next

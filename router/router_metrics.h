@@ -34,6 +34,14 @@ class RouterMetrics {
   void FirstToken(double ttft_seconds, double queue_seconds);
   void OutputTokens(double count, double seconds_per_token);
   void PromptTokens(double count);
+  // The time between two streamed tokens of a request (vLLM's
+  // inter-token latency; TPOT is its mean per request).
+  void InterTokenLatency(double seconds);
+  // A request that finished: its prefill time (first scheduled to first
+  // token), decode time (first token to last), and its prompt and
+  // generation lengths.
+  void RequestPhases(double prefill_seconds, double decode_seconds, double prompt_tokens,
+                     double generation_tokens);
   void Step(uint32_t group, StepMode mode, bool switched, double tokens, double seconds);
   // How long a busy group waited for the router between two steps: from
   // its last result to the next plan sent (the step loop's own work;
@@ -45,6 +53,7 @@ class RouterMetrics {
   void SetLoad(uint32_t group, double queued, double running, double blocks_used,
                double blocks_total, double blocks_cached);
   void PrefixCacheHits(double tokens);
+  void PrefixCacheQueries(double tokens);
   // An HTTP (OpenAI API) response: its endpoint and status.
   void HttpResponse(const std::string &endpoint, int status);
   // Open HTTP connections.
@@ -70,13 +79,15 @@ class RouterMetrics {
   prometheus::Family<prometheus::Gauge> *queue_depth_, *running_, *blocks_used_, *blocks_total_,
       *blocks_cached_, *mode_, *in_service_;
   prometheus::Family<prometheus::Gauge> *build_info_, *layout_info_;
-  prometheus::Gauge *threshold_;
+  prometheus::Gauge *threshold_, *threshold_old_;
   prometheus::Family<prometheus::Counter> *steps_, *switches_, *http_responses_;
   prometheus::Gauge *http_connections_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
   prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_,
       *auth_failures_;
-  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_, *prediction_error_;
+  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_, *prediction_error_, *itl_,
+      *prefill_time_, *decode_time_, *prompt_length_, *generation_length_;
+  prometheus::Counter *cache_queries_;
   prometheus::Counter *predicted_seconds_, *measured_seconds_;
 };
 

@@ -150,6 +150,15 @@ class OpenAiApiTest(unittest.TestCase):
         self.assertEqual(models["data"][0]["id"], "tiny-llama3")
         self.assertEqual(self.http.request("GET", "/health")[0], 200)
 
+    def test_router_and_ranks_export_process_series(self):
+        rank = self.c.client.status()["groups"][0]["ranks"][0]["metrics_address"]
+        for text in (self.c.metrics(), cluster.http_get(rank)):
+            self.assertGreater(cluster.metric(text, "process_resident_memory_bytes"), 1 << 20)
+            self.assertGreater(cluster.metric(text, "process_open_fds"), 3)
+            self.assertGreater(cluster.metric(text, "process_start_time_seconds"),
+                               time.time() - 3600)
+            self.assertIsNotNone(cluster.metric(text, "process_cpu_seconds_total"))
+
     def test_greedy_chat_gives_generates_tokens_on_the_rendered_prompt(self):
         messages = [{"role": "system", "content": "You are brief."},
                     {"role": "user", "content": "Name three colours."}]

@@ -410,6 +410,38 @@ class RouterE2ETest(unittest.TestCase):
                 router.wait()
                 raise
 
+    def test_operator_series_follow_a_known_workload(self):
+        d = self.shifting
+        before = http_get(d.metrics_address)
+        n, m = 3, 6
+        prompt = "the same prompt, long enough to fill more than one KV block of tokens " * 3
+        for _ in range(n):
+            d.client.generate(text=prompt, max_tokens=m, ignore_eos=True)
+        after = http_get(d.metrics_address)
+
+        def delta(series):
+            return (metric(after, series) or 0) - (metric(before, series) or 0)
+        self.assertEqual(delta("shift_request_generation_tokens_count"), n)
+        self.assertEqual(delta("shift_request_generation_tokens_sum"), n * m)
+        self.assertEqual(delta("shift_inter_token_latency_seconds_count"), n * (m - 1))
+        self.assertGreater(delta("shift_inter_token_latency_seconds_sum"), 0)
+        self.assertEqual(delta("shift_request_prefill_time_seconds_count"), n)
+        self.assertEqual(delta("shift_request_decode_time_seconds_count"), n)
+        self.assertGreater(delta("shift_request_decode_time_seconds_sum"), 0)
+        self.assertEqual(delta("shift_request_prompt_tokens_count"), n)
+        prompt_tokens = delta("shift_request_prompt_tokens_sum") / n
+        self.assertGreater(prompt_tokens, 32)
+        # Every prompt is looked up; the second and third hit the first's blocks.
+        queried = delta("shift_prefix_cache_queried_tokens_total")
+        hits = delta("shift_prefix_cache_hit_tokens_total")
+        self.assertEqual(queried, n * prompt_tokens)
+        self.assertGreater(hits, 0)
+        self.assertLess(hits, queried)
+        # The threshold under its new name, and the old one for a release.
+        self.assertIsNotNone(metric(after, "shift_threshold_tokens"))
+        self.assertEqual(metric(after, "shift_threshold_tokens"),
+                         metric(after, "shift_shift_threshold_tokens"))
+
     def test_health_status_and_metrics_pass_promtool(self):
         d = self.shifting
         self.assertEqual(d.client.health(), 1)
@@ -434,7 +466,11 @@ class RouterE2ETest(unittest.TestCase):
                      "shift_step_tokens", "shift_step_duration_seconds", "shift_steps_total",
                      "shift_mode_switches_total", "shift_preemptions_total", "shift_mode",
                      "shift_prefix_cache_hit_tokens_total", "shift_kv_blocks_cached",
-                     "shift_router_step_overhead_seconds"]:
+                     "shift_router_step_overhead_seconds", "shift_inter_token_latency_seconds",
+                     "shift_request_prefill_time_seconds", "shift_request_decode_time_seconds",
+                     "shift_request_prompt_tokens", "shift_request_generation_tokens",
+                     "shift_prefix_cache_queried_tokens_total", "shift_threshold_tokens",
+                     "process_resident_memory_bytes", "process_cpu_seconds_total"]:
             self.assertIn("# TYPE %s " % name, texts[0])
         if os.access(PROMTOOL, os.X_OK):
             for text in texts:

@@ -363,7 +363,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_shift_threshold_tokens",
+          "expr": "shift_threshold_tokens",
           "legendFormat": "threshold (SP above)"
         }
       ]
