@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/security/tls_certificate_provider.h"
@@ -169,9 +170,13 @@ void ApiKeys::MaybeReload() {
   if (!status.ok() || keys_.empty()) {
     // A half-written or broken file keeps the last good keys.
     keys_ = std::move(before);
-    std::fprintf(stderr, "shift: keeping the previous API keys: %s\n",
-                 status.ok() ? "the new file has no key" : std::string(status.message()).c_str());
+    Log(LogLevel::kWarning, "security", "keeping the previous API keys",
+        {{"reason",
+          status.ok() ? std::string("the new file has no key") : std::string(status.message())}});
+    return;
   }
+  Log(LogLevel::kInfo, "security", "API key file reloaded",
+      {{"event", "keys_reloaded"}, {"keys", keys_.size()}});
 }
 
 std::optional<std::string> ApiKeys::Tenant(absl::string_view token) {

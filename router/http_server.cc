@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "nlohmann/json.hpp"
 
 namespace shift {
@@ -85,8 +86,11 @@ class TlsContexts {
       checked_ = now;
       if (ModificationTimeNs(cert_) != cert_mtime_ || ModificationTimeNs(key_) != key_mtime_) {
         if (const absl::Status status = Reload(); !status.ok()) {
-          std::fprintf(stderr, "shift-router: keeping the previous HTTP TLS certificate: %s\n",
-                       std::string(status.message()).c_str());
+          Log(LogLevel::kWarning, "http", "keeping the previous TLS certificate",
+              {{"reason", std::string(status.message())}});
+        } else {
+          Log(LogLevel::kInfo, "http", "TLS certificate rotated",
+              {{"event", "certificate_rotated"}, {"cert", cert_}});
         }
       }
     }
@@ -459,8 +463,7 @@ void HttpServer::Impl::Accept() {
       const absl::Time now = absl::Now();
       if (now - accept_error_logged > absl::Seconds(10)) {
         accept_error_logged = now;
-        std::fprintf(stderr, "shift-router: HTTP accept failed (%s); retrying\n",
-                     ec.message().c_str());
+        Log(LogLevel::kWarning, "http", "accept failed; retrying", {{"reason", ec.message()}});
       }
       accept_retry.expires_after(std::chrono::milliseconds(100));
       accept_retry.async_wait([this](boost::system::error_code wait) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <utility>
 
+#include "common/log.h"
 #include "core/text_stream.h"
 
 namespace shift {
@@ -149,6 +150,15 @@ void OutputProcessor::Close(uint64_t id) {
   }
   // A delivery under way finishes before this returns; later ones see closed.
   absl::MutexLock wait(&s->deliver_mu);
+  if (!s->finished) {
+    Log(LogLevel::kInfo, "access", "request cancelled",
+        {{"request_id", s->spec.request_id},
+         {"group", s->spec.group},
+         {"status", "CANCELLED"},
+         {"prompt_tokens", s->spec.prompt_tokens},
+         {"generated_tokens", s->completion_tokens},
+         {"e2e_s", absl::ToDoubleSeconds(clock_->Now() - s->spec.arrival)}});
+  }
 }
 
 void OutputProcessor::Resumed(uint64_t id) {
@@ -240,6 +250,14 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
   for (Item& item : items) {
     if (s.finished) break;
     if (!item.error.ok()) {
+      Log(LogLevel::kInfo, "access", "request failed",
+          {{"request_id", s.spec.request_id},
+           {"group", s.spec.group},
+           {"status", absl::StatusCodeToString(item.error.code())},
+           {"reason", std::string(item.error.message())},
+           {"prompt_tokens", s.spec.prompt_tokens},
+           {"generated_tokens", s.completion_tokens},
+           {"e2e_s", absl::ToDoubleSeconds(item.at - s.spec.arrival)}});
       s.spec.sink->OnError(item.error);
       s.finished = outcome.done = true;
       break;
@@ -302,7 +320,19 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
     usage->set_time_to_first_token_seconds(absl::ToDoubleSeconds(s.first_token - s.spec.arrival));
     const double e2e = absl::ToDoubleSeconds(item.at - s.spec.arrival);
     usage->set_e2e_seconds(e2e);
+    final.set_request_id(s.spec.request_id);
     metrics_->RequestFinished(FinishReasonName(finish), e2e);
+    Log(LogLevel::kInfo, "access", "request finished",
+        {{"request_id", s.spec.request_id},
+         {"group", s.spec.group},
+         {"status", "OK"},
+         {"finish_reason", FinishReasonName(finish)},
+         {"prompt_tokens", s.spec.prompt_tokens},
+         {"cached_tokens", u.num_cached_tokens},
+         {"generated_tokens", s.completion_tokens},
+         {"queue_s", usage->queue_time_seconds()},
+         {"ttft_s", s.completion_tokens > 0 ? usage->time_to_first_token_seconds() : -1.0},
+         {"e2e_s", e2e}});
     if (s.completion_tokens > 0) {
       metrics_->RequestPhases(absl::ToDoubleSeconds(s.first_token - u.first_scheduled),
                               absl::ToDoubleSeconds(item.at - s.first_token), s.spec.prompt_tokens,

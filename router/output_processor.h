@@ -83,6 +83,9 @@ class OutputProcessor {
     uint32_t prompt_tokens = 0;
     bool logprobs = false;
     std::vector<std::string> stop_strings;
+    // The client's request_id, or one the router gave it; the group.
+    std::string request_id;
+    uint32_t group = 0;
   };
   // A new request's stream; before any Push for it.
   void Open(uint64_t id, StreamSpec spec);

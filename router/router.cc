@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "common/step_mode.h"
 #include "common/unicode.h"
@@ -24,7 +25,10 @@ namespace {
 
 namespace rpc = v1::internal;
 
-void Log(const std::string& what) { std::fprintf(stderr, "shift-router: %s\n", what.c_str()); }
+void Log(const std::string& what, std::initializer_list<LogField> fields = {},
+         LogLevel level = LogLevel::kInfo) {
+  shift::Log(level, "router", what, fields);
+}
 
 uint64_t RandomSeed() {
   static std::mt19937_64 rng{std::random_device{}()};
@@ -211,7 +215,8 @@ bool Router::AwaitGroup(Group* g) {
     }
     if (!wrong.empty()) {
       Log(absl::StrCat("group ", g->id, " rank ", r, " registered with ", wrong,
-                       "; waiting for a matching rank"));
+                       "; waiting for a matching rank"),
+          {{"event", "rank_refused"}, {"group", g->id}, {"rank", r}}, LogLevel::kWarning);
       absl::SleepFor(absl::Seconds(1));
       return false;
     }
@@ -226,16 +231,19 @@ bool Router::AwaitGroup(Group* g) {
     g->loop = std::make_unique<StepLoop>(g->scheduler.get(), policy_.get(), g->executor.get(),
                                          clock_, step_trace_.get(), g->id);
     Log(absl::StrCat("group ", g->id, " ready: ", options_.world_size, " ranks, ", blocks,
-                     " KV blocks of ", config.block_size, " tokens"));
+                     " KV blocks of ", config.block_size, " tokens"),
+        {{"event", "group_formed"}, {"group", g->id}, {"generation", hub_->Generation(g->id)}});
   } else if (blocks < g->scheduler->config().num_blocks) {
     Log(absl::StrCat("group ", g->id, " re-formed with ", blocks, " KV blocks, fewer than the ",
                      g->scheduler->config().num_blocks,
-                     " planned with; waiting for ranks with enough"));
+                     " planned with; waiting for ranks with enough"),
+        {{"group", g->id}, {"generation", hub_->Generation(g->id)}}, LogLevel::kWarning);
     absl::SleepFor(absl::Seconds(1));
     return false;
   } else {
     Log(absl::StrCat("group ", g->id, " is back in service (generation ", hub_->Generation(g->id),
-                     ")"));
+                     ")"),
+        {{"event", "group_reformed"}, {"group", g->id}, {"generation", hub_->Generation(g->id)}});
   }
   g->complete = true;
   metrics_->GroupInService(g->id, true);
@@ -293,7 +301,9 @@ void Router::Evacuate(Group* from, const std::string& why) {
   }
   if (moved + failed > 0) {
     Log(absl::StrCat("group ", from->id, " out of service: ", moved, " requests moved to other ",
-                     "groups, ", failed, " failed"));
+                     "groups, ", failed, " failed"),
+        {{"event", "group_out_of_service"}, {"group", from->id}, {"reason", why}},
+        LogLevel::kWarning);
   }
   UpdateLoad(from);
 }
@@ -449,6 +459,9 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     spec.sink = sink;
     spec.arrival = r->arrival;
     spec.prompt_tokens = static_cast<uint32_t>(r->prompt.size());
+    spec.request_id =
+        request.request_id().empty() ? absl::StrCat("shift-", id) : request.request_id();
+    spec.group = g->id;
     spec.logprobs = r->params.return_logprob;
     spec.stop_strings.assign(request.sampling().stop().begin(), request.sampling().stop().end());
     SHIFT_RETURN_IF_ERROR(g->scheduler->AddRequest(std::move(r)));
@@ -459,8 +472,35 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     UpdateLoad(g);
     return id;
   }();
-  if (!submitted.ok()) metrics_->RequestFailed(submitted.status().code());
+  if (!submitted.ok()) {
+    metrics_->RequestFailed(submitted.status().code());
+    LogRefusal(request.request_id(), submitted.status());
+  }
   return submitted;
+}
+
+void Router::LogRefusal(const std::string& request_id, const absl::Status& status) {
+  // At most 20 lines a second: a flood of bad requests cannot flood the log
+  // (the next line says how many were left out).
+  int64_t left_out = 0;
+  {
+    absl::MutexLock lock(&refusals_mu_);
+    const absl::Time now = absl::Now();
+    if (now - refusals_window_ >= absl::Seconds(1)) {
+      refusals_window_ = now;
+      refusals_in_window_ = 0;
+    }
+    if (++refusals_in_window_ > 20) {
+      ++refusals_left_out_;
+      return;
+    }
+    left_out = std::exchange(refusals_left_out_, 0);
+  }
+  Log("request refused", {{"event", "request_refused"},
+                          {"request_id", request_id},
+                          {"code", absl::StatusCodeToString(status.code())},
+                          {"reason", std::string(status.message())},
+                          {"refusals_not_logged", left_out}});
 }
 
 void Router::Cancel(uint64_t id, absl::StatusCode code) {
@@ -594,7 +634,9 @@ void Router::Loop(Group* g) {
         Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ", record.status().message()));
       } else {
         Log(absl::StrCat(record.status().message(), "; ", running,
-                         " running requests re-queued while group ", g->id, " re-forms"));
+                         " running requests re-queued while group ", g->id, " re-forms"),
+            {{"event", "rank_lost"}, {"group", g->id}, {"generation", hub_->Generation(g->id)}},
+            LogLevel::kWarning);
       }
       UpdateLoad(g);
       continue;

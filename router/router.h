@@ -160,6 +160,8 @@ class Router {
   void Fail(uint64_t id, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateLoad(const Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs a refused request (rate-limited).
+  void LogRefusal(const std::string& request_id, const absl::Status& status);
   // The group serving open request `id` (null if none, or not formed yet).
   Group* GroupOf(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Pauses or unpauses request `id` as the output side says it should be.
@@ -191,6 +193,10 @@ class Router {
   // Tenant names by number (Request::tenant); "" is 0. As many as API keys.
   absl::flat_hash_map<std::string, uint64_t> tenants_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Stream> streams_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex refusals_mu_;
+  absl::Time refusals_window_ ABSL_GUARDED_BY(refusals_mu_) = absl::InfinitePast();
+  int64_t refusals_in_window_ ABSL_GUARDED_BY(refusals_mu_) = 0;
+  int64_t refusals_left_out_ ABSL_GUARDED_BY(refusals_mu_) = 0;
   // Takes no lock of the router's while it holds its own; calls back
   // through OnStream* with none held.
   std::unique_ptr<OutputProcessor> output_;

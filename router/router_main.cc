@@ -16,9 +16,12 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/cli.h"
 #include "common/defaults.h"
 #include "common/fingerprint.h"
+#include "common/grpc_log.h"
+#include "common/log.h"
 #include "common/model_config.h"
 #include "common/security.h"
 #include "common/status.h"
@@ -130,6 +133,10 @@ ABSL_FLAG(int64_t, max_stop_bytes, shift::defaults::kMaxStopBytes,
 ABSL_FLAG(std::string, step_trace, "",
           "Append a JSON line per step here (its shape, mode, sequences, sampled tokens, "
           "predicted and measured seconds) for offline analysis; empty: none");
+ABSL_FLAG(std::string, log_format, "text",
+          "Log lines as text or json (one object a line: ts, level, component, msg, fields); "
+          "gRPC's own lines too");
+ABSL_FLAG(std::string, log_level, "info", "Lowest level logged: debug, info, warning or error");
 ABSL_FLAG(std::string, ports_file, "",
           "Write \"grpc=PORT metrics=PORT internal=PORT health=PORT http=PORT\" here once "
           "serving (for scripts using port 0; -1 for a port not served)");
@@ -313,15 +320,16 @@ absl::Status Serve() {
   for (const std::unique_ptr<grpc::Server>& server : servers) {
     server->GetHealthCheckService()->SetServingStatus(kLivenessService, true);
   }
-  std::fprintf(stderr,
-               "shift-router: serving %s on %s:%d%s%s%s, ranks on %s:%d%s, /metrics on %s:%d; "
-               "waiting for %u group(s) of %u rank(s)\n",
-               options.model_name.c_str(), host.c_str(), port, tls.cert.empty() ? "" : " (TLS)",
-               keys ? " (API keys)" : "",
-               http ? absl::StrCat(", OpenAI HTTP API on ", host, ":", http->port()).c_str() : "",
-               internal_host.c_str(), internal_port,
-               tls.ca.empty() ? (tls.cert.empty() ? "" : " (TLS)") : " (mutual TLS)", host.c_str(),
-               metrics.port(), options.num_groups, options.world_size);
+  Log(LogLevel::kInfo, "router",
+      absl::StrFormat(
+          "serving %s on %s:%d%s%s%s, ranks on %s:%d%s, /metrics on %s:%d; waiting for %u "
+          "group(s) of %u rank(s)",
+          options.model_name, host, port, tls.cert.empty() ? "" : " (TLS)",
+          keys ? " (API keys)" : "",
+          http ? absl::StrCat(", OpenAI HTTP API on ", host, ":", http->port()) : "", internal_host,
+          internal_port, tls.ca.empty() ? (tls.cert.empty() ? "" : " (TLS)") : " (mutual TLS)",
+          host, metrics.port(), options.num_groups, options.world_size),
+      {{"event", "serving"}});
   if (const std::string file = absl::GetFlag(FLAGS_ports_file); !file.empty()) {
     std::ofstream(file) << "grpc=" << port << " metrics=" << metrics.port()
                         << " internal=" << internal_port << " health=" << health_port
@@ -342,7 +350,8 @@ absl::Status Serve() {
   // Drain: no new requests, open ones finish (or a second signal cuts it short).
   set_health(false);
   const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
-  std::fprintf(stderr, "shift-router: draining (up to %s)\n", absl::FormatDuration(drain).c_str());
+  Log(LogLevel::kInfo, "router", absl::StrCat("draining (up to ", absl::FormatDuration(drain), ")"),
+      {{"event", "drain_begun"}});
   const absl::Time drain_end = absl::Now() + drain;
   timespec now{0, 0};
   bool drained = false;
@@ -350,8 +359,10 @@ absl::Status Serve() {
          absl::Now() < drain_end) {
     if (sigtimedwait(&signals, nullptr, &now) > 0) break;
   }
-  std::fprintf(stderr, "shift-router: %s; stopping\n",
-               drained ? "every request finished" : "requests still open end with UNAVAILABLE");
+  Log(LogLevel::kInfo, "router",
+      absl::StrCat(drained ? "every request finished" : "requests still open end with UNAVAILABLE",
+                   "; stopping"),
+      {{"event", "drain_done"}, {"drained", drained ? "true" : "false"}});
   router->Stop();
   http.reset();  // open HTTP requests ended with the router's Stop
   for (uint32_t g = 0; g < options.num_groups; ++g) hub.Shutdown(g, "the router is stopping");
@@ -375,6 +386,12 @@ int main(int argc, char** argv) {
                      "Serves shift.v1.Generation: schedules every step of a worker group and "
                      "runs each in TP or SP.",
                      "shift-router --model=DIR --world_size=P [--port=50051]");
+  if (const absl::Status logging =
+          shift::ConfigureLogging(absl::GetFlag(FLAGS_log_format), absl::GetFlag(FLAGS_log_level));
+      !logging.ok()) {
+    return shift::ReportFailure(logging);
+  }
+  shift::RouteGrpcLogs();
   shift::RaiseOpenFileLimit();
   const absl::Status status = shift::Serve();
   if (!status.ok()) return shift::ReportFailure(status);

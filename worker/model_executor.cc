@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/model_schema.h"
 #include "common/status.h"
 
@@ -715,10 +716,9 @@ absl::StatusOr<std::vector<kernels::SampleResult>> ModelExecutor::DecodeStep(
       } else {
         // A graph that cannot be recorded must not stop serving: this and
         // every later decode step runs padded and eager.
-        std::fprintf(stderr,
-                     "shift: recording a decode step as a CUDA graph failed (%s); decode steps "
-                     "run eagerly from now on\n",
-                     std::string(status.message()).c_str());
+        Log(LogLevel::kWarning, "worker",
+            "recording a decode step as a CUDA graph failed; decode steps run eagerly from now on",
+            {{"reason", std::string(status.message())}});
         graphs_.mode = DecodeGraphs::kPadded;
         captured = false;
       }

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/fingerprint.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "worker/compute_profile.h"
 #include "worker/emulated_communicator.h"
@@ -92,9 +93,10 @@ class ControlStream {
   std::thread heartbeats_;
 };
 
-void Log(const RankOptions& options, const std::string& what) {
-  std::fprintf(stderr, "shift-worker group %u rank %u/%u: %s\n", options.group, options.rank,
-               options.world_size, what.c_str());
+void Log(const RankOptions& options, const std::string& what, LogLevel level = LogLevel::kInfo) {
+  shift::Log(
+      level, "worker", what,
+      {{"group", options.group}, {"rank", options.rank}, {"world_size", options.world_size}});
 }
 
 // The rank's state between control messages.

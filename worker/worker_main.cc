@@ -6,6 +6,8 @@
 #include "absl/flags/flag.h"
 #include "common/cli.h"
 #include "common/defaults.h"
+#include "common/grpc_log.h"
+#include "common/log.h"
 #include "kernels/backend.h"
 #include "worker/engine_flags.h"
 #include "worker/rank.h"
@@ -64,12 +66,22 @@ ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address this rank binds and advertises (health, /metrics, collectives)");
 ABSL_FLAG(int32_t, port, 0, "gRPC health port (0: any free port, reported at registration)");
 ABSL_FLAG(int32_t, metrics_port, 0, "Prometheus /metrics port (0: any free port)");
+ABSL_FLAG(std::string, log_format, "text",
+          "Log lines as text or json (one object a line: ts, level, component, msg, fields); "
+          "gRPC's own lines too");
+ABSL_FLAG(std::string, log_level, "info", "Lowest level logged: debug, info, warning or error");
 
 int main(int argc, char** argv) {
   shift::InitProgram(argc, argv,
                      "Runs one rank of a worker group: loads the model, registers with the "
                      "router and executes its step plans in TP or SP mode.",
                      "shift-worker --router=HOST:PORT --rank=R --world_size=P --model=DIR");
+  if (const absl::Status logging =
+          shift::ConfigureLogging(absl::GetFlag(FLAGS_log_format), absl::GetFlag(FLAGS_log_level));
+      !logging.ok()) {
+    return shift::ReportFailure(logging);
+  }
+  shift::RouteGrpcLogs();
   shift::RaiseOpenFileLimit();
   shift::RankOptions options;
   options.router = absl::GetFlag(FLAGS_router);
