@@ -78,7 +78,8 @@ std::string FormatLogLine(LogLevel level, std::string_view component, std::strin
     }
     return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   }
-  std::string line = absl::StrCat(ts, " ", LevelName(level, true), " ", component, ": ");
+  std::string line =
+      absl::StrCat(ts, " ", LevelName(level, true), " ", std::string(component), ": ");
   for (char c : message) {
     // One line per entry: a message's own line breaks are escaped.
     if (c == '\n') {

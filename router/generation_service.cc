@@ -175,6 +175,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       }
       id_ = *id;
       submitted_ = true;
+      // The id the router's log lines carry (also in the final message);
+      // metadata takes printable ASCII only.
+      const std::string rid =
+          request.request_id().empty() ? absl::StrCat("shift-", id_) : request.request_id();
+      if (std::all_of(rid.begin(), rid.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+        ctx_->AddTrailingMetadata("x-request-id", rid);
+      }
       if (!cancelled_) return;
     }
     EndCancelled(/*submitted=*/true);

@@ -5,6 +5,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/defaults.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace shift {
@@ -160,7 +161,7 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
     // come round yet): the newcomer takes its place.
     old->second->Close(
         grpc::Status(grpc::StatusCode::ABORTED, "replaced by a newer registration of this rank"));
-    Lose(group, reg.rank(), "replaced by a newer registration");
+    Lose(reg.group(), group, reg.rank(), "replaced by a newer registration");
   }
   stream->group = reg.group();
   stream->rank = reg.rank();
@@ -169,6 +170,9 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   group.registrations[reg.rank()] = reg;
   group.last_seen[reg.rank()] = absl::Now();
   group.lost.erase(reg.rank());
+  Log(LogLevel::kInfo, "router",
+      absl::StrCat("group ", reg.group(), " rank ", reg.rank(), " registered"),
+      {{"event", "rank_registered"}, {"group", reg.group()}, {"rank", reg.rank()}});
   // Generation 0: registered, waiting for the rest of the group.
   rpc::RouterMessage ack;
   ack.mutable_welcome()->set_heartbeat_interval_seconds(
@@ -200,9 +204,16 @@ void WorkerHub::OnMessage(Stream* stream, const rpc::WorkerMessage& message) {
   }
 }
 
-void WorkerHub::Lose(Group& group, uint32_t rank, const std::string& why) {
+void WorkerHub::Lose(uint32_t group_id, Group& group, uint32_t rank, const std::string& why) {
   group.ranks.erase(rank);
   group.lost[rank] = why;
+  Log(LogLevel::kWarning, "router",
+      absl::StrCat("group ", group_id, " lost rank ", rank, ": ", why),
+      {{"event", "rank_lost"},
+       {"group", group_id},
+       {"rank", rank},
+       {"generation", group.generation},
+       {"reason", why}});
 }
 
 void WorkerHub::OnGone(Stream* stream) {
@@ -211,7 +222,7 @@ void WorkerHub::OnGone(Stream* stream) {
   Group& group = groups_[stream->group];
   auto it = group.ranks.find(stream->rank);
   if (it != group.ranks.end() && it->second == stream) {
-    Lose(group, stream->rank, "its control stream closed");
+    Lose(stream->group, group, stream->rank, "its control stream closed");
   }
 }
 
@@ -230,7 +241,7 @@ void WorkerHub::Watchdog() {
         const std::string why = absl::StrFormat("no heartbeat for %.1f s",
                                                 absl::ToDoubleSeconds(now - group.last_seen[rank]));
         group.ranks[rank]->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, why));
-        Lose(group, rank, why);
+        Lose(group_id, group, rank, why);
       }
     }
   }

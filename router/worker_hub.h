@@ -109,7 +109,8 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   void OnGone(Stream* stream);
   // A new generation for a complete group: every rank is welcomed with it.
   void Reform(uint32_t group_id, Group& group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Lose(Group& group, uint32_t rank, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Lose(uint32_t group_id, Group& group, uint32_t rank, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // "rank 1 (its control stream closed)", for every rank of the group missing.
   std::string Missing(const Group& group) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Watchdog();
