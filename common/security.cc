@@ -192,11 +192,16 @@ std::optional<std::string> ApiKeys::Tenant(absl::string_view token) {
 absl::StatusOr<std::string> ApiKeys::Authenticate(const grpc::ServerContextBase& ctx) {
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
+  if (it == metadata.end()) return Authenticate(absl::string_view());
+  return Authenticate(absl::string_view(it->second.data(), it->second.size()));
+}
+
+absl::StatusOr<std::string> ApiKeys::Authenticate(absl::string_view authorization) {
+  if (authorization.empty()) {
     return absl::UnauthenticatedError(
         "this server needs an API key: send \"authorization: Bearer <key>\"");
   }
-  absl::string_view value(it->second.data(), it->second.size());
+  absl::string_view value = authorization;
   if (!absl::ConsumePrefix(&value, "Bearer ") && !absl::ConsumePrefix(&value, "bearer ")) {
     return absl::UnauthenticatedError("the authorization header is not \"Bearer <key>\"");
   }

@@ -65,6 +65,9 @@ class ApiKeys {
 
   // OK with the caller's tenant, or UNAUTHENTICATED saying what is missing.
   absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& ctx);
+  // The same for the value of an authorization header ("" when there is
+  // none): the HTTP API's.
+  absl::StatusOr<std::string> Authenticate(absl::string_view authorization);
 
  private:
   struct Key {

@@ -125,6 +125,15 @@ class TlsContexts {
 
 class Connection;
 
+// Whether the server's io_context still runs. An exchange, which a handler
+// may keep past the server's end, reaches its connection only through the
+// gate, so once the server is going nothing posts to a connection or holds
+// one (whose strand and socket belong to the io_context) from outside.
+struct Gate {
+  absl::Mutex mu;
+  bool open ABSL_GUARDED_BY(mu) = true;
+};
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -139,6 +148,7 @@ struct HttpServer::Impl {
   absl::Time accept_error_logged = absl::InfinitePast();
   absl::Mutex mu;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> live ABSL_GUARDED_BY(mu);
+  const std::shared_ptr<Gate> gate = std::make_shared<Gate>();
   std::vector<std::thread> threads;
 
   void Accept();
@@ -331,10 +341,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!keep_alive) close_after_ = true;
     std::weak_ptr<Connection> weak = weak_from_this();
     return std::make_shared<HttpExchange>(
-        [weak, executor = executor_] {
-          asio::post(executor, [weak] {
-            if (auto self = weak.lock()) self->Flush();
-          });
+        [weak, gate = server_->gate] {
+          absl::MutexLock lock(&gate->mu);
+          if (!gate->open) return;
+          if (std::shared_ptr<Connection> self = weak.lock()) {
+            asio::post(self->executor_, [self] { self->Flush(); });
+          }
         },
         server_->options.max_stream_bytes, !close_after_);
   }
@@ -523,6 +535,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HttpServer::~HttpServer() {
+  {
+    absl::MutexLock lock(&impl_->gate->mu);
+    impl_->gate->open = false;
+  }
   asio::post(impl_->acceptor.get_executor(), [impl = impl_.get()] {
     boost::system::error_code ignored;
     impl->acceptor.close(ignored);

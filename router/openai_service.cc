@@ -561,16 +561,10 @@ void OpenAiService::Handle(HttpRequest request, std::shared_ptr<HttpExchange> ex
   }
   std::string tenant;
   if (keys_ != nullptr) {
-    absl::string_view value = request.authorization;
-    if (!absl::ConsumePrefix(&value, "Bearer ") && !absl::ConsumePrefix(&value, "bearer ")) {
+    absl::StatusOr<std::string> found = keys_->Authenticate(request.authorization);
+    if (!found.ok()) {
       metrics_->AuthFailure();
-      return ReplyError(*exchange, label, 401,
-                        "this server needs an API key: send \"Authorization: Bearer <key>\"");
-    }
-    std::optional<std::string> found = keys_->Tenant(absl::StripAsciiWhitespace(value));
-    if (!found) {
-      metrics_->AuthFailure();
-      return ReplyError(*exchange, label, 401, "the API key is not valid");
+      return ReplyError(*exchange, label, 401, std::string(found.status().message()));
     }
     tenant = *std::move(found);
   }
