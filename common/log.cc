@@ -41,6 +41,16 @@ std::string TextValue(const std::string& value) {
   return plain ? value : absl::StrCat("\"", absl::CHexEscape(value), "\"");
 }
 
+// A value or message longer than this is cut, with its length said: a
+// refused multi-megabyte request_id cannot make a multi-megabyte line.
+constexpr size_t kMaxValueBytes = 1024;
+constexpr size_t kMaxMessageBytes = 4096;
+
+std::string Capped(std::string_view value, size_t max) {
+  if (value.size() <= max) return std::string(value);
+  return absl::StrCat(std::string(value.substr(0, max)), "...(", value.size(), " bytes)");
+}
+
 }  // namespace
 
 LogField::LogField(std::string_view k, double v) : key(k), value(absl::StrFormat("%.6g", v)) {}
@@ -71,16 +81,16 @@ std::string FormatLogLine(LogLevel level, std::string_view component, std::strin
     line["ts"] = ts;
     line["level"] = LevelName(level, false);
     line["component"] = std::string(component);
-    line["msg"] = std::string(message);
+    line["msg"] = Capped(message, kMaxMessageBytes);
     for (const LogField& f : fields) {
       if (f.key == "ts" || f.key == "level" || f.key == "component" || f.key == "msg") continue;
-      line[f.key] = f.value;
+      line[f.key] = Capped(f.value, kMaxValueBytes);
     }
     return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   }
   std::string line =
       absl::StrCat(ts, " ", LevelName(level, true), " ", std::string(component), ": ");
-  for (char c : message) {
+  for (char c : Capped(message, kMaxMessageBytes)) {
     // One line per entry: a message's own line breaks are escaped.
     if (c == '\n') {
       line += "\\n";
@@ -90,7 +100,9 @@ std::string FormatLogLine(LogLevel level, std::string_view component, std::strin
       line += c;
     }
   }
-  for (const LogField& f : fields) absl::StrAppend(&line, " ", f.key, "=", TextValue(f.value));
+  for (const LogField& f : fields) {
+    absl::StrAppend(&line, " ", f.key, "=", TextValue(Capped(f.value, kMaxValueBytes)));
+  }
   return line;
 }
 

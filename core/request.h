@@ -42,6 +42,9 @@ struct Request {
   // Whose request it is (the router's number for its API key's tenant; 0
   // without keys): prefix-cache blocks are shared within a tenant only.
   uint64_t tenant = 0;
+  // The client's request_id or one the router gave it (the step trace names
+  // each arrival with it; empty where no front end gave one).
+  std::string request_id;
   std::vector<int32_t> prompt;
   RequestParams params;
   absl::Time arrival;
@@ -66,6 +69,9 @@ struct Request {
   FinishReason finish = FinishReason::kNone;
   absl::Time first_scheduled = absl::InfiniteFuture();
   absl::Time first_token = absl::InfiniteFuture();
+  // Steps this request had tokens in, by mode (its access log line).
+  int32_t tp_steps = 0;
+  int32_t sp_steps = 0;
 
   int64_t num_tokens() const { return static_cast<int64_t>(prompt.size() + output.size()); }
   // Token at position i of prompt followed by output.

@@ -225,7 +225,8 @@ absl::Span<const uint64_t> Scheduler::BlockHashes(Request* r, int64_t count) {
 }
 
 std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& output,
-                                                       absl::Span<const SampledToken> sampled) {
+                                                       absl::Span<const SampledToken> sampled,
+                                                       StepMode mode) {
   std::vector<RequestUpdate> updates;
   // The step's KV is in the cache now: its full blocks can serve prefixes.
   if (config_.enable_prefix_caching) {
@@ -249,6 +250,9 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
   sampling.reserve(output.sequences.size());
   for (const ScheduledSequence& s : output.sequences) {
     if (s.sample) sampling.insert(s.seq_id);
+    auto it = requests_.find(s.seq_id);
+    if (it == requests_.end()) continue;
+    ++(mode == StepMode::kSequenceParallel ? it->second->sp_steps : it->second->tp_steps);
   }
   for (const SampledToken& t : sampled) {
     auto it = requests_.find(t.seq_id);
@@ -265,6 +269,8 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
     update.seq_id = r->id;
     update.first_scheduled = r->first_scheduled;
     update.num_cached_tokens = r->num_cached_tokens;
+    update.tp_steps = r->tp_steps;
+    update.sp_steps = r->sp_steps;
     update.new_tokens.push_back(t.token_id);
     if (r->params.return_logprob) update.new_logprobs.push_back(t.logprob);
     if (r->params.top_logprobs > 0) update.new_top_logprobs.push_back(t.top);
@@ -307,6 +313,8 @@ std::vector<RequestUpdate> Scheduler::FinishRequests(absl::Span<const uint64_t> 
     update.finish = reason;
     update.first_scheduled = r->first_scheduled;
     update.num_cached_tokens = r->num_cached_tokens;
+    update.tp_steps = r->tp_steps;
+    update.sp_steps = r->sp_steps;
     updates.push_back(std::move(update));
     requests_.erase(it);
   }

@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/defaults.h"
+#include "common/step_mode.h"
 #include "core/block_manager.h"
 #include "core/clock.h"
 #include "core/request.h"
@@ -94,6 +95,9 @@ struct RequestUpdate {
   // came from the prefix cache (for its usage report).
   absl::Time first_scheduled = absl::InfiniteFuture();
   int64_t num_cached_tokens = 0;
+  // Steps the request had tokens in so far, by mode.
+  int32_t tp_steps = 0;
+  int32_t sp_steps = 0;
 };
 
 class Scheduler {
@@ -109,9 +113,11 @@ class Scheduler {
   SchedulerOutput Schedule();
   // Applies the leader's sampled tokens for `output` (one per sequence with
   // `sample`); returns one update per sequence that got a token or finished.
-  // Finished requests free their blocks and are removed.
+  // Finished requests free their blocks and are removed. `mode`: the mode the
+  // step ran in, counted per request.
   std::vector<RequestUpdate> UpdateFromOutput(const SchedulerOutput& output,
-                                              absl::Span<const SampledToken> sampled);
+                                              absl::Span<const SampledToken> sampled,
+                                              StepMode mode = StepMode::kTensorParallel);
   // Ends requests wherever they are (waiting or running); unknown ids are
   // ignored. Their blocks are free when this returns.
   std::vector<RequestUpdate> FinishRequests(absl::Span<const uint64_t> ids, FinishReason reason);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
 
 namespace shift {
 namespace {
@@ -49,18 +50,24 @@ void StepTrace::Write(const Line& line) {
     absl::StrAppend(&sampled, i ? "," : "", "[", t.seq_id, ",", t.token_id, "]");
   }
   absl::StrAppend(&sampled, "]");
+  nlohmann::json request_ids = nlohmann::json::object();
+  for (const auto& [id, request_id] : step.arrived_request_ids) {
+    request_ids[std::to_string(id)] = request_id;
+  }
   const std::string predicted =
       d.predicted_seconds >= 0 ? absl::StrFormat("%.9g", d.predicted_seconds) : "null";
   absl::FPrintF(file_,
                 "{\"t\":%.6f,\"group\":%u,\"step\":%u,\"mode\":\"%s\",\"tokens\":%d,"
                 "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
                 "\"exploring\":%s,\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g,"
-                "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s}\n",
+                "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s,"
+                "\"request_ids\":%s}\n",
                 line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens,
                 s.num_sequences, s.num_decodes, s.max_context, s.attention,
                 d.exploring ? "true" : "false", predicted, record.seconds(),
                 record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
-                JsonIds(step.output.preempted), seqs, sampled);
+                JsonIds(step.output.preempted), seqs, sampled,
+                request_ids.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   std::fflush(file_);
 }
 
@@ -89,6 +96,13 @@ std::optional<PlannedStep> StepLoop::Plan() {
   step.output = std::move(out);
   step.released = std::move(pending_released_);
   step.arrived = std::move(pending_arrived_);
+  if (trace_ != nullptr) {
+    for (uint64_t id : step.arrived) {
+      const Request* r = scheduler_->Find(id);
+      if (r != nullptr && !r->request_id.empty())
+        step.arrived_request_ids.emplace_back(id, r->request_id);
+    }
+  }
   pending_released_.clear();
   pending_arrived_.clear();
   return step;
@@ -116,7 +130,8 @@ absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
   }
   last_completed_ = record.executed.completed;
   policy_->Observe(record.decision, record.seconds());
-  record.updates = scheduler_->UpdateFromOutput(step.output, record.executed.sampled);
+  record.updates =
+      scheduler_->UpdateFromOutput(step.output, record.executed.sampled, record.decision.mode);
   if (trace_ != nullptr) {
     trace_->Write({absl::ToDoubleSeconds(clock_->Now() - started_), group_, &step, &record});
   }

@@ -27,9 +27,11 @@
 namespace shift {
 
 // One JSON line per step (--step_trace): its shape, mode, sequences and
-// tokens, and its predicted and measured seconds; a front end that runs the
-// same requests through the same loop writes the same lines but for the
-// timing fields ("t", "predicted_s", "measured_s", "rank_s").
+// tokens, and its predicted and measured seconds, and the request_id of each
+// sequence that arrived since the last step ("request_ids": {seq: id}, the
+// key to the access log); a front end that runs the same requests through
+// the same loop writes the same lines but for the timing fields ("t",
+// "predicted_s", "measured_s", "rank_s") and the request ids it gave.
 class StepTrace {
  public:
   // Appends to `path`; INVALID_ARGUMENT naming the path when it cannot.
@@ -52,6 +54,8 @@ struct PlannedStep {
   ShiftDecision decision;
   std::vector<uint64_t> released;  // sequences the ranks forget first
   std::vector<uint64_t> arrived;   // requests queued since the last step
+  // With a trace: the request_id of each arrival still known, by sequence.
+  std::vector<std::pair<uint64_t, std::string>> arrived_request_ids;
 };
 
 // What a step did, for the caller's metrics and output processing.

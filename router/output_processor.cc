@@ -36,7 +36,11 @@ v1::FinishReason ToProto(FinishReason reason) {
 
 struct OutputProcessor::Stream {
   Stream(uint64_t id, StreamSpec spec, const Tokenizer& tokenizer)
-      : id(id), spec(std::move(spec)), text(tokenizer, this->spec.stop_strings) {}
+      : id(id),
+        spec(std::move(spec)),
+        text(tokenizer, this->spec.stop_strings),
+        group(this->spec.group),
+        generation(this->spec.generation) {}
 
   const uint64_t id;
   const StreamSpec spec;
@@ -69,6 +73,9 @@ struct OutputProcessor::Stream {
   uint32_t completion_tokens ABSL_GUARDED_BY(deliver_mu) = 0;
   absl::Time first_token ABSL_GUARDED_BY(deliver_mu) = absl::InfiniteFuture();
   absl::Time last_token ABSL_GUARDED_BY(deliver_mu) = absl::InfiniteFuture();
+  // The group and generation of its latest step (a request can move group).
+  uint32_t group ABSL_GUARDED_BY(deliver_mu);
+  uint64_t generation ABSL_GUARDED_BY(deliver_mu);
 };
 
 OutputProcessor::OutputProcessor(const Tokenizer& tokenizer, RouterMetrics* metrics,
@@ -111,7 +118,8 @@ bool OutputProcessor::Enqueue(Stream& s, Item item) {
   return true;
 }
 
-std::vector<uint64_t> OutputProcessor::Push(std::vector<RequestUpdate> updates) {
+std::vector<uint64_t> OutputProcessor::Push(std::vector<RequestUpdate> updates, uint32_t group,
+                                            uint64_t generation) {
   const absl::Time now = clock_->Now();
   std::vector<uint64_t> full;
   absl::MutexLock lock(&mu_);
@@ -119,7 +127,9 @@ std::vector<uint64_t> OutputProcessor::Push(std::vector<RequestUpdate> updates) 
     auto it = streams_.find(update.seq_id);
     if (it == streams_.end()) continue;
     Stream& s = *it->second;
-    if (Enqueue(s, {std::move(update), now, absl::OkStatus()})) ready_.push_back(it->second);
+    if (Enqueue(s, {std::move(update), now, absl::OkStatus(), group, generation})) {
+      ready_.push_back(it->second);
+    }
     if (!s.queue_full && static_cast<int64_t>(s.pending.size()) >= options_.max_pending) {
       s.SetFull(&s.queue_full, now);
       full.push_back(s.id);
@@ -153,7 +163,8 @@ void OutputProcessor::Close(uint64_t id) {
   if (!s->finished) {
     Log(LogLevel::kInfo, "access", "request cancelled",
         {{"request_id", s->spec.request_id},
-         {"group", s->spec.group},
+         {"group", s->group},
+         {"generation", s->generation},
          {"status", "CANCELLED"},
          {"prompt_tokens", s->spec.prompt_tokens},
          {"generated_tokens", s->completion_tokens},
@@ -249,10 +260,15 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
   Outcome outcome;
   for (Item& item : items) {
     if (s.finished) break;
+    if (item.generation != 0) {
+      s.group = item.group;
+      s.generation = item.generation;
+    }
     if (!item.error.ok()) {
       Log(LogLevel::kInfo, "access", "request failed",
           {{"request_id", s.spec.request_id},
-           {"group", s.spec.group},
+           {"group", s.group},
+           {"generation", s.generation},
            {"status", absl::StatusCodeToString(item.error.code())},
            {"reason", std::string(item.error.message())},
            {"prompt_tokens", s.spec.prompt_tokens},
@@ -324,7 +340,8 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
     metrics_->RequestFinished(FinishReasonName(finish), e2e);
     Log(LogLevel::kInfo, "access", "request finished",
         {{"request_id", s.spec.request_id},
-         {"group", s.spec.group},
+         {"group", s.group},
+         {"generation", s.generation},
          {"status", "OK"},
          {"finish_reason", FinishReasonName(finish)},
          {"prompt_tokens", s.spec.prompt_tokens},
@@ -332,7 +349,9 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
          {"generated_tokens", s.completion_tokens},
          {"queue_s", usage->queue_time_seconds()},
          {"ttft_s", s.completion_tokens > 0 ? usage->time_to_first_token_seconds() : -1.0},
-         {"e2e_s", e2e}});
+         {"e2e_s", e2e},
+         {"tp_steps", u.tp_steps},
+         {"sp_steps", u.sp_steps}});
     if (s.completion_tokens > 0) {
       metrics_->RequestPhases(absl::ToDoubleSeconds(s.first_token - u.first_scheduled),
                               absl::ToDoubleSeconds(item.at - s.first_token), s.spec.prompt_tokens,

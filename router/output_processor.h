@@ -83,16 +83,20 @@ class OutputProcessor {
     uint32_t prompt_tokens = 0;
     bool logprobs = false;
     std::vector<std::string> stop_strings;
-    // The client's request_id, or one the router gave it; the group.
+    // The client's request_id, or one the router gave it; the group it was
+    // queued on and that group's generation (its log lines' ids).
     std::string request_id;
     uint32_t group = 0;
+    uint64_t generation = 0;
   };
   // A new request's stream; before any Push for it.
   void Open(uint64_t id, StreamSpec spec);
   // A step's updates (tokens, maybe the request's end), each queued in
-  // order on its stream, under one lock. Returns the requests whose queue
-  // is now full: the caller pauses them until `drained`.
-  std::vector<uint64_t> Push(std::vector<RequestUpdate> updates);
+  // order on its stream, under one lock; `group` at `generation` ran the
+  // step. Returns the requests whose queue is now full: the caller pauses
+  // them until `drained`.
+  std::vector<uint64_t> Push(std::vector<RequestUpdate> updates, uint32_t group,
+                             uint64_t generation);
   // Ends the stream with `status` after what was queued before.
   void Fail(uint64_t id, absl::Status status);
   // Drops the stream: once this returns its sink is never called again.
@@ -106,6 +110,9 @@ class OutputProcessor {
     RequestUpdate update;
     absl::Time at;       // when the step's tokens came
     absl::Status error;  // not OK: end the stream with it
+    // The group and generation that ran the step (0: not from a step).
+    uint32_t group = 0;
+    uint64_t generation = 0;
   };
   struct Stream;
 

@@ -461,7 +461,9 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     spec.prompt_tokens = static_cast<uint32_t>(r->prompt.size());
     spec.request_id =
         request.request_id().empty() ? absl::StrCat("shift-", id) : request.request_id();
+    r->request_id = spec.request_id;
     spec.group = g->id;
+    spec.generation = hub_->Generation(g->id);
     spec.logprobs = r->params.return_logprob;
     spec.stop_strings.assign(request.sampling().stop().begin(), request.sampling().stop().end());
     SHIFT_RETURN_IF_ERROR(g->scheduler->AddRequest(std::move(r)));
@@ -649,7 +651,9 @@ void Router::Loop(Group* g) {
 void Router::StreamOutput(Group* g) {
   if (g->unstreamed.empty()) return;
   // A stream whose output waits undelivered pauses its request.
-  for (uint64_t id : output_->Push(std::move(g->unstreamed))) g->scheduler->SetPaused(id, true);
+  for (uint64_t id : output_->Push(std::move(g->unstreamed), g->id, hub_->Generation(g->id))) {
+    g->scheduler->SetPaused(id, true);
+  }
   g->unstreamed.clear();
 }
 

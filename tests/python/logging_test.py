@@ -31,8 +31,10 @@ class JsonLogsTest(unittest.TestCase):
     def test_every_line_is_json_and_every_event_is_there(self):
         tmp = tempfile.mkdtemp(prefix="shift-logs-")
         model = cluster.make_model(os.path.join(tmp, "model"))
+        trace = os.path.join(tmp, "steps.jsonl")
         c = cluster.Cluster(tmp, "logs", model, world_size=2,
-                            router_flags=["--log_format=json", "--heartbeat_timeout_s=2"],
+                            router_flags=["--log_format=json", "--heartbeat_timeout_s=2",
+                                          "--step_trace=" + trace],
                             worker_flags=["--log_format=json"])
         hostile_id = "odd\x01id\n\"quoted\" 2026-01-01T00:00:00.000Z ERROR forged"
         try:
@@ -84,9 +86,23 @@ class JsonLogsTest(unittest.TestCase):
             self.assertEqual(access["req-ok"]["status"], "OK")
             self.assertEqual(access["req-ok"]["generated_tokens"], "4")
             self.assertEqual(access["req-ok"]["finish_reason"], "length")
+            # A prefill step and three decode steps, in whichever modes.
+            self.assertEqual(int(access["req-ok"]["tp_steps"]) +
+                             int(access["req-ok"]["sp_steps"]), 4)
+            self.assertEqual(access["req-ok"]["group"], "0")
+            self.assertEqual(access["req-ok"]["generation"], "1")
+            self.assertEqual(int(access["req-after"]["generation"]),
+                             int(reformed[0]["generation"]))
             self.assertEqual(access["req-cancel"]["status"], "CANCELLED")
             self.assertEqual(access["req-after"]["status"], "OK")
             self.assertIn(hostile_id, access)  # exactly as sent, on its own line
+            # The step trace names each arrival by its request_id.
+            with open(trace, encoding="utf-8") as f:
+                named = {}
+                for line in f:
+                    named.update(json.loads(line)["request_ids"])
+            self.assertIn("req-ok", named.values())
+            self.assertIn(hostile_id, named.values())
             # Ranks log as the router does, with their group and rank.
             worker_lines = [json.loads(line) for p, ls in by_file.items() if "-g0-r" in p
                             for line in ls]

@@ -28,7 +28,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import GENERATE, SIM, Cluster, make_model, read  # noqa: E402
 
-TIMING = ("t", "predicted_s", "measured_s", "rank_s")
+# What differs between front ends: timing, and the request ids each gave.
+TIMING = ("t", "predicted_s", "measured_s", "rank_s", "request_ids")
 BLOCK = 16
 BLOCKS = 10
 FLAGS = ["--max_num_batched_tokens=32", "--max_num_seqs=8", "--shift_threshold=16",

@@ -415,6 +415,25 @@ class SecuredTest(unittest.TestCase):
         status, _ = Http(port, key=self.key_a, tls_ca=ca).post(
             "/v1/completions", {"prompt": "hi", "max_tokens": 1})
         self.assertEqual(status, 200)
+        self.assertIn("event=certificate_rotated", self.router_log())
+
+    def test_reloaded_keys_are_used_and_logged(self):
+        ca, key_c = self.pki.path("ca.pem"), "key-c-0123456789abcdef"
+        keys = os.path.join(self.tmp, "keys")
+        with open(keys, "a") as f:
+            f.write(key_c + " tenant-c\n")
+        later = time.time() + 2
+        os.utime(keys, (later, later))
+        deadline = time.time() + 15
+        while Http(self.c.http_port, key=key_c, tls_ca=ca).post(
+                "/v1/completions", {"prompt": "hi", "max_tokens": 1})[0] != 200:
+            self.assertLess(time.time(), deadline, "the new key was never accepted")
+            time.sleep(0.3)
+        self.assertRegex(self.router_log(), r"event=keys_reloaded keys=3")
+
+    def router_log(self):
+        with open(self.c.logs[0], encoding="utf-8") as f:
+            return f.read()
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ using ::testing::Not;
 TEST(LogTest, TextLinesHaveTimeLevelComponentAndFields) {
   const std::string line = FormatLogLine(LogLevel::kWarning, "router", "group 0 ready",
                                          {{"group", 0}, {"reason", "a b"}}, /*json=*/false);
-  EXPECT_THAT(line, MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z "
-                                 "WARNING router: group 0 ready group=0 reason=\"a b\""));
+  EXPECT_THAT(line,
+              MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z "
+                           "WARNING router: group 0 ready group=0 reason=\"a b\""));
 }
 
 TEST(LogTest, JsonLinesParseWithEveryField) {
@@ -51,6 +52,16 @@ TEST(LogTest, HostileValuesStayOnOneLine) {
     } else {
       EXPECT_THAT(line, Not(HasSubstr("\" ERROR")));
     }
+  }
+}
+
+TEST(LogTest, LongValuesAreCutWithTheirLength) {
+  const std::string huge(4 << 20, 'x');
+  for (bool json : {false, true}) {
+    const std::string line =
+        FormatLogLine(LogLevel::kInfo, "router", "request refused", {{"request_id", huge}}, json);
+    EXPECT_LT(line.size(), 2048u);
+    EXPECT_THAT(line, HasSubstr("...(4194304 bytes)"));
   }
 }
 

@@ -748,6 +748,22 @@ TEST_F(SchedulerTest, RecordsScheduleAndFirstTokenTimes) {
   EXPECT_EQ(sched_->Find(1)->first_token, scheduled + absl::Seconds(3));
 }
 
+TEST_F(SchedulerTest, CountsEachRequestsStepsByMode) {
+  Make(16, 4, /*max_batched=*/8);
+  ASSERT_TRUE(Add(1, Range(1, 12), 2).ok());  // two prefill chunks, then a decode
+  const StepMode modes[] = {StepMode::kSequenceParallel, StepMode::kTensorParallel,
+                            StepMode::kSequenceParallel};
+  std::vector<RequestUpdate> last;
+  for (StepMode mode : modes) {
+    const SchedulerOutput out = sched_->Schedule();
+    last = sched_->UpdateFromOutput(out, Answer(out, CountingToken), mode);
+  }
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].finish, FinishReason::kLength);
+  EXPECT_EQ(last[0].sp_steps, 2);
+  EXPECT_EQ(last[0].tp_steps, 1);
+}
+
 // ---------------------------------------------------------------------------
 // Randomized: arrivals, cancellations (also while a step is in flight),
 // steps with random tokens and failed steps, on a cache small enough that
@@ -1177,8 +1193,8 @@ TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
   auto uniform = [&](int64_t lo, int64_t hi) {
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
   };
-  const std::vector<Tokens> prefixes = {{1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 4, 9, 9, 9, 9},
-                                        {5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5}};
+  const std::vector<Tokens> prefixes = {
+      {1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 4, 9, 9, 9, 9}, {5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5}};
   std::map<uint64_t, Tokens> tokens;  // what each live request's sequence is
   // What each KV slot holds: the hash of the token prefix that wrote it.
   std::map<std::pair<int32_t, int64_t>, uint64_t> kv;
@@ -1200,7 +1216,8 @@ TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
       auto r = std::make_unique<Request>();
       r->id = next_id++;
       r->prompt = prefixes[uniform(0, 2)];
-      for (int64_t i = uniform(0, 6); i > 0; --i) r->prompt.push_back(static_cast<int32_t>(uniform(1, 9)));
+      for (int64_t i = uniform(0, 6); i > 0; --i)
+        r->prompt.push_back(static_cast<int32_t>(uniform(1, 9)));
       r->params.max_tokens = static_cast<uint32_t>(uniform(1, 12));
       r->params.ignore_eos = true;
       r->arrival = clock.Now();

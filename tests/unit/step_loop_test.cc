@@ -76,9 +76,10 @@ class StepLoopTest : public ::testing::Test {
     scheduler_ = std::make_unique<Scheduler>(config, &clock_);
   }
 
-  void Add(uint64_t id, int prompt, uint32_t max_tokens) {
+  void Add(uint64_t id, int prompt, uint32_t max_tokens, std::string request_id = "") {
     auto r = std::make_unique<Request>();
     r->id = id;
+    r->request_id = std::move(request_id);
     for (int i = 0; i < prompt; ++i) r->prompt.push_back(i + 1);
     r->params.max_tokens = max_tokens;
     r->params.ignore_eos = true;
@@ -164,7 +165,7 @@ TEST_F(StepLoopTest, TraceSaysWhatEachStepDid) {
   auto trace = StepTrace::Open(path);
   ASSERT_TRUE(trace.ok()) << trace.status();
   StepLoop loop(scheduler_.get(), &policy_, &executor_, &clock_, trace->get(), 3);
-  Add(1, 10, 2);
+  Add(1, 10, 2, "req-\"a\"\n");
   Add(2, 4, 2);
   RunAll(loop);
   std::ifstream in(path);
@@ -188,6 +189,9 @@ TEST_F(StepLoopTest, TraceSaysWhatEachStepDid) {
   }
   EXPECT_EQ(lines[0]["arrived"], nlohmann::json::array({1, 2}));
   EXPECT_EQ(lines[1]["arrived"], nlohmann::json::array());
+  // Arrivals by their request_id (none given for 2), escaped.
+  EXPECT_EQ(lines[0]["request_ids"], nlohmann::json({{"1", "req-\"a\"\n"}}));
+  EXPECT_EQ(lines[1]["request_ids"], nlohmann::json::object());
   size_t sampled = 0;
   for (const nlohmann::json& l : lines) sampled += l["sampled"].size();
   EXPECT_EQ(sampled, 4u);  // two tokens for each request
