@@ -53,6 +53,9 @@ inline constexpr int64_t kMaxStopStrings = 16;   // sampling.stop entries
 inline constexpr int64_t kMaxStopBytes = 4096;   // their bytes together
 inline constexpr int64_t kMaxStopTokenIds = 64;  // sampling.stop_token_ids
 inline constexpr int64_t kMaxRequestIdBytes = 256;
+// Data-parallel worker groups one router serves at most (each has its own
+// scheduler, step loop thread and per-group metric series).
+inline constexpr uint32_t kMaxGroups = 1024;
 inline constexpr uint32_t kMaxTopLogprobs = 20;  // alternatives per token
 // The rendezvous store, per group: keys, bytes of one key, bytes of one
 // value (a Gloo address list is 136 bytes a rank).

@@ -18,6 +18,10 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              size_t max_bytes = kMaxReadFileBytes);
 absl::Status WriteStringToFile(const std::string& path, absl::string_view data);
 
+// A directory's base name, trailing slashes ignored ("/models/llama/" gives
+// "llama"): the served model's default name.
+std::string DirectoryBaseName(std::string path);
+
 // A file mapped read-only for the object's lifetime.
 class MappedFile {
  public:

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/process_metrics.h"
 #include "prometheus/exposer.h"
 
@@ -22,15 +23,24 @@ namespace shift {
 inline constexpr int kMetricsThreads = 8;
 inline constexpr int kMetricsRequestTimeoutMs = 2000;
 
-// Serves on `bind` ("127.0.0.1:0" picks a port).
-inline absl::StatusOr<std::unique_ptr<prometheus::Exposer>> ServeMetrics(const std::string& bind) {
-  // The exposer keeps a weak reference: the collector lives as long as the process.
-  static const auto* process = new std::shared_ptr<ProcessCollector>(new ProcessCollector());
+// Serves on `bind` ("127.0.0.1:0" picks a port); the process series carry
+// `labels`.
+inline absl::StatusOr<std::unique_ptr<prometheus::Exposer>> ServeMetrics(
+    const std::string& bind, const prometheus::Labels& labels = {}) {
+  // The exposer keeps a weak reference: each collector lives as long as the
+  // process (one per exposer; a process makes one or two).
+  static absl::Mutex mu;
+  static auto* collectors = new std::vector<std::shared_ptr<ProcessCollector>>();
+  std::shared_ptr<ProcessCollector> process = std::make_shared<ProcessCollector>(labels);
+  {
+    absl::MutexLock lock(&mu);
+    collectors->push_back(process);
+  }
   try {
     auto exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
         "listening_ports", bind, "num_threads", std::to_string(kMetricsThreads),
         "request_timeout_ms", std::to_string(kMetricsRequestTimeoutMs)});
-    exposer->RegisterCollectable(*process);
+    exposer->RegisterCollectable(process);
     return exposer;
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", bind, ": ", e.what()));

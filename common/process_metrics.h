@@ -15,15 +15,20 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prometheus/collectable.h"
+#include "prometheus/labels.h"
 #include "prometheus/metric_family.h"
 
 namespace shift {
 
 class ProcessCollector final : public prometheus::Collectable {
  public:
+  // `labels` go on every series (the process's model_name, group, rank).
+  explicit ProcessCollector(prometheus::Labels labels = {}) : labels_(std::move(labels)) {}
+
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::vector<prometheus::MetricFamily> families;
     auto add = [&](const char* name, const char* help, prometheus::MetricType type, double value) {
@@ -32,6 +37,7 @@ class ProcessCollector final : public prometheus::Collectable {
       family.help = help;
       family.type = type;
       prometheus::ClientMetric metric;
+      for (const auto& [key, value] : labels_) metric.label.push_back({key, value});
       if (type == prometheus::MetricType::Counter) {
         metric.counter.value = value;
       } else {
@@ -94,6 +100,9 @@ class ProcessCollector final : public prometheus::Collectable {
     closedir(dir);
     return count - 1;  // the directory stream's own descriptor
   }
+
+ private:
+  prometheus::Labels labels_;
 };
 
 }  // namespace shift

@@ -286,11 +286,11 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
       const int32_t token = u.new_tokens[i];
       if (s.completion_tokens++ == 0) {
         s.first_token = item.at;
-        metrics_->FirstToken(absl::ToDoubleSeconds(item.at - s.spec.arrival),
+        metrics_->FirstToken(s.group, absl::ToDoubleSeconds(item.at - s.spec.arrival),
                              absl::ToDoubleSeconds(u.first_scheduled - s.spec.arrival));
       } else {
         // Tokens of one step after its first arrive together (0 s apart).
-        metrics_->InterTokenLatency(absl::ToDoubleSeconds(item.at - s.last_token));
+        metrics_->InterTokenLatency(s.group, absl::ToDoubleSeconds(item.at - s.last_token));
       }
       s.last_token = item.at;
       delta.add_token_ids(token);
@@ -337,7 +337,7 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
     const double e2e = absl::ToDoubleSeconds(item.at - s.spec.arrival);
     usage->set_e2e_seconds(e2e);
     final.set_request_id(s.spec.request_id);
-    metrics_->RequestFinished(FinishReasonName(finish), e2e);
+    metrics_->RequestFinished(s.group, FinishReasonName(finish), e2e);
     Log(LogLevel::kInfo, "access", "request finished",
         {{"request_id", s.spec.request_id},
          {"group", s.group},
@@ -353,12 +353,12 @@ OutputProcessor::Outcome OutputProcessor::Deliver(Stream& s, std::vector<Item>& 
          {"tp_steps", u.tp_steps},
          {"sp_steps", u.sp_steps}});
     if (s.completion_tokens > 0) {
-      metrics_->RequestPhases(absl::ToDoubleSeconds(s.first_token - u.first_scheduled),
+      metrics_->RequestPhases(s.group, absl::ToDoubleSeconds(s.first_token - u.first_scheduled),
                               absl::ToDoubleSeconds(item.at - s.first_token), s.spec.prompt_tokens,
                               s.completion_tokens);
     }
     metrics_->OutputTokens(
-        s.completion_tokens,
+        s.group, s.completion_tokens,
         s.completion_tokens > 1
             ? absl::ToDoubleSeconds(item.at - s.first_token) / (s.completion_tokens - 1)
             : -1);

@@ -73,6 +73,10 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options,
   if (options.num_groups < 1 || options.world_size < 1) {
     return absl::InvalidArgumentError("--groups and --world_size must be at least 1");
   }
+  if (static_cast<int>(options.num_groups) > metrics->num_groups()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the metrics were made for ", metrics->num_groups(), " groups, not ", options.num_groups));
+  }
   for (const int64_t eos : options.generation.eos_token_ids) {
     if (eos >= config.vocab_size) {
       return absl::InvalidArgumentError(
@@ -262,7 +266,7 @@ Router::Group* Router::PickGroup() {
 void Router::Fail(uint64_t id, const absl::Status& status) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  metrics_->RequestFailed(status.code());
+  metrics_->RequestFailed(status.code(), static_cast<int>(it->second.group));
   output_->Fail(id, status);
   Forget(id);
 }
@@ -467,7 +471,7 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     spec.logprobs = r->params.return_logprob;
     spec.stop_strings.assign(request.sampling().stop().begin(), request.sampling().stop().end());
     SHIFT_RETURN_IF_ERROR(g->scheduler->AddRequest(std::move(r)));
-    metrics_->PromptTokens(spec.prompt_tokens);
+    metrics_->PromptTokens(g->id, spec.prompt_tokens);
     output_->Open(id, std::move(spec));
     g->outstanding += stream.work;
     streams_.emplace(id, std::move(stream));
@@ -512,7 +516,7 @@ void Router::Cancel(uint64_t id, absl::StatusCode code) {
     if (it != streams_.end()) {
       Group* g = groups_[it->second.group].get();
       if (g->scheduler) g->scheduler->FinishRequests({id}, FinishReason::kCancelled);
-      metrics_->RequestFailed(code);
+      metrics_->RequestFailed(code, static_cast<int>(g->id));
       Forget(id);
       UpdateLoad(g);
     }
@@ -605,10 +609,10 @@ void Router::Loop(Group* g) {
       // The last step's tokens go out now, while this one runs.
       StreamOutput(g);
       const int64_t cached = g->scheduler->cached_tokens();
-      metrics_->PrefixCacheHits(static_cast<double>(cached - g->cached_tokens));
+      metrics_->PrefixCacheHits(g->id, static_cast<double>(cached - g->cached_tokens));
       g->cached_tokens = cached;
       const int64_t queried = g->scheduler->queried_tokens();
-      metrics_->PrefixCacheQueries(static_cast<double>(queried - g->queried_tokens));
+      metrics_->PrefixCacheQueries(g->id, static_cast<double>(queried - g->queried_tokens));
       g->queried_tokens = queried;
       if (!step) {
         // Nothing fits this instant (or every request is paused).
@@ -618,7 +622,7 @@ void Router::Loop(Group* g) {
         continue;
       }
       if (!step->output.preempted.empty()) {
-        metrics_->Preemptions(static_cast<double>(step->output.preempted.size()));
+        metrics_->Preemptions(g->id, static_cast<double>(step->output.preempted.size()));
       }
     }
     absl::StatusOr<ExecutedStep> executed = g->loop->Execute(*step);
@@ -669,9 +673,9 @@ void Router::Record(Group* g, const PlannedStep& step, StepRecord record) {
   if (switched) g->modes.set_switches(g->modes.switches() + 1);
   metrics_->Step(g->id, mode, switched, static_cast<double>(step.output.num_tokens),
                  record.seconds());
-  if (record.overhead_seconds >= 0) metrics_->RouterOverhead(record.overhead_seconds);
+  if (record.overhead_seconds >= 0) metrics_->RouterOverhead(g->id, record.overhead_seconds);
   if (record.decision.predicted_seconds >= 0) {
-    metrics_->CostPrediction(record.decision.predicted_seconds, record.seconds());
+    metrics_->CostPrediction(g->id, record.decision.predicted_seconds, record.seconds());
   }
   // Streamed once the next step is planned (StreamOutput), so that the output
   // threads do not compete with planning it.

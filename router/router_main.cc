@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "common/cli.h"
 #include "common/defaults.h"
+#include "common/file_util.h"
 #include "common/fingerprint.h"
 #include "common/grpc_log.h"
 #include "common/log.h"
@@ -156,11 +157,7 @@ absl::Status Serve() {
   RouterOptions options;
   SHIFT_ASSIGN_OR_RETURN(options.generation, LoadGenerationConfig(model_dir));
   options.model_name = absl::GetFlag(FLAGS_model_name);
-  if (options.model_name.empty()) {
-    std::string dir = model_dir;
-    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    options.model_name = dir.substr(dir.find_last_of('/') + 1);
-  }
+  if (options.model_name.empty()) options.model_name = DirectoryBaseName(model_dir);
   SHIFT_ASSIGN_OR_RETURN(options.model_fingerprint, ModelFingerprint(model_dir));
   options.world_size = absl::GetFlag(FLAGS_world_size);
   options.sp_degree = absl::GetFlag(FLAGS_sp_degree);
@@ -191,7 +188,11 @@ absl::Status Serve() {
     return absl::InvalidArgumentError("--max_request_bytes must be in 1024 .. 2^30");
   }
 
-  RouterMetrics metrics;
+  if (options.num_groups < 1 || options.num_groups > defaults::kMaxGroups) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--groups must be in 1 .. ", defaults::kMaxGroups));
+  }
+  RouterMetrics metrics(options.model_name, static_cast<int>(options.num_groups));
   const std::string host = absl::GetFlag(FLAGS_host);
   SHIFT_RETURN_IF_ERROR(metrics.Serve(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port))));
   RendezvousService store(options.num_groups);

@@ -1,12 +1,15 @@
 // The router's Prometheus metrics (docs/architecture.md, Metrics): requests by how they
 // ended, errors by code, queue and KV usage, token counts, latency
 // histograms, and every shift decision (steps and tokens per mode, switches,
-// the current mode), served on /metrics.
+// the current mode), served on /metrics. Every series carries the served
+// model's name (model_name, as vLLM's do), and every series about requests
+// or steps its worker group (group): a dashboard scopes each panel by both.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -22,38 +25,44 @@ namespace shift {
 
 class RouterMetrics {
  public:
-  RouterMetrics();
+  // `model_name` labels every series (none when empty); `num_groups` worker
+  // groups, numbered from 0, get their per-group series up front.
+  explicit RouterMetrics(const std::string &model_name = "", int num_groups = 1);
+  int num_groups() const { return static_cast<int>(groups_.size()); }
   // Serves /metrics on `bind` ("127.0.0.1:0" picks a port).
   absl::Status Serve(const std::string &bind);
   int port() const;
   // The text exposition, as /metrics would serve it.
   std::string Text() const;
 
-  void RequestFinished(const std::string &finish_reason, double e2e_seconds);
-  void RequestFailed(absl::StatusCode code);
-  void FirstToken(double ttft_seconds, double queue_seconds);
-  void OutputTokens(double count, double seconds_per_token);
-  void PromptTokens(double count);
+  // A request's events, on the group that ran it (below num_groups).
+  void RequestFinished(uint32_t group, const std::string &finish_reason, double e2e_seconds);
+  // A request that ended with an error: on `group` when it had one (< 0: a
+  // refusal before one was picked; its series has no group label).
+  void RequestFailed(absl::StatusCode code, int group = -1);
+  void FirstToken(uint32_t group, double ttft_seconds, double queue_seconds);
+  void OutputTokens(uint32_t group, double count, double seconds_per_token);
+  void PromptTokens(uint32_t group, double count);
   // The time between two streamed tokens of a request (vLLM's
   // inter-token latency; TPOT is its mean per request).
-  void InterTokenLatency(double seconds);
+  void InterTokenLatency(uint32_t group, double seconds);
   // A request that finished: its prefill time (first scheduled to first
   // token), decode time (first token to last), and its prompt and
   // generation lengths.
-  void RequestPhases(double prefill_seconds, double decode_seconds, double prompt_tokens,
-                     double generation_tokens);
+  void RequestPhases(uint32_t group, double prefill_seconds, double decode_seconds,
+                     double prompt_tokens, double generation_tokens);
   void Step(uint32_t group, StepMode mode, bool switched, double tokens, double seconds);
   // How long a busy group waited for the router between two steps: from
   // its last result to the next plan sent (the step loop's own work;
   // streaming runs on the output threads).
-  void RouterOverhead(double seconds);
-  void Preemptions(double count);
+  void RouterOverhead(uint32_t group, double seconds);
+  void Preemptions(uint32_t group, double count);
   // The cost policy's prediction for a step and the time it took.
-  void CostPrediction(double predicted_seconds, double measured_seconds);
+  void CostPrediction(uint32_t group, double predicted_seconds, double measured_seconds);
   void SetLoad(uint32_t group, double queued, double running, double blocks_used,
                double blocks_total, double blocks_cached);
-  void PrefixCacheHits(double tokens);
-  void PrefixCacheQueries(double tokens);
+  void PrefixCacheHits(uint32_t group, double tokens);
+  void PrefixCacheQueries(uint32_t group, double tokens);
   // An HTTP (OpenAI API) response: its endpoint and status.
   void HttpResponse(const std::string &endpoint, int status);
   // Open HTTP connections.
@@ -71,6 +80,19 @@ class RouterMetrics {
   void SetLayout(int sp, int tp);
 
  private:
+  // A group's series, made up front so that the hot paths (a histogram
+  // sample per streamed token) take no family lock.
+  struct PerGroup {
+    prometheus::Counter *prompt_tokens, *generation_tokens, *preemptions, *cache_hits,
+        *cache_queries;
+    prometheus::Histogram *ttft, *tpot, *e2e, *queue_time, *itl, *prefill_time, *decode_time,
+        *prompt_length, *generation_length, *overhead, *prediction_error;
+    prometheus::Counter *predicted_seconds, *measured_seconds;
+  };
+  PerGroup &Group(uint32_t group) { return groups_.at(group); }
+
+  const prometheus::Labels model_;  // {model_name} or nothing
+  std::vector<PerGroup> groups_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Family<prometheus::Counter> *requests_;
@@ -83,12 +105,7 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter> *steps_, *switches_, *http_responses_;
   prometheus::Gauge *http_connections_;
   prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
-  prometheus::Counter *prompt_tokens_, *generation_tokens_, *preemptions_, *cache_hits_,
-      *auth_failures_;
-  prometheus::Histogram *ttft_, *tpot_, *e2e_, *queue_time_, *overhead_, *prediction_error_, *itl_,
-      *prefill_time_, *decode_time_, *prompt_length_, *generation_length_;
-  prometheus::Counter *cache_queries_;
-  prometheus::Counter *predicted_seconds_, *measured_seconds_;
+  prometheus::Counter *auth_failures_;
 };
 
 }  // namespace shift

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/file_util.h"
 #include "common/fingerprint.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -362,7 +363,12 @@ absl::Status RunRank(const RankOptions& options) {
   health->SetServingStatus(kLivenessService, true);
   SHIFT_ASSIGN_OR_RETURN(
       std::unique_ptr<WorkerMetrics> metrics,
-      WorkerMetrics::Serve(absl::StrCat(options.host, ":", options.metrics_port)));
+      WorkerMetrics::Serve(
+          absl::StrCat(options.host, ":", options.metrics_port),
+          {{"model_name",
+            options.model_name.empty() ? DirectoryBaseName(options.model_dir) : options.model_name},
+           {"group", absl::StrCat(options.group)},
+           {"rank", absl::StrCat(options.rank)}}));
 
   // Weights loaded and the KV cache allocated before registering: the
   // registration is the rank's ready handshake.

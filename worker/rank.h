@@ -29,6 +29,9 @@ struct RankOptions {
   uint32_t rank = 0;
   uint32_t world_size = 1;
   std::string model_dir;
+  // The served model's name on this rank's metrics (model_name), as the
+  // router's --model_name; empty: model_dir's base name.
+  std::string model_name;
   EngineOptions engine;
   // How long to wait for the other ranks at rendezvous.
   int64_t rendezvous_timeout_ms = defaults::kRendezvousTimeoutMs;

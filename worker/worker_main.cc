@@ -26,6 +26,9 @@ ABSL_FLAG(uint32_t, sp_degree, 0,
           "The group's base-mode Ulysses degree k, as the router's --sp_degree: this rank loads "
           "its 1/(world_size / k) shard of the weights (0: world_size, the whole model)");
 ABSL_FLAG(std::string, model, "", "Model directory in the Hugging Face layout (required)");
+ABSL_FLAG(std::string, model_name, "",
+          "The model's name on this rank's metrics (model_name), as the router's --model_name "
+          "(default: the model directory's name)");
 ABSL_FLAG(int64_t, kv_cache_bytes, shift::defaults::kKvCacheBytes,
           "Bytes for this rank's KV cache (all layers)");
 ABSL_FLAG(int64_t, block_size, shift::defaults::kBlockSize, "Tokens per KV block");
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
   options.world_size = absl::GetFlag(FLAGS_world_size);
   options.engine.sp_degree = static_cast<int>(absl::GetFlag(FLAGS_sp_degree));
   options.model_dir = absl::GetFlag(FLAGS_model);
+  options.model_name = absl::GetFlag(FLAGS_model_name);
   options.engine.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.engine.block_size = absl::GetFlag(FLAGS_block_size);
   options.engine.threads = absl::GetFlag(FLAGS_threads);

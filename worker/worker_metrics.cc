@@ -6,16 +6,19 @@
 
 namespace shift {
 
-absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Serve(const std::string& bind) {
-  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<prometheus::Exposer> exposer, ServeMetrics(bind));
-  return std::unique_ptr<WorkerMetrics>(new WorkerMetrics(std::move(exposer)));
+absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Serve(
+    const std::string& bind, const prometheus::Labels& labels) {
+  SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<prometheus::Exposer> exposer, ServeMetrics(bind, labels));
+  return std::unique_ptr<WorkerMetrics>(new WorkerMetrics(std::move(exposer), labels));
 }
 
-WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
+WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer,
+                             const prometheus::Labels& labels)
     : exposer_(std::move(exposer)), registry_(std::make_shared<prometheus::Registry>()) {
   weight_bytes_ = &prometheus::BuildGauge()
                        .Name("shift_worker_weight_bytes")
                        .Help("Bytes of weights this rank holds")
+                       .Labels(labels)
                        .Register(*registry_)
                        .Add({});
   fp8_weight_bytes_ = &prometheus::BuildGauge()
@@ -23,33 +26,40 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
                            .Help(
                                "Bytes of this rank's FP8 weights as stored: E4M3 codes and the "
                                "fp32 scales (per row or per 128x128 block) that cover them")
+                           .Labels(labels)
                            .Register(*registry_)
                            .Add({});
   kv_blocks_ = &prometheus::BuildGauge()
                     .Name("shift_worker_kv_blocks")
                     .Help("KV cache blocks this rank allocated")
+                    .Labels(labels)
                     .Register(*registry_)
                     .Add({});
   auto& steps = prometheus::BuildCounter()
                     .Name("shift_worker_steps_total")
                     .Help("Steps executed, by mode")
+                    .Labels(labels)
                     .Register(*registry_);
   auto& tokens =
       prometheus::BuildCounter()
           .Name("shift_worker_step_tokens_total")
           .Help("Tokens whose KV this rank computed (prompt chunks and decodes), by mode")
+          .Labels(labels)
           .Register(*registry_);
   auto& compute = prometheus::BuildCounter()
                       .Name("shift_worker_step_compute_seconds_total")
                       .Help("Seconds spent computing steps (collectives excluded), by mode")
+                      .Labels(labels)
                       .Register(*registry_);
   auto& comm = prometheus::BuildCounter()
                    .Name("shift_worker_step_communication_seconds_total")
                    .Help("Seconds spent in collectives during steps, by mode")
+                   .Labels(labels)
                    .Register(*registry_);
   auto& bytes = prometheus::BuildCounter()
                     .Name("shift_worker_step_communication_bytes_total")
                     .Help("Bytes this rank sent through its communicator, by mode")
+                    .Labels(labels)
                     .Register(*registry_);
   const char* names[2] = {"tp", "sp"};
   for (int m = 0; m < 2; ++m) {
@@ -60,18 +70,22 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
   auto& op_calls = prometheus::BuildCounter()
                        .Name("shift_worker_op_calls_total")
                        .Help("Backend operations run, by operation")
+                       .Labels(labels)
                        .Register(*registry_);
   auto& op_flops = prometheus::BuildCounter()
                        .Name("shift_worker_op_flops_total")
                        .Help("FLOPs of backend operations (a multiply-add counts 2), by operation")
+                       .Labels(labels)
                        .Register(*registry_);
   auto& op_bytes = prometheus::BuildCounter()
                        .Name("shift_worker_op_bytes_total")
                        .Help("Least memory traffic of backend operations, by operation")
+                       .Labels(labels)
                        .Register(*registry_);
   auto& op_seconds = prometheus::BuildCounter()
                          .Name("shift_worker_op_seconds_total")
                          .Help("Wall seconds in backend operations, by operation")
+                         .Labels(labels)
                          .Register(*registry_);
   for (int i = 0; i < kernels::kNumOps; ++i) {
     const prometheus::Labels op = {{"op", kernels::OpName(static_cast<kernels::Op>(i))}};
@@ -81,19 +95,22 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer)
       prometheus::BuildCounter()
           .Name("shift_worker_collective_bytes_total")
           .Help(
-              "Bytes this rank sent in collectives, by the group they ran in: ulysses (the sp "
-              "mode's all-to-alls), tp (all-reduces: TP over all ranks or the sp mode's TP "
-              "subgroup), gather (logits to the leader); eager steps")
+              "Bytes this rank sent in collectives, by the communicator they ran in (label "
+              "collective): ulysses (the sp mode's all-to-alls), tp (all-reduces: TP over all "
+              "ranks or the sp mode's TP subgroup), gather (logits to the leader); eager steps")
+          .Labels(labels)
           .Register(*registry_);
   auto& group_seconds = prometheus::BuildCounter()
                             .Name("shift_worker_collective_seconds_total")
                             .Help(
-                                "Seconds in collectives, by the group they ran in (as "
+                                "Seconds in collectives, by the communicator they ran in (as "
                                 "shift_worker_collective_bytes_total)")
+                            .Labels(labels)
                             .Register(*registry_);
   for (int g = 0; g < ModelExecutor::kNumCollectiveGroups; ++g) {
+    // Not "group": that label is the rank's worker group.
     const prometheus::Labels group = {
-        {"group",
+        {"collective",
          ModelExecutor::CollectiveGroupName(static_cast<ModelExecutor::CollectiveGroup>(g))}};
     groups_[g] = {&group_bytes.Add(group), &group_seconds.Add(group), {}};
   }

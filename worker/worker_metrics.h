@@ -18,8 +18,10 @@ namespace shift {
 
 class WorkerMetrics {
  public:
-  // Serves /metrics on `bind` ("127.0.0.1:0" picks a port).
-  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Serve(const std::string& bind);
+  // Serves /metrics on `bind` ("127.0.0.1:0" picks a port); every series
+  // carries `labels` (the rank's model_name, group and rank).
+  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Serve(const std::string& bind,
+                                                              const prometheus::Labels& labels);
 
   int port() const;
   void SetModel(double weight_bytes, double fp8_weight_bytes, double kv_blocks);
@@ -31,7 +33,7 @@ class WorkerMetrics {
   void RecordCollectives(const Engine& engine);
 
  private:
-  explicit WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer);
+  WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer, const prometheus::Labels& labels);
 
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<prometheus::Registry> registry_;

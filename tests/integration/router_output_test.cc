@@ -278,8 +278,9 @@ TEST_F(RouterOutputTest, StalledClientIsPausedThenCancelledAndItsBlocksFreed) {
   EXPECT_LE(stalled.deltas(), 3 + 30);
   EXPECT_LE(stalled.tokens().size(), 3u + 30u);
   EXPECT_EQ(Load(), std::make_pair(0u, 0u));  // its KV blocks are free
-  EXPECT_NE(metrics_.Text().find("shift_request_errors_total{code=\"RESOURCE_EXHAUSTED\"} 1"),
-            std::string::npos);
+  EXPECT_NE(
+      metrics_.Text().find("shift_request_errors_total{code=\"RESOURCE_EXHAUSTED\",group=\"0\"} 1"),
+      std::string::npos);
 }
 
 TEST_F(RouterOutputTest, PausedStreamResumesAndCompletesWithTheSameTokens) {

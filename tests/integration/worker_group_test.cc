@@ -14,7 +14,9 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/subprocess.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -56,10 +58,23 @@ std::string HttpGet(const std::string& address, const std::string& path) {
   return response;
 }
 
-// The value of the sample named `series` in a Prometheus text exposition.
+// The value of the sample `series` (name{labels}) in a Prometheus text
+// exposition: the first with that name and at least those labels; -1: none.
 double MetricValue(const std::string& text, const std::string& series) {
-  const auto at = text.find("\n" + series + " ");
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+  const size_t brace = series.find('{');
+  const std::string name = series.substr(0, brace);
+  std::vector<std::string> wanted;
+  if (brace != std::string::npos) {
+    wanted = absl::StrSplit(series.substr(brace + 1, series.size() - brace - 2), ',');
+  }
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    const absl::string_view labels = line.substr(0, line.rfind(' '));
+    bool all = true;
+    for (const std::string& label : wanted) all = all && absl::StrContains(labels, label);
+    if (all) return std::stod(std::string(line.substr(line.rfind(' ') + 1)));
+  }
+  return -1;
 }
 
 class WorkerGroupTest : public ::testing::TestWithParam<Case> {
@@ -252,16 +267,17 @@ TEST_P(WorkerGroupTest, EveryModeScheduleGivesTheSingleRankBits) {
     const std::string metrics = HttpGet(reg->metrics_address(), "/metrics");
     EXPECT_EQ(MetricValue(metrics, "shift_worker_steps_total{mode=\"tp\"}"), steps_[0]) << metrics;
     EXPECT_EQ(MetricValue(metrics, "shift_worker_steps_total{mode=\"sp\"}"), steps_[1]) << metrics;
-    EXPECT_NE(metrics.find("shift_worker_step_communication_bytes_total{mode=\"sp\"}"),
-              std::string::npos);
+    EXPECT_GE(MetricValue(metrics, "shift_worker_step_communication_bytes_total{mode=\"sp\"}"), 0);
+    // Every series says which model, group and rank it is.
+    const std::string ids = absl::StrCat("model_name=\"model\",group=\"0\",rank=\"", r, "\"");
+    EXPECT_GE(MetricValue(metrics, absl::StrCat("shift_worker_steps_total{", ids, "}")), 0)
+        << metrics;
     // The backend's per-operation counters.
     EXPECT_GT(MetricValue(metrics, "shift_worker_op_calls_total{op=\"attention\"}"), 0) << metrics;
     EXPECT_GT(MetricValue(metrics, "shift_worker_op_flops_total{op=\"gemm\"}"), 0) << metrics;
-    EXPECT_NE(metrics.find("shift_worker_weight_bytes " + std::to_string(reg->weight_bytes())),
-              std::string::npos)
-        << metrics;
+    EXPECT_EQ(MetricValue(metrics, "shift_worker_weight_bytes"), reg->weight_bytes()) << metrics;
     // No FP8 weights in this model (parallel_engine_test counts them).
-    EXPECT_NE(metrics.find("shift_worker_fp8_weight_bytes 0"), std::string::npos) << metrics;
+    EXPECT_EQ(MetricValue(metrics, "shift_worker_fp8_weight_bytes"), 0) << metrics;
     if (access("/usr/bin/promtool", X_OK) == 0) {
       const std::string file = tmp_.Sub("metrics" + std::to_string(r) + ".txt");
       FILE* out = std::fopen(file.c_str(), "w");

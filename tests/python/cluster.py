@@ -31,8 +31,18 @@ def read(path):
 
 
 def metric(text, series):
-    m = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
+    """The value of `series` (name or name{a="x",...}) in a text exposition:
+    the sum over the samples of that name that have at least those labels
+    (a router's series also carry model_name and most a group); None when
+    there is none."""
+    name, _, labels = series.partition("{")
+    wanted = set(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels))
+    total, found = 0.0, False
+    for m in re.finditer(r"^" + re.escape(name) + r"(?:\{(.*)\})? (\S+)$", text, re.M):
+        have = set(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+        if wanted <= have:
+            total, found = total + float(m.group(2)), True
+    return total if found else None
 
 
 def http_get(address):

@@ -441,6 +441,19 @@ class RouterE2ETest(unittest.TestCase):
         self.assertIsNotNone(metric(after, "shift_threshold_tokens"))
         self.assertEqual(metric(after, "shift_threshold_tokens"),
                          metric(after, "shift_shift_threshold_tokens"))
+        # Request series carry the served model's name (the directory's, as
+        # vLLM's model_name) and the group that ran them; every router series
+        # carries the model.
+        model = os.path.basename(d.model.rstrip("/"))
+        for series in ("shift_request_generation_tokens_count", "shift_requests_total",
+                       "shift_time_to_first_token_seconds_count", "shift_prompt_tokens_total"):
+            self.assertEqual(delta('%s{model_name="%s",group="0"}' % (series, model)),
+                             n if "tokens_total" not in series else delta(series), series)
+        samples = [line for line in after.splitlines()
+                   if line.startswith("shift_") and not line.startswith("#")]
+        self.assertTrue(samples)
+        for line in samples:
+            self.assertIn('model_name="%s"' % model, line)
 
     def test_health_status_and_metrics_pass_promtool(self):
         d = self.shifting

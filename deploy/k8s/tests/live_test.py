@@ -10,10 +10,13 @@ Prometheus server of the Debian package scrapes the router and both ranks
 every second and evaluates deploy/k8s/prometheus/rules.yaml (its group
 intervals shortened to 2 s). Then:
 
-- every PromQL expression of every panel of every dashboard, with Grafana's
-  variables substituted ($__rate_interval = 10s, $group = the group), is
-  evaluated through Prometheus's HTTP API at the end of the load and must
-  return data; every shift_* metric a panel names must exist;
+- every PromQL expression of every panel of every dashboard is evaluated
+  through Prometheus's HTTP API at the end of the load and must return data,
+  with Grafana's variables substituted ($__rate_interval = 10s) as "All" and
+  then under each variable: each value its query finds (namespace, job,
+  model, group) in turn, the others "All"; every shift_* metric a panel names
+  must exist. Prometheus scrapes router and ranks as the chart's
+  ServiceMonitor does: one job for the release, a namespace label;
 - every recording rule's series must exist, and every rule (alerts
   included) must have been evaluated with health "ok";
 - the supervisor stops the group when one rank dies, and the router marks
@@ -71,6 +74,28 @@ def get_json(url):
         return json.loads(r.read().decode())
 
 
+NAMESPACE, JOB = "shift-live", "shift-live-release"
+
+
+def dashboard_variables():
+    """{name: (metric selector, label)} of every dashboard's query variables."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(K8S, "grafana", "*.json"))):
+        with open(path) as f:
+            dashboard = json.load(f)
+        for v in dashboard.get("templating", {}).get("list", []):
+            if v["type"] == "query":
+                m = re.match(r"^label_values\((.+), *(\w+)\)$", v["query"]["query"])
+                out[v["name"]] = (m.group(1), m.group(2))
+    return out
+
+
+def substitute(expr, values):
+    """`expr` with $__rate_interval and each $variable (default: All, .*)."""
+    expr = expr.replace("$__rate_interval", RATE_INTERVAL)
+    return re.sub(r"\$(\w+)", lambda m: values.get(m.group(1), ".*"), expr)
+
+
 def dashboard_expressions():
     """(dashboard, panel title, expr) for every target of every panel."""
     out = []
@@ -87,7 +112,7 @@ def dashboard_expressions():
         for v in dashboard.get("templating", {}).get("list", []):
             if v["type"] == "query":
                 out.append((os.path.basename(path), "variable " + v["name"],
-                            re.sub(r"^label_values\((\w+), *\w+\)$", r"\1", v["query"]["query"])))
+                            re.sub(r"^label_values\((.+), *\w+\)$", r"\1", v["query"]["query"])))
     return out
 
 
@@ -142,10 +167,12 @@ class LiveTest(unittest.TestCase):
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "2s"},
             "rule_files": [os.path.join(cls.tmp, "rules.yaml")],
+            # As the chart's ServiceMonitor (jobLabel: the release) under the
+            # Prometheus operator: one job, the pods' namespace.
             "scrape_configs": [
-                {"job_name": "shift-router",
-                 "static_configs": [{"targets": [cls.router_metrics]}]},
-                {"job_name": "shift-worker", "static_configs": [{"targets": workers}]},
+                {"job_name": JOB,
+                 "static_configs": [{"targets": [cls.router_metrics] + workers,
+                                     "labels": {"namespace": NAMESPACE}}]},
             ],
         }
         with open(os.path.join(cls.tmp, "prometheus.yml"), "w") as f:
@@ -262,20 +289,41 @@ class LiveTest(unittest.TestCase):
                            or 0, 0)
         self.assertIn(grpc.StatusCode.INVALID_ARGUMENT, self.outcomes)
 
-    def test_02_every_panel_expression_returns_data(self):
+    def test_02_every_panel_expression_returns_data_under_each_variable(self):
         at = self.load_end - 1
         names = set(get_json(self.prom + "/api/v1/label/__name__/values")["data"])
-        empty, missing = [], []
+        missing = []
         for dashboard, title, expr in dashboard_expressions():
             for metric in re.findall(r"\b(shift_[a-z0-9_]+)", expr):
                 base = re.sub(r"_(bucket|sum|count)$", "", metric)
                 if metric not in names and base + "_bucket" not in names:
                     missing.append("%s / %s: %s" % (dashboard, title, metric))
-            concrete = expr.replace("$__rate_interval", RATE_INTERVAL).replace("$group", "0")
-            if not self.query(concrete, at):
-                empty.append("%s / %s: %s" % (dashboard, title, concrete))
         self.assertEqual(missing, [], "panels name metrics that do not exist")
+        # Each variable's values, as its query finds them with the others All.
+        variables = dashboard_variables()
+        self.assertEqual(set(variables), {"namespace", "job", "model", "group"})
+        found = {}
+        for name, (selector, label) in variables.items():
+            series = self.query(substitute(selector, {}), at)
+            found[name] = sorted({s["metric"][label] for s in series if label in s["metric"]})
+        self.assertEqual(found["namespace"], [NAMESPACE])
+        self.assertEqual(found["job"], [JOB])
+        self.assertEqual(found["model"], ["model"])
+        self.assertEqual(found["group"], ["0"])
+        settings = [{}] + [{name: value} for name, values in found.items() for value in values]
+        empty = []
+        for values in settings:
+            for dashboard, title, expr in dashboard_expressions():
+                concrete = substitute(expr, values)
+                if not self.query(concrete, at):
+                    empty.append("%s / %s under %s: %s" % (dashboard, title, values, concrete))
         self.assertEqual(empty, [], "panel expressions without data")
+        # A value no series has leaves the scoped panels empty: each one is
+        # scoped by the variable (checked on one panel per variable).
+        for name in found:
+            expr = next(e for _, _, e in dashboard_expressions()
+                        if "$" + name in e and "shift_steps_total" in e)
+            self.assertEqual(self.query(substitute(expr, {name: "no-such-value"}), at), [], expr)
 
     def test_03_rules_evaluate_and_recordings_have_data(self):
         groups = get_json(self.prom + "/api/v1/rules")["data"]["groups"]

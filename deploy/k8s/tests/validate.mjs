@@ -92,6 +92,8 @@ async function dashboards([out, ...files]) {
   const lines = ['import { type Dashboard, MappingType } from "@grafana/schema";'];
   files.forEach((f, i) => {
     const dashboard = JSON.parse(fs.readFileSync(f, "utf8"));
+    // __inputs and __requires are the import's metadata, outside the model.
+    for (const key of Object.keys(dashboard)) if (key.startsWith("__")) delete dashboard[key];
     const text = JSON.stringify(dashboard, function (key, value) {
       if (key === "type" && Array.isArray(this.options) === false && this.options && member[value]) {
         return `@@MappingType.${member[value]}@@`;

@@ -84,6 +84,30 @@ groups:
 {{- end -}}
 {{- define "shift.dashboard" -}}
 {
+  "__inputs": [
+    {
+      "name": "DS_PROMETHEUS",
+      "label": "Prometheus",
+      "description": "The Prometheus that scrapes shift's router and ranks",
+      "type": "datasource",
+      "pluginId": "prometheus",
+      "pluginName": "Prometheus"
+    }
+  ],
+  "__requires": [
+    {
+      "type": "grafana",
+      "id": "grafana",
+      "name": "Grafana",
+      "version": "9.0.0"
+    },
+    {
+      "type": "datasource",
+      "id": "prometheus",
+      "name": "Prometheus",
+      "version": "1.0.0"
+    }
+  ],
   "title": "shift: TP/SP shifting and latency",
   "uid": "shift-overview",
   "description": "shift's mode switching (TP and SP per step), why it switches, and what it does to latency.",
@@ -116,6 +140,85 @@ groups:
         "hide": 0,
         "options": [],
         "refresh": 1,
+        "skipUrlSync": false,
+        "current": {
+          "text": "${DS_PROMETHEUS}",
+          "value": "${DS_PROMETHEUS}"
+        }
+      },
+      {
+        "name": "namespace",
+        "label": "Namespace",
+        "type": "query",
+        "datasource": {
+          "type": "prometheus",
+          "uid": "${datasource}"
+        },
+        "query": {
+          "query": "label_values(shift_build_info, namespace)",
+          "refId": "namespace"
+        },
+        "includeAll": true,
+        "multi": true,
+        "allValue": ".*",
+        "current": {
+          "text": "All",
+          "value": "$__all"
+        },
+        "hide": 0,
+        "options": [],
+        "refresh": 2,
+        "sort": 1,
+        "skipUrlSync": false
+      },
+      {
+        "name": "job",
+        "label": "Job",
+        "type": "query",
+        "datasource": {
+          "type": "prometheus",
+          "uid": "${datasource}"
+        },
+        "query": {
+          "query": "label_values(shift_build_info{namespace=~\"$namespace\"}, job)",
+          "refId": "job"
+        },
+        "includeAll": true,
+        "multi": true,
+        "allValue": ".*",
+        "current": {
+          "text": "All",
+          "value": "$__all"
+        },
+        "hide": 0,
+        "options": [],
+        "refresh": 2,
+        "sort": 1,
+        "skipUrlSync": false
+      },
+      {
+        "name": "model",
+        "label": "Model",
+        "type": "query",
+        "datasource": {
+          "type": "prometheus",
+          "uid": "${datasource}"
+        },
+        "query": {
+          "query": "label_values(shift_build_info{namespace=~\"$namespace\", job=~\"$job\"}, model_name)",
+          "refId": "model"
+        },
+        "includeAll": true,
+        "multi": true,
+        "allValue": ".*",
+        "current": {
+          "text": "All",
+          "value": "$__all"
+        },
+        "hide": 0,
+        "options": [],
+        "refresh": 2,
+        "sort": 1,
         "skipUrlSync": false
       },
       {
@@ -127,7 +230,7 @@ groups:
           "uid": "${datasource}"
         },
         "query": {
-          "query": "label_values(shift_steps_total, group)",
+          "query": "label_values(shift_group_in_service{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\"}, group)",
           "refId": "groups"
         },
         "includeAll": true,
@@ -198,7 +301,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum by (mode) (rate(shift_steps_total{group=~\"$group\"}[$__rate_interval]))",
+          "expr": "sum by (mode) (rate(shift_steps_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "{{ "{{" }}mode}}"
         }
       ]
@@ -257,7 +360,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_mode{group=~\"$group\"}",
+          "expr": "shift_mode{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
           "legendFormat": "group {{ "{{" }}group}}"
         }
       ]
@@ -301,7 +404,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "60 * sum by (group) (rate(shift_mode_switches_total{group=~\"$group\"}[$__rate_interval]))",
+          "expr": "60 * sum by (group) (rate(shift_mode_switches_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "group {{ "{{" }}group}}"
         }
       ]
@@ -345,7 +448,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_step_tokens_bucket{group=~\"$group\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_step_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p50 step tokens"
         },
         {
@@ -354,7 +457,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_step_tokens_bucket{group=~\"$group\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_step_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p90 step tokens"
         },
         {
@@ -363,7 +466,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_threshold_tokens",
+          "expr": "shift_threshold_tokens{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\"}",
           "legendFormat": "threshold (SP above)"
         }
       ]
@@ -407,7 +510,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum by (mode) (rate(shift_step_duration_seconds_sum{group=~\"$group\"}[$__rate_interval])) / sum by (mode) (rate(shift_step_duration_seconds_count{group=~\"$group\"}[$__rate_interval]))",
+          "expr": "sum by (mode) (rate(shift_step_duration_seconds_sum{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])) / sum by (mode) (rate(shift_step_duration_seconds_count{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "mean {{ "{{" }}mode}}"
         },
         {
@@ -416,7 +519,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.99, sum by (mode, le) (rate(shift_step_duration_seconds_bucket{group=~\"$group\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.99, sum by (mode, le) (rate(shift_step_duration_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p99 {{ "{{" }}mode}}"
         }
       ]
@@ -460,7 +563,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "rate(shift_cost_predicted_step_seconds_total[$__rate_interval])",
+          "expr": "rate(shift_cost_predicted_step_seconds_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])",
           "legendFormat": "predicted (s per s)"
         },
         {
@@ -469,7 +572,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "rate(shift_cost_measured_step_seconds_total[$__rate_interval])",
+          "expr": "rate(shift_cost_measured_step_seconds_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])",
           "legendFormat": "measured (s per s)"
         },
         {
@@ -478,7 +581,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_cost_prediction_relative_error_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_cost_prediction_relative_error_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "median |error| / measured"
         }
       ]
@@ -535,7 +638,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_time_to_first_token_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_time_to_first_token_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p50"
         },
         {
@@ -544,7 +647,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_time_to_first_token_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_time_to_first_token_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p90"
         },
         {
@@ -553,7 +656,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.99, sum by (le) (rate(shift_time_to_first_token_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.99, sum by (le) (rate(shift_time_to_first_token_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p99"
         }
       ]
@@ -597,7 +700,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_time_per_output_token_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_time_per_output_token_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p50"
         },
         {
@@ -606,7 +709,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_time_per_output_token_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_time_per_output_token_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p90"
         },
         {
@@ -615,7 +718,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.99, sum by (le) (rate(shift_time_per_output_token_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.99, sum by (le) (rate(shift_time_per_output_token_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p99"
         }
       ]
@@ -659,7 +762,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_e2e_request_latency_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_e2e_request_latency_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p50"
         },
         {
@@ -668,7 +771,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_e2e_request_latency_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_e2e_request_latency_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p90"
         },
         {
@@ -677,7 +780,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "histogram_quantile(0.99, sum by (le) (rate(shift_e2e_request_latency_seconds_bucket[$__rate_interval])))",
+          "expr": "histogram_quantile(0.99, sum by (le) (rate(shift_e2e_request_latency_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
           "legendFormat": "p99"
         }
       ]
@@ -734,7 +837,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum by (finish_reason) (rate(shift_requests_total[$__rate_interval]))",
+          "expr": "sum by (finish_reason) (rate(shift_requests_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "{{ "{{" }}finish_reason}}"
         },
         {
@@ -743,7 +846,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum by (code) (rate(shift_request_errors_total[$__rate_interval]))",
+          "expr": "sum by (code) (rate(shift_request_errors_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "error {{ "{{" }}code}}"
         }
       ]
@@ -787,7 +890,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_queue_depth{group=~\"$group\"}",
+          "expr": "shift_queue_depth{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
           "legendFormat": "group {{ "{{" }}group}}"
         }
       ]
@@ -831,7 +934,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_running_sequences{group=~\"$group\"}",
+          "expr": "shift_running_sequences{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
           "legendFormat": "group {{ "{{" }}group}}"
         }
       ]
@@ -875,7 +978,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_kv_blocks_used{group=~\"$group\"} / shift_kv_blocks_capacity{group=~\"$group\"}",
+          "expr": "shift_kv_blocks_used{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"} / shift_kv_blocks_capacity{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
           "legendFormat": "used, group {{ "{{" }}group}}"
         },
         {
@@ -884,7 +987,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_kv_blocks_cached{group=~\"$group\"} / shift_kv_blocks_capacity{group=~\"$group\"}",
+          "expr": "shift_kv_blocks_cached{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"} / shift_kv_blocks_capacity{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
           "legendFormat": "cached only, group {{ "{{" }}group}}"
         }
       ]
@@ -928,7 +1031,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "rate(shift_preemptions_total[$__rate_interval])",
+          "expr": "rate(shift_preemptions_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])",
           "legendFormat": "preemptions"
         }
       ]
@@ -941,7 +1044,7 @@ groups:
         "type": "prometheus",
         "uid": "${datasource}"
       },
-      "description": "Prompt tokens whose KV came from the prefix cache.",
+      "description": "Prompt tokens whose KV came from the prefix cache, of the prompt tokens looked up in it.",
       "gridPos": {
         "h": 8,
         "w": 8,
@@ -972,7 +1075,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum(rate(shift_prefix_cache_hit_tokens_total[$__rate_interval])) / sum(rate(shift_prompt_tokens_total[$__rate_interval]))",
+          "expr": "sum(rate(shift_prefix_cache_hit_tokens_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])) / sum(rate(shift_prefix_cache_queried_tokens_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "hit tokens / prompt tokens"
         }
       ]
@@ -1032,7 +1135,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_group_in_service{group=~\"$group\"}",
+          "expr": "shift_group_in_service{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
           "legendFormat": "group {{ "{{" }}group}}"
         }
       ]
@@ -1076,7 +1179,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "rate(shift_generation_tokens_total[$__rate_interval])",
+          "expr": "rate(shift_generation_tokens_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])",
           "legendFormat": "generated"
         },
         {
@@ -1085,7 +1188,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "rate(shift_prompt_tokens_total[$__rate_interval])",
+          "expr": "rate(shift_prompt_tokens_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])",
           "legendFormat": "prompt"
         }
       ]
@@ -1130,8 +1233,8 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "shift_build_info",
-          "legendFormat": "{{ "{{" }}model}} \u00b7 shift {{ "{{" }}version}} \u00b7 {{ "{{" }}policy}}"
+          "expr": "shift_build_info{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\"}",
+          "legendFormat": "{{ "{{" }}model}} · shift {{ "{{" }}version}} · {{ "{{" }}policy}}"
         }
       ]
     },
@@ -1187,7 +1290,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum by (mode) (rate(shift_worker_step_compute_seconds_total[$__rate_interval]))",
+          "expr": "sum by (mode) (rate(shift_worker_step_compute_seconds_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "compute {{ "{{" }}mode}}"
         },
         {
@@ -1196,7 +1299,7 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum by (mode) (rate(shift_worker_step_communication_seconds_total[$__rate_interval]))",
+          "expr": "sum by (mode) (rate(shift_worker_step_communication_seconds_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "collectives {{ "{{" }}mode}}"
         }
       ]
@@ -1240,8 +1343,383 @@ groups:
             "type": "prometheus",
             "uid": "${datasource}"
           },
-          "expr": "sum by (mode) (rate(shift_worker_step_communication_bytes_total[$__rate_interval]))",
+          "expr": "sum by (mode) (rate(shift_worker_step_communication_bytes_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
           "legendFormat": "{{ "{{" }}mode}}"
+        }
+      ]
+    },
+    {
+      "type": "row",
+      "title": "Requests in detail",
+      "id": 25,
+      "collapsed": false,
+      "gridPos": {
+        "h": 1,
+        "w": 24,
+        "x": 0,
+        "y": 57
+      },
+      "panels": []
+    },
+    {
+      "type": "timeseries",
+      "title": "Inter-token latency",
+      "id": 26,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "Time between two consecutive streamed tokens of a request (vLLM's inter-token latency; tokens of one step arrive together).",
+      "gridPos": {
+        "h": 8,
+        "w": 8,
+        "x": 0,
+        "y": 58
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "s"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_inter_token_latency_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "p50"
+        },
+        {
+          "refId": "B",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_inter_token_latency_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "p90"
+        },
+        {
+          "refId": "C",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.99, sum by (le) (rate(shift_inter_token_latency_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "p99"
+        }
+      ]
+    },
+    {
+      "type": "timeseries",
+      "title": "Prefill and decode time per request",
+      "id": 27,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "Median per request: prefill (first scheduled step to first token) and decode (first token to last); queue time (arrival to first step) beside them.",
+      "gridPos": {
+        "h": 8,
+        "w": 8,
+        "x": 8,
+        "y": 58
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "s"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_request_prefill_time_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "prefill p50"
+        },
+        {
+          "refId": "B",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_request_decode_time_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "decode p50"
+        },
+        {
+          "refId": "C",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_queue_time_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "queue p50"
+        }
+      ]
+    },
+    {
+      "type": "timeseries",
+      "title": "Prompt and generation lengths",
+      "id": 28,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "Tokens per finished request: prompt and generated, median and p90.",
+      "gridPos": {
+        "h": 8,
+        "w": 8,
+        "x": 16,
+        "y": 58
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "short"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_request_prompt_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "prompt p50"
+        },
+        {
+          "refId": "B",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_request_prompt_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "prompt p90"
+        },
+        {
+          "refId": "C",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_request_generation_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "generated p50"
+        },
+        {
+          "refId": "D",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_request_generation_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "generated p90"
+        }
+      ]
+    },
+    {
+      "type": "timeseries",
+      "title": "Prefix cache: queried and hit tokens",
+      "id": 29,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "Prompt tokens looked up in the prefix cache and those whose KV it had, per second.",
+      "gridPos": {
+        "h": 8,
+        "w": 8,
+        "x": 0,
+        "y": 66
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "short"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "sum(rate(shift_prefix_cache_queried_tokens_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
+          "legendFormat": "queried"
+        },
+        {
+          "refId": "B",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "sum(rate(shift_prefix_cache_hit_tokens_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
+          "legendFormat": "hit"
+        }
+      ]
+    },
+    {
+      "type": "timeseries",
+      "title": "Process CPU",
+      "id": 30,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "CPU seconds per second of each shift process (router and ranks).",
+      "gridPos": {
+        "h": 8,
+        "w": 8,
+        "x": 8,
+        "y": 66
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "percentunit"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "rate(process_cpu_seconds_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])",
+          "legendFormat": "{{ "{{" }}instance}}"
+        }
+      ]
+    },
+    {
+      "type": "timeseries",
+      "title": "Process memory and open files",
+      "id": 31,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "Resident memory and open file descriptors of each shift process.",
+      "gridPos": {
+        "h": 8,
+        "w": 8,
+        "x": 16,
+        "y": 66
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "bytes"
+        },
+        "overrides": [
+          {
+            "matcher": {
+              "id": "byRegexp",
+              "options": ".*open fds"
+            },
+            "properties": [
+              {
+                "id": "unit",
+                "value": "short"
+              },
+              {
+                "id": "custom.axisPlacement",
+                "value": "right"
+              }
+            ]
+          }
+        ]
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "process_resident_memory_bytes{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
+          "legendFormat": "{{ "{{" }}instance}} resident"
+        },
+        {
+          "refId": "B",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "process_open_fds{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}",
+          "legendFormat": "{{ "{{" }}instance}} open fds"
         }
       ]
     }
