@@ -21,11 +21,27 @@ async function check(name, fn) {
   console.log(`ok - ${name}`);
 }
 
+// The sum of the samples named as `series` (name{a="x",...}) with at least
+// its labels: shift's series also carry model_name and a group.
 async function metric(series) {
-  const text = await (await fetch(process.env.SHIFT_METRICS_URL)).text();
+  const brace = series.indexOf('{');
+  const name = brace < 0 ? series : series.slice(0, brace);
+  const wanted = brace < 0 ? [] : series.slice(brace + 1, -1).split(',');
+  let text;
+  for (let attempt = 0; ; ++attempt) {
+    try {
+      text = await (await fetch(process.env.SHIFT_METRICS_URL)).text();
+      break;
+    } catch (e) {
+      // The metrics server may close a kept-alive connection as it is reused.
+      if (attempt === 2) throw e;
+    }
+  }
   let sum = 0;
   for (const line of text.split('\n')) {
-    if (line.startsWith(series + ' ') || line.startsWith(series + '{')) {
+    if (!line.startsWith(name + ' ') && !line.startsWith(name + '{')) continue;
+    const labels = line.slice(name.length, line.lastIndexOf(' '));
+    if (wanted.every((label) => labels.includes(label))) {
       sum += Number(line.slice(line.lastIndexOf(' ') + 1));
     }
   }
