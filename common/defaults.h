@@ -23,11 +23,13 @@ inline constexpr char kDevice[] = "cpu";
 // Compute threads per rank; results do not depend on it.
 inline constexpr int kThreads = 2;
 // Timeouts, in seconds.
-inline constexpr double kStepTimeoutSeconds = 120;       // a step before its group re-forms
-inline constexpr double kHeartbeatTimeoutSeconds = 5;    // worker silence before a rank is lost
-inline constexpr double kDrainTimeoutSeconds = 30;       // open requests at SIGTERM
-inline constexpr int64_t kRendezvousTimeoutMs = 60000;   // a group's other ranks
-inline constexpr double kReconnectTimeoutSeconds = 120;  // a worker without a router
+inline constexpr double kStepTimeoutSeconds = 120;      // a step before its group re-forms
+inline constexpr double kHeartbeatTimeoutSeconds = 5;   // worker silence before a rank is lost
+inline constexpr double kDrainTimeoutSeconds = 30;      // open requests at SIGTERM
+inline constexpr int64_t kRendezvousTimeoutMs = 60000;  // a group's other ranks
+// A worker without a router waits this long for one; 0: until its own signal
+// (a rollout restarts the router while the ranks keep their weights).
+inline constexpr double kReconnectTimeoutSeconds = 0;
 // Moves of a request to another group (its own lost a rank) before it
 // fails with UNAVAILABLE.
 inline constexpr int kRequeueLimit = 3;

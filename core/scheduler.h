@@ -70,6 +70,10 @@ struct SchedulerOutput {
   std::vector<uint64_t> preempted;
   // Requests queued (AddRequest or Requeue) since the last Schedule.
   std::vector<uint64_t> arrived;
+  // Set by the step loop: this step was planned straight after the previous
+  // one ended, with no wait for work between (the ranks' gap before it is
+  // the loop's turn-around, not idleness).
+  bool follows_previous = false;
   bool empty() const { return sequences.empty(); }
 };
 

@@ -90,6 +90,7 @@ std::optional<PlannedStep> StepLoop::Plan() {
     last_completed_.reset();  // waiting is not the loop's overhead
     return std::nullopt;
   }
+  out.follows_previous = last_completed_.has_value();
   PlannedStep step;
   step.decision = policy_->Decide({out.num_tokens, static_cast<int64_t>(out.sequences.size()),
                                    out.num_decodes, out.max_context, out.attention});

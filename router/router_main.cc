@@ -89,6 +89,10 @@ ABSL_FLAG(uint32_t, groups, 1,
 ABSL_FLAG(int32_t, requeue_limit, shift::defaults::kRequeueLimit,
           "Times a request may move to another group when its group loses a rank; then "
           "UNAVAILABLE");
+ABSL_FLAG(bool, stop_ranks_on_exit, false,
+          "On SIGTERM, after the drain, tell the ranks to exit too. By default they keep their "
+          "weights and reconnect to the next router on this internal port (a rollout reloads "
+          "nothing); they stop on their own signal");
 ABSL_FLAG(double, drain_timeout_s, shift::defaults::kDrainTimeoutSeconds,
           "On SIGTERM: stop admitting, let open requests finish for this long, then exit (a "
           "second signal exits at once)");
@@ -366,7 +370,13 @@ absl::Status Serve() {
       {{"event", "drain_done"}, {"drained", drained ? "true" : "false"}});
   router->Stop();
   http.reset();  // open HTTP requests ended with the router's Stop
-  for (uint32_t g = 0; g < options.num_groups; ++g) hub.Shutdown(g, "the router is stopping");
+  // The ranks keep their weights and wait for the next router (a rollout),
+  // unless asked to stop with it.
+  const bool stop_ranks = absl::GetFlag(FLAGS_stop_ranks_on_exit);
+  for (uint32_t g = 0; g < options.num_groups; ++g) {
+    hub.Shutdown(g, stop_ranks ? "the router is stopping" : "the router is restarting",
+                 /*reconnect=*/!stop_ranks);
+  }
   for (const std::unique_ptr<grpc::Server>& server : servers) {
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }

@@ -7,6 +7,7 @@ v1::internal::StepPlan BuildStepPlan(const SchedulerOutput& out, StepMode mode,
   v1::internal::StepPlan plan;
   plan.set_step_id(out.step_id);
   plan.set_mode(ToProto(mode));
+  plan.set_follows_previous(out.follows_previous);
   plan.mutable_released_seq_ids()->Add(released_seq_ids.begin(), released_seq_ids.end());
   plan.mutable_sequences()->Reserve(static_cast<int>(out.sequences.size()));
   for (const ScheduledSequence& s : out.sequences) {

@@ -1,5 +1,7 @@
 #include "router/worker_hub.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -11,6 +13,11 @@
 namespace shift {
 
 namespace rpc = v1::internal;
+
+namespace {
+// A rank's last generation is taken up to this (no wrap-around to 0).
+constexpr uint64_t kMaxStartGeneration = uint64_t{1} << 62;
+}  // namespace
 
 // One rank's stream: reads until the rank goes away; writes are queued with
 // one in flight. Deletes itself when gRPC is done with it.
@@ -170,6 +177,10 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   group.registrations[reg.rank()] = reg;
   group.last_seen[reg.rank()] = absl::Now();
   group.lost.erase(reg.rank());
+  // A rank that formed under an earlier router (this one restarted): the
+  // next generation is newer than any it knew (bounded: no wrap-around).
+  group.generation =
+      std::max(group.generation, std::min(reg.last_generation(), kMaxStartGeneration));
   Log(LogLevel::kInfo, "router",
       absl::StrCat("group ", reg.group(), " rank ", reg.rank(), " registered"),
       {{"event", "rank_registered"}, {"group", reg.group()}, {"rank", reg.rank()}});
@@ -373,9 +384,10 @@ std::string WorkerHub::CheckSampled(const rpc::StepResult& result) const {
   return "";
 }
 
-void WorkerHub::Shutdown(uint32_t group_id, const std::string& reason) {
+void WorkerHub::Shutdown(uint32_t group_id, const std::string& reason, bool reconnect) {
   rpc::RouterMessage message;
   message.mutable_shutdown()->set_reason(reason);
+  message.mutable_shutdown()->set_reconnect(reconnect);
   absl::MutexLock lock(&mu_);
   for (auto& [rank, stream] : groups_[group_id].ranks) stream->Send(message);
 }

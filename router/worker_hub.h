@@ -84,8 +84,9 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
     absl::Time completed;
   };
   absl::StatusOr<StepOutcome> WaitStep(uint32_t group, absl::Duration timeout);
-  // Asks every rank of the group to exit.
-  void Shutdown(uint32_t group, const std::string& reason);
+  // Tells every rank of the group the router is going: `reconnect`, to keep
+  // its weights and connect again (a restart); else to exit.
+  void Shutdown(uint32_t group, const std::string& reason, bool reconnect);
 
  private:
   class Stream;

@@ -438,9 +438,14 @@ class LocalCluster {
   }
 
   ~LocalCluster() {
-    // The router stops its workers on SIGTERM. Each process has 15 s to exit;
-    // the Subprocess destructors then kill (SIGKILL) and reap any still running.
-    if (!processes_.empty()) processes_.front().Signal(SIGTERM).IgnoreError();
+    // SIGTERM to the router (it drains), then to its workers (they would
+    // wait for the next router). Each process has 15 s to exit; the
+    // Subprocess destructors then kill (SIGKILL) and reap any still running.
+    if (!processes_.empty()) {
+      processes_.front().Signal(SIGTERM).IgnoreError();
+      processes_.front().Wait(absl::Seconds(15)).IgnoreError();
+    }
+    for (size_t i = 1; i < processes_.size(); ++i) processes_[i].Signal(SIGTERM).IgnoreError();
     for (Subprocess& process : processes_) process.Wait(absl::Seconds(15)).IgnoreError();
   }
 

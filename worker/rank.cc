@@ -278,24 +278,37 @@ absl::Status NotConnected(const RankOptions& options, const grpc::Status& finish
 
 // One connection to the router: register, then follow it until Shutdown
 // (OK), a refusal (FAILED_PRECONDITION) or the stream's loss (UNAVAILABLE;
-// starting with kNotConnected when it never got through).
-absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& hello,
+// starting with kNotConnected when it never got through; a Shutdown that
+// asks the rank to come back is a loss). `last_generation`: the generation
+// the rank last formed under, sent with the registration and kept up.
+absl::Status ServeRouter(const RankOptions& options, rpc::WorkerMessage hello,
                          std::shared_ptr<grpc::Channel> channel, rpc::Worker::Stub& stub,
                          Engine* engine, WorkerMetrics* metrics,
                          grpc::HealthCheckServiceInterface* health, Communicator* emulated,
-                         std::FILE* profile) {
+                         std::FILE* profile, uint64_t* last_generation) {
   grpc::ClientContext ctx;
   ControlStream stream(stub.Connect(&ctx));
+  hello.mutable_register_()->set_last_generation(*last_generation);
   if (!stream.Write(hello)) return NotConnected(options, stream.Finish());
   stream.StartHeartbeats(absl::Seconds(1));
   RankLoop loop(options, std::move(channel), engine, metrics, health, emulated, profile);
   rpc::RouterMessage message;
   bool welcomed = false;
+  // When this rank last sent a step's result (none since forming: epoch).
+  std::chrono::steady_clock::time_point result_sent{};
   while (stream.Read(&message)) {
     if (message.has_shutdown()) {
-      Log(options, absl::StrCat("shutting down: ", message.shutdown().reason()));
       stream.StopHeartbeats();
       stream.WritesDone();
+      if (message.shutdown().reconnect()) {
+        // The router restarts (a rollout): keep the weights, come back.
+        ctx.TryCancel();
+        stream.Finish();
+        return absl::UnavailableError(absl::StrCat("the router at ", options.router,
+                                                   " left to restart (",
+                                                   message.shutdown().reason(), ")"));
+      }
+      Log(options, absl::StrCat("shutting down: ", message.shutdown().reason()));
       return absl::OkStatus();
     }
     if (message.has_welcome()) {
@@ -307,13 +320,25 @@ absl::Status ServeRouter(const RankOptions& options, const rpc::WorkerMessage& h
       }
       stream.SetHeartbeatInterval(absl::Seconds(welcome.heartbeat_interval_seconds()));
       // Generation 0 acknowledges the registration while ranks are missing.
-      if (welcome.generation() != 0) loop.Form(welcome.generation());
+      if (welcome.generation() != 0) {
+        loop.Form(welcome.generation());
+        *last_generation = welcome.generation();
+        result_sent = {};
+      }
       continue;
     }
     if (!message.has_plan()) continue;
+    // The wait since this rank's last result, when the router planned this
+    // step straight after it (requests waiting): its turn-around.
+    if (message.plan().follows_previous() &&
+        result_sent != std::chrono::steady_clock::time_point{}) {
+      metrics->StepGap(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - result_sent).count());
+    }
     const rpc::WorkerMessage reply = loop.Execute(message.plan());
     stream.SetLastStep(message.plan().step_id());
     if (!stream.Write(reply)) break;
+    result_sent = std::chrono::steady_clock::now();
   }
   stream.StopHeartbeats();
   const grpc::Status finish = stream.Finish();
@@ -421,8 +446,9 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_address(absl::StrCat(options.host, ":", health_port));
   reg->set_metrics_address(absl::StrCat(options.host, ":", metrics->port()));
 
-  // The weights stay loaded while the router is away: the rank reconnects
-  // until it is back, or until --reconnect_timeout_s without one.
+  // The weights stay loaded while the router is away (lost, or restarting):
+  // the rank reconnects until it is back, or until --reconnect_timeout_s
+  // without one (0: no limit).
   grpc::ChannelArguments args;
   // gRPC's default reconnect backoff grows to two minutes; a rank should
   // find a restarted router within a second.
@@ -435,13 +461,16 @@ absl::Status RunRank(const RankOptions& options) {
   auto stub = rpc::Worker::NewStub(channel);
   absl::Time lost = absl::Now();
   std::string last_reason;
+  uint64_t last_generation = 0;
   while (true) {
     absl::Status served = ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(),
-                                      health, emulated.get(), profile.get());
+                                      health, emulated.get(), profile.get(), &last_generation);
     if (served.ok() || absl::IsFailedPrecondition(served)) return served;
     const bool connected = !absl::StartsWith(served.message(), kNotConnected);
     if (connected) lost = absl::Now();
-    if (absl::Now() - lost > options.reconnect_timeout) {
+    // A zero timeout waits for the router until the rank's own signal.
+    if (options.reconnect_timeout > absl::ZeroDuration() &&
+        absl::Now() - lost > options.reconnect_timeout) {
       return absl::UnavailableError(absl::StrCat(served.message(), "; no router for ",
                                                  absl::FormatDuration(options.reconnect_timeout)));
     }

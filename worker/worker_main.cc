@@ -1,7 +1,12 @@
 // shift-worker: one rank of a worker group. Loads the model, registers with
 // the router, meets its group and executes the steps the router plans.
+#include <pthread.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <optional>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "common/cli.h"
@@ -40,8 +45,9 @@ ABSL_FLAG(int32_t, threads, shift::defaults::kThreads,
 ABSL_FLAG(int64_t, rendezvous_timeout_ms, shift::defaults::kRendezvousTimeoutMs,
           "How long to wait for the group's other ranks");
 ABSL_FLAG(double, reconnect_timeout_s, shift::defaults::kReconnectTimeoutSeconds,
-          "How long to keep trying to reach the router (at start, or after losing it) before "
-          "exiting; the weights stay loaded meanwhile");
+          "How long to keep trying to reach the router (at start, after losing it, or after it "
+          "left to restart) before exiting; the weights stay loaded meanwhile. 0: no limit, the "
+          "rank waits until its own SIGTERM");
 ABSL_FLAG(std::optional<bool>, deterministic, std::nullopt,
           "Bitwise-identical results in every mode and batch (docs/architecture.md, "
           "Determinism): a CPU promise, always on with --device=cpu and refused with "
@@ -75,6 +81,22 @@ ABSL_FLAG(std::string, log_format, "text",
 ABSL_FLAG(std::string, log_level, "info", "Lowest level logged: debug, info, warning or error");
 
 int main(int argc, char** argv) {
+  // SIGTERM and SIGINT end a rank (the router only ever asks it to come
+  // back): one thread takes them, says so and exits 0, whatever the rank is
+  // doing (its state lives on the router; a step in flight is re-run).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread([signals] {
+    int signal = 0;
+    if (sigwait(&signals, &signal) != 0) return;
+    shift::Log(shift::LogLevel::kInfo, "worker", "stopping on a signal",
+               {{"event", "rank_stopping"}, {"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    std::fflush(nullptr);
+    _exit(0);
+  }).detach();
   shift::InitProgram(argc, argv,
                      "Runs one rank of a worker group: loads the model, registers with the "
                      "router and executes its step plans in TP or SP mode.",

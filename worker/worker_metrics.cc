@@ -35,6 +35,17 @@ WorkerMetrics::WorkerMetrics(std::unique_ptr<prometheus::Exposer> exposer,
                     .Labels(labels)
                     .Register(*registry_)
                     .Add({});
+  step_gap_ = &prometheus::BuildHistogram()
+                   .Name("shift_worker_step_gap_seconds")
+                   .Help(
+                       "Time this rank waited between sending a step's result and receiving the "
+                       "next plan, for plans the router built straight after that step with "
+                       "requests waiting (its turn-around, network included; idle time excluded)")
+                   .Labels(labels)
+                   .Register(*registry_)
+                   .Add({}, prometheus::Histogram::BucketBoundaries{
+                                1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,
+                                2.5e-2, 5e-2, 0.1, 0.25});
   auto& steps = prometheus::BuildCounter()
                     .Name("shift_worker_steps_total")
                     .Help("Steps executed, by mode")
@@ -140,6 +151,8 @@ void WorkerMetrics::RecordOps(const kernels::Backend& backend) {
 }
 
 int WorkerMetrics::port() const { return exposer_->GetListeningPorts().front(); }
+
+void WorkerMetrics::StepGap(double seconds) { step_gap_->Observe(seconds); }
 
 void WorkerMetrics::SetModel(double weight_bytes, double fp8_weight_bytes, double kv_blocks) {
   weight_bytes_->Set(weight_bytes);

@@ -11,6 +11,7 @@
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "worker/engine.h"
 
@@ -27,6 +28,9 @@ class WorkerMetrics {
   void SetModel(double weight_bytes, double fp8_weight_bytes, double kv_blocks);
   void RecordStep(bool sp, double tokens, double compute_seconds, double comm_seconds,
                   double bytes);
+  // The wait between sending a step's result and receiving the next plan,
+  // for a plan the router built straight after that result.
+  void StepGap(double seconds);
   // Brings the per-operation counters up to the backend's totals.
   void RecordOps(const kernels::Backend& backend);
   // Brings the per-group collective counters up to the engine's totals.
@@ -40,6 +44,7 @@ class WorkerMetrics {
   prometheus::Gauge* weight_bytes_;
   prometheus::Gauge* fp8_weight_bytes_;
   prometheus::Gauge* kv_blocks_;
+  prometheus::Histogram* step_gap_;
   struct PerMode {
     prometheus::Counter *steps, *tokens, *compute, *comm, *bytes;
   } modes_[2];

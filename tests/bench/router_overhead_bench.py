@@ -35,7 +35,8 @@ def scrape(address):
     values = {}
     for name in ("shift_router_step_overhead_seconds_sum",
                  "shift_router_step_overhead_seconds_count"):
-        values[name] = float(re.search("^%s (\\S+)$" % name, text, re.M).group(1))
+        values[name] = sum(float(v) for v in re.findall(
+            "^%s(?:\\{[^}]*\\})? (\\S+)$" % name, text, re.M))
     return values
 
 
@@ -98,7 +99,10 @@ def main():
                 concurrency, steps, 1e6 * seconds / steps, 1e3 * wall / steps,
                 1e3 * sum(tpots) / len(tpots)))
     finally:
-        router.send_signal(signal.SIGTERM)
+        router.send_signal(signal.SIGTERM)  # the ranks stay for the next router
+        for p in procs:
+            if p is not router:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=15)

@@ -162,7 +162,7 @@ class RouterOutputTest : public ::testing::Test {
 
   void TearDown() override {
     if (router_) router_->Stop();
-    if (hub_) hub_->Shutdown(0, "test over");
+    if (hub_) hub_->Shutdown(0, "test over", /*reconnect=*/false);
     if (worker_.pid() > 0) {
       auto code = worker_.Wait(absl::Seconds(10));
       if (!code.ok()) worker_.Stop(absl::Seconds(1)).IgnoreError();

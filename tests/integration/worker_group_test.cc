@@ -136,7 +136,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
   }
 
   void TearDown() override {
-    if (hub_) hub_->Shutdown(0, "test over");
+    if (hub_) hub_->Shutdown(0, "test over", /*reconnect=*/false);
     // Every worker exits on Shutdown; any that does not within 10 s is killed.
     for (Subprocess& worker : workers_) {
       const absl::StatusOr<int> exit_code = worker.Wait(absl::Seconds(10));

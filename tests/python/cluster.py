@@ -149,11 +149,19 @@ class Cluster:
         return "\n".join("== %s\n%s" % (p, read(p)) for p in self.logs)
 
     def stop(self, timeout=15):
-        """SIGTERM to the router, which tells its workers to exit; returns the
-        exit codes of the processes still running then. Anything alive after
-        `timeout` s is killed."""
+        """SIGTERM to the router (it drains and exits; its ranks stay, waiting
+        for the next router), then to every rank; returns the exit codes of
+        the processes still running then. Anything alive after `timeout` s
+        is killed."""
         if self.router.poll() is None:
             self.router.send_signal(signal.SIGTERM)
+            try:
+                self.router.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs:
+            if proc is not self.router and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         codes = []
         for proc in self.procs:
             if proc.returncode is not None and proc is not self.router:

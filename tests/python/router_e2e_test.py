@@ -455,6 +455,22 @@ class RouterE2ETest(unittest.TestCase):
         for line in samples:
             self.assertIn('model_name="%s"' % model, line)
 
+    def test_ranks_count_the_routers_turn_around_not_idle_time(self):
+        d = self.shifting
+        rank0 = d.client.status()["groups"][0]["ranks"][0]["metrics_address"]
+        before = http_get(rank0)
+        time.sleep(1.5)  # idle: not a gap
+        d.client.generate(text="one request after a pause", max_tokens=5, ignore_eos=True)
+        after = http_get(rank0)
+
+        def delta(series):
+            return (metric(after, series) or 0) - (metric(before, series) or 0)
+        # Five steps (a prefill, then four decodes); the first followed a wait
+        # for work, the other four their predecessor.
+        self.assertEqual(delta("shift_worker_step_gap_seconds_count"), 4)
+        self.assertGreater(delta("shift_worker_step_gap_seconds_sum"), 0)
+        self.assertLess(delta("shift_worker_step_gap_seconds_sum"), 1.0)
+
     def test_health_status_and_metrics_pass_promtool(self):
         d = self.shifting
         self.assertEqual(d.client.health(), 1)

@@ -1,6 +1,8 @@
 """shift-router beyond one healthy group, with real processes on 127.0.0.1:
 data-parallel groups that lose a rank under load without losing a request,
-draining on SIGTERM, and workers that reconnect to a restarted router."""
+draining on SIGTERM, workers that reconnect to a restarted router, and a
+rollout: the router drained and started again while its ranks keep running
+with their weights."""
 
 import concurrent.futures
 import os
@@ -137,6 +139,46 @@ class RouterGroupsTest(unittest.TestCase):
             self.assertEqual(c.client.generate(text=prompt, max_tokens=200, ignore_eos=True)[0],
                              self.refs[prompt])
             self.assertTrue(all(w.poll() is None for w in workers))
+        finally:
+            codes = c.stop()
+        self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+    def test_a_router_rollout_keeps_every_rank_and_its_weights(self):
+        c = Cluster(self.tmp, "rollout", self.model, world_size=2, port=free_port(),
+                    internal_port=free_port(), router_flags=["--drain_timeout_s=60"])
+        try:
+            pids = {key: proc.pid for key, proc in c.ranks.items()}
+            generation = c.client.status()["groups"][0]["generation"]
+            futures = self.run_load(c.client, 6, max_tokens=300)
+            time.sleep(0.3)
+            c.router.send_signal(signal.SIGTERM)
+            # In-flight requests finish; the router exits 0.
+            for prompt, got in [f.result(timeout=120) for f in futures]:
+                self.assertIsInstance(got, list, "an accepted request failed: %s" % got)
+                self.assertEqual(got[:200], self.refs[prompt])
+            self.assertEqual(c.router.wait(timeout=60), 0)
+            time.sleep(1.0)
+            # The ranks stay, weights loaded, waiting for the next router.
+            for key, proc in c.ranks.items():
+                self.assertIsNone(proc.poll(), "rank %s exited with the router" % (key,))
+            started = time.time()
+            c.start_router(c.port, c.internal_port)
+            c.wait_ready([0], timeout=30)
+            formed = time.time() - started
+            prompt = PROMPTS[1]
+            self.assertEqual(c.client.generate(text=prompt, max_tokens=200, ignore_eos=True)[0],
+                             self.refs[prompt])
+            served = time.time() - started
+            self.assertEqual({key: proc.pid for key, proc in c.ranks.items()}, pids)
+            self.assertTrue(all(proc.poll() is None for proc in c.ranks.values()))
+            # A newer generation than any the ranks formed under before.
+            self.assertGreater(c.client.status()["groups"][0]["generation"], generation)
+            rank_log = open(c.logs[1]).read()
+            self.assertIn("left to restart", rank_log)
+            # Same process, so the weights were loaded once; the group formed twice.
+            self.assertEqual(rank_log.count("group formed under generation"), 2, rank_log)
+            print("rollout: group formed %.2f s and first request served %.2f s after the new "
+                  "router started" % (formed, served), file=sys.stderr)
         finally:
             codes = c.stop()
         self.assertEqual(codes, [0] * len(codes), c.all_logs())

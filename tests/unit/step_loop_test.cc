@@ -203,10 +203,13 @@ TEST_F(StepLoopTest, OverheadCountsOnlyBetweenBackToBackSteps) {
   auto first = loop.RunStep();
   ASSERT_TRUE(first.ok() && first->has_value());
   EXPECT_LT((*first)->overhead_seconds, 0);  // nothing ran before it
+  EXPECT_FALSE(executor_.steps.back().follows_previous);
   clock_.Advance(absl::Microseconds(70));
   auto second = loop.RunStep();
   ASSERT_TRUE(second.ok() && second->has_value());
   EXPECT_NEAR((*second)->overhead_seconds, 70e-6, 1e-9);
+  // The ranks are told so (their gap before it is the loop's turn-around).
+  EXPECT_TRUE(executor_.steps.back().follows_previous);
   RunAll(loop);
   // Idle (nothing to plan), then a new request: not overhead.
   auto idle = loop.RunStep();
@@ -216,6 +219,7 @@ TEST_F(StepLoopTest, OverheadCountsOnlyBetweenBackToBackSteps) {
   auto after_idle = loop.RunStep();
   ASSERT_TRUE(after_idle.ok() && after_idle->has_value());
   EXPECT_LT((*after_idle)->overhead_seconds, 0);
+  EXPECT_FALSE(executor_.steps.back().follows_previous);
   // A caller that waits for work without planning says so (the router).
   RunAll(loop);
   loop.Idle();
@@ -224,6 +228,7 @@ TEST_F(StepLoopTest, OverheadCountsOnlyBetweenBackToBackSteps) {
   auto after_wait = loop.RunStep();
   ASSERT_TRUE(after_wait.ok() && after_wait->has_value());
   EXPECT_LT((*after_wait)->overhead_seconds, 0);
+  EXPECT_FALSE(executor_.steps.back().follows_previous);
 }
 
 }  // namespace

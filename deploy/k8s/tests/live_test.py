@@ -325,6 +325,21 @@ class LiveTest(unittest.TestCase):
                         if "$" + name in e and "shift_steps_total" in e)
             self.assertEqual(self.query(substitute(expr, {name: "no-such-value"}), at), [], expr)
 
+    def test_02b_the_mode_panel_shows_both_modes_as_documented(self):
+        # shift_mode is shift.v1.Mode's number (1 TP, 2 SP) and the panel's
+        # value mapping says so: over the load, which ran both, it showed both.
+        expr = next(e for _, title, e in dashboard_expressions() if title == "Mode over time")
+        window = "[%ds:1s]" % int(self.load_end - self.load_start)
+        over = lambda f: {float(r["value"][1]) for r in self.query(
+            "%s((%s)%s)" % (f, substitute(expr, {}), window), self.load_end)}
+        self.assertEqual(over("max_over_time"), {2.0})
+        self.assertEqual(over("min_over_time"), {1.0})
+        with open(os.path.join(K8S, "grafana", "shift.json")) as f:
+            panel = next(p for p in json.load(f)["panels"] if p["title"] == "Mode over time")
+        mapped = json.dumps(panel["fieldConfig"])
+        self.assertRegex(mapped, r'"1": \{"text": "TP"')
+        self.assertRegex(mapped, r'"2": \{"text": "SP"')
+
     def test_03_rules_evaluate_and_recordings_have_data(self):
         groups = get_json(self.prom + "/api/v1/rules")["data"]["groups"]
         seen = {"recording": 0, "alerting": 0}
