@@ -177,8 +177,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       submitted_ = true;
       // The id the router's log lines carry (also in the final message);
       // metadata takes printable ASCII only.
-      const std::string rid =
-          request.request_id().empty() ? absl::StrCat("shift-", id_) : request.request_id();
+      const std::string rid = Router::RequestId(request, id_);
       if (std::all_of(rid.begin(), rid.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
         ctx_->AddTrailingMetadata("x-request-id", rid);
       }

@@ -463,8 +463,7 @@ absl::StatusOr<uint64_t> Router::Submit(const v1::GenerateRequest& request, Requ
     spec.sink = sink;
     spec.arrival = r->arrival;
     spec.prompt_tokens = static_cast<uint32_t>(r->prompt.size());
-    spec.request_id =
-        request.request_id().empty() ? absl::StrCat("shift-", id) : request.request_id();
+    spec.request_id = RequestId(request, id);
     r->request_id = spec.request_id;
     spec.group = g->id;
     spec.generation = hub_->Generation(g->id);

@@ -23,6 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/defaults.h"
@@ -89,6 +90,11 @@ class Router {
   // `tenant` (the API key's; "" without keys) bounds prefix-cache sharing.
   absl::StatusOr<uint64_t> Submit(const v1::GenerateRequest& request, RequestSink* sink,
                                   const std::string& tenant = "");
+  // The request_id its log lines and final message carry: the client's, or
+  // "shift-<id>" with the id Submit returned.
+  static std::string RequestId(const v1::GenerateRequest& request, uint64_t id) {
+    return request.request_id().empty() ? absl::StrCat("shift-", id) : request.request_id();
+  }
   // A text prompt's token ids as Submit would make them (INVALID_ARGUMENT
   // for text too long to fit --max_model_len, refused before tokenizing).
   absl::StatusOr<std::vector<int32_t>> EncodePrompt(const std::string& text, bool parse_special,
