@@ -240,6 +240,7 @@ absl::StatusOr<const TensorView*> Checkpoint::Get(absl::string_view name,
 absl::Status Checkpoint::ReadAsF32(absl::string_view name, absl::Span<const int64_t> shape,
                                    float* out) const {
   SHIFT_ASSIGN_OR_RETURN(const TensorView* view, Get(name, shape));
+  NoteRead(*view, 0, view->nbytes);
   ConvertToF32(view->dtype, view->data, static_cast<size_t>(view->NumElements()), out);
   return absl::OkStatus();
 }

@@ -30,6 +30,15 @@ struct TensorView {
   int64_t NumElements() const;
 };
 
+// Told of the tensor bytes a checkpoint's readers use: [begin, end) of
+// `tensor`'s data (the weights digest, common/fingerprint.h, hooks here).
+// Calls may come from several threads.
+class ReadObserver {
+ public:
+  virtual ~ReadObserver() = default;
+  virtual void OnRead(const TensorView& tensor, size_t begin, size_t end) = 0;
+};
+
 class Checkpoint {
  public:
   // Opens DIR/model.safetensors.index.json when present, else
@@ -47,6 +56,15 @@ class Checkpoint {
   // Get, then converts it to fp32 into `out` (NumElements floats).
   absl::Status ReadAsF32(absl::string_view name, absl::Span<const int64_t> shape, float* out) const;
 
+  // Readers that take bytes from a TensorView's data themselves say which
+  // (ReadAsF32 says so itself); the observer, if any, hears of it.
+  void NoteRead(const TensorView& tensor, size_t begin, size_t end) const {
+    if (observer_ != nullptr) observer_->OnRead(tensor, begin, end);
+  }
+  // Tells `observer` (nullptr: nobody) of every read from now on; it must
+  // outlive them.
+  void set_observer(ReadObserver* observer) { observer_ = observer; }
+
   // Tensor names, sorted.
   std::vector<std::string> Names() const;
   // Bytes of all tensor data.
@@ -59,6 +77,7 @@ class Checkpoint {
 
   std::vector<std::unique_ptr<MappedFile>> files_;
   absl::flat_hash_map<std::string, TensorView> tensors_;
+  ReadObserver* observer_ = nullptr;
 };
 
 // A tensor to write: its bytes must already be in `dtype`.

@@ -212,10 +212,6 @@ bool Router::AwaitGroup(Group* g) {
     if (reg->block_size() != options_.scheduler.block_size) {
       wrong = absl::StrCat("block size ", reg->block_size(), " (the router plans with ",
                            options_.scheduler.block_size, ")");
-    } else if (!options_.model_fingerprint.empty() &&
-               reg->model_fingerprint() != options_.model_fingerprint) {
-      wrong = absl::StrCat("model fingerprint ", reg->model_fingerprint(), " (the router serves ",
-                           options_.model_fingerprint, ")");
     }
     if (!wrong.empty()) {
       Log(absl::StrCat("group ", g->id, " rank ", r, " registered with ", wrong,
@@ -236,7 +232,10 @@ bool Router::AwaitGroup(Group* g) {
                                          clock_, step_trace_.get(), g->id);
     Log(absl::StrCat("group ", g->id, " ready: ", options_.world_size, " ranks, ", blocks,
                      " KV blocks of ", config.block_size, " tokens"),
-        {{"event", "group_formed"}, {"group", g->id}, {"generation", hub_->Generation(g->id)}});
+        {{"event", "group_formed"},
+         {"group", g->id},
+         {"generation", hub_->Generation(g->id)},
+         {"weights_digest", hub_->WeightsDigest(g->id)}});
   } else if (blocks < g->scheduler->config().num_blocks) {
     Log(absl::StrCat("group ", g->id, " re-formed with ", blocks, " KV blocks, fewer than the ",
                      g->scheduler->config().num_blocks,

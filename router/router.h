@@ -44,7 +44,6 @@ namespace shift {
 
 struct RouterOptions {
   std::string model_name;
-  std::string model_fingerprint;  // ranks must register with the same one
   uint32_t num_groups = 1;        // data-parallel worker groups 0..num_groups-1
   uint32_t world_size = 1;        // ranks per group
   // The base mode's Ulysses degree (common/step_mode.h, GroupLayout);

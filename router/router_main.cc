@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -73,8 +74,12 @@ ABSL_FLAG(std::string, chat_template, "",
           "Jinja chat template file for /v1/chat/completions (default: the model's "
           "chat_template.jinja or tokenizer_config.json's chat_template)");
 ABSL_FLAG(std::string, model, "",
-          "Model directory (config.json, generation_config.json and the tokenizer files are read; "
-          "required)");
+          "Model directory: config.json, generation_config.json and the tokenizer files are read, "
+          "no weights (the ranks digest theirs; see --expected_weights_digest); required");
+ABSL_FLAG(std::string, expected_weights_digest, "",
+          "Serve only a model whose weights digest (as shift-inspect prints it) is this: a "
+          "group whose ranks loaded other weights is refused when it completes (empty: any "
+          "model the ranks agree on, with the router's config.json)");
 ABSL_FLAG(std::string, model_name, "", "Name reported by GetModelInfo (default: directory name)");
 ABSL_FLAG(uint32_t, world_size, 1, "Ranks per worker group (1, 2, 4 or 8)");
 ABSL_FLAG(uint32_t, sp_degree, 0,
@@ -162,7 +167,13 @@ absl::Status Serve() {
   SHIFT_ASSIGN_OR_RETURN(options.generation, LoadGenerationConfig(model_dir));
   options.model_name = absl::GetFlag(FLAGS_model_name);
   if (options.model_name.empty()) options.model_name = DirectoryBaseName(model_dir);
-  SHIFT_ASSIGN_OR_RETURN(options.model_fingerprint, ModelFingerprint(model_dir));
+  // The router reads no weight: the ranks digest what they load, and the
+  // router checks their reports agree with its config and each other.
+  SHIFT_ASSIGN_OR_RETURN(std::string config_json, ReadFileToString(model_dir + "/config.json"));
+  std::optional<uint64_t> expected_weights_digest;
+  if (const std::string pinned = absl::GetFlag(FLAGS_expected_weights_digest); !pinned.empty()) {
+    SHIFT_ASSIGN_OR_RETURN(expected_weights_digest, ParseDigest(pinned));
+  }
   options.world_size = absl::GetFlag(FLAGS_world_size);
   options.sp_degree = absl::GetFlag(FLAGS_sp_degree);
   options.num_groups = absl::GetFlag(FLAGS_groups);
@@ -206,7 +217,8 @@ absl::Status Serve() {
   hub_options.world_size = options.world_size;
   hub_options.sp_degree = options.sp_degree != 0 ? options.sp_degree : options.world_size;
   hub_options.block_size = static_cast<uint32_t>(options.scheduler.block_size);
-  hub_options.model_fingerprint = options.model_fingerprint;
+  hub_options.config_digest = ConfigDigest(config_json);
+  hub_options.expected_weights_digest = expected_weights_digest;
   hub_options.vocab_size = config.vocab_size;
   WorkerHub hub(
       [&store](uint32_t group, uint64_t generation) { store.AdvanceGeneration(group, generation); },

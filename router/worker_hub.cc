@@ -17,6 +17,54 @@ namespace rpc = v1::internal;
 namespace {
 // A rank's last generation is taken up to this (no wrap-around to 0).
 constexpr uint64_t kMaxStartGeneration = uint64_t{1} << 62;
+// Bounds on a weights report's tensors (a checkpoint's name is short).
+constexpr size_t kMaxTensorName = 1024;
+constexpr uint64_t kMaxTensorBytes = uint64_t{1} << 48;
+
+// A rank's weights report, checked to be well formed, or why not: a forged
+// one costs the router no more than its own size.
+absl::StatusOr<WeightsReport> ParseWeightsReport(const rpc::WeightsReport& in) {
+  if (in.piece_bytes() == 0) {
+    return absl::InvalidArgumentError(
+        "it sent no weights report (is its shift-worker older than the router?)");
+  }
+  if (in.piece_bytes() != kWeightsPieceBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("its weights report cuts tensors into ", in.piece_bytes(),
+                     "-byte pieces, the router's into ", kWeightsPieceBytes,
+                     " (run one shift version on the router and the ranks)"));
+  }
+  if (in.tensors().empty()) return absl::InvalidArgumentError("it reports reading no weights");
+  WeightsReport out;
+  out.config_digest = in.config_digest();
+  out.headers_digest = in.headers_digest();
+  out.piece_bytes = in.piece_bytes();
+  for (const rpc::TensorPieces& t : in.tensors()) {
+    auto bad = [&](const std::string& why) {
+      return absl::InvalidArgumentError(absl::StrCat("its weights report is malformed: tensor \"",
+                                                     t.name().substr(0, 64), "\" ", why));
+    };
+    if (t.name().empty() || t.name().size() > kMaxTensorName) {
+      return bad(absl::StrCat("has a name of ", t.name().size(), " bytes"));
+    }
+    if (t.nbytes() > kMaxTensorBytes) return bad(absl::StrCat("claims ", t.nbytes(), " bytes"));
+    if (t.index_size() != t.digest_size() || t.index().empty()) {
+      return bad("has no pieces, or not one digest per piece");
+    }
+    const uint64_t count =
+        std::max<uint64_t>(1, (t.nbytes() + kWeightsPieceBytes - 1) / kWeightsPieceBytes);
+    auto [it, fresh] = out.tensors.try_emplace(t.name());
+    if (!fresh) return bad("is reported twice");
+    it->second.nbytes = t.nbytes();
+    for (int i = 0; i < t.index_size(); ++i) {
+      if (t.index(i) >= count || (i > 0 && t.index(i) <= t.index(i - 1))) {
+        return bad(absl::StrCat("names piece ", t.index(i), " out of order or of ", count));
+      }
+      it->second.pieces.emplace_hint(it->second.pieces.end(), t.index(i), t.digest(i));
+    }
+  }
+  return out;
+}
 }  // namespace
 
 // One rank's stream: reads until the rank goes away; writes are queued with
@@ -118,18 +166,19 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   // A rank that names no layout (0) runs pure SP.
   const uint32_t rank_sp = reg.sp_degree() != 0 ? reg.sp_degree() : reg.world_size();
   const uint32_t sp_degree = options_.sp_degree != 0 ? options_.sp_degree : group.sp_degree;
-  const std::string& fingerprint =
-      options_.model_fingerprint.empty() ? group.fingerprint : options_.model_fingerprint;
   std::string refusal;
+  absl::StatusOr<WeightsReport> weights = ParseWeightsReport(reg.weights());
   if (reg.world_size() == 0 || reg.rank() >= reg.world_size()) {
     refusal = absl::StrCat("rank ", reg.rank(), " is outside a group of ", reg.world_size());
   } else if (world_size != 0 && reg.world_size() != world_size) {
     refusal =
         absl::StrCat("world size ", reg.world_size(), " differs from the group's ", world_size);
-  } else if (!fingerprint.empty() && reg.model_fingerprint() != fingerprint) {
-    // The expected fingerprint is not echoed: a refusal must not teach a
-    // caller what to register with.
-    refusal = "its model fingerprint differs from the group's: every rank must load the same model";
+  } else if (!weights.ok()) {
+    refusal = std::string(weights.status().message());
+  } else if (std::string why = WeightsRefusal(*weights); !why.empty()) {
+    // Names the first tensor that differs; no digest the router expects is
+    // echoed (a refusal must not teach a caller what to register with).
+    refusal = std::move(why);
   } else if (block_size != 0 && reg.block_size() != block_size) {
     refusal =
         absl::StrCat("block size ", reg.block_size(), " differs from the group's ", block_size);
@@ -160,7 +209,6 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
     return;
   }
   group.world_size = reg.world_size();
-  group.fingerprint = reg.model_fingerprint();
   group.block_size = reg.block_size();
   group.sp_degree = rank_sp;
   if (old != group.ranks.end()) {
@@ -175,6 +223,8 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   stream->registered = true;
   group.ranks[reg.rank()] = stream;
   group.registrations[reg.rank()] = reg;
+  group.registrations[reg.rank()].clear_weights();
+  group.weights[reg.rank()] = *std::move(weights);
   group.last_seen[reg.rank()] = absl::Now();
   group.lost.erase(reg.rank());
   // A rank that formed under an earlier router (this one restarted): the
@@ -189,7 +239,62 @@ void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
   ack.mutable_welcome()->set_heartbeat_interval_seconds(
       absl::ToDoubleSeconds(options_.heartbeat_interval));
   stream->Send(std::move(ack));
-  if (group.ranks.size() == group.world_size) Reform(reg.group(), group);
+  if (group.ranks.size() < group.world_size) return;
+  absl::StatusOr<uint64_t> digest = GroupWeightsDigest(group);
+  if (!digest.ok()) {
+    // Every rank agreed with the others, but together they do not make the
+    // model the router serves: none of them serves.
+    const std::string why(digest.status().message());
+    Log(LogLevel::kWarning, "router", absl::StrCat("group ", reg.group(), " refused: ", why),
+        {{"event", "group_refused"}, {"group", reg.group()}, {"reason", why}});
+    for (auto& [rank, member] : group.ranks) {
+      member->Close(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 absl::StrCat("group ", reg.group(), ": ", why)));
+      group.lost[rank] = why;
+      group.weights.erase(rank);
+    }
+    group.ranks.clear();
+    return;
+  }
+  group.weights_digest = *digest;
+  Reform(reg.group(), group);
+}
+
+std::string WorkerHub::WeightsRefusal(const WeightsReport& report) {
+  if (options_.config_digest && report.config_digest != *options_.config_digest) {
+    return "its config.json differs from the router's: every rank must load the model the router "
+           "serves";
+  }
+  // Every registered rank of every group serves the same model (a rank that
+  // restarts with it agrees with its own registration, if that lingers).
+  for (const auto& [other_group, group] : groups_) {
+    for (const auto& [other_rank, stream] : group.ranks) {
+      auto theirs = group.weights.find(other_rank);
+      if (theirs == group.weights.end()) continue;
+      std::string why = WeightsDifference(
+          report, theirs->second, absl::StrCat("group ", other_group, " rank ", other_rank));
+      if (!why.empty()) return why;
+    }
+  }
+  return "";
+}
+
+absl::StatusOr<uint64_t> WorkerHub::GroupWeightsDigest(const Group& group) const {
+  std::vector<const WeightsReport*> reports;
+  for (const auto& [rank, stream] : group.ranks) reports.push_back(&group.weights.at(rank));
+  SHIFT_ASSIGN_OR_RETURN(uint64_t digest, CombinedWeightsDigest(reports));
+  if (options_.expected_weights_digest && digest != *options_.expected_weights_digest) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("its ranks' weights digest is ", DigestHex(digest),
+                     ", not the one the router's --expected_weights_digest pins"));
+  }
+  return digest;
+}
+
+std::string WorkerHub::WeightsDigest(uint32_t group) {
+  absl::MutexLock lock(&mu_);
+  const std::optional<uint64_t>& digest = groups_[group].weights_digest;
+  return digest ? DigestHex(*digest) : "";
 }
 
 void WorkerHub::Reform(uint32_t group_id, Group& group) {

@@ -15,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/defaults.h"
+#include "common/fingerprint.h"
 #include "shift/v1/internal.grpc.pb.h"
 
 namespace shift {
@@ -33,16 +35,22 @@ struct WorkerHubOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // A rank silent this long is declared lost and its stream cancelled.
   absl::Duration heartbeat_timeout = absl::Seconds(defaults::kHeartbeatTimeoutSeconds);
-  // What the router serves, when set (0 or empty: learnt from the first
+  // What the router serves, when set (0: learnt from the first
   // registration, for tests): groups 0 .. num_groups - 1 of world_size ranks
-  // with this model fingerprint and block size. A registration that differs
-  // is refused, so no registration can redefine a group.
+  // with this block size. A registration that differs is refused, so no
+  // registration can redefine a group.
   uint32_t num_groups = 0;
   uint32_t world_size = 0;
   // The base mode's Ulysses degree (0: learnt, as world_size).
   uint32_t sp_degree = 0;
   uint32_t block_size = 0;
-  std::string model_fingerprint;
+  // The digest of the router's config.json (common/fingerprint.h): a rank
+  // that loaded another config is refused. Unset: any config the
+  // registered ranks agree on (tests).
+  std::optional<uint64_t> config_digest;
+  // Pins the model's weights digest (--expected_weights_digest): a group
+  // whose ranks' weights make another digest is refused when it completes.
+  std::optional<uint64_t> expected_weights_digest;
   // When set, every token id (and alternative) a leader returns must lie in
   // [0, vocab_size) and every log-probability be a number <= 0: anything
   // else fails the step, as a broken rank's error would.
@@ -63,8 +71,11 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   // Waits until `world_size` ranks of `group` are registered (the group is
   // formed, or forming, under a generation).
   absl::Status WaitForGroup(uint32_t group, uint32_t world_size, absl::Duration timeout);
-  // What a rank reported when it (last) registered.
+  // What a rank reported when it (last) registered, less its weights report.
   absl::StatusOr<v1::internal::Register> Registration(uint32_t group, uint32_t rank);
+  // The weights digest (16 hex digits) of the model the group last formed
+  // with; "" before it first formed.
+  std::string WeightsDigest(uint32_t group);
   // The group's current generation (0 before it first formed).
   uint64_t Generation(uint32_t group);
   // Ranks of the group whose control stream is open and on time.
@@ -93,8 +104,9 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   struct Group {
     uint32_t world_size = 0;  // from the first registration
     uint32_t sp_degree = 0;
-    std::string fingerprint;
     uint32_t block_size = 0;
+    std::map<uint32_t, WeightsReport> weights;  // rank -> what it read
+    std::optional<uint64_t> weights_digest;     // when it last formed
     uint64_t generation = 0;
     std::map<uint32_t, Stream*> ranks;
     std::map<uint32_t, v1::internal::Register> registrations;
@@ -106,6 +118,13 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   };
 
   void OnRegister(Stream* stream, const v1::internal::Register& reg);
+  // Why `report` cannot serve beside the registered ranks (the router's
+  // config, every registered rank's tensors and pieces); "" if it can.
+  std::string WeightsRefusal(const WeightsReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The complete group's weights digest, or why its ranks cannot serve
+  // together (a piece nobody read, a digest other than the pinned one).
+  absl::StatusOr<uint64_t> GroupWeightsDigest(const Group& group) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnMessage(Stream* stream, const v1::internal::WorkerMessage& message);
   void OnGone(Stream* stream);
   // A new generation for a complete group: every rank is welcomed with it.

@@ -13,6 +13,7 @@
 #include "common/cli.h"
 #include "common/detokenizer.h"
 #include "common/file_util.h"
+#include "common/fingerprint.h"
 #include "common/tokenizer.h"
 #include "common/unicode.h"
 #include "jinja/chat_template.h"
@@ -27,6 +28,9 @@ ABSL_FLAG(bool, add_special_tokens, true,
           "Give --prompt (with --model) the special tokens the model's files say a text prompt "
           "gets (BOS ...), as the server does");
 ABSL_FLAG(bool, tensors, false, "List every tensor with its dtype, shape and file");
+ABSL_FLAG(bool, weights_digest, false,
+          "Print the model's weights digest (reads every weight once), the value the router's "
+          "--expected_weights_digest pins");
 ABSL_FLAG(std::string, tokenizer, "",
           "A tokenizer file to use alone, without --model (with --prompt or --encode_jsonl): a "
           "byte-level BPE tokenizer.json or a SentencePiece model (tokenizer.model)");
@@ -213,6 +217,11 @@ int Main() {
       "the config implies is present with its shape\n",
       ckpt.Names().size(), static_cast<double>(ckpt.TotalBytes()) / 1e6, ckpt.files().size(),
       static_cast<double>(c.NumParameters()) / 1e6);
+  if (absl::GetFlag(FLAGS_weights_digest)) {
+    absl::StatusOr<uint64_t> digest = ModelWeightsDigest(dir);
+    if (!digest.ok()) return ReportFailure(digest.status());
+    std::printf("weights digest: %s\n", DigestHex(*digest).c_str());
+  }
   if (absl::GetFlag(FLAGS_tensors)) {
     for (const std::string& name : ckpt.Names()) {
       const TensorView* t = ckpt.Find(name);

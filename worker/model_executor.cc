@@ -204,6 +204,11 @@ absl::Status ModelExecutor::Load(const Checkpoint& checkpoint) {
     SHIFT_ASSIGN_OR_RETURN(std::optional<Fp8Weight> fp8,
                            ReadFp8Weight(checkpoint, config_, name, part.n, part.k));
     if (fp8) {
+      // The codes are read in place: from the part's first byte to its last.
+      const int64_t first_col = part.k / kernels::kReductionGroups * part.group_begin;
+      checkpoint.NoteRead(
+          *checkpoint.Find(name), static_cast<size_t>(part.row_begin * part.k + first_col),
+          static_cast<size_t>((part.row_end - 1) * part.k + first_col + part.cols()));
       const std::vector<unsigned char> codes = PartOf(fp8->codes, part);
       fp8_weight_bytes_ += codes.size();
       if (fp8->block > 0) {

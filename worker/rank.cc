@@ -32,6 +32,21 @@ constexpr char kLivenessService[] = "shift.live";
 namespace rpc = v1::internal;
 using Stream = grpc::ClientReaderWriter<rpc::WorkerMessage, rpc::RouterMessage>;
 
+void SetWeightsReport(const WeightsReport& report, rpc::WeightsReport* out) {
+  out->set_config_digest(report.config_digest);
+  out->set_headers_digest(report.headers_digest);
+  out->set_piece_bytes(report.piece_bytes);
+  for (const auto& [name, tensor] : report.tensors) {
+    rpc::TensorPieces* pieces = out->add_tensors();
+    pieces->set_name(name);
+    pieces->set_nbytes(tensor.nbytes);
+    for (const auto& [index, digest] : tensor.pieces) {
+      pieces->add_index(index);
+      pieces->add_digest(digest);
+    }
+  }
+}
+
 // The rank's side of the control stream: the main thread reads, and both it
 // and the heartbeat thread write, one write at a time.
 class ControlStream {
@@ -398,7 +413,11 @@ absl::Status RunRank(const RankOptions& options) {
   // Weights loaded and the KV cache allocated before registering: the
   // registration is the rank's ready handshake.
   SHIFT_ASSIGN_OR_RETURN(ModelFiles files, OpenModelFiles(options.model_dir));
-  SHIFT_ASSIGN_OR_RETURN(std::string fingerprint, ModelFingerprint(options.model_dir));
+  // The weights are digested as the engine reads them: one read.
+  SHIFT_ASSIGN_OR_RETURN(std::string config_json,
+                         ReadFileToString(options.model_dir + "/config.json"));
+  WeightsDigester digester(ConfigDigest(config_json), *files.checkpoint);
+  files.checkpoint->set_observer(&digester);
   EngineOptions engine_options = options.engine;
   engine_options.rank = static_cast<int>(options.rank);
   engine_options.world_size = static_cast<int>(options.world_size);
@@ -442,7 +461,8 @@ absl::Status RunRank(const RankOptions& options) {
   reg->set_device(engine->backend().description());
   reg->set_deterministic(options.deterministic);
   reg->set_weight_bytes(engine->weight_bytes());
-  reg->set_model_fingerprint(fingerprint);
+  files.checkpoint->set_observer(nullptr);
+  SetWeightsReport(digester.Report(), reg->mutable_weights());
   reg->set_address(absl::StrCat(options.host, ":", health_port));
   reg->set_metrics_address(absl::StrCat(options.host, ":", metrics->port()));
 

@@ -1,6 +1,7 @@
 // What the weights digest costs: HashBytes over memory (one thread), and
-// ModelFingerprint over a generated checkpoint on 1..N threads (the files
-// in the page cache, as right after a load). Scale by bytes to a model's
+// ModelWeightsDigest (what shift-inspect --weights_digest runs; a rank
+// digests its share the same way as it loads) over a generated checkpoint on
+// 1..N threads (the files in the page cache, as right after a load). Scale by bytes to a model's
 // size: an 8B model in bf16 is 16.06 GB.
 //   build/tests/bench/fingerprint_bench [--model=DIR]
 #include <string>
@@ -22,7 +23,7 @@ void BM_HashBytes(benchmark::State& state) {
 }
 BENCHMARK(BM_HashBytes)->Unit(benchmark::kMillisecond);
 
-void BM_ModelFingerprint(benchmark::State& state) {
+void BM_ModelWeightsDigest(benchmark::State& state) {
   if (model_dir.empty()) {
     state.SkipWithError("pass --model=DIR (a shift-mkmodel checkpoint)");
     return;
@@ -34,11 +35,12 @@ void BM_ModelFingerprint(benchmark::State& state) {
   }
   // Each iteration maps the files afresh, as a starting router or rank does.
   for (auto _ : state) {
-    benchmark::DoNotOptimize(shift::ModelFingerprint(model_dir, static_cast<int>(state.range(0))));
+    benchmark::DoNotOptimize(
+        shift::ModelWeightsDigest(model_dir, static_cast<int>(state.range(0))));
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * (*checkpoint)->TotalBytes()));
 }
-BENCHMARK(BM_ModelFingerprint)
+BENCHMARK(BM_ModelWeightsDigest)
     ->Arg(1)
     ->Arg(2)
     ->Arg(4)

@@ -78,8 +78,12 @@ class Cluster:
     """A router and `groups` worker groups of `world_size` ranks."""
 
     def __init__(self, tmp, name, model, world_size, router_flags=(), worker_flags=(),
-                 groups=1, port=0, internal_port=0, client_options=None):
+                 groups=1, port=0, internal_port=0, client_options=None, router_model=None,
+                 start_ranks=True):
         self.tmp, self.name, self.model = tmp, name, model
+        # The router's --model: the ranks' directory unless given (it reads
+        # only config.json, generation_config.json and the tokenizer files).
+        self.router_model = router_model or model
         self.world_size, self.groups = world_size, groups
         self.router_flags, self.worker_flags = list(router_flags), list(worker_flags)
         self.procs = []
@@ -88,6 +92,8 @@ class Cluster:
         self.logs = []
         self.ranks = {}  # (group, rank) -> process
         self.start_router(port, internal_port)
+        if not start_ranks:  # the caller starts them
+            return
         for g in range(groups):
             for r in range(world_size):
                 self.start_rank(g, r)
@@ -98,7 +104,7 @@ class Cluster:
         if os.path.exists(ports):
             os.remove(ports)
         self.router = self._spawn(self.name + "-router", [
-            ROUTER, "--model=" + self.model, "--host=127.0.0.1", "--port=%d" % port,
+            ROUTER, "--model=" + self.router_model, "--host=127.0.0.1", "--port=%d" % port,
             "--internal_port=%d" % internal_port,
             "--metrics_port=0", "--ports_file=" + ports, "--world_size=%d" % self.world_size,
             "--groups=%d" % self.groups] + self.router_flags)

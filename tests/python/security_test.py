@@ -147,7 +147,9 @@ class DefaultFlagsTest(unittest.TestCase):
              "--model=" + other, "--threads=1", "--reconnect_timeout_s=5"],
             capture_output=True, text=True, timeout=120)
         self.assertNotEqual(impostor.returncode, 0)
-        self.assertIn("fingerprint differs", impostor.stderr)
+        # Named by the first tensor whose bytes differ from the serving rank's.
+        self.assertRegex(impostor.stderr,
+                         r"tensor \S+ differs from group 0 rank 0's \(bytes 0\.\.\d+\)")
         want = reference_ids(self.model, PROMPT, 16, ignore_eos=True)
         self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
 

@@ -9,6 +9,8 @@
 #include <numeric>
 #include <vector>
 
+#include "common/file_util.h"
+#include "common/fingerprint.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "sim/cost_model.h"
@@ -170,6 +172,60 @@ TEST(SimulatorMatchesRanksTest, WeightAndCollectiveBytesOfEveryLayout) {
             << StepModeName(mode);
       }
     }
+  }
+}
+
+// Each rank digests exactly what it loads (docs/architecture.md, The
+// weights digest): in an FP8 model split over two TP ranks, a rank reads
+// only its rows of a column-parallel projection's codes, so neither rank
+// alone covers the model; together they give the digest of one whole read
+// (shift-inspect's), with per-row and block scales. Pieces of 256 bytes
+// make the rows' ranges visible in a tiny model.
+TEST(WeightsDigestOfRanksTest, EachRankDigestsItsShardAndTheGroupCoversTheModel) {
+  constexpr uint64_t kPiece = 256;
+  for (int64_t block : {int64_t{0}, int64_t{128}}) {
+    SCOPED_TRACE(::testing::Message() << "FP8 block " << block);
+    testing::TestTempDir tmp;
+    MkModelOptions model;
+    model.config = *PresetConfig("tiny");
+    model.config.num_attention_heads = 8;
+    model.config.num_key_value_heads = 4;
+    model.config.intermediate_size = 256;
+    model.dtype = DType::kF8E4M3;
+    model.fp8_block = block;
+    ASSERT_TRUE(WriteRandomModel(tmp.Sub("model"), model).ok());
+    auto config_json = ReadFileToString(tmp.Sub("model") + "/config.json");
+    ASSERT_TRUE(config_json.ok());
+    std::vector<WeightsReport> reports;
+    for (int rank : {0, 1}) {
+      auto files = OpenModelFiles(tmp.Sub("model"));
+      ASSERT_TRUE(files.ok()) << files.status();
+      WeightsDigester digester(ConfigDigest(*config_json), *files->checkpoint, kPiece, 1);
+      files->checkpoint->set_observer(&digester);
+      auto backend = std::make_unique<kernels::cpu::CpuBackend>(1);
+      EmulatedCommunicator comm(rank, 2, backend.get());
+      EngineOptions options;
+      options.kv_cache_bytes = 1 << 20;
+      options.block_size = 16;
+      options.sp_degree = 1;  // TP over both ranks: each holds half the rows
+      auto engine = Engine::Create(*files, options, &comm, std::move(backend));
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      reports.push_back(digester.Report());
+    }
+    const std::string up = "model.layers.0.mlp.up_proj.weight";
+    const TensorPieces& mine = reports[0].tensors.at(up);
+    const uint64_t all = (mine.nbytes + kPiece - 1) / kPiece;
+    EXPECT_LT(mine.pieces.size(), all);      // its rows only...
+    EXPECT_GE(mine.pieces.size(), all / 2);  // ...all of them
+    EXPECT_EQ(mine.pieces.begin()->first, 0u);
+    EXPECT_EQ(reports[1].tensors.at(up).pieces.rbegin()->first, all - 1);
+    EXPECT_EQ(WeightsDifference(reports[0], reports[1], "rank 1"), "");
+    EXPECT_FALSE(CombinedWeightsDigest({&reports[0]}).ok());
+    auto group = CombinedWeightsDigest({&reports[0], &reports[1]});
+    auto whole = ModelWeightsDigest(tmp.Sub("model"), 1, kPiece);
+    ASSERT_TRUE(group.ok()) << group.status();
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    EXPECT_EQ(*group, *whole);
   }
 }
 
