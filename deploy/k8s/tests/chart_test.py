@@ -210,7 +210,9 @@ class ChartTest(unittest.TestCase):
             self.assertEqual(init["command"], init_values["command"])
             self.assertEqual(init["args"], init_values["args"])
             self.assertEqual(init["env"][0], {"name": "SHIFT_MODEL_DIR", "value": "/model/llama/8b"})
-            self.assertEqual(init["env"][1:], init_values["env"])
+            # One shared volume: the router's init container places the weights too.
+            self.assertEqual(init["env"][1], {"name": "SHIFT_MODEL_WEIGHTS", "value": "true"})
+            self.assertEqual(init["env"][2:], init_values["env"])
             self.assertEqual(init["envFrom"], init_values["envFrom"])
             self.assertEqual(init["resources"], init_values["resources"])
             # The init container writes the volume; shift's containers only read it.
@@ -242,8 +244,26 @@ class ChartTest(unittest.TestCase):
             (model,) = [v for v in pod["volumes"] if v["name"] == "model"]
             self.assertEqual(model, {"name": "model", "emptyDir": {}}, component)
             self.assertEqual(pod["initContainers"][0]["args"], ["--to=/model"])
+            # The router's own volume needs no weights: it reads none.
             self.assertEqual(pod["initContainers"][0]["env"],
-                             [{"name": "SHIFT_MODEL_DIR", "value": "/model"}])
+                             [{"name": "SHIFT_MODEL_DIR", "value": "/model"},
+                              {"name": "SHIFT_MODEL_WEIGHTS",
+                               "value": "false" if component == "router" else "true"}])
+
+    def test_the_router_can_have_a_volume_of_its_own_and_pin_the_weights(self):
+        pods = self.pods("cpu-1-group-router-own-volume")
+        volumes = {c: [v for v in t["spec"]["volumes"] if v["name"] == "model"][0]
+                   for c, t in pods.items()}
+        self.assertEqual(volumes["router"], {"name": "model", "emptyDir": {}})
+        self.assertEqual(volumes["worker"]["persistentVolumeClaim"]["claimName"], "shift-model")
+        for component, weights in (("router", "false"), ("worker", "true")):
+            (init,) = pods[component]["spec"]["initContainers"]
+            self.assertIn({"name": "SHIFT_MODEL_WEIGHTS", "value": weights}, init["env"])
+        (router,) = pods["router"]["spec"]["containers"]
+        self.assertIn("--expected_weights_digest=0123456789abcdef", router["args"])
+        # Unset, the flag is not passed.
+        (router,) = self.pods("cpu-1-group")["router"]["spec"]["containers"]
+        self.assertFalse([a for a in router["args"] if "expected_weights_digest" in a])
 
     def test_gpu_node_pool_example(self):
         pods = self.pods("example-gpu-node-pool")

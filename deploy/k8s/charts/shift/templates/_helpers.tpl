@@ -44,8 +44,31 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end -}}
 
+{{/* The router's model volume: the model volume, or (router.modelVolume
+     emptyDir) one of its own that model.init fills without the weights. */}}
+{{- define "shift.routerModelVolume" -}}
+{{- if eq .Values.router.modelVolume "emptyDir" -}}
+- name: model
+  emptyDir: {}
+{{- else -}}
+{{- include "shift.modelVolume" . }}
+{{- end }}
+{{- end -}}
+
+{{/* Whether a pod's init container must place the weights: the router's
+     needs only config.json and the tokenizer files when its volume is its
+     own. Pass (dict "root" $ "component" "router") (or "workers"). */}}
+{{- define "shift.initWeights" -}}
+{{- if and (eq .component "router") (or (eq .root.Values.router.modelVolume "emptyDir") (eq .root.Values.model.source "emptyDir")) -}}
+false
+{{- else -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* model.init's container, which places the model before shift starts:
-     pass (dict "root" $ "component" .Values.router) (or .Values.workers). */}}
+     pass (dict "root" $ "component" .Values.router "name" "router") (or
+     .Values.workers and "workers"). */}}
 {{- define "shift.modelInit" -}}
 {{- with .root.Values.model.init }}
 {{- if .enabled -}}
@@ -64,6 +87,10 @@ app.kubernetes.io/component: {{ index . 1 }}
     # Where shift reads the model (in the volume mounted at /model).
     - name: SHIFT_MODEL_DIR
       value: {{ include "shift.modelDir" $.root | quote }}
+    # "false": this pod reads only config.json, generation_config.json and
+    # the tokenizer files (the router, in a volume of its own).
+    - name: SHIFT_MODEL_WEIGHTS
+      value: {{ include "shift.initWeights" (dict "root" $.root "component" $.name) | quote }}
     {{- with .env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
