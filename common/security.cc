@@ -1,12 +1,20 @@
 #include "common/security.h"
 
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -14,9 +22,11 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "openssl/sha.h"
 
 namespace shift {
@@ -222,6 +232,147 @@ absl::StatusOr<std::string> ReadApiKey(const std::string& path) {
 
 void AddApiKey(grpc::ClientContext* ctx, const std::string& token) {
   if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+}
+
+namespace {
+
+constexpr size_t kMinInternalToken = 16;
+
+// The token in `path`, which must be a regular file only its owner can read.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("no internal token file ", path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("internal token file ", path, " is not a regular file"));
+  }
+  // Its group may read it (a Kubernetes Secret mounted for the pod's
+  // fsGroup); everybody may not.
+  if ((st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "internal token file ", path, " may be read by any user (chmod o-rw ", path, ")"));
+  }
+  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  const std::string token(absl::StripAsciiWhitespace(text));
+  if (token.size() < kMinInternalToken || token.find_first_of(" \t\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("internal token file ", path,
+                                                   " must hold one token of at least ",
+                                                   kMinInternalToken, " characters"));
+  }
+  return token;
+}
+
+}  // namespace
+
+std::string DefaultInternalTokenFile() {
+  const char* home = std::getenv("HOME");
+  if (home == nullptr || *home == '\0') {
+    const struct passwd* user = ::getpwuid(::getuid());
+    home = user != nullptr ? user->pw_dir : nullptr;
+  }
+  if (home == nullptr || *home == '\0') return "";
+  return absl::StrCat(home, "/.shift/internal_token");
+}
+
+absl::StatusOr<std::string> LoadOrCreateInternalToken(const std::string& path) {
+  absl::StatusOr<std::string> existing = ReadTokenFile(path);
+  if (!absl::IsNotFound(existing.status())) return existing;
+  unsigned char bytes[32];
+  if (::getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
+    return absl::InternalError("getrandom failed: no internal token");
+  }
+  const std::string token = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+  if (const size_t slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
+    ::mkdir(path.substr(0, slash).c_str(), 0700);  // may exist: the open says what is wrong
+  }
+  // Written whole under a temporary name, then linked into place: a router
+  // or rank reading meanwhile sees no file or the whole token, and of two
+  // routers starting together the first link wins and both use its token.
+  const std::string temporary = absl::StrCat(path, ".", ::getpid(), ".tmp");
+  const int fd =
+      ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot write the internal token to ", path, ": ", std::strerror(errno)));
+  }
+  const std::string line = token + "\n";
+  const bool written = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  const int linked = written ? ::link(temporary.c_str(), path.c_str()) : -1;
+  const int link_error = errno;
+  ::unlink(temporary.c_str());
+  if (linked != 0) {
+    if (written && link_error == EEXIST) return ReadTokenFile(path);
+    return absl::UnavailableError(
+        absl::StrCat("cannot write the internal token to ", path, ": ", std::strerror(link_error)));
+  }
+  Log(LogLevel::kInfo, "security", absl::StrCat("wrote a new internal token to ", path),
+      {{"event", "internal_token_created"}, {"path", path}});
+  return token;
+}
+
+absl::StatusOr<std::string> ReadInternalToken(const std::string& path) {
+  return ReadTokenFile(path);
+}
+
+bool HasInternalToken(const grpc::ServerContextBase& ctx, const std::string& token) {
+  if (token.empty()) return true;
+  const auto& metadata = ctx.client_metadata();
+  auto it = metadata.find(kInternalTokenHeader);
+  if (it == metadata.end()) return false;
+  return ConstantTimeEqual(absl::string_view(it->second.data(), it->second.size()), token);
+}
+
+grpc::Status InternalTokenRefusal() {
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      "the internal port needs the deployment's internal token "
+                      "(--internal_token_file)");
+}
+
+namespace {
+
+// Adds the token to every call's initial metadata.
+class InternalTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit InternalTokenInterceptor(const std::string* token) : token_(token) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace(kInternalTokenHeader, *token_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* token_;
+};
+
+class InternalTokenInterceptors final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit InternalTokenInterceptors(std::string token) : token_(std::move(token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new InternalTokenInterceptor(&token_);
+  }
+
+ private:
+  const std::string token_;
+};
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> InternalChannel(
+    const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& creds,
+    const grpc::ChannelArguments& args, const std::string& token) {
+  if (token.empty()) return grpc::CreateCustomChannel(target, creds, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> factories;
+  factories.push_back(std::make_unique<InternalTokenInterceptors>(token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(target, creds, args,
+                                                                 std::move(factories));
 }
 
 }  // namespace shift

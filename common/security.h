@@ -18,8 +18,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "grpcpp/channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "grpcpp/support/status.h"
 
 namespace grpc {
@@ -50,7 +52,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(const TlsFiles& files);
 
 // The tokens of --api_key_file: one per line, `TOKEN [TENANT]` (a key
-// without a tenant is a tenant of its own, named "line N"); blank lines and
+// without a tenant is a tenant of its own, UnnamedTenant); blank lines and
 // lines starting with '#' are skipped. Requests share prefix-cache blocks
 // only within a tenant. The file is read again when its
 // modification time changes (checked at most once a second), so keys rotate
@@ -99,5 +101,39 @@ absl::StatusOr<std::string> ReadApiKey(const std::string& path);
 
 // Adds `authorization: Bearer token` to a call when `token` is not empty.
 void AddApiKey(grpc::ClientContext* ctx, const std::string& token);
+
+// The internal port's token (README "Security"): a secret of the deployment
+// that every call on the internal port carries (metadata
+// kInternalTokenHeader), so a process that can reach the port but cannot
+// read the token file cannot register as a rank or touch the rendezvous
+// store. "none" turns it off, which is allowed only with mutual TLS.
+inline constexpr char kInternalTokenHeader[] = "x-shift-internal-token";
+inline constexpr char kNoInternalToken[] = "none";
+
+// $HOME/.shift/internal_token (the user's home directory when HOME is not
+// set): where the router writes the token and ranks on its machine find it.
+std::string DefaultInternalTokenFile();
+
+// The router's token: `path`'s, or, when the file does not exist, a fresh
+// random one (256 bits in hex) written there with mode 0600 (its directory
+// created 0700). A file any user may read is refused (its group may: a
+// Kubernetes Secret mounted for the pod's fsGroup), and so is a token
+// shorter than 16 characters.
+absl::StatusOr<std::string> LoadOrCreateInternalToken(const std::string& path);
+// A rank's token: `path`'s, under the same rules; NOT_FOUND while the
+// router has not written it yet.
+absl::StatusOr<std::string> ReadInternalToken(const std::string& path);
+
+// Whether a call on the internal port carries `token` (compared in constant
+// time); true when `token` is empty (no token required).
+bool HasInternalToken(const grpc::ServerContextBase& ctx, const std::string& token);
+// The status every call without the right token gets, whatever else is
+// wrong with it: an outsider learns nothing more.
+grpc::Status InternalTokenRefusal();
+// A channel to the router's internal port whose every call carries `token`
+// (none when empty).
+std::shared_ptr<grpc::Channel> InternalChannel(
+    const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& creds,
+    const grpc::ChannelArguments& args, const std::string& token);
 
 }  // namespace shift

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/defaults.h"
+#include "common/security.h"
 
 namespace shift {
 
@@ -80,8 +81,17 @@ class RendezvousService::GetReactor final : public grpc::ServerUnaryReactor {
   bool finished_ = false;
 };
 
-RendezvousService::RendezvousService(uint32_t num_groups)
-    : num_groups_(num_groups), expirer_([this] { ExpireLoop(); }) {}
+RendezvousService::RendezvousService(uint32_t num_groups, std::string internal_token)
+    : internal_token_(std::move(internal_token)),
+      num_groups_(num_groups),
+      expirer_([this] { ExpireLoop(); }) {}
+
+grpc::ServerUnaryReactor* RendezvousService::Refused(grpc::CallbackServerContext* ctx) {
+  if (HasInternalToken(*ctx, internal_token_)) return nullptr;
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(InternalTokenRefusal());
+  return reactor;
+}
 
 RendezvousService::~RendezvousService() {
   {
@@ -196,6 +206,7 @@ void RendezvousService::ExpireLoop() {
 grpc::ServerUnaryReactor* RendezvousService::Set(grpc::CallbackServerContext* ctx,
                                                  const v1::internal::SetRequest* request,
                                                  v1::internal::SetResponse*) {
+  if (grpc::ServerUnaryReactor* refused = Refused(ctx)) return refused;
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
   grpc::Status status =
@@ -208,9 +219,10 @@ grpc::ServerUnaryReactor* RendezvousService::Set(grpc::CallbackServerContext* ct
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RendezvousService::Get(grpc::CallbackServerContext*,
+grpc::ServerUnaryReactor* RendezvousService::Get(grpc::CallbackServerContext* ctx,
                                                  const v1::internal::GetRequest* request,
                                                  v1::internal::GetResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refused(ctx)) return refused;
   auto* reactor = new GetReactor(this, request, response);
   absl::MutexLock lock(&mu_);
   grpc::Status status = Enter(request->scope());
@@ -253,6 +265,7 @@ grpc::ServerUnaryReactor* RendezvousService::Get(grpc::CallbackServerContext*,
 grpc::ServerUnaryReactor* RendezvousService::Add(grpc::CallbackServerContext* ctx,
                                                  const v1::internal::AddRequest* request,
                                                  v1::internal::AddResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refused(ctx)) return refused;
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
   grpc::Status status = EnterWrite(request->scope(), request->key(), 0, true);
@@ -268,6 +281,7 @@ grpc::ServerUnaryReactor* RendezvousService::Add(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* RendezvousService::Check(grpc::CallbackServerContext* ctx,
                                                    const v1::internal::CheckRequest* request,
                                                    v1::internal::CheckResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refused(ctx)) return refused;
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
   grpc::Status status = Enter(request->scope());

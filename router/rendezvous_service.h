@@ -25,8 +25,10 @@ namespace shift {
 
 class RendezvousService final : public v1::internal::Rendezvous::CallbackService {
  public:
-  // Groups 0 .. num_groups-1 exist (the router's --groups).
-  explicit RendezvousService(uint32_t num_groups = 1);
+  // Groups 0 .. num_groups-1 exist (the router's --groups). With
+  // `internal_token`, every call must carry it (common/security.h) or is
+  // refused with InternalTokenRefusal before anything else is looked at.
+  explicit RendezvousService(uint32_t num_groups = 1, std::string internal_token = "");
   static constexpr size_t kMaxWaiters = 4096;
   // The keys of all waiting Gets together (real groups wait on a few short
   // keys per rank).
@@ -51,6 +53,11 @@ class RendezvousService final : public v1::internal::Rendezvous::CallbackService
                                   v1::internal::CheckResponse* response) override;
 
  private:
+  // A reactor finished with InternalTokenRefusal when the call lacks the
+  // token; nullptr when it has it.
+  grpc::ServerUnaryReactor* Refused(grpc::CallbackServerContext* ctx);
+
+  const std::string internal_token_;
   class GetReactor;
   struct Scope {
     uint64_t generation = 0;

@@ -47,6 +47,11 @@ ABSL_FLAG(int32_t, internal_port, 50052,
 ABSL_FLAG(int32_t, health_port, -1,
           "Plaintext port serving only grpc.health.v1, for orchestrator probes that cannot "
           "speak TLS (-1: none, 0: any)");
+ABSL_FLAG(std::string, internal_token_file, "",
+          "The internal port's token: every rank's call must carry it (the ranks' "
+          "--internal_token_file). Read from this file, or written there (mode 0600) when it does "
+          "not exist; empty: $HOME/.shift/internal_token; none: no token, allowed only with "
+          "mutual TLS (--tls_ca)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the public and internal ports (TLS; re-read when it "
           "changes)");
@@ -210,7 +215,23 @@ absl::Status Serve() {
   RouterMetrics metrics(options.model_name, static_cast<int>(options.num_groups));
   const std::string host = absl::GetFlag(FLAGS_host);
   SHIFT_RETURN_IF_ERROR(metrics.Serve(absl::StrCat(host, ":", absl::GetFlag(FLAGS_metrics_port))));
-  RendezvousService store(options.num_groups);
+  // The internal port authenticates its callers: by the token, or by
+  // mutual TLS when the token is turned off.
+  std::string internal_token;
+  if (const std::string path = absl::GetFlag(FLAGS_internal_token_file); path == kNoInternalToken) {
+    if (absl::GetFlag(FLAGS_tls_ca).empty()) {
+      return absl::InvalidArgumentError(
+          "--internal_token_file=none needs mutual TLS on the internal port (--tls_ca): "
+          "otherwise any process that reaches it could register as a rank");
+    }
+  } else {
+    const std::string file = path.empty() ? DefaultInternalTokenFile() : path;
+    if (file.empty()) {
+      return absl::InvalidArgumentError("--internal_token_file is required when HOME is not set");
+    }
+    SHIFT_ASSIGN_OR_RETURN(internal_token, LoadOrCreateInternalToken(file));
+  }
+  RendezvousService store(options.num_groups, internal_token);
   WorkerHubOptions hub_options;
   hub_options.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
   hub_options.num_groups = options.num_groups;
@@ -219,6 +240,7 @@ absl::Status Serve() {
   hub_options.block_size = static_cast<uint32_t>(options.scheduler.block_size);
   hub_options.config_digest = ConfigDigest(config_json);
   hub_options.expected_weights_digest = expected_weights_digest;
+  hub_options.internal_token = internal_token;
   hub_options.vocab_size = config.vocab_size;
   WorkerHub hub(
       [&store](uint32_t group, uint64_t generation) { store.AdvanceGeneration(group, generation); },

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "common/defaults.h"
 #include "common/log.h"
+#include "common/security.h"
 #include "common/status.h"
 
 namespace shift {
@@ -143,8 +144,18 @@ WorkerHub::~WorkerHub() {
   watchdog_.join();
 }
 
+namespace {
+// A control stream without the internal token: ended at once, unread.
+class RefusedStream final : public grpc::ServerBidiReactor<rpc::WorkerMessage, rpc::RouterMessage> {
+ public:
+  RefusedStream() { Finish(InternalTokenRefusal()); }
+  void OnDone() override { delete this; }
+};
+}  // namespace
+
 grpc::ServerBidiReactor<rpc::WorkerMessage, rpc::RouterMessage>* WorkerHub::Connect(
-    grpc::CallbackServerContext*) {
+    grpc::CallbackServerContext* ctx) {
+  if (!HasInternalToken(*ctx, options_.internal_token)) return new RefusedStream();
   return new Stream(this);
 }
 

@@ -51,6 +51,9 @@ struct WorkerHubOptions {
   // Pins the model's weights digest (--expected_weights_digest): a group
   // whose ranks' weights make another digest is refused when it completes.
   std::optional<uint64_t> expected_weights_digest;
+  // Every control stream must carry it (common/security.h): one without is
+  // refused with InternalTokenRefusal before its registration is read.
+  std::string internal_token;
   // When set, every token id (and alternative) a leader returns must lie in
   // [0, vocab_size) and every log-probability be a number <= 0: anything
   // else fails the step, as a broken rank's error would.

@@ -281,6 +281,10 @@ constexpr absl::string_view kNotConnected = "not connected";
 // TLS the likely cause, since a refused certificate shows on this side only
 // as a failed handshake or a closed connection.
 absl::Status NotConnected(const RankOptions& options, const grpc::Status& finish) {
+  if (finish.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    return absl::UnauthenticatedError(absl::StrCat("the router at ", options.router,
+                                                   " refused this rank: ", finish.error_message()));
+  }
   std::string why = absl::StrCat(kNotConnected, ": cannot reach the router at ", options.router,
                                  ": ", finish.error_message());
   if (!options.tls.cert.empty() || !options.tls.ca.empty()) {
@@ -289,6 +293,43 @@ absl::Status NotConnected(const RankOptions& options, const grpc::Status& finish
                     "must have signed, and this rank's --tls_ca must have signed the router's)");
   }
   return absl::UnavailableError(why);
+}
+
+// The internal token this rank sends ("" for none), read from its file; a
+// rank on the router's machine may start first, so a file not yet written
+// is waited for (within --reconnect_timeout_s when set).
+absl::StatusOr<std::string> WaitForInternalToken(const RankOptions& options) {
+  if (options.internal_token_file == kNoInternalToken) {
+    if (options.tls.cert.empty()) {
+      return absl::InvalidArgumentError(
+          "--internal_token_file=none needs mutual TLS (--tls_cert, --tls_key, --tls_ca): the "
+          "router authenticates its ranks by one or the other");
+    }
+    return std::string();
+  }
+  const std::string path = options.internal_token_file.empty() ? DefaultInternalTokenFile()
+                                                               : options.internal_token_file;
+  if (path.empty()) {
+    return absl::InvalidArgumentError("--internal_token_file is required when HOME is not set");
+  }
+  const absl::Time start = absl::Now();
+  bool said = false;
+  while (true) {
+    absl::StatusOr<std::string> token = ReadInternalToken(path);
+    if (!absl::IsNotFound(token.status())) return token;
+    if (options.reconnect_timeout > absl::ZeroDuration() &&
+        absl::Now() - start > options.reconnect_timeout) {
+      return absl::NotFoundError(absl::StrCat("no internal token at ", path, " after ",
+                                              absl::FormatDuration(options.reconnect_timeout),
+                                              " (the router writes it when it starts)"));
+    }
+    if (!said) {
+      Log(options, absl::StrCat("waiting for the internal token at ", path,
+                                " (the router writes it when it starts)"));
+      said = true;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
 }
 
 // One connection to the router: register, then follow it until Shutdown
@@ -357,6 +398,8 @@ absl::Status ServeRouter(const RankOptions& options, rpc::WorkerMessage hello,
   }
   stream.StopHeartbeats();
   const grpc::Status finish = stream.Finish();
+  if (finish.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+    return NotConnected(options, finish);
   if (finish.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the router at ", options.router, " refused this rank: ", finish.error_message()));
@@ -477,7 +520,8 @@ absl::Status RunRank(const RankOptions& options) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   SHIFT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
                          ChannelCredentials(options.tls));
-  auto channel = grpc::CreateCustomChannel(options.router, credentials, args);
+  SHIFT_ASSIGN_OR_RETURN(const std::string token, WaitForInternalToken(options));
+  auto channel = InternalChannel(options.router, credentials, args, token);
   auto stub = rpc::Worker::NewStub(channel);
   absl::Time lost = absl::Now();
   std::string last_reason;
@@ -485,7 +529,9 @@ absl::Status RunRank(const RankOptions& options) {
   while (true) {
     absl::Status served = ServeRouter(options, hello, channel, *stub, engine.get(), metrics.get(),
                                       health, emulated.get(), profile.get(), &last_generation);
-    if (served.ok() || absl::IsFailedPrecondition(served)) return served;
+    if (served.ok() || absl::IsFailedPrecondition(served) || absl::IsUnauthenticated(served)) {
+      return served;
+    }
     const bool connected = !absl::StartsWith(served.message(), kNotConnected);
     if (connected) lost = absl::Now();
     // A zero timeout waits for the router until the rank's own signal.

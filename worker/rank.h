@@ -25,6 +25,9 @@ struct RankOptions {
   // TLS to the router's internal port: its CA, and this rank's certificate
   // and key when the router asks for one (mutual TLS).
   TlsFiles tls;
+  // The internal port's token file (common/security.h); "" is
+  // DefaultInternalTokenFile(), "none" sends none (mutual TLS only).
+  std::string internal_token_file;
   uint32_t group = 0;
   uint32_t rank = 0;
   uint32_t world_size = 1;

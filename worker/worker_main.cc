@@ -24,6 +24,10 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate this rank presents to the router (mutual TLS), with --tls_key");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, internal_token_file, "",
+          "File holding the router's internal token (the router's --internal_token_file), sent "
+          "with every call to its internal port; empty: $HOME/.shift/internal_token, waited for "
+          "while the router has not written it; none: no token (with mutual TLS only)");
 ABSL_FLAG(uint32_t, group, 0, "Worker group index");
 ABSL_FLAG(uint32_t, rank, 0, "Rank in the group, 0 .. world_size-1");
 ABSL_FLAG(uint32_t, world_size, 1, "Ranks in the group (1, 2, 4 or 8)");
@@ -112,6 +116,7 @@ int main(int argc, char** argv) {
   options.router = absl::GetFlag(FLAGS_router);
   options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
                  absl::GetFlag(FLAGS_tls_ca)};
+  options.internal_token_file = absl::GetFlag(FLAGS_internal_token_file);
   options.group = absl::GetFlag(FLAGS_group);
   options.rank = absl::GetFlag(FLAGS_rank);
   options.world_size = absl::GetFlag(FLAGS_world_size);

@@ -125,9 +125,13 @@ class RouterOutputTest : public ::testing::Test {
     ASSERT_TRUE(files.ok()) << files.status();
     files_ = std::make_unique<ModelFiles>(*std::move(files));
 
-    hub_ = std::make_unique<WorkerHub>([this](uint32_t group, uint64_t generation) {
-      store_.AdvanceGeneration(group, generation);
-    });
+    WorkerHubOptions hub_options;
+    hub_options.internal_token = testing::kInternalToken;
+    hub_ = std::make_unique<WorkerHub>(
+        [this](uint32_t group, uint64_t generation) {
+          store_.AdvanceGeneration(group, generation);
+        },
+        hub_options);
     int port = 0;
     server_ = testing::ServeInternal(&store_, hub_.get(), &port);
     ASSERT_NE(server_, nullptr);
@@ -135,7 +139,8 @@ class RouterOutputTest : public ::testing::Test {
     auto worker = Subprocess::Start(
         {std::string(bin ? bin : ".") + "/worker/shift-worker",
          "--router=127.0.0.1:" + std::to_string(port), "--model=" + tmp_.Sub("model"),
-         "--kv_cache_bytes=8388608", "--threads=1"},
+         "--kv_cache_bytes=8388608", "--threads=1",
+         "--internal_token_file=" + testing::WriteInternalToken(tmp_.path().string())},
         tmp_.Sub("worker.log"));
     ASSERT_TRUE(worker.ok()) << worker.status();
     worker_ = std::move(*worker);
@@ -192,7 +197,7 @@ class RouterOutputTest : public ::testing::Test {
 
   testing::TestTempDir tmp_;
   std::unique_ptr<ModelFiles> files_;
-  RendezvousService store_;
+  RendezvousService store_{1, testing::kInternalToken};
   std::unique_ptr<WorkerHub> hub_;
   std::unique_ptr<grpc::Server> server_;
   Subprocess worker_;

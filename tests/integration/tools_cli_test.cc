@@ -338,9 +338,10 @@ TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
   const std::string model = (dir_ / "tiny").string();
   ASSERT_EQ(RunTool("shift-mkmodel", {"--preset=tiny", "--out=" + model}).exit_code, 0);
   ToolRun help = RunTool("worker/shift-worker", {"--help"});
-  for (const char* flag : {"--router", "--group", "--rank", "--world_size", "--model",
-                           "--kv_cache_bytes", "--block_size", "--threads", "--deterministic",
-                           "--rendezvous_timeout_ms", "--metrics_port", "--device"}) {
+  for (const char* flag :
+       {"--router", "--group", "--rank", "--world_size", "--model", "--kv_cache_bytes",
+        "--block_size", "--threads", "--deterministic", "--rendezvous_timeout_ms", "--metrics_port",
+        "--device", "--internal_token_file"}) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
   // None of these needs a router: each fails before connecting.
@@ -355,6 +356,7 @@ TEST_F(ToolsCliTest, WorkerExplainsBadFlagsBeforeJoiningAGroup) {
   ExpectRefused(nowhere({"--kv_cache_bytes=16"}), "below one KV block");
   ExpectRefused(nowhere({"--device=cuda", "--deterministic=true"}),
                 "--deterministic is a CPU promise");
+  ExpectRefused(nowhere({"--internal_token_file=none"}), "needs mutual TLS");
   if (kernels::CudaDeviceCount() == 0) {
     ExpectRefused(nowhere({"--device=cuda"}), "; use --device=cpu");
   }
@@ -372,6 +374,9 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
         "--api_key_file"}) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
+  for (const char* flag : {"--internal_token_file", "--expected_weights_digest"}) {
+    EXPECT_THAT(help.output, HasSubstr(flag));
+  }
   auto router = [&](const std::string& flag) {
     return RunTool("router/shift-router",
                    {flag, "--host=127.0.0.1", "--port=0", "--internal_port=0", "--metrics_port=0",
@@ -385,6 +390,15 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
   ExpectRefused(router("--step_trace=/nonexistent/dir/steps.jsonl"), "--step_trace: cannot open");
   ExpectRefused(router("--tls_cert=/nonexistent/cert.pem"), "--tls_cert and --tls_key go together");
   ExpectRefused(router("--api_key_file=/nonexistent/keys"), "/nonexistent/keys");
+  // The internal port authenticates: by its token, or by mutual TLS.
+  ExpectRefused(router("--internal_token_file=none"), "needs mutual TLS on the internal port");
+  const std::string shared = (dir_ / "shared-token").string();
+  {
+    std::ofstream(shared) << "a-token-everybody-may-read\n";
+    std::filesystem::permissions(shared, std::filesystem::perms(0644));
+  }
+  ExpectRefused(router("--internal_token_file=" + shared), "may be read by any user");
+  ExpectRefused(router("--expected_weights_digest=0123"), "16 lower-case hex digits");
 }
 
 }  // namespace

@@ -93,6 +93,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
     WorkerHubOptions hub_options;
     hub_options.heartbeat_interval = absl::Milliseconds(200);
     hub_options.heartbeat_timeout = absl::Seconds(3);
+    hub_options.internal_token = testing::kInternalToken;
     hub_ = std::make_unique<WorkerHub>(
         [this](uint32_t group, uint64_t generation) {
           store_.AdvanceGeneration(group, generation);
@@ -123,15 +124,17 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
   absl::StatusOr<Subprocess> SpawnRank(int r) {
     const char* bin = std::getenv("SHIFT_BINARY_DIR");
     const std::string worker = std::string(bin ? bin : ".") + "/worker/shift-worker";
-    std::vector<std::string> args = {worker,
-                                     "--router=127.0.0.1:" + std::to_string(port_),
-                                     "--rank=" + std::to_string(r),
-                                     "--world_size=" + std::to_string(GetParam().ranks),
-                                     "--model=" + tmp_.Sub("model"),
-                                     "--kv_cache_bytes=8388608",
-                                     "--block_size=4",
-                                     "--threads=1",
-                                     "--rendezvous_timeout_ms=30000"};
+    std::vector<std::string> args = {
+        worker,
+        "--router=127.0.0.1:" + std::to_string(port_),
+        "--rank=" + std::to_string(r),
+        "--world_size=" + std::to_string(GetParam().ranks),
+        "--model=" + tmp_.Sub("model"),
+        "--kv_cache_bytes=8388608",
+        "--block_size=4",
+        "--threads=1",
+        "--rendezvous_timeout_ms=30000",
+        "--internal_token_file=" + testing::WriteInternalToken(tmp_.path().string())};
     return Subprocess::Start(args);
   }
 
@@ -224,7 +227,7 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
 
   testing::TestTempDir tmp_;
   testing::Recording recording_;
-  RendezvousService store_;
+  RendezvousService store_{1, testing::kInternalToken};
   std::unique_ptr<WorkerHub> hub_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<Subprocess> workers_;  // by rank

@@ -2,8 +2,9 @@
 
   - With default flags: the public port serves no internal service (a fake
     rank gets UNIMPLEMENTED, reflection does not list them), the internal
-    port is a second port on 127.0.0.1, and a rank whose weights differ
-    (same config.json) is refused.
+    port is a second port on 127.0.0.1 that answers only calls carrying the
+    token the router wrote (0600), and a rank whose weights differ (same
+    config.json) is refused.
   - With TLS, mutual TLS on the internal port and API keys (a throwaway CA
     and certificates made with openssl here): the Python client, shiftctl
     and shift-bench work end to end; plaintext, keyless, wrong-key and
@@ -109,7 +110,11 @@ class DefaultFlagsTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="shift-security-")
         cls.model = make_model(os.path.join(cls.tmp, "model"))
-        cls.cluster = Cluster(cls.tmp, "plain", cls.model, 1)
+        # The router writes the token there (the file does not exist yet).
+        cls.token_file = os.path.join(cls.tmp, "state", "internal_token")
+        token_flag = "--internal_token_file=" + cls.token_file
+        cls.cluster = Cluster(cls.tmp, "plain", cls.model, 1, router_flags=[token_flag],
+                              worker_flags=[token_flag])
 
     @classmethod
     def tearDownClass(cls):
@@ -144,7 +149,8 @@ class DefaultFlagsTest(unittest.TestCase):
                          read(os.path.join(self.model, "config.json")))
         impostor = subprocess.run(
             [os.path.join(BIN, "worker", "shift-worker"), "--router=" + c.internal_address,
-             "--model=" + other, "--threads=1", "--reconnect_timeout_s=5"],
+             "--model=" + other, "--threads=1", "--reconnect_timeout_s=5",
+             "--internal_token_file=" + self.token_file],
             capture_output=True, text=True, timeout=120)
         self.assertNotEqual(impostor.returncode, 0)
         # Named by the first tensor whose bytes differ from the serving rank's.
@@ -153,6 +159,45 @@ class DefaultFlagsTest(unittest.TestCase):
         want = reference_ids(self.model, PROMPT, 16, ignore_eos=True)
         self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
 
+
+    def test_the_internal_port_needs_the_deployments_token(self):
+        c = self.cluster
+        # Written by the router, for its owner alone.
+        self.assertEqual(os.stat(self.token_file).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.dirname(self.token_file)).st_mode & 0o777, 0o700)
+        token = read(self.token_file).strip()
+        self.assertRegex(token, r"^[0-9a-f]{64}$")
+        channel = grpc.insecure_channel(c.internal_address)
+        connect = channel.stream_stream("/shift.v1.internal.Worker/Connect")
+        calls = {"Connect": lambda md: list(connect(iter([b""]), timeout=10, metadata=md))}
+        for method in ("Set", "Get", "Add", "Check"):
+            stub = channel.unary_unary("/shift.v1.internal.Rendezvous/" + method)
+            calls[method] = lambda md, stub=stub: stub(b"", timeout=10, metadata=md)
+        wrong = (("x-shift-internal-token", "0" + token[1:] if token[0] != "0" else "1" + token[1:]),)
+        for name, call in calls.items():
+            for metadata in (None, wrong):
+                code, details = code_of(lambda: call(metadata))
+                # One answer, whatever else is wrong with the call.
+                self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, name)
+                self.assertEqual(details, "the internal port needs the deployment's internal "
+                                 "token (--internal_token_file)", name)
+        # With the token, a call reaches the store (which judges it on its own terms).
+        code, _ = code_of(lambda: calls["Check"]((("x-shift-internal-token", token),)))
+        self.assertNotEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        # A rank with another deployment's token exits saying why.
+        other = os.path.join(self.tmp, "other-token")
+        with open(other, "w") as f:
+            f.write("another-deployments-token-0123456789\n")
+        os.chmod(other, 0o600)
+        rank = subprocess.run(
+            [WORKER, "--router=" + c.internal_address, "--model=" + self.model, "--threads=1",
+             "--reconnect_timeout_s=5", "--internal_token_file=" + other],
+            capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(rank.returncode, 0)
+        self.assertIn("refused this rank: the internal port needs the deployment's internal token",
+                      rank.stderr)
+        want = reference_ids(self.model, PROMPT, 16, ignore_eos=True)
+        self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
 
     def test_idle_connections_do_not_block_metrics(self):
         # Two idle TCP connections used to take both of /metrics' threads

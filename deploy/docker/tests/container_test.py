@@ -108,6 +108,14 @@ class ContainerTest(unittest.TestCase):
     @classmethod
     def start_processes(cls):
         cls.model = cluster.make_model(os.path.join(cls.tmp, "model"))
+        # The internal token, as the chart mounts its Secret: the
+        # containers' user reads it, nobody else.
+        cls.token = os.path.join(cls.tmp, "internal-token")
+        with open(cls.token, "w") as f:
+            f.write("the-container-test-token-0123456789\n")
+        os.chown(cls.token, 10001, 10001)
+        os.chmod(cls.token, 0o400)
+        token_flag = "--internal_token_file=/etc/shift/internal-token"
         base = free_ports(8)
         cls.port, cls.internal, cls.health, cls.metrics = range(base, base + 4)
         cls.rank_health, cls.rank_metrics = base + 4, base + 6  # 2 ranks each
@@ -116,10 +124,10 @@ class ContainerTest(unittest.TestCase):
             "shift-router", "--model=/model", "--model_name=tiny", "--host=127.0.0.1",
             "--port=%d" % cls.port, "--internal_port=%d" % cls.internal,
             "--health_port=%d" % cls.health, "--metrics_port=%d" % cls.metrics,
-            "--world_size=2", "--groups=1", "--drain_timeout_s=10"])
+            "--world_size=2", "--groups=1", "--drain_timeout_s=10", token_flag])
         cls.group = cls.start("group", [
             "shift-supervisor", "--router=127.0.0.1:%d" % cls.internal, "--model=/model",
-            "--device=cpu", "--threads=1", "--kv_cache_bytes=4194304"],
+            "--device=cpu", "--threads=1", "--kv_cache_bytes=4194304", token_flag],
             env={"SHIFT_WORLD_SIZE": "2", "POD_IP": "127.0.0.1",
                  "SHIFT_HEALTH_PORT": str(cls.rank_health),
                  "SHIFT_METRICS_PORT": str(cls.rank_metrics), "SHIFT_STOP_TIMEOUT_S": "10"})
@@ -180,7 +188,8 @@ class ContainerTest(unittest.TestCase):
         name = "shift-test-%s-%d" % (name, os.getpid())
         args = ["podman", "run", "-d", "--name", name, "--network=host", "--read-only",
                 "--cap-drop=ALL", "--security-opt=no-new-privileges", "--shm-size=256m",
-                "-v", "%s:/model:ro" % cls.model]
+                "-v", "%s:/model:ro" % cls.model,
+                "-v", "%s:/etc/shift/internal-token:ro" % cls.token]
         for key, value in (env or {}).items():
             args += ["-e", "%s=%s" % (key, value)]
         run(args + [cls.image] + command)

@@ -250,6 +250,32 @@ class ChartTest(unittest.TestCase):
                               {"name": "SHIFT_MODEL_WEIGHTS",
                                "value": "false" if component == "router" else "true"}])
 
+    def test_the_internal_token_reaches_the_router_and_every_worker(self):
+        for component, template in self.pods("cpu-1-group").items():
+            pod = template["spec"]
+            self.assertEqual(pod["securityContext"]["fsGroup"], 10001, component)
+            container = pod["containers"][0]
+            self.assertIn("--internal_token_file=/etc/shift/internal-token/token",
+                          container["args"], component)
+            self.assertIn({"name": "internal-token", "mountPath": "/etc/shift/internal-token",
+                           "readOnly": True}, container["volumeMounts"], component)
+            (volume,) = [v for v in pod["volumes"] if v["name"] == "internal-token"]
+            # 0440: the pod's group reads it; shift refuses a file any user may read.
+            self.assertEqual(volume["secret"], {"secretName": "shift-internal-token",
+                                                "defaultMode": 0o440}, component)
+        # Off, with mutual TLS in its place.
+        values = os.path.join(self.tmp, "token-off-values.yaml")
+        with open(values, "w") as f:
+            yaml.safe_dump({"internalToken": {"secretName": ""},
+                            "tls": {"secretName": "router-tls",
+                                    "workerSecretName": "worker-tls"}}, f)
+        pods = [d["spec"]["template"]["spec"] for d in self.render_values("token-off", values)
+                if d["kind"] in ("Deployment", "StatefulSet")]
+        self.assertEqual(len(pods), 2)
+        for pod in pods:
+            self.assertIn("--internal_token_file=none", pod["containers"][0]["args"])
+            self.assertFalse([v for v in pod["volumes"] if v["name"] == "internal-token"])
+
     def test_the_router_can_have_a_volume_of_its_own_and_pin_the_weights(self):
         pods = self.pods("cpu-1-group-router-own-volume")
         volumes = {c: [v for v in t["spec"]["volumes"] if v["name"] == "model"][0]
@@ -328,12 +354,12 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(router["livenessProbe"]["grpc"]["service"], "shift.live")
         self.assertEqual(router["readinessProbe"]["grpc"]["service"], "shift.v1.Generation")
         secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-        self.assertEqual(secrets, {"shift-tls", "shift-api-keys"})
+        self.assertEqual(secrets, {"shift-tls", "shift-api-keys", "shift-internal-token"})
         # Workers present a certificate of their own, never the router's key.
         for sts in self.objects("gpu-2-groups-p8-monitoring", "StatefulSet"):
             worker = sts["spec"]["template"]["spec"]
             secrets = {v["secret"]["secretName"] for v in worker["volumes"] if "secret" in v}
-            self.assertEqual(secrets, {"shift-worker-tls"})
+            self.assertEqual(secrets, {"shift-worker-tls", "shift-internal-token"})
             self.assertIn("--tls_cert=/etc/shift/tls/tls.crt", worker["containers"][0]["args"])
         # The internal Service publishes the router before it is ready
         # (ranks must reach it for it to become ready).

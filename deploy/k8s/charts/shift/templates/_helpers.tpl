@@ -163,7 +163,7 @@ tolerations:
 {{- end -}}
 {{- end -}}
 
-{{/* Mounts of the model and, when set, the TLS and API key Secrets. */}}
+{{/* Mounts of the model and, when set, the TLS and internal token Secrets. */}}
 {{- define "shift.mounts" -}}
 - name: model
   mountPath: /model
@@ -173,6 +173,32 @@ tolerations:
   mountPath: /etc/shift/tls
   readOnly: true
 {{- end }}
+{{- if .Values.internalToken.secretName }}
+- name: internal-token
+  mountPath: /etc/shift/internal-token
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The internal token's Secret, readable by the pod's group (fsGroup)
+     only: shift refuses a token file any user may read. */}}
+{{- define "shift.internalTokenVolume" -}}
+{{- if .Values.internalToken.secretName }}
+- name: internal-token
+  secret:
+    secretName: {{ .Values.internalToken.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{/* The router's and every worker's --internal_token_file: the Secret's
+     file, or none (mutual TLS only; the schema and this check say so). */}}
+{{- define "shift.internalTokenFlag" -}}
+{{- if .Values.internalToken.secretName -}}
+--internal_token_file=/etc/shift/internal-token/token
+{{- else -}}
+--internal_token_file={{ if .Values.tls.secretName }}none{{ else }}{{ required "internalToken.secretName: the internal port needs a token Secret unless tls.secretName turns on mutual TLS" "" }}{{ end }}
+{{- end -}}
 {{- end -}}
 
 {{/* The TLS Secret a pod mounts: the router's, or with "worker" the workers'
