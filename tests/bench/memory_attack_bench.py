@@ -69,6 +69,11 @@ def attack_stop(cluster):
 
 
 def attack_store(cluster):
+    # As an insider: with the deployment's internal token (the router's
+    # default file), which an outsider lacks (its calls get UNAUTHENTICATED
+    # before the store reads them).
+    with open(os.path.expanduser("~/.shift/internal_token")) as f:
+        metadata = (("x-shift-internal-token", f.read().strip()),)
     channel = grpc.insecure_channel(cluster.internal_address,
                                     options=[("grpc.max_send_message_length", 8 << 20)])
     store_set = channel.unary_unary("/shift.v1.internal.Rendezvous/Set")
@@ -80,7 +85,7 @@ def attack_store(cluster):
         request = (shift_client._len(1, scope) + shift_client._len(2, b"key%d" % i) +
                    shift_client._len(3, value))
         try:
-            store_set(request, timeout=30)
+            store_set(request, timeout=30, metadata=metadata)
             codes["OK"] = codes.get("OK", 0) + 1
         except grpc.RpcError as e:
             codes[e.code().name] = codes.get(e.code().name, 0) + 1
