@@ -43,10 +43,6 @@ uint64_t CombineString(uint64_t h, const std::string& s) {
   return Combine(h, HashBytes(reinterpret_cast<const unsigned char*>(s.data()), s.size(), 0));
 }
 
-uint64_t PieceCount(uint64_t nbytes, uint64_t piece_bytes) {
-  return (nbytes + piece_bytes - 1) / piece_bytes;
-}
-
 // Runs work(i) for i in [0, n) on up to `threads` threads.
 template <typename Work>
 void ParallelFor(size_t n, int threads, const Work& work) {
@@ -76,6 +72,15 @@ uint64_t HashBytes(const unsigned char* data, size_t n, uint64_t seed) {
   for (; i + 8 <= n; i += 8) h = Rotl(h ^ Round(0, Load64(data + i)), 27) * kP1 + kP4;
   for (; i < n; ++i) h = Rotl(h ^ (data[i] * kP3), 11) * kP1;
   return Avalanche(h);
+}
+
+uint64_t PieceCount(uint64_t nbytes, uint64_t piece_bytes) {
+  return std::max<uint64_t>(1, (nbytes + piece_bytes - 1) / piece_bytes);
+}
+
+absl::StatusOr<uint64_t> ConfigDigestOf(const std::string& dir) {
+  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
+  return ConfigDigest(text);
 }
 
 uint64_t ConfigDigest(absl::string_view config_json) {
@@ -115,7 +120,8 @@ absl::StatusOr<uint64_t> ParseDigest(absl::string_view hex) {
 
 WeightsDigester::WeightsDigester(uint64_t config_digest, const Checkpoint& checkpoint,
                                  uint64_t piece_bytes, int threads)
-    : threads_(threads > 0 ? threads
+    : piece_bytes_(piece_bytes),
+      threads_(threads > 0 ? threads
                            : static_cast<int>(
                                  std::min(8u, std::max(1u, std::thread::hardware_concurrency())))) {
   report_.config_digest = config_digest;
@@ -124,7 +130,7 @@ WeightsDigester::WeightsDigester(uint64_t config_digest, const Checkpoint& check
 }
 
 void WeightsDigester::OnRead(const TensorView& tensor, size_t begin, size_t end) {
-  const uint64_t piece = report_.piece_bytes;  // set once, before any read
+  const uint64_t piece = piece_bytes_;
   end = std::min(end, tensor.nbytes);
   std::vector<uint32_t> todo;
   {
@@ -201,7 +207,7 @@ absl::StatusOr<uint64_t> CombinedWeightsDigest(const std::vector<const WeightsRe
   }
   uint64_t h = Combine(Combine(0, first.config_digest), first.headers_digest);
   for (const auto& [name, pieces] : all) {
-    const uint64_t count = std::max<uint64_t>(1, PieceCount(pieces.nbytes, first.piece_bytes));
+    const uint64_t count = PieceCount(pieces.nbytes, first.piece_bytes);
     if (pieces.pieces.size() != count || pieces.pieces.rbegin()->first != count - 1) {
       uint32_t missing = 0;
       while (pieces.pieces.count(missing)) ++missing;
@@ -219,10 +225,10 @@ absl::StatusOr<uint64_t> CombinedWeightsDigest(const std::vector<const WeightsRe
 
 absl::StatusOr<uint64_t> ModelWeightsDigest(const std::string& dir, int threads,
                                             uint64_t piece_bytes) {
-  SHIFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
+  SHIFT_ASSIGN_OR_RETURN(uint64_t config_digest, ConfigDigestOf(dir));
   SHIFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(dir));
-  WeightsDigester digester(ConfigDigest(text), *checkpoint, piece_bytes, threads);
+  WeightsDigester digester(config_digest, *checkpoint, piece_bytes, threads);
   checkpoint->set_observer(&digester);
   // The scales of FP8 weights, as every rank reads them...
   SHIFT_RETURN_IF_ERROR(CheckCheckpointAgainstSchema(*checkpoint, config));

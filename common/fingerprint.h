@@ -52,8 +52,11 @@ struct WeightsReport {
   std::map<std::string, TensorPieces> tensors;
 };
 
-// The digest of config.json's bytes.
+// Pieces of a tensor of `nbytes` (one for an empty tensor).
+uint64_t PieceCount(uint64_t nbytes, uint64_t piece_bytes);
+// The digest of config.json's bytes, and of `dir`/config.json.
 uint64_t ConfigDigest(absl::string_view config_json);
+absl::StatusOr<uint64_t> ConfigDigestOf(const std::string& dir);
 // The digest of every tensor's name, dtype and shape, in name order.
 uint64_t HeadersDigest(const Checkpoint& checkpoint);
 // 16 lower-case hex digits; ParseDigest reads them back (nullopt-like
@@ -71,6 +74,7 @@ class WeightsDigester : public ReadObserver {
   WeightsReport Report() const;
 
  private:
+  const uint64_t piece_bytes_;
   const int threads_;
   mutable absl::Mutex mu_;
   WeightsReport report_ ABSL_GUARDED_BY(mu_);

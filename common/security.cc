@@ -234,12 +234,10 @@ void AddApiKey(grpc::ClientContext* ctx, const std::string& token) {
   if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
 }
 
-namespace {
-
 constexpr size_t kMinInternalToken = 16;
 
-// The token in `path`, which must be a regular file only its owner can read.
-absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+// The token of a regular file that not every user may read (the header says more).
+absl::StatusOr<std::string> ReadInternalToken(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("no internal token file ", path));
@@ -264,20 +262,22 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   return token;
 }
 
-}  // namespace
-
-std::string DefaultInternalTokenFile() {
+absl::StatusOr<std::string> InternalTokenPath(const std::string& flag) {
+  if (flag == kNoInternalToken) return std::string();
+  if (!flag.empty()) return flag;
   const char* home = std::getenv("HOME");
   if (home == nullptr || *home == '\0') {
     const struct passwd* user = ::getpwuid(::getuid());
     home = user != nullptr ? user->pw_dir : nullptr;
   }
-  if (home == nullptr || *home == '\0') return "";
+  if (home == nullptr || *home == '\0') {
+    return absl::InvalidArgumentError("--internal_token_file is required without a home directory");
+  }
   return absl::StrCat(home, "/.shift/internal_token");
 }
 
 absl::StatusOr<std::string> LoadOrCreateInternalToken(const std::string& path) {
-  absl::StatusOr<std::string> existing = ReadTokenFile(path);
+  absl::StatusOr<std::string> existing = ReadInternalToken(path);
   if (!absl::IsNotFound(existing.status())) return existing;
   unsigned char bytes[32];
   if (::getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
@@ -305,17 +305,13 @@ absl::StatusOr<std::string> LoadOrCreateInternalToken(const std::string& path) {
   const int link_error = errno;
   ::unlink(temporary.c_str());
   if (linked != 0) {
-    if (written && link_error == EEXIST) return ReadTokenFile(path);
+    if (written && link_error == EEXIST) return ReadInternalToken(path);
     return absl::UnavailableError(
         absl::StrCat("cannot write the internal token to ", path, ": ", std::strerror(link_error)));
   }
   Log(LogLevel::kInfo, "security", absl::StrCat("wrote a new internal token to ", path),
       {{"event", "internal_token_created"}, {"path", path}});
   return token;
-}
-
-absl::StatusOr<std::string> ReadInternalToken(const std::string& path) {
-  return ReadTokenFile(path);
 }
 
 bool HasInternalToken(const grpc::ServerContextBase& ctx, const std::string& token) {

@@ -110,9 +110,11 @@ void AddApiKey(grpc::ClientContext* ctx, const std::string& token);
 inline constexpr char kInternalTokenHeader[] = "x-shift-internal-token";
 inline constexpr char kNoInternalToken[] = "none";
 
+// The token file an --internal_token_file value names: "" is
 // $HOME/.shift/internal_token (the user's home directory when HOME is not
-// set): where the router writes the token and ranks on its machine find it.
-std::string DefaultInternalTokenFile();
+// set), where the router writes the token and ranks on its machine find it;
+// kNoInternalToken gives "" (no token). An error without a home directory.
+absl::StatusOr<std::string> InternalTokenPath(const std::string& flag);
 
 // The router's token: `path`'s, or, when the file does not exist, a fresh
 // random one (256 bits in hex) written there with mode 0600 (its directory

@@ -208,14 +208,10 @@ bool Router::AwaitGroup(Group* g) {
   for (uint32_t r = 0; r < options_.world_size; ++r) {
     auto reg = hub_->Registration(g->id, r);
     if (!reg.ok()) return false;
-    std::string wrong;
     if (reg->block_size() != options_.scheduler.block_size) {
-      wrong = absl::StrCat("block size ", reg->block_size(), " (the router plans with ",
-                           options_.scheduler.block_size, ")");
-    }
-    if (!wrong.empty()) {
-      Log(absl::StrCat("group ", g->id, " rank ", r, " registered with ", wrong,
-                       "; waiting for a matching rank"),
+      Log(absl::StrCat("group ", g->id, " rank ", r, " registered with block size ",
+                       reg->block_size(), " (the router plans with ", options_.scheduler.block_size,
+                       "); waiting for a matching rank"),
           {{"event", "rank_refused"}, {"group", g->id}, {"rank", r}}, LogLevel::kWarning);
       absl::SleepFor(absl::Seconds(1));
       return false;

@@ -174,7 +174,7 @@ absl::Status Serve() {
   if (options.model_name.empty()) options.model_name = DirectoryBaseName(model_dir);
   // The router reads no weight: the ranks digest what they load, and the
   // router checks their reports agree with its config and each other.
-  SHIFT_ASSIGN_OR_RETURN(std::string config_json, ReadFileToString(model_dir + "/config.json"));
+  SHIFT_ASSIGN_OR_RETURN(const uint64_t config_digest, ConfigDigestOf(model_dir));
   std::optional<uint64_t> expected_weights_digest;
   if (const std::string pinned = absl::GetFlag(FLAGS_expected_weights_digest); !pinned.empty()) {
     SHIFT_ASSIGN_OR_RETURN(expected_weights_digest, ParseDigest(pinned));
@@ -218,18 +218,16 @@ absl::Status Serve() {
   // The internal port authenticates its callers: by the token, or by
   // mutual TLS when the token is turned off.
   std::string internal_token;
-  if (const std::string path = absl::GetFlag(FLAGS_internal_token_file); path == kNoInternalToken) {
+  SHIFT_ASSIGN_OR_RETURN(const std::string token_path,
+                         InternalTokenPath(absl::GetFlag(FLAGS_internal_token_file)));
+  if (token_path.empty()) {
     if (absl::GetFlag(FLAGS_tls_ca).empty()) {
       return absl::InvalidArgumentError(
           "--internal_token_file=none needs mutual TLS on the internal port (--tls_ca): "
           "otherwise any process that reaches it could register as a rank");
     }
   } else {
-    const std::string file = path.empty() ? DefaultInternalTokenFile() : path;
-    if (file.empty()) {
-      return absl::InvalidArgumentError("--internal_token_file is required when HOME is not set");
-    }
-    SHIFT_ASSIGN_OR_RETURN(internal_token, LoadOrCreateInternalToken(file));
+    SHIFT_ASSIGN_OR_RETURN(internal_token, LoadOrCreateInternalToken(token_path));
   }
   RendezvousService store(options.num_groups, internal_token);
   WorkerHubOptions hub_options;
@@ -238,7 +236,7 @@ absl::Status Serve() {
   hub_options.world_size = options.world_size;
   hub_options.sp_degree = options.sp_degree != 0 ? options.sp_degree : options.world_size;
   hub_options.block_size = static_cast<uint32_t>(options.scheduler.block_size);
-  hub_options.config_digest = ConfigDigest(config_json);
+  hub_options.config_digest = config_digest;
   hub_options.expected_weights_digest = expected_weights_digest;
   hub_options.internal_token = internal_token;
   hub_options.vocab_size = config.vocab_size;

@@ -52,8 +52,7 @@ absl::StatusOr<WeightsReport> ParseWeightsReport(const rpc::WeightsReport& in) {
     if (t.index_size() != t.digest_size() || t.index().empty()) {
       return bad("has no pieces, or not one digest per piece");
     }
-    const uint64_t count =
-        std::max<uint64_t>(1, (t.nbytes() + kWeightsPieceBytes - 1) / kWeightsPieceBytes);
+    const uint64_t count = PieceCount(t.nbytes(), kWeightsPieceBytes);
     auto [it, fresh] = out.tensors.try_emplace(t.name());
     if (!fresh) return bad("is reported twice");
     it->second.nbytes = t.nbytes();

@@ -299,18 +299,14 @@ absl::Status NotConnected(const RankOptions& options, const grpc::Status& finish
 // rank on the router's machine may start first, so a file not yet written
 // is waited for (within --reconnect_timeout_s when set).
 absl::StatusOr<std::string> WaitForInternalToken(const RankOptions& options) {
-  if (options.internal_token_file == kNoInternalToken) {
+  SHIFT_ASSIGN_OR_RETURN(const std::string path, InternalTokenPath(options.internal_token_file));
+  if (path.empty()) {
     if (options.tls.cert.empty()) {
       return absl::InvalidArgumentError(
           "--internal_token_file=none needs mutual TLS (--tls_cert, --tls_key, --tls_ca): the "
           "router authenticates its ranks by one or the other");
     }
     return std::string();
-  }
-  const std::string path = options.internal_token_file.empty() ? DefaultInternalTokenFile()
-                                                               : options.internal_token_file;
-  if (path.empty()) {
-    return absl::InvalidArgumentError("--internal_token_file is required when HOME is not set");
   }
   const absl::Time start = absl::Now();
   bool said = false;
@@ -457,9 +453,8 @@ absl::Status RunRank(const RankOptions& options) {
   // registration is the rank's ready handshake.
   SHIFT_ASSIGN_OR_RETURN(ModelFiles files, OpenModelFiles(options.model_dir));
   // The weights are digested as the engine reads them: one read.
-  SHIFT_ASSIGN_OR_RETURN(std::string config_json,
-                         ReadFileToString(options.model_dir + "/config.json"));
-  WeightsDigester digester(ConfigDigest(config_json), *files.checkpoint);
+  SHIFT_ASSIGN_OR_RETURN(const uint64_t config_digest, ConfigDigestOf(options.model_dir));
+  WeightsDigester digester(config_digest, *files.checkpoint);
   files.checkpoint->set_observer(&digester);
   EngineOptions engine_options = options.engine;
   engine_options.rank = static_cast<int>(options.rank);

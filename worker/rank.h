@@ -26,7 +26,8 @@ struct RankOptions {
   // and key when the router asks for one (mutual TLS).
   TlsFiles tls;
   // The internal port's token file (common/security.h); "" is
-  // DefaultInternalTokenFile(), "none" sends none (mutual TLS only).
+  // $HOME/.shift/internal_token, "none" sends none (mutual TLS only;
+  // InternalTokenPath).
   std::string internal_token_file;
   uint32_t group = 0;
   uint32_t rank = 0;
