@@ -10,7 +10,9 @@ script simulates the same with shift-sim: DP (8 groups of one GPU), TP
 (P = 8, weights sharded), SP (P = 8, Ulysses) and shift (the threshold
 policy; SP above the threshold, TP at or below). At most three named profile
 numbers are fitted, to the TP cells only; every other cell is a prediction.
-Writes bench/sim/paper.md and paper.json.
+Writes bench/sim/paper.json, and the profile with the fitted numbers in it,
+bench/sim/hardware/h200-8x-fitted.json (what the README's shift-sim example
+and bench/sim/run-policies use).
 
     bench/sim/paper.py [--build=build] [--requests=2000] [--no-fit]
 """
@@ -125,6 +127,28 @@ def fit_tp(build, requests):
     return values(scored[0][1]), scored[0][0]
 
 
+def write_fitted_profile(fit):
+    """The sourced profile with the fitted numbers in it, rounded as --set
+    is given them, so it simulates what the fitted commands in paper.json do."""
+    with open(os.path.join(ROOT, HARDWARE)) as f:
+        profile = json.load(f)
+    profile["name"] += ", three numbers fitted to the paper's TP cells"
+    for path, value in fit.items():
+        node = profile
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node[key]
+        sourced = node[keys[-1]]
+        node[keys[-1]] = float("%.9g" % value)
+        profile["sources"][path] = (
+            "fitted by bench/sim/paper.py to the paper's TP cells (Fig. 12c, 8xH200, "
+            "Llama-70B FP8); the sourced value, %s in %s: %s" % (
+                sourced, os.path.basename(HARDWARE), profile["sources"][path]))
+    with open(os.path.join(ROOT, "bench", "sim", "hardware", "h200-8x-fitted.json"), "w") as f:
+        json.dump(profile, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -141,6 +165,8 @@ def main():
     with open(os.path.join(ROOT, "bench", "sim", "paper.json"), "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
+    if fit:
+        write_fitted_profile(fit)
     rows = []
     for c in ("tp", "sp", "shift", "dp"):
         for k, name, unit in (("ttft_ms", "TTFT", "ms"), ("tpot_ms", "TPOT", "ms"),

@@ -43,7 +43,7 @@ ModelConfig Llama70b() {
 }
 
 TEST(HardwareProfileTest, CommittedProfilesLoadWithASourceForEveryNumber) {
-  for (const char* name : {"h100-8x.json", "h200-8x.json", "cpu-local.json"}) {
+  for (const char* name : {"h100-8x.json", "h200-8x.json", "h200-8x-fitted.json", "cpu-local.json"}) {
     auto p = LoadHardwareProfile(SourceDir() + "/bench/sim/hardware/" + name);
     ASSERT_TRUE(p.ok()) << name << ": " << p.status();
     EXPECT_FALSE(p->name.empty());
