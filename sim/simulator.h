@@ -19,8 +19,8 @@
 #include "core/shift_policy.h"
 #include "core/step_executor.h"
 #include "core/step_loop.h"
-#include "tools/workload/plots.h"
-#include "tools/workload/workload.h"
+#include "workload/plots.h"
+#include "workload/workload.h"
 
 namespace shift::sim {
 

@@ -34,9 +34,9 @@
 #include "shift/v1/generation.grpc.pb.h"
 #include "tools/client_options.h"
 #include "tools/openai_client.h"
-#include "tools/workload/plots.h"
-#include "tools/workload/workload.h"
-#include "tools/workload/workload_flags.h"
+#include "workload/plots.h"
+#include "workload/workload.h"
+#include "workload/workload_flags.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "Server address (host:port): the router's gRPC port, or with --api=openai an HTTP port "

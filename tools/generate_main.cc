@@ -30,6 +30,7 @@
 #include "core/scheduler.h"
 #include "core/shift_policy.h"
 #include "core/step_loop.h"
+#include "kernels/backends.h"
 #include "nlohmann/json.hpp"
 #include "worker/compute_profile.h"
 #include "worker/emulated_communicator.h"

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "tools/workload/workload.h"
+#include "workload/workload.h"
 
 namespace shift::bench {
 

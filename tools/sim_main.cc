@@ -28,9 +28,9 @@
 #include "sim/fit.h"
 #include "sim/hardware_profile.h"
 #include "sim/simulator.h"
-#include "tools/workload/plots.h"
-#include "tools/workload/workload.h"
-#include "tools/workload/workload_flags.h"
+#include "workload/plots.h"
+#include "workload/workload.h"
+#include "workload/workload_flags.h"
 
 ABSL_FLAG(std::string, model, "",
           "The model: a directory with config.json, or a config.json file (weights are not read)");

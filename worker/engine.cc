@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/defaults.h"
 #include "common/status.h"
+#include "kernels/backends.h"
 
 namespace shift {
 

@@ -21,6 +21,7 @@
 #include "common/model_config.h"
 #include "common/step_mode.h"
 #include "kernels/backend.h"
+#include "kernels/backends.h"
 #include "worker/communicator.h"
 #include "worker/model_executor.h"
 #include "worker/model_files.h"

@@ -15,6 +15,7 @@
 #include "common/fingerprint.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "kernels/backends.h"
 #include "worker/compute_profile.h"
 #include "worker/emulated_communicator.h"
 #include "worker/gloo_communicator.h"

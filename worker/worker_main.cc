@@ -14,6 +14,7 @@
 #include "common/grpc_log.h"
 #include "common/log.h"
 #include "kernels/backend.h"
+#include "kernels/backends.h"
 #include "worker/engine_flags.h"
 #include "worker/rank.h"
 

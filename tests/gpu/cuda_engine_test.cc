@@ -20,6 +20,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/backends.h"
 #include "tests/testing/logit_agreement.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/mkmodel.h"

@@ -16,6 +16,7 @@
 
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
+#include "kernels/backends.h"
 #include "tests/testing/logit_agreement.h"
 #include "tests/testing/recorded_run.h"
 #include "tests/testing/temp_dir.h"

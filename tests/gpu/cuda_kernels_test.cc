@@ -7,6 +7,7 @@
 #include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/backends.h"
 #ifdef SHIFT_HAVE_CUDA
 #include "kernels/cuda/runtime.h"
 #endif

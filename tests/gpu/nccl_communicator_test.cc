@@ -19,6 +19,7 @@
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/backends.h"
 #include "worker/device_collectives.h"
 #include "worker/gloo_communicator.h"
 

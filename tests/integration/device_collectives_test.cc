@@ -14,6 +14,7 @@
 
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "worker/gloo_communicator.h"
 #include "worker/staged_communicator.h"

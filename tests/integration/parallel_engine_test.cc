@@ -11,6 +11,7 @@
 
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
+#include "kernels/backends.h"
 #include "tests/testing/recorded_run.h"
 #include "tests/testing/recording_backend.h"
 #include "tests/testing/temp_dir.h"

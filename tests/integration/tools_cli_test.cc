@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/backends.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/temp_dir.h"
 #include "worker/model_files.h"

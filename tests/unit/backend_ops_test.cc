@@ -19,6 +19,7 @@
 #include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/backends.h"
 #include "kernels/cpu/cpu_backend.h"
 
 namespace shift::kernels {

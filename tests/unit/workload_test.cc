@@ -2,7 +2,7 @@
 // traces (when ../shared/data is there) and on malformed files, arrival
 // processes, prompts that share exactly the prefixes a trace names, and the
 // report's statistics and plots.
-#include "tools/workload/workload.h"
+#include "workload/workload.h"
 
 #include <unistd.h>
 
@@ -14,7 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
-#include "tools/workload/plots.h"
+#include "workload/plots.h"
 
 namespace shift::workload {
 namespace {
@@ -78,8 +78,9 @@ TEST(TraceTest, MalformedLinesAreNamed) {
                                   "{\"timestamp\": 0, \"input_length\": 5, \"output_length\": 2}\n"
                                   "{\"timestamp\": 3, \"input_length\": 5\n");
   EXPECT_THAT(ReadMooncakeTrace(jsonl).status().message(), HasSubstr("b.jsonl:2: not a JSON"));
-  const std::string field = write("c.jsonl", "{\"timestamp\": 0, \"input_length\": -1, "
-                                             "\"output_length\": 2}\n");
+  const std::string field = write("c.jsonl",
+                                  "{\"timestamp\": 0, \"input_length\": -1, "
+                                  "\"output_length\": 2}\n");
   EXPECT_THAT(ReadMooncakeTrace(field).status().message(), HasSubstr("\"input_length\""));
   EXPECT_FALSE(ReadTrace(write("d.txt", "x")).ok());
   EXPECT_EQ(ReadTrace(tmp.Sub("missing.csv")).status().code(), absl::StatusCode::kNotFound);
@@ -126,7 +127,7 @@ TEST(ReportTest, CountsPercentilesAndGoodput) {
     o.start = i;
     o.ttft = 0.01 * (i + 1);  // 10 ms .. 1 s
     o.e2e = o.ttft + 0.1;
-    o.output_tokens = 11;    // TPOT 10 ms
+    o.output_tokens = 11;  // TPOT 10 ms
     o.prompt_tokens = 5;
     o.token_times = {o.start + o.ttft, o.start + o.ttft + 0.1};
     outcomes.push_back(o);

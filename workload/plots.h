@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "tools/workload/workload.h"
+#include "workload/workload.h"
 
 namespace shift::workload {
 
@@ -21,8 +21,7 @@ struct ModeSample {
 // them). `title` heads every plot. An error says what failed; the data files
 // are written first, so they stay even without gnuplot.
 absl::Status WritePlots(const std::string& dir, const std::string& title,
-                        const std::vector<Outcome>& outcomes,
-                        const std::vector<ModeSample>& modes);
+                        const std::vector<Outcome>& outcomes, const std::vector<ModeSample>& modes);
 
 // Runs gnuplot (no shell) on `script`, a file in `dir`, from `dir`; its
 // output goes to `dir`/gnuplot.log. The error says whether gnuplot is missing

@@ -1,4 +1,4 @@
-#include "tools/workload/plots.h"
+#include "workload/plots.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "tools/workload/workload_flags.h"
+#include "workload/workload_flags.h"
 
 #include <algorithm>
 #include <string>

@@ -1,4 +1,4 @@
-#include "tools/workload/workload.h"
+#include "workload/workload.h"
 
 #include <algorithm>
 #include <cmath>
