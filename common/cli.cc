@@ -81,7 +81,7 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
   };
   // Show "tools/x_main.cc", not the path of the machine that built it.
   config.normalize_filename = [](absl::string_view file) {
-    for (absl::string_view dir : {"tools/", "router/", "worker/"}) {
+    for (absl::string_view dir : {"tools/", "router/", "worker/", "workload/"}) {
       if (auto pos = file.rfind(dir); pos != absl::string_view::npos) {
         return std::string(file.substr(pos));
       }

@@ -11,7 +11,9 @@
 namespace shift {
 
 // Sets the usage text (`description`, then `usage`), makes --help show the
-// flags defined in files whose name ends in "_main.cc", and parses the
+// flags defined in files whose name ends in "_main.cc" or "_flags.cc" (flags
+// several programs share: tools/client_flags.cc, workload/workload_flags.cc,
+// worker/engine_flags.cc), and parses the
 // command line. Returns the positional arguments (argv[0] first). --help
 // (and --helpfull, --help=substring, ...) prints to stdout and exits 0; an
 // unknown flag or a bad value is explained on stderr and exits 1.

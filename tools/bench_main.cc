@@ -32,7 +32,7 @@
 #include "common/status.h"
 #include "common/subprocess.h"
 #include "shift/v1/generation.grpc.pb.h"
-#include "tools/client_options.h"
+#include "tools/client_flags.h"
 #include "tools/openai_client.h"
 #include "workload/plots.h"
 #include "workload/workload.h"

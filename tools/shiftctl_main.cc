@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -18,8 +19,9 @@
 #include "common/cli.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "shift/v1/generation.grpc.pb.h"
-#include "tools/client_options.h"
+#include "tools/client_flags.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051", "Router address (host:port)");
 ABSL_FLAG(double, timeout_s, 600, "Give up after this many seconds (DEADLINE_EXCEEDED)");
@@ -42,7 +44,9 @@ ABSL_FLAG(std::optional<uint32_t>, top_k, std::nullopt,
           "generate: keep the k most likely tokens, 0 all (not given: the model's default, else "
           "all)");
 ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (-1: the server picks one)");
-ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop strings");
+ABSL_FLAG(std::string, stop, "",
+          "generate: stop strings, comma-separated (--stop=END,STOP), or a JSON array of "
+          "strings for stops that hold a comma or start with '[' (--stop='[\"a, b\", \"c\"]')");
 ABSL_FLAG(std::string, stop_token_ids, "", "generate: comma-separated stop token ids");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep generating past end-of-sequence");
 ABSL_FLAG(uint32_t, logprobs, 0, "generate: alternatives to return per token (with --json)");
@@ -107,13 +111,74 @@ int Fail(const grpc::Status& status) {
   return 1;
 }
 
-void PrintJson(const google::protobuf::Message& message) {
-  std::string json;
+// Proto's JSON mapping writes 64-bit integers as strings; shiftctl's JSON
+// has them as numbers (`value` is the mapping's JSON of a `descriptor`).
+void IntegersAsNumbers(const google::protobuf::Descriptor& descriptor, nlohmann::json& value) {
+  using google::protobuf::FieldDescriptor;
+  if (!value.is_object()) return;
+  for (auto& [name, field_value] : value.items()) {
+    const FieldDescriptor* field = descriptor.FindFieldByName(name);
+    if (field == nullptr) continue;
+    auto convert = [field](nlohmann::json& v) {
+      if (field->cpp_type() == FieldDescriptor::CPPTYPE_INT64 && v.is_string()) {
+        v = std::stoll(v.get<std::string>());
+      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_UINT64 && v.is_string()) {
+        v = std::stoull(v.get<std::string>());
+      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        IntegersAsNumbers(*field->message_type(), v);
+      }
+    };
+    if (field->is_map()) {
+      const FieldDescriptor* map_value = field->message_type()->map_value();
+      for (auto& [key, v] : field_value.items()) {
+        if (map_value->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          IntegersAsNumbers(*map_value->message_type(), v);
+        } else if (map_value->cpp_type() == FieldDescriptor::CPPTYPE_INT64 && v.is_string()) {
+          v = std::stoll(v.get<std::string>());
+        } else if (map_value->cpp_type() == FieldDescriptor::CPPTYPE_UINT64 && v.is_string()) {
+          v = std::stoull(v.get<std::string>());
+        }
+      }
+    } else if (field->is_repeated() && field_value.is_array()) {
+      for (nlohmann::json& v : field_value) convert(v);
+    } else {
+      convert(field_value);
+    }
+  }
+}
+
+// One message as one line of JSON, with the proto's field names and 64-bit
+// integers as numbers. `every_field`: fields at their default too (a status
+// lists rank 0 and a count of 0), for one-off answers; streamed messages
+// carry only what is set.
+void PrintJson(const google::protobuf::Message& message, bool every_field = false) {
+  std::string text;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
-  std::printf("%s\n", json.c_str());
+  options.always_print_primitive_fields = every_field;
+  (void)google::protobuf::util::MessageToJsonString(message, &text, options);
+  nlohmann::json json = nlohmann::json::parse(text);
+  IntegersAsNumbers(*message.GetDescriptor(), json);
+  std::printf("%s\n", json.dump().c_str());
   std::fflush(stdout);
+}
+
+// --stop: a JSON array of strings when it starts with '[', else the strings
+// between commas.
+absl::StatusOr<std::vector<std::string>> ParseStops(const std::string& text) {
+  if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(text), "[")) {
+    const nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    bool strings = json.is_array();
+    if (strings) {
+      for (const nlohmann::json& stop : json) strings = strings && stop.is_string();
+    }
+    if (!strings) {
+      return absl::InvalidArgumentError(
+          "--stop: a value starting with '[' must be a JSON array of strings");
+    }
+    return json.get<std::vector<std::string>>();
+  }
+  return std::vector<std::string>(absl::StrSplit(text, ',', absl::SkipEmpty()));
 }
 
 bool ParseIds(const std::string& text, const char* flag, std::vector<int32_t>* ids) {
@@ -147,7 +212,9 @@ int Generate(v1::Generation::Stub& stub) {
   if (const auto p = absl::GetFlag(FLAGS_top_p)) s->set_top_p(static_cast<float>(*p));
   if (const auto k = absl::GetFlag(FLAGS_top_k)) s->set_top_k(*k);
   if (absl::GetFlag(FLAGS_seed) >= 0) s->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
-  for (const std::string& stop : absl::GetFlag(FLAGS_stop)) s->add_stop(stop);
+  auto stops = ParseStops(absl::GetFlag(FLAGS_stop));
+  if (!stops.ok()) return ReportFailure(stops.status());
+  for (const std::string& stop : *stops) s->add_stop(stop);
   std::vector<int32_t> stop_ids;
   if (!ParseIds(absl::GetFlag(FLAGS_stop_token_ids), "stop_token_ids", &stop_ids)) return 2;
   s->mutable_stop_token_ids()->Add(stop_ids.begin(), stop_ids.end());
@@ -194,7 +261,7 @@ int Health() {
   const grpc::Status status = stub->Check(ctx.get(), request, &response);
   if (!status.ok()) return Fail(status);
   if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
+    PrintJson(response, /*every_field=*/true);
   } else {
     std::printf(
         "%s\n",
@@ -214,7 +281,7 @@ int Status(v1::Generation::Stub& stub) {
   const grpc::Status rpc = stub.GetStatus(ctx.get(), v1::GetStatusRequest(), &status);
   if (!rpc.ok()) return Fail(rpc);
   if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(status);
+    PrintJson(status, /*every_field=*/true);
     return 0;
   }
   std::printf("uptime %.0f s%s; %u queued; %s\n", status.uptime_seconds(),
@@ -241,7 +308,7 @@ int Model(v1::Generation::Stub& stub) {
   const grpc::Status rpc = stub.GetModelInfo(ctx.get(), v1::GetModelInfoRequest(), &info);
   if (!rpc.ok()) return Fail(rpc);
   if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(info);
+    PrintJson(info, /*every_field=*/true);
     return 0;
   }
   std::printf("%s (%s): %u layers, hidden %u, %u/%u heads x %u, vocab %u, max length %u\n",

@@ -276,6 +276,14 @@ TEST_F(ToolsCliTest, HelpExitsZeroInEveryBinary) {
   ToolRun status_help = RunTool("shiftctl", {"status", "--help"});
   EXPECT_EQ(status_help.exit_code, 0) << status_help.output;
   EXPECT_THAT(status_help.output, HasSubstr("--address"));
+  // The flags that reach a router with TLS or API keys are in the clients'
+  // --help, not only under --helpfull.
+  for (const char* client : {"shiftctl", "shift-bench"}) {
+    ToolRun help = RunTool(client, {"--help"});
+    for (const char* flag : {"--tls_ca", "--tls_cert", "--tls_key", "--api_key_file"}) {
+      EXPECT_THAT(help.output, HasSubstr(flag)) << client;
+    }
+  }
   ExpectRefused(RunTool("shiftctl", {"--timeout_s=soon"}), "timeout_s");
 }
 

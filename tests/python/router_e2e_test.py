@@ -364,6 +364,31 @@ class RouterE2ETest(unittest.TestCase):
         self.assertEqual(run("health").stdout, "SERVING\n")
         self.assertIn("group 0: ready", run("status").stdout)
         self.assertEqual(json.loads(run("--json", "model").stdout)["world_size"], 2)
+        # status --json: every rank has its rank, 0 included, and 64-bit
+        # fields are numbers, not the strings proto's JSON mapping writes.
+        status = json.loads(run("--json", "status").stdout)
+        ranks = status["groups"][0]["ranks"]
+        self.assertEqual([r["rank"] for r in ranks], [0, 1])
+        for r in ranks:
+            self.assertIsInstance(r["weight_bytes"], int)
+            self.assertGreater(r["weight_bytes"], 0)
+        self.assertIsInstance(status["groups"][0]["generation"], int)
+        self.assertIsInstance(status["modes"]["tp_steps"], int)
+        # --stop as a JSON array keeps a stop string's comma: "piece,zzz" is
+        # one stop that never appears, where split at the comma its "piece"
+        # would end the text early.
+        piece = text[4:7]
+        self.assertNotIn(",", piece)
+        whole = run("generate", "--prompt=" + prompt, "--max_tokens=12", "--ignore_eos",
+                    "--stop=" + json.dumps([piece + ",zzz"]))
+        self.assertEqual(whole.returncode, 0, whole.stderr)
+        self.assertEqual(whole.stdout, text + "\n")
+        cut = run("generate", "--prompt=" + prompt, "--max_tokens=12", "--ignore_eos",
+                  "--stop=%s,zzz" % piece)
+        self.assertEqual(cut.stdout, text[:text.index(piece)] + "\n")
+        bad = run("generate", "--prompt=" + prompt, "--stop=[1, 2]")
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("JSON array of strings", bad.stderr)
         refused = run("generate", "--prompt=")
         self.assertEqual(refused.returncode, 1)
         self.assertIn("the request was refused: the prompt is empty", refused.stderr)

@@ -1,4 +1,4 @@
-#include "tools/client_options.h"
+#include "tools/client_flags.h"
 
 #include <cstdlib>
 
