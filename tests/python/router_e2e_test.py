@@ -102,7 +102,17 @@ class RouterE2ETest(unittest.TestCase):
                          reference_ids(self.model, prompt_ids, 10, ignore_eos=True))
         info = c.model_info()
         self.assertEqual(info["world_size"], 2)
+        self.assertEqual(info["num_groups"], 1)
         self.assertEqual(info["shift_policy"], "threshold")
+        # Every field of ModelInfo the client decodes is the model's.
+        with open(os.path.join(self.model, "config.json")) as f:
+            config = json.load(f)
+        for field, key in (("num_layers", "num_hidden_layers"), ("hidden_size", "hidden_size"),
+                           ("num_heads", "num_attention_heads"),
+                           ("num_kv_heads", "num_key_value_heads"), ("vocab_size", "vocab_size")):
+            self.assertEqual(info[field], config[key], field)
+        self.assertEqual(info["head_dim"],
+                         config.get("head_dim", config["hidden_size"] // config["num_attention_heads"]))
         # Stop at a piece of the text: it is not returned.
         # A stop string from the text's longest run of whole characters.
         run = max(text.split("\ufffd"), key=len)

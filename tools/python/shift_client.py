@@ -203,8 +203,11 @@ def decode_model_info(buf):
     f = parse(buf)
     return {"name": _str(_one(f, 1, b"")), "architecture": _str(_one(f, 2, b"")),
             "vocab_size": _one(f, 3, 0), "max_model_len": _one(f, 4, 0),
-            "num_layers": _one(f, 5, 0), "eos_token_ids": _ints(f.get(10, [])),
-            "world_size": _one(f, 11, 0), "shift_policy": _str(_one(f, 13, b"")),
+            "num_layers": _one(f, 5, 0), "hidden_size": _one(f, 6, 0),
+            "num_heads": _one(f, 7, 0), "num_kv_heads": _one(f, 8, 0), "head_dim": _one(f, 9, 0),
+            "eos_token_ids": _ints(f.get(10, [])),
+            "world_size": _one(f, 11, 0), "num_groups": _one(f, 12, 0),
+            "shift_policy": _str(_one(f, 13, b"")),
             "sp_degree": _one(f, 14, 0),
             "default_temperature": _float(f[15][-1]) if 15 in f else None,
             "default_top_p": _float(f[16][-1]) if 16 in f else None,
