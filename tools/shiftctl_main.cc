@@ -113,36 +113,33 @@ int Fail(const grpc::Status& status) {
 
 // Proto's JSON mapping writes 64-bit integers as strings; shiftctl's JSON
 // has them as numbers (`value` is the mapping's JSON of a `descriptor`).
-void IntegersAsNumbers(const google::protobuf::Descriptor& descriptor, nlohmann::json& value) {
+void IntegersAsNumbers(const google::protobuf::Descriptor& descriptor, nlohmann::json& value);
+
+// One value of `field` (an element, when it is repeated or a map's value).
+void IntegerAsNumber(const google::protobuf::FieldDescriptor& field, nlohmann::json& value) {
   using google::protobuf::FieldDescriptor;
+  if (field.cpp_type() == FieldDescriptor::CPPTYPE_INT64 && value.is_string()) {
+    value = std::stoll(value.get<std::string>());
+  } else if (field.cpp_type() == FieldDescriptor::CPPTYPE_UINT64 && value.is_string()) {
+    value = std::stoull(value.get<std::string>());
+  } else if (field.cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+    IntegersAsNumbers(*field.message_type(), value);
+  }
+}
+
+void IntegersAsNumbers(const google::protobuf::Descriptor& descriptor, nlohmann::json& value) {
   if (!value.is_object()) return;
   for (auto& [name, field_value] : value.items()) {
-    const FieldDescriptor* field = descriptor.FindFieldByName(name);
+    const google::protobuf::FieldDescriptor* field = descriptor.FindFieldByName(name);
     if (field == nullptr) continue;
-    auto convert = [field](nlohmann::json& v) {
-      if (field->cpp_type() == FieldDescriptor::CPPTYPE_INT64 && v.is_string()) {
-        v = std::stoll(v.get<std::string>());
-      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_UINT64 && v.is_string()) {
-        v = std::stoull(v.get<std::string>());
-      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-        IntegersAsNumbers(*field->message_type(), v);
-      }
-    };
     if (field->is_map()) {
-      const FieldDescriptor* map_value = field->message_type()->map_value();
       for (auto& [key, v] : field_value.items()) {
-        if (map_value->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-          IntegersAsNumbers(*map_value->message_type(), v);
-        } else if (map_value->cpp_type() == FieldDescriptor::CPPTYPE_INT64 && v.is_string()) {
-          v = std::stoll(v.get<std::string>());
-        } else if (map_value->cpp_type() == FieldDescriptor::CPPTYPE_UINT64 && v.is_string()) {
-          v = std::stoull(v.get<std::string>());
-        }
+        IntegerAsNumber(*field->message_type()->map_value(), v);
       }
     } else if (field->is_repeated() && field_value.is_array()) {
-      for (nlohmann::json& v : field_value) convert(v);
+      for (nlohmann::json& v : field_value) IntegerAsNumber(*field, v);
     } else {
-      convert(field_value);
+      IntegerAsNumber(*field, field_value);
     }
   }
 }
