@@ -38,6 +38,10 @@ inline constexpr int kRequeueLimit = 3;
 inline constexpr int64_t kMaxUndeliveredDeltas = 64;
 inline constexpr int kOutputThreads = 4;  // the router's output side
 inline constexpr double kStalledStreamTimeoutSeconds = 30;
+// Concurrent calls per HTTP/2 connection to a gRPC port: above what one
+// router admits from a client at the defaults (1,024 waiting + 256 running
+// per group), so only a connection that holds streams it does not use meets it.
+inline constexpr int32_t kMaxStreamsPerConnection = 2048;
 // What one request may carry (the router's memory is bounded by these
 // times the requests it holds; README "Memory bounds").
 inline constexpr int64_t kMaxRequestBytes = int64_t{4} << 20;  // a Generate message

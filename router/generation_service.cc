@@ -114,7 +114,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     router_done_ = true;
     status_ = ToGrpc(status);
     // The status goes out after what is queued (OnWriteDone finishes).
-    if (!writing_) FinishOnce(status_);
+    if (!writing_) {
+      FinishOnce(status_);
+    } else if (paused_) {
+      // The client stopped reading (a stalled stream, or any error while
+      // its window is shut): the status could only follow a write that flow
+      // control may hold forever, with the call's memory. The call is
+      // cancelled outright (RST_STREAM); the pending write then fails and
+      // OnCancel finishes it.
+      ctx_->TryCancel();
+    }
   }
 
   void OnWriteDone(bool ok) override {

@@ -139,6 +139,9 @@ ABSL_FLAG(int64_t, max_request_bytes, shift::defaults::kMaxRequestBytes,
 ABSL_FLAG(double, handshake_timeout_s, 10,
           "A connection that has not finished its TLS and HTTP/2 handshake by then is closed "
           "(gRPC's default, 120 s, lets idle connections hold descriptors)");
+ABSL_FLAG(int32_t, max_streams_per_connection, shift::defaults::kMaxStreamsPerConnection,
+          "Concurrent calls one HTTP/2 connection may hold open on each gRPC port (announced "
+          "to clients; a stream opened past it is refused with REFUSED_STREAM)");
 ABSL_FLAG(int64_t, grpc_memory_bytes, int64_t{1} << 30,
           "Memory gRPC may use for buffers on each port (beyond it, new calls wait or fail)");
 ABSL_FLAG(int64_t, max_stop_strings, shift::defaults::kMaxStopStrings,
@@ -281,7 +284,11 @@ absl::Status Serve() {
   if (!(handshake_timeout_s >= 0.1 && handshake_timeout_s <= 3600)) {
     return absl::InvalidArgumentError("--handshake_timeout_s must be in [0.1, 3600]");
   }
-  auto serve = [&servers, max_request_bytes, grpc_memory, handshake_timeout_s](
+  const int32_t max_streams = absl::GetFlag(FLAGS_max_streams_per_connection);
+  if (max_streams < 1) {
+    return absl::InvalidArgumentError("--max_streams_per_connection must be at least 1");
+  }
+  auto serve = [&servers, max_request_bytes, grpc_memory, handshake_timeout_s, max_streams](
                    const std::string& host, int32_t port,
                    std::shared_ptr<grpc::ServerCredentials> credentials,
                    std::vector<grpc::Service*> services) -> absl::StatusOr<int> {
@@ -292,6 +299,7 @@ absl::Status Serve() {
     builder.SetResourceQuota(quota);
     builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
                                static_cast<int>(handshake_timeout_s * 1000));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_streams);
     int bound = 0;
     builder.AddListeningPort(absl::StrCat(host, ":", port), std::move(credentials), &bound);
     for (grpc::Service* service : services) builder.RegisterService(service);

@@ -21,6 +21,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -29,6 +30,7 @@ import grpc
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import (WORKER, Cluster, http_get, make_model, metric, read,  # noqa: E402
                      reference_ids)
+import raw_http2  # noqa: E402
 import shift_client  # noqa: E402  (on the path through cluster)
 
 BIN = os.environ.get("SHIFT_BINARY_DIR", "build")
@@ -216,6 +218,86 @@ class DefaultFlagsTest(unittest.TestCase):
             finally:
                 for s in idle:
                     s.close()
+
+
+class StreamBoundsTest(unittest.TestCase):
+    """A client that never reads, or opens more streams than allowed, over
+    one raw HTTP/2 connection to the public port."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="shift-streams-")
+        cls.model = make_model(os.path.join(cls.tmp, "model"))
+        cls.cluster = Cluster(cls.tmp, "bounds", cls.model, 1, router_flags=[
+            "--stalled_stream_timeout_s=1", "--max_undelivered_deltas=2",
+            "--max_streams_per_connection=4"])
+        cls.request = shift_client.encode_generate_request(text=PROMPT, max_tokens=400,
+                                                           ignore_eos=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_a_stalled_stream_is_cancelled_outright(self):
+        # A receive window of zero: nothing generated can be sent. After the
+        # stall timeout each call ends at once (RST_STREAM), without waiting
+        # behind a write that flow control blocks forever, which held the
+        # call's memory for as long as the connection lived.
+        c = self.cluster
+        conn = raw_http2.Connection(c.address, initial_window=0)
+        try:
+            streams = {1, 3, 5}
+            for stream in sorted(streams):
+                conn.open(stream, b"/shift.v1.Generation/Generate", self.request)
+            ended = set()
+            for kind, flags, stream, _ in conn.frames(30):
+                if kind == raw_http2.RST_STREAM or (kind == raw_http2.HEADERS and flags & 0x1):
+                    ended.add(stream)
+                if ended >= streams:
+                    break
+            self.assertEqual(ended & streams, streams)
+        finally:
+            conn.close()
+        deadline = time.time() + 10
+        while metric(c.metrics(), "shift_running_sequences") != 0:
+            self.assertLess(time.time(), deadline, "the stalled requests kept their KV blocks")
+            time.sleep(0.1)
+        self.assertEqual(c.client.generate(text=PROMPT, max_tokens=8, ignore_eos=True)[0],
+                         reference_ids(self.model, PROMPT, 8, ignore_eos=True))
+
+    def test_streams_per_connection_are_bounded(self):
+        # The server announces --max_streams_per_connection ...
+        c = self.cluster
+        conn = raw_http2.Connection(c.address)
+        try:
+            conn.handshake()
+            self.assertEqual(
+                conn.server_settings.get(raw_http2.SETTINGS_MAX_CONCURRENT_STREAMS), 4)
+        finally:
+            conn.close()
+        # ... and one connection runs at most that many calls at once: six
+        # long calls over one channel, never more than four running.
+        channel = grpc.insecure_channel(c.address)
+        generate = channel.unary_stream("/shift.v1.Generation/Generate")
+        request = shift_client.encode_generate_request(text=PROMPT, max_tokens=1500,
+                                                       ignore_eos=True)
+        calls = [generate(request, timeout=120) for _ in range(6)]
+        readers = [threading.Thread(target=lambda call=call: sum(1 for _ in call))
+                   for call in calls]
+        for t in readers:
+            t.start()
+        most = 0
+        while any(t.is_alive() for t in readers):
+            running = c.client.status()["groups"][0].get("running_sequences", 0)
+            most = max(most, running)
+            self.assertLessEqual(running, 4)
+            time.sleep(0.02)
+        for t in readers:
+            t.join()
+        channel.close()
+        self.assertGreaterEqual(most, 2)
+        self.assertEqual([call.code() for call in calls], [grpc.StatusCode.OK] * 6)
 
 
 class SecuredRouterTest(unittest.TestCase):
