@@ -65,7 +65,8 @@ int64_t ModificationTimeNs(const std::string& path) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
-// Equal strings, in time that depends on their lengths only.
+}  // namespace
+
 bool ConstantTimeEqual(absl::string_view a, absl::string_view b) {
   const size_t n = std::max(a.size(), b.size());
   unsigned char diff = a.size() == b.size() ? 0 : 1;
@@ -76,8 +77,6 @@ bool ConstantTimeEqual(absl::string_view a, absl::string_view b) {
   }
   return diff == 0;
 }
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
     const TlsFiles& files, bool require_client_certificate) {
@@ -276,15 +275,18 @@ absl::StatusOr<std::string> InternalTokenPath(const std::string& flag) {
   return absl::StrCat(home, "/.shift/internal_token");
 }
 
+absl::StatusOr<std::string> RandomHex(size_t bytes) {
+  std::string random(bytes, '\0');
+  if (::getrandom(random.data(), bytes, 0) != static_cast<ssize_t>(bytes)) {
+    return absl::InternalError("getrandom failed");
+  }
+  return absl::BytesToHexString(random);
+}
+
 absl::StatusOr<std::string> LoadOrCreateInternalToken(const std::string& path) {
   absl::StatusOr<std::string> existing = ReadInternalToken(path);
   if (!absl::IsNotFound(existing.status())) return existing;
-  unsigned char bytes[32];
-  if (::getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
-    return absl::InternalError("getrandom failed: no internal token");
-  }
-  const std::string token = absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+  SHIFT_ASSIGN_OR_RETURN(const std::string token, RandomHex(32));
   if (const size_t slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
     ::mkdir(path.substr(0, slash).c_str(), 0700);  // may exist: the open says what is wrong
   }

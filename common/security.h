@@ -122,6 +122,12 @@ absl::StatusOr<std::string> InternalTokenPath(const std::string& flag);
 // Kubernetes Secret mounted for the pod's fsGroup), and so is a token
 // shorter than 16 characters.
 absl::StatusOr<std::string> LoadOrCreateInternalToken(const std::string& path);
+
+// `bytes` random bytes (getrandom) in hex: tokens and tickets.
+absl::StatusOr<std::string> RandomHex(size_t bytes);
+
+// Equal strings, in time that depends on their lengths only.
+bool ConstantTimeEqual(absl::string_view a, absl::string_view b);
 // A rank's token: `path`'s, under the same rules; NOT_FOUND while the
 // router has not written it yet.
 absl::StatusOr<std::string> ReadInternalToken(const std::string& path);

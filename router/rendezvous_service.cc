@@ -105,7 +105,7 @@ void RendezvousService::Forget(GetReactor* waiter) {
   waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), waiter), waiters_.end());
 }
 
-grpc::Status RendezvousService::Enter(const StoreScope& scope) {
+grpc::Status RendezvousService::Enter(const StoreScope& scope, std::optional<uint32_t>* rank) {
   if (scope.group() >= num_groups_) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("group ", scope.group(), " does not exist"));
@@ -125,12 +125,27 @@ grpc::Status RendezvousService::Enter(const StoreScope& scope) {
         absl::StrCat("generation ", scope.generation(), " of group ", scope.group(),
                      " has not been issued (the group is at generation ", group.generation, ")"));
   }
+  if (!group.tickets.empty()) {
+    std::optional<uint32_t> holder;
+    for (const auto& [r, ticket] : group.tickets) {
+      if (ConstantTimeEqual(ticket, scope.ticket())) holder = r;
+    }
+    if (!holder) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("the rendezvous of group ", scope.group(), " generation ",
+                                       scope.generation(),
+                                       " answers only its ranks (the ticket each was welcomed "
+                                       "with)"));
+    }
+    if (rank != nullptr) *rank = holder;
+  }
   return grpc::Status::OK;
 }
 
 grpc::Status RendezvousService::EnterWrite(const StoreScope& scope, const std::string& key,
-                                           size_t value_bytes, bool counter) {
-  grpc::Status status = Enter(scope);
+                                           size_t value_bytes, bool counter,
+                                           std::optional<uint32_t>* rank) {
+  grpc::Status status = Enter(scope, rank);
   if (!status.ok()) return status;
   if (key.size() > static_cast<size_t>(defaults::kMaxRendezvousKeyBytes) ||
       value_bytes > static_cast<size_t>(defaults::kMaxRendezvousValueBytes)) {
@@ -139,6 +154,15 @@ grpc::Status RendezvousService::EnterWrite(const StoreScope& scope, const std::s
                                      " bytes and values ", defaults::kMaxRendezvousValueBytes));
   }
   const Scope& group = groups_[scope.group()];
+  if (!counter && rank->has_value()) {
+    // A rank's published address or id is its own: no other rank replaces it.
+    auto writer = group.writers.find(key);
+    if (writer != group.writers.end() && writer->second != **rank) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("rendezvous key ", key, " of group ", scope.group(),
+                                       " was set by rank ", writer->second));
+    }
+  }
   const bool exists = counter ? group.counters.contains(key) : group.values.contains(key);
   if (!exists && static_cast<int64_t>(group.values.size() + group.counters.size()) >=
                      defaults::kMaxRendezvousKeys) {
@@ -149,13 +173,16 @@ grpc::Status RendezvousService::EnterWrite(const StoreScope& scope, const std::s
   return grpc::Status::OK;
 }
 
-void RendezvousService::AdvanceGeneration(uint32_t group_id, uint64_t generation) {
+void RendezvousService::AdvanceGeneration(uint32_t group_id, uint64_t generation,
+                                          std::map<uint32_t, std::string> tickets) {
   absl::MutexLock lock(&mu_);
   Scope& group = groups_[group_id];
   if (generation <= group.generation) return;
   group.generation = generation;
   group.values.clear();
   group.counters.clear();
+  group.writers.clear();
+  group.tickets = std::move(tickets);
   WakeWaiters(group_id);
 }
 
@@ -209,10 +236,13 @@ grpc::ServerUnaryReactor* RendezvousService::Set(grpc::CallbackServerContext* ct
   if (grpc::ServerUnaryReactor* refused = Refused(ctx)) return refused;
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
+  std::optional<uint32_t> rank;
   grpc::Status status =
-      EnterWrite(request->scope(), request->key(), request->value().size(), false);
+      EnterWrite(request->scope(), request->key(), request->value().size(), false, &rank);
   if (status.ok()) {
-    groups_[request->scope().group()].values[request->key()] = request->value();
+    Scope& group = groups_[request->scope().group()];
+    group.values[request->key()] = request->value();
+    if (rank) group.writers[request->key()] = *rank;
     WakeWaiters(request->scope().group());
   }
   reactor->Finish(status);
@@ -268,7 +298,8 @@ grpc::ServerUnaryReactor* RendezvousService::Add(grpc::CallbackServerContext* ct
   if (grpc::ServerUnaryReactor* refused = Refused(ctx)) return refused;
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
-  grpc::Status status = EnterWrite(request->scope(), request->key(), 0, true);
+  std::optional<uint32_t> rank;
+  grpc::Status status = EnterWrite(request->scope(), request->key(), 0, true, &rank);
   if (status.ok()) {
     int64_t& counter = groups_[request->scope().group()].counters[request->key()];
     counter += request->delta();

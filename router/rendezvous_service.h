@@ -6,11 +6,16 @@
 // What a caller can make it hold is bounded: only the router's groups exist,
 // each holds at most kMaxRendezvousKeys keys (values and counters) of
 // bounded size, and at most kMaxWaiters Gets wait at once
-// (RESOURCE_EXHAUSTED past these).
+// (RESOURCE_EXHAUSTED past these). When the router issues tickets with a
+// generation (AdvanceGeneration), only calls carrying one of them are
+// answered (PERMISSION_DENIED otherwise), and a key one rank set no other
+// may overwrite: a holder of the internal token who is not a welcomed rank
+// of that generation can neither read nor write its rendezvous.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,8 +41,11 @@ class RendezvousService final : public v1::internal::Rendezvous::CallbackService
   ~RendezvousService() override;
 
   // Moves `group` to `generation` (must not go back): its keys and counters
-  // of older generations are dropped and their waiters fail.
-  void AdvanceGeneration(uint32_t group, uint64_t generation);
+  // of older generations are dropped and their waiters fail. `tickets`:
+  // each rank's ticket for the generation (Welcome's rendezvous_ticket);
+  // none, for tests, lets any caller in.
+  void AdvanceGeneration(uint32_t group, uint64_t generation,
+                         std::map<uint32_t, std::string> tickets = {});
 
   grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx,
                                 const v1::internal::SetRequest* request,
@@ -63,15 +71,20 @@ class RendezvousService final : public v1::internal::Rendezvous::CallbackService
     uint64_t generation = 0;
     absl::flat_hash_map<std::string, std::string> values;
     absl::flat_hash_map<std::string, int64_t> counters;
+    std::map<uint32_t, std::string> tickets;             // rank -> its ticket; empty: no check
+    absl::flat_hash_map<std::string, uint32_t> writers;  // value key -> the rank that set it
   };
 
   // OK, or FAILED_PRECONDITION for a generation older than the group's,
-  // NOT_FOUND for a group the router does not have.
-  grpc::Status Enter(const v1::internal::StoreScope& scope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NOT_FOUND for a group the router does not have, PERMISSION_DENIED
+  // without a ticket of the generation. `rank`: the ticket's rank (or none).
+  grpc::Status Enter(const v1::internal::StoreScope& scope, std::optional<uint32_t>* rank = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Enter, then checks a write of `key` (with a value of `value_bytes`)
-  // against the bounds.
+  // against the bounds and, for a value, its writer.
   grpc::Status EnterWrite(const v1::internal::StoreScope& scope, const std::string& key,
-                          size_t value_bytes, bool counter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                          size_t value_bytes, bool counter, std::optional<uint32_t>* rank)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finishes waiters whose keys all exist (or whose scope went stale).
   void WakeWaiters(uint32_t group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(GetReactor* waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

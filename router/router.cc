@@ -194,16 +194,22 @@ bool Router::AwaitGroup(Group* g) {
     // its next step.
     const absl::Status members =
         hub_->WaitForGroup(g->id, options_.world_size, absl::ZeroDuration());
-    if (members.ok()) return true;
+    // A re-formed generation whose communicators did not form takes the
+    // group out of service too, until one forms.
+    const absl::Status formed = hub_->FormationError(g->id);
+    if (members.ok() && formed.ok()) return true;
     absl::MutexLock lock(&mu_);
     g->complete = false;
     metrics_->GroupInService(g->id, false);
-    Evacuate(g, absl::StrCat("worker group ", g->id, " lost a rank"));
+    Evacuate(g, members.ok() ? std::string(formed.message())
+                             : absl::StrCat("worker group ", g->id, " lost a rank"));
     return false;
   }
   if (!hub_->WaitForGroup(g->id, options_.world_size, absl::Milliseconds(200)).ok()) {
     return false;
   }
+  // In service only once every rank's communicators formed.
+  if (!hub_->WaitFormed(g->id, absl::Milliseconds(200)).ok()) return false;
   int64_t blocks = -1;
   for (uint32_t r = 0; r < options_.world_size; ++r) {
     auto reg = hub_->Registration(g->id, r);

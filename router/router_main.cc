@@ -244,7 +244,9 @@ absl::Status Serve() {
   hub_options.internal_token = internal_token;
   hub_options.vocab_size = config.vocab_size;
   WorkerHub hub(
-      [&store](uint32_t group, uint64_t generation) { store.AdvanceGeneration(group, generation); },
+      [&store](uint32_t group, uint64_t generation, std::map<uint32_t, std::string> tickets) {
+        store.AdvanceGeneration(group, generation, std::move(tickets));
+      },
       hub_options);
   RealClock clock;
   SHIFT_ASSIGN_OR_RETURN(std::unique_ptr<Router> router,

@@ -309,12 +309,26 @@ std::string WorkerHub::WeightsDigest(uint32_t group) {
 
 void WorkerHub::Reform(uint32_t group_id, Group& group) {
   ++group.generation;
-  if (on_generation_) on_generation_(group_id, group.generation);
-  rpc::RouterMessage welcome;
-  welcome.mutable_welcome()->set_generation(group.generation);
-  welcome.mutable_welcome()->set_heartbeat_interval_seconds(
-      absl::ToDoubleSeconds(options_.heartbeat_interval));
-  for (auto& [rank, stream] : group.ranks) stream->Send(welcome);
+  group.formed.clear();
+  group.formation_error.clear();
+  group.reform_at.reset();
+  // Each rank's ticket to the generation's rendezvous: the store answers
+  // only these, so no other holder of the internal token can read or
+  // replace what the ranks publish there.
+  std::map<uint32_t, std::string> tickets;
+  for (auto& [rank, stream] : group.ranks) {
+    absl::StatusOr<std::string> ticket = RandomHex(16);
+    tickets[rank] = ticket.ok() ? *ticket : "";
+  }
+  if (on_generation_) on_generation_(group_id, group.generation, tickets);
+  for (auto& [rank, stream] : group.ranks) {
+    rpc::RouterMessage welcome;
+    welcome.mutable_welcome()->set_generation(group.generation);
+    welcome.mutable_welcome()->set_heartbeat_interval_seconds(
+        absl::ToDoubleSeconds(options_.heartbeat_interval));
+    welcome.mutable_welcome()->set_rendezvous_ticket(tickets[rank]);
+    stream->Send(welcome);
+  }
 }
 
 void WorkerHub::OnMessage(Stream* stream, const rpc::WorkerMessage& message) {
@@ -324,6 +338,22 @@ void WorkerHub::OnMessage(Stream* stream, const rpc::WorkerMessage& message) {
   auto it = group.ranks.find(stream->rank);
   if (it == group.ranks.end() || it->second != stream) return;  // lost or replaced
   group.last_seen[stream->rank] = absl::Now();
+  if (message.has_formed() && message.formed().generation() == group.generation) {
+    if (message.formed().error().empty()) {
+      group.formed.insert(stream->rank);
+    } else if (group.formation_error.empty()) {
+      group.formation_error =
+          absl::StrCat("rank ", stream->rank, ": ", message.formed().error().substr(0, 1024));
+      Log(LogLevel::kWarning, "router",
+          absl::StrCat("group ", stream->group, " generation ", group.generation, " did not form (",
+                       group.formation_error, "); re-forming in 1 s"),
+          {{"event", "group_not_formed"},
+           {"group", stream->group},
+           {"generation", group.generation},
+           {"reason", group.formation_error}});
+      group.reform_at = absl::Now() + absl::Seconds(1);
+    }
+  }
   if (message.has_result() && message.result().step_id() == group.step_in_flight) {
     group.results[stream->rank] = message.result();
     group.last_result = group.last_seen[stream->rank];
@@ -359,6 +389,11 @@ void WorkerHub::Watchdog() {
   while (!mu_.AwaitWithTimeout(absl::Condition(&stopping), tick)) {
     const absl::Time now = absl::Now();
     for (auto& [group_id, group] : groups_) {
+      // A generation that did not form is retried while the group is whole.
+      if (group.reform_at && now >= *group.reform_at && group.step_in_flight == 0 &&
+          group.ranks.size() >= group.world_size) {
+        Reform(group_id, group);
+      }
       std::vector<uint32_t> silent;
       for (auto& [rank, stream] : group.ranks) {
         if (now - group.last_seen[rank] > options_.heartbeat_timeout) silent.push_back(rank);
@@ -395,6 +430,39 @@ absl::Status WorkerHub::WaitForGroup(uint32_t group, uint32_t world_size, absl::
                                                     " ranks registered"));
   }
   return absl::OkStatus();
+}
+
+absl::Status WorkerHub::WaitFormed(uint32_t group_id, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  Group& group = groups_[group_id];
+  auto settled = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !group.formation_error.empty() || (group.generation > 0 && group.world_size > 0 &&
+                                              group.formed.size() >= group.world_size);
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&settled), timeout)) {
+    std::vector<std::string> waiting;
+    for (uint32_t r = 0; r < group.world_size; ++r) {
+      if (!group.formed.count(r)) waiting.push_back(absl::StrCat(r));
+    }
+    return absl::DeadlineExceededError(
+        absl::StrCat("group ", group_id, " generation ", group.generation, ": rank(s) ",
+                     absl::StrJoin(waiting, ", "), " have not formed yet"));
+  }
+  if (!group.formation_error.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("group ", group_id, " generation ",
+                                                      group.generation,
+                                                      " did not form: ", group.formation_error));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerHub::FormationError(uint32_t group_id) {
+  absl::MutexLock lock(&mu_);
+  const Group& group = groups_[group_id];
+  if (group.formation_error.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat("group ", group_id, " generation ",
+                                                    group.generation,
+                                                    " did not form: ", group.formation_error));
 }
 
 absl::StatusOr<rpc::Register> WorkerHub::Registration(uint32_t group, uint32_t rank) {

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,9 +63,12 @@ struct WorkerHubOptions {
 
 class WorkerHub final : public v1::internal::Worker::CallbackService {
  public:
-  // `on_generation(group, generation)` runs when a group gets a new
-  // generation (e.g. to advance the rendezvous store), before ranks learn it.
-  using GenerationHook = std::function<void(uint32_t group, uint64_t generation)>;
+  // `on_generation(group, generation, tickets)` runs when a group gets a new
+  // generation (to advance the rendezvous store), before ranks learn it:
+  // `tickets` holds each rank's rendezvous ticket, sent to it alone in its
+  // Welcome.
+  using GenerationHook = std::function<void(uint32_t group, uint64_t generation,
+                                            std::map<uint32_t, std::string> tickets)>;
   explicit WorkerHub(GenerationHook on_generation = nullptr, WorkerHubOptions options = {});
   ~WorkerHub() override;
 
@@ -74,6 +78,14 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   // Waits until `world_size` ranks of `group` are registered (the group is
   // formed, or forming, under a generation).
   absl::Status WaitForGroup(uint32_t group, uint32_t world_size, absl::Duration timeout);
+  // Waits until every rank of the group's current generation reported its
+  // communicators formed. FAILED_PRECONDITION when one reported it could
+  // not (the hub re-forms the group a second later); DEADLINE_EXCEEDED
+  // naming the ranks not heard from after `timeout`.
+  absl::Status WaitFormed(uint32_t group, absl::Duration timeout);
+  // What a rank of the current generation reported when its communicators
+  // did not form; OK while none did.
+  absl::Status FormationError(uint32_t group);
   // What a rank reported when it (last) registered, less its weights report.
   absl::StatusOr<v1::internal::Register> Registration(uint32_t group, uint32_t rank);
   // The weights digest (16 hex digits) of the model the group last formed
@@ -115,6 +127,9 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
     std::map<uint32_t, v1::internal::Register> registrations;
     std::map<uint32_t, absl::Time> last_seen;
     std::map<uint32_t, std::string> lost;  // rank -> why, until it registers again
+    std::set<uint32_t> formed;             // ranks of this generation that formed
+    std::string formation_error;           // why one of them did not
+    std::optional<absl::Time> reform_at;   // after a failed formation
     uint64_t step_in_flight = 0;
     std::map<uint32_t, v1::internal::StepResult> results;  // of the step in flight
     absl::Time last_result;

@@ -132,8 +132,10 @@ class RankLoop {
         emulated_(emulated),
         profile_(profile) {}
 
-  // A (new) generation: forget everything of the old one and meet the group.
-  void Form(uint64_t generation) {
+  // A (new) generation: forget everything of the old one and meet the group
+  // through the rendezvous with `ticket`. What came of it: OK, or why the
+  // communicators did not form (the router is told either way).
+  const absl::Status& Form(uint64_t generation, const std::string& ticket) {
     health_->SetServingStatus("", false);
     engine_->Attach(nullptr).IgnoreError();
     comm_.reset();
@@ -142,7 +144,7 @@ class RankLoop {
     formed_ = absl::OkStatus();
     if (options_.world_size > 1) {
       GrpcRendezvousStore store(channel_, options_.group, generation,
-                                std::chrono::milliseconds(options_.rendezvous_timeout_ms));
+                                std::chrono::milliseconds(options_.rendezvous_timeout_ms), ticket);
       auto comm = GlooCommunicator::Connect(
           store, "comm", static_cast<int>(options_.rank), static_cast<int>(options_.world_size),
           options_.host, std::chrono::milliseconds(options_.rendezvous_timeout_ms));
@@ -178,6 +180,7 @@ class RankLoop {
       Log(options_, absl::StrCat("generation ", generation, " did not form: ", formed_.message(),
                                  "; waiting for the router"));
     }
+    return formed_;
   }
 
   rpc::WorkerMessage Execute(const rpc::StepPlan& plan) {
@@ -374,9 +377,14 @@ absl::Status ServeRouter(const RankOptions& options, rpc::WorkerMessage hello,
       stream.SetHeartbeatInterval(absl::Seconds(welcome.heartbeat_interval_seconds()));
       // Generation 0 acknowledges the registration while ranks are missing.
       if (welcome.generation() != 0) {
-        loop.Form(welcome.generation());
+        const absl::Status& formed = loop.Form(welcome.generation(), welcome.rendezvous_ticket());
         *last_generation = welcome.generation();
         result_sent = {};
+        // The router puts the group in service once every rank said so.
+        rpc::WorkerMessage report;
+        report.mutable_formed()->set_generation(welcome.generation());
+        report.mutable_formed()->set_error(std::string(formed.message()));
+        if (!stream.Write(report)) break;
       }
       continue;
     }

@@ -16,10 +16,12 @@ void ThrowIfError(const grpc::Status& status, const char* what) {
 }  // namespace
 
 GrpcRendezvousStore::GrpcRendezvousStore(std::shared_ptr<grpc::Channel> channel, uint32_t group,
-                                         uint64_t generation, std::chrono::milliseconds timeout)
+                                         uint64_t generation, std::chrono::milliseconds timeout,
+                                         const std::string& ticket)
     : stub_(v1::internal::Rendezvous::NewStub(channel)), timeout_(timeout) {
   scope_.set_group(group);
   scope_.set_generation(generation);
+  scope_.set_ticket(ticket);
 }
 
 void GrpcRendezvousStore::set(const std::string& key, const std::vector<char>& data) {

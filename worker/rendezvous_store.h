@@ -16,8 +16,10 @@ namespace shift {
 
 class GrpcRendezvousStore final : public gloo::rendezvous::Store {
  public:
+  // `ticket`: this rank's ticket for the generation (Welcome's
+  // rendezvous_ticket), sent with every call.
   GrpcRendezvousStore(std::shared_ptr<grpc::Channel> channel, uint32_t group, uint64_t generation,
-                      std::chrono::milliseconds timeout);
+                      std::chrono::milliseconds timeout, const std::string& ticket = "");
 
   // Gloo's interface reports failures by throwing; GlooCommunicator turns
   // them back into a status. Messages carry the router's explanation.

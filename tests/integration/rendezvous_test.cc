@@ -48,9 +48,11 @@ class RendezvousTest : public ::testing::Test {
     scope.set_generation(generation);
     return scope;
   }
-  grpc::Status Set(uint64_t generation, const std::string& key, const std::string& value) {
+  grpc::Status Set(uint64_t generation, const std::string& key, const std::string& value,
+                   const std::string& ticket = "") {
     internal::SetRequest request;
     *request.mutable_scope() = Scope(0, generation);
+    request.mutable_scope()->set_ticket(ticket);
     request.set_key(key);
     request.set_value(value);
     internal::SetResponse response;
@@ -58,9 +60,10 @@ class RendezvousTest : public ::testing::Test {
     return stub_->Set(&ctx, request, &response);
   }
   grpc::Status Get(uint64_t generation, std::vector<std::string> keys, uint32_t timeout_ms,
-                   std::vector<std::string>* values) {
+                   std::vector<std::string>* values, const std::string& ticket = "") {
     internal::GetRequest request;
     *request.mutable_scope() = Scope(0, generation);
+    request.mutable_scope()->set_ticket(ticket);
     for (auto& k : keys) request.add_keys(k);
     request.set_timeout_ms(timeout_ms);
     internal::GetResponse response;
@@ -91,6 +94,32 @@ TEST_F(RendezvousTest, SetThenGetAndWaitForLaterSet) {
   ASSERT_TRUE(Get(1, {"a", "b"}, 10000, &values).ok());
   setter.join();
   EXPECT_EQ(values, (std::vector<std::string>{"alpha", "beta"}));
+}
+
+// With tickets issued for a generation, the store answers only their
+// holders, and a key one rank set no other rank may replace (its own
+// writer may); the next generation's tickets retire these.
+TEST_F(RendezvousTest, TicketsAdmitOnlyTheGenerationsRanksAndKeysKeepTheirWriter) {
+  service_.AdvanceGeneration(0, 2, {{0, "ticket-of-rank-0"}, {1, "ticket-of-rank-1"}});
+  for (const std::string& ticket : {std::string(), std::string("ticket-of-rank-9")}) {
+    const grpc::Status set = Set(2, "comm/0", "x", ticket);
+    EXPECT_EQ(set.error_code(), grpc::StatusCode::PERMISSION_DENIED) << ticket;
+    EXPECT_THAT(set.error_message(), HasSubstr("answers only its ranks"));
+    EXPECT_EQ(Get(2, {"comm/0"}, 0, nullptr, ticket).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  ASSERT_TRUE(Set(2, "comm/0", "rank 0's address", "ticket-of-rank-0").ok());
+  const grpc::Status taken = Set(2, "comm/0", "poison", "ticket-of-rank-1");
+  EXPECT_EQ(taken.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(taken.error_message(), HasSubstr("was set by rank 0"));
+  ASSERT_TRUE(Set(2, "comm/0", "rank 0's new address", "ticket-of-rank-0").ok());
+  std::vector<std::string> values;
+  ASSERT_TRUE(Get(2, {"comm/0"}, 0, &values, "ticket-of-rank-1").ok());
+  EXPECT_EQ(values, std::vector<std::string>{"rank 0's new address"});
+  service_.AdvanceGeneration(0, 3, {{0, "next-0"}, {1, "next-1"}});
+  EXPECT_EQ(Set(3, "comm/0", "x", "ticket-of-rank-0").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(Set(3, "comm/0", "x", "next-1").ok());
 }
 
 TEST_F(RendezvousTest, WaitTimesOutNamingTheMissingKeys) {

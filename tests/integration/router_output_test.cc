@@ -128,8 +128,8 @@ class RouterOutputTest : public ::testing::Test {
     WorkerHubOptions hub_options;
     hub_options.internal_token = testing::kInternalToken;
     hub_ = std::make_unique<WorkerHub>(
-        [this](uint32_t group, uint64_t generation) {
-          store_.AdvanceGeneration(group, generation);
+        [this](uint32_t group, uint64_t generation, std::map<uint32_t, std::string> tickets) {
+          store_.AdvanceGeneration(group, generation, std::move(tickets));
         },
         hub_options);
     int port = 0;

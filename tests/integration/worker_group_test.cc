@@ -95,8 +95,8 @@ class WorkerGroupTest : public ::testing::TestWithParam<Case> {
     hub_options.heartbeat_timeout = absl::Seconds(3);
     hub_options.internal_token = testing::kInternalToken;
     hub_ = std::make_unique<WorkerHub>(
-        [this](uint32_t group, uint64_t generation) {
-          store_.AdvanceGeneration(group, generation);
+        [this](uint32_t group, uint64_t generation, std::map<uint32_t, std::string> tickets) {
+          store_.AdvanceGeneration(group, generation, std::move(tickets));
         },
         hub_options);
     int port = 0;

@@ -83,6 +83,23 @@ class FakeRank {
   }
   // The first message from the hub (a welcome), or the stream's end status.
   bool Welcomed() { return stream_->Read(&first_); }
+  // Reads up to the next Welcome.
+  bool NextWelcome() {
+    while (stream_->Read(&first_)) {
+      if (first_.has_welcome()) return true;
+    }
+    return false;
+  }
+  // The generation and rendezvous ticket of the last Welcome read.
+  uint64_t generation() const { return first_.welcome().generation(); }
+  const std::string& ticket() const { return first_.welcome().rendezvous_ticket(); }
+  // Reports the communicators of `generation` formed ("" error) or not.
+  bool Formed(uint64_t generation, const std::string& error) {
+    rpc::WorkerMessage report;
+    report.mutable_formed()->set_generation(generation);
+    report.mutable_formed()->set_error(error);
+    return stream_->Write(report);
+  }
   // Reads until a plan comes and answers it with one sampled token.
   bool AnswerPlan(int32_t token_id, float logprob) {
     rpc::RouterMessage message;
@@ -371,6 +388,39 @@ TEST_F(WorkerHubTest, ALeadersTokensOutsideTheVocabularyFailTheStep) {
   }
   EXPECT_EQ(hub_->Generation(0), generation + 4);  // re-formed after each bad step
   leader.Finish();
+}
+
+// A group is formed only when every rank of its current generation says its
+// communicators formed; one that could not takes the group back to a new
+// generation (a new ticket) a second later; a report for an older
+// generation counts for nothing.
+TEST_F(WorkerHubTest, AGroupIsFormedWhenEveryRankSaysSoAndReformsWhenOneCannot) {
+  FakeRank rank(channel_, 0, 0);
+  // Generation 0 acknowledges the registration; the group's comes next.
+  ASSERT_TRUE(rank.NextWelcome());
+  if (rank.generation() == 0) {
+    ASSERT_TRUE(rank.NextWelcome());
+  }
+  const uint64_t first = rank.generation();
+  ASSERT_GT(first, 0u);
+  const std::string first_ticket = rank.ticket();
+  EXPECT_EQ(first_ticket.size(), 32u);
+  EXPECT_EQ(hub_->WaitFormed(0, absl::Milliseconds(100)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(rank.Formed(first, "could not connect its group"));
+  const absl::Status failed = hub_->WaitFormed(0, absl::Seconds(5));
+  EXPECT_EQ(failed.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(failed.message(), HasSubstr("rank 0: could not connect its group"));
+  EXPECT_FALSE(hub_->FormationError(0).ok());
+  ASSERT_TRUE(rank.NextWelcome());
+  EXPECT_EQ(rank.generation(), first + 1);
+  EXPECT_NE(rank.ticket(), first_ticket);
+  EXPECT_TRUE(hub_->FormationError(0).ok());
+  ASSERT_TRUE(rank.Formed(first, ""));
+  EXPECT_EQ(hub_->WaitFormed(0, absl::Milliseconds(200)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(rank.Formed(first + 1, ""));
+  EXPECT_TRUE(hub_->WaitFormed(0, absl::Seconds(5)).ok());
 }
 
 }  // namespace

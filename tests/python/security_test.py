@@ -201,6 +201,32 @@ class DefaultFlagsTest(unittest.TestCase):
         want = reference_ids(self.model, PROMPT, 16, ignore_eos=True)
         self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
 
+    def test_the_rendezvous_answers_only_the_ranks_of_its_generation(self):
+        # A holder of the internal token that is not a rank the router
+        # welcomed into the current generation can neither read nor replace
+        # what the ranks publish (it could overwrite a rank's address).
+        c = self.cluster
+        token = read(self.token_file).strip()
+        generation = c.client.status()["groups"][0]["generation"]
+        self.assertGreater(generation, 0)
+        channel = grpc.insecure_channel(c.internal_address)
+        k, v, ln = shift_client._key, shift_client._varint, shift_client._len
+        for ticket in (b"", b"0123456789abcdef0123456789abcdef"):
+            scope = ln(1, k(1, 0) + v(0) + k(2, 0) + v(generation) + ln(3, ticket))
+            bodies = {"Set": scope + ln(2, b"comm/0") + ln(3, b"poison"),
+                      "Get": scope + ln(2, b"comm/0"),
+                      "Check": scope + ln(2, b"comm/0"),
+                      "Add": scope + ln(2, b"counter") + k(3, 0) + v(1)}
+            for method, body in bodies.items():
+                stub = channel.unary_unary("/shift.v1.internal.Rendezvous/" + method)
+                code, details = code_of(lambda: stub(
+                    body, timeout=10, metadata=(("x-shift-internal-token", token),)))
+                self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, (method, ticket))
+                self.assertIn("answers only its ranks", details)
+        channel.close()
+        want = reference_ids(self.model, PROMPT, 16, ignore_eos=True)
+        self.assertEqual(c.client.generate(text=PROMPT, max_tokens=16, ignore_eos=True)[0], want)
+
     def test_idle_connections_do_not_block_metrics(self):
         # Two idle TCP connections used to take both of /metrics' threads
         # for 30 s; the router's and the ranks' servers now have more threads
