@@ -4,7 +4,6 @@
 // mutual TLS with --tls_ca), health alone on an optional plaintext port for
 // orchestrator probes, and Prometheus /metrics; schedules every step of its
 // worker groups and decides TP or SP for each.
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
@@ -32,6 +31,7 @@
 #include "router/generation_service.h"
 #include "router/http_server.h"
 #include "router/openai_service.h"
+#include "router/public_reflection.h"
 #include "router/rendezvous_service.h"
 #include "router/router.h"
 #include "router/router_metrics.h"
@@ -253,7 +253,11 @@ absl::Status Serve() {
                          Router::Create(options, config, *tokenizer, &hub, &metrics, &clock));
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection of the public port's services and their files only.
+  PublicReflection reflection(
+      {"shift.v1.Generation", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"},
+      {"shift/v1/generation.proto", "grpc/health/v1/health.proto",
+       "grpc/reflection/v1alpha/reflection.proto"});
   const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
                      absl::GetFlag(FLAGS_tls_ca)};
   SHIFT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> public_credentials,
@@ -317,8 +321,8 @@ absl::Status Serve() {
   SHIFT_ASSIGN_OR_RETURN(const int internal_port,
                          serve(internal_host, absl::GetFlag(FLAGS_internal_port),
                                internal_credentials, {&hub, &store}));
-  SHIFT_ASSIGN_OR_RETURN(const int port,
-                         serve(host, absl::GetFlag(FLAGS_port), public_credentials, {&generation}));
+  SHIFT_ASSIGN_OR_RETURN(const int port, serve(host, absl::GetFlag(FLAGS_port), public_credentials,
+                                               {&generation, &reflection}));
   // The OpenAI-compatible HTTP front, over the same router, lanes and keys.
   if (const int32_t http_port = absl::GetFlag(FLAGS_http_port); http_port >= 0) {
     OpenAiServiceOptions openai_options;
@@ -352,8 +356,10 @@ absl::Status Serve() {
   }
   int health_port = -1;
   if (absl::GetFlag(FLAGS_health_port) >= 0) {
+    // Health, and reflection (public files only; gRPC refuses a server with
+    // no service of its own beside the default health service).
     SHIFT_ASSIGN_OR_RETURN(health_port, serve(host, absl::GetFlag(FLAGS_health_port),
-                                              grpc::InsecureServerCredentials(), {}));
+                                              grpc::InsecureServerCredentials(), {&reflection}));
   }
   // Readiness ("" and shift.v1.Generation) follows the groups; liveness
   // ("shift.live") holds while the process runs, so a probe on it does not

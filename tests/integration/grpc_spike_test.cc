@@ -1,7 +1,7 @@
 // Proves, against a real server on loopback, that a server whose services are
 // all written on gRPC's callback API (the one shift-router uses) also serves
-// the standard grpc.health.v1.Health service and server reflection.
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
+// the standard grpc.health.v1.Health service and server reflection (shift's
+// own, router/public_reflection.h: the public files only).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -14,7 +14,9 @@
 #include "google/protobuf/unknown_field_set.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "router/public_reflection.h"
 #include "shift/v1/generation.grpc.pb.h"
+#include "shift/v1/internal.pb.h"
 
 namespace shift {
 namespace {
@@ -80,10 +82,10 @@ class GrpcSpikeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     grpc::EnableDefaultHealthCheckService(true);
-    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(&service_);
+    builder.RegisterService(&reflection_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     ASSERT_GT(port_, 0);
@@ -157,6 +159,10 @@ class GrpcSpikeTest : public ::testing::Test {
 
   int port_ = 0;
   SpikeGeneration service_;
+  PublicReflection reflection_{
+      {"shift.v1.Generation", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"},
+      {"shift/v1/generation.proto", "grpc/health/v1/health.proto",
+       "grpc/reflection/v1alpha/reflection.proto"}};
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
 };
@@ -249,6 +255,24 @@ TEST_F(GrpcSpikeTest, ReflectionListsAndDescribesServices) {
     for (const auto& name : Fields(proto, 1)) found |= (name == "shift/v1/generation.proto");
   }
   EXPECT_TRUE(found);
+
+  // internal.proto is in the same process's descriptor pool, but nothing of
+  // it is described: its symbols and its file get the answer a symbol that
+  // does not exist gets, error_response (7) NOT_FOUND.
+  ASSERT_EQ(v1::internal::StepPlan::descriptor()->file()->name(), "shift/v1/internal.proto");
+  for (const std::string& asked :
+       {std::string("shift.v1.internal.Worker"), std::string("shift.v1.internal.StepPlan"),
+        std::string("no.such.Symbol")}) {
+    std::string ask = std::string("\x22", 1) + static_cast<char>(asked.size()) + asked;
+    const std::string answer = Reflect(ask);
+    EXPECT_TRUE(Fields(answer, 4).empty()) << asked;
+    auto errors = Fields(answer, 7);
+    ASSERT_EQ(errors.size(), 1u) << asked;
+    EXPECT_THAT(errors[0], ::testing::HasSubstr("not found")) << asked;
+  }
+  const std::string file = "shift/v1/internal.proto";
+  const std::string by_name = std::string("\x1a", 1) + static_cast<char>(file.size()) + file;
+  EXPECT_EQ(Fields(Reflect(by_name), 7).size(), 1u);
 }
 
 }  // namespace

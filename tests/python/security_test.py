@@ -138,6 +138,21 @@ class DefaultFlagsTest(unittest.TestCase):
         services = c.client.list_services()
         self.assertIn("shift.v1.Generation", services)
         self.assertFalse([s for s in services if "internal" in s], services)
+        # Nor does reflection describe internal.proto when asked for one of
+        # its symbols or its file by name: the answer a symbol that does not
+        # exist gets (error_response, 7), where the public file is described.
+        reflect = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+
+        def ask(field, text):
+            for raw in reflect(iter([shift_client._len(field, text.encode())]), timeout=10):
+                return shift_client.parse(raw)
+        self.assertIn(4, ask(4, "shift.v1.Generation"))  # file_descriptor_response
+        for field, text in ((4, "shift.v1.internal.Worker"), (4, "shift.v1.internal.StepPlan"),
+                            (3, "shift/v1/internal.proto"), (4, "no.such.Symbol")):
+            answer = ask(field, text)
+            self.assertNotIn(4, answer, text)
+            self.assertIn(7, answer, text)
         # The internal port is another port, and it is on 127.0.0.1.
         self.assertNotEqual(c.internal_port, c.port)
         # Outputs are untouched by the attempts.
