@@ -7,21 +7,25 @@ A benchmark, not a test: it prints a table of what it measured.
 
 Attacks, each against a fresh router and one CPU worker on the tiny model:
   stop     30 concurrent Generate calls, each with 900,000 stop strings
-  store    100 rendezvous writes of 4 MB on the internal port
+  store    100 rendezvous writes of 4 MB on the internal port, as a holder
+           of the internal token that is not a welcomed rank (no ticket)
+  getbytes 300 concurrent rendezvous Gets of 256 keys of 256 bytes each,
+           waiting 20 s, as a holder of the token with no ticket
   window   40 streams over a raw HTTP/2 connection that advertises a zero
            receive window, so nothing generated can be sent; held for
-           --window_s seconds
+           --window_s seconds (past the 30 s stall timeout)
+  rapid    HTTP/2 rapid reset: --resets streams opened (a Generate each)
+           and reset at once, over 4 connections
 Reported: VmRSS and VmHWM (peak) of the router, in MiB, before and after.
 """
 
 import argparse
 import concurrent.futures
 import os
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import grpc
@@ -31,7 +35,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", default="build", help="the build folder whose router to attack")
     parser.add_argument("--window_s", type=int, default=45)
-    parser.add_argument("--only", default="stop,store,window")
+    parser.add_argument("--resets", type=int, default=80000)
+    parser.add_argument("--only", default="stop,store,getbytes,window,rapid")
     return parser.parse_args()
 
 
@@ -40,6 +45,7 @@ ARGS = parse_args()
 os.environ["SHIFT_BINARY_DIR"] = os.path.abspath(ARGS.build)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from cluster import Cluster, make_model  # noqa: E402
+import raw_http2  # noqa: E402
 import shift_client  # noqa: E402
 
 
@@ -69,11 +75,10 @@ def attack_stop(cluster):
 
 
 def attack_store(cluster):
-    # As an insider: with the deployment's internal token (the router's
-    # default file), which an outsider lacks (its calls get UNAUTHENTICATED
-    # before the store reads them).
-    with open(os.path.expanduser("~/.shift/internal_token")) as f:
-        metadata = (("x-shift-internal-token", f.read().strip()),)
+    # With the deployment's internal token (the router's default file),
+    # which an outsider lacks (its calls get UNAUTHENTICATED before the
+    # store reads them), but without a rank's ticket.
+    metadata = internal_token()
     channel = grpc.insecure_channel(cluster.internal_address,
                                     options=[("grpc.max_send_message_length", 8 << 20)])
     store_set = channel.unary_unary("/shift.v1.internal.Rendezvous/Set")
@@ -92,49 +97,77 @@ def attack_store(cluster):
     return ", ".join("%s x%d" % kv for kv in sorted(codes.items()))
 
 
-def frame(kind, flags, stream, payload):
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + \
-        struct.pack(">I", stream) + payload
+def internal_token():
+    with open(os.path.expanduser("~/.shift/internal_token")) as f:
+        return (("x-shift-internal-token", f.read().strip()),)
 
 
-def literal(name, value):
-    """An HPACK literal header field without indexing, new name, no Huffman."""
-    def string(s):
-        assert len(s) < 127
-        return bytes([len(s)]) + s
-    return b"\x00" + string(name) + string(value)
+def attack_getbytes(cluster):
+    channel = grpc.insecure_channel(cluster.internal_address)
+    store_get = channel.unary_unary("/shift.v1.internal.Rendezvous/Get")
+    generation = cluster.client.status()["groups"][0]["generation"]
+    scope = (shift_client._key(1, 0) + shift_client._varint(0) + shift_client._key(2, 0) +
+             shift_client._varint(generation))
+    keys = b"".join(shift_client._len(2, (b"k%03d" % i) * 64) for i in range(256))
+    request = shift_client._len(1, scope) + keys + shift_client._key(3, 0) + \
+        shift_client._varint(20000)
+    metadata = internal_token()
+
+    def one(_):
+        try:
+            store_get(request, timeout=30, metadata=metadata)
+            return "OK"
+        except grpc.RpcError as e:
+            return e.code().name
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        codes = list(pool.map(one, range(300)))
+    return ", ".join("%s x%d" % (c, codes.count(c)) for c in sorted(set(codes)))
 
 
 def attack_window(cluster, seconds):
-    host, port = cluster.address.split(":")
-    sock = socket.create_connection((host, int(port)))
-    # Preface, then SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may send no
-    # DATA on any stream until we open the window, which we never do.
-    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" +
-                 frame(0x4, 0, 0, struct.pack(">HI", 0x4, 0)))
+    conn = raw_http2.Connection(cluster.address, initial_window=0)
     request = shift_client.encode_generate_request(text="hello there", max_tokens=400,
                                                    ignore_eos=True)
-    message = b"\x00" + struct.pack(">I", len(request)) + request
     for i in range(40):
-        stream = 1 + 2 * i
-        headers = b"".join([
-            literal(b":method", b"POST"), literal(b":scheme", b"http"),
-            literal(b":path", b"/shift.v1.Generation/Generate"),
-            literal(b":authority", cluster.address.encode()),
-            literal(b"content-type", b"application/grpc"), literal(b"te", b"trailers")])
-        sock.sendall(frame(0x1, 0x4, stream, headers) + frame(0x0, 0x1, stream, message))
-    sock.settimeout(0.5)
-    end = time.time() + seconds
+        conn.open(1 + 2 * i, b"/shift.v1.Generation/Generate", request)
+    ended = set()
     peak = 0.0
+    end = time.time() + seconds
     while time.time() < end:
-        try:
-            if not sock.recv(65536):
-                break
-        except socket.timeout:
-            pass
+        for kind, flags, stream, _ in conn.frames(0.5):
+            if kind == raw_http2.RST_STREAM or (kind == raw_http2.HEADERS and flags & 0x1):
+                ended.add(stream)
         peak = max(peak, rss(cluster.router.pid)[0])
-    sock.close()
-    return "40 streams for %d s (peak RSS while held %.0f MiB)" % (seconds, peak)
+    conn.close()
+    return "40 streams held %d s, %d ended by the server (peak RSS while held %.0f MiB)" % (
+        seconds, len(ended), peak)
+
+
+def attack_rapid(cluster, resets):
+    request = shift_client.encode_generate_request(text="hello there", max_tokens=400)
+    per = resets // 4
+    peak = [0.0]
+
+    def one(_):
+        conn = raw_http2.Connection(cluster.address)
+        drain = threading.Thread(target=lambda: sum(1 for _ in conn.frames(600)), daemon=True)
+        drain.start()
+        sent = 0
+        try:
+            for i in range(per):
+                stream = 1 + 2 * i
+                conn.open(stream, b"/shift.v1.Generation/Generate", request)
+                conn.reset(stream)
+                sent += 1
+                if i % 2000 == 0:
+                    peak[0] = max(peak[0], rss(cluster.router.pid)[0])
+        except OSError:
+            pass
+        conn.close()
+        return sent
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        sent = sum(pool.map(one, range(4)))
+    return "%d streams opened and reset (peak RSS while sent %.0f MiB)" % (sent, peak[0])
 
 
 def main():
@@ -152,8 +185,29 @@ def main():
                 outcome = attack_stop(cluster)
             elif name == "store":
                 outcome = attack_store(cluster)
-            else:
+            elif name == "getbytes":
+                outcome = attack_getbytes(cluster)
+            elif name == "window":
                 outcome = attack_window(cluster, args.window_s)
+            else:
+                outcome = attack_rapid(cluster, args.resets)
+            # Serving again after it (a group that lost a rank re-forms).
+            start = time.time()
+            served = None
+            while served is None and time.time() < start + 120:
+                try:
+                    served = cluster.client.generate(text="still there", max_tokens=4,
+                                                     timeout=5)[0]
+                except grpc.RpcError:
+                    time.sleep(0.5)
+            if served is None:
+                outcome += "; not serving 120 s after it"
+            else:
+                outcome += "; serving %.1f s after it" % (time.time() - start)
+            logs = cluster.all_logs()
+            lost = logs.count("event=rank_lost")
+            if lost:
+                outcome += "; ranks lost: %d" % lost
             time.sleep(1)
             after, peak = rss(cluster.router.pid)
             print("| %s | %s | %.0f MiB | %.0f MiB | %.0f MiB |" % (name, outcome, before, after,
