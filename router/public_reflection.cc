@@ -28,6 +28,12 @@ constexpr size_t kMaxQueued = 16;
 
 }  // namespace
 
+PublicReflection::PublicReflection()
+    : PublicReflection({"shift.v1.Generation", "grpc.health.v1.Health",
+                        "grpc.reflection.v1alpha.ServerReflection"},
+                       {"shift/v1/generation.proto", "grpc/health/v1/health.proto",
+                        "grpc/reflection/v1alpha/reflection.proto"}) {}
+
 PublicReflection::PublicReflection(std::vector<std::string> services,
                                    const std::vector<std::string>& files)
     : services_(std::move(services)) {

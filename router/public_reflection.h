@@ -16,6 +16,9 @@ namespace shift {
 
 class PublicReflection final : public grpc::reflection::v1alpha::ServerReflection::CallbackService {
  public:
+  // shift's public port: Generation, health and reflection, described from
+  // generation.proto, health.proto and reflection.proto.
+  PublicReflection();
   // `services`: the full names listed; `files`: the proto files (as the
   // generated pool names them, e.g. "shift/v1/generation.proto") that may
   // be described, with everything they import.

@@ -254,10 +254,7 @@ absl::Status Serve() {
 
   grpc::EnableDefaultHealthCheckService(true);
   // Reflection of the public port's services and their files only.
-  PublicReflection reflection(
-      {"shift.v1.Generation", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"},
-      {"shift/v1/generation.proto", "grpc/health/v1/health.proto",
-       "grpc/reflection/v1alpha/reflection.proto"});
+  PublicReflection reflection;
   const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
                      absl::GetFlag(FLAGS_tls_ca)};
   SHIFT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> public_credentials,

@@ -448,17 +448,15 @@ absl::Status WorkerHub::WaitFormed(uint32_t group_id, absl::Duration timeout) {
         absl::StrCat("group ", group_id, " generation ", group.generation, ": rank(s) ",
                      absl::StrJoin(waiting, ", "), " have not formed yet"));
   }
-  if (!group.formation_error.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("group ", group_id, " generation ",
-                                                      group.generation,
-                                                      " did not form: ", group.formation_error));
-  }
-  return absl::OkStatus();
+  return Formation(group_id, group);
 }
 
 absl::Status WorkerHub::FormationError(uint32_t group_id) {
   absl::MutexLock lock(&mu_);
-  const Group& group = groups_[group_id];
+  return Formation(group_id, groups_[group_id]);
+}
+
+absl::Status WorkerHub::Formation(uint32_t group_id, const Group& group) const {
   if (group.formation_error.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat("group ", group_id, " generation ",
                                                     group.generation,

@@ -149,6 +149,10 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   void Reform(uint32_t group_id, Group& group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Lose(uint32_t group_id, Group& group, uint32_t rank, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FAILED_PRECONDITION with why a rank of the current generation did not
+  // form; OK while none reported it.
+  absl::Status Formation(uint32_t group_id, const Group& group) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // "rank 1 (its control stream closed)", for every rank of the group missing.
   std::string Missing(const Group& group) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Watchdog();

@@ -159,10 +159,7 @@ class GrpcSpikeTest : public ::testing::Test {
 
   int port_ = 0;
   SpikeGeneration service_;
-  PublicReflection reflection_{
-      {"shift.v1.Generation", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"},
-      {"shift/v1/generation.proto", "grpc/health/v1/health.proto",
-       "grpc/reflection/v1alpha/reflection.proto"}};
+  PublicReflection reflection_;  // the router's
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
 };
