@@ -1,5 +1,6 @@
 #include "common/cli.h"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -62,6 +63,13 @@ int64_t RaiseOpenFileLimit() {
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
   }
   return limit.rlim_cur == RLIM_INFINITY ? -1 : static_cast<int64_t>(limit.rlim_cur);
+}
+
+uint64_t ReturnFreeHeap(uint64_t threshold_bytes) {
+  const struct mallinfo2 info = mallinfo2();
+  const uint64_t free_bytes = info.fordblks;
+  if (free_bytes > threshold_bytes) malloc_trim(0);
+  return free_bytes;
 }
 
 std::vector<char*> InitProgram(int argc, char** argv, const std::string& description,

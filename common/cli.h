@@ -25,6 +25,13 @@ std::vector<char*> InitProgram(int argc, char** argv, const std::string& descrip
 // idle connections alone). Returns the limit now in force.
 int64_t RaiseOpenFileLimit();
 
+// Gives the heap's free memory back to the system (malloc_trim) when more
+// than `threshold_bytes` of it is free. glibc keeps what a burst freed, so
+// without it a burst of work (an HTTP/2 rapid-reset flood makes gRPC
+// allocate up to its quota) leaves the process that large for good.
+// Returns the bytes that were free; servers call it about once a second.
+uint64_t ReturnFreeHeap(uint64_t threshold_bytes);
+
 // Prints "program: status" to stderr and returns the exit code for a failure.
 int ReportFailure(const absl::Status& status);
 

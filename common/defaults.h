@@ -42,6 +42,8 @@ inline constexpr double kStalledStreamTimeoutSeconds = 30;
 // router admits from a client at the defaults (1,024 waiting + 256 running
 // per group), so only a connection that holds streams it does not use meets it.
 inline constexpr int32_t kMaxStreamsPerConnection = 2048;
+// Free heap the router keeps before giving the rest back to the system.
+inline constexpr uint64_t kFreeHeapKeptBytes = 64ull << 20;
 // What one request may carry (the router's memory is bounded by these
 // times the requests it holds; README "Memory bounds").
 inline constexpr int64_t kMaxRequestBytes = int64_t{4} << 20;  // a Generate message

@@ -125,7 +125,9 @@ ABSL_FLAG(int64_t, max_model_len, 0,
 ABSL_FLAG(double, step_timeout_s, shift::defaults::kStepTimeoutSeconds,
           "Seconds a step may take before the group is re-formed");
 ABSL_FLAG(double, heartbeat_timeout_s, shift::defaults::kHeartbeatTimeoutSeconds,
-          "Seconds of worker silence before a rank is lost");
+          "Seconds of worker silence before a rank is lost (ranks send a heartbeat every "
+          "quarter of it, at most every second; a rank whose messages the kernel received but "
+          "the router has not yet handled is not silent)");
 ABSL_FLAG(int32_t, output_threads, shift::defaults::kOutputThreads,
           "Threads that detokenize and stream output to clients (a slow client holds up only "
           "its own stream)");
@@ -233,8 +235,15 @@ absl::Status Serve() {
     SHIFT_ASSIGN_OR_RETURN(internal_token, LoadOrCreateInternalToken(token_path));
   }
   RendezvousService store(options.num_groups, internal_token);
+  const double heartbeat_timeout_s = absl::GetFlag(FLAGS_heartbeat_timeout_s);
+  if (!(heartbeat_timeout_s >= 0.1 && heartbeat_timeout_s <= 3600)) {
+    return absl::InvalidArgumentError("--heartbeat_timeout_s must be in [0.1, 3600]");
+  }
   WorkerHubOptions hub_options;
-  hub_options.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
+  hub_options.heartbeat_timeout = absl::Seconds(heartbeat_timeout_s);
+  // Ranks beat at least four times per timeout, so that one late beat is
+  // not a lost rank.
+  hub_options.heartbeat_interval = std::min(absl::Seconds(1), hub_options.heartbeat_timeout / 4);
   hub_options.num_groups = options.num_groups;
   hub_options.world_size = options.world_size;
   hub_options.sp_degree = options.sp_degree != 0 ? options.sp_degree : options.world_size;
@@ -392,8 +401,9 @@ absl::Status Serve() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   timespec tick{0, 200 * 1000 * 1000};
-  for (;;) {
+  for (int ticks = 0;; ++ticks) {
     set_health(router->ready());
+    if (ticks % 5 == 0) ReturnFreeHeap(defaults::kFreeHeapKeptBytes);
     if (http) metrics.SetHttpConnections(static_cast<double>(http->connections()));
     if (sigtimedwait(&signals, nullptr, &tick) > 0) break;
   }

