@@ -147,7 +147,8 @@ class RankLoop {
                                 std::chrono::milliseconds(options_.rendezvous_timeout_ms), ticket);
       auto comm = GlooCommunicator::Connect(
           store, "comm", static_cast<int>(options_.rank), static_cast<int>(options_.world_size),
-          options_.host, std::chrono::milliseconds(options_.rendezvous_timeout_ms));
+          options_.collective_host.empty() ? options_.host : options_.collective_host,
+          std::chrono::milliseconds(options_.rendezvous_timeout_ms));
       if (comm.ok()) {
         comm_ = *std::move(comm);
         if (engine_->backend().device() != kernels::Device::kCpu) {

@@ -55,8 +55,10 @@ struct RankOptions {
   // only mode (false is refused there), refused on CUDA.
   bool deterministic = true;
   // Where this rank serves gRPC health and Prometheus /metrics (0: any port)
-  // and listens for its group's collectives.
+  // and listens for its group's collectives (on `collective_host` instead
+  // when it is set: a network of their own).
   std::string host = "127.0.0.1";
+  std::string collective_host;
   int health_port = 0;
   int metrics_port = 0;
 };

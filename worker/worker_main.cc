@@ -77,7 +77,11 @@ ABSL_FLAG(std::string, compute_profile, "",
           "collectives' seconds and bytes, compute = step - collectives, GEMM FLOPs (shift-sim "
           "reads it)");
 ABSL_FLAG(std::string, host, "127.0.0.1",
-          "Address this rank binds and advertises (health, /metrics, collectives)");
+          "Address this rank binds and advertises (health, /metrics, and collectives unless "
+          "--collective_host is set)");
+ABSL_FLAG(std::string, collective_host, "",
+          "Address this rank's Gloo collectives bind and advertise to its group (a network of "
+          "their own); empty: --host");
 ABSL_FLAG(int32_t, port, 0, "gRPC health port (0: any free port, reported at registration)");
 ABSL_FLAG(int32_t, metrics_port, 0, "Prometheus /metrics port (0: any free port)");
 ABSL_FLAG(std::string, log_format, "text",
@@ -141,6 +145,7 @@ int main(int argc, char** argv) {
   if (!collectives.ok()) return shift::ReportFailure(collectives.status());
   options.collectives = *collectives;
   options.host = absl::GetFlag(FLAGS_host);
+  options.collective_host = absl::GetFlag(FLAGS_collective_host);
   options.health_port = absl::GetFlag(FLAGS_port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   if (options.model_dir.empty()) {

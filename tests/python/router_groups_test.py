@@ -16,7 +16,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, free_port, make_model, metric, reference_ids  # noqa: E402
+from cluster import Cluster, free_port, make_model, metric, read, reference_ids  # noqa: E402
 
 PROMPTS = [
     "The lighthouse keeper counted ships",
@@ -91,6 +91,42 @@ class RouterGroupsTest(unittest.TestCase):
         finally:
             codes = c.stop()
         self.assertEqual(codes, [0] * len(codes), c.all_logs())
+
+    def test_a_group_whose_ranks_cannot_connect_stays_out_of_service(self):
+        # Rank 1's collectives listen on an address this machine does not
+        # have (TEST-NET-1), so its communicators never form: both ranks
+        # register, yet the group is not put in service, every generation
+        # fails the same way, and requests are refused clearly. The rank
+        # started right brings it into service.
+        c = Cluster(self.tmp, "unformed", self.model, world_size=2, start_ranks=False,
+                    worker_flags=["--rendezvous_timeout_ms=2000"])
+        try:
+            c.start_rank(0, 0)
+            c.worker_flags.append("--collective_host=192.0.2.1")
+            c.start_rank(0, 1)
+            c.worker_flags.pop()
+            deadline = time.time() + 60
+            while read(c.logs[0]).count("event=group_not_formed") < 2:
+                self.assertLess(time.time(), deadline, c.all_logs())
+                time.sleep(0.1)
+            log = read(c.logs[0])
+            self.assertRegex(log, r"group 0 rank 1 registered")
+            self.assertRegex(log, r"did not form \(rank [01]: .*192\.0\.2\.1")
+            self.assertNotIn("event=group_formed", log)
+            self.assertFalse(c.client.status()["groups"][0]["ready"])
+            with self.assertRaises(grpc.RpcError) as refused:
+                c.client.generate(text=PROMPTS[0], max_tokens=4, timeout=30)
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("formed", refused.exception.details())
+            c.ranks[(0, 1)].kill()
+            c.ranks[(0, 1)].wait()
+            c.start_rank(0, 1)
+            c.wait_ready([0])
+            self.assertEqual(
+                c.client.generate(text=PROMPTS[0], max_tokens=200, ignore_eos=True)[0],
+                self.refs[PROMPTS[0]])
+        finally:
+            c.stop()
 
     def test_sigterm_drains_open_requests_then_exits(self):
         c = Cluster(self.tmp, "drain", self.model, world_size=1,
