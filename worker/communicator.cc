@@ -55,6 +55,7 @@ class SubgroupView final : public Communicator {
   absl::Status Gather(const kernels::Tensor&, const kernels::Tensor&, int) override {
     return Unsupported("gather");
   }
+  absl::Status Broadcast(const kernels::Tensor&, int) override { return Unsupported("broadcast"); }
   absl::Status AllToAllV(const kernels::Tensor& in, absl::Span<const int64_t> send_counts,
                          const kernels::Tensor& out,
                          absl::Span<const int64_t> recv_counts) override {

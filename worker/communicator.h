@@ -47,6 +47,12 @@ class Communicator {
   virtual absl::Status AllToAllV(const kernels::Tensor& in, absl::Span<const int64_t> send_counts,
                                  const kernels::Tensor& out,
                                  absl::Span<const int64_t> recv_counts) = 0;
+  // Every rank's `data` (the same number of elements on each) becomes
+  // `root`'s, in place and bit for bit: any 4-byte content travels, e.g.
+  // token ids as their int32 bits in an fp32 tensor (the tokens the leader
+  // sampled, for the other ranks' next step). Counted as a flat broadcast:
+  // the root sends (P - 1)·n elements, every other rank receives n.
+  virtual absl::Status Broadcast(const kernels::Tensor& data, int root) = 0;
   virtual absl::Status Barrier() = 0;
 
   // Whether the calls take device (non-CPU) buffers: NCCL's, a host-staged

@@ -89,6 +89,19 @@ absl::Status EmulatedCommunicator::Gather(const kernels::Tensor& in, const kerne
   return AllGather(in, out);
 }
 
+absl::Status EmulatedCommunicator::Broadcast(const kernels::Tensor& data, int root) {
+  if (root < 0 || root >= size_) {
+    return absl::InvalidArgumentError(absl::StrCat("broadcast from rank ", root, " of ", size_));
+  }
+  const uint64_t bytes = static_cast<uint64_t>(data.size()) * DTypeSize(data.dtype);
+  if (rank_ == root) {
+    CountBytes(bytes * (size_ - 1), 0);
+  } else {
+    CountBytes(0, bytes);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status EmulatedCommunicator::DeterministicAllReduce(const kernels::Tensor& data) {
   if (data.device == kernels::Device::kCpu || size_ == 1) {
     return Communicator::DeterministicAllReduce(data);

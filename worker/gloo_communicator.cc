@@ -13,6 +13,7 @@
 #include "gloo/allgatherv.h"
 #include "gloo/alltoallv.h"
 #include "gloo/barrier.h"
+#include "gloo/broadcast.h"
 #include "gloo/gather.h"
 #include "gloo/rendezvous/context.h"
 #include "gloo/rendezvous/prefix_store.h"
@@ -210,6 +211,26 @@ absl::Status GlooCommunicator::AllToAllV(const kernels::Tensor& in_t,
   }));
   CountBytes(Bytes(Sum(send_counts) - send_counts[rank_]),
              Bytes(Sum(recv_counts) - recv_counts[rank_]));
+  return absl::OkStatus();
+}
+
+absl::Status GlooCommunicator::Broadcast(const kernels::Tensor& data_t, int root) {
+  if (root < 0 || root >= size_) {
+    return absl::InvalidArgumentError(absl::StrCat("broadcast from rank ", root, " of ", size_));
+  }
+  SHIFT_ASSIGN_OR_RETURN(float* data, HostFloats("broadcast", data_t));
+  const int64_t n = data_t.size();
+  SHIFT_RETURN_IF_ERROR(Run("broadcast", [&] {
+    gloo::BroadcastOptions opts(context_);
+    opts.setOutput(data, n);
+    opts.setRoot(root);
+    gloo::broadcast(opts);
+  }));
+  if (rank_ == root) {
+    CountBytes(Bytes(n * (size_ - 1)), 0);
+  } else {
+    CountBytes(0, Bytes(n));
+  }
   return absl::OkStatus();
 }
 

@@ -51,6 +51,7 @@ struct NcclApi {
   decltype(&ncclGetErrorString) GetErrorString;
   decltype(&ncclAllGather) AllGather;
   decltype(&ncclAllReduce) AllReduce;
+  decltype(&ncclBroadcast) Broadcast;
   decltype(&ncclSend) Send;
   decltype(&ncclRecv) Recv;
   decltype(&ncclGroupStart) GroupStart;
@@ -78,6 +79,7 @@ absl::StatusOr<const NcclApi*> LoadNccl() {
     lib.Get(&api.GetErrorString, "ncclGetErrorString");
     lib.Get(&api.AllGather, "ncclAllGather");
     lib.Get(&api.AllReduce, "ncclAllReduce");
+    lib.Get(&api.Broadcast, "ncclBroadcast");
     lib.Get(&api.Send, "ncclSend");
     lib.Get(&api.Recv, "ncclRecv");
     lib.Get(&api.GroupStart, "ncclGroupStart");
@@ -196,6 +198,22 @@ class NcclCommunicator final : public Communicator {
     }
     std::vector<int64_t> counts(size(), in.size());
     return Exchange("gather", in, counts, out, counts, root);
+  }
+
+  // In place, bytes as they are (ncclBroadcast of the buffer's type moves
+  // them without arithmetic).
+  absl::Status Broadcast(const kernels::Tensor& data, int root) override {
+    SHIFT_RETURN_IF_ERROR(CheckDevice({&data}));
+    if (root < 0 || root >= size()) {
+      return absl::InvalidArgumentError(absl::StrCat("broadcast from rank ", root, " of ", size()));
+    }
+    SHIFT_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(data.dtype));
+    const bool is_root = rank() == root;
+    return Run("broadcast", is_root ? data.bytes() * (size() - 1) : 0, is_root ? 0 : data.bytes(),
+               [&] {
+                 return api_->Broadcast(data.data, data.data, static_cast<size_t>(data.size()),
+                                        type, root, comm_, Stream());
+               });
   }
 
   absl::Status AllToAllV(const kernels::Tensor& in, absl::Span<const int64_t> send_counts,

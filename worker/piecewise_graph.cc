@@ -47,6 +47,10 @@ absl::Status PiecewiseCapture::AllGatherV(const kernels::Tensor& in,
               out] { return inner->AllGatherV(in, counts, out); });
 }
 
+absl::Status PiecewiseCapture::Broadcast(const kernels::Tensor& data, int root) {
+  return Cut([inner = inner_, data, root] { return inner->Broadcast(data, root); });
+}
+
 absl::Status PiecewiseCapture::Gather(const kernels::Tensor& in, const kernels::Tensor& out,
                                       int root) {
   return Cut([inner = inner_, in, out, root] { return inner->Gather(in, out, root); });

@@ -47,6 +47,7 @@ class PiecewiseCapture final : public Communicator {
   absl::Status AllToAllV(const kernels::Tensor& in, absl::Span<const int64_t> send_counts,
                          const kernels::Tensor& out,
                          absl::Span<const int64_t> recv_counts) override;
+  absl::Status Broadcast(const kernels::Tensor& data, int root) override;
   absl::Status Barrier() override;
   absl::Status DeterministicAllReduce(const kernels::Tensor& data) override;
   absl::Status SubgroupAllReduce(const kernels::Tensor& data,

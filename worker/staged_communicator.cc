@@ -51,6 +51,14 @@ absl::Status StagedCommunicator::AllGatherV(const kernels::Tensor& in,
   });
 }
 
+absl::Status StagedCommunicator::Broadcast(const kernels::Tensor& data, int root) {
+  // In place: the root's data goes out, the others' is written back.
+  return Run(data, rank() == root ? nullptr : &data,
+             [&](const kernels::Tensor& i, const kernels::Tensor& o) {
+               return inner_->Broadcast(rank() == root ? i : o, root);
+             });
+}
+
 absl::Status StagedCommunicator::Gather(const kernels::Tensor& in, const kernels::Tensor& out,
                                         int root) {
   // Only the root's output is written (and staged back).

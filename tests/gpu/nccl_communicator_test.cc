@@ -90,6 +90,9 @@ TEST_F(NcclCommunicatorTest, OneRankRunsEveryCollective) {
     kernels::Buffer out4 = Device(std::vector<float>(6, 0), dtype);
     ASSERT_TRUE(comm_->AllToAllV(in, counts, out4, counts).ok());
     EXPECT_EQ(Host(out4), values);
+    ASSERT_TRUE(comm_->Broadcast(in, 0).ok());  // in place
+    EXPECT_EQ(Host(in), values);
+    EXPECT_EQ(comm_->Broadcast(in, 1).code(), absl::StatusCode::kInvalidArgument);
   }
   ASSERT_TRUE(comm_->Barrier().ok());
   EXPECT_GT(comm_->seconds(), 0);

@@ -96,6 +96,35 @@ TEST_P(CommunicatorTest, GathersAndExchanges) {
   });
 }
 
+// Token ids travel as their int32 bits in fp32 tensors: the broadcast must
+// move bytes, never values (denormals and NaN patterns included).
+std::vector<float> TokenBits(int rank) {
+  const std::vector<int32_t> ids = {0, 1, 151643, 128009, 0x7fc00001, rank};
+  std::vector<float> bits(ids.size());
+  std::memcpy(bits.data(), ids.data(), ids.size() * sizeof(int32_t));
+  return bits;
+}
+
+TEST_P(CommunicatorTest, BroadcastsTheRootsBytesInPlace) {
+  const int p = GetParam();
+  RunGroup(p, [p](Communicator& comm) {
+    const int r = comm.rank();
+    const int root = p - 1;
+    std::vector<float> data = TokenBits(r);
+    const uint64_t sent = comm.bytes_sent(), received = comm.bytes_received();
+    ASSERT_TRUE(comm.Broadcast(Host(data), root).ok());
+    const std::vector<float> want = TokenBits(root);
+    EXPECT_EQ(std::memcmp(data.data(), want.data(), want.size() * sizeof(float)), 0) << r;
+    const uint64_t bytes = want.size() * sizeof(float);
+    EXPECT_EQ(comm.bytes_sent() - sent, r == root ? bytes * (p - 1) : 0);
+    EXPECT_EQ(comm.bytes_received() - received, r == root ? 0 : bytes);
+    EXPECT_EQ(comm.Broadcast(Host(data), p).code(), absl::StatusCode::kInvalidArgument);
+    // The hybrid layout's views exchange only.
+    const std::vector<int> members = {r};
+    EXPECT_FALSE(comm.Subgroup(members)->Broadcast(Host(data), 0).ok());
+  });
+}
+
 TEST_P(CommunicatorTest, DeterministicAllReduceEqualsTheTree) {
   const int p = GetParam();
   const int64_t n = 37;

@@ -95,6 +95,10 @@ TEST(DeviceCollectivesTest, RanksSharingADeviceGetTheStagedCommunicator) {
     ASSERT_TRUE(
         comm.AllGather(kernels::HostTensor(in.data(), 1), kernels::HostTensor(out.data(), 2)).ok());
     EXPECT_EQ(out, (std::vector<float>{1, 2}));
+    // Staged through the host and back, in place.
+    std::vector<float> tokens = {static_cast<float>(10 * comm.rank() + 7), 3};
+    ASSERT_TRUE(comm.Broadcast(kernels::HostTensor(tokens.data(), 2), 1).ok());
+    EXPECT_EQ(tokens, (std::vector<float>{17, 3}));
   });
   for (const Formed& f : formed) {
     ASSERT_TRUE(f.comm.ok()) << f.comm.status();

@@ -45,6 +45,17 @@ TEST(EmulatedCommunicatorTest, CollectivesFillEveryPlaceAndCountRealBytes) {
   EXPECT_GT(comm.seconds(), 0.0);
   EXPECT_FALSE(
       comm.AllGather(kernels::HostTensor(in.data(), 3), kernels::HostTensor(out.data(), 11)).ok());
+  // A broadcast leaves the rank's own data (the root's stand-in) and counts
+  // what a real rank moves: rank 1 receives 3 floats from rank 0...
+  const uint64_t sent = comm.bytes_sent(), received = comm.bytes_received();
+  ASSERT_TRUE(comm.Broadcast(kernels::HostTensor(in.data(), 3), 0).ok());
+  EXPECT_EQ(in, (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(comm.bytes_received() - received, 3u * 4);
+  EXPECT_EQ(comm.bytes_sent(), sent);
+  // ... and as the root sends them to the three others.
+  ASSERT_TRUE(comm.Broadcast(kernels::HostTensor(in.data(), 3), 1).ok());
+  EXPECT_EQ(comm.bytes_sent() - sent, 9u * 4);
+  EXPECT_FALSE(comm.Broadcast(kernels::HostTensor(in.data(), 3), 4).ok());
 }
 
 class EmulatedRankTest : public ::testing::Test {
