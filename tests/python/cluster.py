@@ -45,6 +45,15 @@ def metric(text, series):
     return total if found else None
 
 
+def rss_mib(pid):
+    """A process's resident memory in MiB (VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
 def http_get(address):
     with urllib.request.urlopen("http://%s/metrics" % address, timeout=10) as r:
         return r.read().decode()

@@ -29,7 +29,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import (WORKER, Cluster, http_get, make_model, metric, read,  # noqa: E402
-                     reference_ids)
+                     reference_ids, rss_mib)
 import raw_http2  # noqa: E402
 import shift_client  # noqa: E402  (on the path through cluster)
 
@@ -342,14 +342,6 @@ class StreamBoundsTest(unittest.TestCase):
         channel.close()
         self.assertGreaterEqual(most, 2)
         self.assertEqual([call.code() for call in calls], [grpc.StatusCode.OK] * 6)
-
-
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 class RapidResetTest(unittest.TestCase):
