@@ -52,8 +52,15 @@ struct Request {
   State state = State::kWaiting;
   std::vector<int32_t> output;  // generated tokens
   std::vector<float> logprobs;  // one per output token when asked
-  // Tokens (of prompt then output) whose KV is in the cache.
+  // Tokens (of prompt then output, then pending ones) whose KV is in the
+  // cache, or will be once the steps in flight end.
   int64_t num_computed = 0;
+  // Steps in flight that sample this sequence's next tokens, not known yet,
+  // oldest first: the running step's, and the next one's when it was planned
+  // ahead of the running step's results (so at most two). A pending token
+  // is the input of the sequence's next decode (kPendingToken in the plan):
+  // the ranks know it, the router not yet.
+  std::vector<uint64_t> pending_steps;
   // Whether the ranks hold this sequence's state, and how many of its blocks
   // they have been sent.
   bool on_ranks = false;
@@ -74,6 +81,10 @@ struct Request {
   int32_t sp_steps = 0;
 
   int64_t num_tokens() const { return static_cast<int64_t>(prompt.size() + output.size()); }
+  // With the tokens of the steps in flight.
+  int64_t num_planned_tokens() const {
+    return num_tokens() + static_cast<int64_t>(pending_steps.size());
+  }
   // Token at position i of prompt followed by output.
   int32_t token(int64_t i) const {
     const int64_t p = static_cast<int64_t>(prompt.size());

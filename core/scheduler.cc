@@ -61,6 +61,7 @@ void Scheduler::ToWaiting(Request* r) {
   r->num_computed = 0;
   r->on_ranks = false;
   r->blocks_sent = 0;
+  r->pending_steps.clear();
 }
 
 void Scheduler::Release(Request* r) {
@@ -69,6 +70,8 @@ void Scheduler::Release(Request* r) {
   r->on_ranks = false;
   r->blocks_sent = 0;
   r->num_computed = 0;
+  // Tokens sampled in steps still in flight are dropped when they come.
+  r->pending_steps.clear();
 }
 
 void Scheduler::Preempt(Request* r) {
@@ -97,9 +100,12 @@ SchedulerOutput Scheduler::Schedule() {
     r->blocks_sent = table.size();
     s.start_position = r->num_computed;
     s.token_ids.reserve(n);
-    for (int64_t i = 0; i < n; ++i) s.token_ids.push_back(r->token(r->num_computed + i));
+    for (int64_t i = r->num_computed; i < r->num_computed + n; ++i) {
+      s.token_ids.push_back(i < r->num_tokens() ? r->token(i) : kPendingToken);
+    }
     r->num_computed += n;
-    s.sample = r->num_computed == r->num_tokens();
+    s.sample = r->num_computed == r->num_planned_tokens();
+    if (s.sample) r->pending_steps.push_back(next_step_id_);
     s.request = r;
     if (r->first_scheduled == absl::InfiniteFuture()) r->first_scheduled = now;
     out.num_tokens += n;
@@ -146,8 +152,15 @@ SchedulerOutput Scheduler::Schedule() {
   for (int pass = 0; pass < 2; ++pass) {
     for (size_t i = 0; i < running_.size(); ++i) {
       Request* r = running_[i];
-      const int64_t remaining = r->num_tokens() - r->num_computed;
+      const int64_t remaining = r->num_planned_tokens() - r->num_computed;
       if (remaining <= 0 || r->paused || (pass == 0) != (remaining == 1)) continue;
+      // Its tokens in flight end it by length: nothing more to compute. And
+      // never more than one step ahead: a pending input is always the token
+      // of the step just before.
+      if (r->output.size() + r->pending_steps.size() >= r->params.max_tokens ||
+          r->pending_steps.size() > 1) {
+        continue;
+      }
       if (budget <= 0 || static_cast<int64_t>(out.sequences.size()) >= config_.max_num_seqs) break;
       int64_t n = std::min(remaining, budget);
       if (pass == 1) {
@@ -235,7 +248,11 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
       if (it == requests_.end()) continue;
       Request* r = it->second.get();
       const int64_t end = s.start_position + static_cast<int64_t>(s.token_ids.size());
-      if (r->state != Request::State::kRunning || r->num_computed < end) continue;
+      // Only blocks of known tokens: a block completed by a pending token is
+      // registered with the step after, once the token is known.
+      if (r->state != Request::State::kRunning || r->num_computed < end || end > r->num_tokens()) {
+        continue;
+      }
       const int64_t first = s.start_position / config_.block_size;
       const int64_t full = end / config_.block_size;
       absl::Span<const uint64_t> hashes = BlockHashes(r, full);
@@ -259,9 +276,10 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
     if (it == requests_.end()) continue;  // finished (e.g. cancelled) meanwhile
     Request* r = it->second.get();
     if (!sampling.erase(t.seq_id) || r->state != Request::State::kRunning ||
-        r->num_computed != r->num_tokens()) {
+        r->pending_steps.empty() || r->pending_steps.front() != output.step_id) {
       continue;
     }
+    r->pending_steps.erase(r->pending_steps.begin());
     r->output.push_back(t.token_id);
     if (r->params.return_logprob) r->logprobs.push_back(t.logprob);
     if (r->first_token == absl::InfiniteFuture()) r->first_token = now;
@@ -391,6 +409,11 @@ absl::Status Scheduler::CheckConsistency() const {
     }
     if (i > 0 && ArrivedBefore(r, running_[i - 1])) {
       return absl::InternalError("running requests are out of arrival order");
+    }
+    if (r->pending_steps.size() > 2 || r->num_computed > r->num_planned_tokens()) {
+      return absl::InternalError(absl::StrCat("request ", r->id, " computed ", r->num_computed,
+                                              " of ", r->num_planned_tokens(), " tokens with ",
+                                              r->pending_steps.size(), " pending"));
     }
     const int64_t blocks = static_cast<int64_t>(blocks_.Table(r->id).size());
     if (blocks * config_.block_size < r->num_computed) {

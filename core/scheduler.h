@@ -30,6 +30,11 @@
 
 namespace shift {
 
+// A decode's input token that the router does not know yet: the token its
+// sequence samples in the step before (planned ahead of that step's
+// results). The ranks resolve it from the leader's sampled tokens.
+inline constexpr int32_t kPendingToken = -1;
+
 struct SchedulerConfig {
   // Tokens per step, all sequences.
   int64_t max_num_batched_tokens = defaults::kMaxNumBatchedTokens;
@@ -48,7 +53,7 @@ struct ScheduledSequence {
   // group re-forming): new_block_ids is then its whole table, and the
   // request's sampling parameters go with it.
   bool is_new = false;
-  std::vector<int32_t> token_ids;  // tokens whose KV this step computes
+  std::vector<int32_t> token_ids;  // tokens whose KV this step computes (or kPendingToken)
   int64_t start_position = 0;      // position of token_ids[0]
   std::vector<int32_t> new_block_ids;
   bool sample = false;               // the step ends at the sequence's last token
@@ -113,10 +118,18 @@ class Scheduler {
   // max_model_len and within the whole KV cache); INVALID_ARGUMENT otherwise.
   absl::Status AddRequest(std::unique_ptr<Request> request);
   // Builds the next step. An empty output (step_id 0) means nothing can run,
-  // though released_seq_ids may still need sending.
+  // though released_seq_ids may still need sending. It may be called before
+  // the previous step's results are in (planning ahead, at most one step):
+  // a sequence that samples in that step then decodes its pending token
+  // (kPendingToken), one whose pending tokens reach max_tokens is left out,
+  // and one that turns out to have finished in that step computes one token
+  // too many, never delivered, and is released in the step after.
   SchedulerOutput Schedule();
   // Applies the leader's sampled tokens for `output` (one per sequence with
-  // `sample`); returns one update per sequence that got a token or finished.
+  // `sample`), steps in the order they were scheduled; returns one update
+  // per sequence that got a token or finished. A token for a sequence that
+  // no longer waits for it (finished, cancelled or preempted since) is
+  // dropped.
   // Finished requests free their blocks and are removed. `mode`: the mode the
   // step ran in, counted per request.
   std::vector<RequestUpdate> UpdateFromOutput(const SchedulerOutput& output,

@@ -22,7 +22,6 @@ Reported: VmRSS and VmHWM (peak) of the router, in MiB, before and after.
 import argparse
 import concurrent.futures
 import os
-import subprocess
 import sys
 import tempfile
 import time

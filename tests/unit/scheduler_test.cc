@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <vector>
@@ -419,6 +420,78 @@ TEST_F(SchedulerTest, FinishesOnEos) {
   EXPECT_EQ(sched_->Find(1), nullptr);
   EXPECT_EQ(sched_->blocks().num_used(), 0);
   EXPECT_EQ(sched_->Schedule().released_seq_ids, (std::vector<uint64_t>{1}));
+}
+
+TEST_F(SchedulerTest, PlansADecodeOfAPendingTokenAheadOfTheResults) {
+  Make(64, 4);
+  ASSERT_TRUE(Add(1, Range(10, 4), 3).ok());
+  const SchedulerOutput first = sched_->Schedule();  // the prompt, sampling token 1
+  ASSERT_EQ(first.sequences.size(), 1u);
+  EXPECT_TRUE(first.sequences[0].sample);
+  // Planned before the first step's results: the decode of its token.
+  const SchedulerOutput second = sched_->Schedule();
+  ASSERT_EQ(second.sequences.size(), 1u);
+  EXPECT_EQ(second.sequences[0].token_ids, (Tokens{kPendingToken}));
+  EXPECT_EQ(second.sequences[0].start_position, 4);
+  EXPECT_TRUE(second.sequences[0].sample);
+  EXPECT_EQ(second.num_decodes, 1);
+  ExpectConsistent();
+  // Never two steps ahead: the next decode waits for the first results.
+  EXPECT_TRUE(sched_->Schedule().empty());
+  auto updates = sched_->UpdateFromOutput(first, {{1, 50, 0.0f, {}}});
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].new_tokens, (Tokens{50}));
+  // The next plan, ahead again, knows token 50 and decodes token 2's slot.
+  const SchedulerOutput third = sched_->Schedule();
+  ASSERT_EQ(third.sequences.size(), 1u);
+  EXPECT_EQ(third.sequences[0].token_ids, (Tokens{kPendingToken}));
+  EXPECT_EQ(third.sequences[0].start_position, 5);
+  updates = sched_->UpdateFromOutput(second, {{1, 51, 0.0f, {}}});
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].new_tokens, (Tokens{51}));
+  updates = sched_->UpdateFromOutput(third, {{1, 52, 0.0f, {}}});
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].finish, FinishReason::kLength);
+  EXPECT_EQ(sched_->blocks().num_used(), 0);
+  ExpectConsistent();
+}
+
+TEST_F(SchedulerTest, AnEosFoundAStepLateDropsTheExtraTokenAndReleasesAfter) {
+  Make(64, 4);
+  RequestParams p;
+  p.eos_token_ids = {2};
+  ASSERT_TRUE(Add(1, Range(10, 4), 10, p).ok());
+  const SchedulerOutput first = sched_->Schedule();
+  const SchedulerOutput second = sched_->Schedule();  // ahead: decodes the pending token
+  ASSERT_EQ(second.sequences.size(), 1u);
+  auto updates = sched_->UpdateFromOutput(first, {{1, 2, 0.0f, {}}});  // EOS
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].finish, FinishReason::kEos);
+  EXPECT_EQ(sched_->blocks().num_used(), 0);
+  // The second step computed one token too many: it is never delivered...
+  EXPECT_TRUE(sched_->UpdateFromOutput(second, {{1, 77, 0.0f, {}}}).empty());
+  // ... and the ranks forget the sequence with the step after.
+  EXPECT_EQ(sched_->Schedule().released_seq_ids, (std::vector<uint64_t>{1}));
+  ExpectConsistent();
+}
+
+TEST_F(SchedulerTest, ABlockCompletedByAPendingTokenIsCachedOnceTheTokenIsKnown) {
+  Make(64, 4);
+  // Seven prompt tokens: the pending eighth completes the second block.
+  ASSERT_TRUE(Add(1, Range(10, 7), 5).ok());
+  const SchedulerOutput first = sched_->Schedule();
+  const SchedulerOutput second = sched_->Schedule();
+  ASSERT_EQ(second.sequences.size(), 1u);
+  EXPECT_EQ(second.sequences[0].start_position, 7);
+  sched_->UpdateFromOutput(first, {{1, 90, 0.0f, {}}});
+  sched_->UpdateFromOutput(second, {{1, 91, 0.0f, {}}});
+  // A prompt of the same eight tokens and one more finds both blocks.
+  ASSERT_TRUE(Add(2, Concat(Range(10, 7), {90, 5}), 1).ok());
+  const SchedulerOutput third = sched_->Schedule();
+  const ScheduledSequence* two = FindSeq(third, 2);
+  ASSERT_NE(two, nullptr);
+  EXPECT_EQ(two->start_position, 8);
+  ExpectConsistent();
 }
 
 TEST_F(SchedulerTest, IgnoreEosRunsToMaxTokens) {
@@ -1298,6 +1371,205 @@ TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
   std::printf("prefix sharing: %lld steps, %lld cached tokens, %lld requeues, %lld finished\n",
               static_cast<long long>(steps), static_cast<long long>(hits),
               static_cast<long long>(requeues), static_cast<long long>(finished));
+}
+
+// Planning ahead: each step is scheduled while the previous one's results
+// are not in yet (the router's overlap with the running step), under random
+// load with prefix caching, preemption, cancellation, EOS found a step late
+// and failed steps. A model of the ranks executes the steps in the order
+// they were sent: it resolves every kPendingToken to the token its leader
+// sampled for that sequence in the step before, checks that each position
+// read holds its own prefix's KV, and the router's tokens are exactly the
+// ranks' (a token sampled past a sequence's end is never delivered).
+TEST(SchedulerRandomTest, PlanningAheadOfResultsKeepsTheRanksAndTheRouterAgreeing) {
+  constexpr int64_t kBs = 4, kBlocks = 16;
+  constexpr int32_t kEos = 7;
+  ManualClock clock;
+  SchedulerConfig config;
+  config.block_size = kBs;
+  config.num_blocks = kBlocks;
+  config.max_num_batched_tokens = 12;
+  config.max_num_seqs = 6;
+  config.max_model_len = 64;
+  Scheduler sched(config, &clock);
+  std::mt19937_64 rng(5);
+  auto uniform = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  const std::vector<Tokens> prefixes = {{1, 2, 3, 4, 5, 6, 8, 9}, {5, 5, 5, 5, 5, 5, 5, 5, 5}};
+  auto prefix_hash = [](const Tokens& t, int64_t end) {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t i = 0; i < end; ++i) h = (h ^ static_cast<uint64_t>(t[i] + 1)) * 1099511628211ull;
+    return h;
+  };
+  // The "model": the next token is a function of the whole prefix, so a
+  // sequence recomputed after a preemption samples the same tokens.
+  auto next_token = [&](const Tokens& t, int64_t end) {
+    return static_cast<int32_t>(prefix_hash(t, end) % 10 + 1);
+  };
+  std::map<uint64_t, Tokens> truth;      // prompt, then every token the leader sampled
+  std::map<uint64_t, size_t> prompt_of;  // prompt lengths
+  std::map<uint64_t, Tokens> delivered;  // what the router handed out, per request
+  std::set<uint64_t> live;
+  // The ranks: block tables, what each KV slot holds, and the leader's
+  // last sampled token per sequence (with the step it came from).
+  std::map<uint64_t, std::vector<int32_t>> tables;
+  std::map<std::pair<int32_t, int64_t>, uint64_t> kv;
+  std::map<uint64_t, std::pair<uint64_t, int32_t>> last_sampled;
+  uint64_t last_step = 0;
+  struct Sent {
+    SchedulerOutput out;
+    std::vector<SampledToken> sampled;
+  };
+  std::optional<Sent> in_flight;
+  int64_t steps = 0, pending = 0, dropped = 0, hits = 0, failures = 0, eos = 0;
+  const int64_t preemptions_before = sched.num_preemptions();
+
+  // The ranks run a step: releases first, then every sequence.
+  auto execute = [&](const SchedulerOutput& out) -> std::vector<SampledToken> {
+    for (uint64_t id : out.released_seq_ids) {
+      tables.erase(id);
+      last_sampled.erase(id);
+    }
+    std::vector<SampledToken> sampled;
+    if (out.empty()) return sampled;
+    for (const ScheduledSequence& q : out.sequences) {
+      SCOPED_TRACE(q.seq_id);
+      std::vector<int32_t>& table = tables[q.seq_id];
+      if (q.is_new) table.clear();
+      table.insert(table.end(), q.new_block_ids.begin(), q.new_block_ids.end());
+      Tokens& t = truth.at(q.seq_id);
+      if (q.is_new && q.start_position > 0) hits += q.start_position;
+      for (int64_t p = 0; p < q.start_position; ++p) {
+        EXPECT_EQ(kv[std::make_pair(table[p / kBs], p % kBs)], prefix_hash(t, p + 1))
+            << "position " << p << " holds foreign KV";
+      }
+      for (size_t i = 0; i < q.token_ids.size(); ++i) {
+        const int64_t p = q.start_position + static_cast<int64_t>(i);
+        int32_t token = q.token_ids[i];
+        if (token == kPendingToken) {
+          // Only a decode's one input, sampled by the step just before.
+          EXPECT_EQ(q.token_ids.size(), 1u);
+          auto it = last_sampled.find(q.seq_id);
+          EXPECT_TRUE(it != last_sampled.end() && it->second.first == last_step);
+          token = it == last_sampled.end() ? -2 : it->second.second;
+          ++pending;
+        }
+        EXPECT_LT(p, static_cast<int64_t>(t.size()));
+        if (p < static_cast<int64_t>(t.size())) {
+          EXPECT_EQ(token, t[p]) << "position " << p;
+        }
+        kv[std::make_pair(table[p / kBs], p % kBs)] = prefix_hash(t, p + 1);
+      }
+      if (q.sample) {
+        const int64_t end = q.start_position + static_cast<int64_t>(q.token_ids.size());
+        const int32_t token = next_token(t, end);
+        if (static_cast<int64_t>(t.size()) == end) t.push_back(token);
+        EXPECT_EQ(t[end], token);
+        last_sampled[q.seq_id] = {out.step_id, token};
+        sampled.push_back({q.seq_id, token, 0.0f, {}});
+      }
+    }
+    last_step = out.step_id;
+    return sampled;
+  };
+  auto apply = [&](const Sent& sent) {
+    std::set<uint64_t> updated;
+    for (const RequestUpdate& u : sched.UpdateFromOutput(sent.out, sent.sampled)) {
+      updated.insert(u.seq_id);
+      Tokens& got = delivered[u.seq_id];
+      for (int32_t token : u.new_tokens) {
+        const size_t at = prompt_of[u.seq_id] + got.size();
+        ASSERT_LT(at, truth[u.seq_id].size());
+        EXPECT_EQ(token, truth[u.seq_id][at]);
+        got.push_back(token);
+      }
+      if (u.finish == FinishReason::kEos) ++eos;
+      if (u.finish != FinishReason::kNone) live.erase(u.seq_id);
+    }
+    // Tokens of sequences that ended (or were preempted) before their
+    // step's results came.
+    for (const SampledToken& t : sent.sampled) {
+      if (!updated.count(t.seq_id)) ++dropped;
+    }
+  };
+
+  uint64_t next_id = 1;
+  for (int op = 0; op < 5000; ++op) {
+    const int64_t dice = uniform(0, 99);
+    if (dice < 22) {
+      auto r = std::make_unique<Request>();
+      r->id = next_id++;
+      r->prompt = prefixes[uniform(0, 1)];
+      for (int64_t i = uniform(0, 5); i > 0; --i) {
+        r->prompt.push_back(static_cast<int32_t>(uniform(1, 9)));
+      }
+      r->params.max_tokens = static_cast<uint32_t>(uniform(1, 30));
+      r->params.eos_token_ids = {kEos};
+      r->params.ignore_eos = uniform(0, 1) == 0;
+      r->arrival = clock.Now();
+      truth[r->id] = r->prompt;
+      prompt_of[r->id] = r->prompt.size();
+      live.insert(r->id);
+      ASSERT_TRUE(sched.AddRequest(std::move(r)).ok());
+    } else if (dice < 26 && !live.empty()) {
+      auto it = live.begin();
+      std::advance(it, uniform(0, static_cast<int64_t>(live.size()) - 1));
+      const uint64_t id = *it;
+      sched.FinishRequests({id}, FinishReason::kCancelled);
+      live.erase(id);
+    } else {
+      // Plan the next step while the one in flight runs, then take the
+      // results of the one in flight.
+      const SchedulerOutput out = sched.Schedule();
+      std::vector<SampledToken> sampled = execute(out);
+      if (!out.empty()) ++steps;
+      if (uniform(0, 99) < 2) {  // a step fails: both are lost, the group re-forms
+        sched.RequeueAll();
+        tables.clear();
+        kv.clear();
+        last_sampled.clear();
+        in_flight.reset();
+        ++failures;
+      } else {
+        if (in_flight) {
+          ASSERT_NO_FATAL_FAILURE(apply(*in_flight));
+        }
+        in_flight.reset();
+        if (!out.empty()) in_flight = Sent{out, std::move(sampled)};
+      }
+    }
+    const absl::Status consistent = sched.CheckConsistency();
+    ASSERT_TRUE(consistent.ok()) << consistent;
+  }
+  // Drain the same way.
+  for (int i = 0; i < 10000 && (sched.HasWork() || in_flight); ++i) {
+    const SchedulerOutput out = sched.Schedule();
+    std::vector<SampledToken> sampled = execute(out);
+    if (in_flight) {
+      ASSERT_NO_FATAL_FAILURE(apply(*in_flight));
+    }
+    in_flight.reset();
+    if (!out.empty()) in_flight = Sent{out, std::move(sampled)};
+  }
+  EXPECT_FALSE(sched.HasWork());
+  EXPECT_EQ(sched.blocks().num_used(), 0);
+  EXPECT_TRUE(sched.blocks().CheckConsistency().ok());
+  // The run exercised what it is meant to.
+  EXPECT_GT(steps, 1000);
+  EXPECT_GT(pending, 1000) << "decodes of pending tokens";
+  EXPECT_GT(dropped, 20) << "tokens sampled past a sequence's end";
+  EXPECT_GT(eos, 20);
+  EXPECT_GT(hits, 100) << "prefix-cache hits";
+  EXPECT_GT(sched.num_preemptions() - preemptions_before, 20);
+  EXPECT_GT(failures, 10);
+  std::printf(
+      "planning ahead: %lld steps, %lld pending inputs, %lld tokens dropped, %lld eos, %lld cached "
+      "tokens, %lld preemptions, %lld failures\n",
+      static_cast<long long>(steps), static_cast<long long>(pending),
+      static_cast<long long>(dropped), static_cast<long long>(eos), static_cast<long long>(hits),
+      static_cast<long long>(sched.num_preemptions() - preemptions_before),
+      static_cast<long long>(failures));
 }
 
 }  // namespace
