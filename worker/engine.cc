@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/defaults.h"
 #include "common/status.h"
+#include "core/scheduler.h"
 #include "kernels/backends.h"
 
 namespace shift {
@@ -130,8 +133,67 @@ absl::Status Engine::Validate(const std::vector<SequenceStep>& batch) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<EngineSample>> Engine::Step(const std::vector<SequenceStep>& batch,
+absl::Status Engine::ResolvePending(const std::map<uint64_t, int32_t>& previous,
+                                    std::vector<SequenceStep>& batch) {
+  // The leader's tokens, as int32 bits in fp32 values; elsewhere zeros that
+  // the broadcast overwrites (an emulated rank, which has no leader, keeps
+  // them: any valid token serves its timing).
+  std::vector<float> values;
+  for (const SequenceStep& s : batch) {
+    for (int32_t id : s.token_ids) {
+      if (id != kPendingToken) continue;
+      int32_t token = 0;
+      if (rank() == 0) {
+        auto it = previous.find(s.seq_id);
+        // Not sampled in the step before: every rank refuses the step in
+        // Validate (the id is outside the vocabulary), none waits for a
+        // broadcast that does not come.
+        token = it != previous.end() ? it->second : kPendingToken;
+      }
+      float bits;
+      std::memcpy(&bits, &token, sizeof(bits));
+      values.push_back(bits);
+    }
+  }
+  if (comm_ != nullptr && world_size() > 1) {
+    const CollectiveTraffic before = comm_->traffic();
+    if (comm_->takes_device_buffers() && backend_->device() != kernels::Device::kCpu) {
+      SHIFT_ASSIGN_OR_RETURN(
+          kernels::Buffer buffer,
+          backend_->Allocate(DType::kF32, 1, static_cast<int64_t>(values.size())));
+      SHIFT_RETURN_IF_ERROR(backend_->CopyFromHost(values.data(), buffer.tensor()));
+      SHIFT_RETURN_IF_ERROR(comm_->Broadcast(buffer.tensor(), 0));
+      SHIFT_RETURN_IF_ERROR(backend_->CopyToHost(buffer.tensor(), values.data()));
+    } else {
+      SHIFT_RETURN_IF_ERROR(comm_->Broadcast(
+          kernels::HostTensor(values.data(), static_cast<int64_t>(values.size())), 0));
+    }
+    executor_->CountTraffic(ModelExecutor::kGatherGroup, before, comm_->traffic());
+  }
+  size_t next = 0;
+  for (SequenceStep& s : batch) {
+    for (int32_t& id : s.token_ids) {
+      if (id == kPendingToken) std::memcpy(&id, &values[next++], sizeof(id));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<EngineSample>> Engine::Step(const std::vector<SequenceStep>& planned,
                                                        StepMode mode) {
+  // Decodes of pending tokens take the tokens the leader sampled in the
+  // step before (the router planned this one ahead of its results).
+  std::map<uint64_t, int32_t> previous = std::move(previous_samples_);
+  previous_samples_.clear();
+  std::vector<SequenceStep> resolved;
+  const bool pending = std::any_of(planned.begin(), planned.end(), [](const SequenceStep& s) {
+    return std::find(s.token_ids.begin(), s.token_ids.end(), kPendingToken) != s.token_ids.end();
+  });
+  if (pending) {
+    resolved = planned;
+    SHIFT_RETURN_IF_ERROR(ResolvePending(previous, resolved));
+  }
+  const std::vector<SequenceStep>& batch = pending ? resolved : planned;
   SHIFT_RETURN_IF_ERROR(Validate(batch));
   kernels::StepLayout layout;
   std::vector<int64_t> sample_tokens;  // each sampling sequence's last token
@@ -168,6 +230,7 @@ absl::StatusOr<std::vector<EngineSample>> Engine::Step(const std::vector<Sequenc
     token.logprob = result.logprob;
     token.top = std::move(result.top);
     token.logits = std::move(result.logits);
+    previous_samples_[token.seq_id] = token.token_id;
     out.push_back(std::move(token));
   }
   return out;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -109,7 +110,11 @@ class Engine {
                                                         std::unique_ptr<kernels::Backend> backend);
 
   // Runs one step. The leader (rank 0) returns one EngineSample per
-  // sequence with `sample`, in order; other ranks return none.
+  // sequence with `sample`, in order; other ranks return none. A decode's
+  // input may be kPendingToken (core/scheduler.h: the step was planned
+  // ahead of the previous one's results): it is the token the leader
+  // sampled for that sequence in the previous step, which the leader
+  // broadcasts to the group first (counted with the gather's traffic).
   absl::StatusOr<std::vector<EngineSample>> Step(const std::vector<SequenceStep>& batch,
                                                  StepMode mode = StepMode::kTensorParallel);
 
@@ -147,12 +152,18 @@ class Engine {
   Engine(ModelConfig config, EngineOptions options, Communicator* comm,
          std::unique_ptr<kernels::Backend> backend);
   absl::Status Validate(const std::vector<SequenceStep>& batch) const;
+  // Replaces every kPendingToken of `batch` by the leader's token from
+  // `previous` (its samples of the step before), broadcast from it.
+  absl::Status ResolvePending(const std::map<uint64_t, int32_t>& previous,
+                              std::vector<SequenceStep>& batch);
 
   ModelConfig config_;
   EngineOptions options_;
   Communicator* comm_;
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<ModelExecutor> executor_;
+  // The leader's tokens of its last step, by sequence.
+  std::map<uint64_t, int32_t> previous_samples_;
 };
 
 }  // namespace shift

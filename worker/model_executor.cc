@@ -630,25 +630,26 @@ absl::StatusOr<Buffer> ModelExecutor::Forward(const kernels::StepData& step,
   // Each collective group's traffic: a view counts only its own; the
   // group's communicator, around the calls that are its alone.
   const CollectiveTraffic before = comm != nullptr ? comm->traffic() : CollectiveTraffic{};
-  auto add = [](CollectiveTraffic& total, const CollectiveTraffic& now,
-                const CollectiveTraffic& then) {
-    total.bytes_sent += now.bytes_sent - then.bytes_sent;
-    total.bytes_received += now.bytes_received - then.bytes_received;
-    total.seconds += now.seconds - then.seconds;
-  };
   SHIFT_RETURN_IF_ERROR(sp ? LayersSp(ctx, h, delta) : LayersTp(ctx, h, delta));
   if (comm != nullptr) {
     if (tp != nullptr) {
-      add(traffic_[kUlyssesGroup], ulysses->traffic(), {});
-      add(traffic_[kTpGroup], tp->traffic(), {});
+      CountTraffic(kUlyssesGroup, {}, ulysses->traffic());
+      CountTraffic(kTpGroup, {}, tp->traffic());
     } else {
-      add(traffic_[sp ? kUlyssesGroup : kTpGroup], comm->traffic(), before);
+      CountTraffic(sp ? kUlyssesGroup : kTpGroup, before, comm->traffic());
     }
   }
   const CollectiveTraffic gather_before = comm != nullptr ? comm->traffic() : CollectiveTraffic{};
   absl::StatusOr<Buffer> logits = Logits(ctx, h, delta, sample_tokens);
-  if (comm != nullptr) add(traffic_[kGatherGroup], comm->traffic(), gather_before);
+  if (comm != nullptr) CountTraffic(kGatherGroup, gather_before, comm->traffic());
   return logits;
+}
+
+void ModelExecutor::CountTraffic(CollectiveGroup group, const CollectiveTraffic& then,
+                                 const CollectiveTraffic& now) {
+  traffic_[group].bytes_sent += now.bytes_sent - then.bytes_sent;
+  traffic_[group].bytes_received += now.bytes_received - then.bytes_received;
+  traffic_[group].seconds += now.seconds - then.seconds;
 }
 
 const char* ModelExecutor::CollectiveGroupName(CollectiveGroup group) {

@@ -100,6 +100,10 @@ class ModelExecutor {
   enum CollectiveGroup { kUlyssesGroup, kTpGroup, kGatherGroup, kNumCollectiveGroups };
   static const char* CollectiveGroupName(CollectiveGroup group);
   const CollectiveTraffic& traffic(CollectiveGroup group) const { return traffic_[group]; }
+  // Adds what a communicator moved between `then` and `now` to `group`
+  // (the engine's broadcast of the leader's tokens goes with the gather).
+  void CountTraffic(CollectiveGroup group, const CollectiveTraffic& then,
+                    const CollectiveTraffic& now);
   // The heads rank `r` of this group owns (TP over all ranks; the KV
   // cache's shard in every mode).
   HeadShard ShardOf(int r) const { return HeadsOf(r, world_size_); }

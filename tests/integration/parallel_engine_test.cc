@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "core/scheduler.h"
 #include "gloo/rendezvous/hash_store.h"
 #include "gtest/gtest.h"
 #include "kernels/backends.h"
@@ -242,6 +243,50 @@ TEST_P(ParallelEngineTest, DecodesRecordedInPiecesGiveTheSameBits) {
                          nullptr, false, options, /*graphs=*/true);
   ExpectSameAsSingleRank(Alternating(), "pieces, alternating, staged", nullptr, /*staged=*/true,
                          options, /*graphs=*/true);
+}
+
+// Steps planned ahead of the previous step's results (the router's
+// overlap, core/scheduler.h): every decode whose input is the token its
+// sequence sampled in the step just before gets kPendingToken instead; the
+// leader broadcasts its tokens and the group reproduces the single rank's
+// bits, one rank alone too.
+TEST_P(ParallelEngineTest, DecodesOfPendingTokensGiveTheSameBits) {
+  if (GetParam().ranks == 8) GTEST_SKIP() << "groups of 8 run the mode schedules only (CI time)";
+  std::vector<std::vector<SequenceStep>> ahead = recording_.steps;
+  int replaced = 0;
+  for (size_t i = 1; i < ahead.size(); ++i) {
+    for (SequenceStep& s : ahead[i]) {
+      if (s.token_ids.size() != 1) continue;
+      for (const EngineSample& t : recording_.outputs[i - 1]) {
+        if (t.seq_id == s.seq_id && t.token_id == s.token_ids[0]) {
+          s.token_ids[0] = kPendingToken;
+          ++replaced;
+        }
+      }
+    }
+  }
+  ASSERT_GT(replaced, 10);
+  std::swap(recording_.steps, ahead);
+  ExpectSameAsSingleRank(Alternating(), "pending tokens, alternating");
+  ExpectSameAsSingleRank(Alternating(), "pending tokens, staged", nullptr, /*staged=*/true);
+  // One rank resolves them from its own samples.
+  auto engine = Engine::Create(*files_, Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  for (size_t i = 0; i < recording_.steps.size(); ++i) {
+    auto out = (*engine)->Step(recording_.steps[i]);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_EQ(out->size(), recording_.outputs[i].size());
+    for (size_t j = 0; j < out->size(); ++j) {
+      EXPECT_EQ((*out)[j].token_id, recording_.outputs[i][j].token_id) << "step " << i;
+    }
+  }
+  std::swap(recording_.steps, ahead);
+  // A pending token the step before did not sample is refused by every rank.
+  std::vector<SequenceStep> orphan = recording_.steps[0];
+  orphan[0].token_ids.back() = kPendingToken;
+  auto fresh = Engine::Create(*files_, Options());
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ((*fresh)->Step(orphan).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(ParallelEngineTest, ExecutorGivesTheSameBitsThroughARecordingBackend) {
