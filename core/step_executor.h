@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -34,6 +35,42 @@ class StepExecutor {
   // failed and the ranks dropped every sequence (the group re-forms).
   virtual absl::StatusOr<ExecutedStep> Execute(const SchedulerOutput& step, StepMode mode,
                                                absl::Span<const uint64_t> released) = 0;
+
+  // Planning ahead (StepLoop's plan_ahead): Start hands a step over, and
+  // Wait returns the result of the oldest step started and not waited for;
+  // at most two are (the running step and the one planned ahead of its
+  // results), waited for in the order they started. Abandon drops every
+  // started step not waited for (after a failed step). By default Start
+  // runs the step at once (Execute) and Wait returns what it gave: right,
+  // with no overlap; an executor whose ranks run a step while the next is
+  // planned (the router's) overrides them.
+  virtual absl::Status Start(const SchedulerOutput& step, StepMode mode,
+                             absl::Span<const uint64_t> released) {
+    absl::StatusOr<ExecutedStep> executed = Execute(step, mode, released);
+    Started started;
+    if (executed.ok()) {
+      started.step = *std::move(executed);
+    } else {
+      started.status = executed.status();
+    }
+    started_.push_back(std::move(started));
+    return absl::OkStatus();
+  }
+  virtual absl::StatusOr<ExecutedStep> Wait() {
+    if (started_.empty()) return absl::FailedPreconditionError("no step was started");
+    Started started = std::move(started_.front());
+    started_.pop_front();
+    if (!started.status.ok()) return started.status;
+    return std::move(started.step);
+  }
+  virtual void Abandon() { started_.clear(); }
+
+ private:
+  struct Started {
+    absl::Status status;
+    ExecutedStep step;
+  };
+  std::deque<Started> started_;
 };
 
 }  // namespace shift

@@ -61,13 +61,14 @@ void StepTrace::Write(const Line& line) {
                 "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
                 "\"exploring\":%s,\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g,"
                 "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s,"
-                "\"request_ids\":%s}\n",
+                "\"request_ids\":%s,\"ahead\":%s}\n",
                 line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens,
                 s.num_sequences, s.num_decodes, s.max_context, s.attention,
                 d.exploring ? "true" : "false", predicted, record.seconds(),
                 record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
                 JsonIds(step.output.preempted), seqs, sampled,
-                request_ids.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+                request_ids.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                step.ahead ? "true" : "false");
   std::fflush(file_);
 }
 
@@ -126,6 +127,11 @@ absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
   record.step_id = step.output.step_id;
   record.decision = step.decision;
   record.executed = *std::move(executed);
+  // A step started ahead waited behind the one before: its own time runs
+  // from that one's end.
+  if (step.ahead && last_completed_ && record.executed.started < *last_completed_) {
+    record.executed.started = *last_completed_;
+  }
   if (last_completed_) {
     record.overhead_seconds = absl::ToDoubleSeconds(record.executed.started - *last_completed_);
   }
@@ -140,11 +146,50 @@ absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
 }
 
 absl::StatusOr<std::optional<StepRecord>> StepLoop::RunStep() {
+  if (plan_ahead_) return RunStepAhead();
   std::optional<PlannedStep> step = Plan();
   if (!step) return std::nullopt;
   absl::StatusOr<ExecutedStep> executed = Execute(*step);
   absl::StatusOr<StepRecord> record = Finish(*step, std::move(executed));
   if (!record.ok()) return record.status();
+  return std::optional<StepRecord>(*std::move(record));
+}
+
+absl::StatusOr<std::optional<StepRecord>> StepLoop::RunStepAhead() {
+  auto start = [this](const PlannedStep& step) {
+    return executor_->Start(step.output, step.decision.mode, step.released);
+  };
+  if (!in_flight_) {
+    std::optional<PlannedStep> step = Plan();
+    if (!step) return std::nullopt;
+    if (absl::Status started = start(*step); !started.ok()) {
+      return Finish(*step, started).status();
+    }
+    in_flight_ = std::move(step);
+  }
+  PlannedStep step = *std::move(in_flight_);
+  in_flight_.reset();
+  // The next step, planned before this one's results: not after a
+  // preemption (its victims' tokens in flight would be thrown away).
+  std::optional<PlannedStep> ahead;
+  absl::Status ahead_started = absl::OkStatus();
+  if (step.output.preempted.empty()) {
+    ahead = Plan();
+    if (ahead) {
+      ahead->ahead = true;
+      ahead_started = start(*ahead);
+    }
+  }
+  absl::StatusOr<StepRecord> record = Finish(step, executor_->Wait());
+  if (!record.ok()) {
+    // The ranks lost every sequence: the step planned ahead is void.
+    executor_->Abandon();
+    return record.status();
+  }
+  if (ahead) {
+    if (!ahead_started.ok()) return Finish(*ahead, ahead_started).status();
+    in_flight_ = std::move(ahead);
+  }
   return std::optional<StepRecord>(*std::move(record));
 }
 

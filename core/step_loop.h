@@ -56,6 +56,8 @@ struct PlannedStep {
   std::vector<uint64_t> arrived;   // requests queued since the last step
   // With a trace: the request_id of each arrival still known, by sequence.
   std::vector<std::pair<uint64_t, std::string>> arrived_request_ids;
+  // Planned while the step before was running, ahead of its results.
+  bool ahead = false;
 };
 
 // What a step did, for the caller's metrics and output processing.
@@ -99,11 +101,23 @@ class StepLoop {
   // running): the next step's start is not the loop's overhead.
   void Idle() { last_completed_.reset(); }
   // Plan, Execute and Finish in one call; nullopt when nothing could run.
+  // With plan_ahead, each call finishes one step with the next one already
+  // planned and started (unless the finished step preempted: its
+  // successor is planned after its results): decodes then carry pending
+  // tokens the ranks resolve (core/scheduler.h), and the ranks need not
+  // wait for the loop between steps. The policy then decides a step's mode
+  // before the previous step's time is known (a one-step lag).
   absl::StatusOr<std::optional<StepRecord>> RunStep();
+  void set_plan_ahead(bool on) { plan_ahead_ = on; }
+  // A step is started and not finished (plan_ahead): call RunStep again
+  // even when the scheduler has no work left.
+  bool busy() const { return in_flight_.has_value(); }
 
   Scheduler* scheduler() const { return scheduler_; }
 
  private:
+  absl::StatusOr<std::optional<StepRecord>> RunStepAhead();
+
   Scheduler* scheduler_;
   ShiftPolicy* policy_;
   StepExecutor* executor_;
@@ -116,6 +130,9 @@ class StepLoop {
   std::vector<uint64_t> pending_arrived_;
   // When the last step ended, if the loop has not idled since.
   std::optional<absl::Time> last_completed_;
+  bool plan_ahead_ = false;
+  // RunStep with plan_ahead: the step started and not yet finished.
+  std::optional<PlannedStep> in_flight_;
 };
 
 }  // namespace shift

@@ -46,6 +46,10 @@ ABSL_FLAG(int64_t, prompt_tokens, 0,
 ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids (overrides --prompt)");
 ABSL_FLAG(int64_t, max_tokens, 32, "Tokens to generate per sequence");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past the end-of-sequence token");
+ABSL_FLAG(bool, async_scheduling, false,
+          "Plan each step before the previous one's results, its decodes carrying pending "
+          "tokens the engine resolves (the router's overlap with the running step; the same "
+          "tokens either way)");
 ABSL_FLAG(double, temperature, 0.0, "Sampling temperature; 0 is greedy");
 ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling threshold");
 ABSL_FLAG(int32_t, top_k, 0, "Keep the k most likely tokens (0: all)");
@@ -307,6 +311,7 @@ int Main() {
   Scheduler scheduler(sc, &clock);
   LocalExecutor executor(&engine);
   StepLoop loop(&scheduler, policy->get(), &executor, &clock, trace.get());
+  loop.set_plan_ahead(absl::GetFlag(FLAGS_async_scheduling));
 
   // Request ids count from 1 in arrival order, as the router gives them.
   const uint64_t first_id = 1;
@@ -356,7 +361,7 @@ int Main() {
         return ReportFailure(added);
       }
     }
-    if (!scheduler.HasWork()) break;
+    if (!scheduler.HasWork() && !loop.busy()) break;
     absl::StatusOr<std::optional<StepRecord>> ran = loop.RunStep();
     if (!ran.ok()) return ReportFailure(ran.status());
     if (!ran->has_value()) {

@@ -38,7 +38,9 @@ absl::StatusOr<ExecutedStep> LocalExecutor::Execute(const SchedulerOutput& step,
     // A rank other than the leader (an emulated one) samples nothing: each
     // sequence goes on with its last token, so the steps keep their shape.
     for (const ScheduledSequence& s : step.sequences) {
-      if (s.sample) executed.sampled.push_back({s.seq_id, s.token_ids.back(), 0.0f, {}});
+      if (!s.sample) continue;
+      const int32_t last = s.token_ids.back();
+      executed.sampled.push_back({s.seq_id, last == kPendingToken ? 0 : last, 0.0f, {}});
     }
   }
   return executed;

@@ -8,7 +8,8 @@ router's trace says it arrived before, with the same KV block count. Both
 traces must hold the same steps: the same sequences with the same chunks,
 the same modes, preemptions, releases and sampled tokens (only the timing
 fields differ), and shift-generate's tokens must be the ones the router
-streamed. shift-sim, given the same requests and arrivals, runs the same
+streamed, also when it plans each step ahead of the previous one's results
+(--async_scheduling). shift-sim, given the same requests and arrivals, runs the same
 core loop on a virtual clock with a fixed step-time oracle for an executor:
 its trace must hold the same steps too (its sampled token ids are its own;
 which sequences sampled must agree).
@@ -137,6 +138,23 @@ class OneLoopTest(unittest.TestCase):
         self.assertEqual(len(generated_steps), len(routed_steps))
         for a, b in zip(routed_steps, generated_steps):
             self.assertEqual(a, b)
+
+        # Planning each step ahead of the previous one's results: the same
+        # tokens (decodes of pending tokens resolved by the engine; tokens
+        # sampled past a sequence's end dropped), with steps planned ahead.
+        ahead_trace = os.path.join(self.tmp, "ahead.jsonl")
+        out = subprocess.run(
+            [GENERATE, "--model=" + self.model, "--requests=" + requests_file, "--threads=1",
+             "--kv_cache_bytes=%d" % self.single_bytes, "--step_trace=" + ahead_trace,
+             "--async_scheduling"] + FLAGS,
+            capture_output=True, text=True, timeout=300)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual([json.loads(line)["token_ids"] for line in out.stdout.splitlines()],
+                         [g["token_ids"] for g in generated])
+        ahead = trace_lines(ahead_trace)
+        self.assertGreater(sum(line["ahead"] for line in ahead), len(ahead) // 2)
+        self.assertFalse(any(line["ahead"] for line in routed))
+        self.assertTrue(any(line["preempted"] for line in ahead), "no preemption planning ahead")
 
         # The simulator: the same loop, steps priced by a fixed oracle.
         sim_trace = os.path.join(self.tmp, "sim.jsonl")

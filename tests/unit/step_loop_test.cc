@@ -91,7 +91,7 @@ class StepLoopTest : public ::testing::Test {
   std::map<uint64_t, std::vector<int32_t>> RunAll(StepLoop& loop,
                                                   std::vector<StepRecord>* records = nullptr) {
     std::map<uint64_t, std::vector<int32_t>> tokens;
-    while (scheduler_->HasWork()) {
+    while (scheduler_->HasWork() || loop.busy()) {
       auto ran = loop.RunStep();
       EXPECT_TRUE(ran.ok()) << ran.status();
       if (!ran.ok() || !ran->has_value()) break;
@@ -129,6 +129,63 @@ TEST_F(StepLoopTest, RunsRequestsToTheEndAndTheModeFollowsThePolicy) {
   }
   EXPECT_EQ(executor_.steps[0].num_tokens, 12);  // a chunk of request 1
   EXPECT_EQ(scheduler_->blocks().num_used(), 0);
+}
+
+TEST_F(StepLoopTest, PlanningAheadGivesTheSameTokensWithEachNextStepStartedEarly) {
+  StepLoop loop(scheduler_.get(), &policy_, &executor_, &clock_);
+  loop.set_plan_ahead(true);
+  Add(1, 5, 3);
+  Add(2, 3, 4);
+  auto first = loop.RunStep();
+  ASSERT_TRUE(first.ok() && first->has_value()) << first.status();
+  EXPECT_EQ((*first)->step_id, 1u);
+  // Step 2 was planned and started before step 1's results (both
+  // prefills): the decodes carry their pending tokens.
+  ASSERT_EQ(executor_.steps.size(), 2u);
+  EXPECT_TRUE(loop.busy());
+  ASSERT_EQ(executor_.steps[1].sequences.size(), 2u);
+  for (const ScheduledSequence& s : executor_.steps[1].sequences) {
+    EXPECT_EQ(s.token_ids, (std::vector<int32_t>{kPendingToken}));
+  }
+  std::vector<StepRecord> records = {**first};
+  auto tokens = RunAll(loop, &records);
+  for (const RequestUpdate& u : (*first)->updates) {
+    tokens[u.seq_id].insert(tokens[u.seq_id].begin(), u.new_tokens.begin(), u.new_tokens.end());
+  }
+  // The fake samples seq·1000 + position: the same tokens as without.
+  EXPECT_EQ(tokens.at(1), (std::vector<int32_t>{1005, 1006, 1007}));
+  EXPECT_EQ(tokens.at(2), (std::vector<int32_t>{2003, 2004, 2005, 2006}));
+  // No step past the last token (max_tokens is known ahead), and every
+  // step ran and was finished once.
+  EXPECT_EQ(executor_.steps.size(), records.size());
+  EXPECT_FALSE(loop.busy());
+  EXPECT_EQ(scheduler_->blocks().num_used(), 0);
+}
+
+TEST_F(StepLoopTest, PlanningAheadAFailedStepVoidsTheStepPlannedAfterIt) {
+  StepLoop loop(scheduler_.get(), &policy_, &executor_, &clock_);
+  loop.set_plan_ahead(true);
+  Add(1, 6, 5);
+  Add(2, 5, 5);
+  executor_.fail[2] = true;
+  ASSERT_TRUE(loop.RunStep().ok());  // step 1 finished, step 2 started (and failed)
+  auto failed = loop.RunStep();      // step 3 started ahead, then step 2's failure
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
+  ASSERT_EQ(executor_.steps.size(), 3u);
+  EXPECT_FALSE(loop.busy());
+  // Both requests recompute from the start, as new; step 3's tokens were
+  // never applied.
+  auto again = loop.RunStep();
+  ASSERT_TRUE(again.ok() && again->has_value()) << again.status();
+  for (const ScheduledSequence& s : executor_.steps[3].sequences) {
+    EXPECT_TRUE(s.is_new);
+    EXPECT_EQ(s.start_position, 0);
+  }
+  RunAll(loop);
+  EXPECT_FALSE(scheduler_->HasWork());
+  EXPECT_EQ(scheduler_->blocks().num_used(), 0);
+  EXPECT_TRUE(scheduler_->CheckConsistency().ok());
 }
 
 TEST_F(StepLoopTest, FailedStepRecomputesEverySequenceFromTheStart) {
