@@ -114,6 +114,10 @@ absl::StatusOr<ExecutedStep> StepLoop::Execute(const PlannedStep& step) {
   return executor_->Execute(step.output, step.decision.mode, step.released);
 }
 
+absl::Status StepLoop::Start(const PlannedStep& step) {
+  return executor_->Start(step.output, step.decision.mode, step.released);
+}
+
 absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
                                             absl::StatusOr<ExecutedStep> executed) {
   if (!executed.ok()) {
@@ -156,13 +160,10 @@ absl::StatusOr<std::optional<StepRecord>> StepLoop::RunStep() {
 }
 
 absl::StatusOr<std::optional<StepRecord>> StepLoop::RunStepAhead() {
-  auto start = [this](const PlannedStep& step) {
-    return executor_->Start(step.output, step.decision.mode, step.released);
-  };
   if (!in_flight_) {
     std::optional<PlannedStep> step = Plan();
     if (!step) return std::nullopt;
-    if (absl::Status started = start(*step); !started.ok()) {
+    if (absl::Status started = Start(*step); !started.ok()) {
       return Finish(*step, started).status();
     }
     in_flight_ = std::move(step);
@@ -177,7 +178,7 @@ absl::StatusOr<std::optional<StepRecord>> StepLoop::RunStepAhead() {
     ahead = Plan();
     if (ahead) {
       ahead->ahead = true;
-      ahead_started = start(*ahead);
+      ahead_started = Start(*ahead);
     }
   }
   absl::StatusOr<StepRecord> record = Finish(step, executor_->Wait());

@@ -92,6 +92,13 @@ class StepLoop {
   std::optional<PlannedStep> Plan();
   // Runs a planned step on the executor (no lock needed).
   absl::StatusOr<ExecutedStep> Execute(const PlannedStep& step);
+  // The same in two halves, for a caller that plans the next step between
+  // them (planning ahead): Start hands the step to the executor, Wait
+  // returns the oldest started step's result; Abandon drops the started
+  // steps not waited for (after a failed step). No lock needed.
+  absl::Status Start(const PlannedStep& step);
+  absl::StatusOr<ExecutedStep> Wait() { return executor_->Wait(); }
+  void Abandon() { executor_->Abandon(); }
   // Applies the step's result: the policy learns its time, the scheduler
   // takes its tokens, the trace gets its line. On failure every running
   // request goes back to the queue to recompute (the ranks lost them) and

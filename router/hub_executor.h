@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 
 #include "absl/time/time.h"
 #include "core/step_executor.h"
@@ -19,11 +20,17 @@ class HubExecutor final : public StepExecutor {
 
   absl::StatusOr<ExecutedStep> Execute(const SchedulerOutput& step, StepMode mode,
                                        absl::Span<const uint64_t> released) override;
+  // The plan goes to the ranks at once; they run it after the step before.
+  absl::Status Start(const SchedulerOutput& step, StepMode mode,
+                     absl::Span<const uint64_t> released) override;
+  absl::StatusOr<ExecutedStep> Wait() override;
+  void Abandon() override;
 
  private:
   WorkerHub* hub_;
   uint32_t group_;
   absl::Duration step_timeout_;
+  std::deque<absl::Time> started_;  // when each started step's plan was sent
 };
 
 }  // namespace shift

@@ -582,73 +582,112 @@ void Router::UpdateLoad(const Group* g) {
                     static_cast<double>(g->scheduler->blocks().num_cached()));
 }
 
+std::optional<PlannedStep> Router::PlanStep(Group* g) {
+  std::optional<PlannedStep> step = g->loop->Plan();
+  const int64_t cached = g->scheduler->cached_tokens();
+  metrics_->PrefixCacheHits(g->id, static_cast<double>(cached - g->cached_tokens));
+  g->cached_tokens = cached;
+  const int64_t queried = g->scheduler->queried_tokens();
+  metrics_->PrefixCacheQueries(g->id, static_cast<double>(queried - g->queried_tokens));
+  g->queried_tokens = queried;
+  if (step && !step->output.preempted.empty()) {
+    metrics_->Preemptions(g->id, static_cast<double>(step->output.preempted.size()));
+  }
+  return step;
+}
+
+void Router::StepFailed(Group* g, const absl::Status& status, int64_t running) {
+  StreamOutput(g);
+  if (absl::IsUnavailable(status)) {
+    // Out of service until the group re-forms: its requests move on.
+    g->complete = false;
+    metrics_->GroupInService(g->id, false);
+    Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ", status.message()));
+  } else {
+    Log(absl::StrCat(status.message(), "; ", running, " running requests re-queued while group ",
+                     g->id, " re-forms"),
+        {{"event", "rank_lost"}, {"group", g->id}, {"generation", hub_->Generation(g->id)}},
+        LogLevel::kWarning);
+  }
+  UpdateLoad(g);
+}
+
 void Router::Loop(Group* g) {
+  // With async_scheduling: the step planned ahead and started, not yet
+  // finished.
+  std::optional<PlannedStep> in_flight;
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) {
+        if (in_flight) g->loop->Abandon();
         StreamOutput(g);
         return;
       }
     }
-    if (!AwaitGroup(g)) continue;
-    std::optional<PlannedStep> step;
-    {
-      absl::MutexLock lock(&mu_);
-      if (!g->scheduler->HasWork()) {
-        g->loop->Idle();  // the wait is not step overhead
+    std::optional<PlannedStep> step = std::move(in_flight);
+    in_flight.reset();
+    absl::Status started = absl::OkStatus();
+    if (!step) {
+      if (!AwaitGroup(g)) continue;
+      {
+        absl::MutexLock lock(&mu_);
+        if (!g->scheduler->HasWork()) {
+          g->loop->Idle();  // the wait is not step overhead
+          StreamOutput(g);
+          auto wake = [this, g]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return stopping_ || g->scheduler->HasWork();
+          };
+          mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(100));
+          if (stopping_) return;
+          if (!g->scheduler->HasWork()) continue;
+        }
+        step = PlanStep(g);
+        // The last step's tokens go out now, while this one runs.
         StreamOutput(g);
-        auto wake = [this, g]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stopping_ || g->scheduler->HasWork();
-        };
-        mu_.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(100));
-        if (stopping_) return;
-        if (!g->scheduler->HasWork()) continue;
+        if (!step) {
+          // Nothing fits this instant (or every request is paused).
+          UpdateLoad(g);
+          auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+          mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(1));
+          continue;
+        }
       }
-      step = g->loop->Plan();
-      // The last step's tokens go out now, while this one runs.
-      StreamOutput(g);
-      const int64_t cached = g->scheduler->cached_tokens();
-      metrics_->PrefixCacheHits(g->id, static_cast<double>(cached - g->cached_tokens));
-      g->cached_tokens = cached;
-      const int64_t queried = g->scheduler->queried_tokens();
-      metrics_->PrefixCacheQueries(g->id, static_cast<double>(queried - g->queried_tokens));
-      g->queried_tokens = queried;
-      if (!step) {
-        // Nothing fits this instant (or every request is paused).
-        UpdateLoad(g);
-        auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-        mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(1));
-        continue;
-      }
-      if (!step->output.preempted.empty()) {
-        metrics_->Preemptions(g->id, static_cast<double>(step->output.preempted.size()));
-      }
+      started = g->loop->Start(*step);
     }
-    absl::StatusOr<ExecutedStep> executed = g->loop->Execute(*step);
+    // The next step, planned and sent while this one runs (not after a
+    // preemption: its victims' tokens in flight would be thrown away).
+    std::optional<PlannedStep> ahead;
+    absl::Status ahead_started = absl::OkStatus();
+    if (options_.async_scheduling && started.ok() && step->output.preempted.empty()) {
+      {
+        absl::MutexLock lock(&mu_);
+        ahead = PlanStep(g);
+        if (ahead) ahead->ahead = true;
+        StreamOutput(g);
+      }
+      if (ahead) ahead_started = g->loop->Start(*ahead);
+    }
+    absl::StatusOr<ExecutedStep> executed =
+        started.ok() ? g->loop->Wait() : absl::StatusOr<ExecutedStep>(started);
 
     absl::MutexLock lock(&mu_);
-    const int64_t running = g->scheduler->num_running();
+    int64_t running = g->scheduler->num_running();
     absl::StatusOr<StepRecord> record = g->loop->Finish(*step, std::move(executed));
     if (!record.ok()) {
-      StreamOutput(g);
-      if (absl::IsUnavailable(record.status())) {
-        // Out of service until the group re-forms: its requests move on.
-        g->complete = false;
-        metrics_->GroupInService(g->id, false);
-        metrics_->GroupInService(g->id, false);
-        Evacuate(g, absl::StrCat("worker group ", g->id, " failed: ", record.status().message()));
-      } else {
-        Log(absl::StrCat(record.status().message(), "; ", running,
-                         " running requests re-queued while group ", g->id, " re-forms"),
-            {{"event", "rank_lost"}, {"group", g->id}, {"generation", hub_->Generation(g->id)}},
-            LogLevel::kWarning);
-      }
-      UpdateLoad(g);
+      if (ahead) g->loop->Abandon();  // void with the failed step
+      StepFailed(g, record.status(), running);
       continue;
     }
     Record(g, *step, *std::move(record));
     UpdateLoad(g);
+    if (!ahead) continue;
+    if (!ahead_started.ok()) {
+      running = g->scheduler->num_running();
+      StepFailed(g, g->loop->Finish(*ahead, ahead_started).status(), running);
+      continue;
+    }
+    in_flight = std::move(ahead);
   }
 }
 

@@ -44,8 +44,8 @@ namespace shift {
 
 struct RouterOptions {
   std::string model_name;
-  uint32_t num_groups = 1;        // data-parallel worker groups 0..num_groups-1
-  uint32_t world_size = 1;        // ranks per group
+  uint32_t num_groups = 1;  // data-parallel worker groups 0..num_groups-1
+  uint32_t world_size = 1;  // ranks per group
   // The base mode's Ulysses degree (common/step_mode.h, GroupLayout);
   // 0: world_size (pure SP).
   uint32_t sp_degree = 0;
@@ -72,6 +72,9 @@ struct RouterOptions {
   // Appends one JSON line per step here (core/step_loop.h, StepTrace); ""
   // writes none.
   std::string step_trace;
+  // Plan and send each step while the one before runs (docs/architecture.md,
+  // Planning ahead), so that ranks do not wait for the router between steps.
+  bool async_scheduling = false;
 };
 
 class Router {
@@ -150,6 +153,13 @@ class Router {
   void Loop(Group* g);
   // Hands the group's unstreamed updates to the output side.
   void StreamOutput(Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans the group's next step (nullopt: nothing can run now) and counts
+  // what planning did (prefix-cache lookups, preemptions).
+  std::optional<PlannedStep> PlanStep(Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a failed step: the group's running requests re-queue (the ranks
+  // lost them), or leave it when it lost a rank.
+  void StepFailed(Group* g, const absl::Status& status, int64_t running)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts a step that ran and keeps its updates for StreamOutput.
   void Record(Group* g, const PlannedStep& step, StepRecord record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

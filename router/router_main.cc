@@ -150,6 +150,10 @@ ABSL_FLAG(int64_t, max_stop_strings, shift::defaults::kMaxStopStrings,
           "Most sampling.stop strings in one request");
 ABSL_FLAG(int64_t, max_stop_bytes, shift::defaults::kMaxStopBytes,
           "Most bytes of sampling.stop strings together in one request");
+ABSL_FLAG(bool, async_scheduling, false,
+          "Plan and send each step while the one before runs, its decodes carrying pending "
+          "tokens the ranks resolve, so that ranks do not wait for the router between steps "
+          "(the same tokens either way; the policy sees each step's time one step later)");
 ABSL_FLAG(std::string, step_trace, "",
           "Append a JSON line per step here (its shape, mode, sequences, sampled tokens, "
           "predicted and measured seconds) for offline analysis; empty: none");
@@ -198,6 +202,7 @@ absl::Status Serve() {
   }
   options.shift_policy = absl::GetFlag(FLAGS_shift_policy);
   options.step_trace = absl::GetFlag(FLAGS_step_trace);
+  options.async_scheduling = absl::GetFlag(FLAGS_async_scheduling);
   options.shift_threshold = absl::GetFlag(FLAGS_shift_threshold);
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout_s));

@@ -364,9 +364,13 @@ void WorkerHub::OnMessage(Stream* stream, const rpc::WorkerMessage& message) {
       group.reform_at = absl::Now() + absl::Seconds(1);
     }
   }
-  if (message.has_result() && message.result().step_id() == group.step_in_flight) {
-    group.results[stream->rank] = message.result();
-    group.last_result = group.last_seen[stream->rank];
+  if (message.has_result()) {
+    const uint64_t step = message.result().step_id();
+    if (std::find(group.steps_in_flight.begin(), group.steps_in_flight.end(), step) !=
+        group.steps_in_flight.end()) {
+      group.results[step][stream->rank] = message.result();
+      group.last_result[step] = group.last_seen[stream->rank];
+    }
   }
 }
 
@@ -400,7 +404,7 @@ void WorkerHub::Watchdog() {
     const absl::Time now = absl::Now();
     for (auto& [group_id, group] : groups_) {
       // A generation that did not form is retried while the group is whole.
-      if (group.reform_at && now >= *group.reform_at && group.step_in_flight == 0 &&
+      if (group.reform_at && now >= *group.reform_at && group.steps_in_flight.empty() &&
           group.ranks.size() >= group.world_size) {
         Reform(group_id, group);
       }
@@ -527,8 +531,12 @@ absl::Status WorkerHub::StartStep(uint32_t group_id, rpc::StepPlan plan) {
   plan.set_generation(group.generation);
   rpc::RouterMessage message;
   *message.mutable_plan() = std::move(plan);
-  group.step_in_flight = message.plan().step_id();
-  group.results.clear();
+  if (group.steps_in_flight.size() >= 2) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "group ", group_id, " step ", message.plan().step_id(), ": two steps are in flight"));
+  }
+  group.steps_in_flight.push_back(message.plan().step_id());
+  group.results.erase(message.plan().step_id());
   for (auto& [rank, stream] : group.ranks) stream->Send(message);
   return absl::OkStatus();
 }
@@ -537,21 +545,37 @@ absl::StatusOr<WorkerHub::StepOutcome> WorkerHub::WaitStep(uint32_t group_id,
                                                            absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   Group& group = groups_[group_id];
-  const std::string where = absl::StrCat("group ", group_id, " step ", group.step_in_flight);
+  if (group.steps_in_flight.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("group ", group_id, ": no step started"));
+  }
+  const uint64_t step = group.steps_in_flight.front();
+  const std::string where = absl::StrCat("group ", group_id, " step ", step);
   const size_t world = group.world_size;
   auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return group.results.size() >= world || group.ranks.size() < world;
+    return group.results[step].size() >= world || group.ranks.size() < world;
   };
   const bool in_time = mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
-  group.step_in_flight = 0;
+  std::map<uint32_t, rpc::StepResult> results = std::move(group.results[step]);
+  const absl::Time completed = group.last_result[step];
+  group.steps_in_flight.pop_front();
+  group.results.erase(step);
+  group.last_result.erase(step);
+  // A failure voids the step started after this one: the group re-forms.
+  auto void_the_rest = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    group.steps_in_flight.clear();
+    group.results.clear();
+    group.last_result.clear();
+  };
   if (group.ranks.size() < world) {
+    void_the_rest();
     return absl::UnavailableError(absl::StrCat(where, ": lost ", Missing(group)));
   }
   if (!in_time) {
     std::vector<std::string> late;
     for (auto& [rank, stream] : group.ranks) {
-      if (!group.results.count(rank)) late.push_back(absl::StrCat(rank));
+      if (!results.count(rank)) late.push_back(absl::StrCat(rank));
     }
+    void_the_rest();
     Reform(group_id, group);
     return absl::DeadlineExceededError(absl::StrCat(where, ": rank(s) ", absl::StrJoin(late, ", "),
                                                     " did not answer within ",
@@ -559,8 +583,8 @@ absl::StatusOr<WorkerHub::StepOutcome> WorkerHub::WaitStep(uint32_t group_id,
   }
   std::vector<std::string> errors;
   StepOutcome outcome;
-  outcome.completed = group.last_result;
-  for (auto& [rank, result] : group.results) {
+  outcome.completed = completed;
+  for (auto& [rank, result] : results) {
     if (!result.error().empty())
       errors.push_back(absl::StrCat("rank ", rank, ": ", result.error()));
     if (rank == 0 && result.error().empty()) {
@@ -570,12 +594,20 @@ absl::StatusOr<WorkerHub::StepOutcome> WorkerHub::WaitStep(uint32_t group_id,
     }
     outcome.results.push_back(std::move(result));
   }
-  group.results.clear();
   if (!errors.empty()) {
+    void_the_rest();
     Reform(group_id, group);
     return absl::InternalError(absl::StrCat(where, " failed: ", absl::StrJoin(errors, "; ")));
   }
   return outcome;
+}
+
+void WorkerHub::AbandonSteps(uint32_t group_id) {
+  absl::MutexLock lock(&mu_);
+  Group& group = groups_[group_id];
+  group.steps_in_flight.clear();
+  group.results.clear();
+  group.last_result.clear();
 }
 
 std::string WorkerHub::CheckSampled(const rpc::StepResult& result) const {

@@ -97,10 +97,13 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
   std::vector<uint32_t> ConnectedRanks(uint32_t group);
   // Sends `plan` (its generation set to the group's) to every rank of the
   // group; UNAVAILABLE, naming the missing ranks and why, when the group is
-  // incomplete. One step per group at a time: WaitStep before the next.
+  // incomplete; FAILED_PRECONDITION with two steps started and not waited
+  // for (the ranks run them in order).
   absl::Status StartStep(uint32_t group, v1::internal::StepPlan plan);
-  // Waits for every rank's result of the started step, in rank order, and
-  // tells when the last one arrived. UNAVAILABLE, naming the ranks and why,
+  // Waits for every rank's result of the oldest started step (at most two
+  // are started and not waited for: the running one and one planned ahead
+  // of its results), in rank order, and tells when the last one arrived.
+  // Any failure voids the other started step too. UNAVAILABLE, naming the ranks and why,
   // when the group loses a rank; DEADLINE_EXCEEDED after `timeout`;
   // INTERNAL when a rank reports an error. Any failure re-forms a complete
   // group under a new generation, so the ranks' sequences are gone: the
@@ -110,6 +113,9 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
     absl::Time completed;
   };
   absl::StatusOr<StepOutcome> WaitStep(uint32_t group, absl::Duration timeout);
+  // Forgets the group's started steps (after a failure elsewhere): their
+  // results, if any come, are ignored.
+  void AbandonSteps(uint32_t group);
   // Tells every rank of the group the router is going: `reconnect`, to keep
   // its weights and connect again (a restart); else to exit.
   void Shutdown(uint32_t group, const std::string& reason, bool reconnect);
@@ -131,9 +137,11 @@ class WorkerHub final : public v1::internal::Worker::CallbackService {
     std::set<uint32_t> formed;             // ranks of this generation that formed
     std::string formation_error;           // why one of them did not
     std::optional<absl::Time> reform_at;   // after a failed formation
-    uint64_t step_in_flight = 0;
-    std::map<uint32_t, v1::internal::StepResult> results;  // of the step in flight
-    absl::Time last_result;
+    // Steps sent and not yet waited for, oldest first (two when the router
+    // planned one ahead), and each one's results and when the last came.
+    std::deque<uint64_t> steps_in_flight;
+    std::map<uint64_t, std::map<uint32_t, v1::internal::StepResult>> results;
+    std::map<uint64_t, absl::Time> last_result;
   };
 
   void OnRegister(Stream* stream, const v1::internal::Register& reg);

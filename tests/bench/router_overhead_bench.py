@@ -8,7 +8,10 @@ result to the next step's plan sent, the worker's time excluded) and the
 step count from /metrics. Beside it, the wall time per step and the mean
 time per output token the clients saw, which also count what the router's
 other threads (output streaming, gRPC) take from the worker on a small
-machine. A benchmark, not a test.
+machine, and the rank's own wait between sending a result and reading
+the next plan (shift_worker_step_gap_seconds). With
+--router_flag=--async_scheduling the router plans each step ahead. A
+benchmark, not a test.
 
     tests/bench/router_overhead_bench.py [--build=build]
 """
@@ -19,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,11 +34,11 @@ sys.path.insert(0, os.path.join(ROOT, "tools", "python"))
 import shift_client  # noqa: E402
 
 
-def scrape(address):
+def scrape(address, names=("shift_router_step_overhead_seconds_sum",
+                            "shift_router_step_overhead_seconds_count")):
     text = urllib.request.urlopen("http://%s/metrics" % address, timeout=10).read().decode()
     values = {}
-    for name in ("shift_router_step_overhead_seconds_sum",
-                 "shift_router_step_overhead_seconds_count"):
+    for name in names:
         values[name] = sum(float(v) for v in re.findall(
             "^%s(?:\\{[^}]*\\})? (\\S+)$" % name, text, re.M))
     return values
@@ -44,6 +48,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--tokens", type=int, default=64, help="tokens per request")
+    parser.add_argument("--router_flag", action="append", default=[],
+                        help="a flag for shift-router (repeatable), e.g. --router_flag=--async_scheduling")
+    parser.add_argument("--concurrency", default="1,64,256")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="shift-overhead-")
     model = os.path.join(tmp, "model")
@@ -53,7 +60,8 @@ def main():
     router = subprocess.Popen([os.path.join(args.build, "router", "shift-router"),
                                "--model=" + model, "--host=127.0.0.1", "--port=0", "--internal_port=0",
                                "--metrics_port=0", "--ports_file=" + ports,
-                               "--max_num_seqs=256", "--max_queued_requests=1024"],
+                               "--max_num_seqs=256", "--max_queued_requests=1024"] +
+                              args.router_flag,
                               stderr=subprocess.DEVNULL)
     procs = [router]
     try:
@@ -62,18 +70,24 @@ def main():
         fields = dict(kv.split("=") for kv in open(ports).read().split())
         address, metrics = "127.0.0.1:" + fields["grpc"], "127.0.0.1:" + fields["metrics"]
         internal = "127.0.0.1:" + fields["internal"]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            worker_metrics = "127.0.0.1:%d" % s.getsockname()[1]
         procs.append(subprocess.Popen([os.path.join(args.build, "worker", "shift-worker"),
                                        "--router=" + internal, "--model=" + model,
+                                       "--metrics_port=" + worker_metrics.split(":")[1],
                                        "--threads=2", "--kv_cache_bytes=536870912"],
                                       stderr=subprocess.DEVNULL))
         client = shift_client.Client(address)
         while not client.status()["groups"][0]["ready"]:
             time.sleep(0.05)
+        gap = ("shift_worker_step_gap_seconds_sum", "shift_worker_step_gap_seconds_count")
         print("| running sequences | steps | router time per step (mean) | wall time per step | "
-              "client time per output token (mean) |")
-        print("|---|---|---|---|---|")
-        for concurrency in (1, 64, 256):
+              "rank's wait between steps (mean) | client time per output token (mean) |")
+        print("|---|---|---|---|---|---|")
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
             before = scrape(metrics)
+            gap_before = scrape(worker_metrics, gap)
             started = time.time()
 
             def run(i):
@@ -95,9 +109,12 @@ def main():
                 before["shift_router_step_overhead_seconds_count"]
             seconds = after["shift_router_step_overhead_seconds_sum"] - \
                 before["shift_router_step_overhead_seconds_sum"]
-            print("| %d | %d | %.1f us | %.2f ms | %.2f ms |" % (
+            gap_after = scrape(worker_metrics, gap)
+            gaps = gap_after[gap[1]] - gap_before[gap[1]]
+            gap_s = gap_after[gap[0]] - gap_before[gap[0]]
+            print("| %d | %d | %.1f us | %.2f ms | %.1f us | %.2f ms |" % (
                 concurrency, steps, 1e6 * seconds / steps, 1e3 * wall / steps,
-                1e3 * sum(tpots) / len(tpots)))
+                1e6 * gap_s / max(gaps, 1), 1e3 * sum(tpots) / len(tpots)))
     finally:
         router.send_signal(signal.SIGTERM)  # the ranks stay for the next router
         for p in procs:

@@ -9,7 +9,7 @@ traces must hold the same steps: the same sequences with the same chunks,
 the same modes, preemptions, releases and sampled tokens (only the timing
 fields differ), and shift-generate's tokens must be the ones the router
 streamed, also when it plans each step ahead of the previous one's results
-(--async_scheduling). shift-sim, given the same requests and arrivals, runs the same
+(--async_scheduling), and so must a router that does. shift-sim, given the same requests and arrivals, runs the same
 core loop on a virtual clock with a fixed step-time oracle for an executor:
 its trace must hold the same steps too (its sampled token ids are its own;
 which sequences sampled must agree).
@@ -155,6 +155,20 @@ class OneLoopTest(unittest.TestCase):
         self.assertGreater(sum(line["ahead"] for line in ahead), len(ahead) // 2)
         self.assertFalse(any(line["ahead"] for line in routed))
         self.assertTrue(any(line["preempted"] for line in ahead), "no preemption planning ahead")
+
+        # The router planning ahead: the same requests, the same tokens.
+        ahead_router_trace = os.path.join(self.tmp, "router-ahead.jsonl")
+        self.cluster = Cluster(self.tmp, "ahead", self.model, 2,
+                               FLAGS + ["--step_trace=" + ahead_router_trace,
+                                        "--async_scheduling"],
+                               ["--block_size=%d" % BLOCK, "--kv_cache_bytes=%d" % self.rank_bytes])
+        with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+            self.assertEqual(list(pool.map(run, requests)), streamed)
+        self.assertEqual(self.cluster.stop(), [0, 0, 0])
+        self.cluster = None
+        routed_ahead = trace_lines(ahead_router_trace)
+        self.assertGreater(sum(line["ahead"] for line in routed_ahead), len(routed_ahead) // 2)
+        self.assertEqual({line["mode"] for line in routed_ahead}, {"tp", "sp"})
 
         # The simulator: the same loop, steps priced by a fixed oracle.
         sim_trace = os.path.join(self.tmp, "sim.jsonl")
