@@ -114,6 +114,13 @@ absl::StatusOr<ExecutedStep> StepLoop::Execute(const PlannedStep& step) {
   return executor_->Execute(step.output, step.decision.mode, step.released);
 }
 
+std::optional<PlannedStep> StepLoop::PlanAhead(const PlannedStep& running) {
+  if (!running.output.preempted.empty()) return std::nullopt;
+  std::optional<PlannedStep> step = Plan();
+  if (step) step->ahead = true;
+  return step;
+}
+
 absl::Status StepLoop::Start(const PlannedStep& step) {
   return executor_->Start(step.output, step.decision.mode, step.released);
 }
@@ -170,17 +177,8 @@ absl::StatusOr<std::optional<StepRecord>> StepLoop::RunStepAhead() {
   }
   PlannedStep step = *std::move(in_flight_);
   in_flight_.reset();
-  // The next step, planned before this one's results: not after a
-  // preemption (its victims' tokens in flight would be thrown away).
-  std::optional<PlannedStep> ahead;
-  absl::Status ahead_started = absl::OkStatus();
-  if (step.output.preempted.empty()) {
-    ahead = Plan();
-    if (ahead) {
-      ahead->ahead = true;
-      ahead_started = Start(*ahead);
-    }
-  }
+  std::optional<PlannedStep> ahead = PlanAhead(step);
+  const absl::Status ahead_started = ahead ? Start(*ahead) : absl::OkStatus();
   absl::StatusOr<StepRecord> record = Finish(step, executor_->Wait());
   if (!record.ok()) {
     // The ranks lost every sequence: the step planned ahead is void.

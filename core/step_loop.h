@@ -90,6 +90,10 @@ class StepLoop {
   // Builds the next step and picks its mode. nullopt: nothing can run now
   // (nothing queued, or nothing fits this instant); the loop counts as idle.
   std::optional<PlannedStep> Plan();
+  // The next step, planned while `running` has not finished (marked
+  // `ahead`); nullopt when nothing can run, or after a preemption in
+  // `running` (its victims' tokens in flight would be thrown away).
+  std::optional<PlannedStep> PlanAhead(const PlannedStep& running);
   // Runs a planned step on the executor (no lock needed).
   absl::StatusOr<ExecutedStep> Execute(const PlannedStep& step);
   // The same in two halves, for a caller that plans the next step between

@@ -582,8 +582,9 @@ void Router::UpdateLoad(const Group* g) {
                     static_cast<double>(g->scheduler->blocks().num_cached()));
 }
 
-std::optional<PlannedStep> Router::PlanStep(Group* g) {
-  std::optional<PlannedStep> step = g->loop->Plan();
+std::optional<PlannedStep> Router::PlanStep(Group* g, const PlannedStep* running) {
+  std::optional<PlannedStep> step =
+      running != nullptr ? g->loop->PlanAhead(*running) : g->loop->Plan();
   const int64_t cached = g->scheduler->cached_tokens();
   metrics_->PrefixCacheHits(g->id, static_cast<double>(cached - g->cached_tokens));
   g->cached_tokens = cached;
@@ -655,15 +656,13 @@ void Router::Loop(Group* g) {
       }
       started = g->loop->Start(*step);
     }
-    // The next step, planned and sent while this one runs (not after a
-    // preemption: its victims' tokens in flight would be thrown away).
+    // The next step, planned and sent while this one runs.
     std::optional<PlannedStep> ahead;
     absl::Status ahead_started = absl::OkStatus();
-    if (options_.async_scheduling && started.ok() && step->output.preempted.empty()) {
+    if (options_.async_scheduling && started.ok()) {
       {
         absl::MutexLock lock(&mu_);
-        ahead = PlanStep(g);
-        if (ahead) ahead->ahead = true;
+        ahead = PlanStep(g, &*step);
         StreamOutput(g);
       }
       if (ahead) ahead_started = g->loop->Start(*ahead);

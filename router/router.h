@@ -153,9 +153,11 @@ class Router {
   void Loop(Group* g);
   // Hands the group's unstreamed updates to the output side.
   void StreamOutput(Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Plans the group's next step (nullopt: nothing can run now) and counts
-  // what planning did (prefix-cache lookups, preemptions).
-  std::optional<PlannedStep> PlanStep(Group* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans the group's next step (nullopt: nothing can run now), ahead of
+  // `running`'s results when given (StepLoop::PlanAhead), and counts what
+  // planning did (prefix-cache lookups, preemptions).
+  std::optional<PlannedStep> PlanStep(Group* g, const PlannedStep* running = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a failed step: the group's running requests re-queue (the ranks
   // lost them), or leave it when it lost a rank.
   void StepFailed(Group* g, const absl::Status& status, int64_t running)

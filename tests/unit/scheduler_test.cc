@@ -1247,6 +1247,26 @@ TEST(SchedulerRandomTest, ManyOperationsWithSkewedArrivalsStayConsistent) {
   RunRandom(/*skewed_arrivals=*/true);
 }
 
+// The randomized prefix-cache runs' scheduler: steps of 12 tokens and 6
+// sequences, 64-token requests.
+SchedulerConfig SmallConfig(int64_t block_size, int64_t num_blocks) {
+  SchedulerConfig config;
+  config.block_size = block_size;
+  config.num_blocks = num_blocks;
+  config.max_num_batched_tokens = 12;
+  config.max_num_seqs = 6;
+  config.max_model_len = 64;
+  return config;
+}
+
+// What a model of the ranks' KV records for the slot of position end - 1:
+// the hash of the token prefix that wrote it.
+uint64_t PrefixHash(const Tokens& t, int64_t end) {
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t i = 0; i < end; ++i) h = (h ^ static_cast<uint64_t>(t[i] + 1)) * 1099511628211ull;
+  return h;
+}
+
 // Prefix caching under random load: requests share a few prompt prefixes;
 // a model of the ranks' KV records, for every slot of every block, which
 // token prefix wrote it. Every position a sequence attends to (before its
@@ -1255,13 +1275,7 @@ TEST(SchedulerRandomTest, ManyOperationsWithSkewedArrivalsStayConsistent) {
 TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
   constexpr int64_t kBs = 4, kBlocks = 24;
   ManualClock clock;
-  SchedulerConfig config;
-  config.block_size = kBs;
-  config.num_blocks = kBlocks;
-  config.max_num_batched_tokens = 12;
-  config.max_num_seqs = 6;
-  config.max_model_len = 64;
-  Scheduler sched(config, &clock);
+  Scheduler sched(SmallConfig(kBs, kBlocks), &clock);
   std::mt19937_64 rng(11);
   auto uniform = [&](int64_t lo, int64_t hi) {
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
@@ -1272,11 +1286,7 @@ TEST(SchedulerRandomTest, PrefixSharingNeverServesForeignKv) {
   // What each KV slot holds: the hash of the token prefix that wrote it.
   std::map<std::pair<int32_t, int64_t>, uint64_t> kv;
   std::map<uint64_t, std::vector<int32_t>> rank_tables;
-  auto prefix_hash = [](const Tokens& t, int64_t end) {
-    uint64_t h = 1469598103934665603ull;
-    for (int64_t i = 0; i < end; ++i) h = (h ^ static_cast<uint64_t>(t[i] + 1)) * 1099511628211ull;
-    return h;
-  };
+  const auto prefix_hash = PrefixHash;
   // The "model": the next token is a function of the whole prefix.
   auto next_token = [&](const Tokens& t) {
     return static_cast<int32_t>(prefix_hash(t, static_cast<int64_t>(t.size())) % 10 + 1);
@@ -1385,23 +1395,13 @@ TEST(SchedulerRandomTest, PlanningAheadOfResultsKeepsTheRanksAndTheRouterAgreein
   constexpr int64_t kBs = 4, kBlocks = 16;
   constexpr int32_t kEos = 7;
   ManualClock clock;
-  SchedulerConfig config;
-  config.block_size = kBs;
-  config.num_blocks = kBlocks;
-  config.max_num_batched_tokens = 12;
-  config.max_num_seqs = 6;
-  config.max_model_len = 64;
-  Scheduler sched(config, &clock);
+  Scheduler sched(SmallConfig(kBs, kBlocks), &clock);
   std::mt19937_64 rng(5);
   auto uniform = [&](int64_t lo, int64_t hi) {
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
   };
   const std::vector<Tokens> prefixes = {{1, 2, 3, 4, 5, 6, 8, 9}, {5, 5, 5, 5, 5, 5, 5, 5, 5}};
-  auto prefix_hash = [](const Tokens& t, int64_t end) {
-    uint64_t h = 1469598103934665603ull;
-    for (int64_t i = 0; i < end; ++i) h = (h ^ static_cast<uint64_t>(t[i] + 1)) * 1099511628211ull;
-    return h;
-  };
+  const auto prefix_hash = PrefixHash;
   // The "model": the next token is a function of the whole prefix, so a
   // sequence recomputed after a preemption samples the same tokens.
   auto next_token = [&](const Tokens& t, int64_t end) {
