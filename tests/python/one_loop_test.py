@@ -1,8 +1,10 @@
 """shift-generate and shift-router run one step loop (core/step_loop.h).
 
 A P = 2 router with chunked prefill, a low shift threshold and a KV cache
-small enough to force preemption serves six concurrent sampled requests
-(two share a prompt prefix) and writes its step trace. shift-generate then
+small enough to force preemption serves seven sampled requests (two share a
+prompt prefix) and writes its step trace: a long one first, then, once it
+streams, six at once, so that they meet it in the cache and preemption
+happens however slowly the client's calls arrive. shift-generate then
 runs the same requests on one rank, each queued before the step the
 router's trace says it arrived before, with the same KV block count. Both
 traces must hold the same steps: the same sequences with the same chunks,
@@ -19,15 +21,16 @@ import concurrent.futures
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import GENERATE, SIM, Cluster, make_model, read  # noqa: E402
+from cluster import GENERATE, SIM, Cluster, make_model  # noqa: E402
+import shift_client  # noqa: E402  (on the path cluster sets)
 
 # What differs between front ends: timing, and the request ids each gave.
 TIMING = ("t", "predicted_s", "measured_s", "rank_s", "request_ids")
@@ -83,16 +86,35 @@ class OneLoopTest(unittest.TestCase):
                 prompt = shared + prompt[len(shared):]
             requests.append({"prompt_ids": prompt, "max_tokens": 16 + 2 * i,
                              "temperature": 0.8, "seed": 100 + i, "ignore_eos": True})
+        # The long one: 140 tokens, 9 of the 10 blocks when it ends.
+        requests.insert(0, {"prompt_ids": [rng.randrange(1000) for _ in range(40)],
+                            "max_tokens": 100, "temperature": 0.8, "seed": 99,
+                            "ignore_eos": True})
 
-        def run(r):
-            ids, _, final, _ = self.cluster.client.generate(
-                token_ids=r["prompt_ids"], max_tokens=r["max_tokens"], temperature=r["temperature"],
-                seed=r["seed"], ignore_eos=True)
+        def run(r, streaming=None):
+            ids, final = [], None
+            for raw in self.cluster.client.generate_stream(
+                    token_ids=r["prompt_ids"], max_tokens=r["max_tokens"],
+                    temperature=r["temperature"], seed=r["seed"], ignore_eos=True):
+                msg = shift_client.decode_generate_response(raw)
+                if "delta" in msg:
+                    ids += msg["delta"]["token_ids"]
+                    if streaming is not None:
+                        streaming.set()
+                else:
+                    final = msg["final"]
             self.assertEqual(final["finish_reason"], "length")
             return ids
 
-        with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
-            streamed = list(pool.map(run, requests))
+        def run_all():
+            with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+                streaming = threading.Event()
+                first = pool.submit(run, requests[0], streaming)
+                self.assertTrue(streaming.wait(60), "the first request does not stream")
+                rest = list(pool.map(run, requests[1:]))
+                return [first.result()] + rest
+
+        streamed = run_all()
         self.assertEqual(self.cluster.stop(), [0, 0, 0])
         self.cluster = None
         routed = trace_lines(router_trace)
@@ -162,8 +184,7 @@ class OneLoopTest(unittest.TestCase):
                                FLAGS + ["--step_trace=" + ahead_router_trace,
                                         "--async_scheduling"],
                                ["--block_size=%d" % BLOCK, "--kv_cache_bytes=%d" % self.rank_bytes])
-        with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
-            self.assertEqual(list(pool.map(run, requests)), streamed)
+        self.assertEqual(run_all(), streamed)
         self.assertEqual(self.cluster.stop(), [0, 0, 0])
         self.cluster = None
         routed_ahead = trace_lines(ahead_router_trace)
