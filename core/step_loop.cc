@@ -61,14 +61,14 @@ void StepTrace::Write(const Line& line) {
                 "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
                 "\"exploring\":%s,\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g,"
                 "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s,"
-                "\"request_ids\":%s,\"ahead\":%s}\n",
+                "\"request_ids\":%s,\"ahead\":%s,\"plan_s\":%.9g}\n",
                 line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens,
                 s.num_sequences, s.num_decodes, s.max_context, s.attention,
                 d.exploring ? "true" : "false", predicted, record.seconds(),
                 record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
                 JsonIds(step.output.preempted), seqs, sampled,
                 request_ids.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                step.ahead ? "true" : "false");
+                step.ahead ? "true" : "false", step.plan_seconds);
   std::fflush(file_);
 }
 
@@ -83,6 +83,7 @@ StepLoop::StepLoop(Scheduler* scheduler, ShiftPolicy* policy, StepExecutor* exec
       started_(clock->Now()) {}
 
 std::optional<PlannedStep> StepLoop::Plan() {
+  const absl::Time planning = clock_->Now();
   SchedulerOutput out = scheduler_->Schedule();
   pending_released_.insert(pending_released_.end(), out.released_seq_ids.begin(),
                            out.released_seq_ids.end());
@@ -107,6 +108,7 @@ std::optional<PlannedStep> StepLoop::Plan() {
   }
   pending_released_.clear();
   pending_arrived_.clear();
+  step.plan_seconds = absl::ToDoubleSeconds(clock_->Now() - planning);
   return step;
 }
 

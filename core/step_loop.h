@@ -31,7 +31,8 @@ namespace shift {
 // sequence that arrived since the last step ("request_ids": {seq: id}, the
 // key to the access log); a front end that runs the same requests through
 // the same loop writes the same lines but for the timing fields ("t",
-// "predicted_s", "measured_s", "rank_s") and the request ids it gave.
+// "predicted_s", "measured_s", "rank_s", "plan_s": the time to plan it) and
+// the request ids it gave. "ahead": planned while the step before ran.
 class StepTrace {
  public:
   // Appends to `path`; INVALID_ARGUMENT naming the path when it cannot.
@@ -58,6 +59,8 @@ struct PlannedStep {
   std::vector<std::pair<uint64_t, std::string>> arrived_request_ids;
   // Planned while the step before was running, ahead of its results.
   bool ahead = false;
+  // The loop's time to plan it (schedule and shift policy), on its clock.
+  double plan_seconds = 0;
 };
 
 // What a step did, for the caller's metrics and output processing.

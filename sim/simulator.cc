@@ -22,8 +22,12 @@ struct Group {
   std::unique_ptr<PricedExecutor> executor;
   std::unique_ptr<StepLoop> loop;
   std::optional<PlannedStep> running;  // the step in flight
-  absl::StatusOr<ExecutedStep> executed = absl::UnknownError("no step");
   double done_at = kNever;
+  // Planning ahead: the step started behind the running one, when it ends,
+  // and whether the running one has had its chance to be planned ahead of.
+  std::optional<PlannedStep> ahead;
+  double ahead_done_at = kNever;
+  bool ahead_tried = false;
   int64_t outstanding = 0;  // prompt + max_tokens of its open requests
   int64_t steps = 0;
   std::optional<StepMode> last_mode;
@@ -41,11 +45,12 @@ struct Client {
 absl::StatusOr<ExecutedStep> PricedExecutor::Execute(const SchedulerOutput& step, StepMode mode,
                                                      absl::Span<const uint64_t> released) {
   ExecutedStep out;
-  out.started = clock_->Now() + absl::Seconds(gap_s_);
+  out.started = std::max(clock_->Now() + absl::Seconds(gap_s_), last_completed_);
   double seconds = timer_(step, mode);
   if (last_mode_ && *last_mode_ != mode) seconds += switch_s_;
   last_mode_ = mode;
   out.completed = out.started + absl::Seconds(seconds);
+  last_completed_ = out.completed;
   out.rank_seconds = seconds;
   for (const ScheduledSequence& s : step.sequences) {
     if (!s.sample) continue;
@@ -132,22 +137,40 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
     if (closed) ++in_flight;
     return absl::OkStatus();
   };
-  // Starts `g`'s next step at the clock's time, if it has one.
-  auto start = [&](Group& g) {
-    if (g.running || !g.scheduler->HasWork()) return;
-    std::optional<PlannedStep> step = g.loop->Plan();
-    if (!step) return;
-    g.executed = g.loop->Execute(*step);
-    g.done_at = g.executed.ok() ? SecondsOf(g.executed->completed) : SecondsOf(clock.Now());
-    g.running = std::move(step);
+  // Starts `g`'s next step at the clock's time, if it has one, and plans
+  // ahead of the running step once, as the router does right after sending
+  // it. A priced step never fails: its result waits in the executor.
+  auto start = [&](Group& g) -> absl::Status {
+    if (!g.running) {
+      if (!g.scheduler->HasWork()) return absl::OkStatus();
+      std::optional<PlannedStep> step = g.loop->Plan();
+      if (!step) return absl::OkStatus();
+      SHIFT_RETURN_IF_ERROR(g.loop->Start(*step));
+      g.done_at = SecondsOf(g.executor->last_completed());
+      g.running = std::move(step);
+      g.ahead_tried = false;
+    }
+    if (!options.plan_ahead || g.ahead_tried) return absl::OkStatus();
+    g.ahead_tried = true;
+    g.ahead = g.loop->PlanAhead(*g.running);
+    if (!g.ahead) return absl::OkStatus();
+    SHIFT_RETURN_IF_ERROR(g.loop->Start(*g.ahead));
+    g.ahead_done_at = SecondsOf(g.executor->last_completed());
+    return absl::OkStatus();
   };
   // Ends `g`'s step at the clock's time: the scheduler takes its tokens and
-  // the clients see them.
+  // the clients see them; the step planned ahead, if any, runs on.
   auto finish = [&](Group& g) -> absl::Status {
     PlannedStep step = *std::move(g.running);
     g.running.reset();
     g.done_at = kNever;
-    SHIFT_ASSIGN_OR_RETURN(StepRecord record, g.loop->Finish(step, std::move(g.executed)));
+    if (g.ahead) {
+      g.running = std::move(g.ahead);
+      g.ahead.reset();
+      g.done_at = g.ahead_done_at;
+      g.ahead_tried = false;
+    }
+    SHIFT_ASSIGN_OR_RETURN(StepRecord record, g.loop->Finish(step, g.loop->Wait()));
     const double now = SecondsOf(clock.Now());
     ++g.steps;
     ++result.steps;
@@ -185,11 +208,15 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
     if (arrivals != nullptr) {
       // With nothing to do, skip ahead to the next arrivals, all those due
       // before the same step.
+      // Due before the next step the group plans, and queued only when it
+      // is about to plan one (none running, or one to plan ahead of).
       const Group& g = groups[0];
       const int64_t before = (*arrivals)[next].before_step;
       if (!g.scheduler->HasWork()) skipped_to = std::max(skipped_to, before);
-      const bool due = before <= std::max<int64_t>(g.steps + 1, skipped_to);
-      return !g.running && due ? SecondsOf(clock.Now()) : kNever;
+      const int64_t next_step = g.steps + 1 + (g.running ? 1 : 0) + (g.ahead ? 1 : 0);
+      const bool due = before <= std::max(next_step, skipped_to);
+      const bool plans = !g.running || (options.plan_ahead && !g.ahead_tried);
+      return plans && due ? SecondsOf(clock.Now()) : kNever;
     }
     if (closed) {
       return in_flight < options.concurrency && closed_next < options.duration_s ? closed_next
@@ -227,7 +254,7 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
     bool ends_now = false;
     for (Group& g : groups) ends_now = ends_now || (g.running && g.done_at <= now);
     if (ends_now) continue;
-    for (Group& g : groups) start(g);
+    for (Group& g : groups) SHIFT_RETURN_IF_ERROR(start(g));
     if (now >= sample_at) {
       result.modes.push_back(
           {now, static_cast<double>(result.tp_steps), static_cast<double>(result.sp_steps)});

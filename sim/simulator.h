@@ -28,8 +28,10 @@ namespace shift::sim {
 using StepTimer = std::function<double(const SchedulerOutput& step, StepMode mode)>;
 
 // An executor for the virtual clock: the step starts `gap` after the clock
-// reads now (the loop's own time between steps) and ends its price later
-// (plus `switch_s` when its mode is not the previous step's);
+// reads now (the loop's own time between steps), or when the step before
+// ends if that is later (a step planned ahead waits for the running one,
+// and its gap is hidden), and ends its price later (plus `switch_s` when
+// its mode is not the previous step's);
 // every sampling sequence gets a token (never an end of sequence: simulated
 // requests run to max_tokens, as shift-bench's ignore EOS).
 class PricedExecutor final : public StepExecutor {
@@ -43,6 +45,8 @@ class PricedExecutor final : public StepExecutor {
         switch_s_(switch_s) {}
   absl::StatusOr<ExecutedStep> Execute(const SchedulerOutput& step, StepMode mode,
                                        absl::Span<const uint64_t> released) override;
+  // When the last step run ends.
+  absl::Time last_completed() const { return last_completed_; }
 
  private:
   const Clock* clock_;
@@ -51,6 +55,7 @@ class PricedExecutor final : public StepExecutor {
   double gap_s_;
   double switch_s_;
   std::optional<StepMode> last_mode_;
+  absl::Time last_completed_ = absl::InfinitePast();
 };
 
 struct SimOptions {
@@ -62,6 +67,9 @@ struct SimOptions {
   int32_t vocab_size = 32000;
   double loop_overhead_s = 0;    // the loop's gap between steps
   double switch_overhead_s = 0;  // a step in the other mode than the last
+  // Each step planned while the one before runs (--async_scheduling, the
+  // router's StepLoop::PlanAhead): the loop's gap is hidden behind it.
+  bool plan_ahead = false;
   // A closed loop: `concurrency` requests in flight, the next sent when one
   // ends, until `duration_s` (0: open loop, requests at their times).
   int32_t concurrency = 0;

@@ -346,12 +346,14 @@ int Main() {
   double prefill_seconds = 0;
   std::chrono::steady_clock::time_point decode_start;
   for (;;) {
-    // Queue what arrives before this step; with nothing to do, skip ahead
-    // to the next arrivals, all those due before the same step (the router
+    // Queue what arrives before the step planned next (planning ahead,
+    // the one after the step in flight); with nothing to do, skip ahead to
+    // the next arrivals, all those due before the same step (the router
     // would have idled until them).
+    const int64_t next_step = steps + 1 + (loop.busy() ? 1 : 0);
     for (; next < planned.size();) {
       if (!scheduler.HasWork()) skipped_to = std::max(skipped_to, planned[next].arrive_before_step);
-      if (planned[next].arrive_before_step > std::max(steps + 1, skipped_to)) break;
+      if (planned[next].arrive_before_step > std::max(next_step, skipped_to)) break;
       std::unique_ptr<Request> r = std::move(planned[next++].request);
       r->id = next_id++;
       r->arrival = clock.Now();

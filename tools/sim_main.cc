@@ -73,6 +73,9 @@ ABSL_FLAG(std::string, requests_jsonl, "",
           "Run these requests instead of --workload: shift-generate's --requests JSONL "
           "(prompt_ids, max_tokens, arrive_before_step), each queued before its step");
 ABSL_FLAG(std::string, step_trace, "", "Write each step as a JSON line (the router's format)");
+ABSL_FLAG(bool, async_scheduling, false,
+          "Plan each step while the one before runs, as shift-router --async_scheduling: the "
+          "profile's loop overhead is hidden behind the running step");
 ABSL_FLAG(std::string, json_out, "", "Write the report(s) as JSON here");
 ABSL_FLAG(std::string, plot_dir, "", "Write plot data and PNGs (gnuplot) here");
 ABSL_FLAG(std::string, sweep_threshold, "",
@@ -218,6 +221,7 @@ absl::StatusOr<Run> Simulate(const Config& config, const ModelConfig& model,
   o.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   o.vocab_size = static_cast<int32_t>(model.vocab_size);
   o.trace = trace;
+  o.plan_ahead = absl::GetFlag(FLAGS_async_scheduling);
   o.concurrency = workload::ClosedLoopConcurrency();
   o.duration_s = workload::WorkloadDuration();
   const int32_t vocab = o.vocab_size;

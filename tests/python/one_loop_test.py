@@ -1,20 +1,28 @@
-"""shift-generate and shift-router run one step loop (core/step_loop.h).
+"""shift-generate, shift-router and shift-sim run one step loop (core/step_loop.h).
 
 A P = 2 router with chunked prefill, a low shift threshold and a KV cache
 small enough to force preemption serves seven sampled requests (two share a
 prompt prefix) and writes its step trace: a long one first, then, once it
 streams, six at once, so that they meet it in the cache and preemption
-happens however slowly the client's calls arrive. shift-generate then
-runs the same requests on one rank, each queued before the step the
-router's trace says it arrived before, with the same KV block count. Both
-traces must hold the same steps: the same sequences with the same chunks,
-the same modes, preemptions, releases and sampled tokens (only the timing
-fields differ), and shift-generate's tokens must be the ones the router
-streamed, also when it plans each step ahead of the previous one's results
-(--async_scheduling), and so must a router that does. shift-sim, given the same requests and arrivals, runs the same
-core loop on a virtual clock with a fixed step-time oracle for an executor:
-its trace must hold the same steps too (its sampled token ids are its own;
-which sequences sampled must agree).
+happens however slowly the client's calls arrive. shift-generate then runs
+the same requests on one rank, each queued before the step the router's
+trace says it arrived before, with the same KV block count. Both traces
+must hold the same steps: the same sequences with the same chunks, the same
+modes, preemptions, releases and sampled tokens (only the timing fields
+differ), and shift-generate's tokens must be the ones the router streamed.
+shift-sim, given the same requests and arrivals, runs the same core loop on
+a virtual clock with a fixed step-time oracle for an executor: its trace
+must hold the same steps too (its sampled token ids are its own; which
+sequences sampled must agree).
+
+The same again with each step planned while the one before runs
+(--async_scheduling on all three): the router streams the same tokens, and
+its trace, replayed, is the one shift-generate and shift-sim write.
+
+At P = 4 the router gives the same tokens and log probabilities planning
+ahead as not, with preemption, stop strings (nothing past a stop is
+delivered), stop tokens and a cancelled stream among the requests, and
+leaves no KV block in use.
 """
 
 import concurrent.futures
@@ -26,14 +34,17 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
+
+import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import GENERATE, SIM, Cluster, make_model  # noqa: E402
 import shift_client  # noqa: E402  (on the path cluster sets)
 
 # What differs between front ends: timing, and the request ids each gave.
-TIMING = ("t", "predicted_s", "measured_s", "rank_s", "request_ids")
+TIMING = ("t", "predicted_s", "measured_s", "rank_s", "plan_s", "request_ids")
 BLOCK = 16
 BLOCKS = 10
 FLAGS = ["--max_num_batched_tokens=32", "--max_num_seqs=8", "--shift_threshold=16",
@@ -49,18 +60,16 @@ def without_timing(lines):
     return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
 
 
+def without_tokens(lines):
+    return [dict(line, sampled=[s for s, _ in line["sampled"]]) for line in lines]
+
+
 class OneLoopTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="shift-one-loop-")
         self.model = make_model(os.path.join(self.tmp, "model"))
         with open(os.path.join(self.model, "config.json")) as f:
-            config = json.load(f)
-        # Bytes of one KV block on a rank holding `heads` kv heads.
-        def block_bytes(heads):
-            return (config["num_hidden_layers"] * 2 * BLOCK * heads * config["head_dim"] * 4)
-        kv_heads = config["num_key_value_heads"]
-        self.rank_bytes = BLOCKS * block_bytes(max(kv_heads // 2, 1))
-        self.single_bytes = BLOCKS * block_bytes(kv_heads)
+            self.config = json.load(f)
         self.cluster = None
 
     def tearDown(self):
@@ -69,14 +78,37 @@ class OneLoopTest(unittest.TestCase):
         if not os.environ.get("SHIFT_KEEP_TMP"):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def test_router_and_generate_write_the_same_steps(self):
-        router_trace = os.path.join(self.tmp, "router.jsonl")
-        self.cluster = Cluster(self.tmp, "loop", self.model, 2,
-                               FLAGS + ["--step_trace=" + router_trace],
-                               ["--block_size=%d" % BLOCK, "--kv_cache_bytes=%d" % self.rank_bytes])
-        status = self.cluster.client.status()["groups"][0]
-        self.assertEqual(status["kv_blocks_total"], BLOCKS)
+    def kv_bytes(self, world_size):
+        """Bytes of BLOCKS KV blocks on a rank of a group of `world_size`."""
+        heads = max(self.config["num_key_value_heads"] // world_size, 1)
+        return BLOCKS * self.config["num_hidden_layers"] * 2 * BLOCK * heads * \
+            self.config["head_dim"] * 4
 
+    def serve(self, name, world_size, flags):
+        self.cluster = Cluster(self.tmp, name, self.model, world_size, FLAGS + flags,
+                               ["--block_size=%d" % BLOCK,
+                                "--kv_cache_bytes=%d" % self.kv_bytes(world_size)])
+        self.assertEqual(self.cluster.client.status()["groups"][0]["kv_blocks_total"], BLOCKS)
+
+    def stop(self):
+        self.assertEqual(self.cluster.stop(), [0] * len(self.cluster.procs))
+        self.cluster = None
+
+    def wait_idle(self):
+        """Waits until no request runs; then no KV block may be in use."""
+        deadline = time.time() + 20
+        while True:
+            g = self.cluster.client.status()["groups"][0]
+            if g["running_sequences"] == 0 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(g["running_sequences"], 0)
+        self.assertEqual(g["kv_blocks_used"], 0, "KV blocks leaked")
+
+    @staticmethod
+    def requests():
+        """The long request first (140 tokens, 9 of the 10 blocks when it
+        ends), then six sampled ones; the second and fifth share a prefix."""
         rng = random.Random(3)
         shared = [rng.randrange(1000) for _ in range(2 * BLOCK)]
         requests = []
@@ -86,37 +118,112 @@ class OneLoopTest(unittest.TestCase):
                 prompt = shared + prompt[len(shared):]
             requests.append({"prompt_ids": prompt, "max_tokens": 16 + 2 * i,
                              "temperature": 0.8, "seed": 100 + i, "ignore_eos": True})
-        # The long one: 140 tokens, 9 of the 10 blocks when it ends.
         requests.insert(0, {"prompt_ids": [rng.randrange(1000) for _ in range(40)],
                             "max_tokens": 100, "temperature": 0.8, "seed": 99,
                             "ignore_eos": True})
+        return requests
 
-        def run(r, streaming=None):
-            ids, final = [], None
-            for raw in self.cluster.client.generate_stream(
-                    token_ids=r["prompt_ids"], max_tokens=r["max_tokens"],
-                    temperature=r["temperature"], seed=r["seed"], ignore_eos=True):
+    def call(self, request, streaming=None, cancel_after=None):
+        """Streams one Generate call: (token ids, text, final message, log
+        probabilities); `streaming` is set at the first tokens. With
+        `cancel_after`, the call is cancelled after that many messages and
+        must end CANCELLED (final is None)."""
+        ids, text, final, logprobs, messages = [], "", None, [], 0
+        call = self.cluster.client.generate_stream(**request)
+        try:
+            for raw in call:
                 msg = shift_client.decode_generate_response(raw)
+                messages += 1
                 if "delta" in msg:
                     ids += msg["delta"]["token_ids"]
+                    text += msg["delta"]["text"]
+                    logprobs += msg["delta"]["logprobs"]
                     if streaming is not None:
                         streaming.set()
                 else:
                     final = msg["final"]
-            self.assertEqual(final["finish_reason"], "length")
-            return ids
+                if cancel_after is not None and messages == cancel_after:
+                    call.cancel()
+        except grpc.RpcError as e:
+            self.assertIsNotNone(cancel_after, e)
+            self.assertEqual(e.code(), grpc.StatusCode.CANCELLED)
+            return ids, text, None, logprobs
+        self.assertIsNone(cancel_after, "the call was not cancelled")
+        return ids, text, final, logprobs
 
-        def run_all():
-            with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
-                streaming = threading.Event()
-                first = pool.submit(run, requests[0], streaming)
-                self.assertTrue(streaming.wait(60), "the first request does not stream")
-                rest = list(pool.map(run, requests[1:]))
-                return [first.result()] + rest
+    def run_all(self, requests, others=()):
+        """The first request alone until it streams, then the rest and
+        `others` ((request, cancel_after) pairs) at once; the sampled
+        requests' token ids, and the others' results."""
+        with concurrent.futures.ThreadPoolExecutor(len(requests) + len(others)) as pool:
+            streaming = threading.Event()
+            first = pool.submit(self.call, sampled(requests, 0), streaming)
+            self.assertTrue(streaming.wait(60), "the first request does not stream")
+            rest = [pool.submit(self.call, sampled(requests, i)) for i in range(1, len(requests))]
+            extra = [pool.submit(self.call, r, None, cancel) for r, cancel in others]
+            results = [f.result() for f in [first] + rest]
+            for _, _, final, _ in results:
+                self.assertEqual(final["finish_reason"], "length")
+            return [ids for ids, _, _, _ in results], [f.result() for f in extra]
 
-        streamed = run_all()
-        self.assertEqual(self.cluster.stop(), [0, 0, 0])
-        self.cluster = None
+    def replay(self, name, routed, streamed, requests):
+        """The router's requests, each to arrive before the step its trace
+        says it arrived before (in the order the router numbered them), as
+        a requests file; and the tokens each streamed, in that order. Each
+        was sent as "request-<its index>"."""
+        arrival, index = {}, {}
+        for line in routed:
+            for seq_id in line["arrived"]:
+                arrival.setdefault(seq_id, line["step"])
+            for seq_id, request_id in line["request_ids"].items():
+                index[int(seq_id)] = int(request_id.split("-")[1])
+        ordered, tokens = [], []
+        for seq_id in sorted(arrival):
+            i = index[seq_id]
+            ordered.append(dict(requests[i], arrive_before_step=arrival[seq_id]))
+            tokens.append(streamed[i])
+        self.assertEqual(len(ordered), len(requests))
+        path = os.path.join(self.tmp, name + "-requests.jsonl")
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in ordered)
+        return path, tokens
+
+    def generate(self, requests_file, trace, flags=()):
+        """shift-generate on one rank with the router's KV block count: its
+        token ids per request, in order."""
+        out = subprocess.run(
+            [GENERATE, "--model=" + self.model, "--requests=" + requests_file, "--threads=1",
+             "--kv_cache_bytes=%d" % self.kv_bytes(1), "--step_trace=" + trace] + FLAGS +
+            list(flags), capture_output=True, text=True, timeout=300)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("%d KV blocks of %d tokens" % (BLOCKS, BLOCK), out.stderr)
+        return [json.loads(line)["token_ids"] for line in out.stdout.splitlines()]
+
+    def simulate(self, requests_file, trace, flags=()):
+        out = subprocess.run(
+            [SIM, "--model=" + self.model, "--requests_jsonl=" + requests_file,
+             "--step_time_s=0.001", "--num_blocks=%d" % BLOCKS, "--policy=threshold",
+             "--step_trace=" + trace] + FLAGS + list(flags),
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = trace_lines(trace)
+        self.assertTrue(all(line["measured_s"] == 0.001 for line in lines))
+        return lines
+
+    def assert_same_steps(self, routed, other, tokens=True):
+        a, b = without_timing(routed), without_timing(other)
+        if not tokens:
+            a, b = without_tokens(a), without_tokens(b)
+        self.assertEqual(len(a), len(b))
+        for x, y in zip(a, b):
+            self.assertEqual(x, y)
+
+    def test_router_generate_and_sim_write_the_same_steps(self):
+        requests = self.requests()
+        router_trace = os.path.join(self.tmp, "router.jsonl")
+        self.serve("loop", 2, ["--step_trace=" + router_trace])
+        streamed, _ = self.run_all(requests)
+        self.stop()
         routed = trace_lines(router_trace)
 
         # What the loop did: chunked prefills, preemptions, both modes.
@@ -124,90 +231,87 @@ class OneLoopTest(unittest.TestCase):
         self.assertEqual({line["mode"] for line in routed}, {"tp", "sp"})
         self.assertTrue(any(n > 1 and start > 0 for line in routed
                             for _, start, n, _ in line["seqs"]), "no chunked prefill")
+        self.assertFalse(any(line["ahead"] for line in routed))
 
-        # The router numbered the requests in arrival order; each one's
-        # sampled tokens in the trace tell which request it was.
-        outputs, arrival = {}, {}
-        for line in routed:
-            for seq_id, token in line["sampled"]:
-                outputs.setdefault(seq_id, []).append(token)
-            for seq_id in line["arrived"]:
-                arrival.setdefault(seq_id, line["step"])
-        by_tokens = {tuple(ids): i for i, ids in enumerate(streamed)}
-        self.assertEqual(len(by_tokens), len(requests), "two requests streamed the same tokens")
-        ordered = []
-        for seq_id in sorted(outputs):
-            i = by_tokens[tuple(outputs[seq_id])]
-            ordered.append(dict(requests[i], arrive_before_step=arrival[seq_id]))
-        self.assertEqual(len(ordered), len(requests))
-        requests_file = os.path.join(self.tmp, "requests.jsonl")
-        with open(requests_file, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in ordered)
-
+        requests_file, tokens = self.replay("loop", routed, streamed, requests)
         generate_trace = os.path.join(self.tmp, "generate.jsonl")
-        out = subprocess.run(
-            [GENERATE, "--model=" + self.model, "--requests=" + requests_file, "--threads=1",
-             "--kv_cache_bytes=%d" % self.single_bytes, "--step_trace=" + generate_trace] + FLAGS,
-            capture_output=True, text=True, timeout=300)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn("%d KV blocks of %d tokens" % (BLOCKS, BLOCK), out.stderr)
-        generated = [json.loads(line) for line in out.stdout.splitlines()]
-        self.assertEqual([g["token_ids"] for g in generated],
-                         [streamed[by_tokens[tuple(outputs[s])]] for s in sorted(outputs)])
-
-        generated_steps = without_timing(trace_lines(generate_trace))
-        routed_steps = without_timing(routed)
-        self.assertEqual(len(generated_steps), len(routed_steps))
-        for a, b in zip(routed_steps, generated_steps):
-            self.assertEqual(a, b)
+        self.assertEqual(self.generate(requests_file, generate_trace), tokens)
+        self.assert_same_steps(routed, trace_lines(generate_trace))
+        sim_trace = os.path.join(self.tmp, "sim.jsonl")
+        self.assert_same_steps(routed, self.simulate(requests_file, sim_trace), tokens=False)
 
         # Planning each step ahead of the previous one's results: the same
-        # tokens (decodes of pending tokens resolved by the engine; tokens
-        # sampled past a sequence's end dropped), with steps planned ahead.
-        ahead_trace = os.path.join(self.tmp, "ahead.jsonl")
-        out = subprocess.run(
-            [GENERATE, "--model=" + self.model, "--requests=" + requests_file, "--threads=1",
-             "--kv_cache_bytes=%d" % self.single_bytes, "--step_trace=" + ahead_trace,
-             "--async_scheduling"] + FLAGS,
-            capture_output=True, text=True, timeout=300)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertEqual([json.loads(line)["token_ids"] for line in out.stdout.splitlines()],
-                         [g["token_ids"] for g in generated])
-        ahead = trace_lines(ahead_trace)
-        self.assertGreater(sum(line["ahead"] for line in ahead), len(ahead) // 2)
-        self.assertFalse(any(line["ahead"] for line in routed))
-        self.assertTrue(any(line["preempted"] for line in ahead), "no preemption planning ahead")
+        # tokens (decodes of pending tokens resolved by the ranks; tokens
+        # sampled past a sequence's end dropped), and one loop still.
+        ahead_trace = os.path.join(self.tmp, "router-ahead.jsonl")
+        self.serve("ahead", 2, ["--step_trace=" + ahead_trace, "--async_scheduling"])
+        self.assertEqual(self.run_all(requests)[0], streamed)
+        self.stop()
+        routed = trace_lines(ahead_trace)
+        self.assertGreater(sum(line["ahead"] for line in routed), len(routed) // 2)
+        self.assertTrue(any(line["preempted"] for line in routed), "no preemption planning ahead")
+        self.assertEqual({line["mode"] for line in routed}, {"tp", "sp"})
 
-        # The router planning ahead: the same requests, the same tokens.
-        ahead_router_trace = os.path.join(self.tmp, "router-ahead.jsonl")
-        self.cluster = Cluster(self.tmp, "ahead", self.model, 2,
-                               FLAGS + ["--step_trace=" + ahead_router_trace,
-                                        "--async_scheduling"],
-                               ["--block_size=%d" % BLOCK, "--kv_cache_bytes=%d" % self.rank_bytes])
-        self.assertEqual(run_all(), streamed)
-        self.assertEqual(self.cluster.stop(), [0, 0, 0])
-        self.cluster = None
-        routed_ahead = trace_lines(ahead_router_trace)
-        self.assertGreater(sum(line["ahead"] for line in routed_ahead), len(routed_ahead) // 2)
-        self.assertEqual({line["mode"] for line in routed_ahead}, {"tp", "sp"})
+        requests_file, tokens = self.replay("ahead", routed, streamed, requests)
+        generate_trace = os.path.join(self.tmp, "generate-ahead.jsonl")
+        self.assertEqual(self.generate(requests_file, generate_trace, ["--async_scheduling"]),
+                         tokens)
+        self.assert_same_steps(routed, trace_lines(generate_trace))
+        sim_trace = os.path.join(self.tmp, "sim-ahead.jsonl")
+        self.assert_same_steps(
+            routed, self.simulate(requests_file, sim_trace, ["--async_scheduling"]),
+            tokens=False)
 
-        # The simulator: the same loop, steps priced by a fixed oracle.
-        sim_trace = os.path.join(self.tmp, "sim.jsonl")
-        out = subprocess.run(
-            [SIM, "--model=" + self.model, "--requests_jsonl=" + requests_file,
-             "--step_time_s=0.001", "--num_blocks=%d" % BLOCKS, "--policy=threshold",
-             "--step_trace=" + sim_trace] + FLAGS,
-            capture_output=True, text=True, timeout=120)
-        self.assertEqual(out.returncode, 0, out.stderr)
+    def test_planning_ahead_gives_the_same_tokens_and_logprobs_at_p4(self):
+        requests = self.requests()
+        prompt = "Tensor or sequence parallel? Why not both, step by step."
+        results = {}
+        for ahead in (False, True):
+            trace = os.path.join(self.tmp, "p4-%s.jsonl" % ahead)
+            self.serve("p4-%s" % ahead, 4,
+                       ["--step_trace=" + trace] + (["--async_scheduling"] if ahead else []))
+            # Alone first: the greedy text, a stop string from its middle,
+            # and a token to stop at.
+            ids, text, _, _ = self.call({"text": prompt, "max_tokens": 24, "ignore_eos": True})
+            run = max(text.split("\ufffd"), key=len)
+            self.assertGreaterEqual(len(run), 3, text)
+            stop = run[len(run) // 2 - 1:len(run) // 2 + 1]
+            others = [
+                ({"text": prompt, "max_tokens": 24, "ignore_eos": True, "top_logprobs": 3}, None),
+                ({"text": prompt, "max_tokens": 24, "ignore_eos": True, "stop": [stop]}, None),
+                ({"text": prompt, "max_tokens": 24, "ignore_eos": True,
+                  "stop_token_ids": [ids[5]]}, None),
+                ({"text": prompt, "max_tokens": 100, "ignore_eos": True}, 3),
+            ]
+            streamed, (greedy, stopped, stop_token, cancelled) = self.run_all(requests, others)
+            self.assertEqual(greedy[0], ids)
+            self.assertEqual(len(greedy[3]), len(ids))
+            # Nothing past the stop string is delivered.
+            self.assertEqual(stopped[2]["finish_reason"], "stop")
+            self.assertEqual(stopped[2]["stop_string"], stop)
+            self.assertEqual(stopped[1], text[:text.index(stop)])
+            self.assertEqual(stop_token[2]["finish_reason"], "stop")
+            self.assertEqual(stop_token[0], ids[:ids.index(ids[5]) + 1])
+            self.assertIsNone(cancelled[2])
+            self.wait_idle()
+            self.stop()
+            routed = trace_lines(trace)
+            self.assertTrue(any(line["preempted"] for line in routed), "no preemption")
+            self.assertEqual({line["mode"] for line in routed}, {"tp", "sp"})
+            self.assertEqual(any(line["ahead"] for line in routed), ahead)
+            # What must not depend on planning ahead (not the timings).
+            results[ahead] = [streamed] + [
+                (ids, text, final["finish_reason"], final["usage"]["completion_tokens"], logprobs)
+                for ids, text, final, logprobs in (greedy, stopped, stop_token)]
+        self.assertEqual(results[True], results[False])
 
-        def without_tokens(lines):
-            return [dict(line, sampled=[s for s, _ in line["sampled"]]) for line in lines]
 
-        simulated = without_tokens(without_timing(trace_lines(sim_trace)))
-        self.assertEqual(len(simulated), len(routed_steps))
-        for a, b in zip(without_tokens(routed_steps), simulated):
-            self.assertEqual(a, b)
-        self.assertTrue(all(line["measured_s"] == 0.001 for line in trace_lines(sim_trace)))
+def sampled(requests, i):
+    """Request `i` of requests() as Generate's arguments."""
+    r = requests[i]
+    return {"token_ids": r["prompt_ids"], "max_tokens": r["max_tokens"],
+            "temperature": r["temperature"], "seed": r["seed"], "ignore_eos": True,
+            "request_id": "request-%d" % i}
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ ModelConfig Llama70b() {
 }
 
 TEST(HardwareProfileTest, CommittedProfilesLoadWithASourceForEveryNumber) {
-  for (const char* name : {"h100-8x.json", "h200-8x.json", "h200-8x-fitted.json", "cpu-local.json"}) {
+  for (const char* name :
+       {"h100-8x.json", "h200-8x.json", "h200-8x-fitted.json", "cpu-local.json"}) {
     auto p = LoadHardwareProfile(SourceDir() + "/bench/sim/hardware/" + name);
     ASSERT_TRUE(p.ok()) << name << ": " << p.status();
     EXPECT_FALSE(p->name.empty());
@@ -305,6 +306,38 @@ TEST(SimulatorTest, ASwitchOfModeCostsTheProfilesSwitchOverhead) {
   EXPECT_EQ(r->switches, 1);
   EXPECT_NEAR(r->outcomes[0].ttft, 0.01, 1e-9);
   EXPECT_NEAR(r->outcomes[0].e2e, 0.045, 1e-9);
+}
+
+TEST(SimulatorTest, PlanningAheadHidesTheLoopsGap) {
+  SimOptions o = Options();
+  o.loop_overhead_s = 0.002;
+  auto r = Simulate(o, {Req(0, 100, 5)}, Fixed(0.01));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR(r->outcomes[0].ttft, 0.012, 1e-9);
+  EXPECT_NEAR(r->outcomes[0].e2e, 0.060, 1e-9);  // every step pays the gap
+  // Each step after the first is planned while the one before runs and
+  // starts when it ends; no step more (none past max_tokens).
+  o.plan_ahead = true;
+  r = Simulate(o, {Req(0, 100, 5)}, Fixed(0.01));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR(r->outcomes[0].ttft, 0.012, 1e-9);
+  EXPECT_NEAR(r->outcomes[0].e2e, 0.052, 1e-9);
+  EXPECT_EQ(r->outcomes[0].output_tokens, 5);
+  EXPECT_EQ(r->steps, 5);
+}
+
+TEST(SimulatorTest, PlanningAheadQueuesArrivalsBeforeTheStepPlannedNext) {
+  SimOptions o = Options();
+  o.plan_ahead = true;
+  std::vector<StepArrival> arrivals = {{1}, {3}};
+  auto r = Simulate(o, {Req(0, 16, 4), Req(0, 16, 2)}, Fixed(0.01), &arrivals);
+  ASSERT_TRUE(r.ok()) << r.status();
+  // Step 3 is planned while step 2 runs, when step 1 ends (10 ms): the
+  // second request is queued then, and gets its first token when step 3
+  // ends.
+  EXPECT_NEAR(r->outcomes[1].start, 0.01, 1e-9);
+  EXPECT_NEAR(r->outcomes[1].ttft, 0.02, 1e-9);
+  EXPECT_EQ(r->steps, 4);
 }
 
 // The router's placement rule, which the simulator shares.

@@ -237,6 +237,8 @@ TEST_F(StepLoopTest, TraceSaysWhatEachStepDid) {
     EXPECT_EQ(l["tokens"], step.num_tokens);
     EXPECT_EQ(l["mode"], step.num_tokens > 8 ? "sp" : "tp");
     EXPECT_DOUBLE_EQ(l["measured_s"].get<double>(), 1e-3 * step.num_tokens);
+    EXPECT_EQ(l["plan_s"], 0);  // planning takes no time on the manual clock
+    EXPECT_EQ(l["ahead"], false);
     ASSERT_EQ(l["seqs"].size(), step.sequences.size());
     for (size_t j = 0; j < step.sequences.size(); ++j) {
       const ScheduledSequence& s = step.sequences[j];
