@@ -119,7 +119,10 @@ absl::StatusOr<ExecutedStep> StepLoop::Execute(const PlannedStep& step) {
 std::optional<PlannedStep> StepLoop::PlanAhead(const PlannedStep& running) {
   if (!running.output.preempted.empty()) return std::nullopt;
   std::optional<PlannedStep> step = Plan();
-  if (step) step->ahead = true;
+  if (step) {
+    step->ahead = true;
+    step->output.follows_previous = true;  // even when `running` followed a wait
+  }
   return step;
 }
 

@@ -74,7 +74,7 @@ struct RouterOptions {
   std::string step_trace;
   // Plan and send each step while the one before runs (docs/architecture.md,
   // Planning ahead), so that ranks do not wait for the router between steps.
-  bool async_scheduling = false;
+  bool async_scheduling = true;
 };
 
 class Router {

@@ -150,10 +150,11 @@ ABSL_FLAG(int64_t, max_stop_strings, shift::defaults::kMaxStopStrings,
           "Most sampling.stop strings in one request");
 ABSL_FLAG(int64_t, max_stop_bytes, shift::defaults::kMaxStopBytes,
           "Most bytes of sampling.stop strings together in one request");
-ABSL_FLAG(bool, async_scheduling, false,
+ABSL_FLAG(bool, async_scheduling, true,
           "Plan and send each step while the one before runs, its decodes carrying pending "
           "tokens the ranks resolve, so that ranks do not wait for the router between steps "
-          "(the same tokens either way; the policy sees each step's time one step later)");
+          "(the same tokens either way; the policy sees each step's time one step later); "
+          "false: each step planned after the one before ends");
 ABSL_FLAG(std::string, step_trace, "",
           "Append a JSON line per step here (its shape, mode, sequences, sampled tokens, "
           "predicted and measured seconds) for offline analysis; empty: none");

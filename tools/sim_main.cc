@@ -74,8 +74,9 @@ ABSL_FLAG(std::string, requests_jsonl, "",
           "(prompt_ids, max_tokens, arrive_before_step), each queued before its step");
 ABSL_FLAG(std::string, step_trace, "", "Write each step as a JSON line (the router's format)");
 ABSL_FLAG(bool, async_scheduling, false,
-          "Plan each step while the one before runs, as shift-router --async_scheduling: the "
-          "profile's loop overhead is hidden behind the running step");
+          "Plan each step while the one before runs, as shift-router does by default: the "
+          "profile's loop overhead is hidden behind the running step (off by default, as the "
+          "published system ran and bench/sim's results were made)");
 ABSL_FLAG(std::string, json_out, "", "Write the report(s) as JSON here");
 ABSL_FLAG(std::string, plot_dir, "", "Write plot data and PNGs (gnuplot) here");
 ABSL_FLAG(std::string, sweep_threshold, "",

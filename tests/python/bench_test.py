@@ -30,9 +30,12 @@ class ShiftBenchTest(unittest.TestCase):
         with open(template, "w") as f:
             f.write("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                     "{% if add_generation_prompt %}assistant:{% endif %}")
+        # Not planning ahead: the router's time between steps is then on the
+        # critical path, and its metric measurable (counts_agree).
         cls.cluster = Cluster(cls.tmp, "bench", cls.model, world_size=1,
                               router_flags=["--max_model_len=1024", "--http_port=0",
-                                            "--chat_template=" + template])
+                                            "--chat_template=" + template,
+                                            "--async_scheduling=false"])
 
     @classmethod
     def tearDownClass(cls):
@@ -192,9 +195,15 @@ class ShiftBenchTest(unittest.TestCase):
             self.assertEqual(modes, {"sp"} if config == "sp" else
                              {"tp"} if config in ("tp", "dp") else modes & {"tp", "sp"}, config)
             self.assertTrue(all(s["measured_s"] > 0 and s["tokens"] > 0 for s in steps), config)
-            # The slowest rank's own time lies inside the router's measurement.
-            bad = [s for s in steps if not 0 < s["rank_s"] <= s["measured_s"] + 1e-4]
+            # The slowest rank's own time lies inside the router's
+            # measurement, for a step sent once the one before had ended; a
+            # step planned ahead (the default) is measured from the end of
+            # the one before as the router saw it, which its ranks may see
+            # earlier.
+            bad = [s for s in steps if not 0 < s["rank_s"] <= s["measured_s"] + 1e-4 and
+                   not (s["ahead"] and s["rank_s"] > 0)]
             self.assertEqual(bad, [], config)
+            self.assertTrue(any(s["ahead"] for s in steps), config)
         if shutil.which("gnuplot"):
             self.assertGreater(os.path.getsize(os.path.join(out, "ttft_compare.png")), 1000)
         # Every process it started is gone.

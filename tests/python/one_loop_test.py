@@ -221,7 +221,7 @@ class OneLoopTest(unittest.TestCase):
     def test_router_generate_and_sim_write_the_same_steps(self):
         requests = self.requests()
         router_trace = os.path.join(self.tmp, "router.jsonl")
-        self.serve("loop", 2, ["--step_trace=" + router_trace])
+        self.serve("loop", 2, ["--step_trace=" + router_trace, "--async_scheduling=false"])
         streamed, _ = self.run_all(requests)
         self.stop()
         routed = trace_lines(router_trace)
@@ -238,7 +238,9 @@ class OneLoopTest(unittest.TestCase):
         self.assertEqual(self.generate(requests_file, generate_trace), tokens)
         self.assert_same_steps(routed, trace_lines(generate_trace))
         sim_trace = os.path.join(self.tmp, "sim.jsonl")
-        self.assert_same_steps(routed, self.simulate(requests_file, sim_trace), tokens=False)
+        self.assert_same_steps(
+            routed, self.simulate(requests_file, sim_trace, ["--async_scheduling=false"]),
+            tokens=False)
 
         # Planning each step ahead of the previous one's results: the same
         # tokens (decodes of pending tokens resolved by the ranks; tokens
@@ -269,7 +271,7 @@ class OneLoopTest(unittest.TestCase):
         for ahead in (False, True):
             trace = os.path.join(self.tmp, "p4-%s.jsonl" % ahead)
             self.serve("p4-%s" % ahead, 4,
-                       ["--step_trace=" + trace] + (["--async_scheduling"] if ahead else []))
+                       ["--step_trace=" + trace, "--async_scheduling=%s" % str(ahead).lower()])
             # Alone first: the greedy text, a stop string from its middle,
             # and a token to stop at.
             ids, text, _, _ = self.call({"text": prompt, "max_tokens": 24, "ignore_eos": True})

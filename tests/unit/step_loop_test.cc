@@ -288,6 +288,18 @@ TEST_F(StepLoopTest, OverheadCountsOnlyBetweenBackToBackSteps) {
   ASSERT_TRUE(after_wait.ok() && after_wait->has_value());
   EXPECT_LT((*after_wait)->overhead_seconds, 0);
   EXPECT_FALSE(executor_.steps.back().follows_previous);
+  RunAll(loop);
+  const size_t after_wait_steps = executor_.steps.size();
+  // Planning ahead: the step after one that followed a wait is planned
+  // while that one runs, so it follows it.
+  loop.Idle();
+  loop.set_plan_ahead(true);
+  Add(4, 4, 3);
+  auto ahead = loop.RunStep();
+  ASSERT_TRUE(ahead.ok() && ahead->has_value());
+  ASSERT_EQ(executor_.steps.size(), after_wait_steps + 2);
+  EXPECT_FALSE(executor_.steps[after_wait_steps].follows_previous);
+  EXPECT_TRUE(executor_.steps[after_wait_steps + 1].follows_previous);
 }
 
 }  // namespace
