@@ -76,6 +76,7 @@ struct Request {
   FinishReason finish = FinishReason::kNone;
   absl::Time first_scheduled = absl::InfiniteFuture();
   absl::Time first_token = absl::InfiniteFuture();
+  absl::Time last_token = absl::InfiniteFuture();  // when its latest token came
   // Steps this request had tokens in, by mode (its access log line).
   int32_t tp_steps = 0;
   int32_t sp_steps = 0;

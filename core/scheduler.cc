@@ -1,6 +1,7 @@
 #include "core/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
@@ -83,10 +84,56 @@ void Scheduler::Preempt(Request* r) {
   waiting_.push_front(r);
 }
 
-SchedulerOutput Scheduler::Schedule() {
+// Whether running request `r` decodes in the next step (one token left to
+// plan), has a prefill chunk in it (more), or neither.
+Scheduler::Part Scheduler::PartOf(const Request* r) const {
+  const int64_t remaining = r->num_planned_tokens() - r->num_computed;
+  // Its tokens in flight end it by length: nothing more to compute. And
+  // never more than one step ahead: a pending input is always the token of
+  // the step just before.
+  if (remaining <= 0 || r->paused ||
+      r->output.size() + r->pending_steps.size() >= r->params.max_tokens ||
+      r->pending_steps.size() > 1) {
+    return Part::kNone;
+  }
+  return remaining == 1 ? Part::kDecode : Part::kPrefill;
+}
+
+StepPreview Scheduler::Preview() const {
+  StepPreview p;
+  const absl::Time now = clock_->Now();
+  for (const Request* r : running_) {
+    if (PartOf(r) != Part::kDecode) continue;
+    if (p.decodes.num_sequences >= config_.max_num_seqs) break;
+    p.decodes.num_tokens += 1;
+    p.decodes.num_sequences += 1;
+    if (r->on_ranks) p.decodes.num_decodes += 1;
+    p.decodes.attention += r->num_computed + 1;
+    p.decodes.max_context = std::max(p.decodes.max_context, r->num_computed + 1);
+    // A decode of a pending token gets its input when the step before ends,
+    // which is when this one starts: it has waited nothing yet.
+    if (r->pending_steps.empty() && r->last_token != absl::InfiniteFuture()) {
+      p.decode_wait = std::max(p.decode_wait, absl::ToDoubleSeconds(now - r->last_token));
+    }
+  }
+  for (const Request* r : running_) {
+    if (PartOf(r) != Part::kPrefill) continue;
+    p.prefills.push_back({r->num_computed, r->num_planned_tokens() - r->num_computed});
+  }
+  for (const Request* r : waiting_) {
+    // From the start: the prefix cache is looked up on admission.
+    if (!r->paused) p.prefills.push_back({0, r->num_tokens()});
+  }
+  return p;
+}
+
+SchedulerOutput Scheduler::Schedule(int64_t max_prefill_tokens) {
   SchedulerOutput out;
   const absl::Time now = clock_->Now();
   int64_t budget = config_.max_num_batched_tokens;
+  // Prefill tokens left this step (the step budget's; the cap anyway).
+  int64_t prefill_budget =
+      max_prefill_tokens >= 0 ? max_prefill_tokens : std::numeric_limits<int64_t>::max();
   bool preempted = false;
 
   // Schedules `n` tokens of running request `r` (its blocks are allocated).
@@ -152,18 +199,13 @@ SchedulerOutput Scheduler::Schedule() {
   for (int pass = 0; pass < 2; ++pass) {
     for (size_t i = 0; i < running_.size(); ++i) {
       Request* r = running_[i];
+      if (PartOf(r) != (pass == 0 ? Part::kDecode : Part::kPrefill)) continue;
       const int64_t remaining = r->num_planned_tokens() - r->num_computed;
-      if (remaining <= 0 || r->paused || (pass == 0) != (remaining == 1)) continue;
-      // Its tokens in flight end it by length: nothing more to compute. And
-      // never more than one step ahead: a pending input is always the token
-      // of the step just before.
-      if (r->output.size() + r->pending_steps.size() >= r->params.max_tokens ||
-          r->pending_steps.size() > 1) {
-        continue;
-      }
       if (budget <= 0 || static_cast<int64_t>(out.sequences.size()) >= config_.max_num_seqs) break;
       int64_t n = std::min(remaining, budget);
       if (pass == 1) {
+        if (prefill_budget <= 0) break;
+        n = std::min(n, prefill_budget);
         // A prefill chunk shrinks to the free blocks before anyone is
         // preempted for it, and then asks for one block at most.
         const int64_t covered =
@@ -174,6 +216,7 @@ SchedulerOutput Scheduler::Schedule() {
       }
       if (!allocate(i, n)) break;
       add(r, n);
+      if (pass == 1) prefill_budget -= n;
     }
   }
 
@@ -183,7 +226,7 @@ SchedulerOutput Scheduler::Schedule() {
   // starts after the longest prefix of its full blocks already cached; at
   // least its last token is computed, for its logits.
   for (auto it = waiting_.begin();
-       !preempted && it != waiting_.end() && budget > 0 &&
+       !preempted && it != waiting_.end() && budget > 0 && prefill_budget > 0 &&
        static_cast<int64_t>(out.sequences.size()) < config_.max_num_seqs;) {
     Request* r = *it;
     if (r->paused) {
@@ -200,7 +243,7 @@ SchedulerOutput Scheduler::Schedule() {
       cached = static_cast<int64_t>(blocks.size());
     }
     const int64_t start = cached * config_.block_size;
-    const int64_t n = std::min(r->num_tokens() - start, budget);
+    const int64_t n = std::min({r->num_tokens() - start, budget, prefill_budget});
     if (!blocks_.Append(r->id, start + n)) {
       blocks_.Free(r->id);
       break;
@@ -213,6 +256,7 @@ SchedulerOutput Scheduler::Schedule() {
     if (config_.enable_prefix_caching) queried_tokens_ += r->num_tokens();
     running_.insert(std::upper_bound(running_.begin(), running_.end(), r, ArrivedBefore), r);
     add(r, n);
+    prefill_budget -= n;
   }
 
   out.released_seq_ids = std::move(released_);
@@ -283,6 +327,7 @@ std::vector<RequestUpdate> Scheduler::UpdateFromOutput(const SchedulerOutput& ou
     r->output.push_back(t.token_id);
     if (r->params.return_logprob) r->logprobs.push_back(t.logprob);
     if (r->first_token == absl::InfiniteFuture()) r->first_token = now;
+    r->last_token = now;
     RequestUpdate update;
     update.seq_id = r->id;
     update.first_scheduled = r->first_scheduled;

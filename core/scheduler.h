@@ -27,6 +27,8 @@
 #include "core/block_manager.h"
 #include "core/clock.h"
 #include "core/request.h"
+#include "core/shift_policy.h"
+#include "core/step_budget.h"
 
 namespace shift {
 
@@ -82,6 +84,17 @@ struct SchedulerOutput {
   bool empty() const { return sequences.empty(); }
 };
 
+// What the next Schedule() would hold before any prefill (its decodes),
+// what prefill may follow (running prefills, then waiting requests from
+// their first token, in the order Schedule takes them), and the longest a
+// decode will have waited for its token when the step starts: what a
+// step's budget is sized from (core/step_budget.h). Preemption aside.
+struct StepPreview {
+  StepShape decodes;
+  std::vector<PrefillCandidate> prefills;
+  double decode_wait = 0;  // seconds
+};
+
 // A token id with its log-probability: a sampled token's alternatives.
 using TokenLogprob = std::pair<int32_t, float>;
 
@@ -124,7 +137,10 @@ class Scheduler {
   // (kPendingToken), one whose pending tokens reach max_tokens is left out,
   // and one that turns out to have finished in that step computes one token
   // too many, never delivered, and is released in the step after.
-  SchedulerOutput Schedule();
+  // With `max_prefill_tokens` >= 0, prefill chunks take at most that many
+  // tokens of the step (decodes are never cut).
+  SchedulerOutput Schedule(int64_t max_prefill_tokens = -1);
+  StepPreview Preview() const;
   // Applies the leader's sampled tokens for `output` (one per sequence with
   // `sample`), steps in the order they were scheduled; returns one update
   // per sequence that got a token or finished. A token for a sequence that
@@ -169,6 +185,8 @@ class Scheduler {
   int64_t queried_tokens() const { return queried_tokens_; }
 
  private:
+  enum class Part { kNone, kDecode, kPrefill };
+  Part PartOf(const Request* r) const;
   void Preempt(Request* request);
   // Waiting, nothing computed, unknown to the ranks.
   static void ToWaiting(Request* request);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/step_mode.h"
@@ -41,6 +42,13 @@ class ShiftPolicy {
   // The step `decision` was made for took `seconds` (plan sent to the last
   // result).
   virtual void Observe(const ShiftDecision& decision, double seconds) {}
+  // The modes Decide may pick for `step`, exploring aside: what a step's
+  // budget is sized for (core/step_budget.h). By default the mode Decide
+  // gives (a policy whose Decide changes its state overrides this); the
+  // cost policy, which picks the faster once fitted, either.
+  virtual std::vector<StepMode> CandidateModes(const StepShape& step) {
+    return {Decide(step).mode};
+  }
 };
 
 // SP when the step schedules more than `threshold` tokens, else TP.

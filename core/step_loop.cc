@@ -1,5 +1,6 @@
 #include "core/step_loop.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -56,19 +57,22 @@ void StepTrace::Write(const Line& line) {
   }
   const std::string predicted =
       d.predicted_seconds >= 0 ? absl::StrFormat("%.9g", d.predicted_seconds) : "null";
-  absl::FPrintF(file_,
-                "{\"t\":%.6f,\"group\":%u,\"step\":%u,\"mode\":\"%s\",\"tokens\":%d,"
-                "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
-                "\"exploring\":%s,\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g,"
-                "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s,"
-                "\"request_ids\":%s,\"ahead\":%s,\"plan_s\":%.9g}\n",
-                line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens,
-                s.num_sequences, s.num_decodes, s.max_context, s.attention,
-                d.exploring ? "true" : "false", predicted, record.seconds(),
-                record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
-                JsonIds(step.output.preempted), seqs, sampled,
-                request_ids.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                step.ahead ? "true" : "false", step.plan_seconds);
+  absl::FPrintF(
+      file_,
+      "{\"t\":%.6f,\"group\":%u,\"step\":%u,\"mode\":\"%s\",\"tokens\":%d,"
+      "\"sequences\":%d,\"decodes\":%d,\"max_context\":%d,\"attention\":%d,"
+      "\"exploring\":%s,\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g,"
+      "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s,"
+      "\"request_ids\":%s,\"ahead\":%s,\"plan_s\":%.9g,\"budget\":%s,"
+      "\"budget_reason\":%s}\n",
+      line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens, s.num_sequences,
+      s.num_decodes, s.max_context, s.attention, d.exploring ? "true" : "false", predicted,
+      record.seconds(), record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
+      JsonIds(step.output.preempted), seqs, sampled,
+      request_ids.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+      step.ahead ? "true" : "false", step.plan_seconds,
+      step.budget ? absl::StrCat(step.budget->prefill_tokens) : "null",
+      step.budget ? absl::StrCat("\"", BudgetReasonName(step.budget->reason), "\"") : "null");
   std::fflush(file_);
 }
 
@@ -82,9 +86,43 @@ StepLoop::StepLoop(Scheduler* scheduler, ShiftPolicy* policy, StepExecutor* exec
       group_(group),
       started_(clock->Now()) {}
 
+double StepLoop::margin() const {
+  if (ratios_.size() < 8) return 1.0;
+  std::vector<double> r(ratios_.begin(), ratios_.end());
+  const size_t at = r.size() * 9 / 10;
+  std::nth_element(r.begin(), r.begin() + at, r.end());
+  return std::max(1.0, r[at]);
+}
+
+std::optional<BudgetChoice> StepLoop::Budget() {
+  if (tpot_target_ <= 0) return std::nullopt;
+  StepPreview preview = scheduler_->Preview();
+  BudgetQuestion q;
+  q.decodes = preview.decodes;
+  q.prefills = std::move(preview.prefills);
+  q.max_tokens = scheduler_->config().max_num_batched_tokens;
+  q.max_sequences = scheduler_->config().max_num_seqs;
+  if (q.decodes.num_sequences > 0) q.seconds = (tpot_target_ - preview.decode_wait) / margin();
+  if (starved_steps_ >= kStarvationSteps) q.min_prefill = scheduler_->config().block_size;
+  const BudgetChoice choice =
+      ChooseBudget(q, [this](const StepShape& shape) -> std::optional<std::pair<StepMode, double>> {
+        std::optional<std::pair<StepMode, double>> best;
+        for (StepMode mode : policy_->CandidateModes(shape)) {
+          const double t = cost_.Predict(shape, mode, kMinCostSamples);
+          if (t >= 0 && (!best || t < best->second)) best = std::make_pair(mode, t);
+        }
+        return best;
+      });
+  const bool starved = !q.prefills.empty() && choice.prefill_tokens == 0;
+  starved_steps_ = starved ? starved_steps_ + 1 : 0;
+  if (choice.reason == BudgetReason::kTargetUnmet) ++target_unmet_steps_;
+  return choice;
+}
+
 std::optional<PlannedStep> StepLoop::Plan() {
   const absl::Time planning = clock_->Now();
-  SchedulerOutput out = scheduler_->Schedule();
+  std::optional<BudgetChoice> budget = Budget();
+  SchedulerOutput out = scheduler_->Schedule(budget ? budget->prefill_tokens : -1);
   pending_released_.insert(pending_released_.end(), out.released_seq_ids.begin(),
                            out.released_seq_ids.end());
   pending_arrived_.insert(pending_arrived_.end(), out.arrived.begin(), out.arrived.end());
@@ -108,6 +146,11 @@ std::optional<PlannedStep> StepLoop::Plan() {
   }
   pending_released_.clear();
   pending_arrived_.clear();
+  if (budget) {
+    step.budget = budget;
+    step.budget_predicted_seconds =
+        cost_.Predict(step.decision.inputs, step.decision.mode, kMinCostSamples);
+  }
   step.plan_seconds = absl::ToDoubleSeconds(clock_->Now() - planning);
   return step;
 }
@@ -153,6 +196,13 @@ absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
   }
   last_completed_ = record.executed.completed;
   policy_->Observe(record.decision, record.seconds());
+  if (tpot_target_ > 0) {
+    cost_.Add(record.decision.mode, record.decision.inputs, record.seconds());
+    if (step.budget_predicted_seconds > 0) {
+      ratios_.push_back(record.seconds() / step.budget_predicted_seconds);
+      if (ratios_.size() > kMarginWindow) ratios_.pop_front();
+    }
+  }
   record.updates =
       scheduler_->UpdateFromOutput(step.output, record.executed.sampled, record.decision.mode);
   if (trace_ != nullptr) {

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,8 @@
 #include "core/clock.h"
 #include "core/scheduler.h"
 #include "core/shift_policy.h"
+#include "core/step_budget.h"
+#include "core/step_cost.h"
 #include "core/step_executor.h"
 
 namespace shift {
@@ -32,7 +35,9 @@ namespace shift {
 // key to the access log); a front end that runs the same requests through
 // the same loop writes the same lines but for the timing fields ("t",
 // "predicted_s", "measured_s", "rank_s", "plan_s": the time to plan it) and
-// the request ids it gave. "ahead": planned while the step before ran.
+// the request ids it gave. "ahead": planned while the step before ran;
+// "budget", "budget_reason": its prefill budget with a latency target
+// (core/step_budget.h), else null.
 class StepTrace {
  public:
   // Appends to `path`; INVALID_ARGUMENT naming the path when it cannot.
@@ -61,6 +66,10 @@ struct PlannedStep {
   bool ahead = false;
   // The loop's time to plan it (schedule and shift policy), on its clock.
   double plan_seconds = 0;
+  // With a latency target: the prefill budget it was planned with, and the
+  // loop's cost model's prediction of its time in its mode (< 0: none).
+  std::optional<BudgetChoice> budget;
+  double budget_predicted_seconds = -1;
 };
 
 // What a step did, for the caller's metrics and output processing.
@@ -123,6 +132,24 @@ class StepLoop {
   // before the previous step's time is known (a one-step lag).
   absl::StatusOr<std::optional<StepRecord>> RunStep();
   void set_plan_ahead(bool on) { plan_ahead_ = on; }
+  // Steps sized to a latency target (docs/architecture.md): each step's
+  // prefill tokens are the most that keep its predicted time within
+  // `seconds` per output token of every running decode (0: the fixed cap
+  // only). The loop learns step times from every step it finishes.
+  void set_tpot_target(double seconds) { tpot_target_ = seconds; }
+  double tpot_target() const { return tpot_target_; }
+  // Steps planned whose decodes alone were predicted over the target.
+  int64_t target_unmet_steps() const { return target_unmet_steps_; }
+  // The factor predictions are held to (>= 1): the 90th percentile of
+  // measured over predicted seconds of the last kMarginWindow steps.
+  double margin() const;
+
+  // A prefill may go this many steps in a row with no token budgeted while
+  // prefills wait; the next step then budgets at least a block of tokens.
+  static constexpr int kStarvationSteps = 4;
+  // Steps of a mode before its time is predicted (the cost policy's too).
+  static constexpr int kMinCostSamples = 16;
+  static constexpr size_t kMarginWindow = 64;
   // A step is started and not finished (plan_ahead): call RunStep again
   // even when the scheduler has no work left.
   bool busy() const { return in_flight_.has_value(); }
@@ -145,6 +172,14 @@ class StepLoop {
   // When the last step ended, if the loop has not idled since.
   std::optional<absl::Time> last_completed_;
   bool plan_ahead_ = false;
+  // Steps sized to a latency target.
+  double tpot_target_ = 0;
+  StepCostModel cost_;
+  std::deque<double> ratios_;  // measured / predicted, the latest steps
+  int starved_steps_ = 0;      // in a row with prefills waiting and none budgeted
+  int64_t target_unmet_steps_ = 0;
+  // The budget for the next Schedule.
+  std::optional<BudgetChoice> Budget();
   // RunStep with plan_ahead: the step started and not yet finished.
   std::optional<PlannedStep> in_flight_;
 };

@@ -232,6 +232,7 @@ bool Router::AwaitGroup(Group* g) {
     g->executor = std::make_unique<HubExecutor>(hub_, g->id, options_.step_timeout);
     g->loop = std::make_unique<StepLoop>(g->scheduler.get(), policy_.get(), g->executor.get(),
                                          clock_, step_trace_.get(), g->id);
+    g->loop->set_tpot_target(options_.tpot_slo_ms / 1e3);
     Log(absl::StrCat("group ", g->id, " ready: ", options_.world_size, " ranks, ", blocks,
                      " KV blocks of ", config.block_size, " tokens"),
         {{"event", "group_formed"},

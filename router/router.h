@@ -75,6 +75,9 @@ struct RouterOptions {
   // Plan and send each step while the one before runs (docs/architecture.md,
   // Planning ahead), so that ranks do not wait for the router between steps.
   bool async_scheduling = true;
+  // A time-per-output-token target for each step's budget (0: off;
+  // core/step_budget.h).
+  double tpot_slo_ms = 0;
 };
 
 class Router {

@@ -87,6 +87,7 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
         &clock, timer, options.vocab_size, options.loop_overhead_s, options.switch_overhead_s);
     groups[g].loop = std::make_unique<StepLoop>(groups[g].scheduler.get(), policy.get(),
                                                 groups[g].executor.get(), &clock, options.trace, g);
+    groups[g].loop->set_tpot_target(options.tpot_slo_s);
   }
   const bool closed = options.concurrency > 0;
   std::vector<Client> clients;

@@ -70,6 +70,9 @@ struct SimOptions {
   // Each step planned while the one before runs (--async_scheduling, the
   // router's StepLoop::PlanAhead): the loop's gap is hidden behind it.
   bool plan_ahead = false;
+  // Steps sized to a time-per-output-token target (0: off;
+  // core/step_budget.h).
+  double tpot_slo_s = 0;
   // A closed loop: `concurrency` requests in flight, the next sent when one
   // ends, until `duration_s` (0: open loop, requests at their times).
   int32_t concurrency = 0;

@@ -73,6 +73,10 @@ ABSL_FLAG(std::string, requests_jsonl, "",
           "Run these requests instead of --workload: shift-generate's --requests JSONL "
           "(prompt_ids, max_tokens, arrive_before_step), each queued before its step");
 ABSL_FLAG(std::string, step_trace, "", "Write each step as a JSON line (the router's format)");
+ABSL_FLAG(double, tpot_slo_ms, 0,
+          "A time-per-output-token target in milliseconds: each step's prefill tokens are the "
+          "most that keep every running decode within it, as predicted by a cost model learned "
+          "from the steps (the fixed --max_num_batched_tokens cap until it predicts); 0: off");
 ABSL_FLAG(bool, async_scheduling, false,
           "Plan each step while the one before runs, as shift-router does by default: the "
           "profile's loop overhead is hidden behind the running step (off by default, as the "
@@ -223,6 +227,8 @@ absl::StatusOr<Run> Simulate(const Config& config, const ModelConfig& model,
   o.vocab_size = static_cast<int32_t>(model.vocab_size);
   o.trace = trace;
   o.plan_ahead = absl::GetFlag(FLAGS_async_scheduling);
+  SHIFT_RETURN_IF_ERROR(ValidateTpotTarget(absl::GetFlag(FLAGS_tpot_slo_ms)));
+  o.tpot_slo_s = absl::GetFlag(FLAGS_tpot_slo_ms) / 1e3;
   o.concurrency = workload::ClosedLoopConcurrency();
   o.duration_s = workload::WorkloadDuration();
   const int32_t vocab = o.vocab_size;

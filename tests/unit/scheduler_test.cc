@@ -352,6 +352,57 @@ TEST_F(SchedulerTest, DecodesFirstThenPartialPrefillsThenWaiting) {
   EXPECT_EQ(r.updates.size(), 3u);
 }
 
+TEST_F(SchedulerTest, PreviewShowsTheDecodesAndThePrefillsThatMayFollow) {
+  Make(64, 4, /*max_batched=*/10);
+  ASSERT_TRUE(Add(1, Range(1, 4), 20).ok());
+  Step();
+  ASSERT_TRUE(Add(2, Range(200, 20), 20).ok());
+  Step();  // 1 decodes, 2 starts its prefill (9 tokens)
+  ASSERT_TRUE(Add(3, Range(300, 6), 20).ok());
+  clock_.Advance(absl::Milliseconds(7));
+  const StepPreview p = sched_->Preview();
+  EXPECT_EQ(p.decodes.num_tokens, 1);
+  EXPECT_EQ(p.decodes.num_sequences, 1);
+  EXPECT_EQ(p.decodes.num_decodes, 1);
+  EXPECT_EQ(p.decodes.max_context, 6);  // 4 + 1 computed, its sixth position
+  EXPECT_EQ(p.decodes.attention, 6);
+  ASSERT_EQ(p.prefills.size(), 2u);
+  EXPECT_EQ(p.prefills[0].start_position, 9);  // 2's rest
+  EXPECT_EQ(p.prefills[0].tokens, 11);
+  EXPECT_EQ(p.prefills[1].start_position, 0);  // 3, waiting
+  EXPECT_EQ(p.prefills[1].tokens, 6);
+  // 1's token came at the end of the last step, 8 ms ago (7 + Add's 1).
+  EXPECT_NEAR(p.decode_wait, 0.008, 1e-9);
+  // The step it previews: the same decode first.
+  const SchedulerOutput out = sched_->Schedule();
+  EXPECT_EQ(out.num_decodes, p.decodes.num_decodes);
+  EXPECT_EQ(out.sequences[0].seq_id, 1u);
+}
+
+TEST_F(SchedulerTest, APrefillBudgetCutsChunksNeverDecodes) {
+  Make(64, 4, /*max_batched=*/10);
+  ASSERT_TRUE(Add(1, Range(1, 4), 20).ok());
+  Step();
+  ASSERT_TRUE(Add(2, Range(200, 20), 20).ok());
+  ASSERT_TRUE(Add(3, Range(300, 6), 20).ok());
+  // No prefill: the decode alone.
+  SchedulerOutput out = sched_->Schedule(0);
+  ASSERT_EQ(SeqIds(out), (std::vector<uint64_t>{1}));
+  sched_->UpdateFromOutput(out, Answer(out, CountingToken));
+  // Three prefill tokens: 2's first three; 3 waits.
+  out = sched_->Schedule(3);
+  ASSERT_EQ(SeqIds(out), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(out.sequences[1].token_ids, Range(200, 3));
+  EXPECT_EQ(out.num_tokens, 4);
+  sched_->UpdateFromOutput(out, Answer(out, CountingToken));
+  // 2's running chunk and 3's admission share the budget.
+  out = sched_->Schedule(18);
+  ASSERT_EQ(SeqIds(out), (std::vector<uint64_t>{1, 2}));  // the cap of 10 binds first
+  EXPECT_EQ(out.sequences[1].token_ids, Range(203, 9));
+  sched_->UpdateFromOutput(out, Answer(out, CountingToken));
+  ExpectConsistent();
+}
+
 TEST_F(SchedulerTest, MaxNumSeqsRespected) {
   Make(64, 4, 2048, /*max_seqs=*/2);
   ASSERT_TRUE(Add(1, Range(1, 3), 2).ok());

@@ -304,3 +304,110 @@ TEST_F(StepLoopTest, OverheadCountsOnlyBetweenBackToBackSteps) {
 
 }  // namespace
 }  // namespace shift
+
+namespace shift {
+namespace {
+
+// Steps sized to a latency target, on the fake (1 ms per token, which the
+// loop's cost model learns exactly): a larger cap, one TP policy.
+class StepBudgetLoopTest : public StepLoopTest {
+ protected:
+  StepBudgetLoopTest() {
+    SchedulerConfig config;
+    config.max_num_batched_tokens = 64;
+    config.num_blocks = 1024;
+    config.block_size = 4;
+    scheduler_ = std::make_unique<Scheduler>(config, &clock_);
+  }
+  // Runs `warm_up` steps, queues `later`'s prompts, runs everything; the
+  // trace's lines.
+  std::vector<nlohmann::json> Run(StepLoop& loop, std::map<uint64_t, std::vector<int32_t>>* out,
+                                  int warm_up = 0,
+                                  std::vector<std::pair<uint64_t, int>> later = {}) {
+    for (int i = 0; i < warm_up; ++i) {
+      auto ran = loop.RunStep();
+      EXPECT_TRUE(ran.ok() && ran->has_value());
+      if (!ran.ok() || !ran->has_value()) break;
+      for (const RequestUpdate& u : (*ran)->updates) {
+        (*out)[u.seq_id].insert((*out)[u.seq_id].end(), u.new_tokens.begin(), u.new_tokens.end());
+      }
+      clock_.Advance(absl::Microseconds(50));
+    }
+    for (const auto& [id, prompt] : later) Add(id, prompt, 3);
+    for (auto& [id, t] : RunAll(loop)) (*out)[id].insert((*out)[id].end(), t.begin(), t.end());
+    std::ifstream in(path_);
+    std::vector<nlohmann::json> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+    return lines;
+  }
+  testing::TestTempDir tmp_;
+  const std::string path_ = tmp_.Sub("steps.jsonl");
+  std::unique_ptr<ShiftPolicy> tp_ = MakeFixedPolicy(StepMode::kTensorParallel);
+};
+
+TEST_F(StepBudgetLoopTest, StepsWithDecodesKeepTheTargetOnceTheModelPredicts) {
+  auto trace = StepTrace::Open(path_);
+  ASSERT_TRUE(trace.ok());
+  StepLoop loop(scheduler_.get(), tp_.get(), &executor_, &clock_, trace->get());
+  loop.set_tpot_target(0.010);
+  for (uint64_t id = 1; id <= 4; ++id) Add(id, 8, 150);  // decodes all along
+  Add(5, 40, 3);
+  Add(6, 25, 3);
+  // A long prompt once the model has seen steps of all sizes.
+  std::map<uint64_t, std::vector<int32_t>> tokens;
+  const std::vector<nlohmann::json> lines = Run(loop, &tokens, 20, {{7, 300}});
+  for (uint64_t id = 1; id <= 7; ++id) EXPECT_EQ(tokens[id].size(), id <= 4 ? 150u : 3u) << id;
+  int sized = 0, unpredicted = 0;
+  for (const nlohmann::json& l : lines) {
+    ASSERT_FALSE(l["budget"].is_null());
+    const std::string reason = l["budget_reason"];
+    if (reason == "unpredicted") {
+      ++unpredicted;
+      continue;
+    }
+    if (l["decodes"].get<int>() == 0) continue;
+    // Within the target: 10 ms less the loop's 50 us since the last token.
+    EXPECT_LE(l["measured_s"].get<double>(), 0.010 + 1e-9) << l.dump();
+    if (reason == "target") ++sized;
+  }
+  EXPECT_GT(unpredicted, 0);  // the fixed cap until 16 steps were seen
+  EXPECT_GT(sized, 10);       // the long prompt went in chunks of about 5
+  // Without the target, its chunks take the cap: steps of 64 ms.
+  EXPECT_EQ(loop.target_unmet_steps(), 0);
+  EXPECT_EQ(scheduler_->blocks().num_used(), 0);
+}
+
+TEST_F(StepBudgetLoopTest, ATargetUnderTheDecodesAloneRunsThemAloneButNeverStarvesAPrefill) {
+  auto trace = StepTrace::Open(path_);
+  ASSERT_TRUE(trace.ok());
+  StepLoop loop(scheduler_.get(), tp_.get(), &executor_, &clock_, trace->get());
+  loop.set_tpot_target(0.002);  // 4 decodes take 4 ms
+  for (uint64_t id = 1; id <= 4; ++id) Add(id, 8, 120);
+  Add(5, 40, 3);
+  Add(6, 25, 3);
+  std::map<uint64_t, std::vector<int32_t>> tokens;
+  const std::vector<nlohmann::json> lines = Run(loop, &tokens, 20, {{7, 40}, {8, 30}});
+  EXPECT_EQ(tokens[8].size(), 3u);  // served all the same
+  EXPECT_GT(loop.target_unmet_steps(), 0);
+  // The bound: never more than kStarvationSteps steps in a row with
+  // prefills waiting and none budgeted; then a block's worth.
+  int in_a_row = 0, starvation = 0;
+  for (const nlohmann::json& l : lines) {
+    const std::string reason = l["budget_reason"];
+    if (reason == "target_unmet") {
+      EXPECT_EQ(l["budget"], 0);
+      ++in_a_row;
+      EXPECT_LE(in_a_row, StepLoop::kStarvationSteps);
+    } else {
+      if (reason == "starvation") {
+        ++starvation;
+        EXPECT_EQ(l["budget"], 4);
+      }
+      in_a_row = 0;
+    }
+  }
+  EXPECT_GT(starvation, 0);
+}
+
+}  // namespace
+}  // namespace shift
