@@ -4,6 +4,7 @@ helpers. Every process a Cluster starts is stopped by stop(), and killed if
 it does not exit in time."""
 
 import os
+import random
 import re
 import signal
 import socket
@@ -60,9 +61,23 @@ def http_get(address):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below the kernel's range for outgoing connections,
+    so that a process restarted on it (a router brought back on its port)
+    cannot find it taken by some client's connection meanwhile."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(min(10000, low - 1000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below %d" % low)
 
 
 def make_model(directory, seed=7, extra=()):
