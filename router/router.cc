@@ -713,6 +713,18 @@ void Router::Record(Group* g, const PlannedStep& step, StepRecord record) {
   metrics_->Step(g->id, mode, switched, static_cast<double>(step.output.num_tokens),
                  record.seconds());
   if (record.overhead_seconds >= 0) metrics_->RouterOverhead(g->id, record.overhead_seconds);
+  if (step.budget) {
+    metrics_->StepBudget(g->id, BudgetReasonName(step.budget->reason),
+                         static_cast<double>(step.budget->prefill_tokens));
+    if (step.budget->reason == BudgetReason::kTargetUnmet && !g->target_unmet_logged) {
+      g->target_unmet_logged = true;
+      Log(absl::StrFormat("group %u: its decodes alone are predicted at %.3f ms a step, over "
+                          "--tpot_slo_ms=%g; such steps run their decodes alone (counted in "
+                          "shift_step_budget_total{reason=\"target_unmet\"})",
+                          g->id, 1e3 * step.budget->predicted_seconds, options_.tpot_slo_ms),
+          {{"event", "tpot_target_unmet"}, {"group", g->id}}, LogLevel::kWarning);
+    }
+  }
   if (record.decision.predicted_seconds >= 0) {
     metrics_->CostPrediction(g->id, record.decision.predicted_seconds, record.seconds());
   }

@@ -142,6 +142,7 @@ class Router {
     int64_t cached_tokens = 0;   // the scheduler's count when last reported
     int64_t queried_tokens = 0;  // likewise
     std::optional<StepMode> last_mode;
+    bool target_unmet_logged = false;  // --tpot_slo_ms under the decodes' floor, said once
     v1::ModeCounters modes;
     // The last step's updates, handed to the output side once the next
     // step is planned.

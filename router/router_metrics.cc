@@ -161,6 +161,20 @@ RouterMetrics::RouterMetrics(const std::string& model_name, int num_groups)
            .Help("Tokens scheduled per step (the policy's main input), by group and mode")
            .Labels(model_)
            .Register(r);
+  step_budgets_ = &prometheus::BuildCounter()
+                       .Name("shift_step_budget_total")
+                       .Help(
+                           "Steps sized to --tpot_slo_ms, by group and what bound their prefill "
+                           "budget: cap, target, target_unmet (the decodes alone are predicted "
+                           "over the target), starvation, unpredicted")
+                       .Labels(model_)
+                       .Register(r);
+  step_budget_tokens_ =
+      &prometheus::BuildHistogram()
+           .Name("shift_step_budget_tokens")
+           .Help("Prefill tokens a step sized to --tpot_slo_ms may take, by group")
+           .Labels(model_)
+           .Register(r);
   step_duration_ = &prometheus::BuildHistogram()
                         .Name("shift_step_duration_seconds")
                         .Help(
@@ -234,6 +248,14 @@ void RouterMetrics::Step(uint32_t group, StepMode mode, bool switched, double to
   if (switched) switches.Increment();
   // As documented and as the dashboard maps it: shift.v1.Mode's numbers.
   mode_->Add({{"group", g}}).Set(mode == StepMode::kSequenceParallel ? 2 : 1);
+}
+
+void RouterMetrics::StepBudget(uint32_t group, const char* reason, double prefill_tokens) {
+  const std::string g = absl::StrCat(group);
+  step_budgets_->Add({{"group", g}, {"reason", reason}}).Increment();
+  static const Histogram::BucketBoundaries token_buckets = {0,   1,   4,    16,   64,   128,
+                                                            256, 512, 1024, 2048, 4096, 8192};
+  step_budget_tokens_->Add({{"group", g}}, token_buckets).Observe(prefill_tokens);
 }
 
 void RouterMetrics::RouterOverhead(uint32_t group, double seconds) {

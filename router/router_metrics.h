@@ -56,6 +56,9 @@ class RouterMetrics {
   // its last result to the next plan sent (the step loop's own work;
   // streaming runs on the output threads).
   void RouterOverhead(uint32_t group, double seconds);
+  // With --tpot_slo_ms: a step's prefill budget and what bound it
+  // (core/step_budget.h's reasons).
+  void StepBudget(uint32_t group, const char *reason, double prefill_tokens);
   void Preemptions(uint32_t group, double count);
   // The cost policy's prediction for a step and the time it took.
   void CostPrediction(uint32_t group, double predicted_seconds, double measured_seconds);
@@ -104,7 +107,8 @@ class RouterMetrics {
   prometheus::Gauge *threshold_, *threshold_old_;
   prometheus::Family<prometheus::Counter> *steps_, *switches_, *http_responses_;
   prometheus::Gauge *http_connections_;
-  prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_;
+  prometheus::Family<prometheus::Histogram> *step_tokens_, *step_duration_, *step_budget_tokens_;
+  prometheus::Family<prometheus::Counter> *step_budgets_;
   prometheus::Counter *auth_failures_;
 };
 

@@ -40,7 +40,7 @@ import unittest
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import GENERATE, SIM, Cluster, make_model  # noqa: E402
+from cluster import GENERATE, SIM, Cluster, http_get, make_model, metric, read  # noqa: E402
 import shift_client  # noqa: E402  (on the path cluster sets)
 
 # What differs between front ends: timing, and the request ids each gave.
@@ -306,6 +306,34 @@ class OneLoopTest(unittest.TestCase):
                 (ids, text, final["finish_reason"], final["usage"]["completion_tokens"], logprobs)
                 for ids, text, final, logprobs in (greedy, stopped, stop_token)]
         self.assertEqual(results[True], results[False])
+
+    def test_a_latency_target_under_the_decodes_floor_runs_them_alone_and_says_so(self):
+        # 0.1 ms: no step of the tiny model on these cores is that short.
+        # Once the router's cost model predicts (16 TP steps), decodes run
+        # alone, but a waiting prefill gets a block every 5th step at most.
+        trace = os.path.join(self.tmp, "slo.jsonl")
+        self.serve("slo", 2, ["--tpot_slo_ms=0.1", "--step_trace=" + trace])
+        requests = self.requests()
+        streamed, _ = self.run_all(requests)
+        self.assertEqual([len(ids) for ids in streamed], [r["max_tokens"] for r in requests])
+        self.wait_idle()
+        text = http_get(self.cluster.metrics_address)
+        self.assertGreater(metric(text, 'shift_step_budget_total{group="0",reason="target_unmet"}')
+                           or 0, 0)
+        self.stop()
+        log = read(os.path.join(self.tmp, "slo-router.log"))
+        self.assertEqual(log.count("event=tpot_target_unmet"), 1, log)
+        lines = trace_lines(trace)
+        reasons = [line["budget_reason"] for line in lines]
+        self.assertIn("target_unmet", reasons)
+        self.assertIn("starvation", reasons)
+        in_a_row = 0
+        for line in lines:
+            in_a_row = in_a_row + 1 if line["budget_reason"] == "target_unmet" else 0
+            self.assertLessEqual(in_a_row, 4)
+            if line["budget_reason"] == "target_unmet":
+                self.assertEqual(line["budget"], 0)
+                self.assertEqual(line["tokens"], line["decodes"])
 
 
 def sampled(requests, i):
