@@ -166,6 +166,18 @@ class Cluster:
     def metrics(self):
         return http_get(self.metrics_address)
 
+    def assert_idle(self, test, timeout=20):
+        """Waits until group 0 runs no request; then no KV block may be in
+        use (asserted through the unittest.TestCase `test`)."""
+        deadline = time.time() + timeout
+        while True:
+            g = self.client.status()["groups"][0]
+            if g["running_sequences"] == 0 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        test.assertEqual(g["running_sequences"], 0)
+        test.assertEqual(g["kv_blocks_used"], 0, "KV blocks leaked")
+
     def _spawn(self, name, args):
         path = os.path.join(self.tmp, name + ".log")
         self.logs.append(path)

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unittest
 
 import grpc
@@ -93,17 +92,6 @@ class OneLoopTest(unittest.TestCase):
     def stop(self):
         self.assertEqual(self.cluster.stop(), [0] * len(self.cluster.procs))
         self.cluster = None
-
-    def wait_idle(self):
-        """Waits until no request runs; then no KV block may be in use."""
-        deadline = time.time() + 20
-        while True:
-            g = self.cluster.client.status()["groups"][0]
-            if g["running_sequences"] == 0 or time.time() > deadline:
-                break
-            time.sleep(0.05)
-        self.assertEqual(g["running_sequences"], 0)
-        self.assertEqual(g["kv_blocks_used"], 0, "KV blocks leaked")
 
     @staticmethod
     def requests():
@@ -295,7 +283,7 @@ class OneLoopTest(unittest.TestCase):
             self.assertEqual(stop_token[2]["finish_reason"], "stop")
             self.assertEqual(stop_token[0], ids[:ids.index(ids[5]) + 1])
             self.assertIsNone(cancelled[2])
-            self.wait_idle()
+            self.cluster.assert_idle(self)
             self.stop()
             routed = trace_lines(trace)
             self.assertTrue(any(line["preempted"] for line in routed), "no preemption")
@@ -316,7 +304,7 @@ class OneLoopTest(unittest.TestCase):
         requests = self.requests()
         streamed, _ = self.run_all(requests)
         self.assertEqual([len(ids) for ids in streamed], [r["max_tokens"] for r in requests])
-        self.wait_idle()
+        self.cluster.assert_idle(self)
         text = http_get(self.cluster.metrics_address)
         self.assertGreater(metric(text, 'shift_step_budget_total{group="0",reason="target_unmet"}')
                            or 0, 0)

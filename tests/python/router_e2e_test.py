@@ -192,18 +192,7 @@ class RouterE2ETest(unittest.TestCase):
             if final["finish_reason"] == "eos":
                 want = want[:len(ids)]
             self.assertEqual(ids, want, (prompt, n))
-        self.wait_idle(self.shifting)
-
-    def wait_idle(self, deployment):
-        """Waits until no request runs; then no KV block may be in use."""
-        deadline = time.time() + 20
-        while True:
-            g = deployment.client.status()["groups"][0]
-            if g["running_sequences"] == 0 or time.time() > deadline:
-                break
-            time.sleep(0.05)
-        self.assertEqual(g["running_sequences"], 0)
-        self.assertEqual(g["kv_blocks_used"], 0, "KV blocks leaked")
+        self.shifting.assert_idle(self)
 
     def test_idle_time_is_not_step_overhead(self):
         # shift_router_step_overhead_seconds counts the loop's own work
@@ -212,7 +201,7 @@ class RouterE2ETest(unittest.TestCase):
         def overhead():
             return metric(http_get(c.metrics_address), "shift_router_step_overhead_seconds_sum")
         c.client.generate(text=PROMPTS[0], max_tokens=4, ignore_eos=True)
-        self.wait_idle(c)
+        c.assert_idle(self)
         before = overhead()
         time.sleep(1.5)
         c.client.generate(text=PROMPTS[0], max_tokens=4, ignore_eos=True)
@@ -239,7 +228,7 @@ class RouterE2ETest(unittest.TestCase):
                 c.generate(timeout=0.3, text=PROMPTS[4], max_tokens=400, ignore_eos=True)
             self.assertEqual(late.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
             self.assertEqual(other.result()[0], want)
-        self.wait_idle(self.shifting)
+        self.shifting.assert_idle(self)
         text = http_get(self.shifting.metrics_address)
         self.assertGreaterEqual(metric(text, 'shift_request_errors_total{code="CANCELLED"}'), 1)
         self.assertGreaterEqual(
@@ -328,7 +317,7 @@ class RouterE2ETest(unittest.TestCase):
             if metric(text, "shift_preemptions_total") > 0:
                 break
         self.assertGreater(metric(text, "shift_preemptions_total"), 0)
-        self.wait_idle(self.small)
+        self.small.assert_idle(self)
         # Queue of 2: of many long requests at once, some are refused. They
         # leave together (a barrier); a loaded machine may still spread
         # them out enough for the loop to keep up, so the burst is repeated
@@ -349,10 +338,10 @@ class RouterE2ETest(unittest.TestCase):
             self.assertEqual(set(codes) - {"OK", "RESOURCE_EXHAUSTED"}, set(), codes)
             if "RESOURCE_EXHAUSTED" in codes:
                 break
-            self.wait_idle(self.small)
+            self.small.assert_idle(self)
         self.assertIn("RESOURCE_EXHAUSTED", codes)
         self.assertIn("OK", codes)
-        self.wait_idle(self.small)
+        self.small.assert_idle(self)
 
     def test_shiftctl(self):
         ctl = os.path.join(os.environ.get("SHIFT_BINARY_DIR", "build"), "tools", "shiftctl")
