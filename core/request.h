@@ -33,6 +33,9 @@ struct RequestParams {
   bool ignore_eos = false;
   bool return_logprob = false;
   uint32_t top_logprobs = 0;  // alternatives per token (they imply return_logprob)
+  // Its own time-per-output-token target in seconds (GenerateRequest's
+  // tpot_slo_ms); the tighter of it and the group's applies. 0: the group's.
+  double tpot_target = 0;
 };
 
 struct Request {

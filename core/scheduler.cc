@@ -99,30 +99,71 @@ Scheduler::Part Scheduler::PartOf(const Request* r) const {
   return remaining == 1 ? Part::kDecode : Part::kPrefill;
 }
 
-StepPreview Scheduler::Preview() const {
+StepPreview Scheduler::Preview(double default_target, double ttft_target) const {
   StepPreview p;
   const absl::Time now = clock_->Now();
   for (const Request* r : running_) {
     if (PartOf(r) != Part::kDecode) continue;
     if (p.decodes.num_sequences >= config_.max_num_seqs) break;
-    p.decodes.num_tokens += 1;
-    p.decodes.num_sequences += 1;
+    p.decodes.AddSequence(r->num_computed, 1);
     if (r->on_ranks) p.decodes.num_decodes += 1;
-    p.decodes.attention += r->num_computed + 1;
-    p.decodes.max_context = std::max(p.decodes.max_context, r->num_computed + 1);
+    const double own = r->params.tpot_target;
+    const double target =
+        own > 0 && (default_target <= 0 || own < default_target) ? own : default_target;
+    if (target <= 0) continue;
+    p.target = p.target > 0 ? std::min(p.target, target) : target;
     // A decode of a pending token gets its input when the step before ends,
     // which is when this one starts: it has waited nothing yet.
+    double waited = 0;
     if (r->pending_steps.empty() && r->last_token != absl::InfiniteFuture()) {
-      p.decode_wait = std::max(p.decode_wait, absl::ToDoubleSeconds(now - r->last_token));
+      waited = absl::ToDoubleSeconds(now - r->last_token);
     }
+    p.slack = std::min(p.slack, target - waited);
   }
+  // With no target at all there is no budget to size.
+  if (default_target <= 0 && p.target <= 0) return p;
+  // Candidates past a full step cannot change its budget, unless they have
+  // a time-to-first-token target, which the tokens queued before them count
+  // against: then as many as kMaxPreviewedDeadlines, those past a full step
+  // from their first token.
+  int64_t tokens = p.decodes.num_tokens;
+  int64_t sequences = p.decodes.num_sequences;
+  auto full = [&] {
+    return tokens >= config_.max_num_batched_tokens || sequences >= config_.max_num_seqs;
+  };
+  auto done = [&] {
+    return ttft_target > 0 ? p.prefills.size() >= kMaxPreviewedDeadlines : full();
+  };
+  auto candidate = [&](const Request* r, int64_t start, int64_t n) {
+    PrefillCandidate c{start, n};
+    if (ttft_target > 0 && r->first_token == absl::InfiniteFuture()) {
+      c.ttft_left = ttft_target - absl::ToDoubleSeconds(now - r->arrival);
+    }
+    p.prefills.push_back(c);
+    tokens += n;
+    sequences += 1;
+  };
   for (const Request* r : running_) {
+    if (done()) return p;
     if (PartOf(r) != Part::kPrefill) continue;
-    p.prefills.push_back({r->num_computed, r->num_planned_tokens() - r->num_computed});
+    candidate(r, r->num_computed, r->num_planned_tokens() - r->num_computed);
   }
-  for (const Request* r : waiting_) {
-    // From the start: the prefix cache is looked up on admission.
-    if (!r->paused) p.prefills.push_back({0, r->num_tokens()});
+  for (Request* r : waiting_) {
+    if (done()) return p;
+    if (r->paused) continue;
+    // Where its admission would start: after its cached prefix (as Schedule
+    // finds it now).
+    int64_t start = 0;
+    if (config_.enable_prefix_caching && !full()) {
+      const int64_t blocks = (r->num_tokens() - 1) / config_.block_size;
+      start = static_cast<int64_t>(blocks_
+                                       .MatchPrefix(BlockHashes(r, blocks),
+                                                    r->tokens(0, blocks * config_.block_size),
+                                                    r->tenant)
+                                       .size()) *
+              config_.block_size;
+    }
+    candidate(r, start, r->num_tokens() - start);
   }
   return p;
 }
@@ -267,7 +308,7 @@ SchedulerOutput Scheduler::Schedule(int64_t max_prefill_tokens) {
   return out;
 }
 
-absl::Span<const uint64_t> Scheduler::BlockHashes(Request* r, int64_t count) {
+absl::Span<const uint64_t> Scheduler::BlockHashes(Request* r, int64_t count) const {
   const int64_t bs = config_.block_size;
   while (static_cast<int64_t>(r->block_hashes.size()) < count) {
     const int64_t b = static_cast<int64_t>(r->block_hashes.size());

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <utility>
@@ -86,13 +87,19 @@ struct SchedulerOutput {
 
 // What the next Schedule() would hold before any prefill (its decodes),
 // what prefill may follow (running prefills, then waiting requests from
-// their first token, in the order Schedule takes them), and the longest a
-// decode will have waited for its token when the step starts: what a
+// after their cached prefix, in the order Schedule takes them, as many as
+// could fit in a step), and how long its decodes can still wait: what a
 // step's budget is sized from (core/step_budget.h). Preemption aside.
 struct StepPreview {
   StepShape decodes;
   std::vector<PrefillCandidate> prefills;
-  double decode_wait = 0;  // seconds
+  // Over the decodes with a time-per-output-token target (theirs or the
+  // default given to Preview, the tighter): the least of the target less the
+  // time since the decode's last token, and the tightest target. Infinite
+  // and 0 when no decode has one (and then, with no default either, no
+  // prefill is previewed).
+  double slack = std::numeric_limits<double>::infinity();  // seconds
+  double target = 0;                                       // seconds
 };
 
 // A token id with its log-probability: a sampled token's alternatives.
@@ -140,7 +147,12 @@ class Scheduler {
   // With `max_prefill_tokens` >= 0, prefill chunks take at most that many
   // tokens of the step (decodes are never cut).
   SchedulerOutput Schedule(int64_t max_prefill_tokens = -1);
-  StepPreview Preview() const;
+  // `default_target`: the time-per-output-token target (seconds) of decodes
+  // that have none of their own (0: none); `ttft_target`: the
+  // time-to-first-token target (seconds; 0: none) each prefill candidate's
+  // ttft_left counts down from.
+  StepPreview Preview(double default_target = 0, double ttft_target = 0) const;
+  static constexpr size_t kMaxPreviewedDeadlines = 4096;
   // Applies the leader's sampled tokens for `output` (one per sequence with
   // `sample`), steps in the order they were scheduled; returns one update
   // per sequence that got a token or finished. A token for a sequence that
@@ -191,7 +203,7 @@ class Scheduler {
   // Waiting, nothing computed, unknown to the ranks.
   static void ToWaiting(Request* request);
   // Hashes of `r`'s first `count` full blocks.
-  absl::Span<const uint64_t> BlockHashes(Request* r, int64_t count);
+  absl::Span<const uint64_t> BlockHashes(Request* r, int64_t count) const;
   void Release(Request* request);
   std::unique_ptr<Request> Take(uint64_t id);
 

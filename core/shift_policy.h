@@ -5,6 +5,7 @@
 // step's measured time is fed back (the cost policy learns from it).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +23,15 @@ struct StepShape {
   int64_t num_decodes = 0;    // sequences scheduling one token after a sample
   int64_t max_context = 0;    // longest context (positions) any sequence attends
   int64_t attention = 0;      // sum over sequences of new tokens x context after the step
+
+  // Adds a sequence computing `n` tokens from position `start` (not counted
+  // as a decode: the caller knows).
+  void AddSequence(int64_t start, int64_t n) {
+    num_tokens += n;
+    num_sequences += 1;
+    attention += n * start + n * (n + 1) / 2;
+    max_context = std::max(max_context, start + n);
+  }
 };
 
 struct ShiftDecision {

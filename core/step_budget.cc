@@ -1,6 +1,7 @@
 #include "core/step_budget.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 
@@ -25,6 +26,8 @@ const char* BudgetReasonName(BudgetReason reason) {
       return "starvation";
     case BudgetReason::kUnpredicted:
       return "unpredicted";
+    case BudgetReason::kTtft:
+      return "ttft";
   }
   return "unknown";
 }
@@ -35,10 +38,7 @@ StepShape ShapeWithPrefill(const BudgetQuestion& q, int64_t prefill) {
     if (prefill <= 0 || s.num_sequences >= q.max_sequences) break;
     const int64_t n = std::min(c.tokens, prefill);
     if (n <= 0) continue;
-    s.num_tokens += n;
-    s.num_sequences += 1;
-    s.attention += n * c.start_position + n * (n + 1) / 2;
-    s.max_context = std::max(s.max_context, c.start_position + n);
+    s.AddSequence(c.start_position, n);
     prefill -= n;
   }
   return s;
@@ -101,24 +101,44 @@ BudgetChoice ChooseBudget(const BudgetQuestion& q, const ModePredictor& predict)
     fits(low, &choice);
     choice.reason = BudgetReason::kTarget;
   }
-  if (choice.prefill_tokens < std::min(q.min_prefill, most)) {
-    choice.prefill_tokens = std::min(q.min_prefill, most);
-    choice.reason = BudgetReason::kStarvation;
-    if (const auto p = predict(ShapeWithPrefill(q, choice.prefill_tokens))) {
+  // Raises the budget to `prefill` for `reason`, predicting it again.
+  auto raise = [&](int64_t prefill, BudgetReason reason) {
+    choice.prefill_tokens = prefill;
+    choice.reason = reason;
+    if (const auto p = predict(ShapeWithPrefill(q, prefill))) {
       choice.mode = p->first;
       choice.predicted_seconds = p->second;
     }
+  };
+  if (choice.prefill_tokens < std::min(q.min_prefill, most)) {
+    raise(std::min(q.min_prefill, most), BudgetReason::kStarvation);
+  }
+  // The time-to-first-token guard: in order, a prompt completes once the
+  // tokens before it and its own are computed; at steps of the predicted
+  // time, the steps left before its target must take them all. Larger steps
+  // are longer, so the need is computed again at the budget it raised to.
+  for (int round = 0; round < 4; ++round) {
+    const double step = std::max(choice.predicted_seconds, 1e-6);
+    int64_t need = 0, through = 0;
+    for (const PrefillCandidate& c : q.prefills) {
+      through += std::max<int64_t>(c.tokens, 0);
+      if (c.ttft_left == std::numeric_limits<double>::infinity()) continue;
+      const double steps = std::max(1.0, std::floor(c.ttft_left / step));
+      need = std::max(need, static_cast<int64_t>(std::ceil(static_cast<double>(through) / steps)));
+    }
+    need = std::min(need, most);
+    if (need <= choice.prefill_tokens) break;
+    raise(need, BudgetReason::kTtft);
   }
   return choice;
 }
 
-absl::Status ValidateTpotTarget(double milliseconds) {
-  if (milliseconds == 0 || (milliseconds >= kMinTpotTargetMs && milliseconds <= kMaxTpotTargetMs)) {
+absl::Status ValidateLatencyTarget(double milliseconds, absl::string_view what) {
+  if (milliseconds == 0 || (milliseconds >= kMinTargetMs && milliseconds <= kMaxTargetMs)) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat("--tpot_slo_ms must be 0 (off) or in [",
-                                                 kMinTpotTargetMs, ", ", kMaxTpotTargetMs,
-                                                 "], got ", milliseconds));
+  return absl::InvalidArgumentError(absl::StrCat(what, " must be 0 (none) or in [", kMinTargetMs,
+                                                 ", ", kMaxTargetMs, "], got ", milliseconds));
 }
 
 }  // namespace shift

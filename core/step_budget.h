@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "common/step_mode.h"
 #include "core/shift_policy.h"
 
@@ -26,6 +27,7 @@ enum class BudgetReason {
   kTargetUnmet,  // decodes alone are predicted over the target: no prefill
   kStarvation,   // a prefill waited too long: it gets a chunk anyway
   kUnpredicted,  // the cost model cannot predict yet: the fixed cap
+  kTtft,         // a prompt would miss its time-to-first-token target: more
 };
 const char* BudgetReasonName(BudgetReason reason);
 
@@ -34,6 +36,9 @@ const char* BudgetReasonName(BudgetReason reason);
 struct PrefillCandidate {
   int64_t start_position = 0;
   int64_t tokens = 0;
+  // Seconds left until its time-to-first-token target (< 0: missed by
+  // that much); infinite with no target or after its first token.
+  double ttft_left = std::numeric_limits<double>::infinity();
 };
 
 struct BudgetQuestion {
@@ -53,6 +58,8 @@ struct BudgetChoice {
   BudgetReason reason = BudgetReason::kCap;
   StepMode mode = StepMode::kTensorParallel;  // the mode it was sized for
   double predicted_seconds = -1;              // in that mode (< 0: none)
+  // The tightest target of the step's decodes (seconds; 0: none decodes).
+  double target_seconds = 0;
 };
 
 // The mode a policy would run `step` in and its predicted seconds; nullopt
@@ -65,10 +72,11 @@ StepShape ShapeWithPrefill(const BudgetQuestion& q, int64_t prefill);
 
 BudgetChoice ChooseBudget(const BudgetQuestion& q, const ModePredictor& predict);
 
-// --tpot_slo_ms: 0 (off) or within [kMinTpotTargetMs, kMaxTpotTargetMs];
-// INVALID_ARGUMENT naming the flag otherwise.
-inline constexpr double kMinTpotTargetMs = 0.1;
-inline constexpr double kMaxTpotTargetMs = 600000;
-absl::Status ValidateTpotTarget(double milliseconds);
+// A latency target (--tpot_slo_ms or a request's tpot_slo_ms, and
+// --ttft_slo_ms): 0 (none) or within [kMinTargetMs, kMaxTargetMs];
+// INVALID_ARGUMENT naming `what` otherwise.
+inline constexpr double kMinTargetMs = 0.1;
+inline constexpr double kMaxTargetMs = 600000;
+absl::Status ValidateLatencyTarget(double milliseconds, absl::string_view what);
 
 }  // namespace shift

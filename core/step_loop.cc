@@ -64,7 +64,7 @@ void StepTrace::Write(const Line& line) {
       "\"exploring\":%s,\"predicted_s\":%s,\"measured_s\":%.9g,\"rank_s\":%.9g,"
       "\"arrived\":%s,\"released\":%s,\"preempted\":%s,\"seqs\":%s,\"sampled\":%s,"
       "\"request_ids\":%s,\"ahead\":%s,\"plan_s\":%.9g,\"budget\":%s,"
-      "\"budget_reason\":%s}\n",
+      "\"budget_reason\":%s,\"budget_predicted_s\":%s}\n",
       line.t, line.group, record.step_id, StepModeName(d.mode), s.num_tokens, s.num_sequences,
       s.num_decodes, s.max_context, s.attention, d.exploring ? "true" : "false", predicted,
       record.seconds(), record.executed.rank_seconds, JsonIds(step.arrived), JsonIds(step.released),
@@ -72,7 +72,10 @@ void StepTrace::Write(const Line& line) {
       request_ids.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
       step.ahead ? "true" : "false", step.plan_seconds,
       step.budget ? absl::StrCat(step.budget->prefill_tokens) : "null",
-      step.budget ? absl::StrCat("\"", BudgetReasonName(step.budget->reason), "\"") : "null");
+      step.budget ? absl::StrCat("\"", BudgetReasonName(step.budget->reason), "\"") : "null",
+      step.budget && step.budget_predicted_seconds >= 0
+          ? absl::StrFormat("%.9g", step.budget_predicted_seconds)
+          : "null");
   std::fflush(file_);
 }
 
@@ -95,16 +98,16 @@ double StepLoop::margin() const {
 }
 
 std::optional<BudgetChoice> StepLoop::Budget() {
-  if (tpot_target_ <= 0) return std::nullopt;
-  StepPreview preview = scheduler_->Preview();
+  StepPreview preview = scheduler_->Preview(tpot_target_, ttft_target_);
+  if (tpot_target_ <= 0 && preview.target <= 0) return std::nullopt;
   BudgetQuestion q;
   q.decodes = preview.decodes;
   q.prefills = std::move(preview.prefills);
   q.max_tokens = scheduler_->config().max_num_batched_tokens;
   q.max_sequences = scheduler_->config().max_num_seqs;
-  if (q.decodes.num_sequences > 0) q.seconds = (tpot_target_ - preview.decode_wait) / margin();
+  if (preview.target > 0) q.seconds = preview.slack / margin();
   if (starved_steps_ >= kStarvationSteps) q.min_prefill = scheduler_->config().block_size;
-  const BudgetChoice choice =
+  BudgetChoice choice =
       ChooseBudget(q, [this](const StepShape& shape) -> std::optional<std::pair<StepMode, double>> {
         std::optional<std::pair<StepMode, double>> best;
         for (StepMode mode : policy_->CandidateModes(shape)) {
@@ -113,6 +116,7 @@ std::optional<BudgetChoice> StepLoop::Budget() {
         }
         return best;
       });
+  choice.target_seconds = preview.target;
   const bool starved = !q.prefills.empty() && choice.prefill_tokens == 0;
   starved_steps_ = starved ? starved_steps_ + 1 : 0;
   if (choice.reason == BudgetReason::kTargetUnmet) ++target_unmet_steps_;
@@ -196,12 +200,11 @@ absl::StatusOr<StepRecord> StepLoop::Finish(const PlannedStep& step,
   }
   last_completed_ = record.executed.completed;
   policy_->Observe(record.decision, record.seconds());
-  if (tpot_target_ > 0) {
-    cost_.Add(record.decision.mode, record.decision.inputs, record.seconds());
-    if (step.budget_predicted_seconds > 0) {
-      ratios_.push_back(record.seconds() / step.budget_predicted_seconds);
-      if (ratios_.size() > kMarginWindow) ratios_.pop_front();
-    }
+  // Learnt always: a request may bring its own target (Request::params).
+  cost_.Add(record.decision.mode, record.decision.inputs, record.seconds());
+  if (step.budget_predicted_seconds > 0) {
+    ratios_.push_back(record.seconds() / step.budget_predicted_seconds);
+    if (ratios_.size() > kMarginWindow) ratios_.pop_front();
   }
   record.updates =
       scheduler_->UpdateFromOutput(step.output, record.executed.sampled, record.decision.mode);

@@ -37,7 +37,9 @@ namespace shift {
 // "predicted_s", "measured_s", "rank_s", "plan_s": the time to plan it) and
 // the request ids it gave. "ahead": planned while the step before ran;
 // "budget", "budget_reason": its prefill budget with a latency target
-// (core/step_budget.h), else null.
+// (core/step_budget.h), else null; "budget_predicted_s": the loop's cost
+// model's seconds for the step as planned (a timing field; null without a
+// budget or a prediction).
 class StepTrace {
  public:
   // Appends to `path`; INVALID_ARGUMENT naming the path when it cannot.
@@ -134,10 +136,16 @@ class StepLoop {
   void set_plan_ahead(bool on) { plan_ahead_ = on; }
   // Steps sized to a latency target (docs/architecture.md): each step's
   // prefill tokens are the most that keep its predicted time within
-  // `seconds` per output token of every running decode (0: the fixed cap
-  // only). The loop learns step times from every step it finishes.
+  // `seconds` per output token of every running decode, or of the decode's
+  // own target where it is tighter (0: the requests' own targets only; the
+  // fixed cap for requests without one). The loop learns step times from
+  // every step it finishes.
   void set_tpot_target(double seconds) { tpot_target_ = seconds; }
   double tpot_target() const { return tpot_target_; }
+  // With a time-per-output-token target, a time-to-first-token target too
+  // (0: none): a step takes more prefill than the first target allows when a
+  // prompt would otherwise miss the second (BudgetReason::kTtft).
+  void set_ttft_target(double seconds) { ttft_target_ = seconds; }
   // Steps planned whose decodes alone were predicted over the target.
   int64_t target_unmet_steps() const { return target_unmet_steps_; }
   // The factor predictions are held to (>= 1): the 90th percentile of
@@ -174,6 +182,7 @@ class StepLoop {
   bool plan_ahead_ = false;
   // Steps sized to a latency target.
   double tpot_target_ = 0;
+  double ttft_target_ = 0;
   StepCostModel cost_;
   std::deque<double> ratios_;  // measured / predicted, the latest steps
   int starved_steps_ = 0;      // in a row with prefills waiting and none budgeted

@@ -384,6 +384,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, const 
     SHIFT_ASSIGN_OR_RETURN(std::optional<bool> usage, BoolField(*options, "include_usage"));
     out.include_usage = usage.value_or(false) && out.stream;
   }
+  SHIFT_ASSIGN_OR_RETURN(std::optional<double> tpot, NumberField(body, "tpot_slo_ms"));
+  out.tpot_slo_ms = tpot.value_or(0);
   SHIFT_ASSIGN_OR_RETURN(std::optional<bool> special, BoolField(body, "add_special_tokens"));
   out.add_special_tokens = special.value_or(!chat);
   const int64_t max_top = limits.max_top_logprobs;

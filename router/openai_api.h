@@ -56,6 +56,8 @@ struct OpenAiRequest {
   bool add_special_tokens = true;
   // Log probabilities: none (-1), else how many alternatives per token.
   int logprobs = -1;
+  // shift's own: GenerateRequest.tpot_slo_ms (0: the router's).
+  double tpot_slo_ms = 0;
 };
 
 // Reads a request body. InvalidArgument naming the field for a bad one,

@@ -197,6 +197,7 @@ class OpenAiCall : public std::enable_shared_from_this<OpenAiCall> {
     Choice& c = choices_[i];
     v1::GenerateRequest request;
     *request.mutable_sampling() = request_.sampling;
+    request.set_tpot_slo_ms(request_.tpot_slo_ms);
     request.mutable_sampling()->set_max_tokens(max_tokens_[c.prompt]);
     if (request_.sampling.has_seed()) {
       request.mutable_sampling()->set_seed(request_.sampling.seed() + (i % request_.n));

@@ -233,6 +233,7 @@ bool Router::AwaitGroup(Group* g) {
     g->loop = std::make_unique<StepLoop>(g->scheduler.get(), policy_.get(), g->executor.get(),
                                          clock_, step_trace_.get(), g->id);
     g->loop->set_tpot_target(options_.tpot_slo_ms / 1e3);
+    g->loop->set_ttft_target(options_.ttft_slo_ms / 1e3);
     Log(absl::StrCat("group ", g->id, " ready: ", options_.world_size, " ranks, ", blocks,
                      " KV blocks of ", config.block_size, " tokens"),
         {{"event", "group_formed"},
@@ -345,6 +346,7 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
     return absl::InvalidArgumentError(
         absl::StrCat("sampling.stop_token_ids has more than ", defaults::kMaxStopTokenIds, " ids"));
   }
+  SHIFT_RETURN_IF_ERROR(ValidateLatencyTarget(request.tpot_slo_ms(), "tpot_slo_ms"));
   if (request.has_token_ids() &&
       request.token_ids().ids_size() > options_.scheduler.max_model_len) {
     return absl::InvalidArgumentError(
@@ -409,6 +411,7 @@ absl::StatusOr<std::unique_ptr<Request>> Router::Validate(const v1::GenerateRequ
   p.ignore_eos = s.ignore_eos();
   p.top_logprobs = s.top_logprobs();
   p.return_logprob = s.return_logprob() || s.top_logprobs() > 0;
+  p.tpot_target = request.tpot_slo_ms() / 1e3;
   return r;
 }
 
@@ -719,9 +722,11 @@ void Router::Record(Group* g, const PlannedStep& step, StepRecord record) {
     if (step.budget->reason == BudgetReason::kTargetUnmet && !g->target_unmet_logged) {
       g->target_unmet_logged = true;
       Log(absl::StrFormat("group %u: its decodes alone are predicted at %.3f ms a step, over "
-                          "--tpot_slo_ms=%g; such steps run their decodes alone (counted in "
+                          "the target of %g ms (--tpot_slo_ms=%g, or a request's tpot_slo_ms); "
+                          "such steps run their decodes alone (counted in "
                           "shift_step_budget_total{reason=\"target_unmet\"})",
-                          g->id, 1e3 * step.budget->predicted_seconds, options_.tpot_slo_ms),
+                          g->id, 1e3 * step.budget->predicted_seconds,
+                          1e3 * step.budget->target_seconds, options_.tpot_slo_ms),
           {{"event", "tpot_target_unmet"}, {"group", g->id}}, LogLevel::kWarning);
     }
   }

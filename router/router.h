@@ -78,6 +78,8 @@ struct RouterOptions {
   // A time-per-output-token target for each step's budget (0: off;
   // core/step_budget.h).
   double tpot_slo_ms = 0;
+  // With it, a time-to-first-token target (0: off; StepLoop::set_ttft_target).
+  double ttft_slo_ms = 0;
 };
 
 class Router {

@@ -164,15 +164,19 @@ RouterMetrics::RouterMetrics(const std::string& model_name, int num_groups)
   step_budgets_ = &prometheus::BuildCounter()
                        .Name("shift_step_budget_total")
                        .Help(
-                           "Steps sized to --tpot_slo_ms, by group and what bound their prefill "
+                           "Steps sized to a time-per-output-token target (--tpot_slo_ms or a "
+                           "request's tpot_slo_ms), by group and what bound their prefill "
                            "budget: cap, target, target_unmet (the decodes alone are predicted "
-                           "over the target), starvation, unpredicted")
+                           "over the target), starvation, ttft (a prompt would miss "
+                           "--ttft_slo_ms), unpredicted")
                        .Labels(model_)
                        .Register(r);
   step_budget_tokens_ =
       &prometheus::BuildHistogram()
            .Name("shift_step_budget_tokens")
-           .Help("Prefill tokens a step sized to --tpot_slo_ms may take, by group")
+           .Help(
+               "Prefill tokens a step sized to a time-per-output-token target may take, by "
+               "group")
            .Labels(model_)
            .Register(r);
   step_duration_ = &prometheus::BuildHistogram()

@@ -88,6 +88,7 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
     groups[g].loop = std::make_unique<StepLoop>(groups[g].scheduler.get(), policy.get(),
                                                 groups[g].executor.get(), &clock, options.trace, g);
     groups[g].loop->set_tpot_target(options.tpot_slo_s);
+    groups[g].loop->set_ttft_target(options.ttft_slo_s);
   }
   const bool closed = options.concurrency > 0;
   std::vector<Client> clients;

@@ -73,6 +73,7 @@ struct SimOptions {
   // Steps sized to a time-per-output-token target (0: off;
   // core/step_budget.h).
   double tpot_slo_s = 0;
+  double ttft_slo_s = 0;  // with it (StepLoop::set_ttft_target)
   // A closed loop: `concurrency` requests in flight, the next sent when one
   // ends, until `duration_s` (0: open loop, requests at their times).
   int32_t concurrency = 0;

@@ -253,6 +253,11 @@ Report MakeReport(const std::vector<Outcome>& outcomes, double ttft_limit, doubl
   r.tpot = Summarize(tpot);
   r.itl = Summarize(itl);
   r.e2e = Summarize(e2e);
+  if (tpot_limit > 0 && !itl.empty()) {
+    const auto within =
+        std::count_if(itl.begin(), itl.end(), [&](double gap) { return gap <= tpot_limit; });
+    r.itl_within_tpot_limit = static_cast<double>(within) / static_cast<double>(itl.size());
+  }
   if (r.duration > 0) {
     r.request_throughput = r.completed / r.duration;
     r.token_throughput = r.output_tokens / r.duration;
@@ -287,6 +292,10 @@ std::string ReportTable(const Report& r) {
     absl::StrAppendFormat(&out, " (TTFT <= %.0f ms, TPOT <= %.0f ms)", 1000 * r.ttft_limit,
                           1000 * r.tpot_limit);
   }
+  if (r.itl_within_tpot_limit >= 0) {
+    absl::StrAppendFormat(&out, "; %.1f%% of inter-token gaps <= %.1f ms",
+                          100 * r.itl_within_tpot_limit, 1000 * r.tpot_limit);
+  }
   absl::StrAppend(&out, "\n");
   return out;
 }
@@ -314,7 +323,8 @@ nlohmann::json ReportJson(const Report& r) {
           {"total_token_throughput", r.total_token_throughput},
           {"goodput", r.goodput},
           {"ttft_limit_seconds", r.ttft_limit},
-          {"tpot_limit_seconds", r.tpot_limit}};
+          {"tpot_limit_seconds", r.tpot_limit},
+          {"itl_within_tpot_limit", r.itl_within_tpot_limit}};
 }
 
 }  // namespace shift::workload

@@ -105,6 +105,9 @@ struct Report {
   double request_throughput = 0, token_throughput = 0, total_token_throughput = 0;
   // Requests within both limits per second (goodput), and the limits.
   double goodput = 0, ttft_limit = 0, tpot_limit = 0;
+  // The share of inter-token gaps (ITL) at most tpot_limit: how often a
+  // stream kept the pace, where TPOT averages a request (-1: no limit).
+  double itl_within_tpot_limit = -1;
 };
 // TPOT is a request's (e2e - ttft) / (output - 1); ITL each gap between
 // tokens. Limits <= 0 are not applied.

@@ -396,6 +396,8 @@ TEST_F(ToolsCliTest, RouterDocumentsFlagsAndRefusesBadOnes) {
   ExpectRefused(router("--shift-policy=fastest"), "unknown shift policy \"fastest\"");
   ExpectRefused(router("--max-model-len=100000"), "over the model's context of 2048");
   ExpectRefused(router("--max_num_seqs=0"), "must be positive");
+  ExpectRefused(router("--tpot_slo_ms=0.01"), "--tpot_slo_ms must be 0 (none) or in [0.1, 600000]");
+  ExpectRefused(router("--ttft_slo_ms=-5"), "--ttft_slo_ms must be 0 (none) or in [0.1, 600000]");
   ExpectRefused(router("--step_trace=/nonexistent/dir/steps.jsonl"), "--step_trace: cannot open");
   ExpectRefused(router("--tls_cert=/nonexistent/cert.pem"), "--tls_cert and --tls_key go together");
   ExpectRefused(router("--api_key_file=/nonexistent/keys"), "/nonexistent/keys");

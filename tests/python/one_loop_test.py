@@ -43,7 +43,8 @@ from cluster import GENERATE, SIM, Cluster, http_get, make_model, metric, read  
 import shift_client  # noqa: E402  (on the path cluster sets)
 
 # What differs between front ends: timing, and the request ids each gave.
-TIMING = ("t", "predicted_s", "measured_s", "rank_s", "plan_s", "request_ids")
+TIMING = ("t", "predicted_s", "measured_s", "rank_s", "plan_s", "request_ids",
+          "budget_predicted_s")
 BLOCK = 16
 BLOCKS = 10
 FLAGS = ["--max_num_batched_tokens=32", "--max_num_seqs=8", "--shift_threshold=16",
@@ -299,9 +300,18 @@ class OneLoopTest(unittest.TestCase):
         # 0.1 ms: no step of the tiny model on these cores is that short.
         # Once the router's cost model predicts (16 TP steps), decodes run
         # alone, but a waiting prefill gets a block every 5th step at most.
-        trace = os.path.join(self.tmp, "slo.jsonl")
-        self.serve("slo", 2, ["--tpot_slo_ms=0.1", "--step_trace=" + trace])
+        # The router's target, then each request's own with none for the
+        # router.
+        for name, flags, own in [("slo", ["--tpot_slo_ms=0.1"], 0), ("own", [], 0.1)]:
+            with self.subTest(name):
+                self.check_target_unmet(name, flags, own)
+
+    def check_target_unmet(self, name, flags, own):
+        trace = os.path.join(self.tmp, name + ".jsonl")
+        self.serve(name, 2, flags + ["--step_trace=" + trace])
         requests = self.requests()
+        for r in requests:
+            r["tpot_slo_ms"] = own
         streamed, _ = self.run_all(requests)
         self.assertEqual([len(ids) for ids in streamed], [r["max_tokens"] for r in requests])
         self.cluster.assert_idle(self)
@@ -309,8 +319,9 @@ class OneLoopTest(unittest.TestCase):
         self.assertGreater(metric(text, 'shift_step_budget_total{group="0",reason="target_unmet"}')
                            or 0, 0)
         self.stop()
-        log = read(os.path.join(self.tmp, "slo-router.log"))
+        log = read(os.path.join(self.tmp, name + "-router.log"))
         self.assertEqual(log.count("event=tpot_target_unmet"), 1, log)
+        self.assertIn("over the target of 0.1 ms", log)
         lines = trace_lines(trace)
         reasons = [line["budget_reason"] for line in lines]
         self.assertIn("target_unmet", reasons)
@@ -329,7 +340,7 @@ def sampled(requests, i):
     r = requests[i]
     return {"token_ids": r["prompt_ids"], "max_tokens": r["max_tokens"],
             "temperature": r["temperature"], "seed": r["seed"], "ignore_eos": True,
-            "request_id": "request-%d" % i}
+            "request_id": "request-%d" % i, "tpot_slo_ms": r.get("tpot_slo_ms", 0)}
 
 
 if __name__ == "__main__":

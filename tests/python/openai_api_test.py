@@ -252,6 +252,9 @@ class OpenAiApiTest(unittest.TestCase):
             ("/v1/chat/completions", {"messages": "hi"}, 400, "messages"),
             ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}] * 10000},
              400, "prompt"),
+            ("/v1/completions", {"prompt": "x", "tpot_slo_ms": 0.01}, 400, "tpot_slo_ms"),
+            ("/v1/completions", {"prompt": "x", "tpot_slo_ms": "fast"}, 400, "tpot_slo_ms"),
+            ("/v1/completions", {"prompt": "x", "tpot_slo_ms": 50, "max_tokens": 2}, 200, None),
             ("/v1/completions", {"prompt": "x", "tools": []}, 200, None),  # unknown: ignored
         ]
         for path, body, want, words in cases:

@@ -257,6 +257,11 @@ class RouterE2ETest(unittest.TestCase):
             dict(text=prompt, stop=["s%d" % i for i in range(17)]),
             dict(text=prompt, stop=["x" * 4097]),
             dict(text=prompt, stop_token_ids=list(range(65))),
+            # A time-per-output-token target out of [0.1, 600000] ms.
+            dict(text=prompt, tpot_slo_ms=0.05),
+            dict(text=prompt, tpot_slo_ms=-1.0),
+            dict(text=prompt, tpot_slo_ms=700000.0),
+            dict(text=prompt, tpot_slo_ms=float("nan")),
         ]
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             good = pool.submit(c.generate, text=prompt, max_tokens=12)
@@ -267,6 +272,8 @@ class RouterE2ETest(unittest.TestCase):
                 self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, request)
                 self.assertTrue(e.exception.details(), request)
             self.assertEqual(good.result()[0], want)
+        # A target in range is served (greedy: the same tokens).
+        self.assertEqual(c.generate(text=prompt, max_tokens=12, tpot_slo_ms=50.0)[0], want)
         # The refused value as sent, not rounded to the value allowed.
         with self.assertRaises(grpc.RpcError) as e:
             c.generate(text=prompt, max_tokens=4, top_p=1.0000001)

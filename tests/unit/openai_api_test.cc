@@ -31,7 +31,7 @@ TEST(OpenAiApiTest, ReadsACompletionsRequest) {
   auto r = Completions(R"({"model": "tiny", "prompt": "hi", "max_tokens": 5, "temperature": 0.5,
       "top_p": 0.9, "top_k": -1, "seed": -3, "stop": ["a", "b"], "n": 2, "stream": true,
       "stream_options": {"include_usage": true}, "logprobs": 3, "ignore_eos": true,
-      "user": "u", "some_unknown_field": {"x": 1}})");
+      "user": "u", "some_unknown_field": {"x": 1}, "tpot_slo_ms": 25})");
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->prompts.size(), 1u);
   EXPECT_EQ(r->prompts[0].text, "hi");
@@ -48,6 +48,7 @@ TEST(OpenAiApiTest, ReadsACompletionsRequest) {
   EXPECT_EQ(r->sampling.top_logprobs(), 3u);
   EXPECT_TRUE(r->sampling.ignore_eos());
   EXPECT_TRUE(r->add_special_tokens);
+  EXPECT_EQ(r->tpot_slo_ms, 25);  // checked by the router (GenerateRequest's)
 }
 
 TEST(OpenAiApiTest, LeavesUnsetFieldsToTheModel) {
@@ -58,6 +59,7 @@ TEST(OpenAiApiTest, LeavesUnsetFieldsToTheModel) {
   EXPECT_FALSE(r->sampling.has_top_p());
   EXPECT_FALSE(r->sampling.has_seed());
   EXPECT_EQ(r->logprobs, -1);
+  EXPECT_EQ(r->tpot_slo_ms, 0);
   EXPECT_FALSE(r->include_usage);
 }
 

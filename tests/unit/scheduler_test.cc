@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -360,23 +361,69 @@ TEST_F(SchedulerTest, PreviewShowsTheDecodesAndThePrefillsThatMayFollow) {
   Step();  // 1 decodes, 2 starts its prefill (9 tokens)
   ASSERT_TRUE(Add(3, Range(300, 6), 20).ok());
   clock_.Advance(absl::Milliseconds(7));
-  const StepPreview p = sched_->Preview();
+  const StepPreview p = sched_->Preview(/*default_target=*/0.010);
   EXPECT_EQ(p.decodes.num_tokens, 1);
   EXPECT_EQ(p.decodes.num_sequences, 1);
   EXPECT_EQ(p.decodes.num_decodes, 1);
   EXPECT_EQ(p.decodes.max_context, 6);  // 4 + 1 computed, its sixth position
   EXPECT_EQ(p.decodes.attention, 6);
-  ASSERT_EQ(p.prefills.size(), 2u);
-  EXPECT_EQ(p.prefills[0].start_position, 9);  // 2's rest
+  // 2's rest fills the step's 10 tokens: 3, waiting, could not follow.
+  ASSERT_EQ(p.prefills.size(), 1u);
+  EXPECT_EQ(p.prefills[0].start_position, 9);
   EXPECT_EQ(p.prefills[0].tokens, 11);
-  EXPECT_EQ(p.prefills[1].start_position, 0);  // 3, waiting
-  EXPECT_EQ(p.prefills[1].tokens, 6);
   // 1's token came at the end of the last step, 8 ms ago (7 + Add's 1).
-  EXPECT_NEAR(p.decode_wait, 0.008, 1e-9);
+  EXPECT_EQ(p.target, 0.010);
+  EXPECT_NEAR(p.slack, 0.002, 1e-9);
   // The step it previews: the same decode first.
   const SchedulerOutput out = sched_->Schedule();
   EXPECT_EQ(out.num_decodes, p.decodes.num_decodes);
   EXPECT_EQ(out.sequences[0].seq_id, 1u);
+}
+
+TEST_F(SchedulerTest, PreviewTakesEachDecodesTighterTargetAndSkipsCachedPrefixes) {
+  Make(64, 4, /*max_batched=*/12);
+  RequestParams tight, loose;
+  tight.tpot_target = 0.005;
+  loose.tpot_target = 0.050;
+  ASSERT_TRUE(Add(1, Range(1, 4), 20, tight).ok());
+  ASSERT_TRUE(Add(2, Range(50, 4), 20, loose).ok());
+  ASSERT_TRUE(Add(3, Range(500, 9), 20).ok());
+  // No decode yet and no default target: nothing to size, nothing previewed.
+  EXPECT_TRUE(sched_->Preview().prefills.empty());
+  Step();  // 1 and 2 compute their prompts, 3 its first 4 tokens
+  clock_.Advance(absl::Milliseconds(2));
+  // No default: the decodes' own targets, the tightest 1's (3 ms left).
+  StepPreview p = sched_->Preview();
+  EXPECT_EQ(p.decodes.num_sequences, 2);
+  EXPECT_EQ(p.target, 0.005);
+  EXPECT_NEAR(p.slack, 0.003, 1e-9);
+  // A default of 20 ms: 1 keeps its own, 2 gets the tighter default.
+  p = sched_->Preview(0.020);
+  EXPECT_EQ(p.target, 0.005);
+  EXPECT_NEAR(p.slack, 0.003, 1e-9);
+  p = sched_->Preview(0.004);
+  EXPECT_EQ(p.target, 0.004);
+  // A waiting request whose first 8 tokens are 3's prompt, cached once
+  // computed, is previewed from after them.
+  for (int i = 0; i < 4; ++i) Step();
+  ASSERT_TRUE(Add(4, Concat(Range(500, 8), Range(900, 3)), 20).ok());
+  p = sched_->Preview(0.020);
+  ASSERT_FALSE(p.prefills.empty());
+  EXPECT_EQ(p.prefills.back().start_position, 8);
+  EXPECT_EQ(p.prefills.back().tokens, 3);
+  // No candidate past a full step: the 3 decodes and 4's 3 tokens are 6 of
+  // the 12; of ten more waiting requests of 4 tokens, two fill it.
+  for (uint64_t id = 10; id < 20; ++id) ASSERT_TRUE(Add(id, Range(1000 + 10 * id, 4), 5).ok());
+  p = sched_->Preview(0.020);
+  EXPECT_EQ(p.prefills.size(), 3u);
+  EXPECT_EQ(p.prefills[0].ttft_left, std::numeric_limits<double>::infinity());
+  // With a time-to-first-token target of 1 s: 4 arrived 11 ms ago (its own
+  // Add and the ten after it advanced the clock 1 ms each).
+  p = sched_->Preview(0.020, 1.0);
+  EXPECT_NEAR(p.prefills[0].ttft_left, 0.989, 1e-9);
+  const StepResult r = Step();
+  EXPECT_EQ(FindSeq(r.out, 4)->start_position, 8);  // as Schedule found it
+  ExpectConsistent();
 }
 
 TEST_F(SchedulerTest, APrefillBudgetCutsChunksNeverDecodes) {

@@ -4,6 +4,7 @@
 // model predicts; and the policies' candidate modes.
 #include "core/step_budget.h"
 
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -99,6 +100,55 @@ TEST(StepBudgetTest, TheStarvationGuardAdmitsAChunkAnyway) {
   c = ChooseBudget(q, Only(StepMode::kTensorParallel));
   EXPECT_EQ(c.reason, BudgetReason::kTarget);
   EXPECT_EQ(c.prefill_tokens, 392);
+}
+
+TEST(StepBudgetTest, APromptAboutToMissItsTtftTargetGetsWhatItNeeds) {
+  // 392 tokens fit 5 ms; a step of them takes 5 ms.
+  BudgetQuestion q = Question(5e-3);
+  q.prefills[0].ttft_left = 0.050;  // 10 such steps: 100 tokens a step do
+  BudgetChoice c = ChooseBudget(q, Only(StepMode::kTensorParallel));
+  EXPECT_EQ(c.reason, BudgetReason::kTarget);
+  EXPECT_EQ(c.prefill_tokens, 392);
+  // 12 ms: two steps of 500 would do, but a step of 500 takes 6.08 ms, so
+  // only one fits: the whole prompt now (an 11.08 ms step).
+  q.prefills[0].ttft_left = 0.012;
+  c = ChooseBudget(q, Only(StepMode::kTensorParallel));
+  EXPECT_EQ(c.reason, BudgetReason::kTtft);
+  EXPECT_EQ(c.prefill_tokens, 1000);
+  EXPECT_NEAR(c.predicted_seconds, 1e-3 + 1e-5 * 1008, 1e-12);
+  // The second prompt waits for the first: its 32 ms left are six steps for
+  // 2,000 tokens (334 a step, within the target's 392); 15 ms are not.
+  q.prefills[0].ttft_left = std::numeric_limits<double>::infinity();
+  q.prefills[1].ttft_left = 0.032;
+  c = ChooseBudget(q, Only(StepMode::kTensorParallel));
+  EXPECT_EQ(c.reason, BudgetReason::kTarget);
+  q.prefills[1].ttft_left = 0.015;
+  c = ChooseBudget(q, Only(StepMode::kTensorParallel));
+  EXPECT_EQ(c.reason, BudgetReason::kTtft);
+  EXPECT_EQ(c.prefill_tokens, 2000);
+  // Missed already: all of it, within the cap.
+  q.max_tokens = 1024;
+  q.prefills[1].ttft_left = -0.5;
+  c = ChooseBudget(q, Only(StepMode::kTensorParallel));
+  EXPECT_EQ(c.reason, BudgetReason::kTtft);
+  EXPECT_EQ(c.prefill_tokens, 1016);
+  // Even under a target the decodes alone miss.
+  q = Question(1e-3);
+  q.prefills[0].ttft_left = 0;
+  c = ChooseBudget(q, Only(StepMode::kTensorParallel));
+  EXPECT_EQ(c.reason, BudgetReason::kTtft);
+  EXPECT_EQ(c.prefill_tokens, 1000);
+}
+
+TEST(StepBudgetTest, LatencyTargetsAreZeroOrInRange) {
+  EXPECT_TRUE(ValidateLatencyTarget(0, "--x").ok());
+  EXPECT_TRUE(ValidateLatencyTarget(0.1, "--x").ok());
+  EXPECT_TRUE(ValidateLatencyTarget(600000, "--x").ok());
+  for (double bad : {0.05, -1.0, 600001.0, std::numeric_limits<double>::quiet_NaN()}) {
+    const absl::Status s = ValidateLatencyTarget(bad, "tpot_slo_ms");
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("tpot_slo_ms"), absl::string_view::npos) << s;
+  }
 }
 
 TEST(StepBudgetTest, TheFixedCapUntilTheModelPredicts) {

@@ -130,6 +130,7 @@ TEST(ReportTest, CountsPercentilesAndGoodput) {
     o.output_tokens = 11;  // TPOT 10 ms
     o.prompt_tokens = 5;
     o.token_times = {o.start + o.ttft, o.start + o.ttft + 0.1};
+    if (i % 4 == 0) o.token_times.push_back(o.start + o.ttft + 0.105);  // a 5 ms gap
     outcomes.push_back(o);
   }
   Outcome failed;
@@ -148,8 +149,12 @@ TEST(ReportTest, CountsPercentilesAndGoodput) {
   EXPECT_NEAR(r.itl.p50, 0.1, 1e-9);
   EXPECT_NEAR(r.duration, 99 + 1.1, 1e-9);
   EXPECT_NEAR(r.goodput * r.duration, 50, 1e-9);  // TTFT <= 0.5 s
+  // Of 125 gaps, the 25 of 5 ms are within 20 ms.
+  EXPECT_NEAR(r.itl_within_tpot_limit, 0.2, 1e-9);
   EXPECT_THAT(ReportTable(r), HasSubstr("RESOURCE_EXHAUSTED: 1"));
+  EXPECT_THAT(ReportTable(r), HasSubstr("20.0% of inter-token gaps <= 20.0 ms"));
   EXPECT_EQ(ReportJson(r)["completed"], 100);
+  EXPECT_EQ(MakeReport(outcomes, 0, 0).itl_within_tpot_limit, -1);
 }
 
 // Whether `program` is an executable file in a PATH directory.

@@ -106,7 +106,8 @@ FINISH_REASONS = {0: "unspecified", 1: "length", 2: "stop", 3: "eos", 4: "cancel
 def encode_generate_request(text=None, token_ids=None, max_tokens=16, temperature=None,
                             top_p=None, top_k=None, seed=None, stop=(), stop_token_ids=(),
                             ignore_eos=False, top_logprobs=0, return_logprob=False,
-                            request_id="", parse_special=False, add_special_tokens=None):
+                            request_id="", parse_special=False, add_special_tokens=None,
+                            tpot_slo_ms=0):
     """temperature, top_p, top_k and add_special_tokens left None are unset
     (the model's defaults); any value, 0 included, is sent."""
     sampling = b""
@@ -142,6 +143,8 @@ def encode_generate_request(text=None, token_ids=None, max_tokens=16, temperatur
         msg += _key(5, 0) + _varint(1)
     if add_special_tokens is not None:
         msg += _key(6, 0) + _varint(1 if add_special_tokens else 0)
+    if tpot_slo_ms:
+        msg += _key(7, 1) + struct.pack("<d", tpot_slo_ms)
     return msg
 
 

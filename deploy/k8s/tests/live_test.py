@@ -4,7 +4,8 @@
 A shift-router (cost policy, a low threshold so both modes run) and one
 worker group of two ranks started by deploy/docker/shift-supervisor, as the
 chart's worker pod runs them, serve a short bounded load on 127.0.0.1:
-long and short prompts (SP and TP steps), a KV cache small enough to
+long and short prompts (SP and TP steps; the short ones with a TPOT target
+of their own), a KV cache small enough to
 preempt, requests that fail validation, and streams cancelled midway. The
 Prometheus server of the Debian package scrapes the router and both ranks
 every second and evaluates deploy/k8s/prometheus/rules.yaml (its group
@@ -204,7 +205,10 @@ class LiveTest(unittest.TestCase):
             return c.generate(text=words * (6 + i % 5), max_tokens=60, ignore_eos=True)
 
         def short_request(i):
-            return c.generate(text="hello %d" % i, max_tokens=24, ignore_eos=True)
+            # With a time-per-output-token target of their own: the steps
+            # sized to it feed the step-budget panels.
+            return c.generate(text="hello %d" % i, max_tokens=24, ignore_eos=True,
+                              tpot_slo_ms=50.0)
 
         def invalid_request(i):
             try:

@@ -1722,6 +1722,142 @@ groups:
           "legendFormat": "{{ "{{" }}instance}} open fds"
         }
       ]
+    },
+    {
+      "type": "row",
+      "title": "Steps sized to a latency target (--tpot_slo_ms)",
+      "id": 32,
+      "collapsed": false,
+      "gridPos": {
+        "h": 1,
+        "w": 24,
+        "x": 0,
+        "y": 74
+      },
+      "panels": []
+    },
+    {
+      "type": "timeseries",
+      "title": "What bound each step's prefill budget",
+      "id": 33,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "Steps per second sized to a time-per-output-token target (the router's --tpot_slo_ms or a request's tpot_slo_ms), by what bound their prefill: cap (the fixed --max_num_batched_tokens, or all the prefill there is), target, target_unmet (the decodes alone are predicted over the target: they run alone), starvation (a waiting prefill gets a block after 4 steps without one), ttft (a prompt would miss --ttft_slo_ms: it gets what it needs), unpredicted (the cost model has not seen enough steps). Steady target_unmet means the target is below what the running decodes take.",
+      "gridPos": {
+        "h": 8,
+        "w": 12,
+        "x": 0,
+        "y": 75
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "short"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "sum by (reason) (rate(shift_step_budget_total{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval]))",
+          "legendFormat": "{{ "{{" }}reason}}"
+        }
+      ]
+    },
+    {
+      "type": "timeseries",
+      "title": "Prefill budget per step against the time per output token",
+      "id": 34,
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "description": "The prefill tokens a step sized to the target may take (p50, p90) and the measured inter-token latency (p90, right axis): the budget shrinks as decodes run close to the target.",
+      "gridPos": {
+        "h": 8,
+        "w": 12,
+        "x": 12,
+        "y": 75
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "short"
+        },
+        "overrides": [
+          {
+            "matcher": {
+              "id": "byName",
+              "options": "p90 inter-token latency"
+            },
+            "properties": [
+              {
+                "id": "unit",
+                "value": "s"
+              },
+              {
+                "id": "custom.axisPlacement",
+                "value": "right"
+              }
+            ]
+          }
+        ]
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(shift_step_budget_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "p50 budget tokens"
+        },
+        {
+          "refId": "B",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_step_budget_tokens_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "p90 budget tokens"
+        },
+        {
+          "refId": "C",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "histogram_quantile(0.9, sum by (le) (rate(shift_inter_token_latency_seconds_bucket{namespace=~\"$namespace\", job=~\"$job\", model_name=~\"$model\", group=~\"$group\"}[$__rate_interval])))",
+          "legendFormat": "p90 inter-token latency"
+        }
+      ]
     }
   ]
 }
