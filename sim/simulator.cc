@@ -217,7 +217,8 @@ absl::StatusOr<SimResult> Simulate(const SimOptions& options,
       if (!g.scheduler->HasWork()) skipped_to = std::max(skipped_to, before);
       const int64_t next_step = g.steps + 1 + (g.running ? 1 : 0) + (g.ahead ? 1 : 0);
       const bool due = before <= std::max(next_step, skipped_to);
-      const bool plans = !g.running || (options.plan_ahead && !g.ahead_tried);
+      const bool plans = !g.running || (options.plan_ahead && !g.ahead_tried &&
+                                        !(*arrivals)[next].after_step_ended);
       return plans && due ? SecondsOf(clock.Now()) : kNever;
     }
     if (closed) {

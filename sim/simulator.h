@@ -88,6 +88,10 @@ struct SimOptions {
 // has nothing else to do, as shift-generate --requests does.
 struct StepArrival {
   int64_t before_step = 1;
+  // Queued only once the step before it has ended: the router it replays
+  // did not plan that step ahead (it had idled). Else also while the step
+  // before runs, to be planned ahead of it.
+  bool after_step_ended = false;
 };
 
 struct SimResult {

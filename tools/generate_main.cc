@@ -66,9 +66,11 @@ ABSL_FLAG(int64_t, batch, 1, "Requests generated together (copies of the prompt)
 ABSL_FLAG(std::string, requests, "",
           "Run these requests instead of --prompt/--batch: a JSONL file, one object a line with "
           "\"prompt\" (text) or \"prompt_ids\", and optionally \"max_tokens\", \"temperature\", "
-          "\"top_p\", \"top_k\", \"seed\", \"ignore_eos\" and \"arrive_before_step\" (queued "
+          "\"top_p\", \"top_k\", \"seed\", \"ignore_eos\", \"arrive_before_step\" (queued "
           "just before that step is scheduled; default 1, as the \"arrived\" field of a step "
-          "trace says). Prints one JSON line per request with its tokens");
+          "trace says) and \"after_step_ended\" (with --async_scheduling, queued only once the "
+          "step before has ended, not while it runs: a router's trace says so with \"ahead\" "
+          "false). Prints one JSON line per request with its tokens");
 ABSL_FLAG(int64_t, max_num_batched_tokens, shift::defaults::kMaxNumBatchedTokens,
           "Most tokens scheduled in one step (prompts are prefilled in chunks of at most this)");
 ABSL_FLAG(int64_t, max_num_seqs, shift::defaults::kMaxNumSeqs, "Most sequences in one step");
@@ -142,6 +144,7 @@ absl::Status WriteLogits(const std::string& path, const std::vector<int32_t>& pr
 struct Planned {
   std::unique_ptr<Request> request;
   int64_t arrive_before_step = 1;
+  bool after_step_ended = false;  // not queued while the step before runs
 };
 
 absl::StatusOr<std::vector<int32_t>> ParseIds(absl::string_view text, int64_t vocab) {
@@ -201,6 +204,7 @@ absl::StatusOr<std::vector<Planned>> LoadRequests(const Tokenizer& tokenizer,
         r.seed = j.value("seed", r.seed);
         r.ignore_eos = j.value("ignore_eos", r.ignore_eos);
         p.arrive_before_step = j.value("arrive_before_step", int64_t{1});
+        p.after_step_ended = j.value("after_step_ended", false);
       } catch (const nlohmann::json::exception& e) {
         return absl::InvalidArgumentError(where + e.what());
       }
@@ -372,6 +376,9 @@ int Main() {
     for (; next < planned.size();) {
       if (!scheduler.HasWork()) skipped_to = std::max(skipped_to, planned[next].arrive_before_step);
       if (planned[next].arrive_before_step > std::max(next_step, skipped_to)) break;
+      // It came once the step before had ended: that one ends first (and
+      // plans nothing ahead of it, as the router found nothing to).
+      if (planned[next].after_step_ended && loop.busy()) break;
       std::unique_ptr<Request> r = std::move(planned[next++].request);
       r->id = next_id++;
       r->arrival = clock.Now();

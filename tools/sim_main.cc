@@ -71,7 +71,8 @@ ABSL_FLAG(std::string, compute_profile, "",
           "instead of the model and hardware");
 ABSL_FLAG(std::string, requests_jsonl, "",
           "Run these requests instead of --workload: shift-generate's --requests JSONL "
-          "(prompt_ids, max_tokens, arrive_before_step), each queued before its step");
+          "(prompt_ids, max_tokens, arrive_before_step, after_step_ended), each queued before "
+          "its step (with after_step_ended, only once the step before has ended)");
 ABSL_FLAG(std::string, step_trace, "", "Write each step as a JSON line (the router's format)");
 ABSL_FLAG(double, tpot_slo_ms, 0,
           "A time-per-output-token target in milliseconds: each step's prefill tokens are the "
@@ -189,7 +190,8 @@ absl::StatusOr<std::vector<workload::Request>> ReadRequestsJsonl(
       r.prompt = j["prompt_ids"].get<std::vector<int32_t>>();
       r.max_tokens = j.value("max_tokens", 16u);
       requests.push_back(std::move(r));
-      arrivals->push_back({j.value("arrive_before_step", int64_t{1})});
+      arrivals->push_back(
+          {j.value("arrive_before_step", int64_t{1}), j.value("after_step_ended", false)});
     } catch (const nlohmann::json::exception& e) {
       return absl::InvalidArgumentError(where + e.what());
     }

@@ -157,19 +157,25 @@ class OneLoopTest(unittest.TestCase):
 
     def replay(self, name, routed, streamed, requests):
         """The router's requests, each to arrive before the step its trace
-        says it arrived before (in the order the router numbered them), as
-        a requests file; and the tokens each streamed, in that order. Each
-        was sent as "request-<its index>"."""
-        arrival, index = {}, {}
+        says it arrived before (in the order the router numbered them;
+        after the step before ended when the router did not plan that step
+        ahead), as a requests file; and the tokens each streamed, in that
+        order. Each was sent as "request-<its index>"."""
+        arrival, index, after_end = {}, {}, {}
         for line in routed:
             for seq_id in line["arrived"]:
                 arrival.setdefault(seq_id, line["step"])
+                # A step planned after the one before ended, not ahead of it:
+                # the router had idled (nothing to plan ahead) and the
+                # request came after that step's end.
+                after_end.setdefault(seq_id, not line["ahead"])
             for seq_id, request_id in line["request_ids"].items():
                 index[int(seq_id)] = int(request_id.split("-")[1])
         ordered, tokens = [], []
         for seq_id in sorted(arrival):
             i = index[seq_id]
-            ordered.append(dict(requests[i], arrive_before_step=arrival[seq_id]))
+            ordered.append(dict(requests[i], arrive_before_step=arrival[seq_id],
+                                after_step_ended=after_end[seq_id]))
             tokens.append(streamed[i])
         self.assertEqual(len(ordered), len(requests))
         path = os.path.join(self.tmp, name + "-requests.jsonl")
