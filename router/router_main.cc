@@ -27,7 +27,7 @@
 #include "common/security.h"
 #include "common/status.h"
 #include "common/tokenizer.h"
-#include "core/step_budget.h"
+#include "core/target_flags.h"
 #include "router/admission_pool.h"
 #include "router/generation_service.h"
 #include "router/http_server.h"
@@ -151,14 +151,6 @@ ABSL_FLAG(int64_t, max_stop_strings, shift::defaults::kMaxStopStrings,
           "Most sampling.stop strings in one request");
 ABSL_FLAG(int64_t, max_stop_bytes, shift::defaults::kMaxStopBytes,
           "Most bytes of sampling.stop strings together in one request");
-ABSL_FLAG(double, tpot_slo_ms, 0,
-          "A time-per-output-token target in milliseconds: each step's prefill tokens are the "
-          "most that keep every running decode within it, as predicted by a cost model learned "
-          "from the steps (the fixed --max_num_batched_tokens cap until it predicts); 0: off");
-ABSL_FLAG(double, ttft_slo_ms, 0,
-          "With --tpot_slo_ms: a time-to-first-token target in milliseconds: a step takes more "
-          "prefill than the time-per-output-token target allows when a prompt would otherwise "
-          "miss this one, as predicted; 0: off");
 ABSL_FLAG(bool, async_scheduling, true,
           "Plan and send each step while the one before runs, its decodes carrying pending "
           "tokens the ranks resolve, so that ranks do not wait for the router between steps "
@@ -213,12 +205,9 @@ absl::Status Serve() {
   options.shift_policy = absl::GetFlag(FLAGS_shift_policy);
   options.step_trace = absl::GetFlag(FLAGS_step_trace);
   options.async_scheduling = absl::GetFlag(FLAGS_async_scheduling);
-  SHIFT_RETURN_IF_ERROR(
-      shift::ValidateLatencyTarget(absl::GetFlag(FLAGS_tpot_slo_ms), "--tpot_slo_ms"));
-  options.tpot_slo_ms = absl::GetFlag(FLAGS_tpot_slo_ms);
-  SHIFT_RETURN_IF_ERROR(
-      shift::ValidateLatencyTarget(absl::GetFlag(FLAGS_ttft_slo_ms), "--ttft_slo_ms"));
-  options.ttft_slo_ms = absl::GetFlag(FLAGS_ttft_slo_ms);
+  SHIFT_ASSIGN_OR_RETURN(const shift::LatencyTargetFlagValues targets, shift::LatencyTargetFlags());
+  options.tpot_slo_ms = targets.tpot_ms;
+  options.ttft_slo_ms = targets.ttft_ms;
   options.shift_threshold = absl::GetFlag(FLAGS_shift_threshold);
   options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout_s));

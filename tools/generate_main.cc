@@ -30,6 +30,7 @@
 #include "core/scheduler.h"
 #include "core/shift_policy.h"
 #include "core/step_loop.h"
+#include "core/target_flags.h"
 #include "kernels/backends.h"
 #include "nlohmann/json.hpp"
 #include "worker/compute_profile.h"
@@ -46,14 +47,6 @@ ABSL_FLAG(int64_t, prompt_tokens, 0,
 ABSL_FLAG(std::string, prompt_ids, "", "Prompt as comma-separated token ids (overrides --prompt)");
 ABSL_FLAG(int64_t, max_tokens, 32, "Tokens to generate per sequence");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past the end-of-sequence token");
-ABSL_FLAG(double, tpot_slo_ms, 0,
-          "A time-per-output-token target in milliseconds: each step's prefill tokens are the "
-          "most that keep every running decode within it, as predicted by a cost model learned "
-          "from the steps (the fixed --max_num_batched_tokens cap until it predicts); 0: off");
-ABSL_FLAG(double, ttft_slo_ms, 0,
-          "With --tpot_slo_ms: a time-to-first-token target in milliseconds: a step takes more "
-          "prefill than the time-per-output-token target allows when a prompt would otherwise "
-          "miss this one, as predicted; 0: off");
 ABSL_FLAG(bool, async_scheduling, false,
           "Plan each step before the previous one's results, its decodes carrying pending "
           "tokens the engine resolves (the router's overlap with the running step; the same "
@@ -324,16 +317,10 @@ int Main() {
   LocalExecutor executor(&engine);
   StepLoop loop(&scheduler, policy->get(), &executor, &clock, trace.get());
   loop.set_plan_ahead(absl::GetFlag(FLAGS_async_scheduling));
-  if (absl::Status valid = ValidateLatencyTarget(absl::GetFlag(FLAGS_tpot_slo_ms), "--tpot_slo_ms");
-      !valid.ok()) {
-    return ReportFailure(valid);
-  }
-  loop.set_tpot_target(absl::GetFlag(FLAGS_tpot_slo_ms) / 1e3);
-  if (absl::Status valid = ValidateLatencyTarget(absl::GetFlag(FLAGS_ttft_slo_ms), "--ttft_slo_ms");
-      !valid.ok()) {
-    return ReportFailure(valid);
-  }
-  loop.set_ttft_target(absl::GetFlag(FLAGS_ttft_slo_ms) / 1e3);
+  absl::StatusOr<LatencyTargetFlagValues> targets = LatencyTargetFlags();
+  if (!targets.ok()) return ReportFailure(targets.status());
+  loop.set_tpot_target(targets->tpot_ms / 1e3);
+  loop.set_ttft_target(targets->ttft_ms / 1e3);
 
   // Request ids count from 1 in arrival order, as the router gives them.
   const uint64_t first_id = 1;

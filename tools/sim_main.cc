@@ -23,6 +23,7 @@
 #include "common/model_config.h"
 #include "common/status.h"
 #include "core/step_loop.h"
+#include "core/target_flags.h"
 #include "nlohmann/json.hpp"
 #include "sim/cost_model.h"
 #include "sim/fit.h"
@@ -74,14 +75,6 @@ ABSL_FLAG(std::string, requests_jsonl, "",
           "(prompt_ids, max_tokens, arrive_before_step, after_step_ended), each queued before "
           "its step (with after_step_ended, only once the step before has ended)");
 ABSL_FLAG(std::string, step_trace, "", "Write each step as a JSON line (the router's format)");
-ABSL_FLAG(double, tpot_slo_ms, 0,
-          "A time-per-output-token target in milliseconds: each step's prefill tokens are the "
-          "most that keep every running decode within it, as predicted by a cost model learned "
-          "from the steps (the fixed --max_num_batched_tokens cap until it predicts); 0: off");
-ABSL_FLAG(double, ttft_slo_ms, 0,
-          "With --tpot_slo_ms: a time-to-first-token target in milliseconds: a step takes more "
-          "prefill than the time-per-output-token target allows when a prompt would otherwise "
-          "miss this one, as predicted; 0: off");
 ABSL_FLAG(bool, async_scheduling, false,
           "Plan each step while the one before runs, as shift-router does by default: the "
           "profile's loop overhead is hidden behind the running step (off by default, as the "
@@ -233,10 +226,9 @@ absl::StatusOr<Run> Simulate(const Config& config, const ModelConfig& model,
   o.vocab_size = static_cast<int32_t>(model.vocab_size);
   o.trace = trace;
   o.plan_ahead = absl::GetFlag(FLAGS_async_scheduling);
-  SHIFT_RETURN_IF_ERROR(ValidateLatencyTarget(absl::GetFlag(FLAGS_tpot_slo_ms), "--tpot_slo_ms"));
-  o.tpot_slo_s = absl::GetFlag(FLAGS_tpot_slo_ms) / 1e3;
-  SHIFT_RETURN_IF_ERROR(ValidateLatencyTarget(absl::GetFlag(FLAGS_ttft_slo_ms), "--ttft_slo_ms"));
-  o.ttft_slo_s = absl::GetFlag(FLAGS_ttft_slo_ms) / 1e3;
+  SHIFT_ASSIGN_OR_RETURN(const LatencyTargetFlagValues targets, LatencyTargetFlags());
+  o.tpot_slo_s = targets.tpot_ms / 1e3;
+  o.ttft_slo_s = targets.ttft_ms / 1e3;
   o.concurrency = workload::ClosedLoopConcurrency();
   o.duration_s = workload::WorkloadDuration();
   const int32_t vocab = o.vocab_size;
